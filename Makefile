@@ -1,0 +1,41 @@
+# Two set-up commands on a fresh machine (see README):
+#   make run   - install into .venv and run the agent on embedded defaults
+#   make test  - install test dependencies and services, then run the whole suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+run: $(VENV)/.run-installed
+	scripts/local-setup.sh $(BIN)/opsagent
+	$(BIN)/opsagent run --config deploy/config/local.yml
+
+test: $(VENV)/.test-installed
+	scripts/test-services.sh
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(VENV)/.test-installed
+	scripts/test-services.sh
+	$(BIN)/python bench/backup_vs_restic.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,1 @@
+"""Backup room: sources, chunking and crypto, the repository, storage backends, retention."""

@@ -1,0 +1,1 @@
+"""Cases room: case store, SLA calendar, rules and notifiers."""

@@ -1,0 +1,275 @@
+"""`opsagent run`: the scheduler that runs every configured job in its own worker thread.
+
+Checks run at their intervals, backup / restore test / prune at a time of day in a
+time zone (or every N). A job never overlaps itself, a slow job never delays the
+others, each run's outcome goes to the state database and to the sinks (metrics,
+cases), and a daily job whose last success is older than its period plus grace runs
+at once at start-up, so a host that was down at 02:00 still gets its backup.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import FrameType
+
+import schedule as schedule_lib
+from prometheus_client import CollectorRegistry
+
+from agents.config import Config, Schedule
+from agents.errors import OpsagentError
+from agents.monitor.checks import run_check
+from agents.results import CheckResult, Severity, run_guarded
+from agents.state import StateDB
+from exporters.http import ExporterServer, exporter_app
+from exporters.metrics import ResultMetrics
+
+log = logging.getLogger("opsagent.daemon")
+
+Sink = Callable[[CheckResult], None]
+
+
+@dataclass
+class JobContext:
+    """What a running job may use: a stop flag to honour and a way to emit extra results."""
+
+    stop: threading.Event
+    emit: Sink
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop.is_set()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One schedulable unit of work; `body` returns the job's own result."""
+
+    name: str
+    kind: str
+    schedule: Schedule
+    body: Callable[[JobContext], CheckResult]
+    severity: Severity = Severity.MAJOR
+    catch_up: bool = False
+    history: bool = True
+
+
+@dataclass
+class _Running:
+    thread: threading.Thread
+    started: float = field(default_factory=time.monotonic)
+
+
+class Daemon:
+    """Schedules jobs, runs each in a worker thread, records and fans out results."""
+
+    def __init__(
+        self,
+        jobs: Iterable[Job],
+        state: StateDB,
+        host: str,
+        sinks: Iterable[Sink] = (),
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        self.jobs = {job.name: job for job in jobs}
+        self.state = state
+        self.host = host
+        self.sinks = list(sinks)
+        self.shutdown_timeout = shutdown_timeout
+        self.stop_event = threading.Event()
+        self._scheduler = schedule_lib.Scheduler()
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.Lock()
+        self.skipped: dict[str, int] = {name: 0 for name in self.jobs}
+
+    # --- public ------------------------------------------------------------------------
+
+    def run(self, version: str, install_signals: bool = True) -> int:
+        """Run until SIGTERM/SIGINT (or `stop()`); returns the process exit code."""
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._on_signal)
+        self.state.record_daemon_start(version)
+        for job in self.jobs.values():
+            _register(self._scheduler, job.schedule).do(self.launch, job.name)
+        log.info("started with %d job(s)", len(self.jobs))
+        self.catch_up()
+        while not self.stop_event.is_set():
+            self._scheduler.run_pending()
+            idle = self._scheduler.idle_seconds
+            self.stop_event.wait(0.2 if idle is None else max(0.05, min(idle, 0.5)))
+        return self._shutdown()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def launch(self, name: str) -> bool:
+        """Start a job's run in a worker thread unless one is still running."""
+        job = self.jobs[name]
+        with self._lock:
+            running = self._running.get(name)
+            if running is not None and running.thread.is_alive():
+                self.skipped[name] += 1
+                log.warning(
+                    "%s is still running after %.0fs; this run is skipped",
+                    name,
+                    time.monotonic() - running.started,
+                )
+                return False
+            if self.stop_event.is_set():
+                return False
+            thread = threading.Thread(
+                target=self._run_job, args=(job,), name=f"job-{name}", daemon=True
+            )
+            self._running[name] = _Running(thread)
+            thread.start()
+        return True
+
+    def catch_up(self) -> list[str]:
+        """Launch every catch-up job whose last success is older than period + grace."""
+        now = datetime.now(UTC)
+        launched = []
+        for job in self.jobs.values():
+            if not job.catch_up:
+                continue
+            state = self.state.job(job.name)
+            last = state.last_success if state else None
+            if last is None or now - last > job.schedule.period + job.schedule.grace:
+                log.info(
+                    "%s: last success %s is older than its period; running now",
+                    job.name,
+                    last.isoformat() if last else "never",
+                )
+                if self.launch(job.name):
+                    launched.append(job.name)
+        return launched
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no job is running (for tests and one-shot use)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                alive = [r for r in self._running.values() if r.thread.is_alive()]
+            if not alive:
+                return True
+            time.sleep(0.02)
+        return False
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        self.stop_event.set()
+
+    def _run_job(self, job: Job) -> None:
+        context = JobContext(stop=self.stop_event, emit=self._publish)
+        self.state.record_start(job.name, job.kind, datetime.now(UTC))
+        result = run_guarded(job.name, job.kind, self.host, job.severity, lambda: job.body(context))
+        self.state.record_result(result, keep_history=job.history)
+        self._fan_out(result)
+        level = logging.INFO if result.ok else logging.WARNING
+        log.log(
+            level,
+            "%s %s: %s (%.2fs)",
+            job.name,
+            result.status.value,
+            result.summary,
+            result.duration_seconds,
+            extra={"job": job.name, "status": result.status.value},
+        )
+
+    def _publish(self, result: CheckResult) -> None:
+        """Extra results a job emits (per-source backup results): stored and fanned out."""
+        self.state.record_result(result)
+        self._fan_out(result)
+
+    def _fan_out(self, result: CheckResult) -> None:
+        for sink in self.sinks:
+            try:
+                sink(result)
+            except Exception:  # a broken sink must never break the job or the others
+                log.exception("result sink %r failed for %s", sink, result.name)
+
+    def _shutdown(self) -> int:
+        deadline = time.monotonic() + self.shutdown_timeout
+        with self._lock:
+            running = [(n, r.thread) for n, r in self._running.items() if r.thread.is_alive()]
+        for name, thread in running:
+            log.info("waiting for %s to stop", name)
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("%s did not stop within %.0fs", name, self.shutdown_timeout)
+        self.state.record_daemon_stop()
+        log.info("stopped")
+        return 0
+
+
+def _register(scheduler: schedule_lib.Scheduler, when: Schedule) -> schedule_lib.Job:
+    if when.every is not None:
+        return scheduler.every(when.every.total_seconds()).seconds
+    if when.weekly_on is not None:
+        assert when.at is not None
+        return getattr(scheduler.every(), when.weekly_on).at(when.at, when.timezone)
+    assert when.daily_at is not None
+    return scheduler.every().day.at(when.daily_at, when.timezone)
+
+
+def next_runs(jobs: Iterable[Job]) -> dict[str, datetime | None]:
+    """When each job would next run if the daemon started now (for plans and status)."""
+    scheduler = schedule_lib.Scheduler()
+    out: dict[str, datetime | None] = {}
+    for job in jobs:
+        entry = _register(scheduler, job.schedule).do(lambda: None)
+        out[job.name] = entry.next_run.astimezone(UTC) if entry.next_run else None
+    return out
+
+
+def check_jobs(config: Config) -> list[Job]:
+    """One job per configured health check, at the check's interval."""
+    jobs = []
+    for check in config.monitor.checks:
+        jobs.append(
+            Job(
+                name=check.name,
+                kind=check.kind,
+                schedule=Schedule(every=check.interval),
+                body=lambda ctx, check=check: run_check(check, config.host),
+                severity=check.severity,
+                history=False,
+            )
+        )
+    return jobs
+
+
+def build_jobs(config: Config) -> list[Job]:
+    """Every job the config declares: health checks, then the scheduled jobs."""
+    return check_jobs(config)
+
+
+def start_agent(config: Config, version: str) -> int:
+    """`opsagent run`: state, exporter and scheduler wired together; returns the exit code."""
+    state = StateDB(config.state_db)
+    registry = CollectorRegistry()
+    metrics = ResultMetrics(registry, version)
+    daemon = Daemon(build_jobs(config), state, config.host, sinks=[metrics.observe])
+    server = None
+    if config.exporter.enabled:
+        try:
+            server = ExporterServer(
+                config.exporter.host, config.exporter.port, exporter_app(registry, lambda: True)
+            ).start()
+        except OSError as exc:
+            raise OpsagentError(
+                f"exporter cannot listen on {config.exporter.listen}: {exc.strerror or exc}"
+            ) from None
+        log.info("exporter listening on http://%s:%d/metrics", config.exporter.host, server.port)
+    try:
+        return daemon.run(version)
+    finally:
+        if server is not None:
+            server.stop()

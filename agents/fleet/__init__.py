@@ -1,0 +1,1 @@
+"""Fleet room: runbook commands on many hosts over SSH (paramiko)."""

@@ -1,0 +1,1 @@
+"""Monitor room: host metrics (psutil) and application health checks."""

@@ -1,0 +1,259 @@
+"""Application and host health checks: each takes its config and returns a CheckResult.
+
+A check body returns (status, summary, details); `run_check` wraps it so that an
+exception becomes an `error` result and never escapes. Timeouts are enforced by
+each check's own I/O (socket and subprocess timeouts), so a hung target never
+blocks the caller past the check's `timeout`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psutil
+
+from agents.config import (
+    CommandCheck,
+    DiskCheck,
+    FileAgeCheck,
+    HttpCheck,
+    MysqlCheck,
+    PostgresCheck,
+    ProcessCheck,
+    TcpCheck,
+)
+from agents.results import CheckResult, Status, run_guarded
+from agents.units import format_duration, format_size
+
+Outcome = tuple[Status, str, Mapping[str, Any]]
+AnyCheck = (
+    HttpCheck
+    | TcpCheck
+    | ProcessCheck
+    | PostgresCheck
+    | MysqlCheck
+    | DiskCheck
+    | FileAgeCheck
+    | CommandCheck
+)
+
+
+def run_check(check: AnyCheck, host: str) -> CheckResult:
+    """Run one check once; never raises."""
+    body = _BODIES.get(check.kind)
+    if body is None:
+        summary = f"check kind {check.kind} is not supported by this agent version"
+        return run_guarded(
+            check.name, check.kind, host, check.severity, lambda: (Status.ERROR, summary, {})
+        )
+    return run_guarded(check.name, check.kind, host, check.severity, lambda: body(check))
+
+
+def run_all(checks: list[AnyCheck], host: str, max_parallel: int = 8) -> list[CheckResult]:
+    """Run checks concurrently on a bounded pool; results in config order."""
+    if not checks:
+        return []
+    with ThreadPoolExecutor(max_workers=min(max_parallel, len(checks))) as pool:
+        return list(pool.map(lambda c: run_check(c, host), checks))
+
+
+def disk_check(check: DiskCheck) -> Outcome:
+    usage = shutil.disk_usage(check.path)
+    free_percent = 100.0 * usage.free / usage.total if usage.total else 0.0
+    details = {
+        "path": str(check.path),
+        "total_bytes": usage.total,
+        "free_bytes": usage.free,
+        "free_percent": round(free_percent, 2),
+    }
+    problems = []
+    if check.min_free_percent is not None and free_percent < check.min_free_percent:
+        problems.append(f"{free_percent:.1f}% free, below {check.min_free_percent:g}%")
+    if check.min_free_bytes is not None and usage.free < check.min_free_bytes:
+        problems.append(
+            f"{format_size(usage.free)} free, below {format_size(check.min_free_bytes)}"
+        )
+    if problems:
+        return Status.FAILED, f"{check.path}: " + "; ".join(problems), details
+    return Status.OK, f"{check.path}: {free_percent:.1f}% free", details
+
+
+def command_check(check: CommandCheck) -> Outcome:
+    timeout = check.timeout.total_seconds()
+    try:
+        proc = subprocess.run(
+            check.command,
+            shell=check.shell,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return Status.FAILED, f"timed out after {format_duration(timeout)}", {}
+    except FileNotFoundError as exc:
+        return Status.ERROR, f"command not found: {exc.filename}", {}
+    output = (proc.stdout + proc.stderr).strip()
+    details = {"exit_code": proc.returncode, "output": output[-2000:]}
+    if proc.returncode != check.expect_exit:
+        last = output.splitlines()[-1] if output else ""
+        summary = f"exit code {proc.returncode}, expected {check.expect_exit}"
+        return Status.FAILED, summary + (f": {last[:200]}" if last else ""), details
+    if check.output_regex and not re.search(check.output_regex, output):
+        return Status.FAILED, f"output does not match {check.output_regex!r}", details
+    return Status.OK, f"exit code {proc.returncode}", details
+
+
+def tcp_check(check: TcpCheck) -> Outcome:
+    timeout = check.timeout.total_seconds()
+    start = time.monotonic()
+    try:
+        with socket.create_connection((check.host, check.port), timeout=timeout) as sock:
+            connect = time.monotonic() - start
+            if check.send is not None:
+                sock.sendall(check.send.encode())
+            if check.expect is not None:
+                data = _read_until(sock, check.expect.encode(), timeout)
+                if check.expect.encode() not in data:
+                    return (
+                        Status.FAILED,
+                        f"{check.host}:{check.port} did not answer {check.expect!r}",
+                        {"received": data[:200].decode(errors="replace")},
+                    )
+    except OSError as exc:
+        return Status.FAILED, f"{check.host}:{check.port}: {_oserror(exc)}", {}
+    return Status.OK, f"{check.host}:{check.port} connected", {"connect_seconds": connect}
+
+
+def http_check(check: HttpCheck) -> Outcome:
+    timeout = check.timeout.total_seconds()
+    context = ssl.create_default_context(cafile=str(check.ca_file) if check.ca_file else None)
+    if not check.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    handlers: list[Any] = [urllib.request.HTTPSHandler(context=context)]
+    if not check.follow_redirects:
+        handlers.append(_NoRedirect())
+    opener = urllib.request.build_opener(*handlers)
+    request = urllib.request.Request(check.url, method=check.method, headers=check.headers)
+    start = time.monotonic()
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            status, body = response.status, response.read(1 << 20)
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read(1 << 20) if exc.fp else b""
+    except (urllib.error.URLError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        text = _oserror(reason) if isinstance(reason, OSError) else str(reason)
+        return Status.FAILED, f"{check.url}: {text}", {}
+    latency = time.monotonic() - start
+    details = {"status_code": status, "latency_seconds": round(latency, 4)}
+    if status not in check.expect_status:
+        return Status.FAILED, f"{check.url}: HTTP {status}", details
+    if check.body_regex and not re.search(check.body_regex, body.decode(errors="replace")):
+        return Status.FAILED, f"{check.url}: body does not match {check.body_regex!r}", details
+    if check.max_latency and latency > check.max_latency.total_seconds():
+        return Status.FAILED, f"{check.url}: {latency:.2f}s, over {check.max_latency}", details
+    return Status.OK, f"{check.url}: HTTP {status} in {latency * 1000:.0f}ms", details
+
+
+def file_age_check(check: FileAgeCheck) -> Outcome:
+    matches = glob.glob(check.glob, recursive=True)
+    if not matches:
+        return Status.FAILED, f"no file matches {check.glob}", {}
+    newest = max(matches, key=os.path.getmtime)
+    age = time.time() - os.path.getmtime(newest)
+    details = {"newest": newest, "age_seconds": round(age, 1)}
+    if age > check.max_age.total_seconds():
+        return (
+            Status.FAILED,
+            f"newest file {newest} is {format_duration(age)} old,"
+            f" over {format_duration(check.max_age)}",
+            details,
+        )
+    return Status.OK, f"newest file is {format_duration(age)} old", details
+
+
+def process_check(check: ProcessCheck) -> Outcome:
+    matched = _matching_processes(check)
+    count = len(matched)
+    details = {"count": count, "pids": [p.pid for p in matched][:50]}
+    if count < check.min_count:
+        return (
+            Status.FAILED,
+            f"{count} process(es) running, expected at least {check.min_count}",
+            details,
+        )
+    if check.max_count is not None and count > check.max_count:
+        return (
+            Status.FAILED,
+            f"{count} process(es) running, expected at most {check.max_count}",
+            details,
+        )
+    return Status.OK, f"{count} process(es) running", details
+
+
+def _matching_processes(check: ProcessCheck) -> list[psutil.Process]:
+    if check.pidfile is not None:
+        try:
+            pid = int(check.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return []
+        return [psutil.Process(pid)] if psutil.pid_exists(pid) else []
+    pattern = re.compile(check.cmdline_regex) if check.cmdline_regex else None
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.pid == os.getpid():
+            continue
+        if pattern is not None:
+            if pattern.search(" ".join(proc.info["cmdline"] or [])):
+                found.append(proc)
+        elif proc.info["name"] == check.process_name:
+            found.append(proc)
+    return found
+
+
+def _read_until(sock: socket.socket, marker: bytes, timeout: float) -> bytes:
+    deadline = time.monotonic() + timeout
+    data = b""
+    while marker not in data and len(data) < 65536 and time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _oserror(exc: OSError) -> str:
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_BODIES: dict[str, Callable[[Any], Outcome]] = {
+    "disk": disk_check,
+    "command": command_check,
+    "tcp": tcp_check,
+    "http": http_check,
+    "file_age": file_age_check,
+    "process": process_check,
+}

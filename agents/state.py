@@ -1,0 +1,245 @@
+"""The agent's state database (SQLite under `state_dir`): job runs, last results, daemon info.
+
+It is what lets a restarted daemon know that the 02:00 backup never ran, and what
+`opsagent status` reads. One connection per call keeps it safe across job threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agents.errors import OpsagentError
+from agents.results import CheckResult
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE jobs (
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        last_start TEXT,
+        last_finish TEXT,
+        last_success TEXT,
+        last_status TEXT,
+        last_result TEXT,
+        consecutive_failures INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        status TEXT NOT NULL,
+        duration_seconds REAL NOT NULL,
+        result TEXT NOT NULL
+    );
+    CREATE INDEX runs_by_name ON runs (name, started_at);
+    """,
+}
+
+# Checks run every few seconds; the run history keeps jobs (backup, restore test,
+# prune) and only failures and status changes of checks, trimmed to this many rows.
+MAX_RUN_ROWS = 20_000
+
+
+class StateError(OpsagentError):
+    """The state database cannot be used; carries a one-line message."""
+
+
+@dataclass(frozen=True)
+class JobState:
+    name: str
+    kind: str
+    last_start: datetime | None
+    last_finish: datetime | None
+    last_success: datetime | None
+    last_status: str | None
+    last_result: CheckResult | None
+    consecutive_failures: int
+
+
+class StateDB:
+    """Small typed accessors over the state database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                self._migrate(db)
+        except sqlite3.Error as exc:
+            raise StateError(f"{path}: state database unusable: {exc}") from None
+        except OSError as exc:
+            raise StateError(f"{path}: cannot create state directory: {exc.strerror}") from None
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
+            yield db
+        finally:
+            db.close()
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        has_meta = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+        ).fetchone()
+        version = 0
+        if has_meta:
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"{self.path}: state database schema {version} is newer than this agent "
+                f"understands ({SCHEMA_VERSION}); upgrade opsagent"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            db.executescript(
+                "BEGIN IMMEDIATE;"
+                + _MIGRATIONS[target]
+                + "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version',"
+                + f" '{target}'); COMMIT;"
+            )
+
+    # --- meta --------------------------------------------------------------------------
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def meta(self, key: str) -> str | None:
+        with self._connect() as db:
+            row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def record_daemon_start(self, version: str) -> None:
+        now = _iso(datetime.now(UTC))
+        for key, value in (("daemon_started_at", now), ("daemon_pid", str(os.getpid()))):
+            self.set_meta(key, value)
+        self.set_meta("daemon_version", version)
+        self.set_meta("daemon_stopped_at", "")
+
+    def record_daemon_stop(self) -> None:
+        self.set_meta("daemon_stopped_at", _iso(datetime.now(UTC)))
+
+    # --- jobs --------------------------------------------------------------------------
+
+    def record_start(self, name: str, kind: str, when: datetime) -> None:
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO jobs (name, kind, last_start) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET last_start=excluded.last_start",
+                (name, kind, _iso(when)),
+            )
+
+    def record_result(self, result: CheckResult, keep_history: bool = True) -> None:
+        """Store a finished run: last status always, a history row when asked."""
+        finished = result.started_at.timestamp() + result.duration_seconds
+        finish_iso = _iso(datetime.fromtimestamp(finished, UTC))
+        success_iso = finish_iso if result.ok else None
+        payload = result.to_json()
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                """INSERT INTO jobs (name, kind, last_start, last_finish, last_success,
+                       last_status, last_result, consecutive_failures)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(name) DO UPDATE SET
+                       kind=excluded.kind,
+                       last_finish=excluded.last_finish,
+                       last_success=COALESCE(excluded.last_success, jobs.last_success),
+                       last_status=excluded.last_status,
+                       last_result=excluded.last_result,
+                       consecutive_failures=CASE WHEN excluded.last_status='ok' THEN 0
+                           ELSE jobs.consecutive_failures + 1 END""",
+                (
+                    result.name,
+                    result.kind,
+                    _iso(result.started_at),
+                    finish_iso,
+                    success_iso,
+                    result.status.value,
+                    payload,
+                    0 if result.ok else 1,
+                ),
+            )
+            if keep_history:
+                db.execute(
+                    "INSERT INTO runs (name, kind, started_at, status, duration_seconds, result)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        result.name,
+                        result.kind,
+                        _iso(result.started_at),
+                        result.status.value,
+                        result.duration_seconds,
+                        payload,
+                    ),
+                )
+                db.execute(
+                    "DELETE FROM runs WHERE id <= (SELECT MAX(id) FROM runs) - ?",
+                    (MAX_RUN_ROWS,),
+                )
+            db.execute("COMMIT")
+
+    def job(self, name: str) -> JobState | None:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT name, kind, last_start, last_finish, last_success, last_status,"
+                " last_result, consecutive_failures FROM jobs WHERE name=?",
+                (name,),
+            ).fetchone()
+        return _job_state(row) if row else None
+
+    def jobs(self) -> list[JobState]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT name, kind, last_start, last_finish, last_success, last_status,"
+                " last_result, consecutive_failures FROM jobs ORDER BY name"
+            ).fetchall()
+        return [_job_state(row) for row in rows]
+
+    def runs(self, name: str | None = None, limit: int = 100) -> list[CheckResult]:
+        """Recent runs, newest first."""
+        query = "SELECT result FROM runs"
+        args: tuple[Any, ...] = ()
+        if name is not None:
+            query += " WHERE name=?"
+            args = (name,)
+        query += " ORDER BY id DESC LIMIT ?"
+        with self._connect() as db:
+            rows = db.execute(query, (*args, limit)).fetchall()
+        return [CheckResult.from_dict(json.loads(r[0])) for r in rows]
+
+
+def _job_state(row: tuple[Any, ...]) -> JobState:
+    return JobState(
+        name=row[0],
+        kind=row[1],
+        last_start=_parse(row[2]),
+        last_finish=_parse(row[3]),
+        last_success=_parse(row[4]),
+        last_status=row[5],
+        last_result=CheckResult.from_dict(json.loads(row[6])) if row[6] else None,
+        consecutive_failures=int(row[7]),
+    )
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

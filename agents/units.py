@@ -1,0 +1,88 @@
+"""Parsing and formatting of the human units used in configuration: durations and sizes.
+
+Kept apart from `config.py` so that CLI options (`--since 30d`, `--read-data-subset`)
+and the config loader read units the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_FACTOR = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "pb": 10**15,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+    "pib": 2**50,
+}
+
+
+def parse_duration(value: str | int | float | timedelta) -> timedelta:
+    """Read `15s`, `5m`, `26h`, `7d`, `2w`, `1h30m`, `250ms` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like 15s, 5m, 26h or 7d, got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"must not be negative, got {value}")
+        return timedelta(seconds=value)
+    text = str(value).strip().lower()
+    if not text or _DURATION_PART.sub("", text) != "":
+        raise ValueError(f"expected a duration like 15s, 5m, 26h or 7d, got {value!r}")
+    seconds = sum(float(n) * _DURATION_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta | float) -> str:
+    """Render a duration the way people write it in the config (`1d2h`, `15s`, `250ms`)."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms" if seconds else "0s"
+    if seconds < 60 and seconds != int(seconds):
+        return f"{seconds:.1f}s"
+    parts = []
+    rest = round(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts) or "0s"
+
+
+def parse_size(value: str | int | float) -> int:
+    """Read a byte size: `16MiB`, `20GiB`, `10MB`, `512` (bytes)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size like 16MiB or 20GiB, got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"must not be negative, got {value}")
+        return int(value)
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"expected a size like 16MiB or 20GiB, got {value!r}")
+    number, unit = match.groups()
+    return int(float(number) * _SIZE_FACTOR[(unit or "b").lower()])
+
+
+def format_size(value: float) -> str:
+    """Render bytes with binary units (`1.5 GiB`)."""
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")

@@ -1,0 +1,1 @@
+"""Prometheus exposition: metrics registry, HTTP server (TLS, basic auth), textfile writer."""

@@ -1,0 +1,182 @@
+"""The scheduler: runs on time, never overlaps a job, catches up stale daily jobs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from agents.config import Schedule
+from agents.daemon import Daemon, Job, JobContext, next_runs
+from agents.results import CheckResult, Status
+from agents.state import StateDB
+
+
+def ok_result(name: str, kind: str = "test") -> CheckResult:
+    return CheckResult(name=name, kind=kind, host="h", status=Status.OK, summary="fine")
+
+
+def run_for(daemon: Daemon, seconds: float) -> None:
+    thread = threading.Thread(target=daemon.run, args=("test", False), daemon=True)
+    thread.start()
+    time.sleep(seconds)
+    daemon.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_job_every_second_runs(tmp_path: Path) -> None:
+    runs: list[float] = []
+
+    def body(ctx: JobContext) -> CheckResult:
+        runs.append(time.monotonic())
+        return ok_result("tick")
+
+    job = Job("tick", "test", Schedule(every=timedelta(seconds=1)), body)
+    daemon = Daemon([job], StateDB(tmp_path / "state.db"), "h")
+    run_for(daemon, 3.6)
+    assert 3 <= len(runs) <= 4
+    state = daemon.state.job("tick")
+    assert state is not None and state.last_status == "ok" and state.last_success is not None
+
+
+def test_same_job_never_overlaps(tmp_path: Path) -> None:
+    active = 0
+    peak = 0
+    lock = threading.Lock()
+    runs = 0
+
+    def body(ctx: JobContext) -> CheckResult:
+        nonlocal active, peak, runs
+        with lock:
+            active += 1
+            runs += 1
+            peak = max(peak, active)
+        ctx.stop.wait(2.5)
+        with lock:
+            active -= 1
+        return ok_result("slow")
+
+    job = Job("slow", "test", Schedule(every=timedelta(seconds=1)), body)
+    daemon = Daemon([job], StateDB(tmp_path / "state.db"), "h")
+    run_for(daemon, 5.5)
+    assert peak == 1
+    assert runs >= 2
+    assert daemon.skipped["slow"] >= 2
+
+
+def test_slow_job_does_not_delay_others(tmp_path: Path) -> None:
+    fast_runs = 0
+
+    def slow(ctx: JobContext) -> CheckResult:
+        ctx.stop.wait(10)
+        return ok_result("slow")
+
+    def fast(ctx: JobContext) -> CheckResult:
+        nonlocal fast_runs
+        fast_runs += 1
+        return ok_result("fast")
+
+    every = Schedule(every=timedelta(seconds=1))
+    daemon = Daemon(
+        [Job("slow", "test", every, slow), Job("fast", "test", every, fast)],
+        StateDB(tmp_path / "state.db"),
+        "h",
+    )
+    run_for(daemon, 3.6)
+    assert fast_runs >= 3
+
+
+def _far_daily() -> Schedule:
+    later = datetime.now(ZoneInfo("America/Toronto")) + timedelta(hours=12)
+    return Schedule(daily_at=later.strftime("%H:%M"), timezone="America/Toronto")
+
+
+def test_stale_daily_job_catches_up_at_start(tmp_path: Path) -> None:
+    state = StateDB(tmp_path / "state.db")
+    old = datetime.now(UTC) - timedelta(days=3)
+    state.record_result(
+        CheckResult(
+            name="backup", kind="backup", host="h", status=Status.OK, summary="old", started_at=old
+        )
+    )
+    ran = threading.Event()
+
+    def body(ctx: JobContext) -> CheckResult:
+        ran.set()
+        return ok_result("backup", "backup")
+
+    job = Job("backup", "backup", _far_daily(), body, catch_up=True)
+    daemon = Daemon([job], state, "h")
+    thread = threading.Thread(target=daemon.run, args=("test", False), daemon=True)
+    thread.start()
+    assert ran.wait(5), "stale backup was not run at start"
+    daemon.stop()
+    thread.join(10)
+    last = state.job("backup")
+    assert last is not None and last.last_success is not None
+    assert datetime.now(UTC) - last.last_success < timedelta(minutes=1)
+
+
+def test_fresh_daily_job_waits_for_its_time(tmp_path: Path) -> None:
+    state = StateDB(tmp_path / "state.db")
+    state.record_result(ok_result("backup", "backup"))
+    ran = threading.Event()
+
+    def body(ctx: JobContext) -> CheckResult:
+        ran.set()
+        return ok_result("backup", "backup")
+
+    daemon = Daemon([Job("backup", "backup", _far_daily(), body, catch_up=True)], state, "h")
+    assert daemon.catch_up() == []
+    run_for(daemon, 1.0)
+    assert not ran.is_set()
+
+
+def test_never_run_daily_job_runs_at_start(tmp_path: Path) -> None:
+    ran = threading.Event()
+
+    def body(ctx: JobContext) -> CheckResult:
+        ran.set()
+        return ok_result("backup", "backup")
+
+    daemon = Daemon(
+        [Job("backup", "backup", _far_daily(), body, catch_up=True)],
+        StateDB(tmp_path / "state.db"),
+        "h",
+    )
+    assert daemon.catch_up() == ["backup"]
+    assert ran.wait(5)
+    assert daemon.wait_idle(5)
+
+
+def test_exception_becomes_error_result_and_reaches_sinks(tmp_path: Path) -> None:
+    seen: list[CheckResult] = []
+
+    def body(ctx: JobContext) -> CheckResult:
+        raise RuntimeError("disk on fire\nsecond line")
+
+    def broken_sink(result: CheckResult) -> None:
+        raise ValueError("sink broken")
+
+    job = Job("boom", "test", Schedule(every=timedelta(seconds=1)), body)
+    daemon = Daemon([job], StateDB(tmp_path / "state.db"), "h", sinks=[broken_sink, seen.append])
+    assert daemon.launch("boom")
+    assert daemon.wait_idle(5)
+    assert seen and seen[0].status is Status.ERROR
+    assert seen[0].summary == "disk on fire second line"
+    state = daemon.state.job("boom")
+    assert state is not None and state.last_status == "error" and state.last_success is None
+    assert state.consecutive_failures == 1
+
+
+def test_next_runs_in_time_zone() -> None:
+    schedule = Schedule(daily_at="02:00", timezone="America/Toronto")
+    job = Job("backup", "backup", schedule, lambda ctx: ok_result("backup"))
+    when = next_runs([job])["backup"]
+    assert when is not None
+    local = when.astimezone(ZoneInfo("America/Toronto"))
+    assert (local.hour, local.minute) == (2, 0)
+    assert timedelta(0) < when - datetime.now(UTC) <= timedelta(days=1)
