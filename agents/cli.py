@@ -8,17 +8,27 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 import yaml
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from agents import __version__
-from agents.config import Config, ConfigError, config_path, load_config
+from agents.config import BackupConfig, Config, ConfigError, config_path, load_config
 from agents.errors import OpsagentError
 from agents.logs import setup_logging
 from agents.results import CheckResult, Status
@@ -184,6 +194,308 @@ def monitor_checks(ctx: click.Context, config_file: Path | None, as_json: bool) 
 @cli.group()
 def backup() -> None:
     """Back up to the repository, list and check snapshots."""
+
+
+def backup_config(config: Config) -> BackupConfig:
+    if config.backup is None:
+        raise ConfigError([f"{config_path(None)}: backup: required for this command"])
+    return config.backup
+
+
+@backup.command("init")
+@config_option
+@click.pass_context
+def backup_init(ctx: click.Context, config_file: Path | None) -> None:
+    """Create the repository (refuses to overwrite an existing one)."""
+    from agents.backup.crypto import key_fingerprint
+    from agents.backup.runner import init_repository
+
+    config = load(ctx, config_file)
+    repo = init_repository(backup_config(config), config.host)
+    click.echo(f"created repository {repo.info['id']} at {repo.storage.url}")
+    click.echo(f"master key fingerprint: {key_fingerprint(repo.crypto.master)}")
+    click.echo(
+        "IMPORTANT: the data can only be read with the repository password. Losing it loses"
+        " every backup. Escrow it now: keep a copy of the password file in a password"
+        " manager or sealed envelope held apart from this host and from the bucket."
+    )
+
+
+@backup.command("run")
+@config_option
+@click.option("--source", "sources", multiple=True, help="Only this source (repeatable).")
+@click.option("--tag", "tags", multiple=True, help="Tag the snapshots (repeatable).")
+@click.option(
+    "--time",
+    "when",
+    default=None,
+    help="Record this snapshot time (ISO 8601), for imports and policy tests.",
+)
+@json_option
+@click.pass_context
+def backup_run(
+    ctx: click.Context,
+    config_file: Path | None,
+    sources: tuple[str, ...],
+    tags: tuple[str, ...],
+    when: str | None,
+    as_json: bool,
+) -> None:
+    """Back up every configured source (or --source ones) now."""
+    from agents.backup.runner import run_backup
+
+    config = load(ctx, config_file)
+    at = _parse_time(when) if when else None
+    results: list[CheckResult] = []
+    with progress_bar("backup", enabled=not as_json) as advance:
+        run = run_backup(
+            config,
+            only=list(sources) or None,
+            tags=list(tags),
+            when=at,
+            emit=results.append,
+            progress=advance,
+        )
+    if as_json:
+        print_json({"run": run.to_dict(), "sources": [r.to_dict() for r in results]})
+    else:
+        Console().print(results_table([*results, run], f"backup on {config.host}"))
+    ctx.exit(exit_for([run]))
+
+
+@backup.command("snapshots")
+@config_option
+@click.option("--source", default=None, help="Only snapshots of this source.")
+@click.option("--host", default=None, help="Only snapshots of this host.")
+@json_option
+@click.pass_context
+def backup_snapshots(
+    ctx: click.Context,
+    config_file: Path | None,
+    source: str | None,
+    host: str | None,
+    as_json: bool,
+) -> None:
+    """List snapshots, oldest first."""
+    from agents.backup.runner import open_repository
+    from agents.units import format_size
+
+    config = load(ctx, config_file)
+    repo = open_repository(backup_config(config))
+    snaps = [
+        s
+        for s in repo.snapshots()
+        if (source is None or s.source == source) and (host is None or s.host == host)
+    ]
+    if as_json:
+        print_json([s.summary() for s in snaps])
+        return
+    table = Table(title=f"snapshots in {repo.storage.url}")
+    for column in ("id", "time", "host", "source", "files", "size", "added", "tags"):
+        table.add_column(column)
+    for s in snaps:
+        table.add_row(
+            s.short_id,
+            s.time.strftime("%Y-%m-%d %H:%M:%S"),
+            s.host,
+            s.source,
+            str(s.stats.get("files", "")),
+            format_size(s.stats.get("bytes", 0)),
+            format_size(s.stats.get("bytes_added", 0)),
+            ",".join(s.tags),
+        )
+    Console().print(table)
+
+
+@backup.command("show")
+@config_option
+@click.argument("snapshot")
+@click.option("--source", default=None, help="With `latest`: of this source.")
+@click.option("--ls", "list_files", is_flag=True, help="List the snapshot's files too.")
+@json_option
+@click.pass_context
+def backup_show(
+    ctx: click.Context,
+    config_file: Path | None,
+    snapshot: str,
+    source: str | None,
+    list_files: bool,
+    as_json: bool,
+) -> None:
+    """Show one snapshot's manifest: stats, facts, warnings (and files with --ls)."""
+    from agents.backup.runner import open_repository
+
+    config = load(ctx, config_file)
+    repo = open_repository(backup_config(config))
+    snap = repo.find_snapshot(snapshot, source=source)
+    data = snap.summary()
+    if list_files:
+        data["entries"] = [
+            {"path": e.path, "type": e.type, "size": e.size, "mode": oct(e.mode)}
+            for e in repo.read_tree(snap)
+        ]
+    if as_json:
+        print_json(data)
+    else:
+        click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+
+
+@backup.command("check")
+@config_option
+@click.option("--read-data", is_flag=True, help="Download and verify every pack.")
+@click.option("--read-data-subset", default=None, help="Verify a subset: 10% or 3/7.")
+@json_option
+@click.pass_context
+def backup_check(
+    ctx: click.Context,
+    config_file: Path | None,
+    read_data: bool,
+    read_data_subset: str | None,
+    as_json: bool,
+) -> None:
+    """Check the repository's structure (and data with --read-data); exit 1 on damage."""
+    from agents.backup.checker import check
+    from agents.backup.runner import open_repository
+
+    config = load(ctx, config_file)
+    repo = open_repository(backup_config(config))
+    with repo.lock(exclusive=False), progress_bar("check", enabled=not as_json) as advance:
+        report = check(
+            repo,
+            read_data=read_data or read_data_subset is not None,
+            subset=read_data_subset,
+            progress=advance,
+        )
+    if as_json:
+        print_json(
+            {
+                "ok": report.ok,
+                "snapshots": report.snapshots,
+                "packs": report.packs,
+                "packs_read": report.packs_read,
+                "bytes_read": report.bytes_read,
+                "errors": report.errors,
+                "warnings": report.warnings,
+                "bad_packs": report.bad_packs,
+            }
+        )
+    else:
+        for line in report.warnings:
+            click.echo(f"warning: {line}")
+        for line in report.errors:
+            click.echo(f"error: {line}")
+        state = "no errors" if report.ok else f"{len(report.errors)} error(s)"
+        click.echo(
+            f"{report.snapshots} snapshot(s), {report.packs} pack(s),"
+            f" {report.packs_read} read: {state}"
+        )
+    ctx.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+@cli.command("restore")
+@config_option
+@click.argument("snapshot")
+@click.option("--to", "target", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--source", default=None, help="With `latest`: the latest of this source.")
+@click.option("--include", multiple=True, help="Only this path (repeatable).")
+@click.option("--overwrite", is_flag=True, help="Replace existing files in the target.")
+@click.option("--dry-run", is_flag=True, help="List what would be restored.")
+@json_option
+@click.pass_context
+def restore_cmd(
+    ctx: click.Context,
+    config_file: Path | None,
+    snapshot: str,
+    target: Path,
+    source: str | None,
+    include: tuple[str, ...],
+    overwrite: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Restore a snapshot's files into DIR (never outside it)."""
+    from agents.backup.restorer import plan, restore
+    from agents.backup.runner import open_repository
+
+    config = load(ctx, config_file)
+    repo = open_repository(backup_config(config))
+    snap = repo.find_snapshot(snapshot, source=source)
+    if dry_run:
+        entries = plan(repo, snap, list(include) or None)
+        total = sum(e.size for e in entries)
+        if as_json:
+            print_json({"snapshot": snap.id, "entries": len(entries), "bytes": total})
+        else:
+            for e in entries:
+                click.echo(f"{e.type:7} {e.size:>12} {e.path}")
+            click.echo(f"{len(entries)} entries, {total} bytes from snapshot {snap.short_id}")
+        return
+    with (
+        repo.lock(exclusive=False),
+        progress_bar("restore", total=snap.stats.get("bytes"), enabled=not as_json) as advance,
+    ):
+        result = restore(repo, snap, target, list(include) or None, overwrite, advance)
+    data = {
+        "snapshot": snap.id,
+        "target": str(target),
+        "files": result.files,
+        "dirs": result.dirs,
+        "symlinks": result.symlinks,
+        "bytes": result.bytes,
+        "refused": result.refused,
+        "skipped_existing": result.skipped_existing,
+        "errors": result.errors,
+    }
+    if as_json:
+        print_json(data)
+    else:
+        click.echo(
+            f"restored {result.files} files, {result.dirs} dirs, {result.symlinks} links,"
+            f" {result.bytes} bytes from snapshot {snap.short_id} into {target}"
+        )
+        for path in result.refused:
+            click.echo(f"refused (outside the target): {path}", err=True)
+        for path in result.skipped_existing:
+            click.echo(f"kept existing (use --overwrite): {path}", err=True)
+        for line in result.errors:
+            click.echo(f"error: {line}", err=True)
+    ctx.exit(EXIT_FAILED if result.refused or result.errors else EXIT_OK)
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"expected ISO 8601, got {text!r}", param_hint="--time") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@contextmanager
+def progress_bar(
+    label: str, total: int | None = None, enabled: bool = True
+) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar (bytes, files, rate, ETA) on a terminal; silent otherwise."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda b, f: None
+        return
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[files]} files"),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total, files=0)
+        files = 0
+
+        def advance(nbytes: int, nfiles: int) -> None:
+            nonlocal files
+            files += nfiles
+            bar.update(task, advance=nbytes, files=files)
+
+        yield advance
 
 
 @cli.group("restore-test")

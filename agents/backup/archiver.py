@@ -1,0 +1,266 @@
+"""File-tree backup: walk the source paths, chunk what changed, record a tree.
+
+The walker knows nothing of the repository, and the repository nothing of files.
+A file whose size, mtime, ctime and inode equal its entry in the parent snapshot is
+not read again: its chunk list is reused. Files are read as streams in bounded
+buffers, so memory does not grow with file size. Files that vanish or change while
+read are warnings listed in the snapshot; unreadable files are listed and fail the
+run unless the source tolerates them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import grp
+import os
+import pwd
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from pyfastcdc import FastCDC
+
+from agents.backup.pack import BlobType
+from agents.backup.repository import CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, BlobWriter, Repository
+from agents.backup.snapshot import Snapshot, TreeEntry
+
+ProgressFn = Callable[[int, int], None]  # (bytes, files) done since last call
+
+
+@dataclass
+class ArchiveResult:
+    tree: list[str]
+    files: int = 0
+    dirs: int = 0
+    bytes: int = 0
+    bytes_read: int = 0
+    files_reused: int = 0
+    warnings: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WalkItem:
+    path: Path
+    rel: str
+    st: os.stat_result
+
+
+def walk(
+    paths: list[Path], exclude: list[str], one_file_system: bool, notes: list[str]
+) -> Iterator[WalkItem]:
+    """Every object under the paths, sorted, excludes applied; special files noted."""
+    for root in paths:
+        root = root.absolute()
+        try:
+            st = root.lstat()
+        except OSError as exc:
+            notes.append(f"{root}: {exc.strerror}")
+            continue
+        yield from _walk_one(root, st, st.st_dev, exclude, one_file_system, notes)
+
+
+def _walk_one(
+    path: Path,
+    st: os.stat_result,
+    device: int,
+    exclude: list[str],
+    one_file_system: bool,
+    notes: list[str],
+) -> Iterator[WalkItem]:
+    if _excluded(path, exclude):
+        return
+    mode = st.st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+        notes.append(f"{path}: special file skipped")
+        return
+    yield WalkItem(path, str(path).lstrip("/"), st)
+    if not stat.S_ISDIR(mode):
+        return
+    if one_file_system and st.st_dev != device:
+        return
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as exc:
+        notes.append(f"{path}: cannot list directory: {exc.strerror}")
+        return
+    for name in names:
+        child = path / name
+        try:
+            child_st = child.lstat()
+        except FileNotFoundError:
+            notes.append(f"{child}: vanished during backup")
+            continue
+        except OSError as exc:
+            notes.append(f"{child}: {exc.strerror}")
+            continue
+        if one_file_system and stat.S_ISDIR(child_st.st_mode) and child_st.st_dev != device:
+            notes.append(f"{child}: on another file system, skipped")
+            continue
+        yield from _walk_one(child, child_st, device, exclude, one_file_system, notes)
+
+
+def _excluded(path: Path, patterns: list[str]) -> bool:
+    text = str(path)
+    return any(fnmatch.fnmatch(path.name, p) or fnmatch.fnmatch(text, p) for p in patterns)
+
+
+class Archiver:
+    """Backs up file trees into a repository through one BlobWriter."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        writer: BlobWriter,
+        progress: ProgressFn | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.repo = repo
+        self.writer = writer
+        self.progress = progress or (lambda b, f: None)
+        self.should_stop = should_stop
+        seed = repo.crypto.master.chunker_seed
+        self.chunker = FastCDC(CHUNK_AVG, min_size=CHUNK_MIN, max_size=CHUNK_MAX, seed=seed)
+
+    def archive(
+        self,
+        paths: list[Path],
+        exclude: list[str],
+        one_file_system: bool,
+        parent: Snapshot | None,
+    ) -> ArchiveResult:
+        previous = self._parent_entries(parent)
+        result = ArchiveResult(tree=[])
+        lines: list[str] = []
+        notes: list[str] = []
+        for item in walk(paths, exclude, one_file_system, notes):
+            if self.should_stop():
+                raise InterruptedError("backup interrupted")
+            entry = self._entry(item, previous.get(item.rel), result)
+            if entry is None:
+                continue
+            lines.append(entry.to_json())
+            if entry.type == "file":
+                result.files += 1
+                result.bytes += entry.size
+            elif entry.type == "dir":
+                result.dirs += 1
+        result.warnings.extend(notes)
+        result.tree = self.store_stream(("\n".join(lines) + "\n").encode(), BlobType.TREE)
+        return result
+
+    def store_stream(self, data: bytes, blob_type: BlobType) -> list[str]:
+        """Chunk an in-memory byte string into blobs (trees, small dumps)."""
+        return [self.writer.add(blob_type, bytes(c.data)).hex() for c in self.chunker.cut_buf(data)]
+
+    def store_file(self, handle: object) -> tuple[list[str], list[int]]:
+        """Chunk a binary stream into data blobs; returns chunk IDs and sizes."""
+        chunks: list[str] = []
+        sizes: list[int] = []
+        for chunk in self.chunker.cut_stream(handle):  # type: ignore[arg-type]
+            data = bytes(chunk.data)
+            chunks.append(self.writer.add(BlobType.DATA, data).hex())
+            sizes.append(len(data))
+            self.progress(len(data), 0)
+            if self.should_stop():
+                raise InterruptedError("backup interrupted")
+        return chunks, sizes
+
+    def _parent_entries(self, parent: Snapshot | None) -> dict[str, TreeEntry]:
+        if parent is None:
+            return {}
+        return {e.path: e for e in self.repo.read_tree(parent) if e.type == "file"}
+
+    def _entry(
+        self, item: WalkItem, old: TreeEntry | None, result: ArchiveResult
+    ) -> TreeEntry | None:
+        st = item.st
+        common = {
+            "path": item.rel,
+            "mode": stat.S_IMODE(st.st_mode),
+            "mtime_ns": st.st_mtime_ns,
+            "uid": st.st_uid,
+            "gid": st.st_gid,
+            "user": _user(st.st_uid),
+            "group": _group(st.st_gid),
+            "inode": st.st_ino,
+            "ctime_ns": st.st_ctime_ns,
+        }
+        if stat.S_ISDIR(st.st_mode):
+            return TreeEntry(type="dir", **common)
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(item.path)
+            except OSError as exc:
+                result.warnings.append(f"{item.path}: cannot read link: {exc.strerror}")
+                return None
+            return TreeEntry(type="symlink", target=target, **common)
+        if old is not None and self._unchanged(old, st):
+            result.files_reused += 1
+            self.progress(st.st_size, 1)
+            return TreeEntry(
+                type="file",
+                size=old.size,
+                chunks=old.chunks,
+                chunk_sizes=old.chunk_sizes,
+                **common,  # type: ignore[arg-type]
+            )
+        return self._read_file(item, common, result)
+
+    def _unchanged(self, old: TreeEntry, st: os.stat_result) -> bool:
+        same = (old.size, old.mtime_ns, old.ctime_ns, old.inode) == (
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+            st.st_ino,
+        )
+        return same and all(bytes.fromhex(c) in self.repo.index for c in old.chunks)
+
+    def _read_file(
+        self, item: WalkItem, common: dict[str, object], result: ArchiveResult
+    ) -> TreeEntry | None:
+        try:
+            handle = open(item.path, "rb", buffering=0)  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            result.warnings.append(f"{item.path}: vanished during backup")
+            return None
+        except OSError as exc:
+            result.unreadable.append(f"{item.path}: {exc.strerror}")
+            return None
+        with handle:
+            try:
+                chunks, sizes = self.store_file(handle)
+            except OSError as exc:
+                result.unreadable.append(f"{item.path}: read failed: {exc.strerror}")
+                return None
+            after = os.fstat(handle.fileno())
+        size = sum(sizes)
+        result.bytes_read += size
+        self.progress(0, 1)
+        if (after.st_size, after.st_mtime_ns) != (item.st.st_size, item.st.st_mtime_ns):
+            result.warnings.append(f"{item.path}: changed during backup")
+        return TreeEntry(
+            type="file",
+            size=size,
+            chunks=tuple(chunks),
+            chunk_sizes=tuple(sizes),
+            **common,  # type: ignore[arg-type]
+        )
+
+
+@lru_cache(maxsize=1024)
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
+
+
+@lru_cache(maxsize=1024)
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return ""

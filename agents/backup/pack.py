@@ -1,0 +1,93 @@
+"""Pack objects: many encrypted blobs in one object, so S3 sees few, large PUTs.
+
+Layout: `blob blob ... blob header header_length(4, little endian)`. Each blob is
+sealed on its own (nonce, ciphertext, tag; its ID as associated data); the header,
+sealed too, lists every blob (type, ID, offset, length) so an index can be rebuilt
+from packs alone. A pack's name is the SHA-256 of its bytes, so any reader can
+verify a whole pack without the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+from agents.backup.crypto import Crypto
+from agents.backup.errors import IntegrityError
+
+_ENTRY = struct.Struct("<B32sII")
+_HEADER_ASSOCIATED = b"opsagent-pack-header"
+
+
+class BlobType(IntEnum):
+    DATA = 0
+    TREE = 1
+
+
+@dataclass(frozen=True)
+class PackEntry:
+    type: BlobType
+    id: bytes
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class FinishedPack:
+    id: str
+    data: bytes
+    entries: list[PackEntry]
+
+
+def pack_key(pack_id: str) -> str:
+    return f"data/{pack_id[:2]}/{pack_id}"
+
+
+class PackBuilder:
+    """Accumulates sealed blobs until the pack is full."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._entries: list[PackEntry] = []
+        self.size = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, blob_type: BlobType, blob_id: bytes, sealed: bytes) -> None:
+        self._entries.append(PackEntry(blob_type, blob_id, self.size, len(sealed)))
+        self._parts.append(sealed)
+        self.size += len(sealed)
+
+    def finish(self, crypto: Crypto) -> FinishedPack:
+        header = b"".join(_ENTRY.pack(e.type, e.id, e.offset, e.length) for e in self._entries)
+        sealed_header = crypto.seal(header, _HEADER_ASSOCIATED)
+        data = b"".join([*self._parts, sealed_header, struct.pack("<I", len(sealed_header))])
+        return FinishedPack(hashlib.sha256(data).hexdigest(), data, list(self._entries))
+
+
+def read_header(crypto: Crypto, pack: bytes, pack_id: str) -> list[PackEntry]:
+    """Parse and authenticate a whole pack's header."""
+    if len(pack) < 4:
+        raise IntegrityError(f"pack {pack_id[:12]} is truncated")
+    (length,) = struct.unpack("<I", pack[-4:])
+    if length > len(pack) - 4:
+        raise IntegrityError(f"pack {pack_id[:12]} has an impossible header length")
+    header = crypto.open(pack[-4 - length : -4], _HEADER_ASSOCIATED, f"pack {pack_id[:12]} header")
+    if len(header) % _ENTRY.size:
+        raise IntegrityError(f"pack {pack_id[:12]} header is malformed")
+    entries = []
+    limit = len(pack) - 4 - length
+    for offset in range(0, len(header), _ENTRY.size):
+        kind, blob_id, blob_offset, blob_length = _ENTRY.unpack_from(header, offset)
+        if blob_offset + blob_length > limit or kind not in (0, 1):
+            raise IntegrityError(f"pack {pack_id[:12]} header points outside the pack")
+        entries.append(PackEntry(BlobType(kind), blob_id, blob_offset, blob_length))
+    return entries
+
+
+def verify_pack_hash(pack: bytes, pack_id: str) -> None:
+    if hashlib.sha256(pack).hexdigest() != pack_id:
+        raise IntegrityError(f"pack {pack_id[:12]} does not match its hash (corrupted)")

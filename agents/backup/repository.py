@@ -1,0 +1,408 @@
+"""The repository: content-addressed, deduplicated, compressed and encrypted.
+
+Objects on the storage backend:
+
+    config                 plain JSON: format version, repository ID, chunker sizes
+    keys/<id>              the master key wrapped by a password-derived key (one per key)
+    data/<xx>/<pack id>    packs of sealed blobs (file chunks and tree chunks)
+    index/<id>             sealed index files: blob -> pack, offset, length
+    snapshots/<id>         sealed snapshot manifests
+    locks/<id>             lock objects
+
+Commit order is packs, then index, then snapshot: a crash at any point leaves no
+visible partial snapshot, only packs no snapshot references (prune removes them).
+Index files are also written every few packs during a long backup, so a killed run's
+uploads are reused by the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import zstandard
+
+from agents.backup.crypto import Crypto, MasterKey, dumps, unwrap_master_key, wrap_master_key
+from agents.backup.errors import BackupError, IntegrityError, NotFound, WrongKey
+from agents.backup.index import Index, Location, decode_index, encode_index
+from agents.backup.locks import RepositoryLock
+from agents.backup.pack import BlobType, FinishedPack, PackBuilder, PackEntry, pack_key
+from agents.backup.snapshot import MAX_MANIFEST_BYTES, Snapshot, TreeEntry
+from agents.backup.storage import ObjectKind, Storage
+
+REPOSITORY_VERSION = 1
+CHUNK_MIN, CHUNK_AVG, CHUNK_MAX = 256 * 1024, 768 * 1024, 4 * 2**20
+INDEX_EVERY_PACKS = 8
+_RAW, _ZSTD = b"\x00", b"\x01"
+_SNAPSHOT_ASSOCIATED = b"opsagent-snapshot"
+_MAX_BLOB = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class WriteStats:
+    blobs_new: int = 0
+    blobs_reused: int = 0
+    bytes_new: int = 0
+    bytes_stored: int = 0
+    packs: int = 0
+
+
+class Repository:
+    """An opened repository: a backend plus the unwrapped master key."""
+
+    def __init__(self, storage: Storage, crypto: Crypto, info: dict[str, Any]) -> None:
+        self.storage = storage
+        self.crypto = crypto
+        self.info = info
+        self.index = Index()
+        self.index_files: dict[str, list[str]] = {}
+        self._index_loaded = False
+        self._dctx = threading.local()
+
+    # --- create and open ---------------------------------------------------------------
+
+    @classmethod
+    def init(cls, storage: Storage, password: str, host: str, user: str) -> Repository:
+        """Create a new repository; refuses to touch an existing one."""
+        if _exists(storage, "config") or any(True for _ in storage.list("keys/")):
+            raise BackupError(
+                f"a repository already exists at {storage.url}; refusing to overwrite"
+            )
+        if not password:
+            raise BackupError("the repository password is empty")
+        master = MasterKey.generate()
+        keyfile = wrap_master_key(master, password, host, user)
+        storage.put(f"keys/{secrets.token_hex(16)}", json.dumps(keyfile).encode())
+        info = {
+            "version": REPOSITORY_VERSION,
+            "id": secrets.token_hex(16),
+            "created": datetime.now(UTC).isoformat(),
+            "chunker": {"min": CHUNK_MIN, "avg": CHUNK_AVG, "max": CHUNK_MAX},
+        }
+        storage.put("config", json.dumps(info, indent=2).encode())
+        return cls(storage, Crypto(master), info)
+
+    @classmethod
+    def open(cls, storage: Storage, password: str) -> Repository:
+        """Open with a password; raises WrongKey when no key file opens with it."""
+        try:
+            info = json.loads(storage.get("config"))
+        except NotFound:
+            raise BackupError(
+                f"no repository at {storage.url} (create one with `opsagent backup init`)"
+            ) from None
+        except ValueError:
+            raise IntegrityError(f"{storage.url}: repository config is not valid JSON") from None
+        version = int(info.get("version", 0))
+        if version > REPOSITORY_VERSION:
+            raise BackupError(
+                f"repository format {version} is newer than this agent understands "
+                f"({REPOSITORY_VERSION}); upgrade opsagent"
+            )
+        keys = [k.key for k in storage.list("keys/")]
+        if not keys:
+            raise BackupError(f"{storage.url}: repository has no key files")
+        for key in keys:
+            try:
+                master = unwrap_master_key(json.loads(storage.get(key)), password)
+            except (WrongKey, ValueError):
+                continue
+            return cls(storage, Crypto(master), info)
+        raise WrongKey(f"{storage.url}: wrong password: no repository key opens with it")
+
+    # --- blobs -------------------------------------------------------------------------
+
+    def load_index(self) -> Index:
+        """Read every index file once (ignoring superseded ones)."""
+        if self._index_loaded:
+            return self.index
+        files: dict[str, tuple[dict[str, list[PackEntry]], list[str]]] = {}
+        for info in self.storage.list("index/"):
+            name = info.key.rsplit("/", 1)[-1]
+            files[name] = decode_index(self.crypto, self.storage.get(info.key), name)
+        superseded = {s for _, sup in files.values() for s in sup}
+        for name, (packs, _) in files.items():
+            if name in superseded:
+                continue
+            self.index_files[name] = list(packs)
+            for pack_id, entries in packs.items():
+                self.index.add_pack(pack_id, entries)
+        self._index_loaded = True
+        return self.index
+
+    def writer(self, compression_level: int = 3, pack_size: int = 16 * 2**20) -> BlobWriter:
+        self.load_index()
+        return BlobWriter(self, compression_level, pack_size)
+
+    def load_blob(self, blob_id: bytes) -> bytes:
+        location = self.load_index().get(blob_id)
+        if location is None:
+            raise IntegrityError(f"blob {blob_id.hex()[:12]} is not in the index (missing data)")
+        try:
+            sealed = self.storage.get(pack_key(location.pack), location.offset, location.length)
+        except NotFound:
+            raise IntegrityError(
+                f"pack {location.pack[:12]} holding blob {blob_id.hex()[:12]} is missing"
+            ) from None
+        return self.open_blob(blob_id, sealed, location.pack)
+
+    def open_blob(self, blob_id: bytes, sealed: bytes, pack_id: str) -> bytes:
+        """Decrypt, decompress and hash-check one sealed blob."""
+        what = f"blob {blob_id.hex()[:12]} in pack {pack_id[:12]}"
+        plain = self.crypto.open(sealed, blob_id, what)
+        data = plain[1:]
+        if plain[:1] == _ZSTD:
+            try:
+                data = self._decompressor().decompress(data, max_output_size=_MAX_BLOB)
+            except zstandard.ZstdError as exc:
+                raise IntegrityError(f"{what} does not decompress: {exc}") from None
+        elif plain[:1] != _RAW:
+            raise IntegrityError(f"{what} has an unknown encoding")
+        if self.crypto.blob_id(data) != blob_id:
+            raise IntegrityError(f"{what} does not match its ID")
+        return data
+
+    def _decompressor(self) -> zstandard.ZstdDecompressor:
+        dctx = getattr(self._dctx, "value", None)
+        if dctx is None:
+            dctx = self._dctx.value = zstandard.ZstdDecompressor()
+        return dctx
+
+    # --- snapshots ---------------------------------------------------------------------
+
+    def save_snapshot(self, snapshot: Snapshot) -> Snapshot:
+        """Seal and store a manifest; the snapshot becomes visible with this one PUT."""
+        plain = zstandard.ZstdCompressor(level=3).compress(dumps(snapshot.to_manifest()))
+        sealed = self.crypto.seal(plain, _SNAPSHOT_ASSOCIATED)
+        snapshot_id = hashlib.sha256(sealed).hexdigest()
+        self.storage.put(f"snapshots/{snapshot_id}", sealed)
+        return replace(snapshot, id=snapshot_id)
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        try:
+            sealed = self.storage.get(f"snapshots/{snapshot_id}")
+        except NotFound:
+            raise BackupError(f"snapshot {snapshot_id[:8]} does not exist") from None
+        if hashlib.sha256(sealed).hexdigest() != snapshot_id:
+            raise IntegrityError(f"snapshot {snapshot_id[:8]} does not match its hash")
+        plain = self.crypto.open(sealed, _SNAPSHOT_ASSOCIATED, f"snapshot {snapshot_id[:8]}")
+        try:
+            raw = zstandard.ZstdDecompressor().decompress(plain, max_output_size=MAX_MANIFEST_BYTES)
+            data = json.loads(raw)
+        except (zstandard.ZstdError, ValueError) as exc:
+            raise IntegrityError(f"snapshot {snapshot_id[:8]} is malformed: {exc}") from None
+        if not isinstance(data, dict):
+            raise IntegrityError(f"snapshot {snapshot_id[:8]} is malformed")
+        return Snapshot.from_manifest(snapshot_id, data)
+
+    def snapshot_ids(self) -> list[str]:
+        return [info.key.rsplit("/", 1)[-1] for info in self.storage.list("snapshots/")]
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every snapshot, oldest first."""
+        return sorted((self.load_snapshot(s) for s in self.snapshot_ids()), key=lambda s: s.time)
+
+    def find_snapshot(
+        self, ref: str, source: str | None = None, host: str | None = None
+    ) -> Snapshot:
+        """A snapshot by ID prefix, or `latest` (optionally of one source and host)."""
+        if ref == "latest":
+            candidates = [
+                s
+                for s in self.snapshots()
+                if (source is None or s.source == source) and (host is None or s.host == host)
+            ]
+            if not candidates:
+                what = f" of source {source}" if source else ""
+                raise BackupError(f"no snapshot{what} in {self.storage.url}")
+            return candidates[-1]
+        matches = [s for s in self.snapshot_ids() if s.startswith(ref)]
+        if not matches:
+            raise BackupError(f"no snapshot matches {ref!r}")
+        if len(matches) > 1:
+            raise BackupError(f"snapshot ID prefix {ref!r} is ambiguous ({len(matches)} match)")
+        return self.load_snapshot(matches[0])
+
+    def read_tree(self, snapshot: Snapshot) -> Iterator[TreeEntry]:
+        """The snapshot's entries in stored order; a malformed entry is an IntegrityError."""
+        pending = b""
+        for blob_hex in snapshot.tree:
+            try:
+                blob_id = bytes.fromhex(blob_hex)
+            except ValueError:
+                raise IntegrityError(f"snapshot {snapshot.short_id} has a bad tree ID") from None
+            pending += self.load_blob(blob_id)
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield _tree_entry(line, snapshot)
+        if pending.strip():
+            yield _tree_entry(pending, snapshot)
+
+    def lock(self, exclusive: bool = False) -> RepositoryLock:
+        return RepositoryLock(self.storage, exclusive)
+
+    def write_index(self, packs: dict[str, list[PackEntry]], supersedes: list[str] = ()) -> str:
+        sealed = encode_index(self.crypto, packs, list(supersedes))
+        name = hashlib.sha256(sealed).hexdigest()
+        self.storage.put(f"index/{name}", sealed)
+        self.index_files[name] = list(packs)
+        for pack_id, entries in packs.items():
+            self.index.add_pack(pack_id, entries)
+        return name
+
+    def location(self, blob_id: bytes) -> Location | None:
+        return self.load_index().get(blob_id)
+
+
+class BlobWriter:
+    """Deduplicates, compresses, encrypts and packs blobs; uploads packs in the background.
+
+    `add` is called from one thread. Compression and encryption run on a thread pool
+    (zstd and AES release the GIL); finished packs upload on another, with a bounded
+    number in flight so memory stays bounded whatever the input size.
+    """
+
+    def __init__(self, repo: Repository, level: int, pack_size: int) -> None:
+        self.repo = repo
+        self.level = level
+        self.pack_size = pack_size
+        workers = max(2, os.cpu_count() or 2)
+        self._seal_pool = ThreadPoolExecutor(workers, thread_name_prefix="seal")
+        self._upload_pool = ThreadPoolExecutor(2, thread_name_prefix="upload")
+        self._upload_slots = threading.BoundedSemaphore(3)
+        self._inflight: deque[tuple[BlobType, bytes, Future[bytes], int]] = deque()
+        self._max_inflight = workers * 4
+        self._pending: set[bytes] = set()
+        self._builder = PackBuilder()
+        self._uploads: list[Future[FinishedPack]] = []
+        self._unindexed: dict[str, list[PackEntry]] = {}
+        self._cctx = threading.local()
+        self._stats = WriteStats()
+        self._lock = threading.Lock()
+
+    @property
+    def stats(self) -> WriteStats:
+        return self._stats
+
+    def add(self, blob_type: BlobType, data: bytes) -> bytes:
+        """Store a blob unless the repository already has it; returns its ID."""
+        blob_id = self.repo.crypto.blob_id(data)
+        if blob_id in self.repo.index or blob_id in self._pending:
+            self._bump(blobs_reused=1)
+            return blob_id
+        self._pending.add(blob_id)
+        future = self._seal_pool.submit(self._seal, blob_id, data)
+        self._inflight.append((blob_type, blob_id, future, len(data)))
+        while len(self._inflight) > self._max_inflight:
+            self._drain_one()
+        return blob_id
+
+    def flush(self) -> WriteStats:
+        """Pack and upload everything added, then write the index for it."""
+        while self._inflight:
+            self._drain_one()
+        if len(self._builder):
+            self._ship()
+        self._wait_uploads()
+        self._write_index()
+        return self._stats
+
+    def close(self) -> None:
+        """Release the pools without committing (after a failure)."""
+        self._seal_pool.shutdown(wait=True, cancel_futures=True)
+        self._upload_pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _seal(self, blob_id: bytes, data: bytes) -> bytes:
+        cctx = getattr(self._cctx, "value", None)
+        if cctx is None:
+            cctx = self._cctx.value = zstandard.ZstdCompressor(level=self.level)
+        compressed = cctx.compress(data)
+        plain = _ZSTD + compressed if len(compressed) < len(data) * 0.97 else _RAW + data
+        return self.repo.crypto.seal(plain, blob_id)
+
+    def _drain_one(self) -> None:
+        blob_type, blob_id, future, raw_size = self._inflight.popleft()
+        sealed = future.result()
+        self._builder.add(blob_type, blob_id, sealed)
+        self._bump(blobs_new=1, bytes_new=raw_size, bytes_stored=len(sealed))
+        if self._builder.size >= self.pack_size:
+            self._ship()
+
+    def _ship(self) -> None:
+        pack = self._builder.finish(self.repo.crypto)
+        self._builder = PackBuilder()
+        self._check_failed_uploads()
+        self._upload_slots.acquire()
+        self._uploads.append(self._upload_pool.submit(self._upload, pack))
+        self._bump(packs=1)
+        done = [f for f in self._uploads if f.done()]
+        for future in done:
+            finished = future.result()
+            self._unindexed[finished.id] = finished.entries
+            self._uploads.remove(future)
+        if len(self._unindexed) >= INDEX_EVERY_PACKS:
+            self._write_index()
+
+    def _upload(self, pack: FinishedPack) -> FinishedPack:
+        try:
+            self.repo.storage.put(pack_key(pack.id), pack.data, ObjectKind.DATA)
+            return FinishedPack(pack.id, b"", pack.entries)
+        finally:
+            self._upload_slots.release()
+
+    def _check_failed_uploads(self) -> None:
+        for future in self._uploads:
+            if future.done() and future.exception() is not None:
+                future.result()
+
+    def _wait_uploads(self) -> None:
+        for future in self._uploads:
+            finished = future.result()
+            self._unindexed[finished.id] = finished.entries
+        self._uploads.clear()
+
+    def _write_index(self) -> None:
+        if self._unindexed:
+            self.repo.write_index(self._unindexed)
+            for entries in self._unindexed.values():
+                self._pending.difference_update(e.id for e in entries)
+            self._unindexed = {}
+
+    def _bump(self, **delta: int) -> None:
+        with self._lock:
+            values = {k: getattr(self._stats, k) + v for k, v in delta.items()}
+            self._stats = replace(self._stats, **values)
+
+
+def _exists(storage: Storage, key: str) -> bool:
+    try:
+        storage.stat(key)
+    except NotFound:
+        return False
+    return True
+
+
+def _tree_entry(line: bytes, snapshot: Snapshot) -> TreeEntry:
+    try:
+        return TreeEntry.from_json(line.decode())
+    except (ValueError, TypeError) as exc:
+        raise IntegrityError(
+            f"snapshot {snapshot.short_id} has a malformed tree entry: {exc}"
+        ) from None

@@ -1,0 +1,228 @@
+"""Restore a snapshot's files into a target directory, safely.
+
+Whatever the manifest says, nothing is written outside the target: absolute paths
+and `..` components are refused, every parent directory is resolved and must lie
+inside the target, files are created with O_NOFOLLOW, and symbolic links are made
+last so that no link can redirect a later write. Existing files are never
+overwritten unless asked. Data is fetched pack by pack (a pack is downloaded once
+however many files it feeds) on a small pool of workers.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from agents.backup.errors import IntegrityError, NotFound
+from agents.backup.pack import pack_key
+from agents.backup.repository import Repository
+from agents.backup.snapshot import Snapshot, TreeEntry
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class RestoreResult:
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes: int = 0
+    refused: list[str] = field(default_factory=list)
+    skipped_existing: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Target:
+    path: Path
+    entry: TreeEntry
+
+
+def plan(repo: Repository, snapshot: Snapshot, include: list[str] | None) -> list[TreeEntry]:
+    """The entries a restore would write (after the include filter)."""
+    entries = list(repo.read_tree(snapshot))
+    if not include:
+        return entries
+    wanted = [p.strip("/") for p in include]
+    return [
+        e
+        for e in entries
+        if any(
+            e.path == w or e.path.startswith(w + "/") or w.startswith(e.path + "/") for w in wanted
+        )
+    ]
+
+
+def restore(
+    repo: Repository,
+    snapshot: Snapshot,
+    target: Path,
+    include: list[str] | None = None,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+    workers: int = 4,
+) -> RestoreResult:
+    progress = progress or (lambda b, f: None)
+    result = RestoreResult()
+    target.mkdir(parents=True, exist_ok=True)
+    root = Path(os.path.realpath(target))
+    entries = plan(repo, snapshot, include)
+    dirs: list[_Target] = []
+    files: list[_Target] = []
+    links: list[_Target] = []
+    for entry in entries:
+        rel = _safe_relative(entry.path)
+        if rel is None:
+            result.refused.append(entry.path)
+            continue
+        item = _Target(root / rel, entry)
+        {"dir": dirs, "file": files, "symlink": links}[entry.type].append(item)
+
+    for item in dirs:
+        if _inside(root, item.path, result):
+            item.path.mkdir(parents=True, exist_ok=True)
+            result.dirs += 1
+
+    wanted: dict[bytes, list[tuple[Path, int]]] = defaultdict(list)
+    sizes: dict[bytes, int] = {}
+    created: list[_Target] = []
+    for item in files:
+        if not _inside(root, item.path.parent, result):
+            continue
+        item.path.parent.mkdir(parents=True, exist_ok=True)
+        if not _inside(root, item.path.parent, result):
+            continue
+        entry = item.entry
+        if len(entry.chunk_sizes) != len(entry.chunks) or sum(entry.chunk_sizes) != entry.size:
+            raise IntegrityError(
+                f"snapshot {snapshot.short_id}: {entry.path} has inconsistent chunk sizes"
+            )
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if overwrite else os.O_EXCL)
+        try:
+            fd = os.open(item.path, flags, 0o600)
+        except FileExistsError:
+            result.skipped_existing.append(entry.path)
+            continue
+        except OSError as exc:
+            result.errors.append(f"{entry.path}: {exc.strerror}")
+            continue
+        try:
+            os.ftruncate(fd, entry.size)
+        finally:
+            os.close(fd)
+        offset = 0
+        for chunk, size in zip(entry.chunks, entry.chunk_sizes, strict=True):
+            blob_id = bytes.fromhex(chunk)
+            if repo.location(blob_id) is None:
+                raise IntegrityError(
+                    f"snapshot {snapshot.short_id}: {entry.path} needs blob {chunk[:12]},"
+                    " which is not in the index"
+                )
+            wanted[blob_id].append((item.path, offset))
+            sizes[blob_id] = size
+            offset += size
+        created.append(item)
+
+    _fill(repo, wanted, sizes, progress, workers)
+
+    for item in created:
+        _apply_metadata(item.path, item.entry, follow=True)
+        progress(0, 1)
+        result.files += 1
+        result.bytes += item.entry.size
+    for item in links:
+        if not _inside(root, item.path.parent, result):
+            continue
+        item.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if overwrite and item.path.is_symlink():
+                item.path.unlink()
+            os.symlink(item.entry.target, item.path)
+        except FileExistsError:
+            result.skipped_existing.append(item.entry.path)
+            continue
+        _apply_metadata(item.path, item.entry, follow=False)
+        result.symlinks += 1
+    for item in sorted(dirs, key=lambda d: -len(d.path.parts)):
+        if item.path.is_dir() and not item.path.is_symlink():
+            _apply_metadata(item.path, item.entry, follow=True)
+    return result
+
+
+def _fill(
+    repo: Repository,
+    wanted: dict[bytes, list[tuple[Path, int]]],
+    sizes: dict[bytes, int],
+    progress: ProgressFn,
+    workers: int,
+) -> None:
+    """Download each needed pack once and write its blobs at their file offsets."""
+    by_pack: dict[str, list[bytes]] = defaultdict(list)
+    for blob_id in wanted:
+        location = repo.location(blob_id)
+        assert location is not None
+        by_pack[location.pack].append(blob_id)
+
+    def fetch(pack_id: str) -> None:
+        key = pack_key(pack_id)
+        locations = [(b, repo.location(b)) for b in by_pack[pack_id]]
+        needed = sum(loc.length for _, loc in locations if loc)
+        try:
+            whole = repo.storage.get(key) if needed * 2 >= repo.storage.stat(key).size else None
+        except NotFound:
+            raise IntegrityError(f"pack {pack_id[:12]} is missing") from None
+        for blob_id, loc in locations:
+            assert loc is not None
+            if whole is not None:
+                sealed = whole[loc.offset : loc.offset + loc.length]
+            else:
+                sealed = repo.storage.get(key, loc.offset, loc.length)
+            data = repo.open_blob(blob_id, sealed, pack_id)
+            if len(data) != sizes[blob_id]:
+                raise IntegrityError(f"blob {blob_id.hex()[:12]} has an unexpected size")
+            for path, offset in wanted[blob_id]:
+                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+                try:
+                    os.pwrite(fd, data, offset)
+                finally:
+                    os.close(fd)
+                progress(len(data), 0)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for future in [pool.submit(fetch, p) for p in by_pack]:
+            future.result()
+
+
+def _safe_relative(path: str) -> PurePosixPath | None:
+    """The entry's path if it is a plain relative path with no way out of the target."""
+    if not path or "\x00" in path or path.startswith("/"):
+        return None
+    rel = PurePosixPath(path)
+    if any(part in ("..", "") for part in rel.parts) or rel.is_absolute():
+        return None
+    return rel
+
+
+def _inside(root: Path, path: Path, result: RestoreResult) -> bool:
+    """Refuse a path whose resolved location (links followed) leaves the target."""
+    resolved = Path(os.path.realpath(path))
+    if resolved == root or root in resolved.parents:
+        return True
+    result.refused.append(str(path))
+    return False
+
+
+def _apply_metadata(path: Path, entry: TreeEntry, follow: bool) -> None:
+    try:
+        if os.geteuid() == 0:
+            os.chown(path, entry.uid, entry.gid, follow_symlinks=follow)
+        if follow:
+            os.chmod(path, stat.S_IMODE(entry.mode))
+        os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=follow)
+    except OSError:
+        pass  # metadata is best effort; the data is what matters

@@ -1,0 +1,97 @@
+"""Local directory backend: the embedded default. Writes are atomic (temp file, fsync, rename)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from agents.backup.errors import NotFound, StorageError
+from agents.backup.storage import ObjectInfo, ObjectKind
+
+
+class LocalStorage:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).absolute()
+        self.url = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise StorageError(f"invalid object key {key!r}")
+        return self.root / key
+
+    def put(self, key: str, data: bytes, kind: ObjectKind = ObjectKind.META) -> None:
+        path = self._path(key)
+        tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"{self.url}: cannot write {key}: {exc.strerror or exc}") from None
+
+    def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        try:
+            with open(self._path(key), "rb") as handle:
+                handle.seek(start)
+                return handle.read() if length is None else handle.read(length)
+        except FileNotFoundError:
+            raise NotFound(f"{self.url}: {key} does not exist") from None
+        except OSError as exc:
+            raise StorageError(f"{self.url}: cannot read {key}: {exc.strerror or exc}") from None
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        directory = prefix.rpartition("/")[0]
+        base = self.root / directory if directory else self.root
+        if not base.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.startswith(".tmp-"):
+                    continue
+                full = Path(dirpath) / name
+                key = full.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    try:
+                        yield ObjectInfo(key, full.stat().st_size)
+                    except FileNotFoundError:
+                        continue
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            path = self._path(key)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise StorageError(f"{self.url}: cannot delete {key}: {exc.strerror}") from None
+            if path.exists():
+                raise StorageError(f"{self.url}: {key} still exists after delete")
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            return ObjectInfo(key, self._path(key).stat().st_size)
+        except FileNotFoundError:
+            raise NotFound(f"{self.url}: {key} does not exist") from None
+
+    def leftovers(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix() for p in self.root.rglob(".tmp-*") if p.is_file()
+        )
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,312 @@
+"""S3 backend (boto3), for any endpoint: AWS, MinIO, Ceph, R2, B2, moto.
+
+Handles the field's known traps: Content-MD5 on every write (some stores demand it,
+and boto3 >= 1.36 no longer sends it), every listing paged, DeleteObjects with a
+fallback to single deletes, multipart uploads aborted on failure and listed as
+leftovers, deletes verified, cold storage classes never used for metadata, and
+retries with exponential backoff and jitter on throttling, 5xx and dropped
+connections (all in `_call`, reading the body included).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import random
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from agents.backup.errors import NotFound, StorageError
+from agents.backup.storage import ObjectInfo, ObjectKind
+from agents.config import S3Config, resolve_secret
+
+T = TypeVar("T")
+
+COLD_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+_RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "InternalError",
+        "ServiceUnavailable",
+        "503",
+        "500",
+        "502",
+        "504",
+        "BadDigest",
+        "IncompleteBody",
+    }
+)
+_DENIED = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "ExpiredToken"}
+)
+
+
+class S3Storage:
+    def __init__(self, bucket: str, prefix: str, config: S3Config) -> None:
+        self.bucket = bucket
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.config = config
+        self.url = f"s3://{bucket}/{prefix}".rstrip("/")
+        self.endpoint = config.endpoint_url or f"AWS S3 ({config.region})"
+        self.client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=config.endpoint_url,
+            region_name=config.region,
+            aws_access_key_id=resolve_secret(config.access_key_id, config.access_key_id_file),
+            aws_secret_access_key=resolve_secret(
+                config.secret_access_key, config.secret_access_key_file
+            ),
+            config=botocore.config.Config(
+                # every retry is ours (`_call`), so attempts do not multiply
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                connect_timeout=config.connect_timeout.total_seconds(),
+                read_timeout=config.read_timeout.total_seconds(),
+                max_pool_connections=max(10, config.max_concurrency * 2),
+                s3={"addressing_style": "path" if config.path_style else "auto"},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
+
+    # --- interface ---------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes, kind: ObjectKind = ObjectKind.META) -> None:
+        args = self._put_args(kind)
+        if len(data) > self.config.multipart_threshold:
+            self._multipart(key, data, args)
+            return
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+        self._call(
+            f"write {key}",
+            lambda: self.client.put_object(
+                Bucket=self.bucket, Key=self.prefix + key, Body=data, ContentMD5=md5, **args
+            ),
+        )
+
+    def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self.prefix + key}
+        if start or length is not None:
+            end = "" if length is None else str(start + length - 1)
+            args["Range"] = f"bytes={start}-{end}"
+
+        def read() -> bytes:
+            body = self.client.get_object(**args)["Body"].read()
+            if length is not None and len(body) != length:
+                raise _ShortRead(f"got {len(body)} of {length} bytes")
+            return body
+
+        return self._call(f"read {key}", read)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+        iterator = iter(pages)
+        while True:
+            page = self._call(f"list {prefix}", lambda: next(iterator, None))
+            if page is None:
+                return
+            for item in page.get("Contents", []):
+                yield ObjectInfo(item["Key"][len(self.prefix) :], int(item["Size"]))
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = keys[start : start + 1000]
+            try:
+                response = self.client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": self.prefix + k} for k in batch], "Quiet": True},
+                )
+                failed = [e for e in response.get("Errors", [])]
+                if failed:
+                    first = failed[0]
+                    raise StorageError(
+                        f"{self.url}: cannot delete {first['Key']}: "
+                        f"{first.get('Code')} {first.get('Message', '')}".strip()
+                    )
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) in _DENIED | {"NoSuchBucket"}:
+                    raise self._error(f"delete {batch[0]}", exc) from None
+                for key in batch:  # the store refuses DeleteObjects: one at a time
+                    self._call(
+                        f"delete {key}",
+                        lambda k=key: self.client.delete_object(
+                            Bucket=self.bucket, Key=self.prefix + k
+                        ),
+                    )
+        for key in keys:
+            if self._exists(key):
+                raise StorageError(f"{self.url}: {key} still exists after delete")
+
+    def stat(self, key: str) -> ObjectInfo:
+        head = self._call(
+            f"stat {key}",
+            lambda: self.client.head_object(Bucket=self.bucket, Key=self.prefix + key),
+        )
+        return ObjectInfo(key, int(head["ContentLength"]))
+
+    def retention(self, key: str) -> datetime | None:
+        """The Object Lock retain-until date of an object, if any (read from HEAD)."""
+        head = self._call(
+            f"stat {key}",
+            lambda: self.client.head_object(Bucket=self.bucket, Key=self.prefix + key),
+        )
+        until = head.get("ObjectLockRetainUntilDate")
+        return until if isinstance(until, datetime) else None
+
+    def leftovers(self) -> list[str]:
+        out = []
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for upload in page.get("Uploads", []):
+                out.append(f"{upload['Key'][len(self.prefix) :]} (upload {upload['UploadId']})")
+        return out
+
+    def abort_leftovers(self) -> int:
+        """Abort every incomplete multipart upload under the prefix."""
+        count = 0
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for upload in page.get("Uploads", []):
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+                count += 1
+        return count
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _put_args(self, kind: ObjectKind) -> dict[str, Any]:
+        cfg = self.config
+        args: dict[str, Any] = {}
+        if cfg.storage_class:
+            if kind is ObjectKind.META and cfg.storage_class in COLD_CLASSES:
+                pass  # index, snapshots and keys must stay readable at once: default class
+            else:
+                args["StorageClass"] = cfg.storage_class
+        if cfg.sse:
+            args["ServerSideEncryption"] = cfg.sse
+            if cfg.sse == "aws:kms" and cfg.kms_key_id:
+                args["SSEKMSKeyId"] = cfg.kms_key_id
+        if cfg.tags:
+            args["Tagging"] = urllib.parse.urlencode(cfg.tags)
+        if cfg.object_lock:
+            args["ObjectLockMode"] = cfg.object_lock.mode
+            args["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(
+                days=cfg.object_lock.days
+            )
+        return args
+
+    def _multipart(self, key: str, data: bytes, args: dict[str, Any]) -> None:
+        full_key = self.prefix + key
+        upload = self._call(
+            f"start upload of {key}",
+            lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=full_key, **args),
+        )
+        upload_id = upload["UploadId"]
+        size = max(5 * 2**20, self.config.multipart_chunk_size)
+        offsets = list(range(0, len(data), size))
+
+        def part(index: int) -> dict[str, Any]:
+            body = data[offsets[index] : offsets[index] + size]
+            md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+            response = self._call(
+                f"upload part {index + 1} of {key}",
+                lambda: self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=full_key,
+                    UploadId=upload_id,
+                    PartNumber=index + 1,
+                    Body=body,
+                    ContentMD5=md5,
+                ),
+            )
+            return {"PartNumber": index + 1, "ETag": response["ETag"]}
+
+        try:
+            with ThreadPoolExecutor(max_workers=self.config.max_concurrency) as pool:
+                parts = list(pool.map(part, range(len(offsets))))
+            self._call(
+                f"complete upload of {key}",
+                lambda: self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=full_key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                ),
+            )
+        except BaseException:
+            try:
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=full_key, UploadId=upload_id
+                )
+            except botocore.exceptions.BotoCoreError:
+                pass  # listed by `backup check` as a leftover
+            except botocore.exceptions.ClientError:
+                pass
+            raise
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.stat(key)
+        except NotFound:
+            return False
+        return True
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one request with our own retries (backoff + jitter) on top of botocore's."""
+        attempts = self.config.max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn()
+            except botocore.exceptions.ClientError as exc:
+                code = _code(exc)
+                if code in ("NoSuchKey", "404", "NotFound"):
+                    raise NotFound(f"{self.url}: {what.split(' ', 1)[-1]} does not exist") from None
+                if code not in _RETRYABLE_CODES or attempt == attempts:
+                    raise self._error(what, exc) from None
+            except (
+                botocore.exceptions.ConnectionError,
+                botocore.exceptions.ReadTimeoutError,
+                botocore.exceptions.ResponseStreamingError,
+                botocore.exceptions.IncompleteReadError,
+                _ShortRead,
+                ConnectionError,
+            ) as exc:
+                if attempt == attempts:
+                    raise self._error(what, exc) from None
+            time.sleep(min(20.0, 0.1 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
+        raise AssertionError("unreachable")
+
+    def _error(self, what: str, exc: Exception) -> StorageError:
+        where = f"bucket {self.bucket} at {self.endpoint}"
+        if isinstance(exc, botocore.exceptions.ClientError):
+            code = _code(exc)
+            if code == "NoSuchBucket":
+                return StorageError(f"{where}: bucket does not exist")
+            if code in _DENIED:
+                return StorageError(f"{where}: access denied ({code}) to {what}")
+            message = exc.response.get("Error", {}).get("Message", "")
+            return StorageError(f"{where}: cannot {what}: {code} {message}".strip())
+        if isinstance(exc, botocore.exceptions.EndpointConnectionError):
+            return StorageError(f"{where}: endpoint unreachable")
+        return StorageError(f"{where}: cannot {what}: {type(exc).__name__}: {exc}")
+
+
+class _ShortRead(Exception):
+    pass
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
