@@ -110,15 +110,15 @@ class S3Storage:
         return self._call(f"read {key}", read)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
-        iterator = iter(pages)
+        # Paged by hand: a retried request resumes at its page, never truncates the listing.
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
         while True:
-            page = self._call(f"list {prefix}", lambda: next(iterator, None))
-            if page is None:
-                return
+            page = self._call(f"list {prefix}", lambda: self.client.list_objects_v2(**args))
             for item in page.get("Contents", []):
                 yield ObjectInfo(item["Key"][len(self.prefix) :], int(item["Size"]))
+            if not page.get("IsTruncated"):
+                return
+            args["ContinuationToken"] = page["NextContinuationToken"]
 
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
@@ -248,13 +248,14 @@ class S3Storage:
             )
         except BaseException:
             try:
-                self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=full_key, UploadId=upload_id
+                self._call(
+                    f"abort upload of {key}",
+                    lambda: self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=full_key, UploadId=upload_id
+                    ),
                 )
-            except botocore.exceptions.BotoCoreError:
-                pass  # listed by `backup check` as a leftover
-            except botocore.exceptions.ClientError:
-                pass
+            except StorageError:
+                pass  # `backup check` lists it as a leftover
             raise
 
     def _exists(self, key: str) -> bool:
@@ -278,8 +279,7 @@ class S3Storage:
                     raise self._error(what, exc) from None
             except (
                 botocore.exceptions.ConnectionError,
-                botocore.exceptions.ReadTimeoutError,
-                botocore.exceptions.ResponseStreamingError,
+                botocore.exceptions.HTTPClientError,
                 botocore.exceptions.IncompleteReadError,
                 _ShortRead,
                 ConnectionError,
@@ -301,6 +301,8 @@ class S3Storage:
             return StorageError(f"{where}: cannot {what}: {code} {message}".strip())
         if isinstance(exc, botocore.exceptions.EndpointConnectionError):
             return StorageError(f"{where}: endpoint unreachable")
+        if isinstance(exc, botocore.exceptions.BotoCoreError):
+            return StorageError(f"{where}: cannot {what}: {type(exc).__name__}")
         return StorageError(f"{where}: cannot {what}: {type(exc).__name__}: {exc}")
 
 
