@@ -11,6 +11,7 @@ connections (all in `_call`, reading the body included).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import random
 import time
@@ -247,15 +248,13 @@ class S3Storage:
                 ),
             )
         except BaseException:
-            try:
+            with contextlib.suppress(StorageError):  # else `backup check` lists it as leftover
                 self._call(
                     f"abort upload of {key}",
                     lambda: self.client.abort_multipart_upload(
                         Bucket=self.bucket, Key=full_key, UploadId=upload_id
                     ),
                 )
-            except StorageError:
-                pass  # `backup check` lists it as a leftover
             raise
 
     def _exists(self, key: str) -> bool:
