@@ -246,9 +246,29 @@ def check_jobs(config: Config) -> list[Job]:
     return jobs
 
 
+def backup_job(config: Config) -> Job | None:
+    """The daily backup of every source; caught up at start when stale."""
+    if config.backup is None or config.backup.schedule is None or not config.backup.sources:
+        return None
+    from agents.backup.runner import run_backup
+
+    return Job(
+        name="backup",
+        kind="backup",
+        schedule=config.backup.schedule,
+        body=lambda ctx: run_backup(config, emit=ctx.emit, should_stop=lambda: ctx.stopping),
+        severity=Severity.CRITICAL,
+        catch_up=True,
+    )
+
+
 def build_jobs(config: Config) -> list[Job]:
     """Every job the config declares: health checks, then the scheduled jobs."""
-    return check_jobs(config)
+    jobs = check_jobs(config)
+    for job in (backup_job(config),):
+        if job is not None:
+            jobs.append(job)
+    return jobs
 
 
 def start_agent(config: Config, version: str) -> int:

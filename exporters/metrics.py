@@ -72,9 +72,68 @@ class ResultMetrics:
             registry=registry,
         )
 
+        self.backup_up = Gauge(
+            "opsagent_backup_up",
+            "1 when the source's last backup succeeded.",
+            ["source"],
+            registry=registry,
+        )
+        self.backup_last_success = Gauge(
+            "opsagent_backup_last_success_timestamp_seconds",
+            "When the source was last backed up successfully (Unix time).",
+            ["source"],
+            registry=registry,
+        )
+        self.backup_duration = Gauge(
+            "opsagent_backup_duration_seconds",
+            "Duration of the source's last backup.",
+            ["source"],
+            registry=registry,
+        )
+        self.backup_size = Gauge(
+            "opsagent_backup_last_size_bytes",
+            "Bytes in the source's last snapshot (before dedup and compression).",
+            ["source"],
+            registry=registry,
+        )
+        self.backup_added = Gauge(
+            "opsagent_backup_last_added_bytes",
+            "New bytes the source's last backup added to the repository (before compression).",
+            ["source"],
+            registry=registry,
+        )
+        self.backup_stored = Gauge(
+            "opsagent_backup_last_stored_bytes",
+            "Bytes the source's last backup stored (compressed and encrypted).",
+            ["source"],
+            registry=registry,
+        )
+        self.backup_files = Gauge(
+            "opsagent_backup_last_files",
+            "Files in the source's last snapshot.",
+            ["source"],
+            registry=registry,
+        )
+        self.repository_snapshots = Gauge(
+            "opsagent_repository_snapshots",
+            "Snapshots in the repository after the last backup.",
+            registry=registry,
+        )
+        self.repository_size = Gauge(
+            "opsagent_repository_size_bytes",
+            "Bytes of pack data stored in the repository after the last backup.",
+            registry=registry,
+        )
+
     def observe(self, result: CheckResult) -> None:
         finished = result.started_at.timestamp() + result.duration_seconds
-        if result.kind in JOB_KINDS or result.kind.startswith("backup"):
+        if result.kind == "backup_source":
+            self._observe_backup_source(result, finished)
+            return
+        if result.kind == "backup" and "snapshots" in result.details:
+            self.repository_snapshots.set(result.details["snapshots"])
+            self.repository_size.set(result.details.get("repository_bytes", 0))
+        if result.kind in JOB_KINDS:
             self.job_up.labels(result.name).set(1 if result.ok else 0)
             self.job_duration.labels(result.name).set(result.duration_seconds)
             self.job_last_run.labels(result.name).set(finished)
@@ -85,3 +144,16 @@ class ResultMetrics:
         self.check_up.labels(result.name, result.kind).set(1 if result.ok else 0)
         self.check_duration.labels(result.name).set(result.duration_seconds)
         self.check_last_run.labels(result.name).set(finished)
+
+    def _observe_backup_source(self, result: CheckResult, finished: float) -> None:
+        source = str(result.details.get("source", result.name))
+        self.backup_up.labels(source).set(1 if result.ok else 0)
+        self.backup_duration.labels(source).set(result.duration_seconds)
+        if not result.ok:
+            return
+        self.backup_last_success.labels(source).set(finished)
+        details = result.details
+        self.backup_size.labels(source).set(details.get("bytes", 0))
+        self.backup_added.labels(source).set(details.get("bytes_added", 0))
+        self.backup_stored.labels(source).set(details.get("bytes_stored", 0))
+        self.backup_files.labels(source).set(details.get("files", 0))

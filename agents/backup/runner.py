@@ -80,12 +80,14 @@ def run_backup(
             if should_stop():
                 break
     snapshots = len(repo.snapshot_ids())
+    repository_bytes = sum(info.size for info in repo.storage.list("data/"))
     failed = [r for r in results if not r.ok]
     details: dict[str, Any] = {
         "sources": {r.details.get("source", r.name): r.status.value for r in results},
         "bytes_added": sum(int(r.details.get("bytes_added", 0)) for r in results),
         "bytes": sum(int(r.details.get("bytes", 0)) for r in results),
         "snapshots": snapshots,
+        "repository_bytes": repository_bytes,
         "repository": repo.storage.url,
     }
     if failed:

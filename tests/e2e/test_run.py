@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -67,3 +68,104 @@ monitor:
     assert meta["daemon_stopped_at"]
     rows = dict(db.execute("SELECT name, last_status FROM jobs").fetchall())
     assert rows == {"tick": "ok", "never-ok": "failed"}
+
+
+def _agent(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agents", "--log-format", "json", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _backup_config(tmp_path: Path, source: Path, port: int) -> Path:
+    key = tmp_path / "repo.key"
+    key.write_text("pw\n")
+    config = tmp_path / "config.yml"
+    config.write_text(
+        f"""
+host: e2e-host
+state_dir: {tmp_path / "state"}
+exporter: {{listen: "127.0.0.1:{port}"}}
+backup:
+  repository: {tmp_path / "repo"}
+  password_file: {key}
+  schedule: {{daily_at: "03:00", timezone: America/Toronto}}
+  sources: [{{name: docs, kind: files, paths: ["{source}"]}}]
+"""
+    )
+    subprocess.run(
+        [sys.executable, "-m", "agents", "backup", "init", "--config", str(config)],
+        check=True,
+        capture_output=True,
+    )
+    return config
+
+
+def test_run_catches_up_a_never_run_backup(tmp_path: Path) -> None:
+    source = tmp_path / "docs"
+    source.mkdir()
+    (source / "a.txt").write_text("invoice\n")
+    port = free_port()
+    config = _backup_config(tmp_path, source, port)
+    proc = _agent(config)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        wait_for(
+            "backup metrics",
+            lambda: (
+                'opsagent_backup_last_success_timestamp_seconds{source="docs"}'
+                in urllib.request.urlopen(url, timeout=2).read().decode()
+            ),
+            timeout=30,
+            proc=proc,
+        )
+        body = urllib.request.urlopen(url, timeout=2).read().decode()
+        assert 'opsagent_backup_last_files{source="docs"} 1.0' in body
+        assert "opsagent_repository_snapshots 1.0" in body
+        assert 'opsagent_job_up{job="backup"} 1.0' in body
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    snapshots = list((tmp_path / "repo" / "snapshots").iterdir())
+    assert len(snapshots) == 1
+
+
+def test_sigterm_during_backup_stops_cleanly_without_partial_snapshot(tmp_path: Path) -> None:
+    source = tmp_path / "big"
+    source.mkdir()
+    for i in range(16):
+        (source / f"f{i}.bin").write_bytes(os.urandom(16 * 2**20))
+    port = free_port()
+    config = _backup_config(tmp_path, source, port)
+    proc = _agent(config)
+    data = tmp_path / "repo" / "data"
+    try:
+        wait_for(
+            "backup under way",
+            lambda: data.exists() and any(data.rglob("*")),
+            timeout=30,
+            proc=proc,
+        )
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        stop_seconds = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert stop_seconds < 10
+    snapshots = tmp_path / "repo" / "snapshots"
+    assert not snapshots.exists() or list(snapshots.iterdir()) == []
+    assert "backup interrupted" in err
+    db = sqlite3.connect(tmp_path / "state" / "state.db")
+    status = db.execute("SELECT last_status FROM jobs WHERE name='backup'").fetchone()
+    assert status == ("error",)
+    assert list((tmp_path / "repo" / "locks").iterdir()) == []
