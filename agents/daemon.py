@@ -56,6 +56,7 @@ class Job:
     body: Callable[[JobContext], CheckResult]
     severity: Severity = Severity.MAJOR
     catch_up: bool = False
+    run_at_start: bool = False
     history: bool = True
 
 
@@ -98,6 +99,9 @@ class Daemon:
         for job in self.jobs.values():
             _register(self._scheduler, job.schedule).do(self.launch, job.name)
         log.info("started with %d job(s)", len(self.jobs))
+        for job in self.jobs.values():
+            if job.run_at_start:
+                self.launch(job.name)
         self.catch_up()
         while not self.stop_event.is_set():
             self._scheduler.run_pending()
@@ -140,11 +144,10 @@ class Daemon:
             state = self.state.job(job.name)
             last = state.last_success if state else None
             if last is None or now - last > job.schedule.period + job.schedule.grace:
-                log.info(
-                    "%s: last success %s is older than its period; running now",
-                    job.name,
-                    last.isoformat() if last else "never",
-                )
+                if last is None:
+                    log.info("%s: never succeeded here; running now", job.name)
+                else:
+                    log.info("%s: last success %s is stale; running now", job.name, last)
                 if self.launch(job.name):
                     launched.append(job.name)
         return launched
@@ -240,6 +243,7 @@ def check_jobs(config: Config) -> list[Job]:
                 schedule=Schedule(every=check.interval),
                 body=lambda ctx, check=check: run_check(check, config.host),
                 severity=check.severity,
+                run_at_start=True,
                 history=False,
             )
         )
