@@ -395,9 +395,13 @@ def backup_check(
 @cli.command("restore")
 @config_option
 @click.argument("snapshot")
-@click.option("--to", "target", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--to", "target", required=True, help="Directory (files), DSN or path (database).")
 @click.option("--source", default=None, help="With `latest`: the latest of this source.")
-@click.option("--include", multiple=True, help="Only this path (repeatable).")
+@click.option("--include", multiple=True, help="Only this path (repeatable; files).")
+@click.option("--database", default=None, help="Restore this database's dump into --to.")
+@click.option("--create", is_flag=True, help="Create the target database if missing.")
+@click.option("--force", is_flag=True, help="Replace a non-empty target database.")
+@click.option("--jobs", default=2, show_default=True, help="pg_restore parallel jobs.")
 @click.option("--overwrite", is_flag=True, help="Replace existing files in the target.")
 @click.option("--dry-run", is_flag=True, help="List what would be restored.")
 @json_option
@@ -406,20 +410,29 @@ def restore_cmd(
     ctx: click.Context,
     config_file: Path | None,
     snapshot: str,
-    target: Path,
+    target: str,
     source: str | None,
     include: tuple[str, ...],
+    database: str | None,
+    create: bool,
+    force: bool,
+    jobs: int,
     overwrite: bool,
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Restore a snapshot's files into DIR (never outside it)."""
+    """Restore files into a directory (never outside it), or a database into a target."""
     from agents.backup.restorer import plan, restore
     from agents.backup.runner import open_repository
 
     config = load(ctx, config_file)
     repo = open_repository(backup_config(config))
     snap = repo.find_snapshot(snapshot, source=source)
+    if database is not None:
+        _restore_database(
+            ctx, config, repo, snap, database, target, create, force, jobs, dry_run, as_json
+        )
+        return
     if dry_run:
         entries = plan(repo, snap, list(include) or None)
         total = sum(e.size for e in entries)
@@ -430,14 +443,15 @@ def restore_cmd(
                 click.echo(f"{e.type:7} {e.size:>12} {e.path}")
             click.echo(f"{len(entries)} entries, {total} bytes from snapshot {snap.short_id}")
         return
+    directory = Path(target)
     with (
         repo.lock(exclusive=False),
         progress_bar("restore", total=snap.stats.get("bytes"), enabled=not as_json) as advance,
     ):
-        result = restore(repo, snap, target, list(include) or None, overwrite, advance)
+        result = restore(repo, snap, directory, list(include) or None, overwrite, advance)
     data = {
         "snapshot": snap.id,
-        "target": str(target),
+        "target": str(directory),
         "files": result.files,
         "dirs": result.dirs,
         "symlinks": result.symlinks,
@@ -451,7 +465,7 @@ def restore_cmd(
     else:
         click.echo(
             f"restored {result.files} files, {result.dirs} dirs, {result.symlinks} links,"
-            f" {result.bytes} bytes from snapshot {snap.short_id} into {target}"
+            f" {result.bytes} bytes from snapshot {snap.short_id} into {directory}"
         )
         for path in result.refused:
             click.echo(f"refused (outside the target): {path}", err=True)
@@ -460,6 +474,117 @@ def restore_cmd(
         for line in result.errors:
             click.echo(f"error: {line}", err=True)
     ctx.exit(EXIT_FAILED if result.refused or result.errors else EXIT_OK)
+
+
+def _restore_database(
+    ctx: click.Context,
+    config: Config,
+    repo: Any,
+    snap: Any,
+    database: str,
+    target: str,
+    create: bool,
+    force: bool,
+    jobs: int,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    from agents.backup.recovery import dump_entries, restore_database
+
+    cfg = backup_config(config)
+    source = next((s for s in cfg.sources if s.name == snap.source), None)
+    if source is None or source.kind == "files":
+        raise OpsagentError(
+            f"snapshot {snap.short_id} is of source {snap.source!r}, not a database source"
+            " in this config"
+        )
+    if dry_run:
+        entries = dump_entries(repo, snap, database)
+        last = _last_restore_seconds(config)
+        data = {
+            "snapshot": snap.id,
+            "database": database,
+            "target": target,
+            "dump_files": [e.path for e in entries],
+            "bytes": sum(e.size for e in entries),
+            "expected_seconds": last,
+        }
+        if as_json:
+            print_json(data)
+        else:
+            when = (
+                f"about {last:.0f}s (last restore test)"
+                if last
+                else "unknown (no restore test yet)"
+            )
+            click.echo(
+                f"would restore {database} ({data['bytes']} bytes) from snapshot"
+                f" {snap.short_id} into {target}; expected time: {when}"
+            )
+        return
+    workdir = cfg.cache_dir or config.state_dir / "tmp"
+    with repo.lock(exclusive=False):
+        recovery = restore_database(
+            repo, snap, database, target, source, workdir, create, force, jobs
+        )
+    rows = []
+    for table in sorted(
+        set(recovery.expected.get("tables", {})) | set(recovery.actual.get("tables", {}))
+    ):
+        rows.append(
+            {
+                "table": table,
+                "expected": recovery.expected.get("tables", {}).get(table),
+                "restored": recovery.actual.get("tables", {}).get(table),
+            }
+        )
+    if as_json:
+        print_json(
+            {
+                "snapshot": snap.id,
+                "database": database,
+                "target": target,
+                "seconds": round(recovery.seconds, 3),
+                "ok": recovery.ok,
+                "problems": recovery.problems,
+                "tables": rows,
+                "schema_fingerprint": {
+                    "expected": recovery.expected.get("schema_fingerprint"),
+                    "restored": recovery.actual.get("schema_fingerprint"),
+                },
+            }
+        )
+    else:
+        table = Table(title=f"{database} restored into {target} in {recovery.seconds:.1f}s")
+        for column in ("table", "rows at backup", "rows restored", ""):
+            table.add_column(column)
+        for row in rows:
+            same = row["expected"] == row["restored"]
+            table.add_row(
+                row["table"],
+                str(row["expected"]),
+                str(row["restored"]),
+                "[green]ok[/]" if same else "[red]differs[/]",
+            )
+        Console().print(table)
+        same = recovery.expected.get("schema_fingerprint") == recovery.actual.get(
+            "schema_fingerprint"
+        )
+        click.echo(f"schema fingerprint: {'matches' if same else 'DIFFERS'}")
+        for problem in recovery.problems:
+            click.echo(f"problem: {problem}", err=True)
+    ctx.exit(EXIT_OK if recovery.ok else EXIT_FAILED)
+
+
+def _last_restore_seconds(config: Config) -> float | None:
+    from agents.state import StateDB
+
+    if not config.state_db.exists():
+        return None
+    state = StateDB(config.state_db).job("restore_test")
+    if state is None or state.last_result is None or not state.last_result.ok:
+        return None
+    return float(state.last_result.details.get("rto_seconds", state.last_result.duration_seconds))
 
 
 def _parse_time(text: str) -> datetime:

@@ -10,18 +10,30 @@ from __future__ import annotations
 
 import getpass
 import logging
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from agents import __version__
-from agents.backup.archiver import Archiver, ProgressFn
+from agents.backup.archiver import Archiver, ArchiveResult, ProgressFn
 from agents.backup.errors import BackupError
+from agents.backup.pack import BlobType
 from agents.backup.repository import Repository
-from agents.backup.snapshot import Snapshot
+from agents.backup.snapshot import Snapshot, TreeEntry
+from agents.backup.sources import SourceError, Stored, TapReader, mysql, postgres, sqlite
 from agents.backup.storage import open_storage
-from agents.config import BackupConfig, Config, FilesSource, resolve_secret
+from agents.config import (
+    BackupConfig,
+    Config,
+    FilesSource,
+    MysqlSource,
+    PostgresSource,
+    SqliteSource,
+    resolve_secret,
+)
 from agents.results import CheckResult, Severity, Status, one_line
 
 log = logging.getLogger("opsagent.backup")
@@ -136,21 +148,30 @@ def _backup_source(
             started_at=started_at,
         )
 
-    if not isinstance(source, FilesSource):
-        return result(
-            Status.ERROR, f"source kind {source.kind} is not supported by this agent version", {}
-        )
     parents = [s for s in previous if s.host == config.host and s.source == source.name]
     parent = parents[-1] if parents else None
-    assert config.backup is not None
+    backup_cfg = config.backup
+    assert backup_cfg is not None
+    workdir = backup_cfg.cache_dir or config.state_dir / "tmp"
     try:
-        with repo.writer(config.backup.compression_level, config.backup.pack_size) as writer:
+        _run_hooks(source, "before")
+        with repo.writer(backup_cfg.compression_level, backup_cfg.pack_size) as writer:
             archiver = Archiver(repo, writer, progress, should_stop)
-            archived = archiver.archive(
-                source.paths, source.exclude, source.one_file_system, parent
-            )
+            if isinstance(source, FilesSource):
+                archived = archiver.archive(
+                    source.paths, source.exclude, source.one_file_system, parent
+                )
+                facts: dict[str, Any] = {
+                    "kind": "files",
+                    "files": archived.files,
+                    "bytes": archived.bytes,
+                }
+            else:
+                archived, facts = _dump_database(source, archiver, workdir)
             stats = writer.flush()
-    except (BackupError, OSError, InterruptedError) as exc:
+    except Exception as exc:  # one source's failure, whatever it is, never hides another
+        _run_hooks(source, "on_failure", quiet=True)
+        log.debug("source %s failed", source.name, exc_info=True)
         return result(Status.ERROR, one_line(exc), {})
     warnings = archived.warnings + [f"unreadable: {u}" for u in archived.unreadable]
     snapshot = repo.save_snapshot(
@@ -160,7 +181,7 @@ def _backup_source(
             host=config.host,
             source=source.name,
             source_kind=source.kind,
-            paths=tuple(str(p.absolute()) for p in source.paths),
+            paths=_source_paths(source),
             tree=tuple(archived.tree),
             tags=tuple(tags),
             parent=parent.id if parent else None,
@@ -175,17 +196,21 @@ def _backup_source(
                 "blobs_new": stats.blobs_new,
                 "duration_seconds": round(time.monotonic() - start, 3),
             },
-            facts={"kind": "files", "files": archived.files, "bytes": archived.bytes},
+            facts=facts,
             warnings=tuple(warnings),
             program_version=__version__,
         )
     )
+    try:
+        _run_hooks(source, "after")
+    except SourceError as exc:
+        warnings.append(str(exc))
     details = {"snapshot": snapshot.id, **snapshot.stats, "warnings": warnings[:50]}
     summary = (
         f"snapshot {snapshot.short_id}: {archived.files} files, {archived.bytes} bytes,"
         f" {stats.bytes_new} new"
     )
-    if archived.unreadable and not source.tolerate_unreadable:
+    if archived.unreadable and not getattr(source, "tolerate_unreadable", False):
         return result(
             Status.FAILED,
             f"{len(archived.unreadable)} unreadable file(s), first {archived.unreadable[0]}"
@@ -195,3 +220,73 @@ def _backup_source(
     if warnings:
         summary += f", {len(warnings)} warning(s)"
     return result(Status.OK, summary, details)
+
+
+def _dump_database(
+    source: PostgresSource | MysqlSource | SqliteSource, archiver: Archiver, workdir: Path
+) -> tuple[ArchiveResult, dict[str, Any]]:
+    """Dump a database source through the archiver; the tree lists its dump files."""
+    now_ns = time.time_ns()
+
+    def store(path: str, stream: IO[bytes]) -> Stored:
+        tap = stream if isinstance(stream, TapReader) else TapReader(stream)
+        chunks, sizes = archiver.store_file(tap)
+        entry = TreeEntry(
+            path=f"{source.name}/{path}",
+            type="file",
+            mode=0o600,
+            mtime_ns=now_ns,
+            size=sum(sizes),
+            chunks=tuple(chunks),
+            chunk_sizes=tuple(sizes),
+        )
+        return Stored(entry, tap.size, tap.sha256.hexdigest())
+
+    module = {"postgres": postgres, "mysql": mysql, "sqlite": sqlite}[source.kind]
+    dump = module.backup(source, store, workdir)  # type: ignore[attr-defined]
+    directories = sorted({e.path.rsplit("/", 1)[0] for e in dump.entries})
+    entries = [TreeEntry(path=d, type="dir", mode=0o700, mtime_ns=now_ns) for d in directories]
+    entries += dump.entries
+    lines = "".join(e.to_json() + "\n" for e in entries).encode()
+    archived = ArchiveResult(
+        tree=archiver.store_stream(lines, BlobType.TREE),
+        files=len(dump.entries),
+        dirs=len(directories),
+        bytes=sum(e.size for e in dump.entries),
+        bytes_read=sum(e.size for e in dump.entries),
+        warnings=list(dump.warnings),
+    )
+    return archived, dump.facts
+
+
+def _run_hooks(source: Any, phase: str, quiet: bool = False) -> None:
+    """Run a source's before / after / on_failure commands; a failure raises SourceError."""
+    hooks = source.hooks
+    commands = getattr(hooks, phase, None) if hooks is not None else None
+    for command in commands or ():
+        try:
+            proc = subprocess.run(
+                command,
+                shell=True,
+                capture_output=True,
+                text=True,
+                timeout=hooks.timeout.total_seconds(),
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            if quiet:
+                continue
+            raise SourceError(f"{phase} hook timed out: {command}") from None
+        if proc.returncode != 0 and not quiet:
+            last = (proc.stderr or proc.stdout).strip().splitlines()
+            tail = f": {last[-1][:200]}" if last else ""
+            raise SourceError(f"{phase} hook failed (exit {proc.returncode}): {command}{tail}")
+
+
+def _source_paths(source: Any) -> tuple[str, ...]:
+    if isinstance(source, FilesSource):
+        return tuple(str(p.absolute()) for p in source.paths)
+    if isinstance(source, SqliteSource):
+        return (str(source.path.absolute()),)
+    return ()
