@@ -40,7 +40,10 @@ from agents.backup.snapshot import MAX_MANIFEST_BYTES, Snapshot, TreeEntry
 from agents.backup.storage import ObjectKind, Storage
 
 REPOSITORY_VERSION = 1
+# FastCDC's mean chunk is avg + min: about 1 MiB for files, 8 KiB for database dumps,
+# where day-to-day changes are scattered rows and small chunks keep them small.
 CHUNK_MIN, CHUNK_AVG, CHUNK_MAX = 256 * 1024, 768 * 1024, 4 * 2**20
+DUMP_CHUNK_MIN, DUMP_CHUNK_AVG, DUMP_CHUNK_MAX = 2 * 1024, 6 * 1024, 32 * 1024
 INDEX_EVERY_PACKS = 8
 _RAW, _ZSTD = b"\x00", b"\x01"
 _SNAPSHOT_ASSOCIATED = b"opsagent-snapshot"
@@ -86,7 +89,10 @@ class Repository:
             "version": REPOSITORY_VERSION,
             "id": secrets.token_hex(16),
             "created": datetime.now(UTC).isoformat(),
-            "chunker": {"min": CHUNK_MIN, "avg": CHUNK_AVG, "max": CHUNK_MAX},
+            "chunker": {
+                "files": {"min": CHUNK_MIN, "avg": CHUNK_AVG, "max": CHUNK_MAX},
+                "dumps": {"min": DUMP_CHUNK_MIN, "avg": DUMP_CHUNK_AVG, "max": DUMP_CHUNK_MAX},
+            },
         }
         storage.put("config", json.dumps(info, indent=2).encode())
         return cls(storage, Crypto(master), info)

@@ -156,7 +156,8 @@ def _backup_source(
     try:
         _run_hooks(source, "before")
         with repo.writer(backup_cfg.compression_level, backup_cfg.pack_size) as writer:
-            archiver = Archiver(repo, writer, progress, should_stop)
+            small = not isinstance(source, FilesSource)
+            archiver = Archiver(repo, writer, progress, should_stop, small_chunks=small)
             if isinstance(source, FilesSource):
                 archived = archiver.archive(
                     source.paths, source.exclude, source.one_file_system, parent

@@ -358,3 +358,97 @@ def mysql_database(name: str) -> Iterator[Database]:
     finally:
         with mysql_connect() as admin, admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@dataclass
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster with password (scram) authentication."""
+
+    directory: Path
+    port: int
+    password: str
+    pg_ctl: str
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                self.pg_ctl,
+                "-D",
+                str(self.directory / "data"),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_password_cluster(password: str = "right-password") -> PostgresCluster:
+    """initdb refuses root: run it as the postgres user in a directory it owns
+    (under /tmp, since pytest's own temporary directories are private to root)."""
+    import glob
+    import pwd
+    import tempfile
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        raise ServiceError("initdb is not installed (postgresql server package)")
+    bindir = Path(found[-1]).parent
+    owner = pwd.getpwnam("postgres")
+    directory = Path(tempfile.mkdtemp(prefix="opsagent-pg-"))
+    os.chmod(directory, 0o700)
+    (directory / "pw").write_text(password + "\n")
+    for path in (directory, directory / "pw"):
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+    as_postgres = ["runuser", "-u", "postgres", "--"]
+    proc = subprocess.run(
+        [
+            *as_postgres,
+            str(bindir / "initdb"),
+            "-D",
+            str(directory / "data"),
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",
+            f"--pwfile={directory / 'pw'}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ServiceError(f"initdb failed: {proc.stderr.strip().splitlines()[-1:]}")
+    port = free_port()
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {directory} -c fsync=off"
+    proc = subprocess.run(
+        [
+            *as_postgres,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(directory / "data"),
+            "-o",
+            options,
+            "-l",
+            str(directory / "log"),
+            "-w",
+            "-t",
+            "30",
+            "start",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ServiceError(f"pg_ctl start failed: {proc.stderr.strip()[-200:]}")
+    return PostgresCluster(directory, port, password, str(bindir / "pg_ctl"))
