@@ -23,7 +23,7 @@ from agents.backup.errors import BackupError
 from agents.backup.pack import BlobType
 from agents.backup.repository import Repository
 from agents.backup.snapshot import Snapshot, TreeEntry
-from agents.backup.sources import SourceError, Stored, TapReader, mysql, postgres, sqlite
+from agents.backup.sources import SourceError, Stored, TapReader
 from agents.backup.storage import open_storage
 from agents.config import (
     BackupConfig,
@@ -243,8 +243,14 @@ def _dump_database(
         )
         return Stored(entry, tap.size, tap.sha256.hexdigest())
 
-    module = {"postgres": postgres, "mysql": mysql, "sqlite": sqlite}[source.kind]
-    dump = module.backup(source, store, workdir)  # type: ignore[attr-defined]
+    # imported here: the database drivers cost start-up time that file backups never need
+    if isinstance(source, PostgresSource):
+        from agents.backup.sources import postgres as module
+    elif isinstance(source, MysqlSource):
+        from agents.backup.sources import mysql as module  # type: ignore[no-redef]
+    else:
+        from agents.backup.sources import sqlite as module  # type: ignore[no-redef]
+    dump = module.backup(source, store, workdir)  # type: ignore[arg-type]
     directories = sorted({e.path.rsplit("/", 1)[0] for e in dump.entries})
     entries = [TreeEntry(path=d, type="dir", mode=0o700, mtime_ns=now_ns) for d in directories]
     entries += dump.entries

@@ -167,24 +167,34 @@ class S3Storage:
         return until if isinstance(until, datetime) else None
 
     def leftovers(self) -> list[str]:
-        out = []
-        paginator = self.client.get_paginator("list_multipart_uploads")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
-            for upload in page.get("Uploads", []):
-                out.append(f"{upload['Key'][len(self.prefix) :]} (upload {upload['UploadId']})")
-        return out
+        return [f"{key[len(self.prefix) :]} (upload {upload})" for key, upload in self._uploads()]
 
     def abort_leftovers(self) -> int:
         """Abort every incomplete multipart upload under the prefix."""
         count = 0
-        paginator = self.client.get_paginator("list_multipart_uploads")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
-            for upload in page.get("Uploads", []):
-                self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                )
-                count += 1
+        for key, upload in list(self._uploads()):
+            self._call(
+                f"abort upload of {key}",
+                lambda k=key, u=upload: self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=k, UploadId=u
+                ),
+            )
+            count += 1
         return count
+
+    def _uploads(self) -> Iterator[tuple[str, str]]:
+        """Incomplete multipart uploads (key, upload ID), every page, each request retried."""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
+        while True:
+            page = self._call(
+                "list incomplete uploads", lambda: self.client.list_multipart_uploads(**args)
+            )
+            for upload in page.get("Uploads", []):
+                yield upload["Key"], upload["UploadId"]
+            if not page.get("IsTruncated"):
+                return
+            args["KeyMarker"] = page.get("NextKeyMarker", "")
+            args["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
 
     # --- helpers -----------------------------------------------------------------------
 
