@@ -102,6 +102,12 @@ class ResultMetrics:
             ["source"],
             registry=registry,
         )
+        self.backup_read = Gauge(
+            "opsagent_backup_last_read_bytes",
+            "Bytes the source's last backup read (unchanged files are not read again).",
+            ["source"],
+            registry=registry,
+        )
         self.backup_stored = Gauge(
             "opsagent_backup_last_stored_bytes",
             "Bytes the source's last backup stored (compressed and encrypted).",
@@ -155,5 +161,6 @@ class ResultMetrics:
         details = result.details
         self.backup_size.labels(source).set(details.get("bytes", 0))
         self.backup_added.labels(source).set(details.get("bytes_added", 0))
+        self.backup_read.labels(source).set(details.get("bytes_read", 0))
         self.backup_stored.labels(source).set(details.get("bytes_stored", 0))
         self.backup_files.labels(source).set(details.get("files", 0))

@@ -445,3 +445,107 @@ def test_integrity_error_on_swapped_blob(tmp_path: Path) -> None:
         repo.open_blob(a, sealed_b, loc_b.pack)
     reopened = Repository.open(open_storage(str(tmp_path / "repo")), "correct horse battery staple")
     assert reopened.load_blob(a) == b"a" * 1000
+
+
+def test_locks_exclusive_blocks_and_stale_expire(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from agents.backup.locks import LockError, RepositoryLock
+
+    storage = open_storage(str(tmp_path / "repo"))
+    with (
+        RepositoryLock(storage, exclusive=False),
+        RepositoryLock(storage, exclusive=False),
+        pytest.raises(LockError, match="locked by a shared lock"),
+    ):
+        RepositoryLock(storage, exclusive=True).__enter__()
+    with (
+        RepositoryLock(storage, exclusive=True),
+        pytest.raises(LockError, match="locked exclusively"),
+    ):
+        RepositoryLock(storage, exclusive=False).__enter__()
+    assert list(storage.list("locks/")) == []
+    old = (datetime.now(UTC) - timedelta(minutes=31)).isoformat()
+    stale = {"host": "dead-host", "pid": 1, "time": old, "exclusive": True}
+    storage.put("locks/stale", json.dumps(stale).encode())
+    with RepositoryLock(storage, exclusive=True):
+        assert [i.key for i in storage.list("locks/")] != ["locks/stale"]
+    assert list(storage.list("locks/")) == []
+
+
+def test_two_processes_back_up_into_one_repository(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    make_tree(first, small_files=200, large_mib=8, seed=5)
+    make_tree(second, small_files=200, large_mib=8, seed=6)
+    config_a = write_config(tmp_path, str(tmp_path / "repo"), [first], name="a.yml")
+    config_b = write_config(tmp_path, str(tmp_path / "repo"), [second], name="b.yml")
+    config = load(config_a)
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "agents", "backup", "run", "--config", str(c)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for c in (config_a, config_b)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    repo = open_repository(config.backup)
+    assert len(repo.snapshot_ids()) == 2
+    report = check(repo, read_data=True)
+    assert report.ok, report.errors
+    assert sorted(s.paths[0] for s in repo.snapshots()) == [str(first), str(second)]
+    for snap in repo.snapshots():
+        target = tmp_path / f"out-{snap.short_id}"
+        restore(repo, snap, target)
+        restored_root = restored(target, Path(snap.paths[0]))
+        assert fingerprint(restored_root) == fingerprint(Path(snap.paths[0]))
+
+
+def test_large_file_streams_in_bounded_memory(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    big = source / "sparse.img"
+    with open(big, "wb") as handle:
+        handle.truncate(5 * 2**30)  # 5 GiB, read in full, stored once (every chunk is the same)
+        handle.seek(2**30)
+        handle.write(os.urandom(64 * 2**20))
+    config_path = write_config(tmp_path, str(tmp_path / "repo"), [source])
+    config = load(config_path)
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agents", "backup", "run", "--json", "--config", str(config_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    out = proc.stdout.read() if proc.stdout else b""
+    assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read() if proc.stderr else ""
+    peak_mib = usage.ru_maxrss / 1024
+    assert peak_mib < 500, f"peak RSS {peak_mib:.0f} MiB"
+    run = json.loads(out)["sources"][0]["details"]
+    assert run["bytes_read"] == 5 * 2**30
+    assert run["bytes_added"] < 80 * 2**20
+
+
+def test_special_files_are_skipped_with_a_note(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "file").write_text("data")
+    os.mkfifo(source / "pipe")
+    config = load(write_config(tmp_path, str(tmp_path / "repo"), [source]))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    results: list = []
+    run = run_backup(config, emit=results.append)
+    assert run.ok
+    assert results[0].details["warnings"] == [f"{source / 'pipe'}: special file skipped"]
+    repo = open_repository(config.backup)
+    snap = repo.find_snapshot("latest")
+    assert snap.warnings == (f"{source / 'pipe'}: special file skipped",)
+    assert {e.path.rsplit("/", 1)[-1] for e in repo.read_tree(snap)} == {"src", "file"}

@@ -256,6 +256,20 @@ def test_postgres_down_and_missing_pg_dump(tmp_path: Path) -> None:
     )
 
 
+def test_old_pg_dump_is_refused(pg_database: services.Database, tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "pg_dump"
+    fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n")
+    fake.chmod(0o755)
+    config = pg_config(tmp_path, pg_database.dsn, pg_bin_dir=str(bindir))
+    result = run_backup(config)
+    assert result.summary == (
+        "app-db: postgres app-db: pg_dump 9 is older than the server (15); install"
+        " postgresql-client-15 or set pg_bin_dir"
+    )
+
+
 def test_postgres_wrong_password(tmp_path: Path) -> None:
     cluster = services.start_password_cluster()
     try:

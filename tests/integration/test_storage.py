@@ -211,3 +211,18 @@ def test_s3_unreachable_endpoint_is_one_line() -> None:
     with pytest.raises(StorageError) as info:
         storage.get("config")
     assert str(info.value) == f"bucket bucket at http://127.0.0.1:{port}: endpoint unreachable"
+
+
+def test_s3_falls_back_to_single_deletes(s3_server: services.S3Server, s3_bucket: str) -> None:
+    proxy = FaultProxy(s3_server.port, refuse=("POST", "delete")).start()
+    try:
+        storage = S3Storage(s3_bucket, "d", s3_config(proxy))
+        for i in range(4):
+            storage.put(f"data/ii/{i}", b"x", ObjectKind.DATA)
+        storage.delete([f"data/ii/{i}" for i in range(4)])
+        assert list(storage.list("data/")) == []
+        methods = [r.method for r in proxy.requests]
+        assert methods.count("DELETE") == 4  # one by one, after the refused DeleteObjects
+        assert any(r.method == "POST" and "delete" in r.path for r in proxy.requests)
+    finally:
+        proxy.stop()

@@ -3,8 +3,10 @@
 Each request is forwarded unless the fault plan picks it: `503` answers S3's
 SlowDown error, `drop` closes the connection without a response, `reset` sends
 half a response body then closes. Faults are chosen by a seeded random generator
-(`rate`) or forced for the next N requests (`fail_next`). Every request's method,
-path and headers are recorded, so tests can assert on what the client sent.
+(`rate`) or forced for the next requests (`forced`). A `refuse` rule answers one
+kind of request with 501 NotImplemented, like stores that lack an operation.
+Every request's method, path and headers are recorded, so tests can assert on
+what the client sent.
 """
 
 from __future__ import annotations
@@ -51,9 +53,17 @@ class FaultPlan:
 
 
 class FaultProxy:
-    def __init__(self, upstream_port: int, plan: FaultPlan | None = None) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        plan: FaultPlan | None = None,
+        refuse: tuple[str, str] | None = None,
+    ) -> None:
         self.upstream_port = upstream_port
         self.plan = plan or FaultPlan()
+        # (method, query marker): answer such requests 501 NotImplemented, as stores
+        # without DeleteObjects do
+        self.refuse = refuse
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
         proxy = self
@@ -72,6 +82,20 @@ class FaultProxy:
                     proxy.requests.append(
                         Recorded(self.command, self.path, dict(self.headers.items()), fault)
                     )
+                if (
+                    proxy.refuse
+                    and self.command == proxy.refuse[0]
+                    and proxy.refuse[1] in self.path
+                ):
+                    body = (
+                        b'<?xml version="1.0"?><Error><Code>NotImplemented</Code>'
+                        b"<Message>not supported</Message></Error>"
+                    )
+                    self.send_response(501)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 if fault == "503":
                     self.send_response(503)
                     self.send_header("Content-Type", "application/xml")
