@@ -214,10 +214,34 @@ def backup_init(ctx: click.Context, config_file: Path | None) -> None:
     repo = init_repository(backup_config(config), config.host)
     click.echo(f"created repository {repo.info['id']} at {repo.storage.url}")
     click.echo(f"master key fingerprint: {key_fingerprint(repo.crypto.master)}")
+    warning = lock_retention_warning(backup_config(config))
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(
         "IMPORTANT: the data can only be read with the repository password. Losing it loses"
         " every backup. Escrow it now: keep a copy of the password file in a password"
         " manager or sealed envelope held apart from this host and from the bucket."
+    )
+
+
+def lock_retention_warning(cfg: BackupConfig) -> str | None:
+    """Object Lock longer than the retention policy's reach: forget will meet locked snapshots."""
+    lock, policy = cfg.s3.object_lock, cfg.retention
+    if lock is None or policy is None or not cfg.repository.startswith("s3://"):
+        return None
+    reach = max(
+        (policy.keep_daily or 0),
+        (policy.keep_weekly or 0) * 7,
+        (policy.keep_monthly or 0) * 30,
+        (policy.keep_yearly or 0) * 365,
+        policy.keep_within.days if policy.keep_within else 0,
+    )
+    if reach >= lock.days:
+        return None
+    return (
+        f"Object Lock keeps every object {lock.days} days but the retention policy reaches"
+        f" only about {reach} days: forget will keep (and report) locked snapshots until"
+        " their lock expires; make retention reach at least as far as the lock"
     )
 
 
@@ -390,6 +414,75 @@ def backup_check(
             f" {report.packs_read} read: {state}"
         )
     ctx.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+@backup.command("forget")
+@config_option
+@click.option("--dry-run", is_flag=True, help="Show the decisions; remove nothing.")
+@json_option
+@click.pass_context
+def backup_forget(
+    ctx: click.Context, config_file: Path | None, dry_run: bool, as_json: bool
+) -> None:
+    """Apply backup.retention: keep what it says, remove the other snapshots."""
+    from agents.backup.runner import run_forget
+
+    config = load(ctx, config_file)
+    result, report = run_forget(config, dry_run)
+    rows = [
+        {
+            "id": d.snapshot.id,
+            "short_id": d.snapshot.id[:8],
+            "time": d.snapshot.time.isoformat(),
+            "host": d.snapshot.host,
+            "source": d.snapshot.source,
+            "keep": d.keep,
+            "reasons": list(d.reasons),
+            "removed": d.snapshot.id in report.removed,
+            "locked": d.snapshot.id in report.locked,
+        }
+        for d in report.decisions
+    ]
+    if as_json:
+        print_json({"dry_run": dry_run, "snapshots": rows, "summary": result.summary})
+        return
+    table = Table(title=f"retention{' (dry run)' if dry_run else ''}")
+    for column in ("host", "source", "id", "time", "decision", "reasons"):
+        table.add_column(column)
+    for row in rows:
+        decision = "[green]keep[/]" if row["keep"] else "[red]remove[/]"
+        if row["locked"]:
+            decision = "[yellow]locked[/]"
+        table.add_row(
+            row["host"],
+            row["source"],
+            row["short_id"],
+            row["time"][:19],
+            decision,
+            ", ".join(row["reasons"]),
+        )
+    Console().print(table)
+    click.echo(result.summary)
+
+
+@backup.command("prune")
+@config_option
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted and repacked.")
+@json_option
+@click.pass_context
+def backup_prune(
+    ctx: click.Context, config_file: Path | None, dry_run: bool, as_json: bool
+) -> None:
+    """Delete and repack data no snapshot references (exclusive lock)."""
+    from agents.backup.runner import run_prune
+
+    config = load(ctx, config_file)
+    with progress_bar("prune", enabled=not as_json) as advance:
+        result = run_prune(config, dry_run, advance)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        click.echo(result.summary)
 
 
 @cli.command("restore")

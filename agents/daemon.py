@@ -58,6 +58,9 @@ class Job:
     catch_up: bool = False
     run_at_start: bool = False
     history: bool = True
+    # jobs naming the same resource run one after the other (backup, prune and
+    # restore test all use the repository), so they wait instead of failing on its lock
+    resource: str | None = None
 
 
 @dataclass
@@ -86,6 +89,7 @@ class Daemon:
         self._scheduler = schedule_lib.Scheduler()
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
+        self._resources = {j.resource: threading.Lock() for j in self.jobs.values() if j.resource}
         self.skipped: dict[str, int] = {name: 0 for name in self.jobs}
 
     # --- public ------------------------------------------------------------------------
@@ -170,6 +174,14 @@ class Daemon:
         self.stop_event.set()
 
     def _run_job(self, job: Job) -> None:
+        if job.resource is None:
+            self._run_job_now(job)
+            return
+        with self._resources[job.resource]:
+            if not self.stop_event.is_set():
+                self._run_job_now(job)
+
+    def _run_job_now(self, job: Job) -> None:
         context = JobContext(stop=self.stop_event, emit=self._publish)
         self.state.record_start(job.name, job.kind, datetime.now(UTC))
         result = run_guarded(job.name, job.kind, self.host, job.severity, lambda: job.body(context))
@@ -254,22 +266,49 @@ def backup_job(config: Config) -> Job | None:
     """The daily backup of every source; caught up at start when stale."""
     if config.backup is None or config.backup.schedule is None or not config.backup.sources:
         return None
-    from agents.backup.runner import run_backup
+    from agents.backup.runner import run_backup, run_forget
+
+    def body(ctx: JobContext) -> CheckResult:
+        result = run_backup(config, emit=ctx.emit, should_stop=lambda: ctx.stopping)
+        if result.ok and config.backup is not None and config.backup.retention is not None:
+            forgotten = run_guarded(
+                "forget", "forget", config.host, Severity.MAJOR, lambda: run_forget(config)[0]
+            )
+            ctx.emit(forgotten)
+        return result
 
     return Job(
         name="backup",
         kind="backup",
         schedule=config.backup.schedule,
-        body=lambda ctx: run_backup(config, emit=ctx.emit, should_stop=lambda: ctx.stopping),
+        body=body,
         severity=Severity.CRITICAL,
         catch_up=True,
+        resource="repository",
+    )
+
+
+def prune_job(config: Config) -> Job | None:
+    """Prune on its own (weekly by default) schedule."""
+    if config.backup is None or config.backup.prune.schedule is None:
+        return None
+    from agents.backup.runner import run_prune
+
+    return Job(
+        name="prune",
+        kind="prune",
+        schedule=config.backup.prune.schedule,
+        body=lambda ctx: run_prune(config),
+        severity=Severity.MAJOR,
+        catch_up=True,
+        resource="repository",
     )
 
 
 def build_jobs(config: Config) -> list[Job]:
     """Every job the config declares: health checks, then the scheduled jobs."""
     jobs = check_jobs(config)
-    for job in (backup_job(config),):
+    for job in (backup_job(config), prune_job(config)):
         if job is not None:
             jobs.append(job)
     return jobs

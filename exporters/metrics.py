@@ -131,6 +131,22 @@ class ResultMetrics:
             registry=registry,
         )
 
+        self.forget_kept = Gauge(
+            "opsagent_forget_snapshots_kept",
+            "Snapshots the retention policy kept at its last run.",
+            registry=registry,
+        )
+        self.forget_removed = Gauge(
+            "opsagent_forget_snapshots_removed",
+            "Snapshots the retention policy removed at its last run.",
+            registry=registry,
+        )
+        self.prune_reclaimed = Gauge(
+            "opsagent_prune_last_reclaimed_bytes",
+            "Bytes the last prune reclaimed.",
+            registry=registry,
+        )
+
     def observe(self, result: CheckResult) -> None:
         finished = result.started_at.timestamp() + result.duration_seconds
         if result.kind == "backup_source":
@@ -139,6 +155,11 @@ class ResultMetrics:
         if result.kind == "backup" and "snapshots" in result.details:
             self.repository_snapshots.set(result.details["snapshots"])
             self.repository_size.set(result.details.get("repository_bytes", 0))
+        if result.kind == "forget" and result.ok:
+            self.forget_kept.set(result.details.get("kept", 0))
+            self.forget_removed.set(result.details.get("removed", 0))
+        if result.kind == "prune" and result.ok:
+            self.prune_reclaimed.set(result.details.get("bytes_reclaimed", 0))
         if result.kind in JOB_KINDS:
             self.job_up.labels(result.name).set(1 if result.ok else 0)
             self.job_duration.labels(result.name).set(result.duration_seconds)

@@ -1,8 +1,9 @@
 """Repository locks: shared for backup and restore, exclusive for prune and repair.
 
 A lock is an object under `locks/` naming host, pid and time; it is refreshed while
-held. A lock not refreshed for `STALE_AFTER` is stale: ignored, and removed by the
-next process that finds it, so a killed process never blocks the repository for long.
+held. A lock not refreshed for `STALE_AFTER`, or held by a process of this host that no
+longer exists, is stale: ignored, and removed by the next process that finds it, so
+a killed process never blocks the repository for long.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import socket
 import threading
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
+
+import psutil
 
 from agents.backup.errors import BackupError, NotFound
 from agents.backup.storage import Storage
@@ -82,6 +85,11 @@ class RepositoryLock:
             except BackupError as error:
                 log.warning("could not refresh lock %s: %s", self.key, error)
 
+    def _dead_here(self, body: dict[str, object]) -> bool:
+        """A lock of this host whose process is gone (killed) is stale at once."""
+        pid = body.get("pid")
+        return body.get("host") == self.host and isinstance(pid, int) and not psutil.pid_exists(pid)
+
     def _check_others(self) -> None:
         now = datetime.now(UTC)
         for info in list(self.storage.list("locks/")):
@@ -96,7 +104,7 @@ class RepositoryLock:
                 log.warning("removing unreadable lock %s", info.key)
                 self.storage.delete([info.key])
                 continue
-            if now - when > STALE_AFTER:
+            if now - when > STALE_AFTER or self._dead_here(body):
                 log.info(
                     "removing stale lock of %s pid %s from %s", body["host"], body["pid"], when
                 )

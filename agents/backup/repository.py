@@ -145,9 +145,11 @@ class Repository:
         self._index_loaded = True
         return self.index
 
-    def writer(self, compression_level: int = 3, pack_size: int = 16 * 2**20) -> BlobWriter:
+    def writer(
+        self, compression_level: int = 3, pack_size: int = 16 * 2**20, repack: bool = False
+    ) -> BlobWriter:
         self.load_index()
-        return BlobWriter(self, compression_level, pack_size)
+        return BlobWriter(self, compression_level, pack_size, repack)
 
     def load_blob(self, blob_id: bytes) -> bytes:
         location = self.load_index().get(blob_id)
@@ -277,10 +279,14 @@ class BlobWriter:
     number in flight so memory stays bounded whatever the input size.
     """
 
-    def __init__(self, repo: Repository, level: int, pack_size: int) -> None:
+    def __init__(self, repo: Repository, level: int, pack_size: int, repack: bool = False) -> None:
         self.repo = repo
         self.level = level
         self.pack_size = pack_size
+        # repacking (prune) rewrites blobs the index already has, and leaves writing
+        # the index to its caller: `written` collects the new packs' entries
+        self.repack = repack
+        self.written: dict[str, list[PackEntry]] = {}
         workers = max(2, os.cpu_count() or 2)
         self._seal_pool = ThreadPoolExecutor(workers, thread_name_prefix="seal")
         self._upload_pool = ThreadPoolExecutor(2, thread_name_prefix="upload")
@@ -302,7 +308,7 @@ class BlobWriter:
     def add(self, blob_type: BlobType, data: bytes) -> bytes:
         """Store a blob unless the repository already has it; returns its ID."""
         blob_id = self.repo.crypto.blob_id(data)
-        if blob_id in self.repo.index or blob_id in self._pending:
+        if (not self.repack and blob_id in self.repo.index) or blob_id in self._pending:
             self._bump(blobs_reused=1)
             return blob_id
         self._pending.add(blob_id)
@@ -385,6 +391,10 @@ class BlobWriter:
         self._uploads.clear()
 
     def _write_index(self) -> None:
+        if self.repack:
+            self.written.update(self._unindexed)
+            self._unindexed = {}
+            return
         if self._unindexed:
             self.repo.write_index(self._unindexed)
             for entries in self._unindexed.values():

@@ -297,3 +297,87 @@ def _source_paths(source: Any) -> tuple[str, ...]:
     if isinstance(source, SqliteSource):
         return (str(source.path.absolute()),)
     return ()
+
+
+def run_forget(config: Config, dry_run: bool = False) -> tuple[CheckResult, Any]:
+    """Apply the retention policy; the result and the report (decisions per snapshot)."""
+    from agents.backup.maintenance import forget
+
+    cfg = config.backup
+    if cfg is None or cfg.retention is None:
+        raise BackupError("no backup.retention policy in the config")
+    started_at = datetime.now(UTC)
+    start = time.monotonic()
+    report = forget(
+        open_repository(cfg),
+        cfg.retention,
+        dry_run,
+        delete_old_versions=cfg.prune.delete_old_versions,
+    )
+    kept = sum(1 for d in report.decisions if d.keep)
+    removed = len(report.removed) if not dry_run else len(report.decisions) - kept
+    summary = f"{kept} snapshot(s) kept, {removed} {'to remove' if dry_run else 'removed'}"
+    if report.locked:
+        summary += f", {len(report.locked)} under Object Lock kept"
+    return (
+        CheckResult(
+            name="forget",
+            kind="forget",
+            host=config.host,
+            status=Status.OK,
+            severity=Severity.MAJOR,
+            summary=summary,
+            details={"kept": kept, "removed": removed, "locked": len(report.locked)},
+            duration_seconds=time.monotonic() - start,
+            started_at=started_at,
+        ),
+        report,
+    )
+
+
+def run_prune(
+    config: Config, dry_run: bool = False, progress: ProgressFn | None = None
+) -> CheckResult:
+    from agents.backup.maintenance import prune
+
+    cfg = config.backup
+    if cfg is None:
+        raise BackupError("no backup section in the config")
+    started_at = datetime.now(UTC)
+    start = time.monotonic()
+    report = prune(
+        open_repository(cfg),
+        cfg.prune.repack_threshold_percent,
+        dry_run,
+        cfg.compression_level,
+        cfg.pack_size,
+        cfg.prune.delete_old_versions,
+        progress,
+    )
+    verb = "would reclaim" if dry_run else "reclaimed"
+    summary = (
+        f"{verb} {report.bytes_reclaimed} bytes: {report.packs_deleted} pack(s) deleted,"
+        f" {report.packs_repacked} repacked into {report.packs_written}"
+    )
+    if report.locked:
+        summary += f"; {len(report.locked)} pack(s) under Object Lock kept"
+    return CheckResult(
+        name="prune",
+        kind="prune",
+        host=config.host,
+        status=Status.OK,
+        severity=Severity.MAJOR,
+        summary=summary,
+        details={
+            "bytes_reclaimed": report.bytes_reclaimed,
+            "packs_before": report.packs_before,
+            "packs_deleted": report.packs_deleted,
+            "packs_repacked": report.packs_repacked,
+            "packs_written": report.packs_written,
+            "locked": report.locked[:50],
+            "snapshots": report.snapshots,
+            "dry_run": dry_run,
+        },
+        duration_seconds=time.monotonic() - start,
+        started_at=started_at,
+    )

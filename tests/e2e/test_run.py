@@ -93,6 +93,7 @@ backup:
   password_file: {key}
   schedule: {{daily_at: "03:00", timezone: America/Toronto}}
   sources: [{{name: docs, kind: files, paths: ["{source}"]}}]
+  retention: {{keep_last: 3}}
 """
     )
     subprocess.run(
@@ -115,7 +116,7 @@ def test_run_catches_up_a_never_run_backup(tmp_path: Path) -> None:
         wait_for(
             "backup metrics",
             lambda: (
-                'opsagent_backup_last_success_timestamp_seconds{source="docs"}'
+                'opsagent_job_up{job="backup"} 1.0'
                 in urllib.request.urlopen(url, timeout=2).read().decode()
             ),
             timeout=30,
@@ -123,8 +124,21 @@ def test_run_catches_up_a_never_run_backup(tmp_path: Path) -> None:
         )
         body = urllib.request.urlopen(url, timeout=2).read().decode()
         assert 'opsagent_backup_last_files{source="docs"} 1.0' in body
+        assert 'opsagent_backup_last_success_timestamp_seconds{source="docs"}' in body
         assert "opsagent_repository_snapshots 1.0" in body
         assert 'opsagent_job_up{job="backup"} 1.0' in body
+        wait_for(
+            "forget and prune after the first backup",
+            lambda: (
+                'opsagent_job_up{job="prune"} 1.0'
+                in urllib.request.urlopen(url, timeout=2).read().decode()
+            ),
+            timeout=30,
+            proc=proc,
+        )
+        body = urllib.request.urlopen(url, timeout=2).read().decode()
+        assert "opsagent_forget_snapshots_kept 1.0" in body
+        assert "opsagent_prune_last_reclaimed_bytes 0.0" in body
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)
     finally:

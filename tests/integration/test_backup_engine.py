@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -470,6 +471,14 @@ def test_locks_exclusive_blocks_and_stale_expire(tmp_path: Path) -> None:
     storage.put("locks/stale", json.dumps(stale).encode())
     with RepositoryLock(storage, exclusive=True):
         assert [i.key for i in storage.list("locks/")] != ["locks/stale"]
+    assert list(storage.list("locks/")) == []
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    now = datetime.now(UTC).isoformat()
+    killed = {"host": socket.gethostname(), "pid": dead.pid, "time": now, "exclusive": True}
+    storage.put("locks/killed", json.dumps(killed).encode())
+    with RepositoryLock(storage, exclusive=False):  # a lock of a dead local process is stale
+        pass
     assert list(storage.list("locks/")) == []
 
 

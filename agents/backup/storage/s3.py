@@ -166,6 +166,24 @@ class S3Storage:
         until = head.get("ObjectLockRetainUntilDate")
         return until if isinstance(until, datetime) else None
 
+    def delete_versions(self, keys: list[str]) -> None:
+        """Remove every stored version of the keys (versioned buckets keep them otherwise)."""
+        for key in keys:
+            full = self.prefix + key
+            args = {"Bucket": self.bucket, "Prefix": full}
+            listing = self._call(
+                f"list versions of {key}", lambda a=args: self.client.list_object_versions(**a)
+            )
+            for version in listing.get("Versions", []) + listing.get("DeleteMarkers", []):
+                if version["Key"] != full:
+                    continue
+                self._call(
+                    f"delete a version of {key}",
+                    lambda v=version["VersionId"], k=full: self.client.delete_object(
+                        Bucket=self.bucket, Key=k, VersionId=v
+                    ),
+                )
+
     def leftovers(self) -> list[str]:
         return [f"{key[len(self.prefix) :]} (upload {upload})" for key, upload in self._uploads()]
 

@@ -1,0 +1,201 @@
+"""Rotation: `forget` removes the snapshots a keep policy does not keep; `prune`
+reclaims the space of data no snapshot references.
+
+Prune runs under an exclusive lock and in an order that survives a kill at any
+point: mark every blob the remaining snapshots reference; repack the live blobs
+of mostly-dead packs into new packs; write one new index that supersedes all old
+ones; only then delete the old index files and the dead packs. An interrupted
+prune leaves either the old index (and some unreferenced new packs) or the new
+one (and some unreferenced old packs); a rerun finishes the job. Objects under
+an S3 Object Lock retention that has not expired are never deleted: they are
+skipped and reported.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from agents.backup.errors import BackupError, IntegrityError, StorageError
+from agents.backup.pack import PackEntry, pack_key
+from agents.backup.repository import Repository
+from agents.backup.retention import Candidate, Decision, retention_decisions
+from agents.backup.storage import Storage
+from agents.config import Retention
+
+log = logging.getLogger("opsagent.backup.prune")
+
+
+@dataclass
+class ForgetReport:
+    decisions: list[Decision]
+    removed: list[str] = field(default_factory=list)
+    locked: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PruneReport:
+    snapshots: int = 0
+    packs_before: int = 0
+    packs_deleted: int = 0
+    packs_repacked: int = 0
+    packs_written: int = 0
+    bytes_deleted: int = 0
+    bytes_written: int = 0
+    locked: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def bytes_reclaimed(self) -> int:
+        return self.bytes_deleted - self.bytes_written
+
+
+def forget(
+    repo: Repository,
+    policy: Retention,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    delete_old_versions: bool = False,
+) -> ForgetReport:
+    """Decide with the policy; unless dry-run, delete the snapshots it does not keep."""
+    with repo.lock(exclusive=True):
+        snapshots = repo.snapshots()
+        candidates = [Candidate(s.id, s.time, s.host, s.source, s.tags) for s in snapshots]
+        decisions = retention_decisions(candidates, policy, now or datetime.now(UTC))
+        report = ForgetReport(decisions)
+        if dry_run:
+            return report
+        for decision in decisions:
+            if decision.keep:
+                continue
+            key = f"snapshots/{decision.snapshot.id}"
+            if _locked(repo.storage, key):
+                report.locked.append(decision.snapshot.id)
+                continue
+            _delete(repo.storage, [key], delete_old_versions)
+            report.removed.append(decision.snapshot.id)
+    return report
+
+
+def prune(
+    repo: Repository,
+    repack_threshold_percent: float = 20.0,
+    dry_run: bool = False,
+    compression_level: int = 3,
+    pack_size: int = 16 * 2**20,
+    delete_old_versions: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> PruneReport:
+    progress = progress or (lambda b, f: None)
+    with repo.lock(exclusive=True):
+        report = PruneReport(dry_run=dry_run)
+        index = repo.load_index()
+        used = _referenced_blobs(repo, report)
+        stored = {i.key.rsplit("/", 1)[-1]: i.size for i in repo.storage.list("data/")}
+        report.packs_before = len(stored)
+        entries: dict[str, list[tuple[bytes, int, int]]] = defaultdict(list)
+        for blob_id, loc in index.items():
+            entries[loc.pack].append((blob_id, loc.offset, loc.length))
+        missing = sorted(
+            {index.get(b).pack for b in used if index.get(b) is not None}  # type: ignore[union-attr]
+            - set(stored)
+        )
+        if missing:
+            raise IntegrityError(
+                f"{len(missing)} referenced pack(s) are missing (first {missing[0][:12]});"
+                " run `opsagent backup check` before pruning"
+            )
+        delete: list[str] = [p for p in stored if p not in entries]  # unindexed leftovers
+        repack: list[str] = []
+        keep: list[str] = []
+        for pack_id, blobs in entries.items():
+            live = sum(length for blob_id, _, length in blobs if blob_id in used)
+            total = stored.get(pack_id, 0)
+            if live == 0:
+                delete.append(pack_id)
+            elif total and 100.0 * (total - live) / total > repack_threshold_percent:
+                repack.append(pack_id)
+            else:
+                keep.append(pack_id)
+        report.packs_deleted = len(delete)
+        report.packs_repacked = len(repack)
+        report.bytes_deleted = sum(stored.get(p, 0) for p in delete + repack)
+        if dry_run:
+            return report
+        written: dict[str, list[PackEntry]] = {}
+        if repack:
+            with repo.writer(compression_level, pack_size, repack=True) as writer:
+                for pack_id in repack:
+                    for blob_id, _, _ in sorted(entries[pack_id], key=lambda e: e[1]):
+                        if blob_id in used:
+                            loc = index.get(blob_id)
+                            assert loc is not None
+                            writer.add(loc.type, repo.load_blob(blob_id))
+                    progress(stored.get(pack_id, 0), 1)
+                writer.flush()
+                written = writer.written
+        report.packs_written = len(written)
+        report.bytes_written = sum(repo.storage.stat(pack_key(p)).size for p in written)
+        old_index_files = list(repo.index_files)
+        new_index: dict[str, list[PackEntry]] = {}
+        for pack_id in keep:
+            new_index[pack_id] = [
+                PackEntry(index.get(b).type, b, offset, length)  # type: ignore[union-attr]
+                for b, offset, length in entries[pack_id]
+                if index.get(b) is not None and index.get(b).pack == pack_id  # type: ignore[union-attr]
+            ]
+        new_index.update(written)
+        name = repo.write_index(new_index, supersedes=old_index_files)
+        stale_index = [f"index/{f}" for f in old_index_files if f != name]
+        _delete(repo.storage, stale_index, delete_old_versions)
+        for pack_id in delete + repack:
+            key = pack_key(pack_id)
+            if _locked(repo.storage, key):
+                report.locked.append(pack_id)
+                report.bytes_deleted -= stored.get(pack_id, 0)
+                continue
+            _delete(repo.storage, [key], delete_old_versions)
+        if report.locked:
+            log.warning(
+                "%d pack(s) are under Object Lock retention and were kept", len(report.locked)
+            )
+    return report
+
+
+def _referenced_blobs(repo: Repository, report: PruneReport) -> set[bytes]:
+    """Every blob any snapshot needs; any unreadable snapshot aborts the prune."""
+    used: set[bytes] = set()
+    for snapshot in repo.snapshots():
+        report.snapshots += 1
+        for blob_hex in snapshot.tree:
+            used.add(bytes.fromhex(blob_hex))
+        for entry in repo.read_tree(snapshot):
+            used.update(bytes.fromhex(c) for c in entry.chunks)
+    return used
+
+
+def _locked(storage: Storage, key: str) -> bool:
+    """True when the object's Object Lock retention has not expired."""
+    retention = getattr(storage, "retention", None)
+    if retention is None:
+        return False
+    try:
+        until = retention(key)
+    except StorageError:
+        return False
+    return until is not None and until > datetime.now(UTC)
+
+
+def _delete(storage: Storage, keys: list[str], old_versions: bool) -> None:
+    if not keys:
+        return
+    try:
+        storage.delete(keys)
+    except StorageError as exc:
+        raise BackupError(f"prune stopped, the repository is intact: {exc}") from None
+    delete_versions = getattr(storage, "delete_versions", None)
+    if old_versions and delete_versions is not None:
+        delete_versions(keys)
