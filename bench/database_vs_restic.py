@@ -44,7 +44,7 @@ def fill(dsn: str, size_mib: int) -> None:
         step = 200_000
         for start in range(0, rows, step):
             conn.execute(
-                "insert into invoices (client, amount, body) select i % 5000, i % 1000,"
+                "insert into invoices (client, amount, body) select i %% 5000, i %% 1000,"
                 " md5(i::text) || ' ' || md5((i * 7)::text) || ' ' || md5((i * 13)::text)"
                 " || ' ' || md5((i * 17)::text) || ' ' || md5((i * 19)::text) || ' '"
                 " || md5((i * 23)::text) || ' ' || md5((i * 29)::text) || ' '"

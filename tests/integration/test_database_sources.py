@@ -126,6 +126,8 @@ def test_postgres_round_trip_with_facts(
         "public.invoices": 5000,
     }
     assert snap.facts["server_version"].startswith("15.")
+    paths = {e.path for e in repo.read_tree(snap)}
+    assert paths == {"app-db", f"app-db/{pg_database.name}.pgdump", "app-db/globals.sql"}
     assert len(facts["schema_fingerprint"]) == 64 and len(facts["dump_sha256"]) == 64
     assert facts["dump_bytes"] > 1_000_000
 
@@ -146,6 +148,43 @@ def test_postgres_round_trip_with_facts(
         assert conn.execute("select invoice_total(1)").fetchone()[0] > 0
         conn.execute("insert into invoices (client_id, amount) values (1, 1)")
         assert conn.execute("select count(*) from audit").fetchone() == (5001,)  # trigger works
+
+
+def test_large_tables_get_flagged_estimates(pg_database: services.Database, tmp_path: Path) -> None:
+    fill_postgres(pg_database.dsn, clients=50, invoices=3000)
+    with psycopg.connect(pg_database.dsn, autocommit=True) as conn:
+        conn.execute("analyze")
+    config = pg_config(tmp_path, pg_database.dsn, exact_counts_below_rows="1000")
+    assert run_backup(config).ok
+    assert config.backup is not None
+    snap = open_repository(config.backup).find_snapshot("latest")
+    facts = snap.facts["databases"][pg_database.name]
+    assert sorted(facts["estimated_tables"]) == ["public.audit", "public.invoices"]
+    assert facts["tables"]["public.clients"] == 50  # small tables stay exact
+    assert abs(facts["tables"]["public.invoices"] - 3000) <= 300
+
+
+def test_directory_format(pg_database: services.Database, pg_target: str, tmp_path: Path) -> None:
+    fill_postgres(pg_database.dsn, clients=10, invoices=200)
+    config = pg_config(tmp_path, pg_database.dsn, format="directory")
+    assert run_backup(config).ok
+    assert config.backup is not None
+    repo = open_repository(config.backup)
+    snap = repo.find_snapshot("latest")
+    paths = {e.path for e in repo.read_tree(snap)}
+    assert f"app-db/{pg_database.name}.pgdir/toc.dat" in paths
+    recovery = restore_database(
+        repo,
+        snap,
+        pg_database.name,
+        pg_target,
+        config.backup.sources[0],
+        tmp_path / "w",
+        create=True,
+    )
+    assert recovery.ok, recovery.problems
+    assert table_hashes(pg_target) == table_hashes(pg_database.dsn)
+    assert list((tmp_path / "state" / "tmp").iterdir()) == []  # the temporary copy is gone
 
 
 def test_changes_between_backups_are_reflected(

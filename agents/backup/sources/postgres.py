@@ -69,8 +69,12 @@ def backup(source: PostgresSource, store: Store, workdir: Path) -> SourceDump:
             **facts,
             "schema_fingerprint": schema_fingerprint(schema),
             "dump_bytes": sum(s.size for s in stored),
-            "dump_sha256": stored[0].sha256 if len(stored) == 1 else None,
-            "dump_path": stored[0].entry.path if len(stored) == 1 else database,
+            "dump_sha256": stored[0].sha256 if source.format == "custom" else None,
+            "dump_path": (
+                stored[0].entry.path
+                if source.format == "custom"
+                else stored[0].entry.path.rsplit("/", 1)[0]
+            ),
             "format": source.format,
         }
     if source.globals:
@@ -236,6 +240,7 @@ def _check_pg_dump(source: PostgresSource, server_version: int, what: str) -> No
 def _store_directory(
     base: list[str], env: dict[str, str], store: Store, workdir: Path, database: str, what: str
 ) -> list[Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
     target = Path(tempfile.mkdtemp(prefix=f"pgdump-{database}-", dir=workdir))
     try:
         argv = [*base, "--format=directory", "--compress=0", f"--file={target / 'dump'}"]
