@@ -305,10 +305,36 @@ def prune_job(config: Config) -> Job | None:
     )
 
 
-def build_jobs(config: Config) -> list[Job]:
+def restore_test_job(config: Config, state: StateDB | None = None) -> Job | None:
+    """The scheduled restore test (daily by default), caught up at start when stale."""
+    if config.backup is None or not config.backup.sources:
+        return None
+    from agents.config import RestoreTestConfig
+    from agents.restore_test.runner import run_restore_test
+
+    plan = config.restore_test or RestoreTestConfig()
+    if plan.schedule is None:
+        return None
+
+    def body(ctx: JobContext) -> CheckResult:
+        assert state is not None
+        return run_restore_test(config, state, should_stop=lambda: ctx.stopping)
+
+    return Job(
+        name="restore_test",
+        kind="restore_test",
+        schedule=plan.schedule,
+        body=body,
+        severity=Severity.CRITICAL,
+        catch_up=True,
+        resource="repository",
+    )
+
+
+def build_jobs(config: Config, state: StateDB | None = None) -> list[Job]:
     """Every job the config declares: health checks, then the scheduled jobs."""
     jobs = check_jobs(config)
-    for job in (backup_job(config), prune_job(config)):
+    for job in (backup_job(config), restore_test_job(config, state), prune_job(config)):
         if job is not None:
             jobs.append(job)
     return jobs
@@ -319,7 +345,7 @@ def start_agent(config: Config, version: str) -> int:
     state = StateDB(config.state_db)
     registry = CollectorRegistry()
     metrics = ResultMetrics(registry, version)
-    daemon = Daemon(build_jobs(config), state, config.host, sinks=[metrics.observe])
+    daemon = Daemon(build_jobs(config, state), state, config.host, sinks=[metrics.observe])
     server = None
     if config.exporter.enabled:
         try:

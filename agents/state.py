@@ -19,7 +19,7 @@ from typing import Any
 from agents.errors import OpsagentError
 from agents.results import CheckResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -44,6 +44,9 @@ _MIGRATIONS: dict[int, str] = {
         result TEXT NOT NULL
     );
     CREATE INDEX runs_by_name ON runs (name, started_at);
+    """,
+    2: """
+    CREATE TABLE pack_checks (pack TEXT PRIMARY KEY, checked_at TEXT NOT NULL);
     """,
 }
 
@@ -222,6 +225,22 @@ class StateDB:
         with self._connect() as db:
             rows = db.execute(query, (*args, limit)).fetchall()
         return [CheckResult.from_dict(json.loads(r[0])) for r in rows]
+
+    # --- rolling data verification -----------------------------------------------------
+
+    def record_pack_checks(self, packs: list[str], when: datetime) -> None:
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "INSERT OR REPLACE INTO pack_checks (pack, checked_at) VALUES (?, ?)",
+                [(p, _iso(when)) for p in packs],
+            )
+            db.execute("COMMIT")
+
+    def pack_checks(self) -> dict[str, datetime]:
+        with self._connect() as db:
+            rows = db.execute("SELECT pack, checked_at FROM pack_checks").fetchall()
+        return {pack: datetime.fromisoformat(when) for pack, when in rows}
 
 
 def _job_state(row: tuple[Any, ...]) -> JobState:

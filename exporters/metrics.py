@@ -147,6 +147,36 @@ class ResultMetrics:
             registry=registry,
         )
 
+        self.restore_up = Gauge(
+            "opsagent_restore_test_up", "1 when the last restore test passed.", registry=registry
+        )
+        self.restore_last_success = Gauge(
+            "opsagent_restore_test_last_success_timestamp_seconds",
+            "When a restore test last passed (Unix time).",
+            registry=registry,
+        )
+        self.restore_rto = Gauge(
+            "opsagent_restore_test_rto_seconds",
+            "Time the last restore test took from first byte downloaded to verified restore.",
+            registry=registry,
+        )
+        self.restore_rpo = Gauge(
+            "opsagent_restore_test_rpo_seconds",
+            "Age of the newest snapshot at the last restore test.",
+            registry=registry,
+        )
+        self.restore_step = Gauge(
+            "opsagent_restore_test_step_duration_seconds",
+            "Duration of each step of the last restore test (summed per step name).",
+            ["step"],
+            registry=registry,
+        )
+        self.restore_coverage = Gauge(
+            "opsagent_restore_test_data_coverage_ratio",
+            "Share of packs whose data was verified within the full_every window.",
+            registry=registry,
+        )
+
     def observe(self, result: CheckResult) -> None:
         finished = result.started_at.timestamp() + result.duration_seconds
         if result.kind == "backup_source":
@@ -155,6 +185,8 @@ class ResultMetrics:
         if result.kind == "backup" and "snapshots" in result.details:
             self.repository_snapshots.set(result.details["snapshots"])
             self.repository_size.set(result.details.get("repository_bytes", 0))
+        if result.kind == "restore_test" and "steps" in result.details:
+            self._observe_restore_test(result, finished)
         if result.kind == "forget" and result.ok:
             self.forget_kept.set(result.details.get("kept", 0))
             self.forget_removed.set(result.details.get("removed", 0))
@@ -185,3 +217,18 @@ class ResultMetrics:
         self.backup_read.labels(source).set(details.get("bytes_read", 0))
         self.backup_stored.labels(source).set(details.get("bytes_stored", 0))
         self.backup_files.labels(source).set(details.get("files", 0))
+
+    def _observe_restore_test(self, result: CheckResult, finished: float) -> None:
+        details = result.details
+        self.restore_up.set(1 if result.ok else 0)
+        if result.ok:
+            self.restore_last_success.set(finished)
+        self.restore_rto.set(details.get("rto_seconds", 0))
+        self.restore_rpo.set(details.get("rpo_seconds", 0))
+        totals: dict[str, float] = {}
+        for step in details.get("steps", []):
+            totals[step["name"]] = totals.get(step["name"], 0.0) + float(step.get("seconds", 0))
+        for name, seconds in totals.items():
+            self.restore_step.labels(name).set(seconds)
+        if "coverage" in details:
+            self.restore_coverage.set(details["coverage"])

@@ -145,6 +145,21 @@ def _note_use(
     users[location.pack].add(snapshot)
 
 
+def blobs_by_pack(repo: Repository) -> dict[str, list[tuple[bytes, Location]]]:
+    grouped: dict[str, list[tuple[bytes, Location]]] = defaultdict(list)
+    for blob_id, loc in repo.load_index().items():
+        grouped[loc.pack].append((blob_id, loc))
+    return grouped
+
+
+def read_pack(
+    repo: Repository, pack_id: str, blobs: list[tuple[bytes, Location]]
+) -> tuple[str | None, int]:
+    """Verify one pack given its indexed blobs: (problem or None, bytes read)."""
+    report = CheckReport()
+    return _read_pack(repo, pack_id, blobs, report), report.bytes_read
+
+
 def _read_pack(
     repo: Repository, pack_id: str, blobs: list[tuple[bytes, Location]], report: CheckReport
 ) -> str | None:

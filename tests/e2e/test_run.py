@@ -94,6 +94,8 @@ backup:
   schedule: {{daily_at: "03:00", timezone: America/Toronto}}
   sources: [{{name: docs, kind: files, paths: ["{source}"]}}]
   retention: {{keep_last: 3}}
+restore_test:
+  sandbox: {{root: {tmp_path / "sandbox"}}}
 """
     )
     subprocess.run(
@@ -138,6 +140,16 @@ def test_run_catches_up_a_never_run_backup(tmp_path: Path) -> None:
         )
         body = urllib.request.urlopen(url, timeout=2).read().decode()
         assert "opsagent_forget_snapshots_kept 1.0" in body
+        wait_for(
+            "the first restore test",
+            lambda: "opsagent_restore_test_up 1.0"
+            in urllib.request.urlopen(url, timeout=2).read().decode(),
+            timeout=30,
+            proc=proc,
+        )
+        body = urllib.request.urlopen(url, timeout=2).read().decode()
+        assert "opsagent_restore_test_data_coverage_ratio 1.0" in body
+        assert 'opsagent_restore_test_step_duration_seconds{step="files"}' in body
         assert "opsagent_prune_last_reclaimed_bytes 0.0" in body
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)

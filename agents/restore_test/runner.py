@@ -1,0 +1,274 @@
+"""The scheduled restore test: restore snapshots into a sandbox, verify, measure, tear down.
+
+For each source under test a snapshot is chosen (`latest`, or a random one within a
+window), restored into a local sandbox (files into a scratch directory, databases
+into scratch databases), and verified step by step. RPO is the age of the newest
+snapshot of each source; RTO the wall time from the first byte downloaded to the
+last verification. The sandbox is torn down on success, failure, timeout or stop,
+unless kept for a validation window; leftovers of killed runs are swept first.
+One CheckResult names the first failing step with its snapshot and source.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agents.backup.errors import BackupError
+from agents.backup.recovery import restore_database
+from agents.backup.repository import Repository
+from agents.backup.restorer import restore
+from agents.backup.runner import open_repository
+from agents.backup.snapshot import Snapshot
+from agents.config import (
+    Config,
+    FilesSource,
+    MysqlSource,
+    PostgresSource,
+    RandomWithin,
+    RestoreTestConfig,
+    resolve_secret,
+)
+from agents.restore_test.sandbox import LocalSandbox, new_run_id, sweep
+from agents.restore_test.verify import (
+    Step,
+    run_commands,
+    run_sql_assertions,
+    verify_data,
+    verify_files,
+    within,
+)
+from agents.results import CheckResult, Severity, Status, one_line
+from agents.state import StateDB
+from agents.units import format_duration
+
+log = logging.getLogger("opsagent.restore_test")
+
+
+class Stopped(Exception):
+    pass
+
+
+def run_restore_test(
+    config: Config,
+    state: StateDB,
+    snapshot_ref: str | None = None,
+    only_source: str | None = None,
+    keep_sandbox: bool = False,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> CheckResult:
+    """One restore test run; never leaves a sandbox behind unless asked."""
+    if config.backup is None:
+        raise BackupError("restore tests need a backup section in the config")
+    plan = config.restore_test or RestoreTestConfig()
+    started_at = datetime.now(UTC)
+    start = time.monotonic()
+    swept = sweep(plan.sandbox)
+    if swept:
+        log.info("swept %d sandbox leftover(s)", len(swept))
+    repo = open_repository(config.backup)
+    snapshots = choose_snapshots(repo, config, plan, snapshot_ref, only_source)
+    sandbox = LocalSandbox(plan.sandbox, new_run_id())
+    steps: list[Step] = []
+    rpo = max((started_at - s.time).total_seconds() for s in snapshots)
+    restore_seconds = 0.0
+    kept_until: datetime | None = None
+    deadline = start + plan.timeout.total_seconds()
+
+    def checkpoint() -> None:
+        if should_stop():
+            raise Stopped("restore test stopped")
+        if time.monotonic() > deadline:
+            raise Stopped(f"restore test timed out after {format_duration(plan.timeout)}")
+
+    try:
+        needed = sum(int(s.stats.get("bytes", 0)) for s in snapshots)
+        sandbox.create(int(needed * 1.1) + 2**20)
+        restore_start = time.monotonic()
+        with repo.lock(exclusive=False):
+            for snap in snapshots:
+                checkpoint()
+                steps += _test_snapshot(repo, config, plan, sandbox, snap, checkpoint)
+                if not steps[-1].ok:
+                    break
+        restore_seconds = time.monotonic() - restore_start
+        if all(s.ok for s in steps) and plan.verify.commands:
+            checkpoint()
+            steps.append(
+                run_commands(
+                    plan.verify.commands,
+                    {
+                        "OPSAGENT_SANDBOX_DIR": str(sandbox.directory),
+                        "OPSAGENT_SANDBOX_RUN": sandbox.run_id,
+                    },
+                    sandbox.directory,
+                )
+            )
+            restore_seconds = time.monotonic() - restore_start
+        if all(s.ok for s in steps):
+            checkpoint()
+            steps.append(verify_data(repo, state, plan.verify.data))
+    except Stopped as exc:
+        steps.append(Step("run", False, str(exc), 0.0))
+    except Exception as exc:  # a failing step is a result, never a crash
+        steps.append(Step("restore", False, one_line(exc), 0.0))
+    finally:
+        ok = all(s.ok for s in steps)
+        keep_for = plan.keep_sandbox_for if ok else timedelta(0)
+        if keep_sandbox or keep_for > timedelta(0):
+            kept_until = datetime.now(UTC) + (keep_for if keep_for else timedelta(days=1))
+            if sandbox.directory.exists():
+                sandbox.keep_until(kept_until)
+        else:
+            for problem in sandbox.teardown():
+                log.warning("%s", problem)
+
+    if not within(plan.max_rto, restore_seconds):
+        steps.append(
+            Step(
+                "rto",
+                False,
+                f"restore took {format_duration(restore_seconds)},"
+                f" over max_rto {format_duration(plan.max_rto)}",
+                0.0,
+            )
+        )
+    if not within(plan.max_rpo, rpo):
+        steps.append(
+            Step(
+                "rpo",
+                False,
+                f"newest snapshot is {format_duration(rpo)} old,"
+                f" over max_rpo {format_duration(plan.max_rpo)}",
+                0.0,
+            )
+        )
+    failed = [s for s in steps if not s.ok]
+    details: dict[str, Any] = {
+        "run_id": sandbox.run_id,
+        "snapshots": {s.source: s.id for s in snapshots},
+        "steps": [s.to_dict() for s in steps],
+        "rto_seconds": round(restore_seconds, 3),
+        "rpo_seconds": round(rpo, 1),
+        "sandbox": str(sandbox.directory) if kept_until else None,
+        "kept_until": kept_until.isoformat() if kept_until else None,
+    }
+    coverage = next((s.details.get("coverage") for s in steps if s.name == "data"), None)
+    if coverage is not None:
+        details["coverage"] = coverage
+    if failed:
+        first = failed[0]
+        summary = f"step {first.name} failed: {first.summary}"
+    else:
+        summary = (
+            f"{len(snapshots)} snapshot(s) restored and verified in"
+            f" {format_duration(restore_seconds)}; RPO {format_duration(rpo)}"
+        )
+    return CheckResult(
+        name="restore_test",
+        kind="restore_test",
+        host=config.host,
+        status=Status.FAILED if failed else Status.OK,
+        severity=Severity.CRITICAL,
+        summary=summary,
+        details=details,
+        duration_seconds=time.monotonic() - start,
+        started_at=started_at,
+    )
+
+
+def choose_snapshots(
+    repo: Repository,
+    config: Config,
+    plan: RestoreTestConfig,
+    snapshot_ref: str | None,
+    only_source: str | None,
+) -> list[Snapshot]:
+    """The snapshots this run tests: one per source (or the one asked for)."""
+    if snapshot_ref and snapshot_ref != "latest":
+        return [repo.find_snapshot(snapshot_ref)]
+    assert config.backup is not None
+    names = (
+        [only_source] if only_source else (plan.sources or [s.name for s in config.backup.sources])
+    )
+    everything = repo.snapshots()
+    chosen = []
+    for name in names:
+        mine = [s for s in everything if s.source == name and s.host == config.host]
+        if not mine:
+            raise BackupError(f"no snapshot of source {name} to test")
+        if isinstance(plan.snapshot, RandomWithin) and snapshot_ref is None:
+            newest = mine[-1].time
+            window = [s for s in mine if s.time >= newest - plan.snapshot.random_within]
+            chosen.append(random.choice(window))
+        else:
+            chosen.append(mine[-1])
+    return chosen
+
+
+def _test_snapshot(
+    repo: Repository,
+    config: Config,
+    plan: RestoreTestConfig,
+    sandbox: LocalSandbox,
+    snap: Snapshot,
+    checkpoint: Callable[[], None],
+) -> list[Step]:
+    assert config.backup is not None
+    source = next((s for s in config.backup.sources if s.name == snap.source), None)
+    label = f"{snap.source} snapshot {snap.short_id}"
+    if source is None:
+        return [Step("restore", False, f"{label}: source is not in the config", 0.0)]
+    if isinstance(source, FilesSource) or snap.source_kind == "files":
+        target = sandbox.directory / snap.source
+        start = time.monotonic()
+        result = restore(repo, snap, target)
+        restored = Step(
+            "restore",
+            not (result.refused or result.errors),
+            f"{label}: {result.files} files, {result.bytes} bytes",
+            time.monotonic() - start,
+        )
+        if not restored.ok:
+            restored.summary = f"{label}: refused {result.refused[:3]} errors {result.errors[:3]}"
+            return [restored]
+        checkpoint()
+        verified = verify_files(repo, snap, target)
+        verified.summary = f"{label}: {verified.summary}"
+        return [restored, verified]
+    steps = []
+    for database in sorted(snap.facts.get("databases", {})):
+        checkpoint()
+        start = time.monotonic()
+        if isinstance(source, PostgresSource):
+            target = sandbox.postgres_target()
+        elif isinstance(source, MysqlSource):
+            target = sandbox.mysql_target()
+        else:
+            target = str(sandbox.directory / f"{snap.source}-{database}")
+        recovery = restore_database(
+            repo, snap, database, target, source, sandbox.directory / ".work", create=True
+        )
+        step = Step(
+            "database",
+            recovery.ok,
+            f"{label} {database}: "
+            + ("facts match" if recovery.ok else "; ".join(recovery.problems[:3])),
+            time.monotonic() - start,
+            {"tables": len(recovery.actual.get("tables", {}))},
+        )
+        steps.append(step)
+        if not step.ok:
+            return steps
+        if plan.verify.sql and isinstance(source, PostgresSource):
+            password = resolve_secret(file=plan.sandbox.postgres_password_file)
+            sql = run_sql_assertions(target, password, plan.verify.sql, 300)
+            sql.summary = f"{label} {database}: {sql.summary}"
+            steps.append(sql)
+            if not sql.ok:
+                return steps
+    return steps

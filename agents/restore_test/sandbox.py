@@ -1,0 +1,173 @@
+"""Sandboxes for restore tests: a scratch directory and scratch databases, always torn down.
+
+Everything a run creates is named with a fixed prefix and the run ID (directories
+`opsagent-rt-<run>`, databases `opsagent_rt_<run>_<n>`), so a run killed before its
+teardown leaves things `sweep` finds and removes at the next start. A sandbox kept
+for a validation window carries a `keep-until` marker and is swept after it.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agents.backup.errors import BackupError
+from agents.config import Sandbox
+from agents.units import format_size
+
+DIR_PREFIX = "opsagent-rt-"
+DB_PREFIX = "opsagent_rt_"
+KEEP_MARKER = "keep-until"
+
+
+class SandboxError(BackupError):
+    """The sandbox cannot be made (no space, no database server)."""
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dt%H%M%S") + secrets.token_hex(2)
+
+
+@dataclass
+class LocalSandbox:
+    config: Sandbox
+    run_id: str
+    databases: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def directory(self) -> Path:
+        return self.config.root.absolute() / f"{DIR_PREFIX}{self.run_id}"
+
+    def create(self, needed_bytes: int) -> None:
+        """Make the scratch directory, refusing when the snapshot would not fit."""
+        root = self.config.root.absolute()
+        root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(root).free
+        if needed_bytes > free:
+            raise SandboxError(
+                f"sandbox {root} has {format_size(free)} free, the restore needs"
+                f" {format_size(needed_bytes)}"
+            )
+        self.directory.mkdir()
+
+    def database_name(self) -> str:
+        name = f"{DB_PREFIX}{self.run_id}_{len(self.databases)}"
+        return re.sub(r"[^a-z0-9_]", "_", name.lower())[:63]
+
+    def postgres_target(self) -> str:
+        if not self.config.postgres_dsn:
+            raise SandboxError("restore_test.sandbox.postgres_dsn is needed to test PostgreSQL")
+        from agents.backup.sources.postgres import with_database
+
+        name = self.database_name()
+        self.databases.append(("postgres", name))
+        return with_database(self.config.postgres_dsn, name)
+
+    def mysql_target(self) -> str:
+        host = self.config.mysql_host or "127.0.0.1"
+        name = self.database_name()
+        self.databases.append(("mysql", name))
+        return f"mysql://{self.config.mysql_user}@{host}:{self.config.mysql_port}/{name}"
+
+    def keep_until(self, until: datetime) -> None:
+        (self.directory / KEEP_MARKER).write_text(until.isoformat())
+
+    def teardown(self) -> list[str]:
+        """Remove the directory and drop the databases; returns problems (never raises)."""
+        problems = []
+        shutil.rmtree(self.directory, ignore_errors=True)
+        for kind, name in self.databases:
+            try:
+                _drop(self.config, kind, name)
+            except Exception as exc:  # teardown goes on whatever one drop does
+                problems.append(f"cannot drop {kind} database {name}: {exc}")
+        return problems
+
+
+def sweep(config: Sandbox, now: datetime | None = None) -> list[str]:
+    """Remove what earlier runs left (killed, or kept past their window)."""
+    now = now or datetime.now(UTC)
+    root = config.root.absolute()
+    removed = []
+    live_runs = set()
+    if root.is_dir():
+        for path in sorted(root.glob(f"{DIR_PREFIX}*")):
+            marker = path / KEEP_MARKER
+            if marker.exists():
+                try:
+                    if datetime.fromisoformat(marker.read_text().strip()) > now:
+                        live_runs.add(path.name.removeprefix(DIR_PREFIX))
+                        continue
+                except ValueError:
+                    pass
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+    for kind, name in _scratch_databases(config):
+        run = name.removeprefix(DB_PREFIX).rsplit("_", 1)[0]
+        if run in live_runs:
+            continue
+        try:
+            _drop(config, kind, name)
+            removed.append(f"{kind} database {name}")
+        except Exception:  # a server that is down now is swept next time
+            continue
+    return removed
+
+
+def _scratch_databases(config: Sandbox) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    if config.postgres_dsn:
+        try:
+            import psycopg
+
+            from agents.config import resolve_secret
+
+            password = resolve_secret(file=config.postgres_password_file)
+            with psycopg.connect(config.postgres_dsn, password=password, connect_timeout=5) as c:
+                rows = c.execute(
+                    "SELECT datname FROM pg_database WHERE datname LIKE %s", (DB_PREFIX + "%",)
+                ).fetchall()
+            found += [("postgres", r[0]) for r in rows]
+        except Exception:
+            pass
+    if config.mysql_host:
+        try:
+            with _mysql(config) as conn, conn.cursor() as cur:
+                cur.execute("SHOW DATABASES LIKE %s", (DB_PREFIX + "%",))
+                found += [("mysql", r[0]) for r in cur.fetchall()]
+        except Exception:
+            pass
+    return found
+
+
+def _drop(config: Sandbox, kind: str, name: str) -> None:
+    if not name.startswith(DB_PREFIX):
+        raise SandboxError(f"refusing to drop {name}: not a sandbox database")
+    if kind == "postgres":
+        from agents.backup.sources.postgres import drop_database
+        from agents.config import resolve_secret
+
+        assert config.postgres_dsn is not None
+        drop_database(config.postgres_dsn, name, resolve_secret(file=config.postgres_password_file))
+    else:
+        with _mysql(config) as conn, conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def _mysql(config: Sandbox):  # type: ignore[no-untyped-def]
+    import pymysql
+
+    kwargs = {
+        "host": config.mysql_host or "127.0.0.1",
+        "port": config.mysql_port,
+        "user": config.mysql_user,
+        "connect_timeout": 5,
+        "autocommit": True,
+    }
+    if config.mysql_option_file:
+        kwargs["read_default_file"] = str(config.mysql_option_file)
+    return pymysql.connect(**kwargs)

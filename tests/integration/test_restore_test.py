@@ -1,0 +1,281 @@
+"""Restore tests against real PostgreSQL, MariaDB and files; every failure injected for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+from agents.backup.runner import init_repository, open_repository, run_backup
+from agents.config import Config, parse_config
+from agents.restore_test.runner import run_restore_test
+from agents.state import StateDB
+from tests.support import services
+from tests.support.trees import make_tree
+
+
+def setup(tmp_path: Path, pg: services.Database, extra: str = "", restore_extra: str = "") -> Path:
+    docs = tmp_path / "docs"
+    if not docs.exists():
+        make_tree(docs, small_files=60, large_mib=2)
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        conn.execute("create table if not exists invoices (id serial primary key, amount int)")
+        conn.execute("insert into invoices (amount) select i from generate_series(1, 500) i")
+    key = tmp_path / "repo.key"
+    key.write_text("pw\n")
+    path = tmp_path / "config.yml"
+    path.write_text(
+        f"""
+host: rt-host
+state_dir: {tmp_path / "state"}
+backup:
+  repository: {tmp_path / "repo"}
+  password_file: {key}
+  sources:
+    - {{name: docs, kind: files, paths: ["{docs}"]}}
+    - {{name: db, kind: postgres, dsn: "{pg.dsn}", globals: false}}
+{extra}
+restore_test:
+  sandbox: {{kind: local, root: {tmp_path / "sandbox"}, postgres_dsn: "{services.PG_ADMIN_DSN}"}}
+  max_rto: 1h
+  max_rpo: 26h
+{restore_extra}
+"""
+    )
+    config = load(path)
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    assert run_backup(config).ok
+    return path
+
+
+def load(path: Path) -> Config:
+    return parse_config(path.read_text(), str(path))
+
+
+def scratch_databases() -> list[str]:
+    with psycopg.connect(services.PG_ADMIN_DSN) as conn:
+        rows = conn.execute(
+            "select datname from pg_database where datname like 'opsagent_rt_%'"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def run(path: Path, **kwargs: object):  # type: ignore[no-untyped-def]
+    config = load(path)
+    return run_restore_test(config, StateDB(config.state_db), **kwargs)  # type: ignore[arg-type]
+
+
+def step(result, name: str) -> dict:  # type: ignore[no-untyped-def]
+    return next(s for s in result.details["steps"] if s["name"] == name)
+
+
+def test_good_snapshot_passes_every_step_and_leaves_nothing(
+    pg_database: services.Database, tmp_path: Path
+) -> None:
+    path = setup(
+        tmp_path,
+        pg_database,
+        restore_extra=(
+            '  verify: {sql: ["select count(*) = 500 from invoices"],'
+            ' commands: [["sh", "-c", "test -f $OPSAGENT_SANDBOX_DIR/docs/run.sh || ls -R'
+            ' $OPSAGENT_SANDBOX_DIR | grep -q run.sh"]]}'
+        ),
+    )
+    before = set(scratch_databases())
+    result = run(path)
+    assert result.ok, result.summary
+    names = [s["name"] for s in result.details["steps"]]
+    assert names == ["restore", "files", "database", "sql", "commands", "data"]
+    assert result.details["rto_seconds"] > 0 and result.details["rpo_seconds"] >= 0
+    assert result.details["coverage"] == 1.0
+    assert list((tmp_path / "sandbox").iterdir()) == []
+    assert set(scratch_databases()) == before
+
+
+def test_flipped_byte_and_missing_pack_fail_named_steps(
+    pg_database: services.Database, tmp_path: Path
+) -> None:
+    path = setup(tmp_path, pg_database)
+    packs = sorted(p for p in (tmp_path / "repo" / "data").rglob("*") if p.is_file())
+    victim = max(packs, key=lambda p: p.stat().st_size)
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 3] ^= 0x40
+    victim.write_bytes(bytes(raw))
+    result = run(path)
+    assert not result.ok
+    assert result.summary.startswith("step ")
+    assert victim.name[:12] in result.summary
+    assert list((tmp_path / "sandbox").iterdir()) == []
+    victim.unlink()
+    result = run(path)
+    assert not result.ok and "missing" in result.summary
+
+
+def test_facts_disagree_only_when_the_restored_copy_lacks_rows(
+    pg_database: services.Database, tmp_path: Path
+) -> None:
+    path = setup(tmp_path, pg_database)
+    with psycopg.connect(pg_database.dsn, autocommit=True) as conn:
+        conn.execute("delete from invoices where id <= 100")  # after the backup: irrelevant
+    assert run(path).ok
+    config = load(path)
+    assert config.backup is not None
+    repo = open_repository(config.backup)
+    snap = repo.find_snapshot("latest", source="db")
+    facts = json.loads(json.dumps(snap.facts))
+    facts["databases"][pg_database.name]["tables"]["public.invoices"] = 501
+    repo.storage.delete([f"snapshots/{snap.id}"])
+    repo.save_snapshot(replace(snap, id="", facts=facts))  # the dump lacks a row the facts name
+    result = run(path, only_source="db")
+    assert not result.ok
+    assert result.summary == (
+        f"step database failed: db snapshot {repo.find_snapshot('latest', source='db').short_id}"
+        f" {pg_database.name}: table public.invoices has 500 rows, expected 501"
+    )
+
+
+def test_false_assertion_and_hanging_command(
+    pg_database: services.Database, tmp_path: Path
+) -> None:
+    path = setup(
+        tmp_path,
+        pg_database,
+        restore_extra=('  verify: {sql: ["select count(*) > 1000 from invoices"]}'),
+    )
+    result = run(path, only_source="db")
+    assert not result.ok
+    assert result.summary.startswith("step sql failed: db snapshot ")
+    assert result.summary.endswith("assertion returned False: select count(*) > 1000 from invoices")
+    text = path.read_text().replace(
+        '  verify: {sql: ["select count(*) > 1000 from invoices"]}',
+        "  verify: {commands: [{name: app-health, command: [sleep, '30'], timeout: 1s}]}",
+    )
+    path.write_text(text)
+    result = run(path, only_source="docs")
+    assert not result.ok
+    assert result.summary == "step commands failed: app-health: timed out after 1s"
+    assert list((tmp_path / "sandbox").iterdir()) == []
+
+
+def test_sandbox_too_small_fails_cleanly(pg_database: services.Database, tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        path = setup(tmp_path, pg_database)
+        path.write_text(path.read_text().replace(str(tmp_path / "sandbox"), str(small)))
+        result = run(path, only_source="docs")
+        assert not result.ok
+        assert result.summary.startswith(f"step restore failed: sandbox {small} has ")
+        assert "the restore needs" in result.summary
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+
+
+def test_rto_and_rpo_targets(pg_database: services.Database, tmp_path: Path) -> None:
+    path = setup(tmp_path, pg_database, restore_extra="")
+    path.write_text(path.read_text().replace("max_rto: 1h", "max_rto: 1ms"))
+    result = run(path, only_source="docs")
+    assert not result.ok and step(result, "rto")["ok"] is False
+    assert result.summary.startswith("step rto failed: restore took ")
+    path.write_text(
+        path.read_text()
+        .replace("max_rto: 1ms", "max_rto: 1h")
+        .replace("max_rpo: 26h", "max_rpo: 1ms")
+    )
+    result = run(path, only_source="docs")
+    assert not result.ok
+    assert result.summary.startswith("step rpo failed: newest snapshot is ")
+    assert result.summary.endswith("old, over max_rpo 1ms")
+    assert step(result, "files")["ok"] is True  # the restore itself was fine
+
+
+def test_sigterm_leaves_a_sandbox_that_the_next_run_sweeps(
+    pg_database: services.Database, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(12):
+        (docs / f"big-{i}.bin").write_bytes(os.urandom(16 * 2**20))
+    path = setup(tmp_path, pg_database)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "restore-test",
+            "run",
+            "--source",
+            "docs",
+            "--config",
+            str(path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    sandbox = tmp_path / "sandbox"
+    services.wait_for(
+        "a sandbox in use",
+        lambda: any(p.name.startswith("opsagent-rt-") for p in sandbox.iterdir()),
+        timeout=30,
+        proc=proc,
+    )
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    leftover = [p for p in sandbox.iterdir()]
+    assert leftover, "the killed run should have left its sandbox"
+    result = run(path, only_source="db")
+    assert result.ok, result.summary
+    assert list(sandbox.iterdir()) == []
+
+
+def test_keep_sandbox_then_swept_after_its_window(
+    pg_database: services.Database, tmp_path: Path
+) -> None:
+    path = setup(tmp_path, pg_database)
+    result = run(path, keep_sandbox=True)
+    assert result.ok
+    kept = Path(result.details["sandbox"])
+    assert kept.is_dir() and any(kept.rglob("run.sh"))
+    kept_dbs = [d for d in scratch_databases() if result.details["run_id"] in d]
+    assert kept_dbs
+    (kept / "keep-until").write_text((datetime.now(UTC) - timedelta(seconds=1)).isoformat())
+    assert run(path, only_source="docs").ok
+    assert not kept.exists()
+    assert not [d for d in scratch_databases() if result.details["run_id"] in d]
+
+
+def test_cli_run_history_json(pg_database: services.Database, tmp_path: Path) -> None:
+    path = setup(tmp_path, pg_database)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agents", "restore-test", "run", "--json", "--config", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["status"] == "ok"
+    history = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "restore-test",
+            "history",
+            "--json",
+            "--config",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    runs = json.loads(history.stdout)
+    assert len(runs) == 1 and runs[0]["details"]["steps"]
