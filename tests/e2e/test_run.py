@@ -142,8 +142,10 @@ def test_run_catches_up_a_never_run_backup(tmp_path: Path) -> None:
         assert "opsagent_forget_snapshots_kept 1.0" in body
         wait_for(
             "the first restore test",
-            lambda: "opsagent_restore_test_up 1.0"
-            in urllib.request.urlopen(url, timeout=2).read().decode(),
+            lambda: (
+                "opsagent_restore_test_up 1.0"
+                in urllib.request.urlopen(url, timeout=2).read().decode()
+            ),
             timeout=30,
             proc=proc,
         )
