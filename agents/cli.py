@@ -750,7 +750,9 @@ def restore_test_run(
 
     config = load(ctx, config_file)
     state = StateDB(config.state_db)
-    result = run_restore_test(config, state, snapshot, source, keep_sandbox)
+    result = run_restore_test(
+        config, state, snapshot, source, keep_sandbox, force_local=sandbox_kind == "local"
+    )
     state.record_result(result)
     if as_json:
         print_json(result.to_dict())

@@ -60,11 +60,16 @@ def run_restore_test(
     only_source: str | None = None,
     keep_sandbox: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
+    force_local: bool = False,
 ) -> CheckResult:
     """One restore test run; never leaves a sandbox behind unless asked."""
     if config.backup is None:
         raise BackupError("restore tests need a backup section in the config")
     plan = config.restore_test or RestoreTestConfig()
+    if plan.sandbox.kind == "ssh" and not force_local:
+        from agents.restore_test.remote import run_remote
+
+        return run_remote(config, plan, snapshot_ref, only_source)
     started_at = datetime.now(UTC)
     start = time.monotonic()
     swept = sweep(plan.sandbox)

@@ -279,3 +279,51 @@ def test_cli_run_history_json(pg_database: services.Database, tmp_path: Path) ->
     )
     runs = json.loads(history.stdout)
     assert len(runs) == 1 and runs[0]["details"]["steps"]
+
+
+def _ssh_config(path: Path, original: str, sshd: services.SshServer, known: Path) -> None:
+    """The config with its local sandbox replaced by an ssh one (same root remotely)."""
+    start = original.index("sandbox: {kind: local")
+    end = original.index("}", start) + 1
+    local_root = original[start:end].split("root: ")[1].split(",")[0]
+    ssh = (
+        f"sandbox: {{kind: ssh, host: 127.0.0.1, port: {sshd.port}, user: {sshd.user},"
+        f" key_file: {sshd.client_key}, known_hosts: {known},"
+        f" remote_command: '{sys.executable} -m agents', remote_config: {path},"
+        f' root: {local_root}, postgres_dsn: "{services.PG_ADMIN_DSN}"}}'
+    )
+    path.write_text(original[:start] + ssh + original[end:])
+
+
+def test_ssh_sandbox_runs_remotely_and_refuses_unknown_keys(
+    pg_database: services.Database, tmp_path: Path, sshd: services.SshServer
+) -> None:
+    path = setup(tmp_path, pg_database)
+    original = path.read_text()
+    _ssh_config(path, original, sshd, sshd.known_hosts)
+    result = run(path)
+    assert result.ok, result.summary
+    assert result.details["sandbox_host"] == f"{sshd.user}@127.0.0.1:{sshd.port}"
+    assert [s["name"] for s in result.details["steps"]][:3] == ["restore", "files", "database"]
+
+    wrong = tmp_path / "known_hosts_wrong"
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    kind, blob = other.with_suffix(".pub").read_text().split()[:2]
+    wrong.write_text(f"[127.0.0.1]:{sshd.port} {kind} {blob}\n")
+    _ssh_config(path, original, sshd, wrong)
+    result = run(path)
+    assert not result.ok
+    assert result.summary.startswith(
+        f"step ssh failed: sandbox host {sshd.user}@127.0.0.1:{sshd.port} presented a changed"
+        " host key (ssh-ed25519 "
+    )
+    empty = tmp_path / "known_hosts_empty"
+    empty.write_text("")
+    _ssh_config(path, original, sshd, empty)
+    result = run(path)
+    assert result.summary == (
+        f"step ssh failed: sandbox host {sshd.user}@127.0.0.1:{sshd.port} is not in {empty};"
+        " refused"
+    )
+    assert empty.read_text() == ""  # never auto-added

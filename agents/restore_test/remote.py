@@ -1,0 +1,123 @@
+"""The ssh sandbox: run the restore test on a dedicated sandbox host and bring back its result.
+
+The host is reached with paramiko, key authentication only, and its host key must
+already be in the configured known_hosts file: an unknown or changed key is refused,
+never added. There the same test runs in a local sandbox
+(`opsagent restore-test run --sandbox local --json`), and its JSON result comes back
+as this run's result.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import paramiko
+
+from agents.config import Config, RestoreTestConfig
+from agents.results import CheckResult, Severity, Status
+
+
+def run_remote(
+    config: Config, plan: RestoreTestConfig, snapshot_ref: str | None, only_source: str | None
+) -> CheckResult:
+    sandbox = plan.sandbox
+    started_at = datetime.now(UTC)
+    start = time.monotonic()
+    where = f"{sandbox.user}@{sandbox.host}:{sandbox.port}"
+    argv = [
+        *shlex.split(sandbox.remote_command),
+        "restore-test",
+        "run",
+        "--sandbox",
+        "local",
+        "--json",
+    ]
+    if sandbox.remote_config:
+        argv += ["--config", sandbox.remote_config]
+    if snapshot_ref:
+        argv += ["--snapshot", snapshot_ref]
+    if only_source:
+        argv += ["--source", only_source]
+
+    def failed(summary: str) -> CheckResult:
+        return CheckResult(
+            name="restore_test",
+            kind="restore_test",
+            host=config.host,
+            status=Status.FAILED,
+            severity=Severity.CRITICAL,
+            summary=f"step ssh failed: {summary}",
+            details={
+                "steps": [{"name": "ssh", "ok": False, "summary": summary, "seconds": 0}],
+                "sandbox_host": where,
+                "rto_seconds": 0,
+                "rpo_seconds": 0,
+            },
+            duration_seconds=time.monotonic() - start,
+            started_at=started_at,
+        )
+
+    client = paramiko.SSHClient()
+    try:
+        assert sandbox.known_hosts is not None and sandbox.host is not None
+        client.load_host_keys(str(sandbox.known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.connect(
+            sandbox.host,
+            port=sandbox.port,
+            username=sandbox.user,
+            key_filename=str(sandbox.key_file) if sandbox.key_file else None,
+            passphrase=None,
+            look_for_keys=False,
+            allow_agent=sandbox.key_file is None,
+            timeout=30,
+            banner_timeout=30,
+            auth_timeout=30,
+        )
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        return failed(
+            f"sandbox host {where} presented a changed host key"
+            f" ({exc.key.get_name()} {exc.key.fingerprint}); refused"
+        )
+    except paramiko.SSHException as exc:
+        client.close()
+        text = " ".join(str(exc).split())
+        if "not found in known_hosts" in text:
+            return failed(f"sandbox host {where} is not in {sandbox.known_hosts}; refused")
+        return failed(f"sandbox host {where}: {text}")
+    except (TimeoutError, OSError) as exc:
+        client.close()
+        return failed(f"sandbox host {where}: {getattr(exc, 'strerror', None) or exc}")
+    try:
+        command = " ".join(shlex.quote(a) for a in argv)
+        _, stdout, stderr = client.exec_command(command, timeout=plan.timeout.total_seconds())
+        out = stdout.read()
+        err = stderr.read().decode(errors="replace").strip()
+        code = stdout.channel.recv_exit_status()
+    except (TimeoutError, paramiko.SSHException, OSError) as exc:
+        return failed(f"sandbox host {where}: {exc}")
+    finally:
+        client.close()
+    try:
+        data: dict[str, Any] = json.loads(out)
+        result = CheckResult.from_dict(data)
+    except (ValueError, KeyError, TypeError):
+        last = err.splitlines()[-1] if err else f"exit code {code}"
+        return failed(f"sandbox host {where}: no result ({last})")
+    details = {**result.details, "sandbox_host": where}
+    return CheckResult(
+        name="restore_test",
+        kind="restore_test",
+        host=config.host,
+        status=result.status,
+        severity=Severity.CRITICAL,
+        summary=result.summary,
+        details=details,
+        duration_seconds=time.monotonic() - start,
+        started_at=started_at,
+    )
