@@ -86,11 +86,10 @@ def check(
     stored = {info.key.rsplit("/", 1)[-1]: info.size for info in repo.storage.list("data/")}
     indexed_packs = index.packs()
     report.packs = len(indexed_packs)
-    needed_size: dict[str, int] = defaultdict(int)
-    by_pack: dict[str, list[tuple[bytes, Location]]] = defaultdict(list)
-    for blob_id, loc in index.items():
-        needed_size[loc.pack] = max(needed_size[loc.pack], loc.offset + loc.length)
-        by_pack[loc.pack].append((blob_id, loc))
+    by_pack = blobs_by_pack(repo)
+    needed_size = {
+        pack: max(loc.offset + loc.length for _, loc in blobs) for pack, blobs in by_pack.items()
+    }
     for pack_id in sorted(indexed_packs):
         if pack_id not in stored:
             report.errors.append(f"pack {pack_id[:12]} is indexed but missing from storage")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from agents.backup.runner import init_repository, open_repository, run_backup
 from agents.config import Config, parse_config
@@ -327,3 +328,46 @@ def test_ssh_sandbox_runs_remotely_and_refuses_unknown_keys(
         " refused"
     )
     assert empty.read_text() == ""  # never auto-added
+
+
+def test_mariadb_snapshot_from_s3_passes_and_drops_its_scratch_database(
+    s3_server: services.S3Server,
+    s3_bucket: str,
+    mysql_database: services.Database,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPSAGENT_T_AK", "testing")
+    monkeypatch.setenv("OPSAGENT_T_SK", "testing")
+    with services.mysql_connect(mysql_database.name) as conn, conn.cursor() as cur:
+        cur.execute("create table orders (id int primary key auto_increment, total int)")
+        cur.executemany("insert into orders (total) values (%s)", [(i,) for i in range(700)])
+    key = tmp_path / "repo.key"
+    key.write_text("pw\n")
+    path = tmp_path / "config.yml"
+    path.write_text(
+        f"""
+state_dir: {tmp_path / "state"}
+backup:
+  repository: s3://{s3_bucket}/repo
+  password_file: {key}
+  s3: {{endpoint_url: "{s3_server.endpoint_url}", path_style: true,
+        access_key_id: "${{OPSAGENT_T_AK}}", secret_access_key: "${{OPSAGENT_T_SK}}"}}
+  sources:
+    - {{name: shop, kind: mysql, host: {services.MYSQL_HOST}, port: {services.MYSQL_PORT},
+        databases: [{mysql_database.name}]}}
+restore_test:
+  sandbox: {{kind: local, root: {tmp_path / "sandbox"}, mysql_host: {services.MYSQL_HOST},
+             mysql_port: {services.MYSQL_PORT}}}
+"""
+    )
+    config = load(path)
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    assert run_backup(config).ok
+    result = run(path)
+    assert result.ok, result.summary
+    assert [s["name"] for s in result.details["steps"]] == ["database", "data"]
+    with services.mysql_connect() as conn, conn.cursor() as cur:
+        cur.execute("show databases like 'opsagent_rt_%'")
+        assert cur.fetchall() == ()
