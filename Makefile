@@ -36,6 +36,8 @@ lint: $(VENV)/.test-installed
 bench: $(VENV)/.test-installed
 	scripts/test-services.sh
 	$(BIN)/python bench/backup_vs_restic.py
+	$(BIN)/python bench/database_vs_restic.py
+	$(BIN)/python bench/restore_test_vs_restic.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -26,6 +26,7 @@ from agents.backup.snapshot import Snapshot, TreeEntry
 
 ProgressFn = Callable[[int, int], None]
 RUN_GAP = 1 << 20
+RUN_MAX = 8 << 20  # bounds each worker's buffer: memory stays flat whatever the pack size
 
 
 @dataclass
@@ -67,7 +68,7 @@ def restore(
     include: list[str] | None = None,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
-    workers: int = 8,
+    workers: int = 4,
 ) -> RestoreResult:
     progress = progress or (lambda b, f: None)
     result = RestoreResult()
@@ -203,7 +204,12 @@ def _runs(located: list[tuple[Location, bytes]]) -> list[list[tuple[Location, by
     GET each: neighbours closer than RUN_GAP are read through rather than split."""
     runs: list[list[tuple[Location, bytes]]] = []
     for loc, blob_id in located:
-        if runs and loc.offset - (runs[-1][-1][0].offset + runs[-1][-1][0].length) <= RUN_GAP:
+        last = runs[-1] if runs else None
+        if (
+            last is not None
+            and loc.offset - (last[-1][0].offset + last[-1][0].length) <= RUN_GAP
+            and loc.offset + loc.length - last[0][0].offset <= RUN_MAX
+        ):
             runs[-1].append((loc, blob_id))
         else:
             runs.append([(loc, blob_id)])
