@@ -31,7 +31,7 @@ from agents import __version__
 from agents.config import BackupConfig, Config, ConfigError, config_path, load_config
 from agents.errors import OpsagentError
 from agents.logs import setup_logging
-from agents.results import CheckResult, Status
+from agents.results import CheckResult, Severity, Status
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
 
@@ -680,12 +680,12 @@ def _last_restore_seconds(config: Config) -> float | None:
     return float(state.last_result.details.get("rto_seconds", state.last_result.duration_seconds))
 
 
-def _parse_time(text: str) -> datetime:
+def _parse_time(text: str, default_zone: Any = UTC) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise click.BadParameter(f"expected ISO 8601, got {text!r}", param_hint="--time") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+        raise click.BadParameter(f"expected ISO 8601, got {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=default_zone)
 
 
 @contextmanager
@@ -863,6 +863,52 @@ def open_repository_for(config: Config) -> Any:
 @cli.group()
 def cases() -> None:
     """Cases with severities and SLA clocks."""
+
+
+@cases.command("due")
+@config_option
+@click.option(
+    "--severity",
+    type=click.Choice([s.value for s in Severity]),
+    required=True,
+    help="The case's severity.",
+)
+@click.option("--opened", required=True, help="When the case opened (ISO 8601; local if no zone).")
+@json_option
+@click.pass_context
+def cases_due(
+    ctx: click.Context, config_file: Path | None, severity: str, opened: str, as_json: bool
+) -> None:
+    """Response and resolution due times of a case opened at a given time."""
+    from agents.cases.sla import BusinessCalendar, due_times, target_for
+
+    config = load_config(config_path(config_file)) if _config_exists(config_file) else Config()
+    calendar = BusinessCalendar.from_config(config.cases.calendar)
+    when = _parse_time(opened, default_zone=calendar.zone)
+    level = Severity(severity)
+    due = due_times(level, when, calendar, target_for(config.cases, level))
+    zone = calendar.zone
+    data = {
+        "severity": level.value,
+        "opened": when.astimezone(zone).isoformat(),
+        "response_due": due.response.astimezone(zone).isoformat(),
+        "resolution_due": due.resolution.astimezone(zone).isoformat(),
+        "calendar": {
+            "timezone": config.cases.calendar.timezone,
+            "hours": config.cases.calendar.hours,
+            "weekdays": config.cases.calendar.weekdays,
+        },
+    }
+    if as_json:
+        print_json(data)
+    else:
+        click.echo(f"opened:         {data['opened']}")
+        click.echo(f"response due:   {data['response_due']}")
+        click.echo(f"resolution due: {data['resolution_due']}")
+
+
+def _config_exists(config_file: Path | None) -> bool:
+    return config_file is not None or config_path(None).exists()
 
 
 @cli.group()

@@ -551,6 +551,14 @@ class Calendar(Model):
     weekdays: str = "mon-fri"
     holidays: Holidays = Holidays()
 
+    @field_validator("weekdays")
+    @classmethod
+    def _weekdays(cls, value: str) -> str:
+        day = r"(mon|tue|wed|thu|fri|sat|sun)"
+        if not re.fullmatch(rf"{day}(-{day})?(,{day}(-{day})?)*", value.strip().lower()):
+            raise ValueError(f"expected days like mon-fri or mon,wed,fri, got {value!r}")
+        return value
+
     @field_validator("hours")
     @classmethod
     def _hours(cls, value: str) -> str:

@@ -1,0 +1,179 @@
+"""SLA clocks: when a case's response and resolution are due, from the support policy.
+
+Critical targets run on the wall clock (4 h to respond, 24 h to resolve). The others
+run on a business calendar: a time zone, daily hours (08:00-18:00), weekdays
+(Monday to Friday) and holidays (the `holidays` package for a country and
+subdivision, plus explicit dates). A business day is one full span of business
+hours, so at the defaults 1 business day from Friday 17:30 is due Monday 17:30, and a
+case opened at 22:00 starts its clock at 08:00 the next business day. Business time
+is counted on the local wall clock, so daylight saving changes (at night) never
+stretch or shrink a business day.
+
+In a target, days mean business days and hours business hours: `{response: 1d}` is
+one span of business hours, `{response: 4h, business: false}` four hours of wall clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from agents.config import Calendar, CasesConfig, Target
+from agents.results import Severity
+
+WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+DEFAULT_TARGETS: dict[Severity, Target] = {
+    Severity.CRITICAL: Target(
+        response=timedelta(hours=4), resolution=timedelta(hours=24), business=False
+    ),
+    Severity.MAJOR: Target(response=timedelta(days=1), resolution=timedelta(days=3)),
+    Severity.MODERATE: Target(response=timedelta(days=2), resolution=timedelta(days=10)),
+    Severity.MINOR: Target(response=timedelta(days=3), resolution=timedelta(days=20)),
+}
+
+
+@dataclass(frozen=True)
+class BusinessCalendar:
+    zone: ZoneInfo
+    opens: time
+    closes: time
+    weekdays: frozenset[int]
+    country: str | None = None
+    subdivision: str | None = None
+    extra_holidays: frozenset[date] = field(default_factory=frozenset)
+
+    @classmethod
+    def from_config(cls, calendar: Calendar) -> BusinessCalendar:
+        start, _, end = calendar.hours.partition("-")
+        return cls(
+            zone=ZoneInfo(calendar.timezone),
+            opens=time.fromisoformat(start),
+            closes=time.fromisoformat(end),
+            weekdays=frozenset(_weekdays(calendar.weekdays)),
+            country=calendar.holidays.country,
+            subdivision=calendar.holidays.subdivision,
+            extra_holidays=frozenset(date.fromisoformat(d) for d in calendar.holidays.dates),
+        )
+
+    @property
+    def day_span(self) -> timedelta:
+        """One business day: the length of the daily business hours."""
+        today = date(2000, 1, 3)
+        return datetime.combine(today, self.closes) - datetime.combine(today, self.opens)
+
+    def is_business_day(self, day: date) -> bool:
+        if day.weekday() not in self.weekdays or day in self.extra_holidays:
+            return False
+        return not (self.country and day in _holidays(self.country, self.subdivision, day.year))
+
+    def clock_start(self, moment: datetime) -> datetime:
+        """When business time starts counting for something that happens at `moment`."""
+        local = moment.astimezone(self.zone)
+        day = local.date()
+        if self.is_business_day(day):
+            if local.time() < self.opens:
+                return self._at(day, self.opens)
+            if local.time() < self.closes:
+                return local
+        return self._at(self._next_business_day(day), self.opens)
+
+    def add(self, moment: datetime, business_time: timedelta) -> datetime:
+        """`moment` plus an amount of business time (hours within business hours)."""
+        current = self.clock_start(moment)
+        remaining = business_time
+        while True:
+            day = current.date()
+            closing = self._at(day, self.closes)
+            available = _wall(closing) - _wall(current)
+            if remaining <= available:
+                return self._wall_to_local(_wall(current) + remaining)
+            remaining -= available
+            current = self._at(self._next_business_day(day), self.opens)
+
+    def business_time_between(self, start: datetime, end: datetime) -> timedelta:
+        """Business time elapsed from start to end (zero when end is before start)."""
+        current = self.clock_start(start)
+        end_local = end.astimezone(self.zone)
+        total = timedelta(0)
+        while current < end_local:
+            day = current.date()
+            closing = self._at(day, self.closes)
+            stop = min(closing, end_local)
+            if stop > current:
+                total += _wall(stop) - _wall(current)
+            current = self._at(self._next_business_day(day), self.opens)
+        return total
+
+    def _next_business_day(self, day: date) -> date:
+        day += timedelta(days=1)
+        for _ in range(3700):
+            if self.is_business_day(day):
+                return day
+            day += timedelta(days=1)
+        raise ValueError("the business calendar has no business day in ten years")
+
+    def _at(self, day: date, clock: time) -> datetime:
+        return datetime.combine(day, clock, tzinfo=self.zone)
+
+    def _wall_to_local(self, wall: datetime) -> datetime:
+        return wall.replace(tzinfo=self.zone)
+
+
+@dataclass(frozen=True)
+class DueTimes:
+    response: datetime
+    resolution: datetime
+
+
+def target_for(config: CasesConfig, severity: Severity) -> Target:
+    return config.targets.get(severity, DEFAULT_TARGETS[severity])
+
+
+def due_times(
+    severity: Severity, opened: datetime, calendar: BusinessCalendar, target: Target
+) -> DueTimes:
+    """Response and resolution due times for a case of `severity` opened at `opened`."""
+    if not target.business:  # elapsed time: add in UTC, so a DST change is not skipped
+        start = opened.astimezone(UTC)
+        zone = calendar.zone
+        return DueTimes(
+            (start + target.response).astimezone(zone),
+            (start + target.resolution).astimezone(zone),
+        )
+    return DueTimes(
+        calendar.add(opened, business_amount(target.response, calendar)),
+        calendar.add(opened, business_amount(target.resolution, calendar)),
+    )
+
+
+def business_amount(duration: timedelta, calendar: BusinessCalendar) -> timedelta:
+    """Days in a business target are business days (spans of business hours)."""
+    return duration.days * calendar.day_span + (duration - timedelta(days=duration.days))
+
+
+def _wall(moment: datetime) -> datetime:
+    """The local wall-clock reading, without zone: business time is counted on it."""
+    return moment.replace(tzinfo=None)
+
+
+def _weekdays(text: str) -> list[int]:
+    days: list[int] = []
+    for part in text.lower().split(","):
+        part = part.strip()
+        if "-" in part:
+            first, _, last = part.partition("-")
+            a, b = WEEKDAY_NAMES.index(first[:3]), WEEKDAY_NAMES.index(last[:3])
+            days.extend(range(a, b + 1))
+        elif part:
+            days.append(WEEKDAY_NAMES.index(part[:3]))
+    return days
+
+
+@lru_cache(maxsize=64)
+def _holidays(country: str, subdivision: str | None, year: int) -> frozenset[date]:
+    import holidays
+
+    return frozenset(holidays.country_holidays(country, subdiv=subdivision, years=year))

@@ -1,0 +1,149 @@
+"""SLA arithmetic, worked by hand against the support policy's calendar."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.cases.sla import DEFAULT_TARGETS, BusinessCalendar, due_times
+from agents.config import Calendar, Holidays
+from agents.results import Severity
+
+TORONTO = ZoneInfo("America/Toronto")
+CALENDAR = BusinessCalendar.from_config(
+    Calendar(holidays=Holidays(country="CA", subdivision="ON", dates=["2026-11-11"]))
+)
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=TORONTO)
+
+
+def due(severity: Severity, opened: str) -> tuple[str, str]:
+    times = due_times(severity, at(opened), CALENDAR, DEFAULT_TARGETS[severity])
+    return (
+        times.response.astimezone(TORONTO).strftime("%a %Y-%m-%d %H:%M %Z"),
+        times.resolution.astimezone(TORONTO).strftime("%a %Y-%m-%d %H:%M %Z"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("severity", "opened", "response", "resolution"),
+    [
+        # Friday 17:30 + 1 business day (10 h): 30 min Friday, 9 h 30 Monday
+        (
+            Severity.MAJOR,
+            "2026-11-27T17:30",
+            "Mon 2026-11-30 17:30 EST",
+            "Wed 2026-12-02 17:30 EST",
+        ),
+        # opened at 22:00: the clock starts at 08:00 the next business day
+        (
+            Severity.MAJOR,
+            "2026-11-24T22:00",
+            "Wed 2026-11-25 18:00 EST",
+            "Fri 2026-11-27 18:00 EST",
+        ),
+        # opened before hours on a business day: starts at 08:00 that day
+        (
+            Severity.MINOR,
+            "2026-11-23T06:15",
+            "Wed 2026-11-25 18:00 EST",
+            "Fri 2026-12-18 18:00 EST",
+        ),
+        # across the start of daylight saving (Sun 2026-03-08): wall-clock business hours
+        (
+            Severity.MODERATE,
+            "2026-03-06T12:00",
+            "Tue 2026-03-10 12:00 EDT",
+            "Fri 2026-03-20 12:00 EDT",
+        ),
+        # across Christmas and Boxing Day (observed Mon 12-28) in Ontario
+        (
+            Severity.MAJOR,
+            "2026-12-24T17:00",
+            "Tue 2026-12-29 17:00 EST",
+            "Thu 2026-12-31 17:00 EST",
+        ),
+        # an explicit holiday date from the config (2026-11-11)
+        (
+            Severity.MAJOR,
+            "2026-11-10T12:00",
+            "Thu 2026-11-12 12:00 EST",
+            "Mon 2026-11-16 12:00 EST",
+        ),
+        # across a year end: Jan 1 is a holiday; 8 h Thursday, 10 h Monday, 2 h Tuesday
+        (
+            Severity.MODERATE,
+            "2026-12-31T10:00",
+            "Tue 2027-01-05 10:00 EST",
+            "Fri 2027-01-15 10:00 EST",
+        ),
+        # critical runs on the wall clock, weekends included
+        (
+            Severity.CRITICAL,
+            "2026-11-28T22:00",
+            "Sun 2026-11-29 02:00 EST",
+            "Sun 2026-11-29 22:00 EST",
+        ),
+        # critical across DST: elapsed hours, 23:00 EST + 4 h is 04:00 EDT, + 24 h 00:00 EDT
+        (
+            Severity.CRITICAL,
+            "2026-03-07T23:00",
+            "Sun 2026-03-08 04:00 EDT",
+            "Mon 2026-03-09 00:00 EDT",
+        ),
+    ],
+)
+def test_due_times(severity: Severity, opened: str, response: str, resolution: str) -> None:
+    assert due(severity, opened) == (response, resolution)
+
+
+def test_business_time_between() -> None:
+    start, end = at("2026-11-27T17:30"), at("2026-11-30T09:00")
+    assert CALENDAR.business_time_between(start, end) == timedelta(hours=1, minutes=30)
+    assert CALENDAR.business_time_between(end, start) == timedelta(0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2028, 12, 31)),
+    st.integers(0, 5 * 24 * 60),
+    st.sampled_from(list(Severity)),
+)
+def test_due_times_are_monotonic(start: datetime, minutes: int, severity: Severity) -> None:
+    first = start.replace(tzinfo=UTC)
+    later = first + timedelta(minutes=minutes)
+    a = due_times(severity, first, CALENDAR, DEFAULT_TARGETS[severity])
+    b = due_times(severity, later, CALENDAR, DEFAULT_TARGETS[severity])
+    assert a.response <= b.response and a.resolution <= b.resolution
+    assert a.response >= first and a.resolution >= a.response
+
+
+def test_cli_cases_due() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "cases",
+            "due",
+            "--severity",
+            "major",
+            "--opened",
+            "2026-11-27T17:30",
+            "--json",
+            "--config",
+            "deploy/config/local.yml",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert '"response_due": "2026-11-30T17:30:00-05:00"' in proc.stdout
