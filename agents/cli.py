@@ -865,6 +865,160 @@ def cases() -> None:
     """Cases with severities and SLA clocks."""
 
 
+def case_store(config: Config) -> Any:
+    from agents.cases.store import CaseStore
+
+    return CaseStore(config.cases_store)
+
+
+@cases.command("list")
+@config_option
+@click.option(
+    "--status",
+    type=click.Choice(["open", "acknowledged", "reopened", "resolved", "closed"]),
+    default=None,
+)
+@click.option("--severity", type=click.Choice([s.value for s in Severity]), default=None)
+@json_option
+@click.pass_context
+def cases_list(
+    ctx: click.Context,
+    config_file: Path | None,
+    status: str | None,
+    severity: str | None,
+    as_json: bool,
+) -> None:
+    """Cases, newest first, with the time left on their SLA clocks."""
+    from agents.units import format_duration
+
+    config = load(ctx, config_file)
+    now = datetime.now(UTC)
+    found = case_store(config).cases(status, severity)
+    if as_json:
+        print_json(
+            [
+                {
+                    **c.to_dict(),
+                    "response_left_seconds": (c.response_due - now).total_seconds(),
+                    "resolution_left_seconds": (c.resolution_due - now).total_seconds(),
+                }
+                for c in found
+            ]
+        )
+        return
+    table = Table(title="cases")
+    for column in ("id", "severity", "status", "title", "seen", "respond in", "resolve in"):
+        table.add_column(column)
+
+    def left(due: datetime, done: bool) -> str:
+        if done:
+            return "-"
+        seconds = (due - now).total_seconds()
+        text = format_duration(abs(seconds))
+        return f"[red]breached {text} ago[/]" if seconds < 0 else text
+
+    for c in found:
+        table.add_row(
+            f"#{c.id}",
+            c.severity.value,
+            c.status,
+            c.title[:60],
+            str(c.occurrences),
+            left(c.response_due, c.acknowledged_at is not None or not c.is_open),
+            left(c.resolution_due, not c.is_open),
+        )
+    Console().print(table)
+
+
+@cases.command("show")
+@config_option
+@click.argument("case_id", type=int)
+@json_option
+@click.pass_context
+def cases_show(ctx: click.Context, config_file: Path | None, case_id: int, as_json: bool) -> None:
+    """One case and its timeline."""
+    config = load(ctx, config_file)
+    store = case_store(config)
+    case = store.get(case_id)
+    events = store.events(case_id)
+    if as_json:
+        print_json(
+            {
+                **case.to_dict(),
+                "events": [
+                    {"at": e.at.isoformat(), "kind": e.kind, "actor": e.actor, "text": e.text}
+                    for e in events
+                ],
+            }
+        )
+        return
+    click.echo(f"#{case.id} [{case.severity.value}] {case.status}: {case.title}")
+    click.echo(
+        f"response due {case.response_due.isoformat()}, resolution due"
+        f" {case.resolution_due.isoformat()}, {case.occurrences} occurrence(s)"
+    )
+    for e in events:
+        who = f" by {e.actor}" if e.actor else ""
+        text = f": {e.text}" if e.text else ""
+        click.echo(f"  {e.at.isoformat()} {e.kind}{who}{text}")
+
+
+@cases.command("ack")
+@config_option
+@click.argument("case_id", type=int)
+@click.option("--by", "actor", required=True, help="Who takes the case.")
+@click.pass_context
+def cases_ack(ctx: click.Context, config_file: Path | None, case_id: int, actor: str) -> None:
+    """Acknowledge a case: stops its response clock."""
+    case = case_store(load(ctx, config_file)).acknowledge(case_id, datetime.now(UTC), actor)
+    click.echo(f"#{case.id} acknowledged by {actor}")
+
+
+@cases.command("comment")
+@config_option
+@click.argument("case_id", type=int)
+@click.argument("text")
+@click.option("--by", "actor", default=None)
+@click.pass_context
+def cases_comment(
+    ctx: click.Context, config_file: Path | None, case_id: int, text: str, actor: str | None
+) -> None:
+    """Add a comment to a case's timeline."""
+    case_store(load(ctx, config_file)).comment(case_id, datetime.now(UTC), actor, text)
+    click.echo(f"#{case_id}: comment added")
+
+
+@cases.command("resolve")
+@config_option
+@click.argument("case_id", type=int)
+@click.option("--note", default=None)
+@click.option("--by", "actor", default=None)
+@click.pass_context
+def cases_resolve(
+    ctx: click.Context,
+    config_file: Path | None,
+    case_id: int,
+    note: str | None,
+    actor: str | None,
+) -> None:
+    """Resolve a case: stops its resolution clock."""
+    case_store(load(ctx, config_file)).resolve(case_id, datetime.now(UTC), actor, note)
+    click.echo(f"#{case_id} resolved")
+
+
+@cases.command("reopen")
+@config_option
+@click.argument("case_id", type=int)
+@click.option("--by", "actor", default=None)
+@click.pass_context
+def cases_reopen(
+    ctx: click.Context, config_file: Path | None, case_id: int, actor: str | None
+) -> None:
+    """Reopen a resolved case."""
+    case_store(load(ctx, config_file)).reopen(case_id, datetime.now(UTC), actor)
+    click.echo(f"#{case_id} reopened")
+
+
 @cases.command("due")
 @config_option
 @click.option(

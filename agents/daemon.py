@@ -21,6 +21,8 @@ from types import FrameType
 import schedule as schedule_lib
 from prometheus_client import CollectorRegistry
 
+from agents.cases.rules import CaseRules, Thresholds
+from agents.cases.store import CaseStore
 from agents.config import Config, Schedule
 from agents.errors import OpsagentError
 from agents.monitor.checks import run_check
@@ -340,12 +342,25 @@ def build_jobs(config: Config, state: StateDB | None = None) -> list[Job]:
     return jobs
 
 
+def case_rules(config: Config) -> CaseRules:
+    """The case sink, with each check's flapping thresholds."""
+    thresholds = {
+        c.name: Thresholds(c.failures_before_alert, c.recovery_threshold)
+        for c in config.monitor.checks
+    }
+    return CaseRules(CaseStore(config.cases_store), config.cases, thresholds)
+
+
 def start_agent(config: Config, version: str) -> int:
     """`opsagent run`: state, exporter and scheduler wired together; returns the exit code."""
     state = StateDB(config.state_db)
     registry = CollectorRegistry()
     metrics = ResultMetrics(registry, version)
-    daemon = Daemon(build_jobs(config, state), state, config.host, sinks=[metrics.observe])
+    rules = case_rules(config)
+    metrics.watch_cases(rules.store)
+    daemon = Daemon(
+        build_jobs(config, state), state, config.host, sinks=[metrics.observe, rules.observe]
+    )
     server = None
     if config.exporter.enabled:
         try:

@@ -8,10 +8,14 @@ check or job name, from the config).
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client.core import GaugeMetricFamily
 
-from agents.results import CheckResult
+from agents.errors import OpsagentError
+from agents.results import CheckResult, Severity
 
 JOB_KINDS = frozenset({"backup", "restore_test", "prune", "forget"})
 
@@ -177,6 +181,10 @@ class ResultMetrics:
             registry=registry,
         )
 
+    def watch_cases(self, store: Any) -> None:
+        """Export open cases by severity, read from the store at scrape time."""
+        self.registry.register(_OpenCases(store))
+
     def observe(self, result: CheckResult) -> None:
         finished = result.started_at.timestamp() + result.duration_seconds
         if result.kind == "backup_source":
@@ -232,3 +240,30 @@ class ResultMetrics:
             self.restore_step.labels(name).set(seconds)
         if "coverage" in details:
             self.restore_coverage.set(details["coverage"])
+
+
+class _OpenCases:
+    """`opsagent_cases_open{severity}`, counted in the case store when scraped."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def describe(self) -> list[Any]:
+        return [
+            GaugeMetricFamily("opsagent_cases_open", "Open cases by severity.", labels=["severity"])
+        ]
+
+    def collect(self) -> Iterator[Any]:
+        family = GaugeMetricFamily(
+            "opsagent_cases_open", "Open cases by severity.", labels=["severity"]
+        )
+        counts = {s.value: 0 for s in Severity}
+        try:
+            open_cases = self.store.cases(status="open")
+        except OpsagentError:
+            return  # the store is unreachable: no series rather than a failed scrape
+        for case in open_cases:
+            counts[case.severity.value] += 1
+        for severity, count in counts.items():
+            family.add_metric([severity], count)
+        yield family
