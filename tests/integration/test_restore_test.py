@@ -371,3 +371,45 @@ restore_test:
     with services.mysql_connect() as conn, conn.cursor() as cur:
         cur.execute("show databases like 'opsagent_rt_%'")
         assert cur.fetchall() == ()
+
+
+def test_data_verification_rolls_through_packs_within_a_budget(tmp_path: Path) -> None:
+    from agents.config import DataVerify
+    from agents.restore_test.verify import verify_data
+
+    source = tmp_path / "src"
+    source.mkdir()
+    for i in range(6):
+        (source / f"f{i}").write_bytes(os.urandom(700_000))
+    key = tmp_path / "repo.key"
+    key.write_text("pw\n")
+    path = tmp_path / "config.yml"
+    path.write_text(
+        f"""
+state_dir: {tmp_path / "state"}
+backup:
+  repository: {tmp_path / "repo"}
+  password_file: {key}
+  pack_size: 1MiB
+  sources: [{{name: docs, kind: files, paths: ["{source}"]}}]
+"""
+    )
+    config = load(path)
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    assert run_backup(config).ok
+    repo = open_repository(config.backup)
+    packs = len(list(repo.storage.list("data/")))
+    assert packs >= 4
+    state = StateDB(config.state_db)
+    policy = DataVerify(full_every=timedelta(days=7), daily_budget=1)  # one pack a day
+    day = datetime(2026, 11, 1, tzinfo=UTC)
+    coverages = []
+    for n in range(packs):
+        step = verify_data(repo, state, policy, now=day + timedelta(days=n))
+        assert step.ok and step.details["packs"] == 1
+        coverages.append(step.details["coverage"])
+    assert coverages == sorted(coverages) and coverages[-1] == 1.0
+    assert coverages[0] == round(1 / packs, 4)
+    later = verify_data(repo, state, policy, now=day + timedelta(days=7 + packs))
+    assert later.details["packs"] == 1  # the oldest check comes round again
