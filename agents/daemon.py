@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 
 import schedule as schedule_lib
@@ -26,7 +26,7 @@ from agents.cases.store import CaseStore
 from agents.config import Config, Schedule
 from agents.errors import OpsagentError
 from agents.monitor.checks import run_check
-from agents.results import CheckResult, Severity, run_guarded
+from agents.results import CheckResult, Severity, Status, run_guarded
 from agents.state import StateDB
 from exporters.http import ExporterServer, exporter_app
 from exporters.metrics import ResultMetrics
@@ -343,12 +343,53 @@ def build_jobs(config: Config, state: StateDB | None = None) -> list[Job]:
 
 
 def case_rules(config: Config) -> CaseRules:
-    """The case sink, with each check's flapping thresholds."""
+    """The case sink, with each check's flapping thresholds and the outbox's notifiers."""
+    from agents.cases.notify import build_notifiers, notifier_name
+
     thresholds = {
         c.name: Thresholds(c.failures_before_alert, c.recovery_threshold)
         for c in config.monitor.checks
     }
-    return CaseRules(CaseStore(config.cases_store), config.cases, thresholds)
+    names = build_notifiers(config.cases.notify)
+    routes = [
+        (notifier_name(i, c), frozenset(c.severities))
+        for i, c in enumerate(config.cases.notify)
+        if notifier_name(i, c) in names
+    ]
+    return CaseRules(CaseStore(config.cases_store, routes), config.cases, thresholds)
+
+
+def outbox_job(config: Config, store: CaseStore) -> Job | None:
+    """Deliver notifications from the outbox every few seconds."""
+    from agents.cases.notify import Dispatcher, build_notifiers
+
+    notifiers = build_notifiers(config.cases.notify)
+    if not notifiers:
+        return None
+    dispatcher = Dispatcher(store, notifiers)
+
+    def body(ctx: JobContext) -> CheckResult:
+        delivered, failed = dispatcher.run_once()
+        backlog = store.outbox_backlog()
+        return CheckResult(
+            name="notifications",
+            kind="outbox",
+            host=config.host,
+            status=Status.FAILED if failed else Status.OK,
+            severity=Severity.MINOR,
+            summary=f"{delivered} delivered, {failed} failed, {backlog} waiting",
+            details={"delivered": delivered, "failed": failed, "backlog": backlog},
+        )
+
+    return Job(
+        name="notifications",
+        kind="outbox",
+        schedule=Schedule(every=timedelta(seconds=5)),
+        body=body,
+        severity=Severity.MINOR,
+        run_at_start=True,
+        history=False,
+    )
 
 
 def start_agent(config: Config, version: str) -> int:
@@ -358,9 +399,11 @@ def start_agent(config: Config, version: str) -> int:
     metrics = ResultMetrics(registry, version)
     rules = case_rules(config)
     metrics.watch_cases(rules.store)
-    daemon = Daemon(
-        build_jobs(config, state), state, config.host, sinks=[metrics.observe, rules.observe]
-    )
+    jobs = build_jobs(config, state)
+    delivery = outbox_job(config, rules.store)
+    if delivery is not None:
+        jobs.append(delivery)
+    daemon = Daemon(jobs, state, config.host, sinks=[metrics.observe, rules.observe])
     server = None
     if config.exporter.enabled:
         try:

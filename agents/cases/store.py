@@ -14,14 +14,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from agents.errors import OpsagentError
 from agents.results import Severity
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 OPEN_STATUSES = ("open", "acknowledged", "reopened")
 _OPEN_SQL = "('open', 'acknowledged', 'reopened')"
 
@@ -57,6 +57,22 @@ _SCHEMA = {
         "CREATE INDEX case_events_by_case ON case_events (case_id, id)",
     ],
 }
+
+# A notification is written in the same transaction as the case change it reports
+# (the outbox), then delivered by `notify.Dispatcher` with retries.
+_OUTBOX = {
+    "sqlite": """CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, case_id INTEGER NOT NULL, notifier TEXT NOT NULL,
+        event TEXT NOT NULL, created_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL, lease_until TEXT, delivered_at TEXT, failed_at TEXT,
+        last_error TEXT)""",
+    "postgres": """CREATE TABLE outbox (
+        id BIGSERIAL PRIMARY KEY, case_id BIGINT NOT NULL, notifier TEXT NOT NULL,
+        event TEXT NOT NULL, created_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL, lease_until TEXT, delivered_at TEXT, failed_at TEXT,
+        last_error TEXT)""",
+}
+NOTIFIED_EVENTS = ("opened", "severity changed", "acknowledged", "resolved", "reopened")
 
 _COLUMNS = (
     "id, fingerprint, title, severity, status, source, host, occurrences, first_seen,"
@@ -112,6 +128,15 @@ class Event:
 
 
 @dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    case_id: int
+    notifier: str
+    event: str
+    attempts: int
+
+
+@dataclass(frozen=True)
 class Failure:
     """One report of a failure: what a rule hands the store."""
 
@@ -128,8 +153,10 @@ class Failure:
 class CaseStore:
     """One store URL: `sqlite:///path` or `postgresql://...`."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, notifiers: list[tuple[str, frozenset[Severity]]] = ()) -> None:
         self.url = url
+        # (name, severities): who gets a notification of each case change
+        self.notifiers = list(notifiers)
         self.kind = "postgres" if url.startswith(("postgresql://", "postgres://")) else "sqlite"
         self._local = threading.local()
         try:
@@ -189,18 +216,24 @@ class CaseStore:
                 f"case store schema {version} is newer than this agent ({SCHEMA_VERSION});"
                 " upgrade opsagent"
             )
-        if version == 0:
-            if self.kind == "postgres":
-                db.execute("SELECT pg_advisory_xact_lock(72114)")  # one migrator at a time
-                again = db.execute("SELECT value FROM case_meta WHERE key = 'schema_version'")
-                if again.fetchone():
-                    return
+        if version == SCHEMA_VERSION:
+            return
+        if self.kind == "postgres":
+            db.execute("SELECT pg_advisory_xact_lock(72114)")  # one migrator at a time
+            again = db.execute("SELECT value FROM case_meta WHERE key = 'schema_version'")
+            row = again.fetchone()
+            version = int(row[0]) if row else 0
+        if version < 1:
             for statement in _SCHEMA[self.kind][1:]:
                 db.execute(statement)
-            db.execute(
-                self._q("INSERT INTO case_meta (key, value) VALUES (?, ?)"),
-                ("schema_version", str(SCHEMA_VERSION)),
-            )
+        if version < 2:
+            db.execute(_OUTBOX[self.kind])
+            db.execute("CREATE INDEX outbox_due ON outbox (delivered_at, next_attempt_at)")
+        db.execute(self._q("DELETE FROM case_meta WHERE key = ?"), ("schema_version",))
+        db.execute(
+            self._q("INSERT INTO case_meta (key, value) VALUES (?, ?)"),
+            ("schema_version", str(SCHEMA_VERSION)),
+        )
 
     # --- changes -----------------------------------------------------------------------
 
@@ -416,6 +449,75 @@ class CaseStore:
             ),
             (case_id, _iso(at), kind, actor, text),
         )
+        if kind not in NOTIFIED_EVENTS or not self.notifiers:
+            return
+        row = db.execute(self._q("SELECT severity FROM cases WHERE id = ?"), (case_id,)).fetchone()
+        severity = Severity(row[0])
+        for name, severities in self.notifiers:
+            if severity in severities:
+                db.execute(
+                    self._q(
+                        "INSERT INTO outbox (case_id, notifier, event, created_at,"
+                        " next_attempt_at) VALUES (?, ?, ?, ?, ?)"
+                    ),
+                    (case_id, name, kind, _iso(at), _iso(at)),
+                )
+
+    # --- outbox ------------------------------------------------------------------------
+
+    def claim_due(self, now: datetime, limit: int = 50, lease: float = 120) -> list[OutboxItem]:
+        """Take due notifications for delivery (a lease keeps other agents off them)."""
+        until = _iso(now + timedelta(seconds=lease))
+        claimed = []
+        with self._tx() as db:
+            rows = db.execute(
+                self._q(
+                    "SELECT id, case_id, notifier, event, attempts FROM outbox"
+                    " WHERE delivered_at IS NULL AND failed_at IS NULL"
+                    " AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
+                    " ORDER BY id LIMIT ?"
+                ),
+                (_iso(now), _iso(now), limit),
+            ).fetchall()
+            for row in rows:
+                db.execute(
+                    self._q("UPDATE outbox SET lease_until = ? WHERE id = ?"), (until, row[0])
+                )
+                claimed.append(OutboxItem(int(row[0]), int(row[1]), row[2], row[3], int(row[4])))
+        return claimed
+
+    def delivered(self, item_id: int, at: datetime) -> None:
+        with self._tx() as db:
+            db.execute(
+                self._q(
+                    "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1,"
+                    " lease_until = NULL WHERE id = ?"
+                ),
+                (_iso(at), item_id),
+            )
+            row = db.execute(
+                self._q("SELECT case_id, notifier, event FROM outbox WHERE id = ?"), (item_id,)
+            ).fetchone()
+            self._event(db, int(row[0]), at, "notified", row[1], row[2])
+
+    def retry_later(
+        self, item_id: int, at: datetime, next_at: datetime, error: str, permanent: bool
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                self._q(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?,"
+                    " lease_until = NULL, last_error = ?, failed_at = ? WHERE id = ?"
+                ),
+                (_iso(next_at), error[:500], _iso(at) if permanent else None, item_id),
+            )
+
+    def outbox_backlog(self) -> int:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL"
+            ).fetchone()
+        return int(row[0])
 
 
 def _safe(url: str) -> str:

@@ -1,0 +1,198 @@
+"""Notifiers and the outbox dispatcher.
+
+A case change writes one outbox row per interested notifier in its own transaction;
+the dispatcher claims due rows, sends them and marks them delivered, retrying with
+exponential backoff (5 s doubling to 1 h) on timeouts, 429 and 5xx, and giving up
+at once on other 4xx. An endpoint down for an hour loses nothing. Each request
+carries the outbox row's ID (`X-Opsagent-Delivery`; PagerDuty deduplicates on the
+case fingerprint), so a send repeated after a crash between "sent" and "marked
+delivered" can be recognised by the receiver.
+
+Every notifier has one method, `send(event, case) -> None`, raising `DeliveryError`.
+A failing notifier never stops the others or the agent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from agents.cases.store import Case, CaseStore, OutboxItem
+from agents.config import PagerDutyNotify, SlackNotify, WebhookNotify, resolve_secret
+from agents.results import Severity
+
+log = logging.getLogger("opsagent.notify")
+
+PAGERDUTY_SEVERITY = {
+    Severity.CRITICAL: "critical",
+    Severity.MAJOR: "error",
+    Severity.MODERATE: "warning",
+    Severity.MINOR: "info",
+}
+PAGERDUTY_ACTION = {
+    "opened": "trigger",
+    "severity changed": "trigger",
+    "reopened": "trigger",
+    "acknowledged": "acknowledge",
+    "resolved": "resolve",
+}
+
+
+class DeliveryError(Exception):
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Notifier(Protocol):
+    def send(self, event: str, case: Case, delivery_id: int) -> None: ...
+
+
+@dataclass
+class WebhookNotifier:
+    config: WebhookNotify
+
+    def send(self, event: str, case: Case, delivery_id: int) -> None:
+        body = json.dumps(
+            {"event": event, "delivery_id": delivery_id, "case": case.to_dict()}, sort_keys=True
+        ).encode()
+        headers = {"Content-Type": "application/json", "X-Opsagent-Delivery": str(delivery_id)}
+        secret = resolve_secret(self.config.secret, self.config.secret_file)
+        if secret:
+            digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            headers["X-Opsagent-Signature"] = f"sha256={digest}"
+        _post(self.config.url, body, headers, self.config.timeout.total_seconds(), (200, 299))
+
+
+@dataclass
+class PagerDutyNotifier:
+    config: PagerDutyNotify
+
+    def send(self, event: str, case: Case, delivery_id: int) -> None:
+        key = resolve_secret(self.config.routing_key, self.config.routing_key_file)
+        action = PAGERDUTY_ACTION.get(event)
+        if action is None:
+            return
+        message: dict[str, Any] = {
+            "routing_key": key,
+            "event_action": action,
+            "dedup_key": case.fingerprint,
+        }
+        if action == "trigger":
+            message["payload"] = {
+                "summary": f"[{case.severity.value}] {case.title}"[:1024],
+                "source": case.host,
+                "severity": PAGERDUTY_SEVERITY[case.severity],
+                "component": case.source,
+                "custom_details": {
+                    "case": case.id,
+                    "occurrences": case.occurrences,
+                    "response_due": case.response_due.isoformat(),
+                    "resolution_due": case.resolution_due.isoformat(),
+                },
+            }
+        body = json.dumps(message).encode()
+        _post(
+            self.config.url,
+            body,
+            {"Content-Type": "application/json"},
+            self.config.timeout.total_seconds(),
+            (202, 202),
+        )
+
+
+@dataclass
+class SlackNotifier:
+    config: SlackNotify
+
+    def send(self, event: str, case: Case, delivery_id: int) -> None:
+        url = resolve_secret(self.config.webhook_url, self.config.webhook_url_file)
+        text = f"*{event}* case #{case.id} [{case.severity.value}] {case.title}"
+        body = json.dumps({"text": text[:3000]}).encode()
+        _post(
+            url or "",
+            body,
+            {"Content-Type": "application/json"},
+            self.config.timeout.total_seconds(),
+            (200, 299),
+        )
+
+
+class Dispatcher:
+    """Delivers due outbox rows; `run_once` is the daemon's notification job."""
+
+    def __init__(self, store: CaseStore, notifiers: dict[str, Notifier]) -> None:
+        self.store = store
+        self.notifiers = notifiers
+        self.sent = 0
+        self.failed = 0
+
+    def run_once(self, now: datetime | None = None) -> tuple[int, int]:
+        """(delivered, failed) in this pass."""
+        now = now or datetime.now(UTC)
+        delivered = failed = 0
+        for item in self.store.claim_due(now):
+            if self._deliver(item, now):
+                delivered += 1
+            else:
+                failed += 1
+        self.sent += delivered
+        self.failed += failed
+        return delivered, failed
+
+    def _deliver(self, item: OutboxItem, now: datetime) -> bool:
+        notifier = self.notifiers.get(item.notifier)
+        if notifier is None:
+            self.store.retry_later(item.id, now, now, f"no notifier {item.notifier}", True)
+            return False
+        try:
+            notifier.send(item.event, self.store.get(item.case_id), item.id)
+        except DeliveryError as exc:
+            backoff = timedelta(seconds=min(3600, 5 * 2**item.attempts))
+            self.store.retry_later(item.id, now, now + backoff, str(exc), exc.permanent)
+            log.warning("notification %d to %s failed: %s", item.id, item.notifier, exc)
+            return False
+        self.store.delivered(item.id, datetime.now(UTC))
+        return True
+
+
+def build_notifiers(configs: list[Any]) -> dict[str, Notifier]:
+    """Notifiers by name (`<kind>-<index>`), for the kinds delivered over the outbox."""
+    kinds = {"webhook": WebhookNotifier, "pagerduty": PagerDutyNotifier, "slack": SlackNotifier}
+    return {notifier_name(i, c): kinds[c.kind](c) for i, c in enumerate(configs) if c.kind in kinds}
+
+
+def notifier_name(index: int, config: Any) -> str:
+    return f"{config.kind}-{index}"
+
+
+def _post(
+    url: str, body: bytes, headers: dict[str, str], timeout: float, ok: tuple[int, int]
+) -> None:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DeliveryError(f"{_where(url)}: {reason}") from None
+    if ok[0] <= status <= ok[1]:
+        return
+    permanent = 400 <= status < 500 and status != 429
+    raise DeliveryError(f"{_where(url)}: HTTP {status}", permanent=permanent)
+
+
+def _where(url: str) -> str:
+    """The endpoint without path or query (webhook paths often carry tokens)."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}".rstrip(":")

@@ -1,0 +1,174 @@
+"""Notifications through the outbox to real HTTP receivers on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.cases.notify import Dispatcher, build_notifiers, notifier_name
+from agents.cases.store import CaseStore, Failure
+from agents.config import parse_config
+from agents.results import Severity
+
+
+class Receiver:
+    """Answers with the scripted statuses, then `final`; records every request."""
+
+    def __init__(self, statuses: list[int], final: int) -> None:
+        self.statuses = list(statuses)
+        self.final = final
+        self.requests: list[tuple[dict[str, str], bytes, int]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status = receiver.statuses.pop(0) if receiver.statuses else receiver.final
+                receiver.requests.append((dict(self.headers.items()), body, status))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook/secret-token"
+
+    def accepted(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body, status in self.requests if status < 300]
+
+
+@pytest.fixture
+def receivers() -> Iterator[tuple[Receiver, Receiver]]:
+    hook = Receiver([500, 500], 200)
+    pagerduty = Receiver([], 202)
+    yield hook, pagerduty
+    hook.server.shutdown()
+    pagerduty.server.shutdown()
+
+
+def setup(tmp_path: Path, hook: Receiver, pagerduty: Receiver) -> tuple[CaseStore, Dispatcher]:
+    (tmp_path / "hook.secret").write_text("s3cret\n")
+    (tmp_path / "pd.key").write_text("R0UTINGKEY\n")
+    config = parse_config(
+        f"""
+cases:
+  notify:
+    - {{kind: webhook, url: "{hook.url}", secret_file: {tmp_path / "hook.secret"}}}
+    - {{kind: pagerduty, url: "{pagerduty.url}", routing_key_file: {tmp_path / "pd.key"},
+        severities: [critical, major]}}
+"""
+    )
+    notifiers = build_notifiers(config.cases.notify)
+    routes = [
+        (notifier_name(i, c), frozenset(c.severities)) for i, c in enumerate(config.cases.notify)
+    ]
+    store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}", routes)
+    return store, Dispatcher(store, notifiers)
+
+
+def test_each_notification_is_delivered_once_despite_failures(
+    tmp_path: Path, receivers: tuple[Receiver, Receiver]
+) -> None:
+    hook, pagerduty = receivers
+    store, dispatcher = setup(tmp_path, hook, pagerduty)
+    t = datetime(2026, 11, 27, 10, tzinfo=UTC)
+    case, _ = store.record_failure(
+        Failure(
+            "fp-9",
+            "x" * 2000,
+            Severity.CRITICAL,
+            "http:web",
+            "h1",
+            t,
+            t + timedelta(hours=4),
+            t + timedelta(hours=24),
+        )
+    )
+    store.resolve(case.id, t + timedelta(minutes=1), "opsagent", "recovered")
+    now = t + timedelta(minutes=2)
+    for _ in range(6):  # the webhook answers 500 twice: retried after backoff, then delivered
+        dispatcher.run_once(now)
+        now += timedelta(minutes=5)
+    assert store.outbox_backlog() == 0
+    events = [body["event"] for body in hook.accepted()]
+    assert events == ["opened", "resolved"]
+    ids = [h["X-Opsagent-Delivery"] for h, _, s in hook.requests if s < 300]
+    assert len(ids) == len(set(ids)) == 2
+    headers, body, _ = next(r for r in hook.requests if r[2] < 300)
+    expected = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert headers["X-Opsagent-Signature"] == f"sha256={expected}"
+    sent = pagerduty.accepted()
+    assert [m["event_action"] for m in sent] == ["trigger", "resolve"]
+    trigger = sent[0]
+    assert trigger["routing_key"] == "R0UTINGKEY" and trigger["dedup_key"] == "fp-9"
+    assert trigger["payload"]["severity"] == "critical"
+    assert len(trigger["payload"]["summary"]) == 1024
+    assert trigger["payload"]["source"] == "h1"
+    assert sent[1] == {"routing_key": "R0UTINGKEY", "event_action": "resolve", "dedup_key": "fp-9"}
+    kinds = [e.kind for e in store.events(case.id)]
+    assert kinds.count("notified") == 4
+
+
+def test_restart_sends_nothing_twice_and_400_is_not_retried(
+    tmp_path: Path, receivers: tuple[Receiver, Receiver]
+) -> None:
+    hook, pagerduty = receivers
+    hook.statuses = []
+    pagerduty.statuses = [400]
+    store, dispatcher = setup(tmp_path, hook, pagerduty)
+    t = datetime(2026, 11, 27, 10, tzinfo=UTC)
+    store.record_failure(
+        Failure(
+            "fp-2",
+            "disk",
+            Severity.MAJOR,
+            "disk:root",
+            "h1",
+            t,
+            t + timedelta(days=1),
+            t + timedelta(days=3),
+        )
+    )
+    dispatcher.run_once(t)
+    _, again = setup(tmp_path, hook, pagerduty)  # a restarted agent on the same store
+    for n in range(3):
+        again.run_once(t + timedelta(hours=n + 1))
+    assert len(hook.accepted()) == 1
+    assert len(pagerduty.requests) == 1  # 400: given up at once
+    assert store.outbox_backlog() == 0
+
+
+def test_minor_cases_skip_pagerduty(tmp_path: Path, receivers: tuple[Receiver, Receiver]) -> None:
+    hook, pagerduty = receivers
+    hook.statuses = []
+    store, dispatcher = setup(tmp_path, hook, pagerduty)
+    t = datetime(2026, 11, 27, 10, tzinfo=UTC)
+    store.record_failure(
+        Failure(
+            "fp-3",
+            "slow",
+            Severity.MINOR,
+            "http:x",
+            "h1",
+            t,
+            t + timedelta(days=3),
+            t + timedelta(days=20),
+        )
+    )
+    dispatcher.run_once(t)
+    assert len(hook.accepted()) == 1 and pagerduty.requests == []
