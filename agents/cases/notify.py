@@ -18,15 +18,24 @@ import hashlib
 import hmac
 import json
 import logging
+import smtplib
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from typing import Any, Protocol
 
 from agents.cases.store import Case, CaseStore, OutboxItem
-from agents.config import PagerDutyNotify, SlackNotify, WebhookNotify, resolve_secret
+from agents.config import (
+    EmailNotify,
+    PagerDutyNotify,
+    SlackNotify,
+    WebhookNotify,
+    resolve_secret,
+)
 from agents.results import Severity
 
 log = logging.getLogger("opsagent.notify")
@@ -126,6 +135,39 @@ class SlackNotifier:
         )
 
 
+@dataclass
+class EmailNotifier:
+    config: EmailNotify
+
+    def send(self, event: str, case: Case, delivery_id: int) -> None:
+        host, _, port = self.config.smtp.rpartition(":")
+        message = EmailMessage()
+        message["Subject"] = f"[opsagent {case.severity.value}] {event}: case #{case.id}"
+        message["From"] = self.config.from_
+        message["To"] = ", ".join(self.config.to)
+        message["X-Opsagent-Delivery"] = str(delivery_id)
+        message.set_content(
+            f"{case.title}\n\nstatus: {case.status}\nhost: {case.host}\nsource: {case.source}\n"
+            f"occurrences: {case.occurrences}\nresponse due: {case.response_due.isoformat()}\n"
+            f"resolution due: {case.resolution_due.isoformat()}\n"
+        )
+        timeout = self.config.timeout.total_seconds()
+        try:
+            with smtplib.SMTP(host or self.config.smtp, int(port or 25), timeout=timeout) as smtp:
+                if self.config.starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                if self.config.username:
+                    password = resolve_secret(self.config.password, self.config.password_file)
+                    smtp.login(self.config.username, password or "")
+                smtp.send_message(message)
+        except smtplib.SMTPResponseException as exc:
+            raise DeliveryError(
+                f"smtp {host}:{port}: {exc.smtp_code}", permanent=500 <= exc.smtp_code < 600
+            ) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise DeliveryError(f"smtp {host}:{port}: {type(exc).__name__}") from None
+
+
 class Dispatcher:
     """Delivers due outbox rows; `run_once` is the daemon's notification job."""
 
@@ -166,7 +208,12 @@ class Dispatcher:
 
 def build_notifiers(configs: list[Any]) -> dict[str, Notifier]:
     """Notifiers by name (`<kind>-<index>`), for the kinds delivered over the outbox."""
-    kinds = {"webhook": WebhookNotifier, "pagerduty": PagerDutyNotifier, "slack": SlackNotifier}
+    kinds = {
+        "webhook": WebhookNotifier,
+        "pagerduty": PagerDutyNotifier,
+        "slack": SlackNotifier,
+        "email": EmailNotifier,
+    }
     return {notifier_name(i, c): kinds[c.kind](c) for i, c in enumerate(configs) if c.kind in kinds}
 
 

@@ -18,6 +18,7 @@ from agents.cases.notify import Dispatcher, build_notifiers, notifier_name
 from agents.cases.store import CaseStore, Failure
 from agents.config import parse_config
 from agents.results import Severity
+from tests.support import services
 
 
 class Receiver:
@@ -172,3 +173,54 @@ def test_minor_cases_skip_pagerduty(tmp_path: Path, receivers: tuple[Receiver, R
     )
     dispatcher.run_once(t)
     assert len(hook.accepted()) == 1 and pagerduty.requests == []
+
+
+def test_email_reaches_an_smtp_server(tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message
+
+    received: list[Any] = []
+
+    class Keep(Message):
+        def handle_message(self, message: Any) -> None:
+            received.append(message)
+
+    port = services.free_port()
+    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        config = parse_config(
+            f"""
+cases:
+  notify:
+    - {{kind: email, smtp: "127.0.0.1:{port}", from: ops@example.com,
+        to: [oncall@example.com], starttls: false, severities: [critical]}}
+"""
+        )
+        routes = [
+            (notifier_name(i, c), frozenset(c.severities))
+            for i, c in enumerate(config.cases.notify)
+        ]
+        store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}", routes)
+        dispatcher = Dispatcher(store, build_notifiers(config.cases.notify))
+        t = datetime(2026, 11, 27, 10, tzinfo=UTC)
+        store.record_failure(
+            Failure(
+                "fp-5",
+                "backup failed",
+                Severity.CRITICAL,
+                "backup:b",
+                "h1",
+                t,
+                t + timedelta(hours=4),
+                t + timedelta(hours=24),
+            )
+        )
+        assert dispatcher.run_once(t) == (1, 0)
+    finally:
+        controller.stop()
+    assert len(received) == 1
+    mail = received[0]
+    assert mail["Subject"] == "[opsagent critical] opened: case #1"
+    assert mail["To"] == "oncall@example.com"
+    assert "backup failed" in mail.get_payload()
