@@ -359,30 +359,36 @@ def case_rules(config: Config) -> CaseRules:
     return CaseRules(CaseStore(config.cases_store, routes), config.cases, thresholds)
 
 
-def outbox_job(config: Config, store: CaseStore) -> Job | None:
-    """Deliver notifications from the outbox every few seconds."""
+def cases_job(config: Config, store: CaseStore) -> Job:
+    """Every few seconds: record SLA breaches, then deliver due notifications."""
     from agents.cases.notify import Dispatcher, build_notifiers
 
-    notifiers = build_notifiers(config.cases.notify)
-    if not notifiers:
-        return None
-    dispatcher = Dispatcher(store, notifiers)
+    dispatcher = Dispatcher(store, build_notifiers(config.cases.notify))
 
     def body(ctx: JobContext) -> CheckResult:
+        breaches = store.record_breaches(datetime.now(UTC))
+        for case, target in breaches:
+            log.warning("case #%d missed its %s target", case.id, target)
         delivered, failed = dispatcher.run_once()
         backlog = store.outbox_backlog()
         return CheckResult(
-            name="notifications",
+            name="cases",
             kind="outbox",
             host=config.host,
             status=Status.FAILED if failed else Status.OK,
             severity=Severity.MINOR,
-            summary=f"{delivered} delivered, {failed} failed, {backlog} waiting",
-            details={"delivered": delivered, "failed": failed, "backlog": backlog},
+            summary=f"{len(breaches)} new breach(es); notifications: {delivered} delivered,"
+            f" {failed} failed, {backlog} waiting",
+            details={
+                "breaches": len(breaches),
+                "delivered": delivered,
+                "failed": failed,
+                "backlog": backlog,
+            },
         )
 
     return Job(
-        name="notifications",
+        name="cases",
         kind="outbox",
         schedule=Schedule(every=timedelta(seconds=5)),
         body=body,
@@ -399,10 +405,7 @@ def start_agent(config: Config, version: str) -> int:
     metrics = ResultMetrics(registry, version)
     rules = case_rules(config)
     metrics.watch_cases(rules.store)
-    jobs = build_jobs(config, state)
-    delivery = outbox_job(config, rules.store)
-    if delivery is not None:
-        jobs.append(delivery)
+    jobs = [*build_jobs(config, state), cases_job(config, rules.store)]
     daemon = Daemon(jobs, state, config.host, sinks=[metrics.observe, rules.observe])
     server = None
     if config.exporter.enabled:

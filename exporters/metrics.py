@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from agents.errors import OpsagentError
 from agents.results import CheckResult, Severity
@@ -250,7 +250,12 @@ class _OpenCases:
 
     def describe(self) -> list[Any]:
         return [
-            GaugeMetricFamily("opsagent_cases_open", "Open cases by severity.", labels=["severity"])
+            GaugeMetricFamily(
+                "opsagent_cases_open", "Open cases by severity.", labels=["severity"]
+            ),
+            CounterMetricFamily(
+                "opsagent_sla_breaches", "SLA targets missed.", labels=["severity", "target"]
+            ),
         ]
 
     def collect(self) -> Iterator[Any]:
@@ -267,3 +272,11 @@ class _OpenCases:
         for severity, count in counts.items():
             family.add_metric([severity], count)
         yield family
+        breaches = CounterMetricFamily(
+            "opsagent_sla_breaches",
+            "SLA targets missed, by severity and target.",
+            labels=["severity", "target"],
+        )
+        for severity, target, count in self.store.breaches():
+            breaches.add_metric([severity, target], count)
+        yield breaches

@@ -72,7 +72,14 @@ _OUTBOX = {
         next_attempt_at TEXT NOT NULL, lease_until TEXT, delivered_at TEXT, failed_at TEXT,
         last_error TEXT)""",
 }
-NOTIFIED_EVENTS = ("opened", "severity changed", "acknowledged", "resolved", "reopened")
+NOTIFIED_EVENTS = (
+    "opened",
+    "severity changed",
+    "acknowledged",
+    "resolved",
+    "reopened",
+    "sla breached",
+)
 
 _COLUMNS = (
     "id, fingerprint, title, severity, status, source, host, occurrences, first_seen,"
@@ -462,6 +469,47 @@ class CaseStore:
                     ),
                     (case_id, name, kind, _iso(at), _iso(at)),
                 )
+
+    def record_breaches(self, now: datetime) -> list[tuple[Case, str]]:
+        """Record (once) every response or resolution target a case has missed."""
+        found = []
+        with self._tx() as db:
+            rows = db.execute(
+                self._q(
+                    f"SELECT {_COLUMNS} FROM cases WHERE status IN {_OPEN_SQL}"
+                    " AND (response_due < ? OR resolution_due < ?)"
+                ),
+                (_iso(now), _iso(now)),
+            ).fetchall()
+            for row in rows:
+                case = _case(row)
+                missed = []
+                if case.acknowledged_at is None and case.response_due < now:
+                    missed.append("response")
+                if case.resolution_due < now:
+                    missed.append("resolution")
+                for target in missed:
+                    seen = db.execute(
+                        self._q(
+                            "SELECT 1 FROM case_events WHERE case_id = ?"
+                            " AND kind = 'sla breached' AND text = ?"
+                        ),
+                        (case.id, target),
+                    ).fetchone()
+                    if seen is None:
+                        self._event(db, case.id, now, "sla breached", None, target)
+                        found.append((case, target))
+        return found
+
+    def breaches(self) -> list[tuple[str, str, int]]:
+        """(severity, target, count) of every breach recorded."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT c.severity, e.text, count(*) FROM case_events e"
+                " JOIN cases c ON c.id = e.case_id WHERE e.kind = 'sla breached'"
+                " GROUP BY c.severity, e.text"
+            ).fetchall()
+        return [(r[0], r[1], int(r[2])) for r in rows]
 
     # --- outbox ------------------------------------------------------------------------
 

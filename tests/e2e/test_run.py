@@ -67,7 +67,7 @@ monitor:
     meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
     assert meta["daemon_stopped_at"]
     rows = dict(db.execute("SELECT name, last_status FROM jobs").fetchall())
-    assert rows == {"tick": "ok", "never-ok": "failed"}
+    assert rows == {"tick": "ok", "never-ok": "failed", "cases": "ok"}
 
 
 def _agent(config: Path) -> subprocess.Popen[str]:

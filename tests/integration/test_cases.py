@@ -231,3 +231,26 @@ monitor:
         server.close()
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+def test_sla_breach_recorded_once_and_exported(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from exporters.metrics import ResultMetrics
+
+    store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}")
+    t = datetime(2026, 11, 27, 10, tzinfo=UTC)
+    case, _ = store.record_failure(failure(at=t, severity=Severity.CRITICAL))
+    assert store.record_breaches(t + timedelta(hours=3)) == []
+    found = store.record_breaches(t + timedelta(hours=5))
+    assert [(c.id, target) for c, target in found] == [(case.id, "response")]
+    assert store.record_breaches(t + timedelta(hours=6)) == []  # once
+    store.acknowledge(case.id, t + timedelta(hours=7), "bob")
+    found = store.record_breaches(t + timedelta(hours=25))
+    assert [target for _, target in found] == ["resolution"]
+    registry = CollectorRegistry()
+    ResultMetrics(registry, "test").watch_cases(store)
+    text = generate_latest(registry).decode()
+    assert 'opsagent_sla_breaches_total{severity="critical",target="response"} 1.0' in text
+    assert 'opsagent_sla_breaches_total{severity="critical",target="resolution"} 1.0' in text
+    assert 'opsagent_cases_open{severity="critical"} 1.0' in text
