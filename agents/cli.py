@@ -818,6 +818,7 @@ def restore_test_plan(ctx: click.Context, config_file: Path | None, as_json: boo
     from agents.config import RestoreTestConfig
     from agents.daemon import next_runs, restore_test_job
     from agents.restore_test.runner import choose_snapshots
+    from agents.units import format_duration
 
     config = load(ctx, config_file)
     plan = config.restore_test or RestoreTestConfig()
@@ -838,15 +839,15 @@ def restore_test_plan(ctx: click.Context, config_file: Path | None, as_json: boo
         ],
         "snapshot_rule": plan.snapshot
         if isinstance(plan.snapshot, str)
-        else f"random within {plan.snapshot.random_within}",
+        else f"random within {format_duration(plan.snapshot.random_within)}",
         "sandbox": {"kind": plan.sandbox.kind, "root": str(plan.sandbox.root)},
         "verify": {
             "sql": len(plan.verify.sql),
             "commands": len(plan.verify.commands),
-            "data_full_every": str(plan.verify.data.full_every),
+            "data_full_every": format_duration(plan.verify.data.full_every),
         },
-        "max_rto": str(plan.max_rto) if plan.max_rto else None,
-        "max_rpo": str(plan.max_rpo) if plan.max_rpo else None,
+        "max_rto": format_duration(plan.max_rto) if plan.max_rto else None,
+        "max_rpo": format_duration(plan.max_rpo) if plan.max_rpo else None,
     }
     if as_json:
         print_json(data)

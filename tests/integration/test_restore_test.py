@@ -413,3 +413,18 @@ backup:
     assert coverages[0] == round(1 / packs, 4)
     later = verify_data(repo, state, policy, now=day + timedelta(days=7 + packs))
     assert later.details["packs"] == 1  # the oldest check comes round again
+
+
+def test_cli_plan_says_what_and_when(pg_database: services.Database, tmp_path: Path) -> None:
+    path = setup(tmp_path, pg_database)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agents", "restore-test", "plan", "--json", "--config", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert [s["source"] for s in plan["snapshots"]] == ["docs", "db"]
+    assert plan["max_rto"] == "1h" and plan["max_rpo"] == "1d2h"
+    when = datetime.fromisoformat(plan["next_run"])
+    assert timedelta(0) < when - datetime.now(UTC) <= timedelta(days=1)
