@@ -28,6 +28,8 @@ from agents.errors import OpsagentError
 from agents.monitor.checks import run_check
 from agents.results import CheckResult, Severity, Status, run_guarded
 from agents.state import StateDB
+from exporters.alertmanager import PATH as INTAKE_PATH
+from exporters.alertmanager import AlertmanagerIntake, intake_app
 from exporters.http import ExporterServer, exporter_app
 from exporters.metrics import ResultMetrics
 
@@ -406,12 +408,15 @@ def start_agent(config: Config, version: str) -> int:
     rules = case_rules(config)
     metrics.watch_cases(rules.store)
     jobs = [*build_jobs(config, state), cases_job(config, rules.store)]
+    intake = AlertmanagerIntake(rules.store, config.cases)
     daemon = Daemon(jobs, state, config.host, sinks=[metrics.observe, rules.observe])
     server = None
     if config.exporter.enabled:
         try:
             server = ExporterServer(
-                config.exporter.host, config.exporter.port, exporter_app(registry, lambda: True)
+                config.exporter.host,
+                config.exporter.port,
+                exporter_app(registry, lambda: True, {INTAKE_PATH: intake_app(intake)}),
             ).start()
         except OSError as exc:
             raise OpsagentError(

@@ -18,12 +18,19 @@ class _QuietHandler(WSGIRequestHandler):
         return
 
 
-def exporter_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> WSGIApp:
-    """Route the exporter's paths; everything else is 404."""
+def exporter_app(
+    registry: CollectorRegistry,
+    ready: Callable[[], bool],
+    routes: dict[str, WSGIApp] | None = None,
+) -> WSGIApp:
+    """Route the exporter's paths (plus `routes`, such as the Alertmanager intake)."""
     metrics = make_wsgi_app(registry)
+    extra = routes or {}
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
+        if path in extra:
+            return extra[path](environ, start_response)
         if path == "/metrics":
             return metrics(environ, start_response)
         if path == "/healthz":
