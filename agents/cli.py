@@ -1020,6 +1020,70 @@ def cases_reopen(
     click.echo(f"#{case_id} reopened")
 
 
+@cases.command("close")
+@config_option
+@click.argument("case_id", type=int)
+@click.option("--by", "actor", default=None)
+@click.pass_context
+def cases_close(
+    ctx: click.Context, config_file: Path | None, case_id: int, actor: str | None
+) -> None:
+    """Close a resolved case (nothing more to do on it)."""
+    case_store(load(ctx, config_file)).close(case_id, datetime.now(UTC), actor)
+    click.echo(f"#{case_id} closed")
+
+
+@cases.command("sla")
+@config_option
+@click.option("--since", default="30d", show_default=True, help="Cases opened in this window.")
+@json_option
+@click.pass_context
+def cases_sla(ctx: click.Context, config_file: Path | None, since: str, as_json: bool) -> None:
+    """Per severity: cases, time to respond and resolve (median, p90), breaches, compliance."""
+    from agents.cases.sla import sla_report
+    from agents.units import format_duration, parse_duration
+
+    config = load(ctx, config_file)
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    store = case_store(config)
+    rows = sla_report(store.cases(), store.breached_cases(), datetime.now(UTC) - window)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title=f"SLA, cases opened in the last {format_duration(window)}")
+    for column in (
+        "severity",
+        "cases",
+        "respond p50",
+        "respond p90",
+        "resolve p50",
+        "resolve p90",
+        "breached",
+        "compliance",
+    ):
+        table.add_column(column)
+
+    def dur(value: float | None) -> str:
+        return "-" if value is None else format_duration(value)
+
+    for row in rows:
+        compliance = row["compliance_percent"]
+        table.add_row(
+            row["severity"],
+            str(row["cases"]),
+            dur(row["respond_median_seconds"]),
+            dur(row["respond_p90_seconds"]),
+            dur(row["resolve_median_seconds"]),
+            dur(row["resolve_p90_seconds"]),
+            str(row["breached"]),
+            "-" if compliance is None else f"{compliance}%",
+        )
+    Console().print(table)
+
+
 @cases.command("due")
 @config_option
 @click.option(

@@ -250,33 +250,51 @@ class _OpenCases:
 
     def describe(self) -> list[Any]:
         return [
-            GaugeMetricFamily(
-                "opsagent_cases_open", "Open cases by severity.", labels=["severity"]
-            ),
-            CounterMetricFamily(
-                "opsagent_sla_breaches", "SLA targets missed.", labels=["severity", "target"]
-            ),
+            GaugeMetricFamily("opsagent_cases_open", "", labels=["severity", "status"]),
+            CounterMetricFamily("opsagent_sla_breaches", "", labels=["severity", "target"]),
+            CounterMetricFamily("opsagent_notifications", "", labels=["notifier", "outcome"]),
+            GaugeMetricFamily("opsagent_notifications_waiting", "", labels=["notifier"]),
         ]
 
     def collect(self) -> Iterator[Any]:
-        family = GaugeMetricFamily(
-            "opsagent_cases_open", "Open cases by severity.", labels=["severity"]
-        )
-        counts = {s.value: 0 for s in Severity}
         try:
             open_cases = self.store.cases(status="open")
+            breach_counts = self.store.breaches()
+            outbox = self.store.outbox_stats()
         except OpsagentError:
             return  # the store is unreachable: no series rather than a failed scrape
+        family = GaugeMetricFamily(
+            "opsagent_cases_open",
+            "Open cases by severity and status.",
+            labels=["severity", "status"],
+        )
+        counts = {(s.value, st): 0 for s in Severity for st in ("open", "acknowledged", "reopened")}
         for case in open_cases:
-            counts[case.severity.value] += 1
-        for severity, count in counts.items():
-            family.add_metric([severity], count)
+            counts[(case.severity.value, case.status)] += 1
+        for (severity, status), count in counts.items():
+            family.add_metric([severity, status], count)
         yield family
         breaches = CounterMetricFamily(
             "opsagent_sla_breaches",
             "SLA targets missed, by severity and target.",
             labels=["severity", "target"],
         )
-        for severity, target, count in self.store.breaches():
+        for severity, target, count in breach_counts:
             breaches.add_metric([severity, target], count)
         yield breaches
+        deliveries = CounterMetricFamily(
+            "opsagent_notifications",
+            "Notifications by notifier and outcome.",
+            labels=["notifier", "outcome"],
+        )
+        backlog = GaugeMetricFamily(
+            "opsagent_notifications_waiting",
+            "Notifications in the outbox not yet delivered.",
+            labels=["notifier"],
+        )
+        for notifier, delivered, failed, waiting in outbox:
+            deliveries.add_metric([notifier, "delivered"], delivered)
+            deliveries.add_metric([notifier, "failed"], failed)
+            backlog.add_metric([notifier], waiting)
+        yield deliveries
+        yield backlog

@@ -15,9 +15,11 @@ one span of business hours, `{response: 4h, business: false}` four hours of wall
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from agents.config import Calendar, CasesConfig, Target
@@ -177,3 +179,43 @@ def _holidays(country: str, subdivision: str | None, year: int) -> frozenset[dat
     import holidays
 
     return frozenset(holidays.country_holidays(country, subdiv=subdivision, years=year))
+
+
+def sla_report(
+    cases: list[Any], breached: dict[int, set[str]], since: datetime
+) -> list[dict[str, Any]]:
+    """Per severity: cases opened since `since`, median and p90 time to respond and to
+    resolve (seconds), cases that missed a target, and compliance (percent that missed none)."""
+    rows = []
+    for severity in Severity:
+        mine = [c for c in cases if c.severity is severity and c.first_seen >= since]
+        respond = sorted(
+            (c.acknowledged_at - c.first_seen).total_seconds() for c in mine if c.acknowledged_at
+        )
+        resolve = sorted(
+            (c.resolved_at - c.first_seen).total_seconds() for c in mine if c.resolved_at
+        )
+        missed = sum(1 for c in mine if breached.get(c.id))
+        rows.append(
+            {
+                "severity": severity.value,
+                "cases": len(mine),
+                "respond_median_seconds": _quantile(respond, 0.5),
+                "respond_p90_seconds": _quantile(respond, 0.9),
+                "resolve_median_seconds": _quantile(resolve, 0.5),
+                "resolve_p90_seconds": _quantile(resolve, 0.9),
+                "breached": missed,
+                "compliance_percent": round(100.0 * (len(mine) - missed) / len(mine), 1)
+                if mine
+                else None,
+            }
+        )
+    return rows
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    """Nearest-rank quantile of sorted values."""
+    if not values:
+        return None
+    rank = max(1, math.ceil(q * len(values)))
+    return round(values[rank - 1], 1)

@@ -337,6 +337,9 @@ class CaseStore:
     def resolve(self, case_id: int, at: datetime, actor: str | None, note: str | None) -> Case:
         return self._transition(case_id, at, "resolved", actor, note, OPEN_STATUSES)
 
+    def close(self, case_id: int, at: datetime, actor: str | None) -> Case:
+        return self._transition(case_id, at, "closed", actor, None, ("resolved",))
+
     def reopen(self, case_id: int, at: datetime, actor: str | None) -> Case:
         return self._transition(case_id, at, "reopened", actor, None, ("resolved", "closed"))
 
@@ -418,6 +421,8 @@ class CaseStore:
                     self._q("UPDATE cases SET status = ?, resolved_at = ? WHERE id = ?"),
                     (status, _iso(at), case_id),
                 )
+            elif status == "closed":
+                db.execute(self._q("UPDATE cases SET status = ? WHERE id = ?"), (status, case_id))
             else:
                 if self.open_conflict(db, case):
                     raise CaseStoreError(
@@ -501,6 +506,17 @@ class CaseStore:
                         found.append((case, target))
         return found
 
+    def breached_cases(self) -> dict[int, set[str]]:
+        """Case ID -> the targets it missed."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT case_id, text FROM case_events WHERE kind = 'sla breached'"
+            ).fetchall()
+        out: dict[int, set[str]] = {}
+        for case_id, target in rows:
+            out.setdefault(int(case_id), set()).add(target)
+        return out
+
     def breaches(self) -> list[tuple[str, str, int]]:
         """(severity, target, count) of every breach recorded."""
         with self._tx() as db:
@@ -559,6 +575,18 @@ class CaseStore:
                 ),
                 (_iso(next_at), error[:500], _iso(at) if permanent else None, item_id),
             )
+
+    def outbox_stats(self) -> list[tuple[str, int, int, int]]:
+        """(notifier, delivered, failed for good, waiting) for every notifier."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT notifier,"
+                " sum(CASE WHEN delivered_at IS NOT NULL THEN 1 ELSE 0 END),"
+                " sum(CASE WHEN failed_at IS NOT NULL THEN 1 ELSE 0 END),"
+                " sum(CASE WHEN delivered_at IS NULL AND failed_at IS NULL THEN 1 ELSE 0 END)"
+                " FROM outbox GROUP BY notifier ORDER BY notifier"
+            ).fetchall()
+        return [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
     def outbox_backlog(self) -> int:
         with self._tx() as db:

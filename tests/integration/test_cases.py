@@ -216,7 +216,7 @@ monitor:
         case = CaseStore(store_url).cases("open")[0]
         assert case.severity is Severity.CRITICAL and "app" in case.title
         body = urllib.request.urlopen(metrics, timeout=2).read().decode()
-        assert 'opsagent_cases_open{severity="critical"} 1.0' in body
+        assert 'opsagent_cases_open{severity="critical",status="open"} 1.0' in body
         server = socket.socket()
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", app_port))
@@ -253,4 +253,4 @@ def test_sla_breach_recorded_once_and_exported(tmp_path: Path) -> None:
     text = generate_latest(registry).decode()
     assert 'opsagent_sla_breaches_total{severity="critical",target="response"} 1.0' in text
     assert 'opsagent_sla_breaches_total{severity="critical",target="resolution"} 1.0' in text
-    assert 'opsagent_cases_open{severity="critical"} 1.0' in text
+    assert 'opsagent_cases_open{severity="critical",status="acknowledged"} 1.0' in text

@@ -123,6 +123,15 @@ def test_each_notification_is_delivered_once_despite_failures(
     assert sent[1] == {"routing_key": "R0UTINGKEY", "event_action": "resolve", "dedup_key": "fp-9"}
     kinds = [e.kind for e in store.events(case.id)]
     assert kinds.count("notified") == 4
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from exporters.metrics import ResultMetrics
+
+    registry = CollectorRegistry()
+    ResultMetrics(registry, "test").watch_cases(store)
+    text = generate_latest(registry).decode()
+    assert 'opsagent_notifications_total{notifier="webhook-0",outcome="delivered"} 2.0' in text
+    assert 'opsagent_notifications_waiting{notifier="pagerduty-1"} 0.0' in text
 
 
 def test_restart_sends_nothing_twice_and_400_is_not_retried(

@@ -147,3 +147,40 @@ def test_cli_cases_due() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert '"response_due": "2026-11-30T17:30:00-05:00"' in proc.stdout
+
+
+def test_sla_report_table() -> None:
+    from types import SimpleNamespace
+
+    from agents.cases.sla import sla_report
+
+    t = datetime(2026, 11, 1, 10, tzinfo=UTC)
+
+    def case(n: int, severity: Severity, ack_h: float | None, res_h: float | None) -> object:
+        return SimpleNamespace(
+            id=n,
+            severity=severity,
+            first_seen=t,
+            acknowledged_at=t + timedelta(hours=ack_h) if ack_h is not None else None,
+            resolved_at=t + timedelta(hours=res_h) if res_h is not None else None,
+        )
+
+    cases = [
+        case(1, Severity.CRITICAL, 1, 10),
+        case(2, Severity.CRITICAL, 2, 20),
+        case(3, Severity.CRITICAL, 5, 30),
+        case(4, Severity.CRITICAL, None, None),
+        case(5, Severity.MINOR, 1, 2),
+    ]
+    rows = {
+        r["severity"]: r
+        for r in sla_report(cases, {3: {"response", "resolution"}}, t - timedelta(days=1))
+    }
+    critical = rows["critical"]
+    assert critical["cases"] == 4 and critical["breached"] == 1
+    assert critical["respond_median_seconds"] == 2 * 3600
+    assert critical["respond_p90_seconds"] == 5 * 3600
+    assert critical["resolve_median_seconds"] == 20 * 3600
+    assert critical["compliance_percent"] == 75.0
+    assert rows["minor"]["compliance_percent"] == 100.0
+    assert rows["major"]["cases"] == 0 and rows["major"]["compliance_percent"] is None
