@@ -83,8 +83,10 @@ class Daemon:
         host: str,
         sinks: Iterable[Sink] = (),
         shutdown_timeout: float = 30.0,
+        on_start: Iterable[Callable[[str], None]] = (),
     ) -> None:
         self.jobs = {job.name: job for job in jobs}
+        self.on_start = list(on_start)
         self.state = state
         self.host = host
         self.sinks = list(sinks)
@@ -187,6 +189,11 @@ class Daemon:
 
     def _run_job_now(self, job: Job) -> None:
         context = JobContext(stop=self.stop_event, emit=self._publish)
+        for hook in self.on_start:
+            try:
+                hook(job.name)
+            except Exception:  # a start hook (heartbeat) never stops the job
+                log.exception("start hook failed for %s", job.name)
         self.state.record_start(job.name, job.kind, datetime.now(UTC))
         result = run_guarded(job.name, job.kind, self.host, job.severity, lambda: job.body(context))
         self.state.record_result(result, keep_history=job.history)
@@ -409,7 +416,16 @@ def start_agent(config: Config, version: str) -> int:
     metrics.watch_cases(rules.store)
     jobs = [*build_jobs(config, state), cases_job(config, rules.store)]
     intake = AlertmanagerIntake(rules.store, config.cases)
-    daemon = Daemon(jobs, state, config.host, sinks=[metrics.observe, rules.observe])
+    from agents.cases.notify import Heartbeats
+
+    beats = Heartbeats(config.cases.notify)
+    daemon = Daemon(
+        jobs,
+        state,
+        config.host,
+        sinks=[metrics.observe, rules.observe, beats.finished],
+        on_start=[beats.started],
+    )
     server = None
     if config.exporter.enabled:
         try:

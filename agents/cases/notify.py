@@ -243,3 +243,29 @@ def _where(url: str) -> str:
     """The endpoint without path or query (webhook paths often carry tokens)."""
     parts = urllib.parse.urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}".rstrip(":")
+
+
+class Heartbeats:
+    """Pings in the style of Healthchecks.io and Cronitor on job start, success and failure
+    (`URL/start`, `URL`, `URL/fail`; `{job}` in the URL is the job's name), so an outside
+    service notices when a host stops running its jobs at all. Failures are logged only."""
+
+    def __init__(self, configs: list[Any]) -> None:
+        self.configs = [c for c in configs if c.kind == "heartbeat"]
+
+    def started(self, job: str) -> None:
+        self._ping(job, "/start")
+
+    def finished(self, result: Any) -> None:
+        self._ping(result.name, "" if result.ok else "/fail")
+
+    def _ping(self, job: str, suffix: str) -> None:
+        for config in self.configs:
+            if job not in config.jobs:
+                continue
+            url = config.url.replace("{job}", job).rstrip("/") + suffix
+            try:
+                with urllib.request.urlopen(url, timeout=config.timeout.total_seconds()):
+                    pass
+            except (urllib.error.URLError, OSError) as exc:
+                log.warning("heartbeat to %s failed: %s", _where(url), getattr(exc, "reason", exc))

@@ -233,3 +233,73 @@ cases:
     assert mail["Subject"] == "[opsagent critical] opened: case #1"
     assert mail["To"] == "oncall@example.com"
     assert "backup failed" in mail.get_payload()
+
+
+def test_heartbeats_on_job_start_success_and_failure(tmp_path: Path) -> None:
+    from datetime import timedelta as td
+
+    from agents.cases.notify import Heartbeats
+    from agents.config import Schedule
+    from agents.daemon import Daemon, Job
+    from agents.results import CheckResult, Status
+    from agents.state import StateDB
+
+    paths: list[str] = []
+
+    class Ping(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            paths.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ping)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = parse_config(
+        f"""
+cases:
+  notify:
+    - {{kind: heartbeat, url: "http://127.0.0.1:{server.server_address[1]}/ping/{{job}}",
+        jobs: [backup, restore_test]}}
+"""
+    )
+    beats = Heartbeats(config.cases.notify)
+    outcomes = iter([Status.OK, Status.FAILED])
+
+    def body(ctx: Any) -> CheckResult:
+        return CheckResult(
+            name="backup", kind="backup", host="h", status=next(outcomes), summary="s"
+        )
+
+    daemon = Daemon(
+        [
+            Job("backup", "backup", Schedule(every=td(hours=1)), body),
+            Job(
+                "web",
+                "http",
+                Schedule(every=td(hours=1)),
+                lambda ctx: CheckResult(
+                    name="web", kind="http", host="h", status=Status.OK, summary="s"
+                ),
+            ),
+        ],
+        StateDB(tmp_path / "state.db"),
+        "h",
+        sinks=[beats.finished],
+        on_start=[beats.started],
+    )
+    for _ in range(2):
+        daemon.launch("backup")
+        assert daemon.wait_idle(10)
+    daemon.launch("web")
+    assert daemon.wait_idle(10)
+    server.shutdown()
+    assert paths == [
+        "/ping/backup/start",
+        "/ping/backup",
+        "/ping/backup/start",
+        "/ping/backup/fail",
+    ]
