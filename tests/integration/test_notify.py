@@ -303,3 +303,36 @@ cases:
         "/ping/backup/start",
         "/ping/backup/fail",
     ]
+
+
+def test_slack_incoming_webhook(tmp_path: Path) -> None:
+    slack = Receiver([429], 200)
+    try:
+        (tmp_path / "slack.url").write_text(slack.url + "\n")
+        config = parse_config(
+            f"cases: {{notify: [{{kind: slack, webhook_url_file: {tmp_path / 'slack.url'}}}]}}"
+        )
+        routes = [
+            (notifier_name(i, c), frozenset(c.severities))
+            for i, c in enumerate(config.cases.notify)
+        ]
+        store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}", routes)
+        dispatcher = Dispatcher(store, build_notifiers(config.cases.notify))
+        t = datetime(2026, 11, 27, 10, tzinfo=UTC)
+        store.record_failure(
+            Failure(
+                "fp-7",
+                "queue stuck",
+                Severity.MODERATE,
+                "command:q",
+                "h1",
+                t,
+                t + timedelta(days=2),
+                t + timedelta(days=10),
+            )
+        )
+        assert dispatcher.run_once(t) == (0, 1)  # 429: retried later
+        assert dispatcher.run_once(t + timedelta(minutes=1)) == (1, 0)
+        assert slack.accepted() == [{"text": "*opened* case #1 [moderate] queue stuck"}]
+    finally:
+        slack.server.shutdown()
