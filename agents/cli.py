@@ -188,6 +188,25 @@ def monitor_checks(ctx: click.Context, config_file: Path | None, as_json: bool) 
     ctx.exit(exit_for(results))
 
 
+@monitor.command("metrics")
+@config_option
+@click.pass_context
+def monitor_metrics(ctx: click.Context, config_file: Path | None) -> None:
+    """Run every check once and print the exposition the exporter would serve."""
+    from prometheus_client import generate_latest
+
+    from agents.daemon import agent_registry
+    from agents.monitor.checks import run_all
+    from exporters.metrics import ResultMetrics
+
+    config = load(ctx, config_file)
+    registry = agent_registry(config, __version__)
+    metrics = ResultMetrics(registry, __version__)
+    for result in run_all(config.monitor.checks, config.host, config.monitor.max_parallel):
+        metrics.observe(result)
+    click.echo(generate_latest(registry).decode(), nl=False)
+
+
 # --- groups whose commands come with their rooms ----------------------------------------
 
 

@@ -407,10 +407,23 @@ def cases_job(config: Config, store: CaseStore) -> Job:
     )
 
 
+def agent_registry(config: Config, version: str) -> CollectorRegistry:
+    """The exporter's registry: host metrics (at scrape time) and the agent's own process."""
+    from prometheus_client import ProcessCollector
+
+    from agents.monitor.host import HostCollector
+
+    registry = CollectorRegistry()
+    if config.monitor.host_metrics:
+        registry.register(HostCollector(config.monitor.pseudo_fs_pattern))
+    ProcessCollector(namespace="opsagent", registry=registry)
+    return registry
+
+
 def start_agent(config: Config, version: str) -> int:
     """`opsagent run`: state, exporter and scheduler wired together; returns the exit code."""
     state = StateDB(config.state_db)
-    registry = CollectorRegistry()
+    registry = agent_registry(config, version)
     metrics = ResultMetrics(registry, version)
     rules = case_rules(config)
     metrics.watch_cases(rules.store)
