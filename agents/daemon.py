@@ -441,17 +441,24 @@ def start_agent(config: Config, version: str) -> int:
     )
     server = None
     if config.exporter.enabled:
+        app = exporter_app(registry, lambda: True, {INTAKE_PATH: intake_app(intake)})
+        tls = None
+        if config.exporter.web_config_file is not None:
+            from exporters.webconfig import load_web_config, ssl_context, with_basic_auth
+
+            web = load_web_config(config.exporter.web_config_file)
+            app = with_basic_auth(app, web.basic_auth_users, open_paths=("/healthz",))
+            tls = ssl_context(web.tls_server_config) if web.tls_server_config else None
         try:
-            server = ExporterServer(
-                config.exporter.host,
-                config.exporter.port,
-                exporter_app(registry, lambda: True, {INTAKE_PATH: intake_app(intake)}),
-            ).start()
+            server = ExporterServer(config.exporter.host, config.exporter.port, app, tls).start()
         except OSError as exc:
             raise OpsagentError(
                 f"exporter cannot listen on {config.exporter.listen}: {exc.strerror or exc}"
             ) from None
-        log.info("exporter listening on http://%s:%d/metrics", config.exporter.host, server.port)
+        scheme = "https" if tls else "http"
+        log.info(
+            "exporter listening on %s://%s:%d/metrics", scheme, config.exporter.host, server.port
+        )
     try:
         return daemon.run(version)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -51,11 +52,18 @@ def exporter_app(
 class ExporterServer:
     """A WSGI server on its own thread; `port` is the bound port (0 picks a free one)."""
 
-    def __init__(self, host: str, port: int, app: WSGIApp) -> None:
+    def __init__(
+        self, host: str, port: int, app: WSGIApp, tls: ssl.SSLContext | None = None
+    ) -> None:
         self._server = make_server(
             host, port, app, server_class=ThreadingWSGIServer, handler_class=_QuietHandler
         )
         self._server.daemon_threads = True
+        if tls is not None:
+            # the handshake happens in each request's thread, never in the accept loop
+            self._server.socket = tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="exporter", daemon=True
         )

@@ -1,0 +1,112 @@
+"""The exporter behind TLS and basic auth, configured with a web-config.yml, as run."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import signal
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import bcrypt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.support import services
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def get(url: str, context: ssl.SSLContext, auth: tuple[str, str] | None) -> int:
+    request = urllib.request.Request(url)
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_tls_and_basic_auth(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    hashed = bcrypt.hashpw(b"scrape-secret", bcrypt.gensalt(rounds=10)).decode()
+    web = tmp_path / "web-config.yml"
+    web.write_text(
+        f"tls_server_config: {{cert_file: {cert}, key_file: {key}}}\n"
+        f"basic_auth_users: {{prometheus: '{hashed}'}}\n"
+    )
+    port = services.free_port()
+    config = tmp_path / "c.yml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        f"exporter: {{listen: '127.0.0.1:{port}', web_config_file: {web}}}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agents", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    context = ssl.create_default_context(cafile=str(cert))
+    url = f"https://127.0.0.1:{port}"
+    try:
+        services.wait_for("https", lambda: get(f"{url}/healthz", context, None) == 200, proc=proc)
+        assert get(f"{url}/metrics", context, None) == 401
+        assert get(f"{url}/metrics", context, ("prometheus", "wrong")) == 401
+        assert get(f"{url}/metrics", context, ("nobody", "scrape-secret")) == 401
+        assert get(f"{url}/metrics", context, ("prometheus", "scrape-secret")) == 200
+        untrusted = ssl.create_default_context()
+        try:
+            get(f"{url}/metrics", untrusted, ("prometheus", "scrape-secret"))
+            raise AssertionError("an untrusted certificate was accepted")
+        except urllib.error.URLError as exc:
+            assert "CERTIFICATE_VERIFY_FAILED" in str(exc.reason)
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            raise AssertionError("plain HTTP was served")
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        assert get(f"{url}/metrics", context, ("prometheus", "scrape-secret")) == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "scrape-secret" not in err
