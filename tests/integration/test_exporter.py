@@ -1,4 +1,4 @@
-"""The exporter behind TLS and basic auth, configured with a web-config.yml, as run."""
+"""The exporter as run: TLS and basic auth from a web-config.yml, a real Prometheus scrape."""
 
 from __future__ import annotations
 
@@ -110,3 +110,54 @@ def test_tls_and_basic_auth(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "scrape-secret" not in err
+
+
+def test_real_prometheus_scrapes_the_agent_and_200_concurrent_scrapes(tmp_path: Path) -> None:
+    import json
+    import urllib.parse
+    from concurrent.futures import ThreadPoolExecutor
+
+    port = services.free_port()
+    config = tmp_path / "c.yml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\nexporter: {{listen: '127.0.0.1:{port}'}}\n"
+        "monitor: {checks: [{name: root, kind: disk, path: /, interval: 1s}]}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agents", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    metrics = f"http://127.0.0.1:{port}/metrics"
+    prom = None
+    try:
+        services.wait_for("agent", lambda: urllib.request.urlopen(metrics, timeout=1), proc=proc)
+        prom = services.start_prometheus(
+            tmp_path / "prom",
+            "global: {scrape_interval: 1s}\nscrape_configs:\n"
+            f"  - job_name: opsagent\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n",
+        )
+
+        def query(expr: str) -> list[dict]:
+            url = f"{prom.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+            return json.load(urllib.request.urlopen(url, timeout=5))["data"]["result"]
+
+        services.wait_for("up == 1", lambda: query('up{job="opsagent"} == 1'), timeout=30)
+        services.wait_for(
+            "a host metric", lambda: query("opsagent_memory_total_bytes > 0"), timeout=30
+        )
+        assert query('opsagent_check_up{check="root"}')[0]["value"][1] == "1"
+
+        def scrape(_: int) -> int:
+            with urllib.request.urlopen(metrics, timeout=30) as response:
+                body = response.read()
+                return response.status if b"opsagent_cpu_seconds_total" in body else 0
+
+        with ThreadPoolExecutor(50) as pool:
+            statuses = list(pool.map(scrape, range(200)))
+        assert statuses == [200] * 200
+    finally:
+        if prom is not None:
+            prom.process.stop()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
