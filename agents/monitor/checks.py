@@ -33,6 +33,8 @@ from agents.config import (
     PostgresCheck,
     ProcessCheck,
     TcpCheck,
+    ValueBounds,
+    resolve_secret,
 )
 from agents.results import CheckResult, Status, run_guarded
 from agents.units import format_duration, format_size
@@ -206,6 +208,86 @@ def process_check(check: ProcessCheck) -> Outcome:
     return Status.OK, f"{count} process(es) running", details
 
 
+def postgres_check(check: PostgresCheck) -> Outcome:
+    import psycopg
+
+    password = resolve_secret(check.password, check.password_file)
+    timeout = check.timeout.total_seconds()
+    start = time.monotonic()
+    try:
+        with psycopg.connect(
+            check.dsn, password=password, connect_timeout=max(1, int(timeout)), autocommit=True
+        ) as conn:
+            conn.execute(f"SET statement_timeout = {int(timeout * 1000)}")
+            row = conn.execute(check.query).fetchone()
+    except psycopg.Error as exc:
+        return Status.FAILED, _db_problem(exc), {}
+    return _compare(row, check.expect, time.monotonic() - start)
+
+
+def mysql_check(check: MysqlCheck) -> Outcome:
+    import pymysql
+
+    password = resolve_secret(check.password, check.password_file)
+    timeout = max(1, int(check.timeout.total_seconds()))
+    kwargs: dict[str, Any] = {
+        "host": check.host,
+        "port": check.port,
+        "user": check.user,
+        "database": check.database,
+        "connect_timeout": timeout,
+        "read_timeout": timeout,
+    }
+    if password is not None:
+        kwargs["password"] = password
+    elif check.option_file is not None:
+        kwargs["read_default_file"] = str(check.option_file)
+    start = time.monotonic()
+    try:
+        with pymysql.connect(**kwargs) as conn, conn.cursor() as cur:
+            cur.execute(check.query)
+            row = cur.fetchone()
+    except pymysql.Error as exc:
+        code = exc.args[0] if exc.args else 0
+        if code == 1045:
+            return Status.FAILED, f'access denied for user "{check.user}"', {}
+        if code in (2002, 2003):
+            return Status.FAILED, f"cannot connect to {check.host}:{check.port}", {}
+        return Status.FAILED, " ".join(str(exc).split())[:200], {}
+    return _compare(row, check.expect, time.monotonic() - start)
+
+
+def _compare(row: Any, expect: ValueBounds | None, seconds: float) -> Outcome:
+    value = row[0] if row else None
+    details = {
+        "value": value if isinstance(value, int | float | str) else str(value),
+        "query_seconds": round(seconds, 4),
+    }
+    if expect is not None:
+        if expect.equals is not None and str(value) != expect.equals:
+            return Status.FAILED, f"query returned {value!r}, expected {expect.equals!r}", details
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            number = None
+        if expect.min_value is not None and (number is None or number < expect.min_value):
+            return Status.FAILED, f"query returned {value!r}, below {expect.min_value:g}", details
+        if expect.max_value is not None and (number is None or number > expect.max_value):
+            return Status.FAILED, f"query returned {value!r}, above {expect.max_value:g}", details
+    return Status.OK, f"query returned {value!r} in {seconds * 1000:.0f}ms", details
+
+
+def _db_problem(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if match := re.search(r'password authentication failed for user "([^"]+)"', text):
+        return f'authentication failed for user "{match.group(1)}"'
+    if "Connection refused" in text:
+        return "connection refused"
+    if "statement timeout" in text or "canceling statement" in text:
+        return "query timed out"
+    return text[:200]
+
+
 def _matching_processes(check: ProcessCheck) -> list[psutil.Process]:
     if check.pidfile is not None:
         try:
@@ -256,4 +338,6 @@ _BODIES: dict[str, Callable[[Any], Outcome]] = {
     "http": http_check,
     "file_age": file_age_check,
     "process": process_check,
+    "postgres": postgres_check,
+    "mysql": mysql_check,
 }

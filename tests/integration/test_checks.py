@@ -1,0 +1,136 @@
+"""Health checks against real targets that the test starts and then breaks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+from agents.config import parse_config
+from agents.monitor.checks import run_check
+from agents.results import Status
+from tests.support import services
+
+
+def check(text: str) -> Any:
+    return parse_config(f"monitor: {{checks: [{text}]}}").monitor.checks[0]
+
+
+class Scripted(BaseHTTPRequestHandler):
+    mode: ClassVar[str] = "ok"
+
+    def do_GET(self) -> None:
+        if self.mode == "hang":
+            time.sleep(3)
+        code = 500 if self.mode == "error" else 200
+        body = b'{"status": "ok"}' if code == 200 else b"boom"
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+def test_http_ok_500_and_hang() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/health"
+    http = check(f"{{name: web, kind: http, url: '{url}', body_regex: '\"ok\"', timeout: 1s}}")
+    try:
+        Scripted.mode = "ok"
+        assert run_check(http, "h").status is Status.OK
+        Scripted.mode = "error"
+        failed = run_check(http, "h")
+        assert failed.status is Status.FAILED and failed.summary == f"{url}: HTTP 500"
+        Scripted.mode = "hang"
+        started = time.monotonic()
+        hung = run_check(http, "h")
+        assert hung.status is Status.FAILED and hung.summary == f"{url}: timed out"
+        assert time.monotonic() - started < 2.5
+    finally:
+        server.shutdown()
+
+
+def test_tcp_process_file_age_command_disk(tmp_path: Path) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    tcp = check(f"{{name: port, kind: tcp, host: 127.0.0.1, port: {port}}}")
+    assert run_check(tcp, "h").status is Status.OK
+    listener.close()
+    closed = run_check(tcp, "h")
+    assert closed.status is Status.FAILED
+    assert closed.summary == f"127.0.0.1:{port}: Connection refused"
+
+    sleeper = subprocess.Popen(["sleep", "300"])
+    pidfile = tmp_path / "app.pid"
+    pidfile.write_text(str(sleeper.pid))
+    proc_check = check(f"{{name: app, kind: process, pidfile: {pidfile}}}")
+    assert run_check(proc_check, "h").status is Status.OK
+    sleeper.kill()
+    sleeper.wait()
+    gone = run_check(proc_check, "h")
+    assert gone.status is Status.FAILED
+    assert gone.summary == "0 process(es) running, expected at least 1"
+
+    stale = tmp_path / "export.csv"
+    stale.write_text("x")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    age = check(f"{{name: export, kind: file_age, glob: '{tmp_path}/*.csv', max_age: 1h}}")
+    result = run_check(age, "h")
+    assert result.status is Status.FAILED and "is 2h old, over 1h" in result.summary
+    stale.touch()
+    assert run_check(age, "h").status is Status.OK
+
+    slow = check("{name: slow, kind: command, command: [sleep, '5'], timeout: 1s}")
+    assert run_check(slow, "h").summary == "timed out after 1s"
+    disk = check("{name: root, kind: disk, path: /, min_free_percent: 100}")
+    full = run_check(disk, "h")
+    assert full.status is Status.FAILED and "below 100%" in full.summary
+
+
+def test_postgres_and_mysql_checks(pg_database: services.Database, tmp_path: Path) -> None:
+    pg = check(
+        f"{{name: db, kind: postgres, dsn: '{pg_database.dsn}',"
+        " query: 'select 41 + 1', expect: {max_value: 50}}"
+    )
+    assert run_check(pg, "h").status is Status.OK
+    bound = check(
+        f"{{name: db, kind: postgres, dsn: '{pg_database.dsn}',"
+        " query: 'select 99', expect: {max_value: 50}}"
+    )
+    assert run_check(bound, "h").summary == "query returned 99, above 50"
+    port = services.free_port()
+    down = check(f"{{name: db, kind: postgres, dsn: 'postgresql://postgres@127.0.0.1:{port}/x'}}")
+    assert run_check(down, "h").summary == "connection refused"
+    cluster = services.start_password_cluster()
+    try:
+        secret = tmp_path / "pw"
+        secret.write_text("wrong\n")
+        wrong = check(
+            f"{{name: db, kind: postgres, dsn: '{cluster.dsn}', password_file: {secret}}}"
+        )
+        assert run_check(wrong, "h").summary == 'authentication failed for user "postgres"'
+    finally:
+        cluster.stop()
+
+    my = check(
+        f"{{name: shop, kind: mysql, host: {services.MYSQL_HOST},"
+        f" port: {services.MYSQL_PORT}, query: 'select 1', expect: {{equals: '1'}}}}"
+    )
+    assert run_check(my, "h").status is Status.OK
+    secret = tmp_path / "mypw"
+    secret.write_text("definitely-wrong\n")
+    denied = check(
+        f"{{name: shop, kind: mysql, host: {services.MYSQL_HOST},"
+        f" port: {services.MYSQL_PORT}, user: nobody_here, password_file: {secret}}}"
+    )
+    assert run_check(denied, "h").summary == 'access denied for user "nobody_here"'
