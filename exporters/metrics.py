@@ -39,6 +39,19 @@ class ResultMetrics:
             ["check"],
             registry=registry,
         )
+        self.check_failures = Gauge(
+            "opsagent_check_consecutive_failures",
+            "Failed runs of the check in a row (0 after a pass).",
+            ["check"],
+            registry=registry,
+        )
+        self.check_cert_days = Gauge(
+            "opsagent_check_certificate_days_left",
+            "Days until the TLS certificate an http check saw expires.",
+            ["check"],
+            registry=registry,
+        )
+        self._failures: dict[str, int] = {}
         self.check_last_run = Gauge(
             "opsagent_check_last_run_timestamp_seconds",
             "When the check last ran (Unix time).",
@@ -211,6 +224,11 @@ class ResultMetrics:
         self.check_up.labels(result.name, result.kind).set(1 if result.ok else 0)
         self.check_duration.labels(result.name).set(result.duration_seconds)
         self.check_last_run.labels(result.name).set(finished)
+        streak = 0 if result.ok else self._failures.get(result.name, 0) + 1
+        self._failures[result.name] = streak
+        self.check_failures.labels(result.name).set(streak)
+        if "cert_days_left" in result.details:
+            self.check_cert_days.labels(result.name).set(result.details["cert_days_left"])
 
     def _observe_backup_source(self, result: CheckResult, finished: float) -> None:
         source = str(result.details.get("source", result.name))

@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -162,7 +163,18 @@ def http_check(check: HttpCheck) -> Outcome:
         text = _oserror(reason) if isinstance(reason, OSError) else str(reason)
         return Status.FAILED, f"{check.url}: {text}", {}
     latency = time.monotonic() - start
-    details = {"status_code": status, "latency_seconds": round(latency, 4)}
+    details: dict[str, Any] = {"status_code": status, "latency_seconds": round(latency, 4)}
+    if check.url.startswith("https://"):
+        days = _certificate_days_left(check.url, context, timeout)
+        if days is not None:
+            details["cert_days_left"] = round(days, 2)
+            if days < check.cert_min_days:
+                return (
+                    Status.FAILED,
+                    f"{check.url}: certificate expires in {days:.1f} days,"
+                    f" under {check.cert_min_days}",
+                    details,
+                )
     if status not in check.expect_status:
         return Status.FAILED, f"{check.url}: HTTP {status}", details
     if check.body_regex and not re.search(check.body_regex, body.decode(errors="replace")):
@@ -306,6 +318,26 @@ def _matching_processes(check: ProcessCheck) -> list[psutil.Process]:
         elif proc.info["name"] == check.process_name:
             found.append(proc)
     return found
+
+
+def _certificate_days_left(url: str, context: ssl.SSLContext, timeout: float) -> float | None:
+    """Days until the server certificate expires (None when it cannot be read)."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 443
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except OSError:
+        return None
+    if not der:
+        return None
+    from cryptography import x509
+
+    expires = x509.load_der_x509_certificate(der).not_valid_after_utc
+    return (expires.timestamp() - time.time()) / 86400
 
 
 def _read_until(sock: socket.socket, marker: bytes, timeout: float) -> bytes:

@@ -134,3 +134,32 @@ def test_postgres_and_mysql_checks(pg_database: services.Database, tmp_path: Pat
         f" port: {services.MYSQL_PORT}, user: nobody_here, password_file: {secret}}}"
     )
     assert run_check(denied, "h").summary == 'access denied for user "nobody_here"'
+
+
+def test_certificate_expiring_in_three_days(tmp_path: Path) -> None:
+    import ssl
+
+    from tests.integration.test_exporter import self_signed
+
+    cert, key = self_signed(tmp_path, days=3)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Scripted.mode = "ok"
+    url = f"https://127.0.0.1:{server.server_address[1]}/"
+    try:
+        https = check(
+            f"{{name: tls, kind: http, url: '{url}', ca_file: {cert}, cert_min_days: 14}}"
+        )
+        result = run_check(https, "h")
+        assert result.status is Status.FAILED
+        assert result.summary == f"{url}: certificate expires in 3.0 days, under 14"
+        assert 2.9 < result.details["cert_days_left"] <= 3.0
+        relaxed = check(
+            f"{{name: tls, kind: http, url: '{url}', ca_file: {cert}, cert_min_days: 2}}"
+        )
+        assert run_check(relaxed, "h").status is Status.OK
+    finally:
+        server.shutdown()
