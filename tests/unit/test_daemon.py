@@ -180,3 +180,31 @@ def test_next_runs_in_time_zone() -> None:
     local = when.astimezone(ZoneInfo("America/Toronto"))
     assert (local.hour, local.minute) == (2, 0)
     assert timedelta(0) < when - datetime.now(UTC) <= timedelta(days=1)
+
+
+def test_job_freshness_fails_a_stale_backup(tmp_path: Path) -> None:
+    from agents.daemon import freshness_job
+
+    state = StateDB(tmp_path / "state.db")
+    backup = Job("backup", "backup", Schedule(daily_at="02:00"), lambda ctx: ok_result("b"))
+    check = freshness_job(backup, state, "h")
+    context = JobContext(stop=threading.Event(), emit=lambda r: None)
+    assert check.body(context).summary == "not due yet"
+
+    def success(hours_ago: float) -> CheckResult:
+        when = datetime.now(UTC) - timedelta(hours=hours_ago)
+        return CheckResult(
+            name="backup", kind="backup", host="h", status=Status.OK, summary="ok", started_at=when
+        )
+
+    state.record_result(success(2))
+    fresh = check.body(context)
+    assert fresh.ok and fresh.summary.startswith("last success 2h")
+    state.record_result(success(30))
+    # a newer failure does not count as a success
+    state.record_result(
+        CheckResult(name="backup", kind="backup", host="h", status=Status.FAILED, summary="no")
+    )
+    stale = check.body(context)
+    assert stale.status is Status.FAILED and stale.severity.value == "critical"
+    assert stale.summary.startswith("last success 1d6h") and stale.summary.endswith("over 1d1h")
