@@ -389,6 +389,36 @@ def freshness_job(watched: Job, state: StateDB, host: str) -> Job:
     )
 
 
+def textfile_job(config: Config, registry: CollectorRegistry) -> Job | None:
+    """Write the exposition atomically to a .prom file for node_exporter's textfile collector."""
+    target = config.exporter.textfile
+    if target is None:
+        return None
+    from prometheus_client import write_to_textfile
+
+    def body(ctx: JobContext) -> CheckResult:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_to_textfile(str(target), registry)  # temp file + rename: never half written
+        return CheckResult(
+            name="textfile",
+            kind="textfile",
+            host=config.host,
+            status=Status.OK,
+            severity=Severity.MINOR,
+            summary=str(target),
+        )
+
+    return Job(
+        name="textfile",
+        kind="textfile",
+        schedule=Schedule(every=timedelta(seconds=15)),
+        body=body,
+        severity=Severity.MINOR,
+        run_at_start=True,
+        history=False,
+    )
+
+
 def build_jobs(config: Config, state: StateDB | None = None) -> list[Job]:
     """Every job the config declares: health checks, then the scheduled jobs."""
     jobs = check_jobs(config)
@@ -461,11 +491,11 @@ def agent_registry(config: Config, version: str) -> CollectorRegistry:
     """The exporter's registry: host metrics (at scrape time) and the agent's own process."""
     from prometheus_client import ProcessCollector
 
-    from agents.monitor.host import HostCollector
+    from agents.monitor.host import HostCollector, SharedCollection
 
     registry = CollectorRegistry()
     if config.monitor.host_metrics:
-        registry.register(HostCollector(config.monitor.pseudo_fs_pattern))
+        registry.register(SharedCollection(HostCollector(config.monitor.pseudo_fs_pattern)))
     ProcessCollector(namespace="opsagent", registry=registry)
     return registry
 
@@ -478,6 +508,9 @@ def start_agent(config: Config, version: str) -> int:
     rules = case_rules(config)
     metrics.watch_cases(rules.store)
     jobs = [*build_jobs(config, state), cases_job(config, rules.store)]
+    textfile = textfile_job(config, registry)
+    if textfile is not None:
+        jobs.append(textfile)
     intake = AlertmanagerIntake(rules.store, config.cases)
     from agents.cases.notify import Heartbeats
 

@@ -108,3 +108,61 @@ def test_monitor_metrics_passes_promtool(repo_root: Path) -> None:
         ["promtool", "check", "metrics"], input=out.stdout, capture_output=True, text=True
     )
     assert lint.returncode == 0 and lint.stdout == "" and lint.stderr == "", lint.stdout
+
+
+def test_concurrent_scrapes_share_one_collection() -> None:
+    import threading
+    import time
+
+    from agents.monitor.host import SharedCollection
+
+    calls = 0
+
+    class Slow:
+        def collect(self):  # type: ignore[no-untyped-def]
+            nonlocal calls
+            calls += 1
+            time.sleep(0.3)
+            yield from ()
+
+    registry = CollectorRegistry()
+    registry.register(SharedCollection(Slow(), max_age=1.0))  # type: ignore[arg-type]
+    threads = [threading.Thread(target=generate_latest, args=(registry,)) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == 1
+
+
+def test_textfile_output(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from tests.support import services
+
+    target = tmp_path / "textfile" / "opsagent.prom"
+    config = tmp_path / "c.yml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        f"exporter: {{enabled: false, textfile: {target}}}\n"
+        "monitor: {checks: [{name: root, kind: disk, path: /}]}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agents", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        services.wait_for("the textfile", target.exists, timeout=15, proc=proc)
+        time.sleep(0.2)
+        text = target.read_text()
+        assert "opsagent_cpu_seconds_total" in text
+        assert list(target.parent.iterdir()) == [target]  # no temporary file left beside it
+        lint = subprocess.run(
+            ["promtool", "check", "metrics"], input=text, capture_output=True, text=True
+        )
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
