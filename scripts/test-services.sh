@@ -17,6 +17,7 @@ have amtool || missing+=(prometheus-alertmanager)
 have pg_dump || missing+=(postgresql-client)
 have mariadb-dump || missing+=(mariadb-client)
 have restic || missing+=(restic)
+have prometheus-node-exporter || missing+=(prometheus-node-exporter)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
