@@ -51,6 +51,26 @@ class ResultMetrics:
             ["check"],
             registry=registry,
         )
+        self.check_detail = {
+            "hours_to_full": Gauge(
+                "opsagent_check_disk_hours_to_full",
+                "Hours until the disk is full at the current rate (linear forecast).",
+                ["check"],
+                registry=registry,
+            ),
+            "cpu_seconds": Gauge(
+                "opsagent_check_process_cpu_seconds",
+                "CPU time used by the processes a process check matched.",
+                ["check"],
+                registry=registry,
+            ),
+            "rss_bytes": Gauge(
+                "opsagent_check_process_resident_memory_bytes",
+                "Resident memory of the processes a process check matched.",
+                ["check"],
+                registry=registry,
+            ),
+        }
         self._failures: dict[str, int] = {}
         self.check_last_run = Gauge(
             "opsagent_check_last_run_timestamp_seconds",
@@ -229,6 +249,9 @@ class ResultMetrics:
         self.check_failures.labels(result.name).set(streak)
         if "cert_days_left" in result.details:
             self.check_cert_days.labels(result.name).set(result.details["cert_days_left"])
+        for key, gauge in self.check_detail.items():
+            if key in result.details:
+                gauge.labels(result.name).set(result.details[key])
 
     def _observe_backup_source(self, result: CheckResult, finished: float) -> None:
         source = str(result.details.get("source", result.name))

@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -88,9 +89,42 @@ def disk_check(check: DiskCheck) -> Outcome:
         problems.append(
             f"{format_size(usage.free)} free, below {format_size(check.min_free_bytes)}"
         )
+    hours = _hours_to_full(check.name, usage.free)
+    if hours is not None:
+        details["hours_to_full"] = round(hours, 2)
+        if check.min_hours_to_full is not None and hours < check.min_hours_to_full:
+            problems.append(
+                f"full in {format_duration(hours * 3600)} at the current rate,"
+                f" under {check.min_hours_to_full:g}h"
+            )
     if problems:
         return Status.FAILED, f"{check.path}: " + "; ".join(problems), details
     return Status.OK, f"{check.path}: {free_percent:.1f}% free", details
+
+
+_DISK_SAMPLES: dict[str, deque[tuple[float, int]]] = {}
+_DISK_WINDOW = 6 * 3600
+
+
+def _hours_to_full(name: str, free: int, now: float | None = None) -> float | None:
+    """A linear forecast over the last hours of free-space samples (least squares);
+    None while there are too few samples or the disk is not filling."""
+    now = time.time() if now is None else now
+    samples = _DISK_SAMPLES.setdefault(name, deque(maxlen=720))
+    samples.append((now, free))
+    while samples and now - samples[0][0] > _DISK_WINDOW:
+        samples.popleft()
+    if len(samples) < 3:
+        return None
+    mean_t = sum(t for t, _ in samples) / len(samples)
+    mean_f = sum(f for _, f in samples) / len(samples)
+    spread = sum((t - mean_t) ** 2 for t, _ in samples)
+    if spread == 0:
+        return None
+    slope = sum((t - mean_t) * (f - mean_f) for t, f in samples) / spread
+    if slope >= 0:
+        return None
+    return free / -slope / 3600
 
 
 def command_check(check: CommandCheck) -> Outcome:
@@ -204,7 +238,20 @@ def file_age_check(check: FileAgeCheck) -> Outcome:
 def process_check(check: ProcessCheck) -> Outcome:
     matched = _matching_processes(check)
     count = len(matched)
-    details = {"count": count, "pids": [p.pid for p in matched][:50]}
+    cpu = rss = 0.0
+    for proc in matched:
+        try:
+            times = proc.cpu_times()
+            cpu += times.user + times.system
+            rss += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    details = {
+        "count": count,
+        "pids": [p.pid for p in matched][:50],
+        "cpu_seconds": round(cpu, 2),
+        "rss_bytes": int(rss),
+    }
     if count < check.min_count:
         return (
             Status.FAILED,

@@ -163,3 +163,36 @@ def test_certificate_expiring_in_three_days(tmp_path: Path) -> None:
         assert run_check(relaxed, "h").status is Status.OK
     finally:
         server.shutdown()
+
+
+def test_disk_forecast_on_a_filling_tmpfs(tmp_path: Path) -> None:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
+    try:
+        disk = check(f"{{name: fill, kind: disk, path: {mount}, min_hours_to_full: 24}}")
+        first = run_check(disk, "h")
+        assert first.ok and "hours_to_full" not in first.details  # one sample: no forecast
+        results = []
+        for i in range(3):
+            (mount / f"chunk{i}").write_bytes(b"x" * 2**20)
+            time.sleep(0.2)
+            results.append(run_check(disk, "h"))
+        last = results[-1]
+        assert last.status is Status.FAILED
+        assert "at the current rate, under 24h" in last.summary
+        assert last.details["hours_to_full"] < 1
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_process_cpu_and_memory_are_reported() -> None:
+    sleeper = subprocess.Popen(["sleep", "300"])
+    try:
+        proc_check = check("{name: sleepers, kind: process, cmdline_regex: '^sleep 300$'}")
+        result = run_check(proc_check, "h")
+        assert result.ok and result.details["count"] >= 1
+        assert result.details["rss_bytes"] > 0
+    finally:
+        sleeper.kill()
+        sleeper.wait()
