@@ -85,6 +85,7 @@ class Daemon:
         sinks: Iterable[Sink] = (),
         shutdown_timeout: float = 30.0,
         on_start: Iterable[Callable[[str], None]] = (),
+        limits: dict[str, int] | None = None,
     ) -> None:
         self.jobs = {job.name: job for job in jobs}
         self.on_start = list(on_start)
@@ -96,7 +97,13 @@ class Daemon:
         self._scheduler = schedule_lib.Scheduler()
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
-        self._resources = {j.resource: threading.Lock() for j in self.jobs.values() if j.resource}
+        # a resource admits one job at a time, or `limits[name]` (the checks' bounded pool)
+        limits = limits or {}
+        self._resources: dict[str, threading.Semaphore] = {
+            j.resource: threading.BoundedSemaphore(limits.get(j.resource, 1))
+            for j in self.jobs.values()
+            if j.resource
+        }
         self.skipped: dict[str, int] = {name: 0 for name in self.jobs}
 
     # --- public ------------------------------------------------------------------------
@@ -269,6 +276,7 @@ def check_jobs(config: Config) -> list[Job]:
                 severity=check.severity,
                 run_at_start=True,
                 history=False,
+                resource="checks",
             )
         )
     return jobs
@@ -521,6 +529,7 @@ def start_agent(config: Config, version: str) -> int:
         config.host,
         sinks=[metrics.observe, rules.observe, beats.finished],
         on_start=[beats.started],
+        limits={"checks": config.monitor.max_parallel},
     )
     server = None
     if config.exporter.enabled:

@@ -208,3 +208,27 @@ def test_job_freshness_fails_a_stale_backup(tmp_path: Path) -> None:
     stale = check.body(context)
     assert stale.status is Status.FAILED and stale.severity.value == "critical"
     assert stale.summary.startswith("last success 1d6h") and stale.summary.endswith("over 1d1h")
+
+
+def test_checks_share_a_bounded_pool(tmp_path: Path) -> None:
+    active = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def body(ctx: JobContext) -> CheckResult:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.3)
+        with lock:
+            active -= 1
+        return ok_result("c")
+
+    every = Schedule(every=timedelta(seconds=30))
+    jobs = [Job(f"c{i}", "disk", every, body, resource="checks") for i in range(8)]
+    daemon = Daemon(jobs, StateDB(tmp_path / "state.db"), "h", limits={"checks": 3})
+    for job in jobs:
+        daemon.launch(job.name)
+    assert daemon.wait_idle(10)
+    assert peak == 3
