@@ -441,18 +441,13 @@ def build_jobs(config: Config, state: StateDB | None = None) -> list[Job]:
 
 def case_rules(config: Config) -> CaseRules:
     """The case sink, with each check's flapping thresholds and the outbox's notifiers."""
-    from agents.cases.notify import build_notifiers, notifier_name
+    from agents.cases.notify import notifier_routes
 
     thresholds = {
         c.name: Thresholds(c.failures_before_alert, c.recovery_threshold)
         for c in config.monitor.checks
     }
-    names = build_notifiers(config.cases.notify)
-    routes = [
-        (notifier_name(i, c), frozenset(c.severities))
-        for i, c in enumerate(config.cases.notify)
-        if notifier_name(i, c) in names
-    ]
+    routes = notifier_routes(config.cases.notify)
     return CaseRules(CaseStore(config.cases_store, routes), config.cases, thresholds)
 
 

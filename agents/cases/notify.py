@@ -221,6 +221,16 @@ def notifier_name(index: int, config: Any) -> str:
     return f"{config.kind}-{index}"
 
 
+def notifier_routes(configs: list[Any]) -> list[tuple[str, frozenset[Severity]]]:
+    """(name, severities) of each outbox notifier: what the case store writes rows for."""
+    delivered = build_notifiers(configs)
+    return [
+        (notifier_name(i, c), frozenset(c.severities))
+        for i, c in enumerate(configs)
+        if notifier_name(i, c) in delivered
+    ]
+
+
 def _post(
     url: str, body: bytes, headers: dict[str, str], timeout: float, ok: tuple[int, int]
 ) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agents.cases.notify import Dispatcher, build_notifiers, notifier_name
+from agents.cases.notify import Dispatcher, build_notifiers, notifier_routes
 from agents.cases.store import CaseStore, Failure
 from agents.config import parse_config
 from agents.results import Severity
@@ -75,9 +75,7 @@ cases:
 """
     )
     notifiers = build_notifiers(config.cases.notify)
-    routes = [
-        (notifier_name(i, c), frozenset(c.severities)) for i, c in enumerate(config.cases.notify)
-    ]
+    routes = notifier_routes(config.cases.notify)
     store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}", routes)
     return store, Dispatcher(store, notifiers)
 
@@ -206,10 +204,7 @@ cases:
         to: [oncall@example.com], starttls: false, severities: [critical]}}
 """
         )
-        routes = [
-            (notifier_name(i, c), frozenset(c.severities))
-            for i, c in enumerate(config.cases.notify)
-        ]
+        routes = notifier_routes(config.cases.notify)
         store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}", routes)
         dispatcher = Dispatcher(store, build_notifiers(config.cases.notify))
         t = datetime(2026, 11, 27, 10, tzinfo=UTC)
@@ -312,10 +307,7 @@ def test_slack_incoming_webhook(tmp_path: Path) -> None:
         config = parse_config(
             f"cases: {{notify: [{{kind: slack, webhook_url_file: {tmp_path / 'slack.url'}}}]}}"
         )
-        routes = [
-            (notifier_name(i, c), frozenset(c.severities))
-            for i, c in enumerate(config.cases.notify)
-        ]
+        routes = notifier_routes(config.cases.notify)
         store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}", routes)
         dispatcher = Dispatcher(store, build_notifiers(config.cases.notify))
         t = datetime(2026, 11, 27, 10, tzinfo=UTC)
