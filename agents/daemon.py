@@ -530,12 +530,19 @@ def start_agent(config: Config, version: str) -> int:
     if config.exporter.enabled:
         app = exporter_app(registry, lambda: True, {INTAKE_PATH: intake_app(intake)})
         tls = None
+        web = None
         if config.exporter.web_config_file is not None:
             from exporters.webconfig import load_web_config, ssl_context, with_basic_auth
 
             web = load_web_config(config.exporter.web_config_file)
             app = with_basic_auth(app, web.basic_auth_users, open_paths=("/healthz",))
             tls = ssl_context(web.tls_server_config) if web.tls_server_config else None
+        if not _loopback(config.exporter.host) and not (web and web.basic_auth_users):
+            raise OpsagentError(
+                f"exporter listens on {config.exporter.listen}, beyond loopback, without basic"
+                " auth: anyone could open cases through the Alertmanager intake; set"
+                " basic_auth_users in exporter.web_config_file or listen on 127.0.0.1"
+            )
         try:
             server = ExporterServer(config.exporter.host, config.exporter.port, app, tls).start()
         except OSError as exc:
@@ -551,3 +558,14 @@ def start_agent(config: Config, version: str) -> int:
     finally:
         if server is not None:
             server.stop()
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

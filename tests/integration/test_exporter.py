@@ -161,3 +161,22 @@ def test_real_prometheus_scrapes_the_agent_and_200_concurrent_scrapes(tmp_path: 
             prom.process.stop()
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
+
+
+def test_refuses_an_open_intake_beyond_loopback(tmp_path: Path) -> None:
+    port = services.free_port()
+    config = tmp_path / "c.yml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\nexporter: {{listen: '0.0.0.0:{port}'}}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "agents", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 3
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"opsagent: exporter listens on 0.0.0.0:{port}, beyond loopback, without basic auth:"
+        " anyone could open cases through the Alertmanager intake; set basic_auth_users in"
+        " exporter.web_config_file or listen on 127.0.0.1"
+    )
+    assert "Traceback" not in proc.stderr
