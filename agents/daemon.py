@@ -286,13 +286,19 @@ def backup_job(config: Config) -> Job | None:
     """The daily backup of every source; caught up at start when stale."""
     if config.backup is None or config.backup.schedule is None or not config.backup.sources:
         return None
-    from agents.backup.runner import run_backup, run_forget
+    from agents.backup.runner import open_repository, run_backup, run_forget
 
     def body(ctx: JobContext) -> CheckResult:
-        result = run_backup(config, emit=ctx.emit, should_stop=lambda: ctx.stopping)
-        if result.ok and config.backup is not None and config.backup.retention is not None:
+        assert config.backup is not None
+        repo = open_repository(config.backup)  # once for backup and forget: the key costs
+        result = run_backup(config, emit=ctx.emit, should_stop=lambda: ctx.stopping, repo=repo)
+        if result.ok and config.backup.retention is not None:
             forgotten = run_guarded(
-                "forget", "forget", config.host, Severity.MAJOR, lambda: run_forget(config)[0]
+                "forget",
+                "forget",
+                config.host,
+                Severity.MAJOR,
+                lambda: run_forget(config, repo=repo)[0],
             )
             ctx.emit(forgotten)
         return result

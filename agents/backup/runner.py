@@ -65,8 +65,12 @@ def run_backup(
     emit: Emit = lambda r: None,
     should_stop: Callable[[], bool] = lambda: False,
     progress: ProgressFn | None = None,
+    repo: Repository | None = None,
 ) -> CheckResult:
-    """Back up the configured sources (or `only` those); returns the run's result."""
+    """Back up the configured sources (or `only` those); returns the run's result.
+
+    `repo` is an already opened repository (the daemon opens one for backup and forget:
+    unlocking the key is the costly part of opening)."""
     cfg = config.backup
     if cfg is None:
         raise BackupError("no backup section in the config")
@@ -78,7 +82,7 @@ def run_backup(
         raise BackupError("no backup sources configured")
     started_at = datetime.now(UTC)
     start = time.monotonic()
-    repo = open_repository(cfg)
+    repo = repo or open_repository(cfg)
     results: list[CheckResult] = []
     with repo.lock(exclusive=False):
         repo.load_index()
@@ -299,7 +303,9 @@ def _source_paths(source: Any) -> tuple[str, ...]:
     return ()
 
 
-def run_forget(config: Config, dry_run: bool = False) -> tuple[CheckResult, Any]:
+def run_forget(
+    config: Config, dry_run: bool = False, repo: Repository | None = None
+) -> tuple[CheckResult, Any]:
     """Apply the retention policy; the result and the report (decisions per snapshot)."""
     from agents.backup.maintenance import forget
 
@@ -309,7 +315,7 @@ def run_forget(config: Config, dry_run: bool = False) -> tuple[CheckResult, Any]
     started_at = datetime.now(UTC)
     start = time.monotonic()
     report = forget(
-        open_repository(cfg),
+        repo or open_repository(cfg),
         cfg.retention,
         dry_run,
         delete_old_versions=cfg.prune.delete_old_versions,
