@@ -7,6 +7,7 @@ Every listing takes `--json`. Errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ from agents import __version__
 from agents.config import BackupConfig, Config, ConfigError, config_path, load_config
 from agents.errors import OpsagentError
 from agents.logs import setup_logging
-from agents.results import CheckResult, Severity, Status
+from agents.results import CheckResult, Severity, Status, run_guarded
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
 
@@ -120,6 +121,25 @@ def results_table(results: list[CheckResult], title: str) -> Table:
 
 def exit_for(results: list[CheckResult]) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def record_outcome(config: Config, results: list[CheckResult]) -> None:
+    """Store a command's job results as the daemon would: in the state database, in the
+    cases (a failed backup run from a systemd timer opens its case too), and in the
+    textfile for node_exporter when `exporter.textfile` is set."""
+    from agents.daemon import case_rules, write_textfile
+    from agents.state import StateDB
+
+    state = StateDB(config.state_db)
+    rules = case_rules(config)
+    for result in results:
+        state.record_result(result)
+        try:
+            rules.observe(result)
+        except OpsagentError as exc:  # the outcome stands even when the store is down
+            logging.getLogger("opsagent").warning("case store: %s", exc)
+    if config.exporter.textfile is not None:
+        write_textfile(config, state)
 
 
 # --- run --------------------------------------------------------------------------------
@@ -291,14 +311,24 @@ def backup_run(
     at = _parse_time(when) if when else None
     results: list[CheckResult] = []
     with progress_bar("backup", enabled=not as_json) as advance:
-        run = run_backup(
-            config,
-            only=list(sources) or None,
-            tags=list(tags),
-            when=at,
-            emit=results.append,
-            progress=advance,
+        run = run_guarded(
+            "backup",
+            "backup",
+            config.host,
+            Severity.CRITICAL,
+            lambda: run_backup(
+                config,
+                only=list(sources) or None,
+                tags=list(tags),
+                when=at,
+                emit=results.append,
+                progress=advance,
+            ),
         )
+    if at is None:  # a back-dated import is not the scheduled backup
+        record_outcome(config, [*results, run])
+    if run.status is Status.ERROR and not results:
+        raise OpsagentError(run.summary)  # nothing ran (no repository, bad key): one line
     if as_json:
         print_json({"run": run.to_dict(), "sources": [r.to_dict() for r in results]})
     else:
@@ -448,6 +478,8 @@ def backup_forget(
 
     config = load(ctx, config_file)
     result, report = run_forget(config, dry_run)
+    if not dry_run:
+        record_outcome(config, [result])
     rows = [
         {
             "id": d.snapshot.id,
@@ -498,6 +530,8 @@ def backup_prune(
     config = load(ctx, config_file)
     with progress_bar("prune", enabled=not as_json) as advance:
         result = run_prune(config, dry_run, advance)
+    if not dry_run:
+        record_outcome(config, [result])
     if as_json:
         print_json(result.to_dict())
     else:
@@ -772,7 +806,7 @@ def restore_test_run(
     result = run_restore_test(
         config, state, snapshot, source, keep_sandbox, force_local=sandbox_kind == "local"
     )
-    state.record_result(result)
+    record_outcome(config, [result])
     if as_json:
         print_json(result.to_dict())
     else:

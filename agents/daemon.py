@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from agents.cases.rules import CaseRules, Thresholds
 from agents.cases.store import CaseStore
-from agents.config import Config, Schedule
+from agents.config import Config, RestoreTestConfig, Schedule
 from agents.errors import OpsagentError
 from agents.monitor.checks import run_check
 from agents.results import CheckResult, Severity, Status, run_guarded
@@ -433,6 +433,22 @@ def textfile_job(config: Config, registry: CollectorRegistry) -> Job | None:
     )
 
 
+def write_textfile(config: Config, state: StateDB) -> None:
+    """The job metrics of the state database as a .prom file, for node_exporter's textfile
+    collector when no daemon serves them (the systemd timers' mode)."""
+    from prometheus_client import write_to_textfile
+
+    from agents import __version__
+
+    assert config.exporter.textfile is not None
+    registry = CollectorRegistry()
+    metrics = ResultMetrics(registry, __version__)
+    metrics.describe_jobs(build_jobs(config), config.restore_test or RestoreTestConfig())
+    metrics.replay(state, [s.name for s in config.backup.sources] if config.backup else [])
+    config.exporter.textfile.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(config.exporter.textfile), registry)
+
+
 def build_jobs(config: Config, state: StateDB | None = None) -> list[Job]:
     """Every job the config declares: health checks, then the scheduled jobs."""
     jobs = check_jobs(config)
@@ -517,6 +533,9 @@ def start_agent(config: Config, version: str) -> int:
     rules = case_rules(config)
     metrics.watch_cases(rules.store)
     jobs = [*build_jobs(config, state), cases_job(config, rules.store)]
+    metrics.describe_jobs(jobs, config.restore_test or RestoreTestConfig())
+    sources = [s.name for s in config.backup.sources] if config.backup else []
+    metrics.replay(state, sources)
     textfile = textfile_job(config, registry)
     if textfile is not None:
         jobs.append(textfile)

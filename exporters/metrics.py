@@ -2,13 +2,15 @@
 
 Names follow Prometheus conventions (base units, `_total`, `_seconds`, `_bytes`) and
 carry no `host` label: Prometheus adds `instance`. Labels are few and bounded (the
-check or job name, from the config).
+check or job name, from the config). A job's name is the `task` label, since Prometheus
+owns `job` (the scrape job) and would rename ours to `exported_job`.
 """
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
@@ -17,6 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from agents.errors import OpsagentError
 from agents.results import CheckResult, Severity
 
+SLA_WINDOW = timedelta(days=30)
+_QUANTILES = ["severity", "quantile"]
 JOB_KINDS = frozenset({"backup", "restore_test", "prune", "forget"})
 
 
@@ -81,31 +85,37 @@ class ResultMetrics:
         self.job_up = Gauge(
             "opsagent_job_up",
             "1 when the job's last run succeeded.",
-            ["job"],
+            ["task"],
             registry=registry,
         )
         self.job_duration = Gauge(
             "opsagent_job_duration_seconds",
             "Duration of the job's last run.",
-            ["job"],
+            ["task"],
             registry=registry,
         )
         self.job_last_run = Gauge(
             "opsagent_job_last_run_timestamp_seconds",
             "When the job last finished (Unix time).",
-            ["job"],
+            ["task"],
             registry=registry,
         )
         self.job_last_success = Gauge(
             "opsagent_job_last_success_timestamp_seconds",
             "When the job last succeeded (Unix time).",
-            ["job"],
+            ["task"],
+            registry=registry,
+        )
+        self.job_stale_after = Gauge(
+            "opsagent_job_stale_after_seconds",
+            "The job's period plus grace: a last success older than this is stale.",
+            ["task"],
             registry=registry,
         )
         self.job_runs = Counter(
             "opsagent_job_runs",
             "Job runs by outcome.",
-            ["job", "status"],
+            ["task", "status"],
             registry=registry,
         )
 
@@ -168,6 +178,12 @@ class ResultMetrics:
             registry=registry,
         )
 
+        self.repository_logical = Gauge(
+            "opsagent_repository_logical_bytes",
+            "Bytes in all snapshots before dedup and compression, after the last backup.",
+            registry=registry,
+        )
+
         self.forget_kept = Gauge(
             "opsagent_forget_snapshots_kept",
             "Snapshots the retention policy kept at its last run.",
@@ -208,17 +224,71 @@ class ResultMetrics:
             ["step"],
             registry=registry,
         )
+        self.restore_rto_target = Gauge(
+            "opsagent_restore_test_rto_target_seconds",
+            "The configured max_rto (absent when none is set).",
+            registry=registry,
+        )
+        self.restore_rpo_target = Gauge(
+            "opsagent_restore_test_rpo_target_seconds",
+            "The configured max_rpo (absent when none is set).",
+            registry=registry,
+        )
         self.restore_coverage = Gauge(
             "opsagent_restore_test_data_coverage_ratio",
             "Share of packs whose data was verified within the full_every window.",
             registry=registry,
         )
 
+    def describe_jobs(self, jobs: Iterable[Any], plan: Any = None) -> None:
+        """Export each scheduled job's staleness limit and the restore test's targets,
+        which the alerting rules compare the last success, RTO and RPO with."""
+        for job in jobs:
+            if job.catch_up:
+                limit = job.schedule.period + job.schedule.grace
+                self.job_stale_after.labels(job.name).set(limit.total_seconds())
+        for target, gauge in (
+            (getattr(plan, "max_rto", None), self.restore_rto_target),
+            (getattr(plan, "max_rpo", None), self.restore_rpo_target),
+        ):
+            if target is not None:
+                gauge.set(target.total_seconds())
+            else:  # unlabelled gauges start at 0, which would read as a target of 0 s
+                self.registry.unregister(gauge)
+
+    def replay(self, state: Any, sources: Iterable[str] = ()) -> int:
+        """Set the gauges from the state database's last job results, so a restarted agent
+        still exports its last backup and restore test (an alert on backup age must not
+        reset with the process). Checks rerun within seconds and are not replayed, nor are
+        sources no longer configured; counters are left alone. Returns results replayed."""
+        wanted = set(sources)
+        replayed = 0
+        for record in state.jobs():
+            result = record.last_result
+            if result is None or result.kind not in JOB_KINDS | {"backup_source"}:
+                continue
+            if result.kind == "backup_source" and result.details.get("source") not in wanted:
+                continue
+            self.observe(result, count=False)
+            replayed += 1
+            if record.last_success is None or result.ok:
+                continue
+            when = record.last_success.timestamp()  # the last result failed: keep the success
+            if result.kind == "backup_source":
+                source = str(result.details.get("source", result.name))
+                self.backup_last_success.labels(source).set(when)
+            elif result.kind == "restore_test":
+                self.restore_last_success.set(when)
+                self.job_last_success.labels(result.name).set(when)
+            elif result.kind in JOB_KINDS:
+                self.job_last_success.labels(result.name).set(when)
+        return replayed
+
     def watch_cases(self, store: Any) -> None:
         """Export open cases by severity, read from the store at scrape time."""
         self.registry.register(_OpenCases(store))
 
-    def observe(self, result: CheckResult) -> None:
+    def observe(self, result: CheckResult, count: bool = True) -> None:
         finished = result.started_at.timestamp() + result.duration_seconds
         if result.kind == "backup_source":
             self._observe_backup_source(result, finished)
@@ -226,6 +296,7 @@ class ResultMetrics:
         if result.kind == "backup" and "snapshots" in result.details:
             self.repository_snapshots.set(result.details["snapshots"])
             self.repository_size.set(result.details.get("repository_bytes", 0))
+            self.repository_logical.set(result.details.get("logical_bytes", 0))
         if result.kind == "restore_test" and "steps" in result.details:
             self._observe_restore_test(result, finished)
         if result.kind == "forget" and result.ok:
@@ -239,7 +310,8 @@ class ResultMetrics:
             self.job_last_run.labels(result.name).set(finished)
             if result.ok:
                 self.job_last_success.labels(result.name).set(finished)
-            self.job_runs.labels(result.name, result.status.value).inc()
+            if count:
+                self.job_runs.labels(result.name, result.status.value).inc()
             return
         self.check_up.labels(result.name, result.kind).set(1 if result.ok else 0)
         self.check_duration.labels(result.name).set(result.duration_seconds)
@@ -295,6 +367,9 @@ class _OpenCases:
             CounterMetricFamily("opsagent_sla_breaches", "", labels=["severity", "target"]),
             CounterMetricFamily("opsagent_notifications", "", labels=["notifier", "outcome"]),
             GaugeMetricFamily("opsagent_notifications_waiting", "", labels=["notifier"]),
+            GaugeMetricFamily("opsagent_cases_respond_seconds", "", labels=_QUANTILES),
+            GaugeMetricFamily("opsagent_cases_resolve_seconds", "", labels=_QUANTILES),
+            GaugeMetricFamily("opsagent_sla_compliance_ratio", "", labels=["severity"]),
         ]
 
     def collect(self) -> Iterator[Any]:
@@ -339,3 +414,39 @@ class _OpenCases:
             backlog.add_metric([notifier], waiting)
         yield deliveries
         yield backlog
+        yield from self._sla()
+
+    def _sla(self) -> Iterator[Any]:
+        """Time to respond and resolve (median, p90) and compliance over the last 30 days,
+        the figures `opsagent cases sla` prints."""
+        from agents.cases.sla import sla_report
+
+        since = datetime.now(UTC) - SLA_WINDOW
+        try:
+            recent = [c for c in self.store.cases() if c.first_seen >= since]
+            rows = sla_report(recent, self.store.breached_cases(), since)
+        except OpsagentError:
+            return
+        families = {
+            what: GaugeMetricFamily(
+                f"opsagent_cases_{what}_seconds",
+                f"Time to {what} cases opened in the last 30 days, by severity (quantiles).",
+                labels=["severity", "quantile"],
+            )
+            for what in ("respond", "resolve")
+        }
+        compliance = GaugeMetricFamily(
+            "opsagent_sla_compliance_ratio",
+            "Share of the last 30 days' cases that missed no SLA target, by severity.",
+            labels=["severity"],
+        )
+        for row in rows:
+            for what, family in families.items():
+                for quantile, key in (("0.5", "median"), ("0.9", "p90")):
+                    value = row[f"{what}_{key}_seconds"]
+                    if value is not None:
+                        family.add_metric([row["severity"], quantile], value)
+            if row["compliance_percent"] is not None:
+                compliance.add_metric([row["severity"]], row["compliance_percent"] / 100)
+        yield from families.values()
+        yield compliance

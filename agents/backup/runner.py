@@ -104,6 +104,9 @@ def run_backup(
         "bytes": sum(int(r.details.get("bytes", 0)) for r in results),
         "snapshots": snapshots,
         "repository_bytes": repository_bytes,
+        # every snapshot's size before dedup: over repository_bytes, the dedup ratio
+        "logical_bytes": sum(int(s.stats.get("bytes", 0)) for s in previous)
+        + sum(int(r.details.get("bytes", 0)) for r in results if r.ok),
         "repository": repo.storage.url,
     }
     if failed:

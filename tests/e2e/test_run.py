@@ -118,7 +118,7 @@ def test_run_catches_up_a_never_run_backup(tmp_path: Path) -> None:
         wait_for(
             "backup metrics",
             lambda: (
-                'opsagent_job_up{job="backup"} 1.0'
+                'opsagent_job_up{task="backup"} 1.0'
                 in urllib.request.urlopen(url, timeout=2).read().decode()
             ),
             timeout=30,
@@ -128,11 +128,11 @@ def test_run_catches_up_a_never_run_backup(tmp_path: Path) -> None:
         assert 'opsagent_backup_last_files{source="docs"} 1.0' in body
         assert 'opsagent_backup_last_success_timestamp_seconds{source="docs"}' in body
         assert "opsagent_repository_snapshots 1.0" in body
-        assert 'opsagent_job_up{job="backup"} 1.0' in body
+        assert 'opsagent_job_up{task="backup"} 1.0' in body
         wait_for(
             "forget and prune after the first backup",
             lambda: (
-                'opsagent_job_up{job="prune"} 1.0'
+                'opsagent_job_up{task="prune"} 1.0'
                 in urllib.request.urlopen(url, timeout=2).read().decode()
             ),
             timeout=30,
