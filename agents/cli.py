@@ -227,6 +227,25 @@ def monitor_metrics(ctx: click.Context, config_file: Path | None) -> None:
     click.echo(generate_latest(registry).decode(), nl=False)
 
 
+@cli.command("status")
+@config_option
+@json_option
+@click.pass_context
+def status_command(ctx: click.Context, config_file: Path | None, as_json: bool) -> None:
+    """This host on one screen, the most important problem first; exit 1 if any."""
+    from agents.status import collect, render
+
+    config = load(ctx, config_file)
+    status = collect(config)
+    if as_json:
+        print_json(status)
+    else:
+        console = Console(highlight=False)
+        for line in render(status):
+            console.print(line, soft_wrap=True)
+    ctx.exit(EXIT_OK if status["ok"] else EXIT_FAILED)
+
+
 # --- groups whose commands come with their rooms ----------------------------------------
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import Any
 
 import schedule as schedule_lib
 from prometheus_client import CollectorRegistry
@@ -553,7 +554,8 @@ def start_agent(config: Config, version: str) -> int:
     )
     server = None
     if config.exporter.enabled:
-        app = exporter_app(registry, lambda: True, {INTAKE_PATH: intake_app(intake)})
+        routes = {INTAKE_PATH: intake_app(intake), "/status": status_app(config)}
+        app = exporter_app(registry, lambda: True, routes)
         tls = None
         web = None
         if config.exporter.web_config_file is not None:
@@ -583,6 +585,27 @@ def start_agent(config: Config, version: str) -> int:
     finally:
         if server is not None:
             server.stop()
+
+
+def status_app(config: Config) -> Callable[..., Any]:
+    """`/status`: the document of `opsagent status --json`, behind the exporter's auth."""
+    import json
+
+    from agents.status import collect
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET")])
+            return [b""]
+        try:
+            body = json.dumps(collect(config), default=str).encode()
+        except OpsagentError as exc:
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [f"{exc}\n".encode()]
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
+
+    return app
 
 
 def _loopback(host: str) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 from agents.errors import OpsagentError
 from agents.results import CheckResult
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -48,6 +48,11 @@ _MIGRATIONS: dict[int, str] = {
     2: """
     CREATE TABLE pack_checks (pack TEXT PRIMARY KEY, checked_at TEXT NOT NULL);
     """,
+    # since when a check or job has had its current status (`opsagent status`)
+    3: """
+    ALTER TABLE jobs ADD COLUMN status_since TEXT;
+    UPDATE jobs SET status_since = last_finish;
+    """,
 }
 
 # Checks run every few seconds; the run history keeps jobs (backup, restore test,
@@ -69,6 +74,7 @@ class JobState:
     last_status: str | None
     last_result: CheckResult | None
     consecutive_failures: int
+    status_since: datetime | None = None
 
 
 class StateDB:
@@ -108,6 +114,13 @@ class StateDB:
                 f"{self.path}: state database schema {version} is newer than this agent "
                 f"understands ({SCHEMA_VERSION}); upgrade opsagent"
             )
+        if 0 < version < SCHEMA_VERSION:  # forward only, after a copy to go back to
+            copy = self.path.with_name(f"{self.path.name}.schema{version}.bak")
+            target_db = sqlite3.connect(copy)
+            try:
+                db.backup(target_db)
+            finally:
+                target_db.close()
         for target in range(version + 1, SCHEMA_VERSION + 1):
             db.executescript(
                 "BEGIN IMMEDIATE;"
@@ -157,10 +170,13 @@ class StateDB:
             db.execute("BEGIN IMMEDIATE")
             db.execute(
                 """INSERT INTO jobs (name, kind, last_start, last_finish, last_success,
-                       last_status, last_result, consecutive_failures)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                       last_status, last_result, consecutive_failures, status_since)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(name) DO UPDATE SET
                        kind=excluded.kind,
+                       status_since=CASE WHEN jobs.last_status IS excluded.last_status
+                           AND jobs.status_since IS NOT NULL
+                           THEN jobs.status_since ELSE excluded.last_finish END,
                        last_finish=excluded.last_finish,
                        last_success=COALESCE(excluded.last_success, jobs.last_success),
                        last_status=excluded.last_status,
@@ -176,6 +192,7 @@ class StateDB:
                     result.status.value,
                     payload,
                     0 if result.ok else 1,
+                    finish_iso,
                 ),
             )
             if keep_history:
@@ -201,7 +218,7 @@ class StateDB:
         with self._connect() as db:
             row = db.execute(
                 "SELECT name, kind, last_start, last_finish, last_success, last_status,"
-                " last_result, consecutive_failures FROM jobs WHERE name=?",
+                " last_result, consecutive_failures, status_since FROM jobs WHERE name=?",
                 (name,),
             ).fetchone()
         return _job_state(row) if row else None
@@ -210,7 +227,7 @@ class StateDB:
         with self._connect() as db:
             rows = db.execute(
                 "SELECT name, kind, last_start, last_finish, last_success, last_status,"
-                " last_result, consecutive_failures FROM jobs ORDER BY name"
+                " last_result, consecutive_failures, status_since FROM jobs ORDER BY name"
             ).fetchall()
         return [_job_state(row) for row in rows]
 
@@ -253,6 +270,7 @@ def _job_state(row: tuple[Any, ...]) -> JobState:
         last_status=row[5],
         last_result=CheckResult.from_dict(json.loads(row[6])) if row[6] else None,
         consecutive_failures=int(row[7]),
+        status_since=_parse(row[8]),
     )
 
 

@@ -1,0 +1,68 @@
+"""The state database carries its schema version: migrations run forward only, after a
+copy of the old file, and an older agent refuses a newer database with a clear message."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents import state as state_module
+from agents.results import CheckResult, Status
+from agents.state import SCHEMA_VERSION, StateDB, StateError
+
+
+def _v2_database(path: Path) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    for version in (1, 2):
+        db.executescript(state_module._MIGRATIONS[version])
+    db.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    db.execute(
+        "INSERT INTO jobs (name, kind, last_finish, last_status, consecutive_failures)"
+        " VALUES ('web', 'http', '2026-11-01T00:00:00+00:00', 'ok', 0)"
+    )
+    db.close()
+
+
+def test_migration_runs_forward_after_a_copy_of_the_old_database(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    _v2_database(path)
+    state = StateDB(path)
+    assert state.meta("schema_version") == str(SCHEMA_VERSION)
+    copy = tmp_path / "state.db.schema2.bak"
+    assert copy.exists()
+    old = sqlite3.connect(copy)
+    assert old.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+    record = state.job("web")
+    assert record is not None and record.status_since is not None  # backfilled
+    state.record_result(CheckResult("web", "http", "h", Status.FAILED, "down"))
+    failing_since = state.job("web").status_since  # type: ignore[union-attr]
+    state.record_result(CheckResult("web", "http", "h", Status.FAILED, "still down"))
+    assert state.job("web").status_since == failing_since  # type: ignore[union-attr]
+    state.record_result(CheckResult("web", "http", "h", Status.OK, "up"))
+    assert state.job("web").status_since != failing_since  # type: ignore[union-attr]
+
+
+def test_an_older_agent_refuses_a_newer_database(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    StateDB(path)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
+    db.close()
+    with pytest.raises(StateError, match="newer than this agent understands"):
+        StateDB(path)
+    config = tmp_path / "config.yml"
+    config.write_text(f"state_dir: {tmp_path}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "agents", "status", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 3
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "upgrade opsagent" in out.stderr
