@@ -246,6 +246,17 @@ def status_command(ctx: click.Context, config_file: Path | None, as_json: bool) 
     ctx.exit(EXIT_OK if status["ok"] else EXIT_FAILED)
 
 
+@cli.command("demo")
+@click.option("--keep", is_flag=True, help="Keep the demo directory at the end.")
+def demo_command(keep: bool) -> None:
+    """The whole loop in a temporary directory, in under a minute: back up, prove the
+    restore, corrupt a pack, watch the restore test fail and open a critical case."""
+    from agents.demo import run_demo
+
+    setup_logging("text", "warning")
+    sys.exit(run_demo(keep, click.echo))
+
+
 # --- groups whose commands come with their rooms ----------------------------------------
 
 

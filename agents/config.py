@@ -452,6 +452,9 @@ class BackupConfig(Model):
     sources: list[Source] = []
     retention: Retention | None = None
     prune: PruneConfig = PruneConfig()
+    # how long a job waits for another process's conflicting lock (a prune while a
+    # backup runs) before it fails
+    lock_wait: Duration = timedelta(minutes=10)
 
     @field_validator("repository")
     @classmethod

@@ -14,6 +14,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
@@ -26,6 +27,7 @@ log = logging.getLogger("opsagent.backup.locks")
 
 STALE_AFTER = timedelta(minutes=30)
 REFRESH_EVERY = timedelta(minutes=5)
+LOCK_POLL = 5.0  # seconds between looks at a conflicting lock while waiting
 
 
 class LockError(BackupError):
@@ -35,16 +37,28 @@ class LockError(BackupError):
 class RepositoryLock:
     """Context manager holding one lock object, refreshed by a background thread."""
 
-    def __init__(self, storage: Storage, exclusive: bool, host: str | None = None) -> None:
+    def __init__(
+        self, storage: Storage, exclusive: bool, host: str | None = None, wait: float = 0.0
+    ) -> None:
         self.storage = storage
         self.exclusive = exclusive
+        self.wait = wait  # seconds to wait for a conflicting lock before giving up
         self.host = host or socket.gethostname()
         self.key = f"locks/{secrets.token_hex(16)}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> RepositoryLock:
-        self._check_others()
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                self._check_others()
+                break
+            except LockError as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.info("%s; waiting up to %.0fs", exc, deadline - time.monotonic())
+                time.sleep(min(LOCK_POLL, max(0.1, deadline - time.monotonic())))
         self._write()
         try:
             self._check_others()  # a racing exclusive lock appeared: back off

@@ -66,6 +66,7 @@ class Repository:
         self.storage = storage
         self.crypto = crypto
         self.info = info
+        self.lock_wait = 0.0  # seconds to wait for a conflicting lock (backup.lock_wait)
         self.index = Index()
         self.index_files: dict[str, list[str]] = {}
         self._index_loaded = False
@@ -256,7 +257,8 @@ class Repository:
             yield _tree_entry(pending, snapshot)
 
     def lock(self, exclusive: bool = False) -> RepositoryLock:
-        return RepositoryLock(self.storage, exclusive)
+        """A lock on the repository, waiting up to `lock_wait` seconds for a conflicting one."""
+        return RepositoryLock(self.storage, exclusive, wait=self.lock_wait)
 
     def write_index(self, packs: dict[str, list[PackEntry]], supersedes: list[str] = ()) -> str:
         sealed = encode_index(self.crypto, packs, list(supersedes))

@@ -49,7 +49,9 @@ def repository_password(cfg: BackupConfig) -> str:
 
 
 def open_repository(cfg: BackupConfig) -> Repository:
-    return Repository.open(open_storage(cfg.repository, cfg.s3), repository_password(cfg))
+    repo = Repository.open(open_storage(cfg.repository, cfg.s3), repository_password(cfg))
+    repo.lock_wait = cfg.lock_wait.total_seconds()
+    return repo
 
 
 def init_repository(cfg: BackupConfig, host: str) -> Repository:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -558,3 +559,28 @@ def test_special_files_are_skipped_with_a_note(tmp_path: Path) -> None:
     snap = repo.find_snapshot("latest")
     assert snap.warnings == (f"{source / 'pipe'}: special file skipped",)
     assert {e.path.rsplit("/", 1)[-1] for e in repo.read_tree(snap)} == {"src", "file"}
+
+
+def test_a_lock_waits_for_a_conflicting_one_up_to_lock_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prune that starts while a backup holds its shared lock waits for it (up to
+    backup.lock_wait) instead of failing and opening a case."""
+    import threading
+
+    from agents.backup import locks
+    from agents.backup.locks import LockError, RepositoryLock
+
+    monkeypatch.setattr(locks, "LOCK_POLL", 0.1)
+    storage = open_storage(str(tmp_path / "repo"))
+    held = RepositoryLock(storage, exclusive=False).__enter__()
+    with pytest.raises(LockError, match="locked by a shared lock"):
+        RepositoryLock(storage, exclusive=True, wait=0.3).__enter__()
+    release = threading.Timer(0.8, held.__exit__, args=(None, None, None))
+    release.start()
+    started = time.monotonic()
+    with RepositoryLock(storage, exclusive=True, wait=30):
+        waited = time.monotonic() - started
+    release.join()
+    assert 0.5 < waited < 10
+    assert list(storage.list("locks/")) == []
