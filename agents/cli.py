@@ -73,7 +73,12 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
     default=None,
     help="Log lines as text (default) or JSON lines.",
 )
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="Log level (default: the config's log.level, info).",
+)
 @click.pass_context
 def cli(ctx: click.Context, log_format: str | None, log_level: str | None) -> None:
     """opsagent: monitor, back up off-site, prove restores, open cases."""
@@ -117,6 +122,16 @@ def results_table(results: list[CheckResult], title: str) -> Table:
             f"{r.duration_seconds:.2f}s",
         )
     return table
+
+
+def _whoami() -> str:
+    """The person at the keyboard, for case timelines (`--by` default)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def exit_for(results: list[CheckResult]) -> int:
@@ -860,7 +875,7 @@ def restore_test_run(
 
 @restore_test.command("history")
 @config_option
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, help="How many runs to show.")
 @json_option
 @click.pass_context
 def restore_test_history(
@@ -961,8 +976,14 @@ def case_store(config: Config) -> Any:
     "--status",
     type=click.Choice(["open", "acknowledged", "reopened", "resolved", "closed"]),
     default=None,
+    help="Only this status (`open` includes acknowledged and reopened).",
 )
-@click.option("--severity", type=click.Choice([s.value for s in Severity]), default=None)
+@click.option(
+    "--severity",
+    type=click.Choice([s.value for s in Severity]),
+    default=None,
+    help="Only this severity.",
+)
 @json_option
 @click.pass_context
 def cases_list(
@@ -1062,7 +1083,7 @@ def cases_ack(ctx: click.Context, config_file: Path | None, case_id: int, actor:
 @config_option
 @click.argument("case_id", type=int)
 @click.argument("text")
-@click.option("--by", "actor", default=None)
+@click.option("--by", "actor", default=_whoami, help="Who writes the comment (default: you).")
 @click.pass_context
 def cases_comment(
     ctx: click.Context, config_file: Path | None, case_id: int, text: str, actor: str | None
@@ -1075,8 +1096,8 @@ def cases_comment(
 @cases.command("resolve")
 @config_option
 @click.argument("case_id", type=int)
-@click.option("--note", default=None)
-@click.option("--by", "actor", default=None)
+@click.option("--note", default=None, help="What was done (on the timeline).")
+@click.option("--by", "actor", default=_whoami, help="Who resolves it (default: you).")
 @click.pass_context
 def cases_resolve(
     ctx: click.Context,
@@ -1093,7 +1114,7 @@ def cases_resolve(
 @cases.command("reopen")
 @config_option
 @click.argument("case_id", type=int)
-@click.option("--by", "actor", default=None)
+@click.option("--by", "actor", default=_whoami, help="Who reopens it (default: you).")
 @click.pass_context
 def cases_reopen(
     ctx: click.Context, config_file: Path | None, case_id: int, actor: str | None
@@ -1106,7 +1127,7 @@ def cases_reopen(
 @cases.command("close")
 @config_option
 @click.argument("case_id", type=int)
-@click.option("--by", "actor", default=None)
+@click.option("--by", "actor", default=_whoami, help="Who closes it (default: you).")
 @click.pass_context
 def cases_close(
     ctx: click.Context, config_file: Path | None, case_id: int, actor: str | None

@@ -13,11 +13,14 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from agents.errors import OpsagentError
 from agents.results import CheckResult, Severity
+
+# `*_created` series double the counters' series for a timestamp nobody queries
+disable_created_metrics()
 
 SLA_WINDOW = timedelta(days=30)
 _QUANTILES = ["severity", "quantile"]

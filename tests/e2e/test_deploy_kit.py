@@ -564,3 +564,44 @@ def test_every_alert_and_case_kind_has_a_runbook_page() -> None:
         assert f"({page}.md)" in index, f"{page} not linked from the runbook index"
     linked = set(re.findall(r"\]\(([\w-]+)\.md\)", index))
     assert linked <= pages
+
+
+# --- docs/metrics.md against a live scrape ------------------------------------------------
+
+
+def _documented_metrics() -> dict[str, bool]:
+    """Metric names in docs/metrics.md's tables -> whether the row says it may be absent."""
+    documented = {}
+    for line in (REPO / "docs/metrics.md").read_text().splitlines():
+        if not line.startswith("| `opsagent_"):
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        conditional = "only when" in cells[-1].lower()
+        for name in re.findall(r"`(opsagent_[a-z0-9_]+)`", cells[0]):
+            documented[name] = conditional
+    return documented
+
+
+def test_metrics_reference_matches_a_live_scrape(live: Live) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = urllib.request.urlopen(f"http://{live.instance}/metrics", timeout=10).read().decode()
+    scraped = {}
+    for family in text_string_to_metric_families(body):
+        name = family.name + ("_total" if family.type == "counter" else "")
+        scraped[name] = family
+    documented = _documented_metrics()
+    undocumented = sorted(set(scraped) - set(documented))
+    assert undocumented == [], "exported but not in docs/metrics.md"
+    missing = sorted(
+        n for n, conditional in documented.items() if n not in scraped and not conditional
+    )
+    assert missing == [], "documented (unconditionally) but not exported"
+    type_of = {}
+    for line in (REPO / "docs/metrics.md").read_text().splitlines():
+        if line.startswith("| `opsagent_"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            for name in re.findall(r"`(opsagent_[a-z0-9_]+)`", cells[0]):
+                type_of[name] = cells[1]
+    for name, family in scraped.items():
+        assert type_of[name] == family.type, f"{name}: documented {type_of[name]}, is {family.type}"
