@@ -1234,9 +1234,13 @@ def _config_exists(config_file: Path | None) -> bool:
     return config_file is not None or config_path(None).exists()
 
 
-@cli.group()
-def fleet() -> None:
-    """Runbook commands on many hosts over SSH."""
+def _add_fleet() -> None:
+    from agents.fleet.cli import fleet
+
+    cli.add_command(fleet)
+
+
+_add_fleet()
 
 
 if __name__ == "__main__":  # pragma: no cover

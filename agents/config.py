@@ -15,7 +15,7 @@ import socket
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -655,6 +655,67 @@ class LogConfig(Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+# --- fleet inventory (its own file: the hosts `opsagent fleet` reaches over SSH) ---------
+
+
+class FleetDefaults(Model):
+    """Settings every host of the inventory takes unless it sets its own."""
+
+    user: str = "opsagent"
+    port: int = Field(default=22, ge=1, le=65535)
+    key_file: Path | None = None
+    passphrase_file: Path | None = None
+    opsagent: str = "opsagent"
+    config: str | None = None
+    connect_timeout: Duration = timedelta(seconds=10)
+    command_timeout: Duration = timedelta(minutes=10)
+    keepalive: Duration = timedelta(seconds=15)
+
+
+class FleetHost(Model):
+    """One host: where to reach it, how, and how to select it."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    address: str
+    port: int | None = Field(default=None, ge=1, le=65535)
+    user: str | None = None
+    key_file: Path | None = None
+    passphrase_file: Path | None = None
+    jump: str | None = None
+    groups: list[str] = []
+    labels: dict[str, str] = {}
+    opsagent: str | None = None
+    config: str | None = None
+
+
+class Inventory(Model):
+    """The fleet: hosts, their defaults, the known_hosts file (required: host keys are
+    checked, never added) and where the fleet's audit history is kept."""
+
+    known_hosts: Path
+    state_dir: Path = Path("~/.local/state/opsagent")
+    defaults: FleetDefaults = FleetDefaults()
+    hosts: list[FleetHost] = Field(min_length=1)
+
+    @field_validator("hosts")
+    @classmethod
+    def _unique_and_jumps(cls, hosts: list[FleetHost]) -> list[FleetHost]:
+        names = [h.name for h in hosts]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"host names must be unique; repeated: {', '.join(dupes)}")
+        by_name = {h.name: h for h in hosts}
+        for host in hosts:
+            if host.jump is None:
+                continue
+            jump = by_name.get(host.jump)
+            if jump is None:
+                raise ValueError(f"{host.name}: jump host {host.jump!r} is not in the inventory")
+            if jump.jump is not None:
+                raise ValueError(f"{host.name}: jump host {jump.name} has a jump host itself")
+        return hosts
+
+
 class Config(Model):
     host: str = Field(default_factory=socket.gethostname, min_length=1)
     state_dir: Path = Path("/var/lib/opsagent")
@@ -702,6 +763,13 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 def parse_config(text: str, name: str = "config.yml") -> Config:
     """Validate YAML text; `name` is what error lines call the file."""
+    return _parse(text, name, Config)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(text: str, name: str, model: type[M]) -> M:
     try:
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
@@ -717,11 +785,31 @@ def parse_config(text: str, name: str = "config.yml") -> Config:
     if not isinstance(data, dict):
         raise ConfigError([f"{name}: (top level): must be a mapping, got {_kind_of(data)}"])
     try:
-        return Config.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_error_lines(name, exc, data)) from None
     except RecursionError:
         raise ConfigError([f"{name}: YAML nesting too deep"]) from None
+
+
+def load_inventory(path: str | os.PathLike[str]) -> Inventory:
+    """Read and validate a fleet inventory; ConfigError with every problem, one per line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {_one_line(exc)}"]) from None
+    return _parse(text, str(path), Inventory)
+
+
+def inventory_path(given: Path | None) -> Path:
+    """--inventory, then $OPSAGENT_INVENTORY, then /etc/opsagent/inventory.yml."""
+    if given is not None:
+        return given
+    env = os.environ.get("OPSAGENT_INVENTORY")
+    return Path(env) if env else Path("/etc/opsagent/inventory.yml")
 
 
 def resolve_secret(ref: str | None = None, file: Path | None = None) -> str | None:

@@ -73,6 +73,9 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("email notifier", config_module.EmailNotify, "cases.notify[] (kind: email)"),
     ("slack notifier", config_module.SlackNotify, "cases.notify[] (kind: slack)"),
     ("heartbeat notifier", config_module.HeartbeatNotify, "cases.notify[] (kind: heartbeat)"),
+    ("Fleet inventory (its own file)", config_module.Inventory, ""),
+    ("Fleet defaults", config_module.FleetDefaults, "defaults (inventory)"),
+    ("Fleet host", config_module.FleetHost, "hosts[] (inventory)"),
 ]
 
 _NAMED = {

@@ -19,7 +19,7 @@ from typing import Any
 from agents.errors import OpsagentError
 from agents.results import CheckResult
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -53,6 +53,19 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE jobs ADD COLUMN status_since TEXT;
     UPDATE jobs SET status_since = last_finish;
     """,
+    # who did what, when, to what, with which outcome (fleet commands and other actions)
+    4: """
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_time ON audit (at);
+    """,
 }
 
 # Checks run every few seconds; the run history keeps jobs (backup, restore test,
@@ -75,6 +88,20 @@ class JobState:
     last_result: CheckResult | None
     consecutive_failures: int
     status_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    detail: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "at": self.at.isoformat()}
 
 
 class StateDB:
@@ -242,6 +269,55 @@ class StateDB:
         with self._connect() as db:
             rows = db.execute(query, (*args, limit)).fetchall()
         return [CheckResult.from_dict(json.loads(r[0])) for r in rows]
+
+    # --- audit ----------------------------------------------------------------------
+
+    def audit(
+        self, actor: str, action: str, target: str, outcome: str, detail: dict[str, Any]
+    ) -> int:
+        """Append one audit record; returns its id. Records are never updated."""
+        with self._connect() as db:
+            cursor = db.execute(
+                "INSERT INTO audit (at, actor, action, target, outcome, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    _iso(datetime.now(UTC)),
+                    actor,
+                    action,
+                    target,
+                    outcome,
+                    json.dumps(detail, sort_keys=True, default=str),
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def audit_records(
+        self, since: datetime | None = None, action_prefix: str = "", limit: int = 100
+    ) -> list[AuditRecord]:
+        """Audit records, newest first."""
+        query = (
+            "SELECT id, at, actor, action, target, outcome, detail FROM audit WHERE action LIKE ?"
+        )
+        args: list[Any] = [action_prefix.replace("%", "") + "%"]
+        if since is not None:
+            query += " AND at >= ?"
+            args.append(_iso(since))
+        query += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        with self._connect() as db:
+            rows = db.execute(query, args).fetchall()
+        return [
+            AuditRecord(
+                id=row[0],
+                at=datetime.fromisoformat(row[1]),
+                actor=row[2],
+                action=row[3],
+                target=row[4],
+                outcome=row[5],
+                detail=json.loads(row[6]),
+            )
+            for row in rows
+        ]
 
     # --- rolling data verification -----------------------------------------------------
 

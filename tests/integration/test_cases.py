@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import multiprocessing
 import socket
@@ -175,7 +176,7 @@ def test_cli_list_show_ack_resolve(tmp_path: Path) -> None:
     assert [(e["kind"], e["actor"]) for e in timeline] == [
         ("opened", None),
         ("acknowledged", "alice"),
-        ("resolved", None),
+        ("resolved", getpass.getuser()),  # --by defaults to the person at the keyboard
     ]
 
 

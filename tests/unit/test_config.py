@@ -436,3 +436,25 @@ def test_cli_config_check_exit_codes(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert '"host": "h1"' in proc.stdout
+
+
+def test_the_example_inventory_loads_and_bad_ones_say_where(tmp_path: Path) -> None:
+    from agents.config import load_inventory
+
+    repo = Path(__file__).resolve().parents[2]
+    inventory = load_inventory(repo / "deploy/config/inventory.example.yml")
+    assert [h.name for h in inventory.hosts] == ["bastion", "app-01", "app-02", "db-01"]
+    bad = tmp_path / "inventory.yml"
+    bad.write_text(
+        "hosts:\n"
+        "  - {name: a, address: 10.0.0.1, jump: nowhere}\n"
+        "  - {name: a, address: 10.0.0.2, prot: 22}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_inventory(bad)
+    lines = caught.value.lines
+    assert f"{bad}: known_hosts: required" in lines
+    assert any(line.startswith(f"{bad}: hosts[1].prot: unknown key") for line in lines)
+    bad.write_text("known_hosts: /k\nhosts:\n  - {name: a, address: 10.0.0.1, jump: nowhere}\n")
+    with pytest.raises(ConfigError, match="jump host 'nowhere' is not in the inventory"):
+        load_inventory(bad)

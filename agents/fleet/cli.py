@@ -1,0 +1,395 @@
+"""`opsagent fleet ...`: the same runbook command on many hosts over SSH, one answer.
+
+Every fleet command is recorded in the audit table of the operator's state database
+(`inventory.state_dir`): who, when, which hosts, what command, and each host's outcome;
+`opsagent fleet history` lists them.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import shlex
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from agents.config import Inventory, inventory_path, load_inventory
+from agents.fleet.runner import HostResult, opsagent_command, run_on, select
+from agents.fleet.ssh import FleetError, Target, fetch_host_key, fingerprint, targets
+from agents.state import StateDB
+from agents.units import format_duration
+
+inventory_option = click.option(
+    "--inventory",
+    "inventory_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Inventory file (default: $OPSAGENT_INVENTORY, then /etc/opsagent/inventory.yml).",
+)
+
+
+def selection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--host/--group/--label/--all, --parallel, --timeout, --json, --inventory."""
+    for option in reversed(
+        [
+            inventory_option,
+            click.option("--host", "hosts", multiple=True, help="This host (repeatable)."),
+            click.option("--group", "groups", multiple=True, help="Hosts of this group."),
+            click.option("--label", "labels", multiple=True, help="Hosts with label k=v."),
+            click.option("--all", "everything", is_flag=True, help="Every host."),
+            click.option(
+                "--parallel",
+                default=10,
+                show_default=True,
+                type=click.IntRange(1, 256),
+                help="Hosts at a time.",
+            ),
+            click.option(
+                "--timeout",
+                default=None,
+                type=float,
+                help="Seconds per host (default: the inventory's command_timeout).",
+            ),
+            click.option("--json", "as_json", is_flag=True, help="Print JSON."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+@click.group()
+def fleet() -> None:
+    """Runbook commands on many hosts over SSH."""
+
+
+def _inventory(path: Path | None) -> Inventory:
+    return load_inventory(inventory_path(path))
+
+
+def _execute(
+    opts: dict[str, Any],
+    action: str,
+    command_for: Callable[[Target], str],
+    parse: Callable[[str], Any] | None = None,
+) -> tuple[Inventory, list[HostResult], float]:
+    """Select, run with a live progress line, record the audit; returns the results."""
+    inventory = _inventory(opts["inventory_file"])
+    chosen = select(inventory, opts["hosts"], opts["groups"], opts["labels"], opts["everything"])
+    timeout = opts["timeout"] or inventory.defaults.command_timeout.total_seconds()
+    console = Console(stderr=True)
+    live = sys.stderr.isatty() and not opts["as_json"]
+    status = console.status("fleet: starting") if live else None
+
+    def progress(done: int, running: int, failed: int, total: int) -> None:
+        if status is not None:
+            status.update(f"fleet: {done}/{total} done, {running} running, {failed} failed")
+
+    started = time.monotonic()
+    cancel = threading.Event()
+    if status is not None:
+        status.start()
+    try:
+        results = run_on(
+            chosen,
+            inventory.known_hosts.expanduser(),
+            command_for,
+            opts["parallel"],
+            timeout,
+            progress,
+            cancel,
+            parse,
+        )
+    finally:
+        if status is not None:
+            status.stop()
+    seconds = time.monotonic() - started
+    _audit(inventory, action, chosen, results, seconds, command_for)
+    return inventory, results, seconds
+
+
+def _audit(
+    inventory: Inventory,
+    action: str,
+    chosen: list[Target],
+    results: list[HostResult],
+    seconds: float,
+    command_for: Callable[[Target], str],
+) -> None:
+    if any(r.status == "cancelled" for r in results):
+        outcome = "cancelled"
+    elif all(r.ok for r in results):
+        outcome = "ok"
+    else:
+        outcome = "failed"
+    state = StateDB(inventory.state_dir.expanduser() / "state.db")
+    state.audit(
+        _whoami(),
+        f"fleet {action}",
+        ",".join(t.name for t in chosen),
+        outcome,
+        {
+            "command": command_for(chosen[0]) if chosen else "",
+            "hosts": {r.host: r.status for r in results},
+            "exit_codes": {r.host: r.exit_code for r in results},
+            "seconds": round(seconds, 3),
+        },
+    )
+
+
+def _console() -> Console:
+    """stdout; wide when piped (a fleet table is wider than 80 columns)."""
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+def _whoami() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _summary(results: list[HostResult], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("host", "outcome", "exit", "time", "detail"):
+        table.add_column(column)
+    for r in results:
+        colour = "green" if r.ok else "red"
+        detail = r.error or _last_line(r.stderr if not r.ok else r.stdout)
+        table.add_row(
+            r.host,
+            f"[{colour}]{r.status}[/]",
+            "" if r.exit_code is None else str(r.exit_code),
+            f"{r.duration_seconds:.1f}s",
+            escape(detail[:100]),
+        )
+    return table
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _finish(
+    ctx: click.Context, results: list[HostResult], as_json: bool, extra: Any = None
+) -> None:
+    if as_json:
+        document: dict[str, Any] = {"hosts": [r.to_dict() for r in results]}
+        if extra:
+            document |= extra
+        click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
+    failed = [r for r in results if not r.ok]
+    if not as_json:
+        ok = len(results) - len(failed)
+        click.echo(f"{ok} ok, {len(failed)} failed of {len(results)} host(s)", err=True)
+    ctx.exit(1 if failed else 0)
+
+
+@fleet.command("exec")
+@selection_options
+@click.option("--collect", is_flag=True, help="Group hosts by identical output.")
+@click.argument("command", nargs=-1, required=True)
+@click.pass_context
+def fleet_exec(ctx: click.Context, command: tuple[str, ...], collect: bool, **opts: Any) -> None:
+    """Run any command on the hosts (after --): output prefixed by host, or collected."""
+    text = command[0] if len(command) == 1 else shlex.join(command)
+    _, results, _ = _execute(opts, "exec", lambda t: text)
+    if not opts["as_json"]:
+        if collect:
+            groups: dict[str, list[str]] = {}
+            for r in results:
+                groups.setdefault(r.stdout + r.stderr + r.error, []).append(r.host)
+            for output, hosts in groups.items():
+                click.echo(f"== {', '.join(hosts)}")
+                click.echo(output.rstrip("\n"))
+        else:
+            for r in results:
+                for line in (r.stdout + r.stderr).splitlines():
+                    click.echo(f"{r.host} | {line}")
+                if r.error:
+                    click.echo(f"{r.host} ! {r.error}")
+        Console(stderr=True).print(_summary(results, f"exec: {text}"))
+    _finish(ctx, results, opts["as_json"])
+
+
+def _runbook(
+    ctx: click.Context, opts: dict[str, Any], action: str, args: list[str], title: str
+) -> list[HostResult]:
+    _, results, _ = _execute(opts, action, lambda t: opsagent_command(t, *args), parse=json.loads)
+    if not opts["as_json"]:
+        Console(stderr=True).print(_summary(results, title))
+    return results
+
+
+@fleet.command("status")
+@selection_options
+@click.pass_context
+def fleet_status(ctx: click.Context, **opts: Any) -> None:
+    """Each host's `opsagent status`: version, uptime, checks, backups, restore test,
+    cases; flags mixed versions. Exit 1 if any host is unreachable or not well."""
+    _, results, _ = _execute(
+        opts, "status", lambda t: opsagent_command(t, "status", "--json"), parse=json.loads
+    )
+    versions: dict[str, list[str]] = {}
+    for r in results:
+        if isinstance(r.data, dict):
+            versions.setdefault(str(r.data["agent"]["version"]), []).append(r.host)
+    mixed = len(versions) > 1
+    if not opts["as_json"]:
+        table = Table(title="fleet status")
+        for column in (
+            "host",
+            "version",
+            "up",
+            "checks",
+            "last backup",
+            "restore test",
+            "cases",
+            "headline",
+        ):
+            table.add_column(column)
+        for r in results:
+            if not isinstance(r.data, dict):
+                table.add_row(
+                    r.host,
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    f"[red]{escape(r.error or _last_line(r.stderr))}[/]",
+                )
+                continue
+            table.add_row(r.host, *_status_cells(r.data))
+        _console().print(table)
+        if mixed:
+            spread = "; ".join(f"{v} on {', '.join(h)}" for v, h in sorted(versions.items()))
+            click.echo(f"MIXED VERSIONS: {spread}")
+    _finish(ctx, results, opts["as_json"], {"versions": versions, "mixed_versions": mixed})
+
+
+def _status_cells(doc: dict[str, Any]) -> list[str]:
+    agent = doc["agent"]
+    up = format_duration(agent["uptime_seconds"]) if agent.get("running") else "[red]down[/]"
+    failing = [c["name"] for c in doc["checks"] if c["status"] != "ok"]
+    checks = f"[red]{len(failing)} failing[/]" if failing else f"{len(doc['checks'])} ok"
+    ages = [b.get("age_seconds") for b in doc["backups"] if b.get("age_seconds") is not None]
+    backup = f"{format_duration(max(ages))} ago" if ages else "never"
+    if any(b.get("status") not in (None, "ok") for b in doc["backups"]):
+        backup = f"[red]failing[/], {backup}"
+    restore = doc.get("restore_test")
+    if restore is None:
+        restore_text = "none"
+    else:
+        outcome = "passed" if restore["status"] == "ok" else "[red]FAILED[/]"
+        restore_text = f"{outcome} {format_duration(restore.get('age_seconds') or 0)} ago"
+    counts: dict[str, int] = {}
+    for case in doc["cases"]:
+        counts[case["severity"]] = counts.get(case["severity"], 0) + 1
+    cases = " ".join(f"{n} {s}" for s, n in counts.items()) or "-"
+    colour = "green" if doc["ok"] else "red"
+    return [
+        str(agent["version"]),
+        up,
+        checks,
+        backup,
+        restore_text,
+        cases,
+        f"[{colour}]{escape(doc['headline'][:70])}[/]",
+    ]
+
+
+@fleet.command("checks")
+@selection_options
+@click.pass_context
+def fleet_checks(ctx: click.Context, **opts: Any) -> None:
+    """Run every configured check once on each host (`opsagent monitor checks`)."""
+    results = _runbook(ctx, opts, "checks", ["monitor", "checks", "--json"], "checks")
+    _finish(ctx, results, opts["as_json"])
+
+
+@fleet.group("backup")
+def fleet_backup() -> None:
+    """Backups on many hosts."""
+
+
+@fleet_backup.command("run")
+@selection_options
+@click.pass_context
+def fleet_backup_run(ctx: click.Context, **opts: Any) -> None:
+    """Back up now on each host (`opsagent backup run`)."""
+    results = _runbook(ctx, opts, "backup run", ["backup", "run", "--json"], "backup run")
+    _finish(ctx, results, opts["as_json"])
+
+
+@fleet.group("restore-test")
+def fleet_restore_test() -> None:
+    """Restore tests on many hosts."""
+
+
+@fleet_restore_test.command("run")
+@selection_options
+@click.pass_context
+def fleet_restore_test_run(ctx: click.Context, **opts: Any) -> None:
+    """Run a restore test now on each host (`opsagent restore-test run`)."""
+    results = _runbook(
+        ctx, opts, "restore-test run", ["restore-test", "run", "--json"], "restore-test run"
+    )
+    _finish(ctx, results, opts["as_json"])
+
+
+@fleet.command("history")
+@inventory_option
+@click.option("--limit", default=50, show_default=True, help="How many records to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def fleet_history(inventory_file: Path | None, limit: int, as_json: bool) -> None:
+    """Past fleet commands: who, when, which hosts, what command, outcome."""
+    inventory = _inventory(inventory_file)
+    state = StateDB(inventory.state_dir.expanduser() / "state.db")
+    records = state.audit_records(action_prefix="fleet ", limit=limit)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in records], indent=2, sort_keys=True))
+        return
+    table = Table(title="fleet history, newest first")
+    for column in ("when", "who", "action", "hosts", "outcome", "command"):
+        table.add_column(column)
+    for r in records:
+        table.add_row(
+            r.at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            r.actor,
+            r.action,
+            r.target,
+            r.outcome,
+            escape(str(r.detail.get("command", ""))[:60]),
+        )
+    _console().print(table)
+
+
+@fleet.command("trust")
+@inventory_option
+@click.argument("host")
+def fleet_trust(inventory_file: Path | None, host: str) -> None:
+    """Fetch and print HOST's key for a person to verify and add to known_hosts
+    (nothing is written: compare the fingerprint with the host's console first)."""
+    inventory = _inventory(inventory_file)
+    target = targets(inventory).get(host)
+    if target is None:
+        raise FleetError(f"{host} is not in the inventory")
+    if target.jump is not None:
+        raise FleetError(f"{host} is behind a jump host: read its key on the jump host")
+    key = fetch_host_key(target.address, target.port, target.connect_timeout)
+    name = target.known_hosts_name()
+    click.echo(f"{host} presents {key.get_name()} {fingerprint(key)}")
+    click.echo("Verify it on the host itself: ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub")
+    click.echo(f"then append this line to {inventory.known_hosts}:")
+    click.echo(f"{name} {key.get_name()} {key.get_base64()}")

@@ -1,0 +1,203 @@
+"""Run one command on many hosts: selection, bounded parallelism, per-host timeouts,
+cancellation, and a result per host (exit code, output, duration, or the one-line error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agents.config import Inventory
+from agents.fleet.ssh import FleetError, Target, close, connect, run, targets
+
+
+@dataclass
+class HostResult:
+    host: str
+    address: str
+    status: str  # ok | failed (non-zero exit) | error (unreachable, refused) | timeout | cancelled
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    error: str = ""
+    duration_seconds: float = 0.0
+    data: Any = None  # the parsed --json output of a runbook command
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "address": self.address,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "error": self.error,
+            "duration_seconds": round(self.duration_seconds, 3),
+            **({"data": self.data} if self.data is not None else {}),
+        }
+
+
+def select(
+    inventory: Inventory,
+    hosts: Iterable[str] = (),
+    groups: Iterable[str] = (),
+    labels: Iterable[str] = (),
+    everything: bool = False,
+) -> list[Target]:
+    """The hosts a command runs on: `--host`, `--group` and `--label k=v` add up (a host
+    matching any), `--all` takes every host; an unknown name or group is an error."""
+    by_name = targets(inventory)
+    hosts, groups, labels = list(hosts), list(groups), list(labels)
+    if everything:
+        return list(by_name.values())
+    if not (hosts or groups or labels):
+        raise FleetError("say which hosts: --host NAME, --group GROUP, --label k=v or --all")
+    unknown = [h for h in hosts if h not in by_name]
+    if unknown:
+        raise FleetError(f"not in the inventory: {', '.join(unknown)}")
+    known_groups = {g for h in inventory.hosts for g in h.groups}
+    missing = [g for g in groups if g not in known_groups]
+    if missing:
+        raise FleetError(f"no host is in group {', '.join(missing)}")
+    wanted: list[tuple[str, str]] = []
+    for label in labels:
+        key, sep, value = label.partition("=")
+        if not sep or not key:
+            raise FleetError(f"--label takes key=value, got {label!r}")
+        wanted.append((key, value))
+    chosen = [
+        h.name
+        for h in inventory.hosts
+        if h.name in hosts
+        or set(h.groups) & set(groups)
+        or any(h.labels.get(k) == v for k, v in wanted)
+    ]
+    if not chosen:
+        raise FleetError("the selection matches no host")
+    return [by_name[name] for name in chosen]
+
+
+def opsagent_command(target: Target, *args: str) -> str:
+    """The remote runbook command for a host: its opsagent, its config."""
+    argv = [*shlex.split(target.opsagent), *args]
+    if target.config:
+        argv += ["--config", target.config]
+    return shlex.join(argv)
+
+
+Progress = Callable[[int, int, int, int], None]  # done, running, failed, total
+
+
+def run_on(
+    chosen: list[Target],
+    known_hosts: Path,
+    command_for: Callable[[Target], str],
+    parallel: int,
+    timeout: float,
+    progress: Progress = lambda *a: None,
+    cancel: threading.Event | None = None,
+    parse: Callable[[str], Any] | None = None,
+) -> list[HostResult]:
+    """Run on every chosen host, at most `parallel` at a time; results in host order.
+    Setting `cancel` (Ctrl-C) stops hosts not started and cuts the running ones."""
+    cancel = cancel or threading.Event()
+    results: dict[str, HostResult] = {}
+    running: set[str] = set()
+    lock = threading.Lock()
+
+    def one(target: Target) -> HostResult:
+        start = time.monotonic()
+        if cancel.is_set():
+            return HostResult(target.name, target.address, "cancelled", error="cancelled")
+        with lock:
+            running.add(target.name)
+        try:
+            client = connect(target, known_hosts)
+        except FleetError as exc:
+            return HostResult(
+                target.name,
+                target.address,
+                "error",
+                error=str(exc),
+                duration_seconds=time.monotonic() - start,
+            )
+        try:
+            output = run(client, command_for(target), timeout, cancel)
+        except (FleetError, OSError, EOFError) as exc:
+            return HostResult(
+                target.name,
+                target.address,
+                "error",
+                error=f"{target.name}: {exc}",
+                duration_seconds=time.monotonic() - start,
+            )
+        finally:
+            close(client)
+        seconds = time.monotonic() - start
+        result = HostResult(
+            target.name,
+            target.address,
+            "ok" if output.exit_code == 0 else "failed",
+            exit_code=output.exit_code,
+            stdout=output.stdout,
+            stderr=output.stderr,
+            duration_seconds=seconds,
+        )
+        if output.timed_out:
+            result.status = "cancelled" if cancel.is_set() else "timeout"
+            result.error = (
+                f"{target.name}: cancelled"
+                if cancel.is_set()
+                else f"{target.name}: timed out after {timeout:.0f}s"
+            )
+        if parse is not None and output.stdout.strip():
+            with contextlib.suppress(ValueError):
+                result.data = parse(output.stdout)
+        return result
+
+    def finished(target: Target, result: HostResult) -> None:
+        with lock:
+            running.discard(target.name)
+            results[target.name] = result
+            failed = sum(1 for r in results.values() if not r.ok)
+            progress(len(results), len(running), failed, len(chosen))
+
+    pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="fleet")
+    futures: dict[Future[HostResult], Target] = {pool.submit(one, t): t for t in chosen}
+    pending = set(futures)
+    try:
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in done:
+                finished(futures[future], future.result())
+            with lock:
+                progress(
+                    len(results), len(running), sum(not r.ok for r in results.values()), len(chosen)
+                )
+    except KeyboardInterrupt:
+        cancel.set()
+        for future in pending:
+            future.cancel()
+        for future, target in futures.items():
+            if future.cancelled():
+                results[target.name] = HostResult(
+                    target.name, target.address, "cancelled", error=f"{target.name}: cancelled"
+                )
+        done, _ = wait([f for f in futures if not f.cancelled()], timeout=30)
+        for future in done:
+            results.setdefault(futures[future].name, future.result())
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return [results[t.name] for t in chosen if t.name in results]

@@ -1,0 +1,249 @@
+"""SSH connections for `opsagent fleet`: paramiko, key authentication, host keys checked.
+
+A host key must already be in the inventory's known_hosts file: an unknown key or a
+changed one is an error naming the host and the fingerprint it presented (the OpenSSH
+SHA256 form, so a person can compare it with `ssh-keygen -lf`); it is never added.
+`fetch_host_key` is what `opsagent fleet trust` uses to show a key to a person.
+Connections go through a jump host when the inventory says so (ProxyJump), send
+keepalives, and every wait is bounded (connect, banner, auth, command).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from agents.config import FleetHost, Inventory, resolve_secret
+from agents.errors import OpsagentError
+
+
+class FleetError(OpsagentError):
+    """A host cannot be reached or refused; one line that names the host."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A host with the inventory's defaults applied."""
+
+    name: str
+    address: str
+    port: int
+    user: str
+    key_file: Path | None
+    passphrase_file: Path | None
+    jump: Target | None
+    opsagent: str
+    config: str | None
+    connect_timeout: float
+    keepalive: float
+
+    @property
+    def where(self) -> str:
+        return f"{self.name} ({self.user}@{self.address}:{self.port})"
+
+    def known_hosts_name(self) -> str:
+        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+
+
+def targets(inventory: Inventory) -> dict[str, Target]:
+    """Every inventory host as a Target, by name."""
+    d = inventory.defaults
+    by_name = {h.name: h for h in inventory.hosts}
+
+    def build(host: FleetHost) -> Target:
+        jump = build(by_name[host.jump]) if host.jump else None
+        return Target(
+            name=host.name,
+            address=host.address,
+            port=host.port or d.port,
+            user=host.user or d.user,
+            key_file=_expand(host.key_file or d.key_file),
+            passphrase_file=_expand(host.passphrase_file or d.passphrase_file),
+            jump=jump,
+            opsagent=host.opsagent or d.opsagent,
+            config=host.config or d.config,
+            connect_timeout=d.connect_timeout.total_seconds(),
+            keepalive=d.keepalive.total_seconds(),
+        )
+
+    return {h.name: build(h) for h in inventory.hosts}
+
+
+def _expand(path: Path | None) -> Path | None:
+    return path.expanduser() if path is not None else None
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's SHA256:... fingerprint of a public key."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+class _Reject(paramiko.MissingHostKeyPolicy):
+    """RejectPolicy that says which key it refused."""
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        raise FleetError(
+            f"host key of {hostname} is not in known_hosts ({key.get_name()}"
+            f" {fingerprint(key)}); refused: check it, then add it (opsagent fleet trust)"
+        )
+
+
+def connect(target: Target, known_hosts: Path) -> paramiko.SSHClient:
+    """An authenticated client, or FleetError in one line naming the host."""
+    sock = None
+    jump_client = None
+    if target.jump is not None:
+        jump_client = connect(target.jump, known_hosts)
+        transport = jump_client.get_transport()
+        assert transport is not None
+        try:
+            sock = transport.open_channel(
+                "direct-tcpip",
+                (target.address, target.port),
+                ("127.0.0.1", 0),
+                timeout=target.connect_timeout,
+            )
+        except (paramiko.SSHException, OSError) as exc:
+            jump_client.close()
+            raise FleetError(
+                f"{target.where}: jump host {target.jump.name} cannot reach it: {_text(exc)}"
+            ) from None
+    client = paramiko.SSHClient()
+    try:
+        client.load_host_keys(str(known_hosts))
+    except (OSError, paramiko.SSHException) as exc:
+        raise FleetError(f"known_hosts {known_hosts}: {_text(exc)}") from None
+    client.set_missing_host_key_policy(_Reject())
+    passphrase = resolve_secret(file=target.passphrase_file) if target.passphrase_file else None
+    try:
+        client.connect(
+            target.address,
+            port=target.port,
+            username=target.user,
+            key_filename=str(target.key_file) if target.key_file else None,
+            passphrase=passphrase,
+            look_for_keys=False,
+            allow_agent=target.key_file is None,
+            timeout=target.connect_timeout,
+            banner_timeout=target.connect_timeout,
+            auth_timeout=target.connect_timeout,
+            sock=sock,
+        )
+    except FleetError as exc:
+        client.close()
+        raise FleetError(f"{target.name}: {exc}") from None
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise FleetError(
+            f"{target.name}: host key CHANGED for {target.known_hosts_name()}: it presented"
+            f" {exc.key.get_name()} {fingerprint(exc.key)}, known_hosts has"
+            f" {fingerprint(exc.expected_key)}; refused (possible man in the middle)"
+        ) from None
+    except paramiko.ssh_exception.NoValidConnectionsError as exc:
+        client.close()
+        reasons = sorted({_text(e) for e in exc.errors.values()}) or [_text(exc)]
+        raise FleetError(f"{target.where}: cannot connect: {'; '.join(reasons)}") from None
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        raise FleetError(f"{target.where}: authentication failed: {_text(exc)}") from None
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        client.close()
+        if jump_client is not None:
+            jump_client.close()
+        raise FleetError(f"{target.where}: {_text(exc)}") from None
+    transport = client.get_transport()
+    if transport is not None and target.keepalive > 0:
+        transport.set_keepalive(int(max(1, target.keepalive)))
+    if jump_client is not None:
+        client._opsagent_jump = jump_client  # type: ignore[attr-defined]  # closed with it
+    return client
+
+
+def close(client: paramiko.SSHClient) -> None:
+    client.close()
+    jump = getattr(client, "_opsagent_jump", None)
+    if jump is not None:
+        jump.close()
+
+
+@dataclass
+class Output:
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+
+def run(
+    client: paramiko.SSHClient, command: str, timeout: float, cancel: threading.Event
+) -> Output:
+    """Run a command, reading stdout and stderr as they come; cut at the timeout or on
+    cancel (the channel is closed, which ends the remote command's session)."""
+    transport = client.get_transport()
+    if transport is None:
+        raise FleetError("connection closed")
+    channel = transport.open_session(timeout=30)
+    channel.settimeout(0.2)
+    channel.exec_command(command)
+    out = bytearray()
+    err = bytearray()
+    deadline = time.monotonic() + timeout
+    while True:
+        progressed = False
+        while channel.recv_ready():
+            out += channel.recv(65536)
+            progressed = True
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(65536)
+            progressed = True
+        if (
+            channel.exit_status_ready()
+            and not channel.recv_ready()
+            and not (channel.recv_stderr_ready())
+        ):
+            break
+        if cancel.is_set() or time.monotonic() > deadline:
+            channel.close()
+            return Output(None, out.decode(errors="replace"), err.decode(errors="replace"), True)
+        if not progressed:
+            try:
+                data = channel.recv(65536)
+            except TimeoutError:  # socket.timeout: nothing within 0.2 s
+                continue
+            if data:
+                out += data
+            else:
+                time.sleep(0.05)  # stdout closed; the exit status is on its way
+    code = channel.recv_exit_status()
+    channel.close()
+    return Output(code, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+def fetch_host_key(address: str, port: int, timeout: float = 10.0) -> paramiko.PKey:
+    """The host key a server presents, without authenticating (for a person to verify)."""
+    try:
+        sock = socket.create_connection((address, port), timeout=timeout)
+    except OSError as exc:
+        raise FleetError(f"{address}:{port}: {_text(exc)}") from None
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=timeout)
+        return transport.get_remote_server_key()
+    except (paramiko.SSHException, EOFError) as exc:
+        raise FleetError(f"{address}:{port}: {_text(exc)}") from None
+    finally:
+        transport.close()
+
+
+def _text(exc: BaseException) -> str:
+    return " ".join((getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).split())

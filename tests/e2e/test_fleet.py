@@ -1,0 +1,394 @@
+"""`opsagent fleet` against three real OpenSSH servers on loopback, each with its own host
+key, each running the real `opsagent` with its own config (its own host name and state):
+aggregation, a stopped host, a changed host key, a hung command, the parallelism bound
+measured on the servers, a jump host, an encrypted key, Ctrl-C, JSON and the audit."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support import services
+from tests.support.services import SshServer
+
+OPSAGENT = str(Path(sys.executable).with_name("opsagent"))
+
+
+@dataclass
+class Fleet:
+    root: Path
+    servers: list[SshServer]
+    inventory: Path
+    known_hosts: Path
+    client_key: Path
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "agents", "fleet", *args, "--inventory", str(self.inventory)]
+            if args[0] not in ("exec",)
+            else [
+                sys.executable,
+                "-m",
+                "agents",
+                "fleet",
+                "exec",
+                "--inventory",
+                str(self.inventory),
+                *args[1:],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+def _keygen(path: Path, passphrase: str = "") -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-f", str(path)],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    root = tmp_path_factory.mktemp("fleet")
+    client = root / "client_ed25519"
+    _keygen(client)
+    encrypted = root / "encrypted_ed25519"
+    _keygen(encrypted, "correct horse")
+    (root / "passphrase").write_text("correct horse\n")
+    servers = []
+    try:
+        for i in (1, 2, 3):
+            work = root / f"sshd{i}"
+            work.mkdir()
+            for suffix in ("", ".pub"):  # one operator key for every server
+                shutil.copy(f"{client}{suffix}", work / f"client_ed25519{suffix}")
+            servers.append(services.start_sshd(work))
+            keys = (
+                client.with_suffix(".pub").read_text(),
+                encrypted.with_suffix(".pub").read_text(),
+            )
+            (work / "authorized_keys").write_text("".join(keys))
+        known_hosts = root / "known_hosts"
+        known_hosts.write_text("".join(s.known_hosts.read_text() for s in servers))
+        hosts = []
+        for i, server in enumerate(servers, start=1):
+            name = f"app-0{i}"
+            config = root / f"{name}.yml"
+            config.write_text(f"host: {name}\nstate_dir: {root / name}\n")
+            hosts.append(
+                {
+                    "name": name,
+                    "address": "127.0.0.1",
+                    "port": server.port,
+                    "config": str(config),
+                    "groups": ["web"] if i < 3 else ["db"],
+                    "labels": {"client": "acme" if i == 1 else "globex"},
+                }
+            )
+        # more names over the same servers, for the concurrency measurement
+        for n in range(6):
+            server = servers[n % 3]
+            hosts.append(
+                {
+                    "name": f"load-{n}",
+                    "address": "127.0.0.1",
+                    "port": server.port,
+                    "groups": ["load"],
+                }
+            )
+        hosts.append(
+            {
+                "name": "behind-jump",
+                "address": "127.0.0.1",
+                "port": servers[1].port,
+                "jump": "app-01",
+                "config": str(root / "app-02.yml"),
+                "groups": ["jump"],
+            }
+        )
+        hosts.append(
+            {
+                "name": "encrypted-key",
+                "address": "127.0.0.1",
+                "port": servers[0].port,
+                "key_file": str(encrypted),
+                "passphrase_file": str(root / "passphrase"),
+                "config": str(root / "app-01.yml"),
+                "groups": ["enc"],
+            }
+        )
+        inventory = root / "inventory.yml"
+        inventory.write_text(
+            yaml.safe_dump(
+                {
+                    "known_hosts": str(known_hosts),
+                    "state_dir": str(root / "operator"),
+                    "defaults": {
+                        "user": servers[0].user,
+                        "key_file": str(client),
+                        "opsagent": OPSAGENT,
+                        "connect_timeout": "5s",
+                        "command_timeout": "60s",
+                    },
+                    "hosts": hosts,
+                }
+            )
+        )
+        yield Fleet(root, servers, inventory, known_hosts, client)
+    finally:
+        for server in servers:
+            server.process.stop()
+
+
+def test_status_aggregates_every_host_and_flags_mixed_versions(fleet: Fleet) -> None:
+    out = fleet.run("status", "--group", "web", "--group", "db", "--json")
+    doc = json.loads(out.stdout)
+    hosts = {h["host"]: h for h in doc["hosts"]}
+    assert set(hosts) == {"app-01", "app-02", "app-03"}
+    for name, host in hosts.items():
+        assert host["data"]["host"] == name, "each host answered with its own status"
+        assert host["data"]["agent"]["running"] is False
+        assert host["exit_code"] == 1  # no agent running there: not well, and says so
+        assert {"stdout", "stderr", "duration_seconds", "status"} <= set(host)
+    assert out.returncode == 1
+    assert doc["mixed_versions"] is False
+    # app-03's agent last ran an older version: the fleet view says so
+    db = sqlite3.connect(fleet.root / "app-03" / "state.db")
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('daemon_version', '0.0.9')")
+    db.commit()
+    db.close()
+    screen = fleet.run("status", "--all", "--parallel", "4")
+    assert "MIXED VERSIONS: 0.0.9 on app-03; 0.1.0 on" in screen.stdout, screen.stdout
+    assert "app-01" in screen.stdout and "agent is not running" in screen.stdout
+
+
+def test_exec_prefixes_output_and_json_is_complete(fleet: Fleet) -> None:
+    out = fleet.run("exec", "--label", "client=acme", "--host", "app-03", "--", "echo", "hi")
+    assert out.returncode == 0, out.stderr
+    assert sorted(out.stdout.splitlines()) == ["app-01 | hi", "app-03 | hi"]
+    collected = fleet.run("exec", "--group", "web", "--collect", "--", "echo same")
+    assert "== app-01, app-02\nsame" in collected.stdout
+    as_json = fleet.run("exec", "--all", "--json", "--", "sh -c 'echo out; echo err >&2; exit 3'")
+    assert as_json.returncode == 1
+    doc = json.loads(as_json.stdout)
+    assert len(doc["hosts"]) == 11
+    for host in doc["hosts"]:
+        assert host["exit_code"] == 3 and host["status"] == "failed"
+        assert host["stdout"] == "out\n" and host["stderr"] == "err\n"
+        assert host["duration_seconds"] > 0
+
+
+def test_a_stopped_host_fails_alone_with_a_clear_error(fleet: Fleet, tmp_path: Path) -> None:
+    spare = services.start_sshd(tmp_path / "spare")
+    inventory = yaml.safe_load(fleet.inventory.read_text())
+    inventory["hosts"] = [h for h in inventory["hosts"] if h["name"] in ("app-01", "app-02")]
+    inventory["hosts"].append(
+        {"name": "gone", "address": "127.0.0.1", "port": spare.port, "config": "/x.yml"}
+    )
+    spare.process.stop()
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "fleet",
+            "exec",
+            "--inventory",
+            str(path),
+            "--all",
+            "--json",
+            "--",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    hosts = {h["host"]: h for h in json.loads(out.stdout)["hosts"]}
+    assert hosts["app-01"]["status"] == hosts["app-02"]["status"] == "ok"
+    assert hosts["gone"]["status"] == "error"
+    assert hosts["gone"]["error"].startswith("gone (")
+    assert "refused" in hosts["gone"]["error"].lower()
+    assert "\n" not in hosts["gone"]["error"] and "Traceback" not in out.stderr
+
+
+def test_a_changed_host_key_is_refused_with_the_fingerprint(fleet: Fleet, tmp_path: Path) -> None:
+    impostor = tmp_path / "impostor"
+    _keygen(impostor)
+    kind, blob = impostor.with_suffix(".pub").read_text().split()[:2]
+    lines = fleet.known_hosts.read_text().splitlines()
+    port = fleet.servers[1].port
+    lines = [f"[127.0.0.1]:{port} {kind} {blob}" if f":{port} " in line else line for line in lines]
+    known = tmp_path / "known_hosts"
+    known.write_text("\n".join(lines) + "\n")
+    inventory = yaml.safe_load(fleet.inventory.read_text())
+    inventory["known_hosts"] = str(known)
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "fleet",
+            "exec",
+            "--inventory",
+            str(path),
+            "--group",
+            "web",
+            "--json",
+            "--",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    hosts = {h["host"]: h for h in json.loads(out.stdout)["hosts"]}
+    assert hosts["app-01"]["status"] == "ok"
+    real = subprocess.run(
+        ["ssh-keygen", "-lf", str(fleet.servers[1].dir / "host_ed25519.pub")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[1]
+    error = hosts["app-02"]["error"]
+    assert "host key CHANGED" in error and real in error, error
+    # an unknown host: not in known_hosts at all
+    known.write_text(fleet.servers[0].known_hosts.read_text())
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "fleet",
+            "exec",
+            "--inventory",
+            str(path),
+            "--host",
+            "app-03",
+            "--json",
+            "--",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    error = json.loads(out.stdout)["hosts"][0]["error"]
+    assert "not in known_hosts" in error and "SHA256:" in error
+    # `fleet trust` shows the real key for a person to add; it writes nothing
+    trusted = subprocess.run(
+        [sys.executable, "-m", "agents", "fleet", "trust", "app-03", "--inventory", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert trusted.returncode == 0, trusted.stderr
+    assert fleet.servers[2].host_key_pub.split()[1] in trusted.stdout
+    assert known.read_text() == fleet.servers[0].known_hosts.read_text()
+
+
+def test_a_hung_command_is_cut_at_its_timeout(fleet: Fleet) -> None:
+    started = time.monotonic()
+    out = fleet.run("exec", "--host", "app-01", "--timeout", "2", "--json", "--", "sleep 30")
+    assert time.monotonic() - started < 15
+    host = json.loads(out.stdout)["hosts"][0]
+    assert host["status"] == "timeout" and "timed out after 2s" in host["error"]
+    assert out.returncode == 1
+
+
+def test_parallelism_bound_is_respected_on_the_servers(fleet: Fleet) -> None:
+    log = fleet.root / "concurrency.log"
+    command = (
+        f"sh -c 'echo start $(date +%s.%N) >> {log}; sleep 1; echo end $(date +%s.%N) >> {log}'"
+    )
+    out = fleet.run("exec", "--group", "load", "--parallel", "2", "--json", "--", command)
+    assert out.returncode == 0, out.stdout + out.stderr
+    events = sorted(
+        (float(ts), 1 if kind == "start" else -1)
+        for kind, ts in (line.split() for line in log.read_text().splitlines())
+    )
+    running = peak = 0
+    for _ts, delta in events:
+        running += delta
+        peak = max(peak, running)
+    assert len(events) == 12
+    assert peak == 2, f"peak concurrency {peak} with --parallel 2"
+
+
+def test_jump_host_and_encrypted_key(fleet: Fleet) -> None:
+    out = fleet.run("exec", "--group", "jump", "--group", "enc", "--json", "--", "echo ok")
+    assert out.returncode == 0, out.stdout + out.stderr
+    hosts = {h["host"]: h for h in json.loads(out.stdout)["hosts"]}
+    assert hosts["behind-jump"]["stdout"] == "ok\n"
+    assert hosts["encrypted-key"]["stdout"] == "ok\n"
+
+
+def test_ctrl_c_cancels_the_remaining_hosts_cleanly(fleet: Fleet) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "fleet",
+            "exec",
+            "--inventory",
+            str(fleet.inventory),
+            "--group",
+            "load",
+            "--parallel",
+            "1",
+            "--json",
+            "--",
+            "sleep 20",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - started < 10
+    assert proc.returncode == 1, err
+    hosts = json.loads(out)["hosts"]
+    assert len(hosts) == 6
+    assert all(h["status"] == "cancelled" for h in hosts), hosts
+    assert "Traceback" not in err
+
+
+def test_history_records_every_fleet_command(fleet: Fleet) -> None:
+    fleet.run("exec", "--host", "app-01", "--", "true")
+    out = fleet.run("history", "--json")
+    assert out.returncode == 0, out.stderr
+    records = json.loads(out.stdout)
+    latest = records[0]
+    assert latest["action"] == "fleet exec"
+    assert latest["target"] == "app-01"
+    assert latest["outcome"] == "ok"
+    assert latest["detail"]["command"] == "true"
+    assert latest["detail"]["hosts"] == {"app-01": "ok"}
+    assert latest["actor"]
+    assert any(r["action"] == "fleet status" for r in records)
+    assert os.path.exists(fleet.root / "operator" / "state.db")
