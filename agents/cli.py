@@ -29,7 +29,15 @@ from rich.progress import (
 from rich.table import Table
 
 from agents import __version__
-from agents.config import BackupConfig, Config, ConfigError, config_path, load_config
+from agents.audit import action as audit_action
+from agents.config import (
+    BackupConfig,
+    Config,
+    ConfigError,
+    config_path,
+    load_config,
+    redact_url,
+)
 from agents.errors import OpsagentError
 from agents.logs import setup_logging
 from agents.results import CheckResult, Severity, Status, run_guarded
@@ -142,13 +150,16 @@ def record_outcome(config: Config, results: list[CheckResult]) -> None:
     """Store a command's job results as the daemon would: in the state database, in the
     cases (a failed backup run from a systemd timer opens its case too), and in the
     textfile for node_exporter when `exporter.textfile` is set."""
+    from agents.audit import result_sink, whoami
     from agents.daemon import case_rules, write_textfile
     from agents.state import StateDB
 
     state = StateDB(config.state_db)
     rules = case_rules(config)
+    audit = result_sink(config.state_db, whoami())
     for result in results:
         state.record_result(result)
+        audit(result)
         try:
             rules.observe(result)
         except OpsagentError as exc:  # the outcome stands even when the store is down
@@ -261,6 +272,46 @@ def status_command(ctx: click.Context, config_file: Path | None, as_json: bool) 
     ctx.exit(EXIT_OK if status["ok"] else EXIT_FAILED)
 
 
+@cli.command("audit")
+@config_option
+@click.option("--since", default=None, help="Only records newer than this (7d, or an ISO time).")
+@click.option("--action", "prefix", default="", help="Only actions starting with this.")
+@click.option("--limit", default=100, show_default=True, help="How many records to show.")
+@json_option
+@click.pass_context
+def audit_command(
+    ctx: click.Context,
+    config_file: Path | None,
+    since: str | None,
+    prefix: str,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Who changed what, when, with which outcome (backups, restores, cases, keys...)."""
+    from agents.state import StateDB
+    from agents.units import parse_duration
+
+    config = load(ctx, config_file)
+    start = None
+    if since:
+        try:
+            start = datetime.now(UTC) - parse_duration(since)
+        except ValueError:
+            start = _parse_time(since)
+    records = StateDB(config.state_db).audit_records(start, prefix, limit)
+    if as_json:
+        print_json([r.to_dict() for r in records])
+        return
+    table = Table(title=f"audit on {config.host}, newest first")
+    for column in ("when", "who", "action", "target", "outcome"):
+        table.add_column(column)
+    for r in records:
+        table.add_row(
+            r.at.astimezone().strftime("%Y-%m-%d %H:%M:%S"), r.actor, r.action, r.target, r.outcome
+        )
+    Console().print(table)
+
+
 @cli.command("demo")
 @click.option("--keep", is_flag=True, help="Keep the demo directory at the end.")
 def demo_command(keep: bool) -> None:
@@ -284,6 +335,173 @@ def backup_config(config: Config) -> BackupConfig:
     if config.backup is None:
         raise ConfigError([f"{config_path(None)}: backup: required for this command"])
     return config.backup
+
+
+@backup.group("key")
+def backup_key() -> None:
+    """Repository keys: several passwords open one master key; rotate without re-encrypting."""
+
+
+new_password_option = click.option(
+    "--new-password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the new password (else $OPSAGENT_NEW_PASSWORD, else a prompt).",
+)
+
+
+def _new_password(path: Path | None) -> str:
+    """The new password: a file (mode-checked), the environment, or a hidden prompt."""
+    import os
+
+    from agents.config import resolve_secret
+
+    if path is not None:
+        return resolve_secret(file=path) or ""
+    if os.environ.get("OPSAGENT_NEW_PASSWORD"):
+        return os.environ["OPSAGENT_NEW_PASSWORD"]
+    if not sys.stdin.isatty():
+        raise OpsagentError("give the new password: --new-password-file or $OPSAGENT_NEW_PASSWORD")
+    return str(click.prompt("New password", hide_input=True, confirmation_prompt=True))
+
+
+@backup_key.command("list")
+@config_option
+@json_option
+@click.pass_context
+def backup_key_list(ctx: click.Context, config_file: Path | None, as_json: bool) -> None:
+    """The repository's keys; the one this config's password opens is marked."""
+    from agents.backup.runner import open_repository
+
+    repo = open_repository(backup_config(load(ctx, config_file)))
+    keys = repo.list_keys()
+    if as_json:
+        print_json(keys)
+        return
+    table = Table(title=f"keys of {repo.storage.url}")
+    for column in ("", "id", "created", "user", "host", "label"):
+        table.add_column(column)
+    for key in keys:
+        table.add_row(
+            "*" if key["current"] else "",
+            key["id"][:8],
+            str(key["created"])[:19],
+            str(key["user"]),
+            str(key["host"]),
+            str(key["label"]),
+        )
+    Console().print(table)
+
+
+@backup_key.command("add")
+@config_option
+@new_password_option
+@click.option("--label", default="", help="Whose key this is (shown by `key list`).")
+@click.pass_context
+def backup_key_add(
+    ctx: click.Context, config_file: Path | None, new_password_file: Path | None, label: str
+) -> None:
+    """Add a key: the master key wrapped with another password (a second person's)."""
+    from agents.backup.runner import open_repository
+
+    config = load(ctx, config_file)
+    repo = open_repository(backup_config(config))
+    password = _new_password(new_password_file)
+    with audit_action(config.state_db, "key add", repo.storage.url, label=label) as audit:
+        key_id = repo.add_key(password, config.host, _whoami(), label)
+        audit["key"] = key_id[:8]
+    click.echo(f"added key {key_id[:8]}")
+
+
+@backup_key.command("remove")
+@config_option
+@click.argument("key_id")
+@click.pass_context
+def backup_key_remove(ctx: click.Context, config_file: Path | None, key_id: str) -> None:
+    """Remove a key (a departed person's); never the last one, nor the one in use."""
+    from agents.backup.runner import open_repository
+
+    config = load(ctx, config_file)
+    repo = open_repository(backup_config(config))
+    with audit_action(config.state_db, "key remove", repo.storage.url, key=key_id):
+        removed = repo.remove_key(key_id)
+    click.echo(f"removed key {removed[:8]}")
+
+
+@backup_key.command("passwd")
+@config_option
+@new_password_option
+@click.pass_context
+def backup_key_passwd(
+    ctx: click.Context, config_file: Path | None, new_password_file: Path | None
+) -> None:
+    """Change the password of the key in use: a new key first, then the old one removed.
+    Update backup.password_file with the new password afterwards."""
+    from agents.backup.runner import open_repository
+
+    config = load(ctx, config_file)
+    repo = open_repository(backup_config(config))
+    password = _new_password(new_password_file)
+    old = repo.key_id
+    with audit_action(config.state_db, "key passwd", repo.storage.url, old=old[:8]) as audit:
+        label = next((k["label"] for k in repo.list_keys() if k["id"] == old), "")
+        new = repo.add_key(password, config.host, _whoami(), label)
+        repo.key_id = new  # the new key is in use now: the old one can go
+        repo.remove_key(old)
+        audit["new"] = new[:8]
+    click.echo(f"key {old[:8]} replaced by {new[:8]}; now put the new password in the file")
+    click.echo(f"that backup.password_file names ({backup_config(config).password_file})")
+
+
+@backup_key.command("export")
+@config_option
+@click.option("--paper", is_flag=True, required=True, help="Print for offline escrow.")
+@click.pass_context
+def backup_key_export(ctx: click.Context, config_file: Path | None, paper: bool) -> None:
+    """Print the master key for offline escrow (a safe, not a computer), with a checksum;
+    `backup key recover` turns it back into a key with a new password."""
+    from agents.backup.crypto import key_fingerprint, paper_key
+    from agents.backup.runner import open_repository
+
+    config = load(ctx, config_file)
+    repo = open_repository(backup_config(config))
+    with audit_action(config.state_db, "key export", repo.storage.url):
+        text = paper_key(repo.crypto.master)
+    click.echo(f"opsagent repository {repo.info['id']} at {repo.storage.url}")
+    click.echo(f"master key (checksum {key_fingerprint(repo.crypto.master)}):")
+    click.echo(text)
+    click.echo("Anyone with this text can read every backup. Print it, store it in a safe,")
+    click.echo("and do not keep it on this computer.")
+
+
+@backup_key.command("recover")
+@config_option
+@click.option(
+    "--paper-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The text `key export --paper` printed (typed back in).",
+)
+@new_password_option
+@click.pass_context
+def backup_key_recover(
+    ctx: click.Context, config_file: Path | None, paper_file: Path, new_password_file: Path | None
+) -> None:
+    """Every password lost: make a new key from the escrowed master key."""
+    from agents.backup.crypto import read_paper_key
+    from agents.backup.repository import Repository
+    from agents.backup.storage import open_storage
+
+    config = load(ctx, config_file)
+    cfg = backup_config(config)
+    storage = open_storage(cfg.repository, cfg.s3)
+    with audit_action(config.state_db, "key recover", storage.url) as audit:
+        master = read_paper_key(paper_file.read_text(encoding="utf-8"))
+        repo = Repository.from_master(storage, master)
+        password = _new_password(new_password_file)
+        key_id = repo.add_key(password, config.host, _whoami(), "recovered from paper")
+        audit["key"] = key_id[:8]
+    click.echo(f"added key {key_id[:8]}: the repository opens with the new password")
 
 
 @backup.command("init")
@@ -636,10 +854,14 @@ def restore_cmd(
         return
     directory = Path(target)
     with (
+        audit_action(config.state_db, "restore files", str(directory), snapshot=snap.id) as audit,
         repo.lock(exclusive=False),
         progress_bar("restore", total=snap.stats.get("bytes"), enabled=not as_json) as advance,
     ):
         result = restore(repo, snap, directory, list(include) or None, overwrite, advance)
+        audit |= {"files": result.files, "bytes": result.bytes}
+        if result.refused or result.errors:
+            audit["outcome"] = f"{len(result.refused)} refused, {len(result.errors)} errors"
     data = {
         "snapshot": snap.id,
         "target": str(directory),
@@ -714,10 +936,16 @@ def _restore_database(
             )
         return
     workdir = cfg.cache_dir or config.state_dir / "tmp"
-    with repo.lock(exclusive=False):
+    where = redact_url(target)
+    with (
+        audit_action(config.state_db, "restore database", f"{database} -> {where}") as audit,
+        repo.lock(exclusive=False),
+    ):
         recovery = restore_database(
             repo, snap, database, target, source, workdir, create, force, jobs
         )
+        audit |= {"snapshot": snap.id, "seconds": round(recovery.seconds, 3)}
+        audit["outcome"] = "ok" if recovery.ok else f"differs: {'; '.join(recovery.problems)}"
     rows = []
     for table in sorted(
         set(recovery.expected.get("tables", {})) | set(recovery.actual.get("tables", {}))
@@ -1075,7 +1303,9 @@ def cases_show(ctx: click.Context, config_file: Path | None, case_id: int, as_js
 @click.pass_context
 def cases_ack(ctx: click.Context, config_file: Path | None, case_id: int, actor: str) -> None:
     """Acknowledge a case: stops its response clock."""
-    case = case_store(load(ctx, config_file)).acknowledge(case_id, datetime.now(UTC), actor)
+    config = load(ctx, config_file)
+    with audit_action(config.state_db, "case ack", f"#{case_id}", by=actor):
+        case = case_store(config).acknowledge(case_id, datetime.now(UTC), actor)
     click.echo(f"#{case.id} acknowledged by {actor}")
 
 
@@ -1089,7 +1319,9 @@ def cases_comment(
     ctx: click.Context, config_file: Path | None, case_id: int, text: str, actor: str | None
 ) -> None:
     """Add a comment to a case's timeline."""
-    case_store(load(ctx, config_file)).comment(case_id, datetime.now(UTC), actor, text)
+    config = load(ctx, config_file)
+    with audit_action(config.state_db, "case comment", f"#{case_id}", by=actor):
+        case_store(config).comment(case_id, datetime.now(UTC), actor, text)
     click.echo(f"#{case_id}: comment added")
 
 
@@ -1107,7 +1339,9 @@ def cases_resolve(
     actor: str | None,
 ) -> None:
     """Resolve a case: stops its resolution clock."""
-    case_store(load(ctx, config_file)).resolve(case_id, datetime.now(UTC), actor, note)
+    config = load(ctx, config_file)
+    with audit_action(config.state_db, "case resolve", f"#{case_id}", by=actor, note=note):
+        case_store(config).resolve(case_id, datetime.now(UTC), actor, note)
     click.echo(f"#{case_id} resolved")
 
 
@@ -1120,7 +1354,9 @@ def cases_reopen(
     ctx: click.Context, config_file: Path | None, case_id: int, actor: str | None
 ) -> None:
     """Reopen a resolved case."""
-    case_store(load(ctx, config_file)).reopen(case_id, datetime.now(UTC), actor)
+    config = load(ctx, config_file)
+    with audit_action(config.state_db, "case reopen", f"#{case_id}", by=actor):
+        case_store(config).reopen(case_id, datetime.now(UTC), actor)
     click.echo(f"#{case_id} reopened")
 
 
@@ -1133,7 +1369,9 @@ def cases_close(
     ctx: click.Context, config_file: Path | None, case_id: int, actor: str | None
 ) -> None:
     """Close a resolved case (nothing more to do on it)."""
-    case_store(load(ctx, config_file)).close(case_id, datetime.now(UTC), actor)
+    config = load(ctx, config_file)
+    with audit_action(config.state_db, "case close", f"#{case_id}", by=actor):
+        case_store(config).close(case_id, datetime.now(UTC), actor)
     click.echo(f"#{case_id} closed")
 
 

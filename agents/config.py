@@ -12,6 +12,7 @@ import difflib
 import os
 import re
 import socket
+import stat
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -670,6 +671,10 @@ class FleetDefaults(Model):
     connect_timeout: Duration = timedelta(seconds=10)
     command_timeout: Duration = timedelta(minutes=10)
     keepalive: Duration = timedelta(seconds=15)
+    upgrade_command: str = (
+        "/opt/opsagent/bin/pip install --quiet 'opsagent=={version}'"
+        " && sudo -n systemctl restart opsagent"
+    )
 
 
 class FleetHost(Model):
@@ -686,6 +691,7 @@ class FleetHost(Model):
     labels: dict[str, str] = {}
     opsagent: str | None = None
     config: str | None = None
+    upgrade_command: str | None = None
 
 
 class Inventory(Model):
@@ -816,6 +822,14 @@ def resolve_secret(ref: str | None = None, file: Path | None = None) -> str | No
     """The secret behind a `${ENV}` reference or a file (first line, stripped); None if unset."""
     if file is not None:
         try:
+            mode = file.stat().st_mode
+            if mode & stat.S_IROTH:  # anyone on the host could read it: refuse, say the fix
+                raise ConfigError(
+                    [
+                        f"{file}: secret file is readable by every user"
+                        f" (mode {stat.S_IMODE(mode):04o}); run: chmod 600 {file}"
+                    ]
+                )
             return file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError([f"{file}: cannot read secret: {exc.strerror or exc}"]) from None
@@ -860,11 +874,11 @@ def _redact(node: Any, key: str = "") -> Any:
         if _SECRET_KEY.search(key) and not _ENV_REF.match(node):
             return "***"
         if "://" in node:
-            return _redact_url(node)
+            return redact_url(node)
     return node
 
 
-def _redact_url(url: str) -> str:
+def redact_url(url: str) -> str:
     parts = urlsplit(url)
     netloc = parts.netloc
     if parts.password:

@@ -266,6 +266,7 @@ DESCRIPTIONS: dict[str, str] = {
     "FleetDefaults.connect_timeout": "Connect, banner and authentication timeout.",
     "FleetDefaults.command_timeout": "A command running longer on a host is cut (--timeout).",
     "FleetDefaults.keepalive": "SSH keepalive interval.",
+    "FleetDefaults.upgrade_command": "What `fleet upgrade` runs on a host (`{version}` filled in).",
     "FleetHost.name": "Unique name (--host, output, audit).",
     "FleetHost.address": "Host name or IP address.",
     "FleetHost.port": "SSH port (default: defaults.port).",
@@ -277,4 +278,5 @@ DESCRIPTIONS: dict[str, str] = {
     "FleetHost.labels": "Labels (--label k=v).",
     "FleetHost.opsagent": "The opsagent command on this host.",
     "FleetHost.config": "The config path on this host.",
+    "FleetHost.upgrade_command": "This host's upgrade command (a package manager, say).",
 }

@@ -541,6 +541,7 @@ def start_agent(config: Config, version: str) -> int:
     if textfile is not None:
         jobs.append(textfile)
     intake = AlertmanagerIntake(rules.store, config.cases)
+    from agents.audit import result_sink
     from agents.cases.notify import Heartbeats
 
     beats = Heartbeats(config.cases.notify)
@@ -548,7 +549,7 @@ def start_agent(config: Config, version: str) -> int:
         jobs,
         state,
         config.host,
-        sinks=[metrics.observe, rules.observe, beats.finished],
+        sinks=[metrics.observe, rules.observe, beats.finished, result_sink(config.state_db)],
         on_start=[beats.started],
         limits={"checks": config.monitor.max_parallel},
     )

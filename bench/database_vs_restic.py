@@ -87,6 +87,7 @@ def main() -> None:
         env = {**os.environ, "RESTIC_PASSWORD": PASSWORD}
         key = work / "key"
         key.write_text(PASSWORD + "\n")
+        key.chmod(0o600)
         config = work / "config.yml"
         config.write_text(
             f"""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,10 @@ import pytest
 
 from tests.support import services
 from tests.support.services import ServiceError
+
+# Tests write secret files the way an operator's shell with `umask 077` does: the agent
+# refuses a world-readable secret file (tests/integration/test_keys.py checks that).
+os.umask(0o077)
 
 
 def _started(factory, *args):  # type: ignore[no-untyped-def]

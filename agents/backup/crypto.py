@@ -120,6 +120,38 @@ def key_fingerprint(master: MasterKey) -> str:
     return blake3.blake3(master.to_bytes()).hexdigest()[:16]
 
 
+def paper_key(master: MasterKey) -> str:
+    """The master key as base32 in groups of 4, 8 groups a line: typeable from paper."""
+    text = base64.b32encode(master.to_bytes()).decode().rstrip("=")
+    groups = [text[i : i + 4] for i in range(0, len(text), 4)]
+    lines = [" ".join(groups[i : i + 8]) for i in range(0, len(groups), 8)]
+    return "\n".join(lines) + f"\nchecksum {key_fingerprint(master)}"
+
+
+def read_paper_key(text: str) -> MasterKey:
+    """Parse what `paper_key` printed (as typed back: case and spacing do not matter)."""
+    checksum = None
+    letters = []
+    for line in text.splitlines():
+        words = line.strip().split()
+        if not words:
+            continue
+        if words[0].lower() == "checksum" and len(words) == 2:
+            checksum = words[1].lower()
+            continue
+        if all(len(w) <= 4 and w.isalnum() for w in words):
+            letters.append("".join(words).upper())
+    data = "".join(letters)
+    try:
+        raw = base64.b32decode(data + "=" * (-len(data) % 8))
+        master = MasterKey.from_bytes(raw)
+    except (ValueError, WrongKey):
+        raise WrongKey("the paper key does not decode: check for typing mistakes") from None
+    if checksum is not None and key_fingerprint(master) != checksum:
+        raise WrongKey("the paper key does not match its checksum: check for typing mistakes")
+    return master
+
+
 def dumps(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 

@@ -67,6 +67,7 @@ class Repository:
         self.crypto = crypto
         self.info = info
         self.lock_wait = 0.0  # seconds to wait for a conflicting lock (backup.lock_wait)
+        self.key_id = ""  # the key file (keys/<id>) that opened this repository
         self.index = Index()
         self.index_files: dict[str, list[str]] = {}
         self._index_loaded = False
@@ -85,7 +86,8 @@ class Repository:
             raise BackupError("the repository password is empty")
         master = MasterKey.generate()
         keyfile = wrap_master_key(master, password, host, user)
-        storage.put(f"keys/{secrets.token_hex(16)}", json.dumps(keyfile).encode())
+        key_id = secrets.token_hex(16)
+        storage.put(f"keys/{key_id}", json.dumps(keyfile).encode())
         info = {
             "version": REPOSITORY_VERSION,
             "id": secrets.token_hex(16),
@@ -96,7 +98,9 @@ class Repository:
             },
         }
         storage.put("config", json.dumps(info, indent=2).encode())
-        return cls(storage, Crypto(master), info)
+        repo = cls(storage, Crypto(master), info)
+        repo.key_id = key_id
+        return repo
 
     @classmethod
     def open(cls, storage: Storage, password: str) -> Repository:
@@ -123,8 +127,87 @@ class Repository:
                 master = unwrap_master_key(json.loads(storage.get(key)), password)
             except (WrongKey, ValueError):
                 continue
-            return cls(storage, Crypto(master), info)
+            repo = cls(storage, Crypto(master), info)
+            repo.key_id = key.rsplit("/", 1)[-1]
+            return repo
         raise WrongKey(f"{storage.url}: wrong password: no repository key opens with it")
+
+    @classmethod
+    def from_master(cls, storage: Storage, master: MasterKey) -> Repository:
+        """Open with the master key itself (escrow), proven by decrypting the repository's
+        own objects: a key that opens nothing is refused."""
+        try:
+            info = json.loads(storage.get("config"))
+        except NotFound:
+            raise BackupError(f"no repository at {storage.url}") from None
+        repo = cls(storage, Crypto(master), info)
+        for snapshot_key in storage.list("snapshots/"):
+            try:
+                repo.crypto.open(storage.get(snapshot_key.key), _SNAPSHOT_ASSOCIATED, "snapshot")
+            except IntegrityError:
+                raise WrongKey(
+                    f"{storage.url}: this master key does not open the repository"
+                ) from None
+            break
+        return repo
+
+    # --- keys: several wrapped copies of one master key ----------------------------------
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        """Every key file: id, created, host, user, label, and whether it opened this one."""
+        found = []
+        for info in self.storage.list("keys/"):
+            key_id = info.key.rsplit("/", 1)[-1]
+            try:
+                body = json.loads(self.storage.get(info.key))
+            except (NotFound, ValueError):
+                continue
+            found.append(
+                {
+                    "id": key_id,
+                    "created": body.get("created"),
+                    "host": body.get("host"),
+                    "user": body.get("user"),
+                    "label": body.get("label", ""),
+                    "current": key_id == self.key_id,
+                }
+            )
+        return sorted(found, key=lambda k: str(k["created"]))
+
+    def add_key(self, password: str, host: str, user: str, label: str = "") -> str:
+        """Wrap the master key with another password; returns the new key's id. The copy
+        is read back and opened before this returns, so a bad write is never trusted."""
+        if not password:
+            raise BackupError("the new password is empty")
+        keyfile = wrap_master_key(self.crypto.master, password, host, user)
+        keyfile["label"] = label
+        key_id = secrets.token_hex(16)
+        self.storage.put(f"keys/{key_id}", json.dumps(keyfile).encode())
+        check = unwrap_master_key(json.loads(self.storage.get(f"keys/{key_id}")), password)
+        if check.to_bytes() != self.crypto.master.to_bytes():
+            self.storage.delete([f"keys/{key_id}"])
+            raise IntegrityError("the new key file does not open the repository; removed it")
+        return key_id
+
+    def remove_key(self, key_id: str) -> str:
+        """Remove one key file by id (or unique prefix); never the last one, nor the one in
+        use (change it with `passwd`, or open with another key to remove it)."""
+        ids = [k["id"] for k in self.list_keys()]
+        matches = [k for k in ids if k.startswith(key_id)] if key_id else []
+        if len(matches) != 1:
+            raise BackupError(
+                f"no key {key_id!r}" if not matches else f"key prefix {key_id!r} is ambiguous"
+            )
+        (target,) = matches
+        if len(ids) == 1:
+            raise BackupError("this is the repository's last key; it can never be removed")
+        if target == self.key_id:
+            raise BackupError(
+                f"key {target[:8]} is the one in use; open with another key to remove it,"
+                " or change its password with `opsagent backup key passwd`"
+            )
+        self.storage.delete([f"keys/{target}"])
+        return target
 
     # --- blobs -------------------------------------------------------------------------
 

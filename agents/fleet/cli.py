@@ -348,6 +348,76 @@ def fleet_restore_test_run(ctx: click.Context, **opts: Any) -> None:
     _finish(ctx, results, opts["as_json"])
 
 
+@fleet.command("upgrade")
+@selection_options
+@click.option("--to", "version", required=True, help="The version to install.")
+@click.option("--canary", default=1, show_default=True, help="Hosts upgraded first, alone.")
+@click.option("--batch", default=5, show_default=True, help="Hosts per batch after that.")
+@click.option(
+    "--wait",
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for a host's agent to come back healthy.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.pass_context
+def fleet_upgrade(
+    ctx: click.Context,
+    version: str,
+    canary: int,
+    batch: int,
+    wait: float,
+    dry_run: bool,
+    **opts: Any,
+) -> None:
+    """Staged upgrade: the canary first, then batches, each host's agent back on the new
+    version with every check passing before the next; stops at the first failure."""
+    from agents.fleet import upgrade
+
+    inventory = _inventory(opts["inventory_file"])
+    chosen = select(inventory, opts["hosts"], opts["groups"], opts["labels"], opts["everything"])
+    rollout = upgrade.plan(chosen, version, canary, batch)
+    if dry_run:
+        if opts["as_json"]:
+            document = rollout.to_dict() | {
+                "commands": {t.name: upgrade.upgrade_command(t, version) for t in chosen}
+            }
+            click.echo(json.dumps(document, indent=2, sort_keys=True))
+        else:
+            for phase in rollout.phases:
+                click.echo(f"{phase.name}:")
+                for target in phase.hosts:
+                    click.echo(f"  {target.name}: {upgrade.upgrade_command(target, version)}")
+            click.echo(
+                "each phase waits for its agents to run"
+                f" {version} with every check passing (up to {wait:.0f}s)"
+            )
+        return
+    timeout = opts["timeout"] or inventory.defaults.command_timeout.total_seconds()
+    say = (lambda text: None) if opts["as_json"] else (lambda text: click.echo(text, err=True))
+    started = time.monotonic()
+    results = upgrade.execute(rollout, inventory.known_hosts.expanduser(), timeout, wait, say)
+    state = StateDB(inventory.state_dir.expanduser() / "state.db")
+    state.audit(
+        _whoami(),
+        "fleet upgrade",
+        ",".join(t.name for t in chosen),
+        "ok" if rollout.ok else f"stopped at {rollout.stopped_at}",
+        rollout.to_dict() | {"seconds": round(time.monotonic() - started, 3)},
+    )
+    if opts["as_json"]:
+        document = rollout.to_dict() | {"hosts": [r.to_dict() for r in results]}
+        click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
+    else:
+        for name in rollout.upgraded:
+            click.echo(f"{name}: upgraded to {version}")
+        for name, reason in rollout.failed.items():
+            click.echo(f"{name}: FAILED: {reason}")
+        if rollout.untouched:
+            click.echo(f"not touched: {', '.join(rollout.untouched)}")
+    ctx.exit(0 if rollout.ok else 1)
+
+
 @fleet.command("history")
 @inventory_option
 @click.option("--limit", default=50, show_default=True, help="How many records to show.")

@@ -43,6 +43,7 @@ class Target:
     config: str | None
     connect_timeout: float
     keepalive: float
+    upgrade_command: str = ""
 
     @property
     def where(self) -> str:
@@ -71,6 +72,7 @@ def targets(inventory: Inventory) -> dict[str, Target]:
             config=host.config or d.config,
             connect_timeout=d.connect_timeout.total_seconds(),
             keepalive=d.keepalive.total_seconds(),
+            upgrade_command=host.upgrade_command or d.upgrade_command,
         )
 
     return {h.name: build(h) for h in inventory.hosts}

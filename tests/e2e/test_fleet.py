@@ -392,3 +392,126 @@ def test_history_records_every_fleet_command(fleet: Fleet) -> None:
     assert latest["actor"]
     assert any(r["action"] == "fleet status" for r in records)
     assert os.path.exists(fleet.root / "operator" / "state.db")
+
+
+def _upgrade_inventory(fleet: Fleet, tmp: Path, canary_command: str | None = None) -> Path:
+    """app-01..03, each upgraded by starting its own agent (the 'new version') in the
+    background; a marker file shows whether a host was touched."""
+    inventory = yaml.safe_load(fleet.inventory.read_text())
+    hosts = []
+    for host in inventory["hosts"]:
+        if not host["name"].startswith("app-"):
+            continue
+        name = host["name"]
+        config = tmp / f"{name}.yml"
+        config.write_text(
+            f"host: {name}\nstate_dir: {tmp / name}\nexporter: {{enabled: false}}\n"
+            "monitor: {checks: [{name: ok, kind: command, command: ['true'], interval: 1s}]}\n"
+        )
+        start = (
+            f"echo {{version}} >> {tmp / name}.upgraded && "
+            f"(setsid nohup {OPSAGENT} run --config {config} >/dev/null 2>&1 </dev/null &)"
+        )
+        hosts.append(host | {"config": str(config), "upgrade_command": start})
+    if canary_command is not None:
+        hosts[0]["upgrade_command"] = canary_command
+    inventory["hosts"] = hosts
+    path = tmp / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    return path
+
+
+def _stop_agents(tmp: Path) -> None:
+    subprocess.run(["pkill", "-f", f"run --config {tmp}"], check=False)
+
+
+def test_upgrade_canary_then_batches(fleet: Fleet, tmp_path: Path) -> None:
+    inventory = _upgrade_inventory(fleet, tmp_path)
+    base = [sys.executable, "-m", "agents", "fleet", "upgrade", "--inventory", str(inventory)]
+    plan = subprocess.run(
+        [*base, "--all", "--to", "0.1.0", "--batch", "2", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.startswith("canary:\n  app-01: echo 0.1.0 >> ")
+    assert "batch 1:\n  app-02: " in plan.stdout and "  app-03: " in plan.stdout
+    assert not list(tmp_path.glob("*.upgraded")), "a dry run changes nothing"
+    try:
+        out = subprocess.run(
+            [*base, "--all", "--to", "0.1.0", "--batch", "2", "--wait", "60", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        doc = json.loads(out.stdout)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert doc["upgraded"] == ["app-01", "app-02", "app-03"]
+        assert doc["failed"] == {} and doc["untouched"] == []
+        for name in ("app-01", "app-02", "app-03"):
+            assert (tmp_path / f"{name}.upgraded").read_text() == "0.1.0\n"
+    finally:
+        _stop_agents(tmp_path)
+
+
+def test_upgrade_stops_at_a_failed_canary_and_touches_nothing_else(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    inventory = _upgrade_inventory(fleet, tmp_path, canary_command="echo no space left >&2; exit 1")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "fleet",
+            "upgrade",
+            "--inventory",
+            str(inventory),
+            "--all",
+            "--to",
+            "0.2.0",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1
+    doc = json.loads(out.stdout)
+    assert doc["stopped_at"] == "canary"
+    assert doc["failed"] == {"app-01": "upgrade command exited 1: no space left"}
+    assert doc["untouched"] == ["app-02", "app-03"] and doc["upgraded"] == []
+    assert not list(tmp_path.glob("*.upgraded"))
+    history = json.loads(fleet.run("history", "--json").stdout)
+    latest = next(r for r in history if r["action"] == "fleet upgrade")
+    assert latest["outcome"] == "stopped at canary"
+    assert latest["detail"]["untouched"] == ["app-02", "app-03"]
+
+
+def test_upgrade_stops_when_the_canary_does_not_come_back(fleet: Fleet, tmp_path: Path) -> None:
+    inventory = _upgrade_inventory(fleet, tmp_path, canary_command="true")  # agent never starts
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "fleet",
+            "upgrade",
+            "--inventory",
+            str(inventory),
+            "--all",
+            "--to",
+            "0.1.0",
+            "--wait",
+            "3",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1
+    doc = json.loads(out.stdout)
+    assert doc["failed"] == {"app-01": "not healthy after upgrade: agent is not running"}
+    assert doc["untouched"] == ["app-02", "app-03"]
