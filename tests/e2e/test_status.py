@@ -114,6 +114,11 @@ restore_test:
     failing = next(c for c in doc["checks"] if c["name"] == "db-port")
     assert failing["status"] == "failed" and failing["since"] is not None
 
+    # what the daemon did on its own is in the audit log, by the scheduler
+    audit = json.loads(_opsagent(config, "audit", "--json").stdout)
+    scheduled = {(r["action"], r["outcome"]) for r in audit if r["actor"] == "opsagent (scheduled)"}
+    assert {("backup", "ok"), ("restore-test", "ok")} <= scheduled
+
     after = json.loads(_opsagent(config, "status", "--json").stdout)
     assert after["agent"]["running"] is False
     assert after["headline"].startswith("CRITICAL: agent is not running")

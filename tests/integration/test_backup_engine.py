@@ -584,3 +584,19 @@ def test_a_lock_waits_for_a_conflicting_one_up_to_lock_wait(
     release.join()
     assert 0.5 < waited < 10
     assert list(storage.list("locks/")) == []
+
+
+def test_an_older_agent_refuses_a_newer_repository_format(tmp_path: Path) -> None:
+    """The repository carries its format version; a newer one is refused with one line
+    and nothing written, never half-understood."""
+    from agents.backup.errors import BackupError
+
+    storage = open_storage(str(tmp_path / "repo"))
+    Repository.init(storage, "pw", "h", "u")
+    info = json.loads(storage.get("config"))
+    info["version"] += 1
+    storage.put("config", json.dumps(info).encode())
+    before = sorted(i.key for i in storage.list(""))
+    with pytest.raises(BackupError, match=r"repository format \d+ is newer than this agent"):
+        Repository.open(storage, "pw")
+    assert sorted(i.key for i in storage.list("")) == before

@@ -112,6 +112,63 @@ def test_tls_and_basic_auth(tmp_path: Path) -> None:
     assert "scrape-secret" not in err
 
 
+def test_client_certificates_required(tmp_path: Path) -> None:
+    """client_auth_type RequireAndVerifyClientCert: no certificate, or one from another
+    CA, is refused at the handshake; /metrics and /status answer with the right one."""
+    server_dir, client_dir, other_dir = (tmp_path / n for n in ("server", "client", "other"))
+    for d in (server_dir, client_dir, other_dir):
+        d.mkdir()
+    cert, key = self_signed(server_dir)
+    client_cert, client_key = self_signed(client_dir)
+    other_cert, other_key = self_signed(other_dir)
+    web = tmp_path / "web-config.yml"
+    web.write_text(
+        f"tls_server_config: {{cert_file: {cert}, key_file: {key}, client_ca_file: {client_cert},"
+        " client_auth_type: RequireAndVerifyClientCert}\n"
+    )
+    port = services.free_port()
+    config = tmp_path / "c.yml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        f"exporter: {{listen: '127.0.0.1:{port}', web_config_file: {web}}}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agents", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"https://127.0.0.1:{port}"
+
+    def context(pair: tuple[Path, Path] | None) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        if pair:
+            ctx.load_cert_chain(str(pair[0]), str(pair[1]))
+        return ctx
+
+    def refused(ctx: ssl.SSLContext) -> bool:
+        try:
+            get(f"{url}/metrics", ctx, None)
+        except (urllib.error.URLError, ssl.SSLError, ConnectionError):
+            return True
+        return False
+
+    try:
+        services.wait_for(
+            "mTLS",
+            lambda: get(f"{url}/healthz", context((client_cert, client_key)), None) == 200,
+            proc=proc,
+        )
+        assert get(f"{url}/metrics", context((client_cert, client_key)), None) == 200
+        assert get(f"{url}/status", context((client_cert, client_key)), None) == 200
+        assert refused(context(None)), "no client certificate was accepted"
+        assert refused(context((other_cert, other_key))), "a foreign certificate was accepted"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+
+
 def test_real_prometheus_scrapes_the_agent_and_200_concurrent_scrapes(tmp_path: Path) -> None:
     import json
     import urllib.parse
