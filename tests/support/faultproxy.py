@@ -2,19 +2,24 @@
 
 Each request is forwarded unless the fault plan picks it: `503` answers S3's
 SlowDown error, `drop` closes the connection without a response, `reset` sends
-half a response body then closes. Faults are chosen by a seeded random generator
-(`rate`) or forced for the next requests (`forced`). A `refuse` rule answers one
-kind of request with 501 NotImplemented, like stores that lack an operation.
+half a response body then closes, `truncate` sends half the body with a matching
+(lying) Content-Length, `latency` forwards after a delay, `stall` holds the request
+past the client's read timeout and then closes. Faults are chosen by a seeded random
+generator (`rate`, changeable while running) or forced for the next requests
+(`forced`). A `refuse` rule answers one kind of request with 501 NotImplemented, like
+stores that lack an operation.
 Every request's method, path and headers are recorded, so tests can assert on
 what the client sent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import random
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,6 +43,8 @@ class FaultPlan:
     rate: float = 0.0
     kinds: tuple[str, ...] = ("503", "drop", "reset")
     seed: int = 1
+    latency_seconds: float = 0.3
+    stall_seconds: float = 3.0
     forced: list[str] = field(default_factory=list)
     rng: random.Random = field(init=False)
 
@@ -107,12 +114,22 @@ class FaultProxy:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
+                if fault == "stall":
+                    time.sleep(proxy.plan.stall_seconds)
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if fault == "latency":
+                    time.sleep(proxy.plan.latency_seconds)
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
                 upstream.request(self.command, self.path, body=body, headers=headers)
                 response = upstream.getresponse()
                 data = response.read()
                 upstream.close()
+                if fault == "truncate" and len(data) > 1 and self.command == "GET":
+                    data = data[: len(data) // 2]  # and a Content-Length that agrees
                 self.send_response(response.status)
                 for key, value in response.getheaders():
                     if key.lower() not in ("connection", "transfer-encoding", "content-length"):

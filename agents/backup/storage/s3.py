@@ -103,9 +103,18 @@ class S3Storage:
             args["Range"] = f"bytes={start}-{end}"
 
         def read() -> bytes:
-            body = self.client.get_object(**args)["Body"].read()
+            response = self.client.get_object(**args)
+            body = response["Body"].read()
             if length is not None and len(body) != length:
                 raise _ShortRead(f"got {len(body)} of {length} bytes")
+            if "Range" not in args:
+                # a whole object: its ETag is its MD5 when uploaded in one part without
+                # KMS, so a body cut short by a lying proxy is caught here, and retried
+                etag = str(response.get("ETag", "")).strip('"')
+                kms = response.get("ServerSideEncryption") == "aws:kms"
+                plain_md5 = len(etag) == 32 and "-" not in etag and not kms
+                if plain_md5 and hashlib.md5(body).hexdigest() != etag:
+                    raise _ShortRead(f"got {len(body)} bytes that do not match the ETag")
             return body
 
         return self._call(f"read {key}", read)
@@ -124,10 +133,12 @@ class S3Storage:
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
             batch = keys[start : start + 1000]
+            objects = {"Objects": [{"Key": self.prefix + k} for k in batch], "Quiet": True}
             try:
-                response = self.client.delete_objects(
-                    Bucket=self.bucket,
-                    Delete={"Objects": [{"Key": self.prefix + k} for k in batch], "Quiet": True},
+                response = self._call(
+                    f"delete {len(batch)} objects",
+                    lambda o=objects: self.client.delete_objects(Bucket=self.bucket, Delete=o),
+                    raw=True,
                 )
                 # a key the batch refused is retried alone: some S3-compatible stores
                 # (moto with IAM on, seen) refuse in DeleteObjects what DeleteObject allows;
@@ -294,8 +305,10 @@ class S3Storage:
             return False
         return True
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one request with our own retries (backoff + jitter) on top of botocore's."""
+    def _call(self, what: str, fn: Callable[[], T], raw: bool = False) -> T:
+        """Run one request with our own retries (backoff + jitter) on top of botocore's.
+        With `raw`, a ClientError that is not retried is raised as it is (for callers
+        that fall back on an error code), connection errors still retried."""
         attempts = self.config.max_attempts
         for attempt in range(1, attempts + 1):
             try:
@@ -305,6 +318,8 @@ class S3Storage:
                 if code in ("NoSuchKey", "404", "NotFound"):
                     raise NotFound(f"{self.url}: {what.split(' ', 1)[-1]} does not exist") from None
                 if code not in _RETRYABLE_CODES or attempt == attempts:
+                    if raw:
+                        raise
                     raise self._error(what, exc) from None
             except (
                 botocore.exceptions.ConnectionError,
