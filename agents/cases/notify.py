@@ -171,21 +171,34 @@ class EmailNotifier:
 class Dispatcher:
     """Delivers due outbox rows; `run_once` is the daemon's notification job."""
 
+    BATCH = 5
+
     def __init__(self, store: CaseStore, notifiers: dict[str, Notifier]) -> None:
         self.store = store
         self.notifiers = notifiers
         self.sent = 0
         self.failed = 0
+        # a claimed batch is leased for as long as delivering it can take, and no longer:
+        # rows a killed agent held are sent again soon after it restarts
+        timeouts = [
+            n.config.timeout.total_seconds() for n in notifiers.values() if hasattr(n, "config")
+        ]
+        self.lease = self.BATCH * max(timeouts, default=10.0) + 5.0
 
     def run_once(self, now: datetime | None = None) -> tuple[int, int]:
-        """(delivered, failed) in this pass."""
+        """(delivered, failed) in this pass: small batches until nothing is due."""
         now = now or datetime.now(UTC)
         delivered = failed = 0
-        for item in self.store.claim_due(now):
-            if self._deliver(item, now):
-                delivered += 1
-            else:
-                failed += 1
+        while True:
+            batch = self.store.claim_due(now, self.BATCH, self.lease)
+            for item in batch:
+                if self._deliver(item, now):
+                    delivered += 1
+                else:
+                    failed += 1
+            if len(batch) < self.BATCH:
+                break
+            now = datetime.now(UTC)
         self.sent += delivered
         self.failed += failed
         return delivered, failed
