@@ -129,6 +129,9 @@ def _validate(message: Any) -> list[dict[str, Any]]:
     alerts = message.get("alerts")
     if not isinstance(alerts, list):
         raise IntakeError("alerts must be a list")
+    truncated = message.get("truncatedAlerts") or 0
+    if not isinstance(truncated, int) or isinstance(truncated, bool) or truncated < 0:
+        raise IntakeError("truncatedAlerts must be a count")
     for alert in alerts:
         if not isinstance(alert, dict) or alert.get("status") not in ("firing", "resolved"):
             raise IntakeError("each alert needs status firing or resolved")

@@ -96,6 +96,14 @@ def decode_index(
         for offset in range(0, len(rest), _ENTRY.size):
             blob_id, number, blob_offset, length, kind = _ENTRY.unpack_from(rest, offset)
             packs[pack_ids[number]].append(PackEntry(BlobType(kind), blob_id, blob_offset, length))
-    except (ValueError, KeyError, IndexError, struct.error, zstandard.ZstdError) as exc:
+    except (
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        struct.error,
+        zstandard.ZstdError,
+    ) as exc:
         raise IntegrityError(f"index {name[:12]} is malformed: {exc}") from None
     return packs, supersedes

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from agents.backup.errors import IntegrityError
@@ -95,16 +95,19 @@ class Snapshot:
     @classmethod
     def from_manifest(cls, snapshot_id: str, data: dict[str, Any]) -> Snapshot:
         try:
+            when = datetime.fromisoformat(data["time"])
+            if when.tzinfo is None:  # we write aware times; a naive one is read as UTC
+                when = when.replace(tzinfo=UTC)
             return cls(
                 id=snapshot_id,
-                time=datetime.fromisoformat(data["time"]),
+                time=when,
                 host=str(data["host"]),
                 source=str(data["source"]),
                 source_kind=str(data["source_kind"]),
                 paths=tuple(str(p) for p in data["paths"]),
                 tree=tuple(str(t) for t in data["tree"]),
                 tags=tuple(str(t) for t in data.get("tags", ())),
-                parent=data.get("parent"),
+                parent=str(data["parent"]) if data.get("parent") is not None else None,
                 stats=dict(data.get("stats", {})),
                 facts=dict(data.get("facts", {})),
                 warnings=tuple(str(w) for w in data.get("warnings", ())),
