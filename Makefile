@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench: $(VENV)/.test-installed
 	$(BIN)/python bench/backup_vs_restic.py
 	$(BIN)/python bench/database_vs_restic.py
 	$(BIN)/python bench/restore_test_vs_restic.py
+
+soak: $(VENV)/.test-installed
+	scripts/test-services.sh
+	$(BIN)/python bench/soak.py --minutes $${MINUTES:-30}
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -14,6 +14,7 @@ import base64
 import contextlib
 import hashlib
 import random
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -54,6 +55,52 @@ _DENIED = frozenset(
 )
 
 
+_CLIENTS: dict[tuple[Any, ...], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _client(config: S3Config, key_id: str | None, secret: str | None) -> Any:
+    """One boto3 client per endpoint, credentials and settings, for the process's life.
+
+    A client loads botocore's service model (megabytes of JSON); the daemon opens the
+    repository for every job, and a client per open made the agent's memory grow with
+    each backup. Clients are thread-safe; creating them is not, hence the lock. The
+    secret is part of the key only as a digest."""
+    digest = hashlib.sha256((secret or "").encode()).hexdigest()
+    key = (
+        config.endpoint_url,
+        config.region,
+        key_id,
+        digest,
+        config.connect_timeout,
+        config.read_timeout,
+        config.max_concurrency,
+        config.path_style,
+    )
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(key)
+        if client is None:
+            client = boto3.session.Session().client(
+                "s3",
+                endpoint_url=config.endpoint_url,
+                region_name=config.region,
+                aws_access_key_id=key_id,
+                aws_secret_access_key=secret,
+                config=botocore.config.Config(
+                    # every retry is ours (`_call`), so attempts do not multiply
+                    retries={"total_max_attempts": 1, "mode": "standard"},
+                    connect_timeout=config.connect_timeout.total_seconds(),
+                    read_timeout=config.read_timeout.total_seconds(),
+                    max_pool_connections=max(10, config.max_concurrency * 2),
+                    s3={"addressing_style": "path" if config.path_style else "auto"},
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                ),
+            )
+            _CLIENTS[key] = client
+        return client
+
+
 class S3Storage:
     def __init__(self, bucket: str, prefix: str, config: S3Config) -> None:
         self.bucket = bucket
@@ -61,24 +108,10 @@ class S3Storage:
         self.config = config
         self.url = f"s3://{bucket}/{prefix}".rstrip("/")
         self.endpoint = config.endpoint_url or f"AWS S3 ({config.region})"
-        self.client = boto3.session.Session().client(
-            "s3",
-            endpoint_url=config.endpoint_url,
-            region_name=config.region,
-            aws_access_key_id=resolve_secret(config.access_key_id, config.access_key_id_file),
-            aws_secret_access_key=resolve_secret(
-                config.secret_access_key, config.secret_access_key_file
-            ),
-            config=botocore.config.Config(
-                # every retry is ours (`_call`), so attempts do not multiply
-                retries={"total_max_attempts": 1, "mode": "standard"},
-                connect_timeout=config.connect_timeout.total_seconds(),
-                read_timeout=config.read_timeout.total_seconds(),
-                max_pool_connections=max(10, config.max_concurrency * 2),
-                s3={"addressing_style": "path" if config.path_style else "auto"},
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            ),
+        self.client = _client(
+            config,
+            resolve_secret(config.access_key_id, config.access_key_id_file),
+            resolve_secret(config.secret_access_key, config.secret_access_key_file),
         )
 
     # --- interface ---------------------------------------------------------------------
