@@ -515,3 +515,46 @@ def test_upgrade_stops_when_the_canary_does_not_come_back(fleet: Fleet, tmp_path
     doc = json.loads(out.stdout)
     assert doc["failed"] == {"app-01": "not healthy after upgrade: agent is not running"}
     assert doc["untouched"] == ["app-02", "app-03"]
+
+
+def test_checks_backup_and_restore_test_over_the_fleet(fleet: Fleet, tmp_path: Path) -> None:
+    """The runbook commands run each host's own opsagent and bring its JSON back."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("fleet backup\n" * 100)
+    key = tmp_path / "repo.key"
+    key.write_text("fleet\n")
+    key.chmod(0o600)
+    config = tmp_path / "app-01.yml"
+    config.write_text(
+        f"host: app-01\nstate_dir: {tmp_path / 'state'}\n"
+        "monitor: {checks: [{name: ok, kind: command, command: ['true']}]}\n"
+        f"backup: {{repository: {tmp_path / 'repo'}, password_file: {key},"
+        f" sources: [{{name: docs, kind: files, paths: ['{data}']}}]}}\n"
+        f"restore_test: {{sandbox: {{kind: local, root: {tmp_path / 'sandbox'}}}}}\n"
+    )
+    init = subprocess.run(
+        [OPSAGENT, "backup", "init", "--config", str(config)], capture_output=True, text=True
+    )
+    assert init.returncode == 0, init.stderr
+    inventory = yaml.safe_load(fleet.inventory.read_text())
+    inventory["hosts"] = [
+        h | {"config": str(config)} for h in inventory["hosts"] if h["name"] == "app-01"
+    ]
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    base = [sys.executable, "-m", "agents", "fleet"]
+    for args, check in (
+        (["checks"], lambda d: d[0]["name"] == "ok" and d[0]["status"] == "ok"),
+        (["backup", "run"], lambda d: d["run"]["status"] == "ok"),
+        (["restore-test", "run"], lambda d: d["status"] == "ok"),
+    ):
+        out = subprocess.run(
+            [*base, *args, "--inventory", str(path), "--all", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        host = json.loads(out.stdout)["hosts"][0]
+        assert host["host"] == "app-01" and check(host["data"]), host
