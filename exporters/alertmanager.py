@@ -110,6 +110,12 @@ def intake_app(intake: AlertmanagerIntake) -> Callable[..., Iterable[bytes]]:
         if length < 0:
             return _reply(start_response, "400 Bad Request", {"error": "bad Content-Length"})
         if length > MAX_BODY:
+            # read (and drop) a bounded amount first: a client still sending when the
+            # answer comes sees a broken pipe instead of the 413
+            stream = environ["wsgi.input"]
+            left = min(length, 4 * MAX_BODY)
+            while left > 0 and (chunk := stream.read(min(left, 65536))):
+                left -= len(chunk)
             return _reply(start_response, "413 Payload Too Large", {"error": "body too large"})
         try:
             message = json.loads(environ["wsgi.input"].read(length) or b"null")
