@@ -106,6 +106,7 @@ class Daemon:
             if j.resource
         }
         self.skipped: dict[str, int] = {name: 0 for name in self.jobs}
+        self._last_status: dict[str, Status] = {}
 
     # --- public ------------------------------------------------------------------------
 
@@ -207,7 +208,16 @@ class Daemon:
         result = run_guarded(job.name, job.kind, self.host, job.severity, lambda: job.body(context))
         self.state.record_result(result, keep_history=job.history)
         self._fan_out(result)
-        level = logging.INFO if result.ok else logging.WARNING
+        # failures always; jobs with a history and status changes at info; a check that
+        # passed again (every few seconds, all day) only at debug
+        previous = self._last_status.get(job.name)
+        self._last_status[job.name] = result.status
+        if not result.ok:
+            level = logging.WARNING
+        elif job.history or previous is not result.status:
+            level = logging.INFO
+        else:
+            level = logging.DEBUG
         log.log(
             level,
             "%s %s: %s (%.2fs)",

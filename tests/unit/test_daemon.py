@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from agents.config import Schedule
 from agents.daemon import Daemon, Job, JobContext, next_runs
 from agents.results import CheckResult, Status
@@ -232,3 +234,24 @@ def test_checks_share_a_bounded_pool(tmp_path: Path) -> None:
         daemon.launch(job.name)
     assert daemon.wait_idle(10)
     assert peak == 3
+
+
+def test_a_check_that_keeps_passing_logs_at_debug_not_all_day(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failures are warnings, a status change is info, the same pass again is debug: a
+    check every 5 s must not write 17,000 info lines a day."""
+    import logging
+
+    outcomes = iter([Status.OK, Status.OK, Status.FAILED, Status.FAILED, Status.OK, Status.OK])
+
+    def body(ctx: JobContext) -> CheckResult:
+        return CheckResult("web", "http", "h", next(outcomes), "x")
+
+    job = Job("web", "http", Schedule(every=timedelta(seconds=1)), body, history=False)
+    daemon = Daemon([job], StateDB(tmp_path / "state.db"), "h")
+    caplog.set_level(logging.DEBUG, logger="opsagent.daemon")
+    for _ in range(6):
+        daemon._run_job_now(job)
+    levels = [r.levelname for r in caplog.records if r.getMessage().startswith("web ")]
+    assert levels == ["INFO", "DEBUG", "WARNING", "WARNING", "INFO", "DEBUG"]
