@@ -289,7 +289,10 @@ class ResultMetrics:
 
     def watch_cases(self, store: Any) -> None:
         """Export open cases by severity, read from the store at scrape time."""
-        self.registry.register(_OpenCases(store))
+        from agents.monitor.host import SharedCollection
+
+        # one case-store read per second however many scrapes arrive at once
+        self.registry.register(SharedCollection(_OpenCases(store)))
 
     def observe(self, result: CheckResult, count: bool = True) -> None:
         finished = result.started_at.timestamp() + result.duration_seconds
