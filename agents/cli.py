@@ -30,6 +30,7 @@ from rich.table import Table
 
 from agents import __version__
 from agents.audit import action as audit_action
+from agents.audit import whoami
 from agents.config import (
     BackupConfig,
     Config,
@@ -132,16 +133,6 @@ def results_table(results: list[CheckResult], title: str) -> Table:
     return table
 
 
-def _whoami() -> str:
-    """The person at the keyboard, for case timelines (`--by` default)."""
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
 def exit_for(results: list[CheckResult]) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
@@ -150,7 +141,7 @@ def record_outcome(config: Config, results: list[CheckResult]) -> None:
     """Store a command's job results as the daemon would: in the state database, in the
     cases (a failed backup run from a systemd timer opens its case too), and in the
     textfile for node_exporter when `exporter.textfile` is set."""
-    from agents.audit import result_sink, whoami
+    from agents.audit import result_sink
     from agents.daemon import case_rules, write_textfile
     from agents.state import StateDB
 
@@ -408,7 +399,7 @@ def backup_key_add(
     repo = open_repository(backup_config(config))
     password = _new_password(new_password_file)
     with audit_action(config.state_db, "key add", repo.storage.url, label=label) as audit:
-        key_id = repo.add_key(password, config.host, _whoami(), label)
+        key_id = repo.add_key(password, config.host, whoami(), label)
         audit["key"] = key_id[:8]
     click.echo(f"added key {key_id[:8]}")
 
@@ -445,7 +436,7 @@ def backup_key_passwd(
     old = repo.key_id
     with audit_action(config.state_db, "key passwd", repo.storage.url, old=old[:8]) as audit:
         label = next((k["label"] for k in repo.list_keys() if k["id"] == old), "")
-        new = repo.add_key(password, config.host, _whoami(), label)
+        new = repo.add_key(password, config.host, whoami(), label)
         repo.key_id = new  # the new key is in use now: the old one can go
         repo.remove_key(old)
         audit["new"] = new[:8]
@@ -499,7 +490,7 @@ def backup_key_recover(
         master = read_paper_key(paper_file.read_text(encoding="utf-8"))
         repo = Repository.from_master(storage, master)
         password = _new_password(new_password_file)
-        key_id = repo.add_key(password, config.host, _whoami(), "recovered from paper")
+        key_id = repo.add_key(password, config.host, whoami(), "recovered from paper")
         audit["key"] = key_id[:8]
     click.echo(f"added key {key_id[:8]}: the repository opens with the new password")
 
@@ -1313,7 +1304,7 @@ def cases_ack(ctx: click.Context, config_file: Path | None, case_id: int, actor:
 @config_option
 @click.argument("case_id", type=int)
 @click.argument("text")
-@click.option("--by", "actor", default=_whoami, help="Who writes the comment (default: you).")
+@click.option("--by", "actor", default=whoami, help="Who writes the comment (default: you).")
 @click.pass_context
 def cases_comment(
     ctx: click.Context, config_file: Path | None, case_id: int, text: str, actor: str | None
@@ -1329,7 +1320,7 @@ def cases_comment(
 @config_option
 @click.argument("case_id", type=int)
 @click.option("--note", default=None, help="What was done (on the timeline).")
-@click.option("--by", "actor", default=_whoami, help="Who resolves it (default: you).")
+@click.option("--by", "actor", default=whoami, help="Who resolves it (default: you).")
 @click.pass_context
 def cases_resolve(
     ctx: click.Context,
@@ -1348,7 +1339,7 @@ def cases_resolve(
 @cases.command("reopen")
 @config_option
 @click.argument("case_id", type=int)
-@click.option("--by", "actor", default=_whoami, help="Who reopens it (default: you).")
+@click.option("--by", "actor", default=whoami, help="Who reopens it (default: you).")
 @click.pass_context
 def cases_reopen(
     ctx: click.Context, config_file: Path | None, case_id: int, actor: str | None
@@ -1363,7 +1354,7 @@ def cases_reopen(
 @cases.command("close")
 @config_option
 @click.argument("case_id", type=int)
-@click.option("--by", "actor", default=_whoami, help="Who closes it (default: you).")
+@click.option("--by", "actor", default=whoami, help="Who closes it (default: you).")
 @click.pass_context
 def cases_close(
     ctx: click.Context, config_file: Path | None, case_id: int, actor: str | None

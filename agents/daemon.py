@@ -444,6 +444,13 @@ def textfile_job(config: Config, registry: CollectorRegistry) -> Job | None:
     )
 
 
+def prime_metrics(metrics: ResultMetrics, config: Config, jobs: list[Job], state: StateDB) -> None:
+    """Staleness limits and RTO/RPO targets, then the last job results from the state
+    database: what both the daemon's exporter and the timers' textfile start from."""
+    metrics.describe_jobs(jobs, config.restore_test or RestoreTestConfig())
+    metrics.replay(state, [s.name for s in config.backup.sources] if config.backup else [])
+
+
 def write_textfile(config: Config, state: StateDB) -> None:
     """The job metrics of the state database as a .prom file, for node_exporter's textfile
     collector when no daemon serves them (the systemd timers' mode)."""
@@ -454,8 +461,7 @@ def write_textfile(config: Config, state: StateDB) -> None:
     assert config.exporter.textfile is not None
     registry = CollectorRegistry()
     metrics = ResultMetrics(registry, __version__)
-    metrics.describe_jobs(build_jobs(config), config.restore_test or RestoreTestConfig())
-    metrics.replay(state, [s.name for s in config.backup.sources] if config.backup else [])
+    prime_metrics(metrics, config, build_jobs(config), state)
     config.exporter.textfile.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(config.exporter.textfile), registry)
 
@@ -559,9 +565,7 @@ def start_agent(config: Config, version: str) -> int:
     rules = case_rules(config)
     metrics.watch_cases(rules.store)
     jobs = [*build_jobs(config, state), cases_job(config, rules.store)]
-    metrics.describe_jobs(jobs, config.restore_test or RestoreTestConfig())
-    sources = [s.name for s in config.backup.sources] if config.backup else []
-    metrics.replay(state, sources)
+    prime_metrics(metrics, config, jobs, state)
     textfile = textfile_job(config, registry)
     if textfile is not None:
         jobs.append(textfile)

@@ -7,7 +7,6 @@ Every fleet command is recorded in the audit table of the operator's state datab
 
 from __future__ import annotations
 
-import getpass
 import json
 import shlex
 import sys
@@ -22,8 +21,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from agents.audit import whoami
 from agents.config import Inventory, inventory_path, load_inventory
-from agents.fleet.runner import HostResult, opsagent_command, run_on, select
+from agents.fleet.runner import HostResult, last_line, opsagent_command, run_on, select
 from agents.fleet.ssh import FleetError, Target, fetch_host_key, fingerprint, targets
 from agents.state import StateDB
 from agents.units import format_duration
@@ -132,7 +132,7 @@ def _audit(
         outcome = "failed"
     state = StateDB(inventory.state_dir.expanduser() / "state.db")
     state.audit(
-        _whoami(),
+        whoami(),
         f"fleet {action}",
         ",".join(t.name for t in chosen),
         outcome,
@@ -150,20 +150,13 @@ def _console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 200)
 
 
-def _whoami() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
 def _summary(results: list[HostResult], title: str) -> Table:
     table = Table(title=title)
     for column in ("host", "outcome", "exit", "time", "detail"):
         table.add_column(column)
     for r in results:
         colour = "green" if r.ok else "red"
-        detail = r.error or _last_line(r.stderr if not r.ok else r.stdout)
+        detail = r.error or last_line(r.stderr if not r.ok else r.stdout)
         table.add_row(
             r.host,
             f"[{colour}]{r.status}[/]",
@@ -172,11 +165,6 @@ def _summary(results: list[HostResult], title: str) -> Table:
             escape(detail[:100]),
         )
     return table
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
 
 
 def _finish(
@@ -267,7 +255,7 @@ def fleet_status(ctx: click.Context, **opts: Any) -> None:
                     "",
                     "",
                     "",
-                    f"[red]{escape(r.error or _last_line(r.stderr))}[/]",
+                    f"[red]{escape(r.error or last_line(r.stderr))}[/]",
                 )
                 continue
             table.add_row(r.host, *_status_cells(r.data))
@@ -399,7 +387,7 @@ def fleet_upgrade(
     results = upgrade.execute(rollout, inventory.known_hosts.expanduser(), timeout, wait, say)
     state = StateDB(inventory.state_dir.expanduser() / "state.db")
     state.audit(
-        _whoami(),
+        whoami(),
         "fleet upgrade",
         ",".join(t.name for t in chosen),
         "ok" if rollout.ok else f"stopped at {rollout.stopped_at}",

@@ -89,6 +89,12 @@ def select(
     return [by_name[name] for name in chosen]
 
 
+def last_line(text: str, default: str = "") -> str:
+    """The last non-blank line of a command's output: its one-line reason, usually."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else default
+
+
 def opsagent_command(target: Target, *args: str) -> str:
     """The remote runbook command for a host: its opsagent, its config."""
     argv = [*shlex.split(target.opsagent), *args]

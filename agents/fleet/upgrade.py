@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.fleet.runner import HostResult, Progress, opsagent_command, run_on
+from agents.fleet.runner import HostResult, Progress, last_line, opsagent_command, run_on
 from agents.fleet.ssh import Target
 
 
@@ -88,10 +88,8 @@ def execute(
         every += results
         for r in results:
             if not r.ok:
-                rollout.failed[r.host] = (
-                    r.error
-                    or f"upgrade command exited {r.exit_code}: {_last(r.stderr or r.stdout)}"
-                )
+                why = last_line(r.stderr or r.stdout, "no output")
+                rollout.failed[r.host] = r.error or f"upgrade command exited {r.exit_code}: {why}"
         healthy = [t for t in phase.hosts if t.name not in rollout.failed]
         if healthy:
             for name, reason in _verify(healthy, known_hosts, version, wait, timeout).items():
@@ -139,7 +137,7 @@ def _verify(
 def _health(result: HostResult, version: str) -> str:
     doc = result.data
     if not isinstance(doc, dict):
-        return result.error or f"no status ({_last(result.stderr)})"
+        return result.error or f"no status ({last_line(result.stderr, 'no output')})"
     agent = doc.get("agent", {})
     if not agent.get("running"):
         return "agent is not running"
@@ -149,8 +147,3 @@ def _health(result: HostResult, version: str) -> str:
     if failing:
         return f"checks failing: {', '.join(failing)}"
     return ""
-
-
-def _last(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
