@@ -583,8 +583,16 @@ def backup_run(
         record_outcome(config, [*results, run])
     if run.status is Status.ERROR and not results:
         raise OpsagentError(run.summary)  # nothing ran (no repository, bad key): one line
+    sources_done = [r for r in results if r.kind == "backup_source"]
+    health = [r for r in results if r.kind == "backup_repository"]
     if as_json:
-        print_json({"run": run.to_dict(), "sources": [r.to_dict() for r in results]})
+        print_json(
+            {
+                "run": run.to_dict(),
+                "sources": [r.to_dict() for r in sources_done],
+                "repository": health[0].to_dict() if health else None,
+            }
+        )
     else:
         Console().print(results_table([*results, run], f"backup on {config.host}"))
     ctx.exit(exit_for([run]))
@@ -614,6 +622,10 @@ def backup_snapshots(
         for s in repo.snapshots()
         if (source is None or s.source == source) and (host is None or s.host == host)
     ]
+    for snapshot_id, why in repo.damaged_snapshots.items():
+        click.echo(
+            f"damaged: {why} (remove it with `opsagent backup forget {snapshot_id[:8]}`)", err=True
+        )
     if as_json:
         print_json([s.summary() for s in snaps])
         return
@@ -631,6 +643,8 @@ def backup_snapshots(
             format_size(s.stats.get("bytes_added", 0)),
             ",".join(s.tags),
         )
+    for snapshot_id in repo.damaged_snapshots:
+        table.add_row(snapshot_id[:8], "[red]damaged[/]", "", "", "", "", "", "")
     Console().print(table)
 
 
@@ -721,19 +735,34 @@ def backup_check(
 
 @backup.command("forget")
 @config_option
+@click.argument("snapshot_ids", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="Show the decisions; remove nothing.")
 @json_option
 @click.pass_context
 def backup_forget(
-    ctx: click.Context, config_file: Path | None, dry_run: bool, as_json: bool
+    ctx: click.Context,
+    config_file: Path | None,
+    snapshot_ids: tuple[str, ...],
+    dry_run: bool,
+    as_json: bool,
 ) -> None:
-    """Apply backup.retention: keep what it says, remove the other snapshots."""
+    """Apply backup.retention (keep what it says, remove the other snapshots), or remove
+    the named SNAPSHOT_IDS (damaged ones too) and nothing else."""
     from agents.backup.runner import run_forget
 
     config = load(ctx, config_file)
+    if snapshot_ids:
+        _forget_named(config, list(snapshot_ids), dry_run, as_json)
+        return
     result, report = run_forget(config, dry_run)
     if not dry_run:
         record_outcome(config, [result])
+    for snapshot_id in report.damaged:
+        click.echo(
+            f"warning: snapshot {snapshot_id[:8]} is damaged and was left alone"
+            f" (remove it with `opsagent backup forget {snapshot_id[:8]}`)",
+            err=True,
+        )
     rows = [
         {
             "id": d.snapshot.id,
@@ -768,6 +797,133 @@ def backup_forget(
         )
     Console().print(table)
     click.echo(result.summary)
+
+
+def _forget_named(config: Config, refs: list[str], dry_run: bool, as_json: bool) -> None:
+    from agents.backup.maintenance import forget_snapshots
+    from agents.backup.runner import open_repository
+
+    cfg = backup_config(config)
+    repo = open_repository(cfg)
+    if dry_run:
+        ids = repo.snapshot_ids()
+        chosen = [i for r in refs for i in ids if i.startswith(r)]
+        if as_json:
+            print_json({"dry_run": True, "would_remove": chosen})
+        else:
+            click.echo(
+                f"would remove {len(chosen)} snapshot(s): {', '.join(i[:8] for i in chosen)}"
+            )
+        return
+    with audit_action(config.state_db, "backup forget", " ".join(refs)) as audit:
+        report = forget_snapshots(repo, refs, cfg.prune.delete_old_versions)
+        audit["removed"] = [i[:8] for i in report.removed]
+    if as_json:
+        print_json({"dry_run": False, "removed": report.removed, "locked": report.locked})
+        return
+    click.echo(
+        f"removed {len(report.removed)} snapshot(s): {', '.join(i[:8] for i in report.removed)}"
+    )
+    for snapshot_id in report.locked:
+        click.echo(f"kept {snapshot_id[:8]}: under Object Lock retention", err=True)
+
+
+@backup.group("repair")
+def backup_repair() -> None:
+    """Repair a damaged repository (see docs/repository-format.md and the runbooks)."""
+
+
+@backup_repair.command("index")
+@config_option
+@click.option("--read-data", is_flag=True, help="Also read every blob and leave damaged ones out.")
+@json_option
+@click.pass_context
+def backup_repair_index(
+    ctx: click.Context, config_file: Path | None, read_data: bool, as_json: bool
+) -> None:
+    """Rebuild the index from the packs' own headers; damaged index files stop mattering."""
+    from agents.backup.repair import repair_index
+    from agents.backup.runner import open_repository
+
+    config = load(ctx, config_file)
+    repo = open_repository(backup_config(config))
+    with (
+        audit_action(config.state_db, "backup repair index", repo.storage.url) as audit,
+        progress_bar("repair", enabled=not as_json and read_data) as advance,
+    ):
+        report = repair_index(repo, read_data, advance)
+        audit |= {"packs": report.packs, "damaged_blobs": report.damaged_blobs}
+    data = {
+        "packs": report.packs,
+        "blobs": report.blobs,
+        "index_files_replaced": report.index_files_replaced,
+        "unreadable_packs": report.unreadable_packs,
+        "damaged_blobs": report.damaged_blobs,
+    }
+    if as_json:
+        print_json(data)
+    else:
+        click.echo(
+            f"index rebuilt: {report.packs} pack(s), {report.blobs} blob(s);"
+            f" {report.index_files_replaced} old index file(s) replaced"
+        )
+        for pack_id, why in report.unreadable_packs.items():
+            click.echo(f"warning: pack {pack_id[:12]}: {why}", err=True)
+        if report.damaged_blobs:
+            click.echo(
+                f"warning: {report.damaged_blobs} damaged blob(s) left out of the index: run a"
+                " backup (it stores them again if the source still has them), then"
+                " `opsagent backup repair snapshots`",
+                err=True,
+            )
+
+
+@backup_repair.command("snapshots")
+@config_option
+@click.option("--dry-run", is_flag=True, help="Say what would be rewritten.")
+@json_option
+@click.pass_context
+def backup_repair_snapshots(
+    ctx: click.Context, config_file: Path | None, dry_run: bool, as_json: bool
+) -> None:
+    """Replace snapshots that need lost data by copies without the lost files (named in
+    the new snapshot's warnings); exit 1 when anything was lost."""
+    from agents.backup.repair import repair_snapshots
+    from agents.backup.runner import open_repository
+
+    config = load(ctx, config_file)
+    cfg = backup_config(config)
+    repo = open_repository(cfg)
+    with audit_action(config.state_db, "backup repair snapshots", repo.storage.url) as audit:
+        report = repair_snapshots(repo, dry_run, cfg.compression_level, cfg.pack_size)
+        audit["repaired"] = [r.snapshot[:8] for r in report.repaired]
+    rows = [
+        {"snapshot": r.snapshot, "replacement": r.replacement, "lost": r.lost}
+        for r in report.repaired
+    ]
+    if as_json:
+        print_json(
+            {"dry_run": dry_run, "repaired": rows, "damaged_objects": report.damaged_objects}
+        )
+    else:
+        verb = "would rewrite" if dry_run else "rewrote"
+        for r in report.repaired:
+            into = f" as {r.replacement[:8]}" if r.replacement else ""
+            click.echo(f"{verb} {r.snapshot[:8]}{into}: {len(r.lost)} lost: {_few(r.lost)}")
+        for snapshot_id in report.damaged_objects:
+            click.echo(
+                f"snapshot {snapshot_id[:8]} itself is damaged and cannot be repaired:"
+                f" remove it with `opsagent backup forget {snapshot_id[:8]}`",
+                err=True,
+            )
+        if not report.repaired and not report.damaged_objects:
+            click.echo("every snapshot's data is in the index: nothing to repair")
+    ctx.exit(EXIT_FAILED if report.repaired or report.damaged_objects else EXIT_OK)
+
+
+def _few(items: list[str], count: int = 5) -> str:
+    shown = ", ".join(items[:count])
+    return shown + (f" and {len(items) - count} more" if len(items) > count else "")
 
 
 @backup.command("prune")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -111,13 +112,29 @@ class StateDB:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as db:
-                db.execute("PRAGMA journal_mode=WAL")
-                self._migrate(db)
+            self._open_first_time()
         except sqlite3.Error as exc:
             raise StateError(f"{path}: state database unusable: {exc}") from None
         except OSError as exc:
             raise StateError(f"{path}: cannot create state directory: {exc.strerror}") from None
+
+    def _open_first_time(self) -> None:
+        """Switch to WAL and migrate. Two processes creating the database at once can get
+        "database is locked" from the journal-mode switch, which SQLite does not retry
+        through the busy timeout, or both read version 0 and the second finds the tables
+        made: retry for up to 30 seconds (the retry reads the version the other wrote)."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with self._connect() as db:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    self._migrate(db)
+                return
+            except sqlite3.OperationalError as exc:
+                racing = "locked" in str(exc) or "already exists" in str(exc)
+                if not racing or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

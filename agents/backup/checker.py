@@ -20,6 +20,7 @@ from agents.backup.errors import BackupError, IntegrityError, NotFound, StorageE
 from agents.backup.index import Location
 from agents.backup.pack import pack_key, read_header, verify_pack_hash
 from agents.backup.repository import Repository
+from agents.backup.snapshot import Snapshot
 
 ProgressFn = Callable[[int, int], None]
 
@@ -33,6 +34,7 @@ class CheckReport:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     bad_packs: dict[str, list[str]] = field(default_factory=dict)
+    damaged_files: dict[str, list[str]] = field(default_factory=dict)  # snapshot -> paths
 
     @property
     def ok(self) -> bool:
@@ -75,73 +77,122 @@ def check(
     subset: str | None = None,
     progress: ProgressFn | None = None,
 ) -> CheckReport:
+    """Check everything and keep going after an error: every problem is reported, each
+    damaged pack with the snapshots and files that lose data through it."""
     progress = progress or (lambda b, f: None)
     report = CheckReport()
     chosen = parse_subset(subset)
-    try:
-        index = repo.load_index()
-    except IntegrityError as exc:
-        report.errors.append(str(exc))
-        return report
-    stored = {info.key.rsplit("/", 1)[-1]: info.size for info in repo.storage.list("data/")}
-    indexed_packs = index.packs()
+    stored = repo.stored_packs()
+    index = repo.load_index(refresh=True)  # the index as stored is what is checked
+    for why in sorted(repo.damaged_index.values()):
+        report.errors.append(f"{why} (run `opsagent backup repair index`)")
+    missing = sorted(repo.mentioned_packs_in_force() - set(stored))
+    bad_blobs: set[bytes] = set()
+    for pack_id in missing:
+        report.errors.append(f"pack {pack_id[:12]} is indexed but missing from storage")
+        report.bad_packs.setdefault(pack_id, [])
+    indexed_packs = index.packs() & set(stored)
     report.packs = len(indexed_packs)
     by_pack = blobs_by_pack(repo)
+    for pack_id in missing:
+        bad_blobs.update(blob_id for blob_id, _ in by_pack.get(pack_id, ()))
     needed_size = {
         pack: max(loc.offset + loc.length for _, loc in blobs) for pack, blobs in by_pack.items()
     }
     for pack_id in sorted(indexed_packs):
-        if pack_id not in stored:
-            report.errors.append(f"pack {pack_id[:12]} is indexed but missing from storage")
-            report.bad_packs.setdefault(pack_id, [])
-        elif stored[pack_id] < needed_size[pack_id] + 4:
+        if stored[pack_id] < needed_size[pack_id] + 4:
             report.errors.append(f"pack {pack_id[:12]} is truncated ({stored[pack_id]} bytes)")
             report.bad_packs.setdefault(pack_id, [])
-    unindexed = sorted(set(stored) - indexed_packs)
+    unindexed = sorted(set(stored) - repo.mentioned_packs)
     if unindexed:
         report.warnings.append(
-            f"{len(unindexed)} pack(s) not in any index (left by an interrupted run;"
-            " prune removes them)"
+            f"{len(unindexed)} pack(s) not in any index (left by an interrupted run; the next"
+            " backup indexes them, prune removes them if unused)"
         )
     users: dict[str, set[str]] = defaultdict(set)
+    unindexed_use: dict[str, list[str]] = defaultdict(list)
+    snapshots = []
     for snapshot_id in repo.snapshot_ids():
         try:
             snapshot = repo.load_snapshot(snapshot_id)
-            report.snapshots += 1
-            for blob_hex in snapshot.tree:
-                _note_use(repo, bytes.fromhex(blob_hex), snapshot.short_id, users, report)
+        except IntegrityError as exc:
+            report.errors.append(
+                f"{exc} (remove it with `opsagent backup forget {snapshot_id[:8]}`)"
+            )
+            continue
+        except BackupError:
+            continue  # deleted since the listing
+        report.snapshots += 1
+        snapshots.append(snapshot)
+        for blob_hex in snapshot.tree:
+            location = index.get(bytes.fromhex(blob_hex))
+            if location is not None:
+                users[location.pack].add(snapshot.short_id)
+        try:
             for entry in repo.read_tree(snapshot):
                 for chunk in entry.chunks:
-                    _note_use(repo, bytes.fromhex(chunk), snapshot.short_id, users, report)
+                    location = index.get(bytes.fromhex(chunk))
+                    if location is None:
+                        unindexed_use[snapshot.short_id].append(entry.path)
+                        break
+                    users[location.pack].add(snapshot.short_id)
         except (IntegrityError, ValueError) as exc:
-            report.errors.append(f"snapshot {snapshot_id[:8]}: {exc}")
+            report.errors.append(
+                f"snapshot {snapshot.short_id}: {exc} (run `opsagent backup repair snapshots`)"
+            )
+    for snapshot_id, paths in sorted(unindexed_use.items()):
+        report.errors.append(
+            f"snapshot {snapshot_id}: {len(paths)} file(s) need data in no pack: {_few(paths)}"
+            " (run `opsagent backup repair index`, then `opsagent backup repair snapshots`)"
+        )
     for leftover in repo.storage.leftovers():
         report.warnings.append(f"leftover incomplete upload: {leftover}")
     if read_data:
-        for pack_id in select_packs(sorted(indexed_packs & set(stored)), chosen):
-            error = _read_pack(repo, pack_id, by_pack[pack_id], report)
+        for pack_id in select_packs(sorted(indexed_packs), chosen):
+            error, damaged = _read_pack(repo, pack_id, by_pack[pack_id], report)
             progress(stored.get(pack_id, 0), 1)
             if error:
                 report.errors.append(error)
                 report.bad_packs.setdefault(pack_id, [])
+                bad_blobs |= damaged
     for pack_id in report.bad_packs:
         report.bad_packs[pack_id] = sorted(users.get(pack_id, set()))
     for pack_id, snaps in report.bad_packs.items():
         if snaps:
             report.errors.append(f"pack {pack_id[:12]} is used by snapshot(s) {', '.join(snaps)}")
+    if bad_blobs:
+        report.damaged_files = _files_using(repo, snapshots, bad_blobs)
+        for snapshot_id, paths in sorted(report.damaged_files.items()):
+            report.errors.append(
+                f"snapshot {snapshot_id}: {len(paths)} file(s) lose data: {_few(paths)}"
+                " (run `opsagent backup repair index --read-data`, then a backup,"
+                " then `opsagent backup repair snapshots`)"
+            )
     return report
 
 
-def _note_use(
-    repo: Repository, blob_id: bytes, snapshot: str, users: dict[str, set[str]], report: CheckReport
-) -> None:
-    location = repo.index.get(blob_id)
-    if location is None:
-        message = f"snapshot {snapshot}: blob {blob_id.hex()[:12]} is not in the index"
-        if message not in report.errors:
-            report.errors.append(message)
-        return
-    users[location.pack].add(snapshot)
+def _files_using(
+    repo: Repository, snapshots: list[Snapshot], blobs: set[bytes]
+) -> dict[str, list[str]]:
+    """Snapshot -> the paths whose data includes one of `blobs`."""
+    found: dict[str, list[str]] = {}
+    for snapshot in snapshots:
+        try:
+            paths = [
+                e.path
+                for e in repo.read_tree(snapshot)
+                if any(bytes.fromhex(c) in blobs for c in e.chunks)
+            ]
+        except (IntegrityError, ValueError):
+            continue  # already reported
+        if paths:
+            found[snapshot.short_id] = paths
+    return found
+
+
+def _few(paths: list[str]) -> str:
+    shown = ", ".join(paths[:5])
+    return shown + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
 
 
 def blobs_by_pack(repo: Repository) -> dict[str, list[tuple[bytes, Location]]]:
@@ -156,27 +207,52 @@ def read_pack(
 ) -> tuple[str | None, int]:
     """Verify one pack given its indexed blobs: (problem or None, bytes read)."""
     report = CheckReport()
-    return _read_pack(repo, pack_id, blobs, report), report.bytes_read
+    error, _ = _read_pack(repo, pack_id, blobs, report)
+    return error, report.bytes_read
+
+
+def damaged_blobs(
+    repo: Repository, pack_id: str, blobs: list[tuple[bytes, Location]]
+) -> tuple[str | None, set[bytes]]:
+    """Download one pack and check each indexed blob: (first problem, damaged blob IDs)."""
+    return _read_pack(repo, pack_id, blobs, CheckReport())
 
 
 def _read_pack(
     repo: Repository, pack_id: str, blobs: list[tuple[bytes, Location]], report: CheckReport
-) -> str | None:
+) -> tuple[str | None, set[bytes]]:
+    """Check every blob of a pack; a pack that cannot be read loses all of them."""
+    every = {blob_id for blob_id, _ in blobs}
     try:
         data = repo.storage.get(pack_key(pack_id))
     except NotFound:
-        return f"pack {pack_id[:12]} is missing"
+        return f"pack {pack_id[:12]} is missing", every
     except StorageError as exc:
-        return f"pack {pack_id[:12]}: {exc}"
+        return f"pack {pack_id[:12]}: {exc}", set()
     report.packs_read += 1
     report.bytes_read += len(data)
+    problems: list[str] = []
+    damaged: set[bytes] = set()
     try:
         verify_pack_hash(data, pack_id)
-        entries = {e.id: e for e in read_header(repo.crypto, data, pack_id)}
-        for blob_id, loc in blobs:
-            if blob_id not in entries:
-                return f"pack {pack_id[:12]} lacks blob {blob_id.hex()[:12]} that the index lists"
-            repo.open_blob(blob_id, data[loc.offset : loc.offset + loc.length], pack_id)
     except IntegrityError as exc:
-        return str(exc)
-    return None
+        problems.append(str(exc))
+    try:
+        listed = {e.id for e in read_header(repo.crypto, data, pack_id)}
+    except IntegrityError as exc:
+        problems.append(str(exc))
+        listed = every
+    for blob_id, loc in blobs:
+        if blob_id not in listed:
+            problems.append(f"pack {pack_id[:12]} lacks blob {blob_id.hex()[:12]}")
+            damaged.add(blob_id)
+            continue
+        try:
+            repo.open_blob(blob_id, data[loc.offset : loc.offset + loc.length], pack_id)
+        except IntegrityError as exc:
+            problems.append(str(exc))
+            damaged.add(blob_id)
+    if not problems:
+        return None, set()
+    more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    return problems[0] + more, damaged

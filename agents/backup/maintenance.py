@@ -34,6 +34,7 @@ class ForgetReport:
     decisions: list[Decision]
     removed: list[str] = field(default_factory=list)
     locked: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # unreadable snapshots, left alone
 
 
 @dataclass
@@ -46,6 +47,7 @@ class PruneReport:
     bytes_deleted: int = 0
     bytes_written: int = 0
     locked: list[str] = field(default_factory=list)
+    damaged_snapshots: list[str] = field(default_factory=list)
     dry_run: bool = False
 
     @property
@@ -63,9 +65,10 @@ def forget(
     """Decide with the policy; unless dry-run, delete the snapshots it does not keep."""
     with repo.lock(exclusive=True):
         snapshots = repo.snapshots()
+        report_damaged = sorted(repo.damaged_snapshots)
         candidates = [Candidate(s.id, s.time, s.host, s.source, s.tags) for s in snapshots]
         decisions = retention_decisions(candidates, policy, now or datetime.now(UTC))
-        report = ForgetReport(decisions)
+        report = ForgetReport(decisions, damaged=report_damaged)
         if dry_run:
             return report
         for decision in decisions:
@@ -80,6 +83,32 @@ def forget(
     return report
 
 
+def forget_snapshots(
+    repo: Repository, refs: list[str], delete_old_versions: bool = False
+) -> ForgetReport:
+    """Remove the named snapshots (ID or unique prefix), damaged ones included."""
+    with repo.lock(exclusive=True):
+        ids = repo.snapshot_ids()
+        chosen: list[str] = []
+        for ref in refs:
+            matches = [s for s in ids if s.startswith(ref)] if ref else []
+            if not matches:
+                raise BackupError(f"no snapshot matches {ref!r}")
+            if len(matches) > 1:
+                raise BackupError(f"snapshot ID prefix {ref!r} is ambiguous ({len(matches)} match)")
+            if matches[0] not in chosen:
+                chosen.append(matches[0])
+        report = ForgetReport([])
+        for snapshot_id in chosen:
+            key = f"snapshots/{snapshot_id}"
+            if _locked(repo.storage, key):
+                report.locked.append(snapshot_id)
+                continue
+            _delete(repo.storage, [key], delete_old_versions)
+            report.removed.append(snapshot_id)
+    return report
+
+
 def prune(
     repo: Repository,
     repack_threshold_percent: float = 20.0,
@@ -89,24 +118,29 @@ def prune(
     delete_old_versions: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> PruneReport:
+    """Mark, repack, write one index superseding every index file seen, then sweep.
+
+    Every index file seen (in force, superseded or damaged) is superseded by the new one
+    and deleted only after it is stored: deleting a superseding file while the files it
+    superseded remain would bring them back in force, pointing at deleted packs.
+    """
     progress = progress or (lambda b, f: None)
     with repo.lock(exclusive=True):
         report = PruneReport(dry_run=dry_run)
-        index = repo.load_index()
+        reconciled = repo.reconcile()
+        index = repo.index
         used = _referenced_blobs(repo, report)
-        stored = {i.key.rsplit("/", 1)[-1]: i.size for i in repo.storage.list("data/")}
+        stored = reconciled.stored
         report.packs_before = len(stored)
         entries: dict[str, list[tuple[bytes, int, int]]] = defaultdict(list)
         for blob_id, loc in index.items():
             entries[loc.pack].append((blob_id, loc.offset, loc.length))
-        missing = sorted(
-            {index.get(b).pack for b in used if index.get(b) is not None}  # type: ignore[union-attr]
-            - set(stored)
-        )
-        if missing:
+        lost = [b for b in used if b not in index]
+        if lost:
             raise IntegrityError(
-                f"{len(missing)} referenced pack(s) are missing (first {missing[0][:12]});"
-                " run `opsagent backup check` before pruning"
+                f"{len(lost)} blob(s) that snapshots need are in no pack (first"
+                f" {lost[0].hex()[:12]}); run `opsagent backup check`, then"
+                " `opsagent backup repair snapshots` before pruning"
             )
         delete: list[str] = [p for p in stored if p not in entries]  # unindexed leftovers
         repack: list[str] = []
@@ -139,7 +173,7 @@ def prune(
                 written = writer.written
         report.packs_written = len(written)
         report.bytes_written = sum(repo.storage.stat(pack_key(p)).size for p in written)
-        old_index_files = list(repo.index_files)
+        old_index_files = sorted(set(repo.all_index_files))
         new_index: dict[str, list[PackEntry]] = {}
         for pack_id in keep:
             new_index[pack_id] = [
@@ -166,14 +200,22 @@ def prune(
 
 
 def _referenced_blobs(repo: Repository, report: PruneReport) -> set[bytes]:
-    """Every blob any snapshot needs; any unreadable snapshot aborts the prune."""
+    """Every blob a readable snapshot needs. A damaged snapshot object is skipped (what
+    it referenced can no longer be restored); a tree that cannot be read stops the prune,
+    since what it references cannot be known."""
     used: set[bytes] = set()
     for snapshot in repo.snapshots():
         report.snapshots += 1
         for blob_hex in snapshot.tree:
             used.add(bytes.fromhex(blob_hex))
-        for entry in repo.read_tree(snapshot):
-            used.update(bytes.fromhex(c) for c in entry.chunks)
+        try:
+            for entry in repo.read_tree(snapshot):
+                used.update(bytes.fromhex(c) for c in entry.chunks)
+        except IntegrityError as exc:
+            raise IntegrityError(
+                f"{exc}; run `opsagent backup repair snapshots` before pruning"
+            ) from None
+    report.damaged_snapshots = sorted(repo.damaged_snapshots)
     return used
 
 

@@ -68,18 +68,28 @@ class PackBuilder:
         return FinishedPack(hashlib.sha256(data).hexdigest(), data, list(self._entries))
 
 
-def read_header(crypto: Crypto, pack: bytes, pack_id: str) -> list[PackEntry]:
-    """Parse and authenticate a whole pack's header."""
-    if len(pack) < 4:
+def header_length(tail: bytes, pack_id: str) -> int:
+    """The sealed header's length, from the last four bytes of a pack."""
+    if len(tail) < 4:
         raise IntegrityError(f"pack {pack_id[:12]} is truncated")
-    (length,) = struct.unpack("<I", pack[-4:])
-    if length > len(pack) - 4:
+    (length,) = struct.unpack("<I", tail[-4:])
+    return int(length)
+
+
+def read_header(
+    crypto: Crypto, tail: bytes, pack_id: str, size: int | None = None
+) -> list[PackEntry]:
+    """Parse and authenticate a pack's header from the pack's last bytes (or the whole
+    pack); `size` is the whole pack's size when `tail` is only its end."""
+    size = len(tail) if size is None else size
+    length = header_length(tail, pack_id)
+    if length > len(tail) - 4 or length > size - 4:
         raise IntegrityError(f"pack {pack_id[:12]} has an impossible header length")
-    header = crypto.open(pack[-4 - length : -4], _HEADER_ASSOCIATED, f"pack {pack_id[:12]} header")
+    header = crypto.open(tail[-4 - length : -4], _HEADER_ASSOCIATED, f"pack {pack_id[:12]} header")
     if len(header) % _ENTRY.size:
         raise IntegrityError(f"pack {pack_id[:12]} header is malformed")
     entries = []
-    limit = len(pack) - 4 - length
+    limit = size - 4 - length
     for offset in range(0, len(header), _ENTRY.size):
         kind, blob_id, blob_offset, blob_length = _ENTRY.unpack_from(header, offset)
         if blob_offset + blob_length > limit or kind not in (0, 1):

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import secrets
 import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,9 +36,19 @@ from agents.backup.crypto import Crypto, MasterKey, dumps, unwrap_master_key, wr
 from agents.backup.errors import BackupError, IntegrityError, NotFound, WrongKey
 from agents.backup.index import Index, Location, decode_index, encode_index
 from agents.backup.locks import RepositoryLock
-from agents.backup.pack import BlobType, FinishedPack, PackBuilder, PackEntry, pack_key
+from agents.backup.pack import (
+    BlobType,
+    FinishedPack,
+    PackBuilder,
+    PackEntry,
+    header_length,
+    pack_key,
+    read_header,
+)
 from agents.backup.snapshot import MAX_MANIFEST_BYTES, Snapshot, TreeEntry
 from agents.backup.storage import ObjectKind, Storage
+
+log = logging.getLogger("opsagent.backup")
 
 REPOSITORY_VERSION = 1
 # FastCDC's mean chunk is avg + min: about 1 MiB for files, 8 KiB for database dumps,
@@ -48,6 +59,7 @@ INDEX_EVERY_PACKS = 8
 _RAW, _ZSTD = b"\x00", b"\x01"
 _SNAPSHOT_ASSOCIATED = b"opsagent-snapshot"
 _MAX_BLOB = 64 * 2**20
+_HEADER_PROBE = 64 * 1024  # one GET reads most pack headers with the tail before them
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,17 @@ class WriteStats:
     bytes_new: int = 0
     bytes_stored: int = 0
     packs: int = 0
+
+
+@dataclass
+class ReconcileReport:
+    """What `Repository.reconcile` found: packs in storage, index files it ignored, packs
+    it indexed from their headers, packs whose header does not open."""
+
+    stored: dict[str, int]
+    damaged_index: dict[str, str]
+    recovered_packs: list[str] = field(default_factory=list)
+    unreadable_packs: dict[str, str] = field(default_factory=dict)
 
 
 class Repository:
@@ -69,7 +92,11 @@ class Repository:
         self.lock_wait = 0.0  # seconds to wait for a conflicting lock (backup.lock_wait)
         self.key_id = ""  # the key file (keys/<id>) that opened this repository
         self.index = Index()
-        self.index_files: dict[str, list[str]] = {}
+        self.index_files: dict[str, list[str]] = {}  # index files in force -> their packs
+        self.all_index_files: list[str] = []  # every index file seen, superseded or not
+        self.damaged_index: dict[str, str] = {}  # index files that did not open -> why
+        self.damaged_snapshots: dict[str, str] = {}  # snapshots that did not open -> why
+        self.mentioned_packs: set[str] = set()  # packs any index file names
         self._index_loaded = False
         self._dctx = threading.local()
 
@@ -211,23 +238,88 @@ class Repository:
 
     # --- blobs -------------------------------------------------------------------------
 
-    def load_index(self) -> Index:
-        """Read every index file once (ignoring superseded ones)."""
-        if self._index_loaded:
+    def load_index(self, present: set[str] | None = None, refresh: bool = False) -> Index:
+        """Read every index file once and merge the ones no other file supersedes.
+
+        A damaged index file is skipped with a warning (listed in `damaged_index`): it can
+        never stop a backup. Because it may have superseded older files that point at
+        packs a prune deleted, the index is then limited to packs that exist. With
+        `present` (the packs in storage) entries for other packs are always left out.
+        """
+        if self._index_loaded and present is None and not refresh:
             return self.index
         files: dict[str, tuple[dict[str, list[PackEntry]], list[str]]] = {}
+        names: list[str] = []
+        damaged: dict[str, str] = {}
         for info in self.storage.list("index/"):
             name = info.key.rsplit("/", 1)[-1]
-            files[name] = decode_index(self.crypto, self.storage.get(info.key), name)
+            names.append(name)
+            try:
+                files[name] = decode_index(self.crypto, self.storage.get(info.key), name)
+            except NotFound:
+                continue  # deleted by a prune since the listing
+            except IntegrityError as exc:
+                damaged[name] = str(exc)
+                log.warning("%s; ignored (rebuild with `opsagent backup repair index`)", exc)
+        if damaged and present is None:
+            present = self.stored_packs()
         superseded = {s for _, sup in files.values() for s in sup}
+        self.mentioned_packs = {p for packs, _ in files.values() for p in packs}
+        self.index = Index()
+        self.index_files = {}
         for name, (packs, _) in files.items():
             if name in superseded:
                 continue
             self.index_files[name] = list(packs)
             for pack_id, entries in packs.items():
-                self.index.add_pack(pack_id, entries)
+                if present is None or pack_id in present:
+                    self.index.add_pack(pack_id, entries)
+        self.all_index_files = names
+        self.damaged_index = damaged
         self._index_loaded = True
         return self.index
+
+    def mentioned_packs_in_force(self) -> set[str]:
+        """Packs named by the index files in force (before any filter by storage)."""
+        return {p for packs in self.index_files.values() for p in packs}
+
+    def stored_packs(self) -> dict[str, int]:
+        """Every pack in storage: ID -> size."""
+        return {info.key.rsplit("/", 1)[-1]: info.size for info in self.storage.list("data/")}
+
+    def reconcile(self) -> ReconcileReport:
+        """Make the index match storage before writing: entries for packs that no longer
+        exist are dropped (their blobs are stored again if needed, never referenced in
+        vain), and packs no index knows (left by a killed backup or prune) are indexed
+        from their own headers, so their data is not uploaded again."""
+        stored = self.stored_packs()
+        self.load_index(present=set(stored))
+        report = ReconcileReport(stored=stored, damaged_index=dict(self.damaged_index))
+        # a pack only a superseded file names is garbage a prune has not yet deleted
+        known = self.index.packs() | self.mentioned_packs
+        recovered: dict[str, list[PackEntry]] = {}
+        for pack_id in sorted(set(stored) - known):
+            try:
+                recovered[pack_id] = self.read_pack_header(pack_id, stored[pack_id])
+            except NotFound:
+                continue
+            except IntegrityError as exc:
+                report.unreadable_packs[pack_id] = str(exc)
+                log.warning("%s; left for prune", exc)
+        if recovered:
+            self.write_index(recovered)
+            report.recovered_packs = sorted(recovered)
+            log.info("indexed %d pack(s) left by an interrupted run", len(recovered))
+        return report
+
+    def read_pack_header(self, pack_id: str, size: int) -> list[PackEntry]:
+        """A pack's blob list from its sealed header, read with one or two ranged GETs."""
+        tail_size = min(size, _HEADER_PROBE)
+        tail = self.storage.get(pack_key(pack_id), size - tail_size, tail_size)
+        need = header_length(tail, pack_id) + 4
+        if need > tail_size:
+            tail = self.storage.get(pack_key(pack_id), size - need, need)
+        return read_header(self.crypto, tail, pack_id, size)
 
     def writer(
         self, compression_level: int = 3, pack_size: int = 16 * 2**20, repack: bool = False
@@ -300,8 +392,19 @@ class Repository:
         return [info.key.rsplit("/", 1)[-1] for info in self.storage.list("snapshots/")]
 
     def snapshots(self) -> list[Snapshot]:
-        """Every snapshot, oldest first."""
-        return sorted((self.load_snapshot(s) for s in self.snapshot_ids()), key=lambda s: s.time)
+        """Every readable snapshot, oldest first. A damaged one is left out with a warning
+        and listed in `damaged_snapshots`, so it never blocks a backup, a listing or a
+        forget; `opsagent backup forget ID` removes it."""
+        found = []
+        self.damaged_snapshots = {}
+        for snapshot_id in self.snapshot_ids():
+            try:
+                found.append(self.load_snapshot(snapshot_id))
+            except IntegrityError as exc:
+                self.damaged_snapshots[snapshot_id] = str(exc)
+            except BackupError:
+                continue  # deleted since the listing
+        return sorted(found, key=lambda s: s.time)
 
     def find_snapshot(
         self, ref: str, source: str | None = None, host: str | None = None
@@ -348,6 +451,8 @@ class Repository:
         name = hashlib.sha256(sealed).hexdigest()
         self.storage.put(f"index/{name}", sealed)
         self.index_files[name] = list(packs)
+        self.all_index_files.append(name)
+        self.mentioned_packs.update(packs)
         for pack_id, entries in packs.items():
             self.index.add_pack(pack_id, entries)
         return name

@@ -21,7 +21,7 @@ from agents import __version__
 from agents.backup.archiver import Archiver, ArchiveResult, ProgressFn
 from agents.backup.errors import BackupError
 from agents.backup.pack import BlobType
-from agents.backup.repository import Repository
+from agents.backup.repository import ReconcileReport, Repository
 from agents.backup.snapshot import Snapshot, TreeEntry
 from agents.backup.sources import SourceError, Stored, TapReader
 from agents.backup.storage import open_storage
@@ -87,8 +87,9 @@ def run_backup(
     repo = repo or open_repository(cfg)
     results: list[CheckResult] = []
     with repo.lock(exclusive=False):
-        repo.load_index()
+        reconciled = repo.reconcile()
         previous = repo.snapshots()
+        health = _repository_health(config, repo, reconciled, started_at)
         for source in sources:
             result = _backup_source(
                 repo, config, source, previous, tags or [], when, should_stop, progress
@@ -97,6 +98,7 @@ def run_backup(
             emit(result)
             if should_stop():
                 break
+        emit(health)  # after the sources: their results come first for every reader
     snapshots = len(repo.snapshot_ids())
     repository_bytes = sum(info.size for info in repo.storage.list("data/"))
     failed = [r for r in results if not r.ok]
@@ -110,6 +112,7 @@ def run_backup(
         "logical_bytes": sum(int(s.stats.get("bytes", 0)) for s in previous)
         + sum(int(r.details.get("bytes", 0)) for r in results if r.ok),
         "repository": repo.storage.url,
+        "damaged": health.details.get("damaged", []),
     }
     if failed:
         summary = "; ".join(f"{r.details.get('source', r.name)}: {r.summary}" for r in failed)
@@ -126,6 +129,43 @@ def run_backup(
         summary=summary,
         details=details,
         duration_seconds=time.monotonic() - start,
+        started_at=started_at,
+    )
+
+
+def _repository_health(
+    config: Config, repo: Repository, reconciled: ReconcileReport, started_at: datetime
+) -> CheckResult:
+    """The repository's own state as seen by the backup: damaged snapshots or index files
+    and unreadable packs make a failed `backup/repository` result (and so a case) while
+    the backup itself goes on; a clean look resolves that case."""
+    damaged = [f"snapshot {i[:8]}: {why}" for i, why in sorted(repo.damaged_snapshots.items())]
+    damaged += [f"index {n[:12]}: {why}" for n, why in sorted(reconciled.damaged_index.items())]
+    damaged += [f"pack {p[:12]}: {why}" for p, why in sorted(reconciled.unreadable_packs.items())]
+    if damaged:
+        status = Status.FAILED
+        summary = (
+            f"{len(damaged)} damaged object(s), first {damaged[0]}; backups go on"
+            " (see `opsagent backup check` and the runbook case-backup)"
+        )
+    else:
+        status = Status.OK
+        summary = "repository readable"
+        if reconciled.recovered_packs:
+            summary += f", {len(reconciled.recovered_packs)} interrupted pack(s) indexed"
+    return CheckResult(
+        name="backup/repository",
+        kind="backup_repository",
+        host=config.host,
+        status=status,
+        severity=Severity.CRITICAL,
+        summary=summary,
+        details={
+            "repository": repo.storage.url,
+            "damaged": damaged[:50],
+            "recovered_packs": len(reconciled.recovered_packs),
+        },
+        duration_seconds=0.0,
         started_at=started_at,
     )
 

@@ -71,6 +71,7 @@ class Snapshot:
     facts: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     program_version: str = ""
+    repaired_from: str | None = None  # the damaged snapshot `backup repair snapshots` replaced
 
     @property
     def short_id(self) -> str:
@@ -112,6 +113,9 @@ class Snapshot:
                 facts=dict(data.get("facts", {})),
                 warnings=tuple(str(w) for w in data.get("warnings", ())),
                 program_version=str(data.get("program_version", "")),
+                repaired_from=(
+                    str(data["repaired_from"]) if data.get("repaired_from") is not None else None
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(
