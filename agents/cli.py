@@ -428,11 +428,22 @@ def backup_key_passwd(
 ) -> None:
     """Change the password of the key in use: a new key first, then the old one removed.
     Update backup.password_file with the new password afterwards."""
+    from agents.backup.errors import WrongKey
+    from agents.backup.repository import Repository
     from agents.backup.runner import open_repository
+    from agents.backup.storage import open_storage
 
     config = load(ctx, config_file)
-    repo = open_repository(backup_config(config))
+    cfg = backup_config(config)
     password = _new_password(new_password_file)
+    try:
+        repo = open_repository(cfg)
+    except WrongKey:
+        # an earlier run that was killed after removing the old key finished the change
+        Repository.open(open_storage(cfg.repository, cfg.s3), password)
+        click.echo("the new password already opens the repository and the old one no longer")
+        click.echo(f"does: put the new password in {cfg.password_file}")
+        return
     old = repo.key_id
     with audit_action(config.state_db, "key passwd", repo.storage.url, old=old[:8]) as audit:
         label = next((k["label"] for k in repo.list_keys() if k["id"] == old), "")
@@ -501,9 +512,16 @@ def backup_key_recover(
 def backup_init(ctx: click.Context, config_file: Path | None) -> None:
     """Create the repository (refuses to overwrite an existing one)."""
     from agents.backup.crypto import key_fingerprint
-    from agents.backup.runner import init_repository
+    from agents.backup.runner import existing_repository, init_repository
 
     config = load(ctx, config_file)
+    existing = existing_repository(backup_config(config))
+    if existing is not None:
+        click.echo(
+            f"repository {existing.info.get('id')} at {existing.storage.url} exists and this"
+            " password opens it: nothing to do"
+        )
+        return
     repo = init_repository(backup_config(config), config.host)
     click.echo(f"created repository {repo.info['id']} at {repo.storage.url}")
     click.echo(f"master key fingerprint: {key_fingerprint(repo.crypto.master)}")

@@ -105,16 +105,27 @@ class Repository:
     @classmethod
     def init(cls, storage: Storage, password: str, host: str, user: str) -> Repository:
         """Create a new repository; refuses to touch an existing one."""
-        if _exists(storage, "config") or any(True for _ in storage.list("keys/")):
+        if _exists(storage, "config"):
             raise BackupError(
                 f"a repository already exists at {storage.url}; refusing to overwrite"
             )
         if not password:
             raise BackupError("the repository password is empty")
-        master = MasterKey.generate()
-        keyfile = wrap_master_key(master, password, host, user)
-        key_id = secrets.token_hex(16)
-        storage.put(f"keys/{key_id}", json.dumps(keyfile).encode())
+        # the config is written last: keys without it are an init that was killed, which
+        # this one finishes when the password opens one of them
+        unfinished = _open_any_key(storage, password)
+        if unfinished is None and any(True for _ in storage.list("keys/")):
+            raise BackupError(
+                f"{storage.url} holds repository keys this password does not open;"
+                " refusing to overwrite"
+            )
+        if unfinished is not None:
+            key_id, master = unfinished
+        else:
+            master = MasterKey.generate()
+            keyfile = wrap_master_key(master, password, host, user)
+            key_id = secrets.token_hex(16)
+            storage.put(f"keys/{key_id}", json.dumps(keyfile).encode())
         info = {
             "version": REPOSITORY_VERSION,
             "id": secrets.token_hex(16),
@@ -221,6 +232,8 @@ class Repository:
         use (change it with `passwd`, or open with another key to remove it)."""
         ids = [k["id"] for k in self.list_keys()]
         matches = [k for k in ids if k.startswith(key_id)] if key_id else []
+        if not matches and len(key_id) == 32:
+            return key_id  # a whole ID that is gone: removed already (by a killed run)
         if len(matches) != 1:
             raise BackupError(
                 f"no key {key_id!r}" if not matches else f"key prefix {key_id!r} is ambiguous"
@@ -595,6 +608,17 @@ class BlobWriter:
         with self._lock:
             values = {k: getattr(self._stats, k) + v for k, v in delta.items()}
             self._stats = replace(self._stats, **values)
+
+
+def _open_any_key(storage: Storage, password: str) -> tuple[str, MasterKey] | None:
+    """The first key file the password opens: (key ID, master key)."""
+    for info in storage.list("keys/"):
+        try:
+            master = unwrap_master_key(json.loads(storage.get(info.key)), password)
+        except (WrongKey, ValueError, NotFound):
+            continue
+        return info.key.rsplit("/", 1)[-1], master
+    return None
 
 
 def _exists(storage: Storage, key: str) -> bool:

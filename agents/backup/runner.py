@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from agents import __version__
 from agents.backup.archiver import Archiver, ArchiveResult, ProgressFn
-from agents.backup.errors import BackupError
+from agents.backup.errors import BackupError, NotFound
 from agents.backup.pack import BlobType
 from agents.backup.repository import ReconcileReport, Repository
 from agents.backup.snapshot import Snapshot, TreeEntry
@@ -57,6 +57,23 @@ def open_repository(cfg: BackupConfig) -> Repository:
 def init_repository(cfg: BackupConfig, host: str) -> Repository:
     storage = open_storage(cfg.repository, cfg.s3)
     return Repository.init(storage, repository_password(cfg), host, getpass.getuser())
+
+
+def existing_repository(cfg: BackupConfig) -> Repository | None:
+    """The repository at cfg.repository if it is complete and this password opens it: a
+    second `init` (a rerun after a kill that came after the last write) has nothing to
+    do. A repository this password does not open is refused by `init` itself."""
+    from agents.backup.errors import WrongKey
+
+    storage = open_storage(cfg.repository, cfg.s3)
+    try:
+        storage.stat("config")
+    except NotFound:
+        return None
+    try:
+        return Repository.open(storage, repository_password(cfg))
+    except WrongKey:
+        return None
 
 
 def run_backup(
