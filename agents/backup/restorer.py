@@ -195,7 +195,10 @@ def _make_hard_links(
     for item in linked:
         entry = item.entry
         first = made.get(entry.link_to)
-        if first is None:
+        if first is None and os.path.lexists(item.path):
+            result.skipped_existing.append(entry.path)
+            continue
+        if first is None:  # not made by this restore: linking to it could join a stranger
             result.errors.append(
                 f"{entry.path}: not restored: its first link {entry.link_to} was not"
             )
