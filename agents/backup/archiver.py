@@ -10,14 +10,15 @@ What is recorded: regular files, directories, symbolic links, FIFOs, character a
 block device nodes (their device number), extended attributes of every name the
 kernel lists (skipped where the file system has none), and hard links: a file whose
 inode was already seen in this snapshot names that entry in `link_to` and is not read
-again. Sockets are skipped with a warning (restic: also records FIFOs, devices, hard
-links and xattrs). File names are kept as bytes (see `snapshot`).
+again. Sockets are skipped with a warning (restic: records all of these, sockets too).
+File names are kept as bytes (see `snapshot`).
 
 What goes wrong: files that vanish or change while read are warnings listed in the
 snapshot; unreadable files and directories that cannot be listed or stat'ed are listed
-and fail the source unless it tolerates them; a missing source path fails the source
-(the snapshot of the other paths is kept), and when no source path exists no
-snapshot is written at all (restic: "all source directories/files do not exist").
+and fail the source unless it tolerates them (restic: "at least one source file could
+not be read", exit 3); a missing source path fails the source (the snapshot of the
+other paths is kept), and when no source path exists no snapshot is written at all
+(restic: "all source directories/files do not exist").
 """
 
 from __future__ import annotations
@@ -110,12 +111,12 @@ def _walk_one(
     if _excluded(path, exclude):
         return
     mode = st.st_mode
-    if stat.S_ISSOCK(mode) or not (
+    if not (
         stat.S_ISREG(mode)
         or stat.S_ISDIR(mode)
         or stat.S_ISLNK(mode)
         or stat.S_IFMT(mode) in _SPECIAL_TYPES
-    ):
+    ):  # sockets: a process makes its own when it listens
         report.warnings.append(f"{shown(str(path))}: special file skipped")
         return
     yield WalkItem(path, str(path).lstrip("/"), st)
@@ -258,18 +259,18 @@ class Archiver:
             "xattrs": _xattrs(item.path, result),
         }
         if stat.S_ISDIR(st.st_mode):
-            return TreeEntry(type="dir", **common)  # type: ignore[arg-type]
+            return TreeEntry(type="dir", **common)
         if stat.S_ISLNK(st.st_mode):
             try:
                 target = os.readlink(item.path)
             except OSError as exc:
                 result.warnings.append(f"{shown(str(item.path))}: cannot read link: {exc.strerror}")
                 return None
-            return TreeEntry(type="symlink", target=target, **common)  # type: ignore[arg-type]
+            return TreeEntry(type="symlink", target=target, **common)
         special = _SPECIAL_TYPES.get(stat.S_IFMT(st.st_mode))
         if special is not None:  # never opened: reading a FIFO would block
             rdev = st.st_rdev if special != "fifo" else 0
-            return TreeEntry(type=special, rdev=rdev, **common)  # type: ignore[arg-type]
+            return TreeEntry(type=special, rdev=rdev, **common)
         key = (st.st_dev, st.st_ino)
         first = links.get(key) if st.st_nlink > 1 else None
         if first is not None:  # a hard link of a file already in this tree: not read again
