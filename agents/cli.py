@@ -683,14 +683,18 @@ def backup_show(
 ) -> None:
     """Show one snapshot's manifest: stats, facts, warnings (and files with --ls)."""
     from agents.backup.runner import open_repository
+    from agents.backup.snapshot import shown
 
     config = load(ctx, config_file)
     repo = open_repository(backup_config(config))
     snap = repo.find_snapshot(snapshot, source=source)
     data = snap.summary()
     if list_files:
+        # JSON keeps a name that is not UTF-8 exactly (as \udcNN escapes os.fsencode
+        # turns back into its bytes); text shows its bytes as \xNN
+        name = (lambda path: path) if as_json else shown
         data["entries"] = [
-            {"path": e.path, "type": e.type, "size": e.size, "mode": oct(e.mode)}
+            {"path": name(e.path), "type": e.type, "size": e.size, "mode": oct(e.mode)}
             for e in repo.read_tree(snap)
         ]
     if as_json:
@@ -998,6 +1002,7 @@ def restore_cmd(
     """Restore files into a directory (never outside it), or a database into a target."""
     from agents.backup.restorer import plan, restore
     from agents.backup.runner import open_repository
+    from agents.backup.snapshot import shown
 
     config = load(ctx, config_file)
     repo = open_repository(backup_config(config))
@@ -1014,7 +1019,7 @@ def restore_cmd(
             print_json({"snapshot": snap.id, "entries": len(entries), "bytes": total})
         else:
             for e in entries:
-                click.echo(f"{e.type:7} {e.size:>12} {e.path}")
+                click.echo(f"{e.type:8} {e.size:>12} {shown(e.path)}")
             click.echo(f"{len(entries)} entries, {total} bytes from snapshot {snap.short_id}")
         return
     directory = Path(target)
@@ -1033,24 +1038,29 @@ def restore_cmd(
         "files": result.files,
         "dirs": result.dirs,
         "symlinks": result.symlinks,
+        "specials": result.specials,
         "bytes": result.bytes,
         "refused": result.refused,
         "skipped_existing": result.skipped_existing,
         "errors": result.errors,
+        "warnings": result.warnings,
     }
     if as_json:
         print_json(data)
     else:
         click.echo(
             f"restored {result.files} files, {result.dirs} dirs, {result.symlinks} links,"
-            f" {result.bytes} bytes from snapshot {snap.short_id} into {directory}"
+            f" {result.specials} FIFOs/devices, {result.bytes} bytes"
+            f" from snapshot {snap.short_id} into {directory}"
         )
         for path in result.refused:
-            click.echo(f"refused (outside the target): {path}", err=True)
+            click.echo(f"refused (outside the target): {shown(path)}", err=True)
         for path in result.skipped_existing:
-            click.echo(f"kept existing (use --overwrite): {path}", err=True)
+            click.echo(f"kept existing (use --overwrite): {shown(path)}", err=True)
         for line in result.errors:
-            click.echo(f"error: {line}", err=True)
+            click.echo(f"error: {shown(line)}", err=True)
+        for line in result.warnings:
+            click.echo(f"warning: {shown(line)}", err=True)
     ctx.exit(EXIT_FAILED if result.refused or result.errors else EXIT_OK)
 
 

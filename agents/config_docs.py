@@ -155,7 +155,9 @@ DESCRIPTIONS: dict[str, str] = {
     "FilesSource.paths": "Directories and files to back up.",
     "FilesSource.exclude": "Glob patterns to leave out.",
     "FilesSource.one_file_system": "Do not cross mount points.",
-    "FilesSource.tolerate_unreadable": "Record unreadable files as warnings instead of failing.",
+    "FilesSource.tolerate_unreadable": (
+        "Record unreadable files and directories as warnings instead of failing."
+    ),
     "PostgresSource.kind": "`postgres`.",
     "PostgresSource.dsn": "postgresql:// DSN without a password.",
     "PostgresSource.password_file": "File holding the password.",

@@ -2,14 +2,28 @@
 
 The walker knows nothing of the repository, and the repository nothing of files.
 A file whose size, mtime, ctime and inode equal its entry in the parent snapshot is
-not read again: its chunk list is reused. Files are read as streams in bounded
-buffers, so memory does not grow with file size. Files that vanish or change while
-read are warnings listed in the snapshot; unreadable files are listed and fail the
-run unless the source tolerates them.
+not read again: its chunk list is reused; a parent whose tree cannot be read is a
+warning and the backup runs without it. Files are read as streams in bounded
+buffers, so memory does not grow with file size.
+
+What is recorded: regular files, directories, symbolic links, FIFOs, character and
+block device nodes (their device number), extended attributes of every name the
+kernel lists (skipped where the file system has none), and hard links: a file whose
+inode was already seen in this snapshot names that entry in `link_to` and is not read
+again. Sockets are skipped with a warning (restic: records all of these, sockets too).
+File names are kept as bytes (see `snapshot`).
+
+What goes wrong: files that vanish or change while read are warnings listed in the
+snapshot; unreadable files and directories that cannot be listed or stat'ed are listed
+and fail the source unless it tolerates them (restic: "at least one source file could
+not be read", exit 3); a missing source path fails the source (the snapshot of the
+other paths is kept), and when no source path exists no snapshot is written at all
+(restic: "all source directories/files do not exist").
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import grp
 import os
@@ -22,6 +36,7 @@ from pathlib import Path
 
 from pyfastcdc import FastCDC
 
+from agents.backup.errors import BackupError
 from agents.backup.pack import BlobType
 from agents.backup.repository import (
     CHUNK_AVG,
@@ -33,21 +48,31 @@ from agents.backup.repository import (
     BlobWriter,
     Repository,
 )
-from agents.backup.snapshot import Snapshot, TreeEntry
+from agents.backup.snapshot import Snapshot, TreeEntry, encode_tree, shown
 
 ProgressFn = Callable[[int, int], None]  # (bytes, files) done since last call
+_SPECIAL_TYPES = {stat.S_IFIFO: "fifo", stat.S_IFCHR: "chardev", stat.S_IFBLK: "blockdev"}
+_XATTRS = hasattr(os, "listxattr")  # Linux only; elsewhere none are recorded
 
 
 @dataclass
-class ArchiveResult:
-    tree: list[str]
+class WalkReport:
+    """What a walk could not take, as lines for people naming the path."""
+
+    warnings: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ArchiveResult(WalkReport):
+    tree: list[str] = field(default_factory=list)
     files: int = 0
     dirs: int = 0
     bytes: int = 0
     bytes_read: int = 0
     files_reused: int = 0
-    warnings: list[str] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)
+    parent_read: bool = True
 
 
 @dataclass(frozen=True)
@@ -58,17 +83,21 @@ class WalkItem:
 
 
 def walk(
-    paths: list[Path], exclude: list[str], one_file_system: bool, notes: list[str]
+    paths: list[Path], exclude: list[str], one_file_system: bool, report: WalkReport
 ) -> Iterator[WalkItem]:
-    """Every object under the paths, sorted, excludes applied; special files noted."""
+    """Every object under the paths, sorted, excludes applied; what cannot be taken
+    (missing source paths, unreadable directories, sockets) goes to the report."""
     for root in paths:
         root = root.absolute()
         try:
             st = root.lstat()
-        except OSError as exc:
-            notes.append(f"{root}: {exc.strerror}")
+        except (FileNotFoundError, NotADirectoryError):
+            report.missing.append(shown(str(root)))
             continue
-        yield from _walk_one(root, st, st.st_dev, exclude, one_file_system, notes)
+        except OSError as exc:
+            report.unreadable.append(f"{shown(str(root))}: {exc.strerror}")
+            continue
+        yield from _walk_one(root, st, st.st_dev, exclude, one_file_system, report)
 
 
 def _walk_one(
@@ -77,13 +106,18 @@ def _walk_one(
     device: int,
     exclude: list[str],
     one_file_system: bool,
-    notes: list[str],
+    report: WalkReport,
 ) -> Iterator[WalkItem]:
     if _excluded(path, exclude):
         return
     mode = st.st_mode
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
-        notes.append(f"{path}: special file skipped")
+    if not (
+        stat.S_ISREG(mode)
+        or stat.S_ISDIR(mode)
+        or stat.S_ISLNK(mode)
+        or stat.S_IFMT(mode) in _SPECIAL_TYPES
+    ):  # sockets: a process makes its own when it listens
+        report.warnings.append(f"{shown(str(path))}: special file skipped")
         return
     yield WalkItem(path, str(path).lstrip("/"), st)
     if not stat.S_ISDIR(mode):
@@ -92,23 +126,26 @@ def _walk_one(
         return
     try:
         names = sorted(os.listdir(path))
+    except FileNotFoundError:
+        report.warnings.append(f"{shown(str(path))}: vanished during backup")
+        return
     except OSError as exc:
-        notes.append(f"{path}: cannot list directory: {exc.strerror}")
+        report.unreadable.append(f"{shown(str(path))}: cannot list directory: {exc.strerror}")
         return
     for name in names:
         child = path / name
         try:
             child_st = child.lstat()
         except FileNotFoundError:
-            notes.append(f"{child}: vanished during backup")
+            report.warnings.append(f"{shown(str(child))}: vanished during backup")
             continue
         except OSError as exc:
-            notes.append(f"{child}: {exc.strerror}")
+            report.unreadable.append(f"{shown(str(child))}: {exc.strerror}")
             continue
         if one_file_system and stat.S_ISDIR(child_st.st_mode) and child_st.st_dev != device:
-            notes.append(f"{child}: on another file system, skipped")
+            report.warnings.append(f"{shown(str(child))}: on another file system, skipped")
             continue
-        yield from _walk_one(child, child_st, device, exclude, one_file_system, notes)
+        yield from _walk_one(child, child_st, device, exclude, one_file_system, report)
 
 
 def _excluded(path: Path, patterns: list[str]) -> bool:
@@ -146,24 +183,26 @@ class Archiver:
         one_file_system: bool,
         parent: Snapshot | None,
     ) -> ArchiveResult:
-        previous = self._parent_entries(parent)
-        result = ArchiveResult(tree=[])
-        lines: list[str] = []
-        notes: list[str] = []
-        for item in walk(paths, exclude, one_file_system, notes):
+        """Walk and store the paths; raises BackupError when none of them exists."""
+        result = ArchiveResult()
+        previous = self._parent_entries(parent, result)
+        entries: list[TreeEntry] = []
+        links: dict[tuple[int, int], TreeEntry] = {}  # (device, inode) -> first entry
+        for item in walk(paths, exclude, one_file_system, result):
             if self.should_stop():
                 raise InterruptedError("backup interrupted")
-            entry = self._entry(item, previous.get(item.rel), result)
+            entry = self._entry(item, previous.get(item.rel), links, result)
             if entry is None:
                 continue
-            lines.append(entry.to_json())
+            entries.append(entry)
             if entry.type == "file":
                 result.files += 1
                 result.bytes += entry.size
             elif entry.type == "dir":
                 result.dirs += 1
-        result.warnings.extend(notes)
-        result.tree = self.store_stream(("\n".join(lines) + "\n").encode(), BlobType.TREE)
+        if len(result.missing) == len(paths):
+            raise BackupError(f"no source path exists: {', '.join(result.missing)}")
+        result.tree = self.store_stream(encode_tree(entries), BlobType.TREE)
         return result
 
     def store_stream(self, data: bytes, blob_type: BlobType) -> list[str]:
@@ -183,13 +222,28 @@ class Archiver:
                 raise InterruptedError("backup interrupted")
         return chunks, sizes
 
-    def _parent_entries(self, parent: Snapshot | None) -> dict[str, TreeEntry]:
+    def _parent_entries(
+        self, parent: Snapshot | None, result: ArchiveResult
+    ) -> dict[str, TreeEntry]:
+        """The parent's files by path; a parent that cannot be read only costs reading
+        every file again, so it is a warning, never the end of the backup."""
         if parent is None:
             return {}
-        return {e.path: e for e in self.repo.read_tree(parent) if e.type == "file"}
+        try:
+            return {e.path: e for e in self.repo.read_tree(parent) if e.type == "file"}
+        except BackupError as exc:
+            result.parent_read = False
+            result.warnings.append(
+                f"parent snapshot {parent.short_id} cannot be read ({exc}): every file read again"
+            )
+            return {}
 
     def _entry(
-        self, item: WalkItem, old: TreeEntry | None, result: ArchiveResult
+        self,
+        item: WalkItem,
+        old: TreeEntry | None,
+        links: dict[tuple[int, int], TreeEntry],
+        result: ArchiveResult,
     ) -> TreeEntry | None:
         st = item.st
         common = {
@@ -202,6 +256,7 @@ class Archiver:
             "group": _group(st.st_gid),
             "inode": st.st_ino,
             "ctime_ns": st.st_ctime_ns,
+            "xattrs": _xattrs(item.path, result),
         }
         if stat.S_ISDIR(st.st_mode):
             return TreeEntry(type="dir", **common)
@@ -209,9 +264,38 @@ class Archiver:
             try:
                 target = os.readlink(item.path)
             except OSError as exc:
-                result.warnings.append(f"{item.path}: cannot read link: {exc.strerror}")
+                result.warnings.append(f"{shown(str(item.path))}: cannot read link: {exc.strerror}")
                 return None
             return TreeEntry(type="symlink", target=target, **common)
+        special = _SPECIAL_TYPES.get(stat.S_IFMT(st.st_mode))
+        if special is not None:  # never opened: reading a FIFO would block
+            rdev = st.st_rdev if special != "fifo" else 0
+            return TreeEntry(type=special, rdev=rdev, **common)
+        key = (st.st_dev, st.st_ino)
+        first = links.get(key) if st.st_nlink > 1 else None
+        if first is not None:  # a hard link of a file already in this tree: not read again
+            self.progress(st.st_size, 1)
+            return TreeEntry(
+                type="file",
+                size=first.size,
+                chunks=first.chunks,
+                chunk_sizes=first.chunk_sizes,
+                link_to=first.path,
+                **common,  # type: ignore[arg-type]
+            )
+        entry = self._file_entry(item, old, common, result)
+        if entry is not None and st.st_nlink > 1:
+            links[key] = entry
+        return entry
+
+    def _file_entry(
+        self,
+        item: WalkItem,
+        old: TreeEntry | None,
+        common: dict[str, object],
+        result: ArchiveResult,
+    ) -> TreeEntry | None:
+        st = item.st
         if old is not None and self._unchanged(old, st):
             result.files_reused += 1
             self.progress(st.st_size, 1)
@@ -239,23 +323,23 @@ class Archiver:
         try:
             handle = open(item.path, "rb", buffering=0)  # noqa: SIM115 - closed below
         except FileNotFoundError:
-            result.warnings.append(f"{item.path}: vanished during backup")
+            result.warnings.append(f"{shown(str(item.path))}: vanished during backup")
             return None
         except OSError as exc:
-            result.unreadable.append(f"{item.path}: {exc.strerror}")
+            result.unreadable.append(f"{shown(str(item.path))}: {exc.strerror}")
             return None
         with handle:
             try:
                 chunks, sizes = self.store_file(handle)
             except OSError as exc:
-                result.unreadable.append(f"{item.path}: read failed: {exc.strerror}")
+                result.unreadable.append(f"{shown(str(item.path))}: read failed: {exc.strerror}")
                 return None
             after = os.fstat(handle.fileno())
         size = sum(sizes)
         result.bytes_read += size
         self.progress(0, 1)
         if (after.st_size, after.st_mtime_ns) != (item.st.st_size, item.st.st_mtime_ns):
-            result.warnings.append(f"{item.path}: changed during backup")
+            result.warnings.append(f"{shown(str(item.path))}: changed during backup")
         return TreeEntry(
             type="file",
             size=size,
@@ -263,6 +347,31 @@ class Archiver:
             chunk_sizes=tuple(sizes),
             **common,  # type: ignore[arg-type]
         )
+
+
+def _xattrs(path: Path, report: WalkReport) -> tuple[tuple[str, bytes], ...]:
+    """The object's extended attributes (links not followed), sorted by name; none where
+    the platform or file system has no such thing."""
+    if not _XATTRS:
+        return ()
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTSUP, errno.ENOENT):
+            report.warnings.append(
+                f"{shown(str(path))}: cannot list extended attributes: {exc.strerror}"
+            )
+        return ()
+    pairs: list[tuple[str, bytes]] = []
+    for name in sorted(names):
+        try:
+            pairs.append((name, os.getxattr(path, name, follow_symlinks=False)))
+        except OSError as exc:
+            if exc.errno != errno.ENODATA:  # ENODATA: removed since listed
+                report.warnings.append(
+                    f"{shown(str(path))}: cannot read extended attribute {name}: {exc.strerror}"
+                )
+    return tuple(pairs)
 
 
 @lru_cache(maxsize=1024)

@@ -45,7 +45,7 @@ from agents.backup.pack import (
     pack_key,
     read_header,
 )
-from agents.backup.snapshot import MAX_MANIFEST_BYTES, Snapshot, TreeEntry
+from agents.backup.snapshot import MAX_MANIFEST_BYTES, Snapshot, TreeEntry, decode_tree_line
 from agents.backup.storage import ObjectKind, Storage
 
 log = logging.getLogger("opsagent.backup")
@@ -441,7 +441,9 @@ class Repository:
         return self.load_snapshot(matches[0])
 
     def read_tree(self, snapshot: Snapshot) -> Iterator[TreeEntry]:
-        """The snapshot's entries in stored order; a malformed entry is an IntegrityError."""
+        """The snapshot's entries in stored order; a malformed entry is an IntegrityError.
+
+        Blank lines are skipped: older versions stored an empty tree as one newline."""
         pending = b""
         for blob_hex in snapshot.tree:
             try:
@@ -451,9 +453,12 @@ class Repository:
             pending += self.load_blob(blob_id)
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                yield _tree_entry(line, snapshot)
-        if pending.strip():
-            yield _tree_entry(pending, snapshot)
+                entry = _tree_entry(line, snapshot)
+                if entry is not None:
+                    yield entry
+        entry = _tree_entry(pending, snapshot)
+        if entry is not None:
+            yield entry
 
     def lock(self, exclusive: bool = False) -> RepositoryLock:
         """A lock on the repository, waiting up to `lock_wait` seconds for a conflicting one."""
@@ -629,9 +634,9 @@ def _exists(storage: Storage, key: str) -> bool:
     return True
 
 
-def _tree_entry(line: bytes, snapshot: Snapshot) -> TreeEntry:
+def _tree_entry(line: bytes, snapshot: Snapshot) -> TreeEntry | None:
     try:
-        return TreeEntry.from_json(line.decode())
+        return decode_tree_line(line)
     except (ValueError, TypeError) as exc:
         raise IntegrityError(
             f"snapshot {snapshot.short_id} has a malformed tree entry: {exc}"

@@ -6,10 +6,17 @@ inside the target, files are created with O_NOFOLLOW, and symbolic links are mad
 last so that no link can redirect a later write. Existing files are never
 overwritten unless asked. Data is fetched pack by pack (a pack is downloaded once
 however many files it feeds) on a small pool of workers.
+
+Hard links, FIFOs and device nodes are made by their own helpers after the files are
+written and before the symbolic links: a hard link is made to its first link when that
+was restored in the same run (else it is an error), device nodes only as root (else a
+warning), and link()/mknod() never follow a last component. Extended attributes are
+set without following links; one the target cannot take is a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections import defaultdict
@@ -27,6 +34,7 @@ from agents.backup.snapshot import Snapshot, TreeEntry
 ProgressFn = Callable[[int, int], None]
 RUN_GAP = 1 << 20
 RUN_MAX = 8 << 20  # bounds each worker's buffer: memory stays flat whatever the pack size
+_NODE_KINDS = {"fifo": stat.S_IFIFO, "chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK}
 
 
 @dataclass
@@ -34,10 +42,12 @@ class RestoreResult:
     files: int = 0
     dirs: int = 0
     symlinks: int = 0
+    specials: int = 0  # FIFOs and device nodes
     bytes: int = 0
     refused: list[str] = field(default_factory=list)
     skipped_existing: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -78,13 +88,15 @@ def restore(
     dirs: list[_Target] = []
     files: list[_Target] = []
     links: list[_Target] = []
+    nodes: list[_Target] = []
     for entry in entries:
         rel = _safe_relative(entry.path)
         if rel is None:
             result.refused.append(entry.path)
             continue
         item = _Target(root / rel, entry)
-        {"dir": dirs, "file": files, "symlink": links}[entry.type].append(item)
+        {"dir": dirs, "file": files, "symlink": links}.get(entry.type, nodes).append(item)
+    files, hard_links = _split_hard_links(files)
 
     for item in dirs:
         if _inside(root, item.path, result):
@@ -134,10 +146,13 @@ def restore(
     _fill(repo, wanted, sizes, progress, workers)
 
     for item in created:
+        _apply_xattrs(item.path, item.entry, result)
         _apply_metadata(item.path, item.entry, follow=True)
         progress(0, 1)
         result.files += 1
         result.bytes += item.entry.size
+    _make_hard_links(root, hard_links, created, overwrite, result)
+    _make_nodes(root, nodes, overwrite, result)
     for item in links:
         if not _inside(root, item.path.parent, result):
             continue
@@ -149,12 +164,112 @@ def restore(
         except FileExistsError:
             result.skipped_existing.append(item.entry.path)
             continue
+        _apply_xattrs(item.path, item.entry, result)
         _apply_metadata(item.path, item.entry, follow=False)
         result.symlinks += 1
     for item in sorted(dirs, key=lambda d: -len(d.path.parts)):
         if item.path.is_dir() and not item.path.is_symlink():
+            _apply_xattrs(item.path, item.entry, result)
             _apply_metadata(item.path, item.entry, follow=True)
     return result
+
+
+def _split_hard_links(files: list[_Target]) -> tuple[list[_Target], list[_Target]]:
+    """(files to write, hard links to make): a file whose first link is restored in this
+    run too is linked to it rather than written again."""
+    planned = {item.entry.path for item in files if not item.entry.link_to}
+    written = [i for i in files if i.entry.link_to not in planned]
+    linked = [i for i in files if i.entry.link_to in planned]
+    return written, linked
+
+
+def _make_hard_links(
+    root: Path,
+    linked: list[_Target],
+    created: list[_Target],
+    overwrite: bool,
+    result: RestoreResult,
+) -> None:
+    """Link each to its first link as just restored; nothing outside the target."""
+    made = {item.entry.path: item.path for item in created}
+    for item in linked:
+        entry = item.entry
+        first = made.get(entry.link_to)
+        if first is None and os.path.lexists(item.path):
+            result.skipped_existing.append(entry.path)
+            continue
+        if first is None:  # not made by this restore: linking to it could join a stranger
+            result.errors.append(
+                f"{entry.path}: not restored: its first link {entry.link_to} was not"
+            )
+            continue
+        if not _parent_inside(root, item.path, result):
+            continue
+        if overwrite:
+            _remove_non_directory(item.path)
+        try:
+            os.link(first, item.path, follow_symlinks=False)
+        except FileExistsError:
+            result.skipped_existing.append(entry.path)
+            continue
+        except OSError as exc:
+            result.errors.append(f"{entry.path}: {exc.strerror}")
+            continue
+        result.files += 1
+        result.bytes += entry.size
+
+
+def _make_nodes(root: Path, nodes: list[_Target], overwrite: bool, result: RestoreResult) -> None:
+    """FIFOs always, device nodes as root only (the kernel allows no one else)."""
+    for item in nodes:
+        entry = item.entry
+        if entry.type != "fifo" and os.geteuid() != 0:
+            result.warnings.append(f"{entry.path}: device node not restored: needs root")
+            continue
+        if not _parent_inside(root, item.path, result):
+            continue
+        if overwrite:
+            _remove_non_directory(item.path)
+        try:
+            os.mknod(item.path, _NODE_KINDS[entry.type] | 0o600, entry.rdev)
+        except FileExistsError:
+            result.skipped_existing.append(entry.path)
+            continue
+        except PermissionError as exc:  # a container without CAP_MKNOD
+            result.warnings.append(f"{entry.path}: {entry.type} not restored: {exc.strerror}")
+            continue
+        except OSError as exc:
+            result.errors.append(f"{entry.path}: {exc.strerror}")
+            continue
+        _apply_xattrs(item.path, entry, result)
+        _apply_metadata(item.path, entry, follow=True)
+        result.specials += 1
+
+
+def _parent_inside(root: Path, path: Path, result: RestoreResult) -> bool:
+    """Create the parent directory if it is (and stays) inside the target."""
+    if not _inside(root, path.parent, result):
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _inside(root, path.parent, result)
+
+
+def _remove_non_directory(path: Path) -> None:
+    """Make room for an overwrite; a directory in the way is left (creation then fails)."""
+    with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+        os.unlink(path)
+
+
+def _apply_xattrs(path: Path, entry: TreeEntry, result: RestoreResult) -> None:
+    """Set the entry's extended attributes, links not followed; one the target file system
+    or our privileges do not allow is a warning: the data is what matters."""
+    for name, value in entry.xattrs:
+        try:
+            os.setxattr(path, name, value, follow_symlinks=False)
+        except OSError as exc:
+            result.warnings.append(
+                f"{entry.path}: extended attribute {name} not restored: {exc.strerror}"
+            )
 
 
 def _fill(

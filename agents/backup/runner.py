@@ -22,7 +22,7 @@ from agents.backup.archiver import Archiver, ArchiveResult, ProgressFn
 from agents.backup.errors import BackupError, NotFound
 from agents.backup.pack import BlobType
 from agents.backup.repository import ReconcileReport, Repository
-from agents.backup.snapshot import Snapshot, TreeEntry
+from agents.backup.snapshot import Snapshot, TreeEntry, encode_tree
 from agents.backup.sources import SourceError, Stored, TapReader
 from agents.backup.storage import open_storage
 from agents.config import (
@@ -240,7 +240,11 @@ def _backup_source(
         _run_hooks(source, "on_failure", quiet=True)
         log.debug("source %s failed", source.name, exc_info=True)
         return result(Status.ERROR, one_line(exc), {})
-    warnings = archived.warnings + [f"unreadable: {u}" for u in archived.unreadable]
+    warnings = (
+        archived.warnings
+        + [f"missing: {m}" for m in archived.missing]
+        + [f"unreadable: {u}" for u in archived.unreadable]
+    )
     snapshot = repo.save_snapshot(
         Snapshot(
             id="",
@@ -251,7 +255,7 @@ def _backup_source(
             paths=_source_paths(source),
             tree=tuple(archived.tree),
             tags=tuple(tags),
-            parent=parent.id if parent else None,
+            parent=parent.id if parent and archived.parent_read else None,
             stats={
                 "files": archived.files,
                 "dirs": archived.dirs,
@@ -277,11 +281,17 @@ def _backup_source(
         f"snapshot {snapshot.short_id}: {archived.files} files, {archived.bytes} bytes,"
         f" {stats.bytes_new} new"
     )
+    problems = (
+        [f"missing source path(s): {', '.join(archived.missing)}"] if archived.missing else []
+    )
     if archived.unreadable and not getattr(source, "tolerate_unreadable", False):
+        problems.append(
+            f"{len(archived.unreadable)} unreadable path(s), first {archived.unreadable[0]}"
+        )
+    if problems:
         return result(
             Status.FAILED,
-            f"{len(archived.unreadable)} unreadable file(s), first {archived.unreadable[0]}"
-            f" (snapshot {snapshot.short_id} saved without them)",
+            f"{'; '.join(problems)} (snapshot {snapshot.short_id} saved without them)",
             details,
         )
     if warnings:
@@ -320,9 +330,8 @@ def _dump_database(
     directories = sorted({e.path.rsplit("/", 1)[0] for e in dump.entries})
     entries = [TreeEntry(path=d, type="dir", mode=0o700, mtime_ns=now_ns) for d in directories]
     entries += dump.entries
-    lines = "".join(e.to_json() + "\n" for e in entries).encode()
     archived = ArchiveResult(
-        tree=archiver.store_stream(lines, BlobType.TREE),
+        tree=archiver.store_stream(encode_tree(entries), BlobType.TREE),
         files=len(dump.entries),
         dirs=len(directories),
         bytes=sum(e.size for e in dump.entries),

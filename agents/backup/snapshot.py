@@ -2,13 +2,22 @@
 
 The manifest is small: host, time, tags, source, stats, facts for restore tests,
 warnings, and the IDs of the tree blobs. The tree (one JSON line per file,
-directory or link) is chunked and stored as blobs like file data, so an unchanged
-tree costs nothing on the next day's snapshot.
+directory, link, FIFO or device node) is chunked and stored as blobs like file data,
+so an unchanged tree costs nothing on the next day's snapshot.
+
+File names are bytes on POSIX: Python hands undecodable ones over surrogate-escaped,
+and tree lines are encoded and decoded with `surrogateescape`, so every name is kept
+byte for byte while a tree of valid UTF-8 names reads exactly as before. An empty tree
+is stored as no blob at all; blank lines (older versions stored an empty tree as one
+newline) are skipped. Fields added after the first format (`link_to`, `rdev`,
+`xattrs`) are written only when set, so entries without them keep their old bytes.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -16,14 +25,21 @@ from typing import Any
 from agents.backup.errors import IntegrityError
 
 MAX_MANIFEST_BYTES = 64 * 2**20
+ENTRY_TYPES = ("file", "dir", "symlink", "fifo", "chardev", "blockdev")
+# written only when not at their default, so older entries keep their exact bytes
+_OPTIONAL_FIELDS = {"link_to": "", "rdev": 0, "xattrs": ()}
 
 
 @dataclass(frozen=True)
 class TreeEntry:
-    """One file-system object as stored: paths are relative, `/`-separated."""
+    """One file-system object as stored: paths are relative, `/`-separated.
+
+    `link_to` names the entry (earlier in the same tree) a file is a hard link of; the
+    file keeps its own chunk list, so readers that ignore `link_to` still see its data.
+    `rdev` is a device node's device number; `xattrs` are (name, value) pairs."""
 
     path: str
-    type: str  # file, dir, symlink
+    type: str  # one of ENTRY_TYPES
     mode: int
     mtime_ns: int
     uid: int = 0
@@ -36,11 +52,19 @@ class TreeEntry:
     target: str = ""
     inode: int = 0
     ctime_ns: int = 0
+    link_to: str = ""
+    rdev: int = 0
+    xattrs: tuple[tuple[str, bytes], ...] = ()
 
     def to_json(self) -> str:
         data = asdict(self)
         data["chunks"] = list(self.chunks)
         data["chunk_sizes"] = list(self.chunk_sizes)
+        for name, default in _OPTIONAL_FIELDS.items():
+            if data[name] == default:
+                del data[name]
+        if self.xattrs:
+            data["xattrs"] = {k: base64.b64encode(v).decode() for k, v in self.xattrs}
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
@@ -48,12 +72,43 @@ class TreeEntry:
         data = json.loads(line)
         if not isinstance(data, dict):
             raise ValueError("tree entry is not an object")
+        unknown = sorted(set(data) - _FIELDS)
+        if unknown:
+            raise ValueError(
+                f"fields {unknown} are unknown to this agent (written by a newer one?)"
+            )
+        if data.get("type") not in ENTRY_TYPES:
+            raise ValueError(
+                f"entry type {data.get('type')!r} is unknown to this agent"
+                " (written by a newer one?)"
+            )
         data["chunks"] = tuple(str(c) for c in data.get("chunks", ()))
         data["chunk_sizes"] = tuple(int(c) for c in data.get("chunk_sizes", ()))
-        entry = cls(**data)
-        if entry.type not in ("file", "dir", "symlink"):
-            raise ValueError(f"unknown entry type {entry.type!r}")
-        return entry
+        data["xattrs"] = tuple(
+            (str(k), base64.b64decode(v, validate=True))
+            for k, v in dict(data.get("xattrs", {})).items()
+        )
+        return cls(**data)
+
+
+_FIELDS = set(TreeEntry.__dataclass_fields__)
+
+
+def encode_tree(entries: Iterable[TreeEntry]) -> bytes:
+    """Tree bytes: one JSON line per entry, names kept byte for byte; empty for no entries."""
+    return "".join(e.to_json() + "\n" for e in entries).encode("utf-8", "surrogateescape")
+
+
+def decode_tree_line(line: bytes) -> TreeEntry | None:
+    """One stored line as an entry; None for a blank line (older empty trees were "\\n")."""
+    if not line.strip():
+        return None
+    return TreeEntry.from_json(line.decode("utf-8", "surrogateescape"))
+
+
+def shown(path: str) -> str:
+    """A name as people read it: bytes that are not UTF-8 appear as \\xNN escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)

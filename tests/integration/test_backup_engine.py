@@ -543,21 +543,22 @@ def test_large_file_streams_in_bounded_memory(tmp_path: Path) -> None:
     assert run["bytes_added"] < 80 * 2**20
 
 
-def test_special_files_are_skipped_with_a_note(tmp_path: Path) -> None:
+def test_sockets_are_skipped_with_a_note(tmp_path: Path) -> None:
     source = tmp_path / "src"
     source.mkdir()
     (source / "file").write_text("data")
-    os.mkfifo(source / "pipe")
-    config = load(write_config(tmp_path, str(tmp_path / "repo"), [source]))
-    assert config.backup is not None
-    init_repository(config.backup, config.host)
-    results: list = []
-    run = run_backup(config, emit=results.append)
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(source / "sock"))
+        config = load(write_config(tmp_path, str(tmp_path / "repo"), [source]))
+        assert config.backup is not None
+        init_repository(config.backup, config.host)
+        results: list = []
+        run = run_backup(config, emit=results.append)
     assert run.ok
-    assert results[0].details["warnings"] == [f"{source / 'pipe'}: special file skipped"]
+    assert results[0].details["warnings"] == [f"{source / 'sock'}: special file skipped"]
     repo = open_repository(config.backup)
     snap = repo.find_snapshot("latest")
-    assert snap.warnings == (f"{source / 'pipe'}: special file skipped",)
+    assert snap.warnings == (f"{source / 'sock'}: special file skipped",)
     assert {e.path.rsplit("/", 1)[-1] for e in repo.read_tree(snap)} == {"src", "file"}
 
 

@@ -1,0 +1,461 @@
+"""What a files source can meet, against the real engine and a local repository:
+missing paths, empty trees, names that are not UTF-8, unreadable directories (as an
+unprivileged user), hard links, FIFOs, device nodes and extended attributes. Nothing a
+source produces may poison the repository for the next backup, restore, check or prune.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from agents.backup.checker import check
+from agents.backup.pack import BlobType
+from agents.backup.repository import Repository
+from agents.backup.restorer import restore
+from agents.backup.runner import init_repository, open_repository, run_backup, run_prune
+from agents.backup.snapshot import Snapshot
+from agents.config import Config, parse_config
+from tests.support import unprivileged
+
+PASSWORD = "correct horse battery staple"
+
+
+def write_config(work: Path, sources: list[dict[str, Any]], name: str = "c.yml") -> Path:
+    """A config with a local repository under `work` and these sources."""
+    key = work / "repo.key"
+    if not key.exists():
+        key.write_text(PASSWORD + "\n")
+        key.chmod(0o600)
+    data = {
+        "host": "test-host",
+        "state_dir": str(work / "state"),
+        "backup": {
+            "repository": str(work / "repo"),
+            "password_file": str(key),
+            "sources": [
+                {"kind": "files", **s, "paths": [str(p) for p in s["paths"]]} for s in sources
+            ],
+        },
+    }
+    path = work / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def load(path: Path) -> Config:
+    return parse_config(path.read_text(), str(path))
+
+
+def cli(*args: str, user: tuple[str, dict[str, str]] | None = None) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess; as root with this interpreter, or as nobody with `user`."""
+    if user is None:
+        return subprocess.run(
+            [sys.executable, "-m", "agents", *args], capture_output=True, timeout=120
+        )
+    python, env = user
+    return subprocess.run(
+        [python, "-m", "agents", *args],
+        capture_output=True,
+        timeout=120,
+        env=env,
+        cwd="/",
+        user=unprivileged.NOBODY,
+        group=unprivileged.NOBODY,
+        extra_groups=[],
+    )
+
+
+def inside(target: Path, source: Path) -> Path:
+    """Where a source path lands in a restore target (paths are stored from the root)."""
+    return target / str(source).lstrip("/")
+
+
+def test_no_existing_path_fails_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "gone"
+    config_path = write_config(tmp_path, [{"name": "files", "paths": [missing]}])
+    config = load(config_path)
+    assert config.backup is not None
+    repo = init_repository(config.backup, config.host)
+    before = sorted(i.key for i in repo.storage.list(""))
+    proc = cli("backup", "run", "--json", "--config", str(config_path))
+    assert proc.returncode == 1, proc.stderr
+    (source,) = json.loads(proc.stdout)["sources"]
+    assert source["status"] == "error"
+    assert source["summary"] == f"no source path exists: {missing}"
+    assert sorted(i.key for i in repo.storage.list("") if not i.key.startswith("locks/")) == before
+
+
+def test_a_missing_path_among_others_fails_the_source_but_keeps_the_snapshot(
+    tmp_path: Path,
+) -> None:
+    present, missing = tmp_path / "here", tmp_path / "gone"
+    present.mkdir()
+    (present / "f.txt").write_text("kept")
+    config = load(write_config(tmp_path, [{"name": "files", "paths": [present, missing]}]))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    results: list = []
+    run = run_backup(config, emit=results.append)
+    assert not run.ok
+    assert results[0].status.value == "failed"
+    assert f"missing source path(s): {missing}" in results[0].summary
+    repo = open_repository(config.backup)
+    snap = repo.find_snapshot("latest")
+    assert f"missing: {missing}" in snap.warnings
+    target = tmp_path / "out"
+    assert restore(repo, snap, target).files == 1
+    assert (inside(target, present) / "f.txt").read_text() == "kept"
+
+
+def test_empty_trees_are_stored_so_they_read_back(tmp_path: Path) -> None:
+    """A source whose every object is excluded has no entries at all; an empty directory
+    has one. Both give snapshots that read, restore, check and serve as parents."""
+    empty_dir, excluded = tmp_path / "empty", tmp_path / "excluded"
+    empty_dir.mkdir()
+    excluded.mkdir()
+    (excluded / "f").write_text("x")
+    config = load(
+        write_config(
+            tmp_path,
+            [
+                {"name": "empty", "paths": [empty_dir]},
+                {"name": "nothing", "paths": [excluded], "exclude": ["excluded"]},
+            ],
+        )
+    )
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    for _ in range(2):  # the second run reads the first as its parent
+        run = run_backup(config)
+        assert run.ok, run.summary
+    repo = open_repository(config.backup)
+    nothing = repo.find_snapshot("latest", source="nothing")
+    assert nothing.tree == () and list(repo.read_tree(nothing)) == []
+    assert restore(repo, nothing, tmp_path / "out1").files == 0
+    empty = repo.find_snapshot("latest", source="empty")
+    assert [e.type for e in repo.read_tree(empty)] == ["dir"]
+    restore(repo, empty, tmp_path / "out2")
+    assert list(inside(tmp_path / "out2", empty_dir).iterdir()) == []
+    report = check(repo, read_data=True)
+    assert report.ok, report.errors
+
+
+def test_a_snapshot_with_an_old_newline_tree_reads_restores_and_is_a_parent(
+    tmp_path: Path,
+) -> None:
+    """Versions before this one stored an empty tree as one newline, which `check`,
+    restore, prune and every later backup of the source then choked on."""
+    source = tmp_path / "src"
+    config_path = write_config(tmp_path, [{"name": "files", "paths": [source]}])
+    config = load(config_path)
+    assert config.backup is not None
+    repo = init_repository(config.backup, config.host)
+    with repo.writer() as writer:  # what the old archiver wrote for a missing path
+        tree_id = writer.add(BlobType.TREE, b"\n").hex()
+        writer.flush()
+    old = repo.save_snapshot(
+        Snapshot(
+            id="",
+            time=datetime.now(UTC) - timedelta(hours=1),
+            host="test-host",
+            source="files",
+            source_kind="files",
+            paths=(str(source),),
+            tree=(tree_id,),
+            warnings=(f"{source}: No such file or directory",),
+        )
+    )
+    repo = open_repository(config.backup)
+    assert list(repo.read_tree(old)) == []
+    result = restore(repo, old, tmp_path / "out")
+    assert (result.files, result.dirs, result.errors) == (0, 0, [])
+    show = cli("backup", "show", old.id, "--ls", "--json", "--config", str(config_path))
+    assert show.returncode == 0, show.stderr
+    assert json.loads(show.stdout)["entries"] == []
+    assert check(repo).ok
+
+    source.mkdir()
+    (source / "f.txt").write_text("now here")
+    run = run_backup(config)
+    assert run.ok, run.summary
+    repo = open_repository(config.backup)
+    new = repo.find_snapshot("latest")
+    assert new.parent == old.id and new.stats["files"] == 1
+    assert run_prune(config).ok
+    report = check(repo, read_data=True)
+    assert report.ok, report.errors
+
+
+def test_a_parent_whose_tree_cannot_be_read_costs_a_warning_not_the_backup(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "f.txt").write_text("data")
+    config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
+    assert config.backup is not None
+    repo = init_repository(config.backup, config.host)
+    broken = repo.save_snapshot(
+        Snapshot(
+            id="",
+            time=datetime.now(UTC) - timedelta(hours=1),
+            host="test-host",
+            source="files",
+            source_kind="files",
+            paths=(str(source),),
+            tree=("ab" * 32,),  # a blob no index knows
+        )
+    )
+    results: list = []
+    run = run_backup(config, emit=results.append)
+    assert run.ok, run.summary
+    assert any(
+        w.startswith(f"parent snapshot {broken.short_id} cannot be read")
+        for w in results[0].details["warnings"]
+    )
+    repo = open_repository(config.backup)
+    new = repo.find_snapshot(results[0].details["snapshot"])
+    assert new.parent is None and new.stats["bytes_read"] == 4
+
+
+# every byte but `/` and NUL, with the troublesome ones often
+NAME_BYTE = st.one_of(
+    st.integers(1, 255).filter(lambda b: b != 0x2F),
+    st.sampled_from(b'\n\r\t "\\\x1b\x7f\x80\xc3\xed\xfe\xff'),
+)
+NAME = (
+    st.lists(NAME_BYTE, min_size=1, max_size=24).map(bytes).filter(lambda n: n not in (b".", b".."))
+)
+
+
+@pytest.fixture(scope="module")
+def byte_names_repo(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Config, Repository, Path]]:
+    work = tmp_path_factory.mktemp("names")
+    config = load(write_config(work, [{"name": "files", "paths": [work / "src"]}]))
+    assert config.backup is not None
+    yield config, init_repository(config.backup, config.host), work
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(names=st.sets(NAME, min_size=1, max_size=4), folder=NAME)
+def test_any_name_round_trips_byte_for_byte(
+    byte_names_repo: tuple[Config, Repository, Path], names: set[bytes], folder: bytes
+) -> None:
+    """Files, a directory and symbolic links (named and pointing anywhere by such names)
+    come back with the same bytes as names, targets and contents."""
+    assume(folder not in names)
+    config, repo, work = byte_names_repo
+    source = os.fsencode(work / "src")
+    shutil.rmtree(source, ignore_errors=True)
+    os.makedirs(source + b"/files/" + folder)
+    os.makedirs(source + b"/links")
+    for n, name in enumerate(sorted(names)):
+        where = source + b"/files" + (b"/" + folder if n % 2 else b"")
+        with open(where + b"/" + name, "wb") as handle:
+            handle.write(name * 3)
+        os.symlink(name, source + b"/links/" + name)
+    run = run_backup(config, repo=repo)
+    assert run.ok, run.summary
+    with tempfile.TemporaryDirectory(dir=work) as target:
+        result = restore(repo, repo.find_snapshot("latest"), Path(target))
+        assert result.errors == [] and result.refused == []
+        assert as_bytes(os.fsencode(target) + source) == as_bytes(source)
+
+
+def as_bytes(top: bytes) -> dict[bytes, tuple[str, bytes]]:
+    """relative name -> (kind, content or link target), every name as bytes."""
+    out: dict[bytes, tuple[str, bytes]] = {}
+    for folder, dirs, files in os.walk(top):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, top)
+            if os.path.islink(path):
+                out[rel] = ("link", os.readlink(path))
+            elif os.path.isdir(path):
+                out[rel] = ("dir", b"")
+            else:
+                with open(path, "rb") as handle:
+                    out[rel] = ("file", handle.read())
+    return out
+
+
+def test_undecodable_names_through_the_cli(tmp_path: Path) -> None:
+    """`show --ls` and `restore` print such names escaped, and `--json` keeps them exact."""
+    source = tmp_path / "src"
+    source.mkdir()
+    raw = b"caf\xe9 \xff\nline"
+    with open(os.fsencode(source) + b"/" + raw, "wb") as handle:
+        handle.write(b"latin-1 name")
+    config_path = write_config(tmp_path, [{"name": "files", "paths": [source]}])
+    assert cli("backup", "init", "--config", str(config_path)).returncode == 0
+    proc = cli("backup", "run", "--json", "--config", str(config_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    listing = cli("backup", "show", "latest", "--ls", "--json", "--config", str(config_path))
+    assert listing.returncode == 0, listing.stderr
+    paths = {os.fsencode(e["path"]) for e in json.loads(listing.stdout)["entries"]}
+    assert os.fsencode(source).lstrip(b"/") + b"/" + raw in paths
+    text = cli("backup", "show", "latest", "--ls", "--config", str(config_path))
+    assert text.returncode == 0, text.stderr
+    shown = {e["path"] for e in yaml.safe_load(text.stdout)["entries"]}
+    assert f"{str(source).lstrip('/')}/caf\\xe9 \\xff\nline" in shown
+    dry = cli(
+        "restore", "latest", "--to", str(tmp_path / "t"), "--dry-run", "--config", str(config_path)
+    )  # fmt: skip
+    assert dry.returncode == 0 and b"caf\\xe9 \\xff" in dry.stdout, dry.stderr
+    target = tmp_path / "out"
+    done = cli("restore", "latest", "--to", str(target), "--config", str(config_path))
+    assert done.returncode == 0, done.stderr
+    with open(os.fsencode(inside(target, source)) + b"/" + raw, "rb") as handle:
+        assert handle.read() == b"latin-1 name"
+
+
+def test_links_fifos_devices_and_xattrs_are_restored(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    first = source / "a.txt"
+    first.write_bytes(os.urandom(300_000))
+    os.link(first, source / "b.txt")
+    os.link(first, source / "sub" / "c.txt")
+    os.mkfifo(source / "pipe")
+    os.mknod(source / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    (source / "pipe").chmod(0o640)  # not left to the umask
+    try:
+        os.setxattr(first, "user.origin", b"\x00binary\xff")
+        os.setxattr(source / "sub", "user.note", b"a directory")
+    except OSError as exc:
+        if exc.errno != errno.ENOTSUP:
+            raise
+        pytest.skip(f"{tmp_path} takes no user.* extended attributes")
+    config_path = write_config(tmp_path, [{"name": "files", "paths": [source]}])
+    config = load(config_path)
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    for _ in range(2):  # the second run takes the first as parent: links still recorded
+        results: list = []
+        run = run_backup(config, emit=results.append)
+        assert run.ok and results[0].details["warnings"] == [], results[0].details
+    repo = open_repository(config.backup)
+    snap = repo.find_snapshot("latest")
+    by_name = {e.path.rsplit("/", 1)[-1]: e for e in repo.read_tree(snap)}
+    assert by_name["b.txt"].link_to == by_name["c.txt"].link_to == by_name["a.txt"].path
+    assert repo.snapshots()[0].stats["bytes_read"] == 300_000  # the data read once
+
+    target = tmp_path / "out"
+    proc = cli("restore", "latest", "--to", str(target), "--json", "--config", str(config_path))
+    assert proc.returncode == 0, proc.stderr
+    done = json.loads(proc.stdout)
+    assert (done["files"], done["specials"], done["warnings"]) == (3, 2, [])
+    out = inside(target, source)
+    inodes = {(out / p).stat().st_ino for p in ("a.txt", "b.txt", "sub/c.txt")}
+    assert len(inodes) == 1 and (out / "a.txt").stat().st_nlink == 3
+    assert (out / "b.txt").read_bytes() == first.read_bytes()
+    pipe = (out / "pipe").lstat()
+    assert stat.S_ISFIFO(pipe.st_mode) and stat.S_IMODE(pipe.st_mode) == 0o640
+    null = (out / "null").lstat()
+    assert stat.S_ISCHR(null.st_mode) and null.st_rdev == os.makedev(1, 3)
+    assert os.getxattr(out / "a.txt", "user.origin") == b"\x00binary\xff"
+    assert os.getxattr(out / "sub", "user.note") == b"a directory"
+    again = cli("restore", "latest", "--to", str(target), "--json", "--config", str(config_path))
+    assert again.returncode == 0, again.stderr
+    assert len(json.loads(again.stdout)["skipped_existing"]) == 5  # nothing replaced unasked
+    report = check(repo, read_data=True)
+    assert report.ok, report.errors
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory another user can reach (pytest's own temp root is root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="opsagent-unpriv-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_what_an_unprivileged_agent_cannot_read_fails_the_source(shared_dir: Path) -> None:
+    """As nobody: a 0700 directory and a 0600 file of root's fail a strict source (the
+    error names them) and are warnings for a tolerant one; a source root nobody can
+    stat fails its source too. The readable rest is saved and restores, FIFO included;
+    a device node is a restore warning (only root may make one)."""
+    user = unprivileged.interpreter()
+    if user is None:
+        pytest.skip("no Python interpreter that the nobody user can run")
+    work, source = shared_dir / "work", shared_dir / "src"
+    work.mkdir()
+    source.mkdir()
+    (source / "ok.txt").write_text("readable")
+    os.mkfifo(source / "pipe")
+    os.mknod(source / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    (source / "secret").mkdir(mode=0o700)
+    (source / "secret" / "inner.txt").write_text("root only")
+    locked = source / "locked.txt"
+    locked.write_text("root only")
+    locked.chmod(0o600)
+    hidden = shared_dir / "hidden"
+    hidden.mkdir(mode=0o700)
+    (hidden / "deep").mkdir()
+    for path in (work, source, source / "ok.txt", source / "pipe"):
+        os.chown(path, unprivileged.NOBODY, unprivileged.NOBODY)
+    config_path = write_config(
+        work,
+        [
+            {"name": "strict", "paths": [source]},
+            {"name": "tolerant", "paths": [source], "tolerate_unreadable": True},
+            {"name": "hidden", "paths": [hidden / "deep"]},
+        ],
+    )
+    for path in (config_path, work / "repo.key"):
+        os.chown(path, unprivileged.NOBODY, unprivileged.NOBODY)
+
+    init = cli("backup", "init", "--config", str(config_path), user=user)
+    assert init.returncode == 0, init.stderr
+    proc = cli("backup", "run", "--json", "--config", str(config_path), user=user)
+    assert proc.returncode == 1, proc.stderr
+    results = {r["details"]["source"]: r for r in json.loads(proc.stdout)["sources"]}
+    strict = results["strict"]
+    assert strict["status"] == "failed"
+    assert f"2 unreadable path(s), first {locked}: Permission denied" in strict["summary"]
+    assert strict["details"]["warnings"] == [
+        f"unreadable: {locked}: Permission denied",
+        f"unreadable: {source / 'secret'}: cannot list directory: Permission denied",
+    ]
+    assert results["tolerant"]["status"] == "ok"
+    assert len(results["tolerant"]["details"]["warnings"]) == 2
+    assert results["hidden"]["status"] == "failed"
+    assert f"{hidden / 'deep'}: Permission denied" in results["hidden"]["summary"]
+
+    target = work / "out"
+    back = cli(
+        "restore", "latest", "--source", "strict", "--to", str(target), "--json",
+        "--config", str(config_path), user=user,
+    )  # fmt: skip
+    assert back.returncode == 0, back.stderr
+    done = json.loads(back.stdout)
+    null = str(source / "null").lstrip("/")
+    assert done["warnings"] == [f"{null}: device node not restored: needs root"]
+    out = inside(target, source)
+    assert (out / "ok.txt").read_text() == "readable"
+    assert stat.S_ISFIFO((out / "pipe").lstat().st_mode)
+    assert sorted(p.name for p in out.iterdir()) == ["ok.txt", "pipe", "secret"]
+    assert list((out / "secret").iterdir()) == []
