@@ -821,7 +821,22 @@ def restore_cmd(
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Restore files into a directory (never outside it), or a database into a target."""
+    """Restore files into a directory (never outside it), or a database into a target.
+
+    Files: missing parents of --to are created; --to that is a file or cannot be
+    written, and an --include that matches nothing, are refused before anything is
+    written (exit 1). An existing file, or a symbolic link, where a file goes is kept
+    (listed as "kept existing", exit 0) unless --overwrite, which replaces it (a link
+    is replaced, never written through).
+
+    Damaged data (a blob that fails authentication or is missing from the index, a
+    missing pack) never stops a restore: every other file comes back whole, and each
+    file that needs it is written as NAME.damaged (NAME.damaged.N if that exists;
+    never over an existing file), mode 0600, readable parts in place and unreadable
+    ranges zero-filled, and listed as "damaged" with the reason (`damaged` in --json:
+    path, reason, written_as); exit 1. A damaged file list (tree) stops the restore
+    before anything is written (exit 3).
+    """
     from agents.backup.restorer import plan, restore
     from agents.backup.runner import open_repository
 
@@ -851,8 +866,11 @@ def restore_cmd(
     ):
         result = restore(repo, snap, directory, list(include) or None, overwrite, advance)
         audit |= {"files": result.files, "bytes": result.bytes}
-        if result.refused or result.errors:
-            audit["outcome"] = f"{len(result.refused)} refused, {len(result.errors)} errors"
+        if result.refused or result.errors or result.damaged:
+            audit["outcome"] = (
+                f"{len(result.refused)} refused, {len(result.errors)} errors,"
+                f" {len(result.damaged)} damaged"
+            )
     data = {
         "snapshot": snap.id,
         "target": str(directory),
@@ -863,6 +881,7 @@ def restore_cmd(
         "refused": result.refused,
         "skipped_existing": result.skipped_existing,
         "errors": result.errors,
+        "damaged": [d.to_dict() for d in result.damaged],
     }
     if as_json:
         print_json(data)
@@ -877,7 +896,11 @@ def restore_cmd(
             click.echo(f"kept existing (use --overwrite): {path}", err=True)
         for line in result.errors:
             click.echo(f"error: {line}", err=True)
-    ctx.exit(EXIT_FAILED if result.refused or result.errors else EXIT_OK)
+        for damaged in result.damaged:
+            where = damaged.written_as or "not written"
+            click.echo(f"damaged ({where}): {damaged.path}: {damaged.reason}", err=True)
+    failed = result.refused or result.errors or result.damaged
+    ctx.exit(EXIT_FAILED if failed else EXIT_OK)
 
 
 def _restore_database(

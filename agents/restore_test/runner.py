@@ -234,10 +234,19 @@ def _test_snapshot(
         result = restore(repo, snap, target)
         restored = Step(
             "restore",
-            not (result.refused or result.errors),
+            not (result.refused or result.errors or result.damaged),
             f"{label}: {result.files} files, {result.bytes} bytes",
             time.monotonic() - start,
         )
+        if result.damaged:
+            paths = ", ".join(d.path for d in result.damaged[:3])
+            more = f" (+{len(result.damaged) - 3} more)" if len(result.damaged) > 3 else ""
+            restored.summary = (
+                f"{label}: {len(result.damaged)} damaged file(s): {paths}{more};"
+                f" {result.damaged[0].reason}"
+            )
+            restored.details = {"damaged": [d.to_dict() for d in result.damaged[:100]]}
+            return [restored]
         if not restored.ok:
             restored.summary = f"{label}: refused {result.refused[:3]} errors {result.errors[:3]}"
             return [restored]
