@@ -123,6 +123,9 @@ def restore(
     progress: ProgressFn | None = None,
     workers: int = 4,
 ) -> RestoreResult:
+    """Restore the snapshot (or its `include` paths) into `target`; what could not be
+    restored is in the result (refused, kept existing, errors, damaged), never raised.
+    Raises RestoreRefused before writing anything for a bad target or include."""
     progress = progress or (lambda b, f: None)
     result = RestoreResult()
     entries = plan(repo, snapshot, include)
@@ -156,13 +159,16 @@ def restore(
     for item in links:
         if not _inside(root, item.path.parent, result):
             continue
-        item.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            item.path.parent.mkdir(parents=True, exist_ok=True)
             if overwrite and item.path.is_symlink():
                 item.path.unlink()
             os.symlink(item.entry.target, item.path)
         except FileExistsError:
             result.skipped_existing.append(item.entry.path)
+            continue
+        except OSError as exc:
+            result.errors.append(f"{item.entry.path}: {exc.strerror}")
             continue
         _apply_metadata(item.path, item.entry, follow=False)
         result.symlinks += 1
@@ -185,7 +191,7 @@ def _prepare_target(target: Path) -> Path:
     if not root.is_dir():
         raise RestoreRefused(f"--to {target} is not a directory")
     if not os.access(root, os.W_OK | os.X_OK):
-        raise RestoreRefused(f"cannot write into the target {target}: permission denied")
+        raise RestoreRefused(f"--to {target} is not writable")
     return root
 
 

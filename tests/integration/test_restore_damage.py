@@ -69,12 +69,11 @@ restore_test:
     return source, path, config
 
 
-def cli(config: Path, *args: str, user: int | None = None) -> subprocess.CompletedProcess[str]:
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "agents", *args, "--config", str(config)],
         capture_output=True,
         text=True,
-        user=user,
     )
 
 
@@ -222,3 +221,85 @@ def test_a_blob_missing_from_the_index_damages_its_file(tmp_path: Path) -> None:
     assert_restore(source, target, proc, {note.path})
     (reason,) = [d["reason"] for d in json.loads(proc.stdout)["damaged"]]
     assert reason == f"blob {'ab' * 6} is not in the index"
+
+
+def snapshot_of(tree: Path, root: Path) -> dict[str, tuple[bool, bytes]]:
+    """Every path under `root` with whether it is a link and its content or target."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_symlink():
+            out[str(p)] = (True, os.readlink(p).encode())
+        elif p.is_file():
+            out[str(p)] = (False, p.read_bytes())
+        else:
+            out[str(p)] = (False, b"dir")
+    return out
+
+
+def test_every_bad_target_is_one_line_and_a_documented_exit_code(tmp_path: Path) -> None:
+    source, config_path, config = setup_repo(tmp_path)
+    assert config.backup is not None
+    note = str(source / "notes" / "n01.txt").lstrip("/")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_text("not yours\n")
+    before = snapshot_of(tmp_path, outside)
+
+    def refused(proc: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+        assert proc.returncode == code, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert proc.stderr.splitlines() == [text], proc.stderr
+        assert snapshot_of(tmp_path, outside) == before
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    proc = cli(config_path, "restore", "latest", "--to", str(a_file))
+    refused(proc, 1, f"opsagent: --to {a_file} is not a directory")
+    assert a_file.read_text() == "x"
+
+    # root ignores permission bits, and the shared interpreter is not readable by an
+    # unprivileged user here: a read-only mount makes the directory unwritable for real
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(readonly)], check=True)
+    try:
+        proc = cli(config_path, "restore", "latest", "--to", str(readonly / "t"))
+        refused(
+            proc, 1, f"opsagent: cannot create the target {readonly / 't'}: Read-only file system"
+        )
+        proc = cli(config_path, "restore", "latest", "--to", str(readonly))
+        refused(proc, 1, f"opsagent: --to {readonly} is not writable")
+    finally:
+        subprocess.run(["umount", str(readonly)], check=False)
+
+    short = open_repository(config.backup).find_snapshot("latest").short_id
+    proc = cli(
+        config_path, "restore", "latest", "--to", str(tmp_path / "out"), "--include", "nope/x"
+    )
+    refused(
+        proc,
+        1,
+        f"opsagent: --include 'nope/x' matches nothing in snapshot {short};"
+        f" see its paths with `opsagent backup show {short} --ls`",
+    )
+    assert not (tmp_path / "out").exists()
+
+    deep = tmp_path / "missing" / "parents" / "t"
+    proc = cli(config_path, "restore", "latest", "--to", str(deep), "--include", note)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert (deep / note).read_bytes() == (source / "notes" / "n01.txt").read_bytes()
+
+    linked = tmp_path / "linked"
+    (linked / note).parent.mkdir(parents=True)
+    os.symlink(outside / "victim.txt", linked / note)
+    proc = cli(config_path, "restore", "latest", "--to", str(linked), "--include", note)
+    assert proc.returncode == 0
+    assert proc.stderr.splitlines() == [f"kept existing (use --overwrite): {note}"]
+    assert (linked / note).is_symlink() and snapshot_of(tmp_path, outside) == before
+    proc = cli(
+        config_path, "restore", "latest", "--to", str(linked), "--include", note, "--overwrite"
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert not (linked / note).is_symlink()
+    assert (linked / note).read_bytes() == (source / "notes" / "n01.txt").read_bytes()
+    assert snapshot_of(tmp_path, outside) == before
