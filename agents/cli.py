@@ -1084,35 +1084,51 @@ def restore_test_run(
     sandbox_kind: str | None,
     as_json: bool,
 ) -> None:
-    """Restore into a sandbox, verify every step, measure RTO and RPO; exit 1 on failure."""
+    """Restore into a sandbox, verify every step, measure RTO and RPO; exit 1 on failure.
+
+    Every run is recorded as the daemon records it (history, audit, a case when it
+    fails), including one that fails before the test starts (no repository, a damaged
+    snapshot: a failed `start` step). Every source is tested even when another one
+    fails or has never been backed up. Exit 1 when the test fails, 3 only when the
+    test itself crashed (recorded as an error).
+    """
     from agents.restore_test.runner import run_restore_test
     from agents.state import StateDB
 
     config = load(ctx, config_file)
     state = StateDB(config.state_db)
-    result = run_restore_test(
-        config, state, snapshot, source, keep_sandbox, force_local=sandbox_kind == "local"
+    result = run_guarded(
+        "restore_test",
+        "restore_test",
+        config.host,
+        Severity.CRITICAL,
+        lambda: run_restore_test(
+            config, state, snapshot, source, keep_sandbox, force_local=sandbox_kind == "local"
+        ),
     )
     record_outcome(config, [result])
     if as_json:
         print_json(result.to_dict())
+    elif result.status is Status.ERROR:
+        click.echo(f"opsagent: restore test: {result.summary}", err=True)
     else:
         table = Table(title=f"restore test on {config.host}: {result.status.value}")
         for column in ("step", "outcome", "time", "summary"):
             table.add_column(column)
-        for step in result.details["steps"]:
+        for step in result.details.get("steps", []):
             outcome = "[green]ok[/]" if step["ok"] else "[red]failed[/]"
             table.add_row(step["name"], outcome, f"{step['seconds']:.2f}s", step["summary"])
         Console().print(table)
         click.echo(result.summary)
         click.echo(
-            f"RTO {result.details['rto_seconds']:.1f}s, RPO {result.details['rpo_seconds']:.0f}s"
+            f"RTO {result.details.get('rto_seconds', 0):.1f}s,"
+            f" RPO {result.details.get('rpo_seconds', 0):.0f}s"
         )
         if result.details.get("sandbox"):
             click.echo(
                 f"sandbox kept at {result.details['sandbox']} until {result.details['kept_until']}"
             )
-    ctx.exit(exit_for([result]))
+    ctx.exit(EXIT_RUNTIME if result.status is Status.ERROR else exit_for([result]))
 
 
 @restore_test.command("history")
@@ -1165,7 +1181,7 @@ def restore_test_plan(ctx: click.Context, config_file: Path | None, as_json: boo
     job = restore_test_job(config)
     when = next_runs([job])[job.name] if job else None
     repo = open_repository_for(config)
-    snaps = choose_snapshots(repo, config, plan, None, None)
+    snaps, problems = choose_snapshots(repo, config, plan, None, None)
     data = {
         "next_run": when.isoformat() if when else None,
         "snapshots": [
@@ -1177,6 +1193,7 @@ def restore_test_plan(ctx: click.Context, config_file: Path | None, as_json: boo
             }
             for s in snaps
         ],
+        "problems": [text for _, text in problems],
         "snapshot_rule": plan.snapshot
         if isinstance(plan.snapshot, str)
         else f"random within {format_duration(plan.snapshot.random_within)}",
