@@ -10,7 +10,8 @@ however many files it feeds) on a small pool of workers.
 Each file is written under a temporary name in its directory and given its name
 only when complete, so no file ever looks whole when it is not. With `overwrite`
 the rename replaces whatever has the name (a symbolic link is replaced, never
-written through); without it an existing name (a link too) is kept.
+written through); without it an existing name (a link too) is kept. A restore killed
+midway leaves `.opsagent-restore-*` temporaries, never a partial file under its name.
 
 Damaged data never stops a restore: a blob that fails authentication, a blob the
 index does not know, or a missing pack damages only the files that need it. Such a
