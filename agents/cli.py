@@ -999,7 +999,22 @@ def restore_cmd(
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Restore files into a directory (never outside it), or a database into a target."""
+    """Restore files into a directory (never outside it), or a database into a target.
+
+    Files: missing parents of --to are created; --to that is a file or cannot be
+    written, and an --include that matches nothing, are refused before anything is
+    written (exit 1). An existing file, or a symbolic link, where a file goes is kept
+    (listed as "kept existing", exit 0) unless --overwrite, which replaces it (a link
+    is replaced, never written through).
+
+    Damaged data (a blob that fails authentication or is missing from the index, a
+    missing pack) never stops a restore: every other file comes back whole, and each
+    file that needs it is written as NAME.damaged (NAME.damaged.N if that exists;
+    never over an existing file), mode 0600, readable parts in place and unreadable
+    ranges zero-filled, and listed as "damaged" with the reason (`damaged` in --json:
+    path, reason, written_as); exit 1. A damaged file list (tree) stops the restore
+    before anything is written (exit 3).
+    """
     from agents.backup.restorer import plan, restore
     from agents.backup.runner import open_repository
     from agents.backup.snapshot import shown
@@ -1030,8 +1045,11 @@ def restore_cmd(
     ):
         result = restore(repo, snap, directory, list(include) or None, overwrite, advance)
         audit |= {"files": result.files, "bytes": result.bytes}
-        if result.refused or result.errors:
-            audit["outcome"] = f"{len(result.refused)} refused, {len(result.errors)} errors"
+        if result.refused or result.errors or result.damaged:
+            audit["outcome"] = (
+                f"{len(result.refused)} refused, {len(result.errors)} errors,"
+                f" {len(result.damaged)} damaged"
+            )
     data = {
         "snapshot": snap.id,
         "target": str(directory),
@@ -1044,6 +1062,7 @@ def restore_cmd(
         "skipped_existing": result.skipped_existing,
         "errors": result.errors,
         "warnings": result.warnings,
+        "damaged": [d.to_dict() for d in result.damaged],
     }
     if as_json:
         print_json(data)
@@ -1061,7 +1080,11 @@ def restore_cmd(
             click.echo(f"error: {shown(line)}", err=True)
         for line in result.warnings:
             click.echo(f"warning: {shown(line)}", err=True)
-    ctx.exit(EXIT_FAILED if result.refused or result.errors else EXIT_OK)
+        for damaged in result.damaged:
+            where = shown(damaged.written_as) if damaged.written_as else "not written"
+            click.echo(f"damaged ({where}): {shown(damaged.path)}: {damaged.reason}", err=True)
+    failed = result.refused or result.errors or result.damaged
+    ctx.exit(EXIT_FAILED if failed else EXIT_OK)
 
 
 def _restore_database(
@@ -1245,35 +1268,51 @@ def restore_test_run(
     sandbox_kind: str | None,
     as_json: bool,
 ) -> None:
-    """Restore into a sandbox, verify every step, measure RTO and RPO; exit 1 on failure."""
+    """Restore into a sandbox, verify every step, measure RTO and RPO; exit 1 on failure.
+
+    Every run is recorded as the daemon records it (history, audit, a case when it
+    fails), including one that fails before the test starts (no repository, a damaged
+    snapshot: a failed `start` step). Every source is tested even when another one
+    fails or has never been backed up. Exit 1 when the test fails, 3 only when the
+    test itself crashed (recorded as an error).
+    """
     from agents.restore_test.runner import run_restore_test
     from agents.state import StateDB
 
     config = load(ctx, config_file)
     state = StateDB(config.state_db)
-    result = run_restore_test(
-        config, state, snapshot, source, keep_sandbox, force_local=sandbox_kind == "local"
+    result = run_guarded(
+        "restore_test",
+        "restore_test",
+        config.host,
+        Severity.CRITICAL,
+        lambda: run_restore_test(
+            config, state, snapshot, source, keep_sandbox, force_local=sandbox_kind == "local"
+        ),
     )
     record_outcome(config, [result])
     if as_json:
         print_json(result.to_dict())
+    elif result.status is Status.ERROR:
+        click.echo(f"opsagent: restore test: {result.summary}", err=True)
     else:
         table = Table(title=f"restore test on {config.host}: {result.status.value}")
         for column in ("step", "outcome", "time", "summary"):
             table.add_column(column)
-        for step in result.details["steps"]:
+        for step in result.details.get("steps", []):
             outcome = "[green]ok[/]" if step["ok"] else "[red]failed[/]"
             table.add_row(step["name"], outcome, f"{step['seconds']:.2f}s", step["summary"])
         Console().print(table)
         click.echo(result.summary)
         click.echo(
-            f"RTO {result.details['rto_seconds']:.1f}s, RPO {result.details['rpo_seconds']:.0f}s"
+            f"RTO {result.details.get('rto_seconds', 0):.1f}s,"
+            f" RPO {result.details.get('rpo_seconds', 0):.0f}s"
         )
         if result.details.get("sandbox"):
             click.echo(
                 f"sandbox kept at {result.details['sandbox']} until {result.details['kept_until']}"
             )
-    ctx.exit(exit_for([result]))
+    ctx.exit(EXIT_RUNTIME if result.status is Status.ERROR else exit_for([result]))
 
 
 @restore_test.command("history")
@@ -1326,7 +1365,7 @@ def restore_test_plan(ctx: click.Context, config_file: Path | None, as_json: boo
     job = restore_test_job(config)
     when = next_runs([job])[job.name] if job else None
     repo = open_repository_for(config)
-    snaps = choose_snapshots(repo, config, plan, None, None)
+    snaps, problems = choose_snapshots(repo, config, plan, None, None)
     data = {
         "next_run": when.isoformat() if when else None,
         "snapshots": [
@@ -1338,6 +1377,7 @@ def restore_test_plan(ctx: click.Context, config_file: Path | None, as_json: boo
             }
             for s in snaps
         ],
+        "problems": [text for _, text in problems],
         "snapshot_rule": plan.snapshot
         if isinstance(plan.snapshot, str)
         else f"random within {format_duration(plan.snapshot.random_within)}",

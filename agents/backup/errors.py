@@ -23,3 +23,10 @@ class WrongKey(BackupError):
 
 class IntegrityError(BackupError):
     """Stored data does not match its hash or fails authentication."""
+
+
+class RestoreRefused(BackupError):
+    """A restore that cannot start as asked (a bad target, an include that matches
+    nothing): exit code 1, nothing written."""
+
+    exit_code = 1

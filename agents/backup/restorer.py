@@ -7,6 +7,24 @@ last so that no link can redirect a later write. Existing files are never
 overwritten unless asked. Data is fetched pack by pack (a pack is downloaded once
 however many files it feeds) on a small pool of workers.
 
+Each file is written under a temporary name in its directory and given its name
+only when complete, so no file ever looks whole when it is not. With `overwrite`
+the rename replaces whatever has the name (a symbolic link is replaced, never
+written through); without it an existing name (a link too) is kept. A restore killed
+midway leaves `.opsagent-restore-*` temporaries, never a partial file under its name.
+
+Damaged data never stops a restore: a blob that fails authentication, a blob the
+index does not know, or a missing pack damages only the files that need it. Such a
+file is written with its readable parts and zeros in the unreadable ranges, under
+`<name>.damaged` (or `<name>.damaged.N`: an existing file is never overwritten),
+mode 0600 with the restore time, and listed in `RestoreResult.damaged` with the
+reason; every other file comes back byte for byte with its metadata. A damaged tree
+(the list of files itself) stops the restore before anything is written.
+
+A target that cannot hold the restore (a file, not writable) and an include that
+matches nothing are refused with `RestoreRefused` before anything is written.
+Missing parents of the target are created, as restic does.
+
 Hard links, FIFOs and device nodes are made by their own helpers after the files are
 written and before the symbolic links: a hard link is made to its first link when that
 was restored in the same run (else it is an error), device nodes only as root (else a
@@ -17,7 +35,9 @@ set without following links; one the target cannot take is a warning.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import secrets
 import stat
 from collections import defaultdict
 from collections.abc import Callable
@@ -25,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from agents.backup.errors import IntegrityError, NotFound
+from agents.backup.errors import BackupError, IntegrityError, NotFound, RestoreRefused
 from agents.backup.index import Location
 from agents.backup.pack import pack_key
 from agents.backup.repository import Repository
@@ -34,7 +54,21 @@ from agents.backup.snapshot import Snapshot, TreeEntry
 ProgressFn = Callable[[int, int], None]
 RUN_GAP = 1 << 20
 RUN_MAX = 8 << 20  # bounds each worker's buffer: memory stays flat whatever the pack size
+DAMAGED_SUFFIX = ".damaged"
+_TEMP_PREFIX = ".opsagent-restore-"
 _NODE_KINDS = {"fifo": stat.S_IFIFO, "chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK}
+
+
+@dataclass(frozen=True)
+class Damaged:
+    """A file whose data could not all be read: where it was written, and why."""
+
+    path: str  # the entry's path in the snapshot
+    reason: str  # the first unreadable part, e.g. "pack 1a2b3c4d5e6f is missing"
+    written_as: str  # the `.damaged` file in the target, or "" when none could be made
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason, "written_as": self.written_as}
 
 
 @dataclass
@@ -48,6 +82,7 @@ class RestoreResult:
     skipped_existing: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    damaged: list[Damaged] = field(default_factory=list)
 
 
 @dataclass
@@ -56,19 +91,38 @@ class _Target:
     entry: TreeEntry
 
 
+@dataclass
+class _Pending:
+    """A file being written under a temporary name until its data is all in."""
+
+    item: _Target
+    temp: Path
+    problem: str = ""
+
+
 def plan(repo: Repository, snapshot: Snapshot, include: list[str] | None) -> list[TreeEntry]:
-    """The entries a restore would write (after the include filter)."""
+    """The entries a restore would write (after the include filter); an include that
+    matches nothing is refused, naming it, so a typo never passes for an empty restore."""
     entries = list(repo.read_tree(snapshot))
     if not include:
         return entries
     wanted = [p.strip("/") for p in include]
-    return [
-        e
-        for e in entries
-        if any(
-            e.path == w or e.path.startswith(w + "/") or w.startswith(e.path + "/") for w in wanted
-        )
+
+    def matches(e: TreeEntry, w: str) -> bool:
+        return e.path == w or e.path.startswith(w + "/") or w.startswith(e.path + "/")
+
+    unmatched = [
+        p
+        for p, w in zip(include, wanted, strict=True)
+        if not any(e.path == w or e.path.startswith(w + "/") for e in entries)
     ]
+    if unmatched:
+        raise RestoreRefused(
+            f"--include {', '.join(repr(p) for p in unmatched)} matches nothing in snapshot"
+            f" {snapshot.short_id}; see its paths with `opsagent backup show"
+            f" {snapshot.short_id} --ls`"
+        )
+    return [e for e in entries if any(matches(e, w) for w in wanted)]
 
 
 def restore(
@@ -80,11 +134,13 @@ def restore(
     progress: ProgressFn | None = None,
     workers: int = 4,
 ) -> RestoreResult:
+    """Restore the snapshot (or its `include` paths) into `target`; what could not be
+    restored is in the result (refused, kept existing, errors, damaged), never raised.
+    Raises RestoreRefused before writing anything for a bad target or include."""
     progress = progress or (lambda b, f: None)
     result = RestoreResult()
-    target.mkdir(parents=True, exist_ok=True)
-    root = Path(os.path.realpath(target))
     entries = plan(repo, snapshot, include)
+    root = _prepare_target(target)
     dirs: list[_Target] = []
     files: list[_Target] = []
     links: list[_Target] = []
@@ -100,69 +156,35 @@ def restore(
 
     for item in dirs:
         if _inside(root, item.path, result):
-            item.path.mkdir(parents=True, exist_ok=True)
+            try:
+                item.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                result.errors.append(f"{item.entry.path}: {exc.strerror}")
+                continue
             result.dirs += 1
 
-    wanted: dict[bytes, list[tuple[Path, int]]] = defaultdict(list)
-    sizes: dict[bytes, int] = {}
+    pending: list[_Pending] = []
     created: list[_Target] = []
-    for item in files:
-        if not _inside(root, item.path.parent, result):
-            continue
-        item.path.parent.mkdir(parents=True, exist_ok=True)
-        if not _inside(root, item.path.parent, result):
-            continue
-        entry = item.entry
-        if len(entry.chunk_sizes) != len(entry.chunks) or sum(entry.chunk_sizes) != entry.size:
-            raise IntegrityError(
-                f"snapshot {snapshot.short_id}: {entry.path} has inconsistent chunk sizes"
-            )
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if overwrite else os.O_EXCL)
-        try:
-            fd = os.open(item.path, flags, 0o600)
-        except FileExistsError:
-            result.skipped_existing.append(entry.path)
-            continue
-        except OSError as exc:
-            result.errors.append(f"{entry.path}: {exc.strerror}")
-            continue
-        try:
-            os.ftruncate(fd, entry.size)
-        finally:
-            os.close(fd)
-        offset = 0
-        for chunk, size in zip(entry.chunks, entry.chunk_sizes, strict=True):
-            blob_id = bytes.fromhex(chunk)
-            if repo.location(blob_id) is None:
-                raise IntegrityError(
-                    f"snapshot {snapshot.short_id}: {entry.path} needs blob {chunk[:12]},"
-                    " which is not in the index"
-                )
-            wanted[blob_id].append((item.path, offset))
-            sizes[blob_id] = size
-            offset += size
-        created.append(item)
-
-    _fill(repo, wanted, sizes, progress, workers)
-
-    for item in created:
-        _apply_xattrs(item.path, item.entry, result)
-        _apply_metadata(item.path, item.entry, follow=True)
-        progress(0, 1)
-        result.files += 1
-        result.bytes += item.entry.size
+    try:
+        _write_files(repo, root, files, overwrite, progress, workers, result, pending, created)
+    finally:
+        for job in pending:  # after a failure that stopped the restore: no temporary left
+            job.temp.unlink(missing_ok=True)
     _make_hard_links(root, hard_links, created, overwrite, result)
     _make_nodes(root, nodes, overwrite, result)
     for item in links:
         if not _inside(root, item.path.parent, result):
             continue
-        item.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            item.path.parent.mkdir(parents=True, exist_ok=True)
             if overwrite and item.path.is_symlink():
                 item.path.unlink()
             os.symlink(item.entry.target, item.path)
         except FileExistsError:
             result.skipped_existing.append(item.entry.path)
+            continue
+        except OSError as exc:
+            result.errors.append(f"{item.entry.path}: {exc.strerror}")
             continue
         _apply_xattrs(item.path, item.entry, result)
         _apply_metadata(item.path, item.entry, follow=False)
@@ -172,6 +194,271 @@ def restore(
             _apply_xattrs(item.path, item.entry, result)
             _apply_metadata(item.path, item.entry, follow=True)
     return result
+
+
+def _prepare_target(target: Path) -> Path:
+    """The target directory, created with its parents if missing, resolved; refused
+    when it is not a directory this process can write into."""
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RestoreRefused(f"--to {target} is not a directory") from None
+    except OSError as exc:
+        raise RestoreRefused(f"cannot create the target {target}: {exc.strerror}") from None
+    root = Path(os.path.realpath(target))
+    if not root.is_dir():
+        raise RestoreRefused(f"--to {target} is not a directory")
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise RestoreRefused(f"--to {target} is not writable")
+    return root
+
+
+def _write_files(
+    repo: Repository,
+    root: Path,
+    files: list[_Target],
+    overwrite: bool,
+    progress: ProgressFn,
+    workers: int,
+    result: RestoreResult,
+    pending: list[_Pending],
+    created: list[_Target],
+) -> None:
+    """Write each file under a temporary name, fill it, then give it its name (or its
+    `.damaged` name); `pending` holds the temporaries not yet named, `created` gets the
+    files restored whole (hard links are made to them)."""
+    wanted: dict[bytes, list[tuple[_Pending, int]]] = defaultdict(list)
+    sizes: dict[bytes, int] = {}
+    for item in files:
+        if not _inside(root, item.path.parent, result):
+            continue
+        try:
+            item.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            result.errors.append(f"{item.entry.path}: {exc.strerror}")
+            continue
+        if not _inside(root, item.path.parent, result):
+            continue
+        if not overwrite and os.path.lexists(item.path):
+            result.skipped_existing.append(item.entry.path)
+            continue
+        job = _Pending(item, item.path.with_name(_TEMP_PREFIX + secrets.token_hex(8)))
+        try:
+            fd = os.open(job.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            result.errors.append(f"{item.entry.path}: {exc.strerror}")
+            continue
+        pending.append(job)
+        try:
+            os.ftruncate(fd, item.entry.size)
+        finally:
+            os.close(fd)
+        job.problem = _locate(repo, item.entry, job, wanted, sizes)
+
+    failed = _fill(repo, wanted, sizes, progress, workers)
+    for blob_id, reason in failed.items():
+        for job, _ in wanted[blob_id]:
+            job.problem = job.problem or reason
+    while pending:
+        job = pending.pop()
+        try:
+            if _name(job, overwrite, result):
+                created.append(job.item)
+        finally:
+            job.temp.unlink(missing_ok=True)
+        progress(0, 1)
+
+
+def _locate(
+    repo: Repository,
+    entry: TreeEntry,
+    job: _Pending,
+    wanted: dict[bytes, list[tuple[_Pending, int]]],
+    sizes: dict[bytes, int],
+) -> str:
+    """Queue the file's blobs at their offsets; returns why some cannot be read, or ""."""
+    if len(entry.chunk_sizes) != len(entry.chunks) or sum(entry.chunk_sizes) != entry.size:
+        return "its chunk sizes in the snapshot are inconsistent"
+    problem = ""
+    offset = 0
+    for chunk, size in zip(entry.chunks, entry.chunk_sizes, strict=True):
+        try:
+            blob_id = bytes.fromhex(chunk)
+        except ValueError:
+            blob_id = b""
+        if repo.location(blob_id) is None:
+            problem = problem or f"blob {chunk[:12]} is not in the index"
+        else:
+            wanted[blob_id].append((job, offset))
+            sizes[blob_id] = size
+        offset += size
+    return problem
+
+
+def _name(job: _Pending, overwrite: bool, result: RestoreResult) -> bool:
+    """Give a filled temporary its name: the entry's name when whole (True), `.damaged`
+    if not."""
+    entry, path = job.item.entry, job.item.path
+    if job.problem:
+        written = _link_unused(job.temp, path.name + DAMAGED_SUFFIX)
+        result.damaged.append(Damaged(entry.path, job.problem, str(written or "")))
+        return False
+    _apply_xattrs(job.temp, entry, result)
+    _apply_metadata(job.temp, entry, follow=True)
+    try:
+        if overwrite:
+            os.replace(job.temp, path)  # replaces a link itself, never writes through it
+        else:
+            _link_new(job.temp, path)
+    except FileExistsError:
+        result.skipped_existing.append(entry.path)
+        return False
+    except OSError as exc:
+        result.errors.append(f"{entry.path}: {exc.strerror}")
+        return False
+    result.files += 1
+    result.bytes += entry.size
+    return True
+
+
+def _link_unused(temp: Path, name: str) -> Path | None:
+    """Name the temporary `name`, or `name.1`, `name.2`...: the first that is free."""
+    for n in range(100):
+        candidate = temp.with_name(name if n == 0 else f"{name}.{n}")
+        try:
+            _link_new(temp, candidate)
+        except FileExistsError:
+            continue
+        except OSError:
+            return None
+        return candidate
+    return None
+
+
+def _link_new(temp: Path, path: Path) -> None:
+    """Give `temp` the name `path` only if nothing has it (FileExistsError otherwise):
+    a hard link is atomic; on file systems without them, check then rename."""
+    try:
+        os.link(temp, path, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
+        os.rename(temp, path)
+        return
+    os.unlink(temp)
+
+
+def _fill(
+    repo: Repository,
+    wanted: dict[bytes, list[tuple[_Pending, int]]],
+    sizes: dict[bytes, int],
+    progress: ProgressFn,
+    workers: int,
+) -> dict[bytes, str]:
+    """Download each needed pack once and write its blobs at their file offsets.
+
+    Returns the blobs that could not be read (missing pack, failed authentication,
+    wrong size) with the reason; their ranges stay zero. A storage failure other than
+    a missing object (unreachable, denied) still stops the restore: it is not damage.
+    """
+    by_pack: dict[str, list[bytes]] = defaultdict(list)
+    for blob_id in wanted:
+        location = repo.location(blob_id)
+        assert location is not None
+        by_pack[location.pack].append(blob_id)
+    failed: dict[bytes, str] = {}
+
+    def fetch(pack_id: str) -> None:
+        key = pack_key(pack_id)
+        located = [(repo.location(b), b) for b in by_pack[pack_id]]
+        for run in _runs(sorted(located, key=lambda item: item[0].offset)):  # type: ignore[arg-type,union-attr]
+            first = run[0][0]
+            span_end = run[-1][0].offset + run[-1][0].length
+            try:
+                data = repo.storage.get(key, first.offset, span_end - first.offset)
+            except NotFound:
+                failed.update((b, f"pack {pack_id[:12]} is missing") for _, b in run)
+                continue
+            for loc, blob_id in run:
+                start = loc.offset - first.offset
+                try:
+                    plain = repo.open_blob(blob_id, data[start : start + loc.length], pack_id)
+                except IntegrityError as exc:
+                    failed[blob_id] = str(exc)
+                    continue
+                if len(plain) != sizes[blob_id]:
+                    failed[blob_id] = f"blob {blob_id.hex()[:12]} has an unexpected size"
+                    continue
+                for job, offset in wanted[blob_id]:
+                    _write_at(job.temp, plain, offset)
+                    progress(len(plain), 0)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for future in [pool.submit(fetch, p) for p in by_pack]:
+            future.result()
+    return failed
+
+
+def _write_at(path: Path, data: bytes, offset: int) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+        try:
+            os.pwrite(fd, data, offset)
+        finally:
+            os.close(fd)
+    except OSError as exc:  # a full disk or a failing one: nothing more can be written
+        raise BackupError(f"cannot write {path.parent}: {exc.strerror}") from None
+
+
+def _runs(located: list[tuple[Location, bytes]]) -> list[list[tuple[Location, bytes]]]:
+    """Group a pack's needed blobs (sorted by offset) into runs fetched with one ranged
+    GET each: neighbours closer than RUN_GAP are read through rather than split."""
+    runs: list[list[tuple[Location, bytes]]] = []
+    for loc, blob_id in located:
+        last = runs[-1] if runs else None
+        if (
+            last is not None
+            and loc.offset - (last[-1][0].offset + last[-1][0].length) <= RUN_GAP
+            and loc.offset + loc.length - last[0][0].offset <= RUN_MAX
+        ):
+            runs[-1].append((loc, blob_id))
+        else:
+            runs.append([(loc, blob_id)])
+    return runs
+
+
+def _safe_relative(path: str) -> PurePosixPath | None:
+    """The entry's path if it is a plain relative path with no way out of the target."""
+    if not path or "\x00" in path or path.startswith("/"):
+        return None
+    rel = PurePosixPath(path)
+    if any(part in ("..", "") for part in rel.parts) or rel.is_absolute():
+        return None
+    return rel
+
+
+def _inside(root: Path, path: Path, result: RestoreResult) -> bool:
+    """Refuse a path whose resolved location (links followed) leaves the target."""
+    resolved = Path(os.path.realpath(path))
+    if resolved == root or root in resolved.parents:
+        return True
+    result.refused.append(str(path))
+    return False
+
+
+def _apply_metadata(path: Path, entry: TreeEntry, follow: bool) -> None:
+    try:
+        if os.geteuid() == 0:
+            os.chown(path, entry.uid, entry.gid, follow_symlinks=follow)
+        if follow:
+            os.chmod(path, stat.S_IMODE(entry.mode))
+        os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=follow)
+    except OSError:
+        pass  # metadata is best effort; the data is what matters
 
 
 def _split_hard_links(files: list[_Target]) -> tuple[list[_Target], list[_Target]]:
@@ -270,92 +557,3 @@ def _apply_xattrs(path: Path, entry: TreeEntry, result: RestoreResult) -> None:
             result.warnings.append(
                 f"{entry.path}: extended attribute {name} not restored: {exc.strerror}"
             )
-
-
-def _fill(
-    repo: Repository,
-    wanted: dict[bytes, list[tuple[Path, int]]],
-    sizes: dict[bytes, int],
-    progress: ProgressFn,
-    workers: int,
-) -> None:
-    """Download each needed pack once and write its blobs at their file offsets."""
-    by_pack: dict[str, list[bytes]] = defaultdict(list)
-    for blob_id in wanted:
-        location = repo.location(blob_id)
-        assert location is not None
-        by_pack[location.pack].append(blob_id)
-
-    def fetch(pack_id: str) -> None:
-        key = pack_key(pack_id)
-        located = [(repo.location(b), b) for b in by_pack[pack_id]]
-        for run in _runs(sorted(located, key=lambda item: item[0].offset)):  # type: ignore[arg-type,union-attr]
-            first = run[0][0]
-            span_end = run[-1][0].offset + run[-1][0].length
-            try:
-                data = repo.storage.get(key, first.offset, span_end - first.offset)
-            except NotFound:
-                raise IntegrityError(f"pack {pack_id[:12]} is missing") from None
-            for loc, blob_id in run:
-                start = loc.offset - first.offset
-                plain = repo.open_blob(blob_id, data[start : start + loc.length], pack_id)
-                if len(plain) != sizes[blob_id]:
-                    raise IntegrityError(f"blob {blob_id.hex()[:12]} has an unexpected size")
-                for path, offset in wanted[blob_id]:
-                    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
-                    try:
-                        os.pwrite(fd, plain, offset)
-                    finally:
-                        os.close(fd)
-                    progress(len(plain), 0)
-
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for future in [pool.submit(fetch, p) for p in by_pack]:
-            future.result()
-
-
-def _runs(located: list[tuple[Location, bytes]]) -> list[list[tuple[Location, bytes]]]:
-    """Group a pack's needed blobs (sorted by offset) into runs fetched with one ranged
-    GET each: neighbours closer than RUN_GAP are read through rather than split."""
-    runs: list[list[tuple[Location, bytes]]] = []
-    for loc, blob_id in located:
-        last = runs[-1] if runs else None
-        if (
-            last is not None
-            and loc.offset - (last[-1][0].offset + last[-1][0].length) <= RUN_GAP
-            and loc.offset + loc.length - last[0][0].offset <= RUN_MAX
-        ):
-            runs[-1].append((loc, blob_id))
-        else:
-            runs.append([(loc, blob_id)])
-    return runs
-
-
-def _safe_relative(path: str) -> PurePosixPath | None:
-    """The entry's path if it is a plain relative path with no way out of the target."""
-    if not path or "\x00" in path or path.startswith("/"):
-        return None
-    rel = PurePosixPath(path)
-    if any(part in ("..", "") for part in rel.parts) or rel.is_absolute():
-        return None
-    return rel
-
-
-def _inside(root: Path, path: Path, result: RestoreResult) -> bool:
-    """Refuse a path whose resolved location (links followed) leaves the target."""
-    resolved = Path(os.path.realpath(path))
-    if resolved == root or root in resolved.parents:
-        return True
-    result.refused.append(str(path))
-    return False
-
-
-def _apply_metadata(path: Path, entry: TreeEntry, follow: bool) -> None:
-    try:
-        if os.geteuid() == 0:
-            os.chown(path, entry.uid, entry.gid, follow_symlinks=follow)
-        if follow:
-            os.chmod(path, stat.S_IMODE(entry.mode))
-        os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=follow)
-    except OSError:
-        pass  # metadata is best effort; the data is what matters

@@ -6,7 +6,10 @@ into scratch databases), and verified step by step. RPO is the age of the newest
 snapshot of each source; RTO the wall time from the first byte downloaded to the
 last verification. The sandbox is torn down on success, failure, timeout or stop,
 unless kept for a validation window; leftovers of killed runs are swept first.
-One CheckResult names the first failing step with its snapshot and source.
+One CheckResult names the first failing step with its snapshot and source; every
+source is tested even when another fails or has no snapshot (`details.sources` says
+how each did), and a failure before the test starts (no repository, a damaged
+snapshot) is a failed `start` step: a run always ends in a result to record.
 """
 
 from __future__ import annotations
@@ -62,24 +65,34 @@ def run_restore_test(
     should_stop: Callable[[], bool] = lambda: False,
     force_local: bool = False,
 ) -> CheckResult:
-    """One restore test run; never leaves a sandbox behind unless asked."""
-    if config.backup is None:
-        raise BackupError("restore tests need a backup section in the config")
+    """One restore test run; never leaves a sandbox behind unless asked, never raises:
+    a failure before the test starts (no repository, a damaged snapshot) is a failed
+    `start` step, and a source that cannot be tested fails alone while the others are
+    still tested."""
+    started_at = datetime.now(UTC)
+    start = time.monotonic()
     plan = config.restore_test or RestoreTestConfig()
+    if config.backup is None:
+        reason = "restore tests need a backup section in the config"
+        return _not_started(config, reason, started_at, start)
     if plan.sandbox.kind == "ssh" and not force_local:
         from agents.restore_test.remote import run_remote
 
         return run_remote(config, plan, snapshot_ref, only_source)
-    started_at = datetime.now(UTC)
-    start = time.monotonic()
-    swept = sweep(plan.sandbox)
-    if swept:
-        log.info("swept %d sandbox leftover(s)", len(swept))
-    repo = open_repository(config.backup)
-    snapshots = choose_snapshots(repo, config, plan, snapshot_ref, only_source)
+    try:
+        swept = sweep(plan.sandbox)
+        if swept:
+            log.info("swept %d sandbox leftover(s)", len(swept))
+        repo = open_repository(config.backup)
+        snapshots, problems = choose_snapshots(repo, config, plan, snapshot_ref, only_source)
+    except Exception as exc:  # before the test starts, still a result that is recorded
+        return _not_started(config, one_line(exc), started_at, start)
     sandbox = LocalSandbox(plan.sandbox, new_run_id())
-    steps: list[Step] = []
-    rpo = max((started_at - s.time).total_seconds() for s in snapshots)
+    steps = [Step("snapshot", False, text, 0.0) for _, text in problems]
+    sources: dict[str, dict[str, Any]] = {
+        name: {"snapshot": None, "ok": False, "summary": text} for name, text in problems if name
+    }
+    rpo = max(((started_at - s.time).total_seconds() for s in snapshots), default=0.0)
     restore_seconds = 0.0
     kept_until: datetime | None = None
     deadline = start + plan.timeout.total_seconds()
@@ -95,11 +108,22 @@ def run_restore_test(
         sandbox.create(int(needed * 1.1) + 2**20)
         restore_start = time.monotonic()
         with repo.lock(exclusive=False):
-            for snap in snapshots:
+            for snap in snapshots:  # every source is tested, whatever another one did
                 checkpoint()
-                steps += _test_snapshot(repo, config, plan, sandbox, snap, checkpoint)
-                if not steps[-1].ok:
-                    break
+                try:
+                    tested = _test_snapshot(repo, config, plan, sandbox, snap, checkpoint)
+                except Stopped:
+                    raise
+                except Exception as exc:  # this source failed; the others still count
+                    label = f"{snap.source} snapshot {snap.short_id}"
+                    tested = [Step("restore", False, f"{label}: {one_line(exc)}", 0.0)]
+                steps += tested
+                bad = next((t for t in tested if not t.ok), None)
+                sources[snap.source] = {
+                    "snapshot": snap.id,
+                    "ok": bad is None,
+                    "summary": bad.summary if bad else "restored and verified",
+                }
         restore_seconds = time.monotonic() - restore_start
         if all(s.ok for s in steps) and plan.verify.commands:
             checkpoint()
@@ -156,6 +180,7 @@ def run_restore_test(
     details: dict[str, Any] = {
         "run_id": sandbox.run_id,
         "snapshots": {s.source: s.id for s in snapshots},
+        "sources": sources,
         "steps": [s.to_dict() for s in steps],
         "rto_seconds": round(restore_seconds, 3),
         "rpo_seconds": round(rpo, 1),
@@ -167,7 +192,8 @@ def run_restore_test(
         details["coverage"] = coverage
     if failed:
         first = failed[0]
-        summary = f"step {first.name} failed: {first.summary}"
+        more = f" (+{len(failed) - 1} more failed step(s))" if len(failed) > 1 else ""
+        summary = f"step {first.name} failed: {first.summary}{more}"
     else:
         summary = (
             f"{len(snapshots)} snapshot(s) restored and verified in"
@@ -192,27 +218,63 @@ def choose_snapshots(
     plan: RestoreTestConfig,
     snapshot_ref: str | None,
     only_source: str | None,
-) -> list[Snapshot]:
-    """The snapshots this run tests: one per source (or the one asked for)."""
+) -> tuple[list[Snapshot], list[tuple[str, str]]]:
+    """The snapshots this run tests (one per source, or the one asked for), and what
+    cannot be tested as (source or "", one line): a source with no snapshot from this
+    host, a snapshot that cannot be read."""
     if snapshot_ref and snapshot_ref != "latest":
-        return [repo.find_snapshot(snapshot_ref)]
+        try:
+            return [repo.find_snapshot(snapshot_ref)], []
+        except BackupError as exc:
+            return [], [(only_source or "", one_line(exc))]
     assert config.backup is not None
     names = (
         [only_source] if only_source else (plan.sources or [s.name for s in config.backup.sources])
     )
-    everything = repo.snapshots()
+    problems: list[tuple[str, str]] = []
+    everything = []
+    for snapshot_id in repo.snapshot_ids():
+        try:
+            everything.append(repo.load_snapshot(snapshot_id))
+        except BackupError as exc:  # one damaged manifest must not hide the others
+            problems.append(("", one_line(exc)))
+    everything.sort(key=lambda s: s.time)
     chosen = []
     for name in names:
         mine = [s for s in everything if s.source == name and s.host == config.host]
         if not mine:
-            raise BackupError(f"no snapshot of source {name} to test")
+            problems.append((name, f"source {name} has no snapshot from {config.host} to test"))
+            continue
         if isinstance(plan.snapshot, RandomWithin) and snapshot_ref is None:
             newest = mine[-1].time
             window = [s for s in mine if s.time >= newest - plan.snapshot.random_within]
             chosen.append(random.choice(window))
         else:
             chosen.append(mine[-1])
-    return chosen
+    return chosen, problems
+
+
+def _not_started(config: Config, reason: str, started_at: datetime, start: float) -> CheckResult:
+    """A run that failed before any snapshot was restored, shaped like any other run."""
+    return CheckResult(
+        name="restore_test",
+        kind="restore_test",
+        host=config.host,
+        status=Status.FAILED,
+        severity=Severity.CRITICAL,
+        summary=f"step start failed: {reason}",
+        details={
+            "snapshots": {},
+            "sources": {},
+            "steps": [Step("start", False, reason, 0.0).to_dict()],
+            "rto_seconds": 0.0,
+            "rpo_seconds": 0.0,
+            "sandbox": None,
+            "kept_until": None,
+        },
+        duration_seconds=time.monotonic() - start,
+        started_at=started_at,
+    )
 
 
 def _test_snapshot(
@@ -234,10 +296,19 @@ def _test_snapshot(
         result = restore(repo, snap, target)
         restored = Step(
             "restore",
-            not (result.refused or result.errors),
+            not (result.refused or result.errors or result.damaged),
             f"{label}: {result.files} files, {result.bytes} bytes",
             time.monotonic() - start,
         )
+        if result.damaged:
+            paths = ", ".join(d.path for d in result.damaged[:3])
+            more = f" (+{len(result.damaged) - 3} more)" if len(result.damaged) > 3 else ""
+            restored.summary = (
+                f"{label}: {len(result.damaged)} damaged file(s): {paths}{more};"
+                f" {result.damaged[0].reason}"
+            )
+            restored.details = {"damaged": [d.to_dict() for d in result.damaged[:100]]}
+            return [restored]
         if not restored.ok:
             restored.summary = f"{label}: refused {result.refused[:3]} errors {result.errors[:3]}"
             return [restored]

@@ -428,3 +428,84 @@ def test_cli_plan_says_what_and_when(pg_database: services.Database, tmp_path: P
     assert plan["max_rto"] == "1h" and plan["max_rpo"] == "1d2h"
     when = datetime.fromisoformat(plan["next_run"])
     assert timedelta(0) < when - datetime.now(UTC) <= timedelta(days=1)
+
+
+def test_cli_records_every_failure_and_tests_every_source(tmp_path: Path) -> None:
+    """From the command line as from the daemon: a source never backed up fails alone,
+    the other is still tested, and every run (one that cannot start too) is in the
+    history with a case open."""
+    docs, never = tmp_path / "docs", tmp_path / "never"
+    make_tree(docs, small_files=20, large_mib=1)
+    never.mkdir()
+    key = tmp_path / "repo.key"
+    key.write_text("pw\n")
+    path = tmp_path / "config.yml"
+    path.write_text(
+        f"""
+host: rt-host
+state_dir: {tmp_path / "state"}
+backup:
+  repository: {tmp_path / "repo"}
+  password_file: {key}
+  sources:
+    - {{name: docs, kind: files, paths: ["{docs}"]}}
+    - {{name: never, kind: files, paths: ["{never}"]}}
+restore_test:
+  sandbox: {{kind: local, root: {tmp_path / "sandbox"}}}
+"""
+    )
+    config = load(path)
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    assert run_backup(config, only=["docs"]).ok
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "agents", *args, "--config", str(path)],
+            capture_output=True,
+            text=True,
+        )
+
+    proc = cli("restore-test", "run", "--json")
+    assert proc.returncode == 1, proc.stderr
+    result = json.loads(proc.stdout)
+    missing = "source never has no snapshot from rt-host to test"
+    assert result["status"] == "failed"
+    assert result["summary"] == f"step snapshot failed: {missing}"
+    sources = result["details"]["sources"]
+    assert sources["never"] == {"snapshot": None, "ok": False, "summary": missing}
+    assert sources["docs"]["ok"] is True and sources["docs"]["snapshot"]
+    assert [(s["name"], s["ok"]) for s in result["details"]["steps"]] == [
+        ("snapshot", False),
+        ("restore", True),
+        ("files", True),
+    ]
+
+    key.write_text("wrong\n")  # the repository cannot even be opened: before the test starts
+    proc = cli("restore-test", "run")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "step start failed: " in proc.stdout and "wrong password" in proc.stdout
+
+    key.write_text("pw\n")
+    (manifest,) = (tmp_path / "repo" / "snapshots").iterdir()
+    manifest.write_bytes(manifest.read_bytes()[:-1] + b"\0")  # a damaged snapshot
+    proc = cli("restore-test", "run", "--json")
+    assert proc.returncode == 1, proc.stderr
+    assert json.loads(proc.stdout)["summary"] == (
+        f"step snapshot failed: snapshot {manifest.name[:8]} does not match its hash"
+        " (+2 more failed step(s))"
+    )
+
+    history = json.loads(cli("restore-test", "history", "--json").stdout)
+    assert [r["status"] for r in history] == ["failed", "failed", "failed"]
+    assert history[1]["summary"].startswith("step start failed: ")
+    assert history[1]["summary"].endswith("wrong password: no repository key opens with it")
+    assert history[2]["details"]["sources"] == sources
+    cases = json.loads(cli("cases", "list", "--json").stdout)
+    assert len(cases) == 1 and cases[0]["severity"] == "critical"
+    assert (
+        cases[0]["title"]
+        == f"restore_test restore_test on rt-host: step snapshot failed: {missing}"
+    )
+    assert cases[0]["status"] == "open"
+    assert list((tmp_path / "sandbox").iterdir()) == []
