@@ -227,9 +227,15 @@ def test_init_refuses_existing_repository(tmp_path: Path) -> None:
     first = subprocess.run(proc, capture_output=True, text=True)
     assert first.returncode == 0 and "Losing it loses every backup" in first.stdout
     config_before = (tmp_path / "repo" / "config").read_bytes()
+    # the same password: a rerun (after a kill past the last write) has nothing to do
     second = subprocess.run(proc, capture_output=True, text=True)
-    assert second.returncode == 3
-    assert "refusing to overwrite" in second.stderr
+    assert second.returncode == 0 and "nothing to do" in second.stdout, second.stderr
+    assert (tmp_path / "repo" / "config").read_bytes() == config_before
+    # another password: refused, untouched
+    (tmp_path / "repo.key").write_text("another password\n")
+    third = subprocess.run(proc, capture_output=True, text=True)
+    assert third.returncode == 3
+    assert "refusing to overwrite" in third.stderr
     assert (tmp_path / "repo" / "config").read_bytes() == config_before
 
 
