@@ -235,8 +235,9 @@ def _read_pack(
     damaged: set[bytes] = set()
     try:
         verify_pack_hash(data, pack_id)
-    except IntegrityError as exc:
-        problems.append(str(exc))
+        hash_ok = True
+    except IntegrityError:
+        hash_ok = False
     try:
         listed = {e.id for e in read_header(repo.crypto, data, pack_id)}
     except IntegrityError as exc:
@@ -253,6 +254,11 @@ def _read_pack(
             problems.append(str(exc))
             damaged.add(blob_id)
     if not problems:
+        if not hash_ok:  # what is damaged is no longer indexed (`repair index --read-data`)
+            report.warnings.append(
+                f"pack {pack_id[:12]} does not match its hash, but every blob the index lists"
+                " in it reads correctly; a prune rewrites it"
+            )
         return None, set()
     more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
     return problems[0] + more, damaged

@@ -1,0 +1,278 @@
+"""Damage is contained and repairable: a damaged snapshot, index file or pack never
+blocks a backup, is reported (and opens a case), and the documented repair commands
+bring the repository back to a clean `check --read-data` with every file that still
+exists somewhere restored byte for byte. And a killed backup resumes on S3 without
+uploading again what it had stored."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents.backup.repository import Repository
+from agents.backup.runner import open_repository
+from agents.config import Config, parse_config
+from tests.support import crashpoints
+from tests.support.services import S3Server
+from tests.support.trees import fingerprint
+
+
+def _config(tmp_path: Path, repository: str, s3: str = "", pack_size: str = "64KiB") -> Path:
+    key = tmp_path / "repo.key"
+    key.write_text("damage password\n")
+    key.chmod(0o600)
+    path = tmp_path / "config.yml"
+    path.write_text(
+        f"""
+host: damage-host
+state_dir: {tmp_path / "state"}
+backup:
+  repository: "{repository}"
+  password_file: {key}
+  pack_size: {pack_size}
+  {s3}
+  sources: [{{name: files, kind: files, paths: ["{tmp_path / "source"}"]}}]
+  retention: {{keep_last: 10}}
+cases: {{store: "sqlite:///{tmp_path / "cases.db"}"}}
+"""
+    )
+    return path
+
+
+def _source(root: Path, seed: int = 1) -> None:
+    rng = random.Random(seed)
+    (root / "docs").mkdir(parents=True, exist_ok=True)
+    for n in range(8):
+        (root / "docs" / f"f{n}.bin").write_bytes(rng.randbytes(20_000 + n * 3_000))
+
+
+def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agents", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _ok(proc: subprocess.CompletedProcess[str], code: int = 0) -> None:
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def _load(path: Path) -> Config:
+    return parse_config(path.read_text(), str(path))
+
+
+def _repo(config: Path) -> Repository:
+    cfg = _load(config).backup
+    assert cfg is not None
+    return open_repository(cfg)
+
+
+def _flip(path: Path, offset: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 if offset is None else offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def _restored(tmp_path: Path, config: Path, snapshot: str, name: str) -> dict:  # type: ignore[type-arg]
+    target = tmp_path / name
+    _ok(_cli(config, "restore", snapshot, "--to", str(target)))
+    return fingerprint(target / str(tmp_path / "source").lstrip("/"))
+
+
+@pytest.fixture
+def repo_with_two(tmp_path: Path) -> tuple[Path, list[str], dict]:  # type: ignore[type-arg]
+    config = _config(tmp_path, str(tmp_path / "repo"))
+    _source(tmp_path / "source")
+    _ok(_cli(config, "backup", "init"))
+    _ok(_cli(config, "backup", "run"))
+    first = fingerprint(tmp_path / "source")
+    (tmp_path / "source" / "docs" / "new.txt").write_text("second\n")
+    _ok(_cli(config, "backup", "run"))
+    ids = [s.id for s in _repo(config).snapshots()]
+    return config, ids, first
+
+
+def test_a_damaged_snapshot_is_skipped_reported_and_forgettable(
+    tmp_path: Path,
+    repo_with_two: tuple[Path, list[str], dict],  # type: ignore[type-arg]
+) -> None:
+    config, (older, newer), _ = repo_with_two
+    _flip(tmp_path / "repo" / "snapshots" / older)
+
+    listing = _cli(config, "backup", "snapshots", "--json")
+    _ok(listing)
+    assert [s["id"] for s in json.loads(listing.stdout)] == [newer]
+    assert f"damaged: snapshot {older[:8]} does not match its hash" in listing.stderr
+
+    run = _cli(config, "backup", "run", "--json")
+    _ok(run)  # never blocks a backup
+    out = json.loads(run.stdout)
+    assert out["sources"][0]["status"] == "ok"
+    assert out["repository"]["status"] == "failed"
+    assert older[:8] in out["repository"]["summary"]
+    cases = _cli(config, "cases", "list", "--json")
+    _ok(cases)
+    open_cases = [c for c in json.loads(cases.stdout) if c["status"] != "resolved"]
+    assert any("backup/repository" in c["title"] for c in open_cases), open_cases
+
+    forget = _cli(config, "backup", "forget")
+    _ok(forget)
+    assert f"snapshot {older[:8]} is damaged and was left alone" in forget.stderr
+    _ok(_cli(config, "backup", "prune"))
+    assert (tmp_path / "repo" / "snapshots" / older).exists()
+
+    _ok(_cli(config, "backup", "forget", older[:10]))
+    assert not (tmp_path / "repo" / "snapshots" / older).exists()
+    again = _cli(config, "backup", "run", "--json")
+    _ok(again)
+    assert json.loads(again.stdout)["repository"]["status"] == "ok"
+    cases = json.loads(_cli(config, "cases", "list", "--json").stdout)
+    assert all(c["status"] == "resolved" for c in cases if "backup/repository" in c["title"])
+    check = _cli(config, "backup", "check", "--read-data")
+    _ok(check)
+
+
+def test_a_damaged_index_never_blocks_and_repair_rebuilds_it(
+    tmp_path: Path,
+    repo_with_two: tuple[Path, list[str], dict],  # type: ignore[type-arg]
+) -> None:
+    config, (older, _newer), first = repo_with_two
+    for index_file in (tmp_path / "repo" / "index").iterdir():
+        _flip(index_file)
+    check = _cli(config, "backup", "check")
+    _ok(check, 1)
+    assert check.stdout.count("(run `opsagent backup repair index`)") >= 2
+    assert "2 snapshot(s)" in check.stdout  # it went on past the damaged index
+
+    run = _cli(config, "backup", "run", "--json")
+    _ok(run)  # the packs no readable index names are indexed from their own headers
+    details = json.loads(run.stdout)["sources"][0]["details"]
+    assert details["bytes_added"] < 1000, details  # nothing stored again
+
+    repair = _cli(config, "backup", "repair", "index")
+    _ok(repair)
+    assert "index rebuilt" in repair.stdout
+    _ok(_cli(config, "backup", "check", "--read-data"))
+    assert _restored(tmp_path, config, older, "r1") == first
+
+
+def test_a_damaged_blob_is_named_then_healed_by_repair_and_a_backup(
+    tmp_path: Path,
+    repo_with_two: tuple[Path, list[str], dict],  # type: ignore[type-arg]
+) -> None:
+    config, (older, newer), first = repo_with_two
+    repo = _repo(config)
+    snapshot = repo.load_snapshot(older)
+    entry = next(e for e in repo.read_tree(snapshot) if e.path.endswith("docs/f3.bin"))
+    location = repo.location(bytes.fromhex(entry.chunks[0]))
+    assert location is not None
+    pack = tmp_path / "repo" / "data" / location.pack[:2] / location.pack
+    _flip(pack, location.offset + location.length // 2)
+
+    check = _cli(config, "backup", "check", "--read-data")
+    _ok(check, 1)
+    assert f"pack {location.pack[:12]}" in check.stdout
+    assert f"snapshot(s) {', '.join(sorted([older[:8], newer[:8]]))}" in check.stdout
+    assert "docs/f3.bin" in check.stdout
+
+    repair = _cli(config, "backup", "repair", "index", "--read-data")
+    _ok(repair)
+    assert "1 damaged blob(s) left out of the index" in repair.stderr
+    _ok(_cli(config, "backup", "run"))  # the file is still in the source: stored again
+    _ok(_cli(config, "backup", "check", "--read-data"))
+    assert _restored(tmp_path, config, older, "healed") == first
+
+
+def test_lost_data_is_cut_out_by_repair_snapshots_and_named(
+    tmp_path: Path,
+    repo_with_two: tuple[Path, list[str], dict],  # type: ignore[type-arg]
+) -> None:
+    config, (older, newer), first = repo_with_two
+    repo = _repo(config)
+    entry = next(
+        e for e in repo.read_tree(repo.load_snapshot(older)) if e.path.endswith("docs/f5.bin")
+    )
+    location = repo.location(bytes.fromhex(entry.chunks[0]))
+    assert location is not None
+    (tmp_path / "repo" / "data" / location.pack[:2] / location.pack).unlink()
+    (tmp_path / "source" / "docs" / "f5.bin").unlink()  # gone from the source too
+
+    prune = _cli(config, "backup", "prune")
+    _ok(prune, 3)  # refuses: snapshots need data that is in no pack
+    assert "repair snapshots" in prune.stderr
+    _ok(_cli(config, "backup", "repair", "index"))
+    dry = _cli(config, "backup", "repair", "snapshots", "--dry-run")
+    _ok(dry, 1)
+    assert "would rewrite" in dry.stdout and "docs/f5.bin" in dry.stdout
+    assert {s.id for s in _repo(config).snapshots()} == {older, newer}
+    repair = _cli(config, "backup", "repair", "snapshots", "--json")
+    _ok(repair, 1)
+    rewritten = json.loads(repair.stdout)["repaired"]
+    assert {r["snapshot"] for r in rewritten} == {older, newer}
+    assert all(any(p.endswith("docs/f5.bin") for p in r["lost"]) for r in rewritten)
+    _ok(_cli(config, "backup", "check", "--read-data"))
+    replacement = next(r["replacement"] for r in rewritten if r["snapshot"] == older)
+    restored = _restored(tmp_path, config, replacement, "repaired")
+    named = next(r["lost"] for r in rewritten if r["snapshot"] == older)
+    prefix = str(tmp_path / "source").lstrip("/") + "/"
+    lost = {p.removeprefix(prefix) for p in named}
+    assert "docs/f5.bin" in lost  # with whatever else shared its pack
+    assert restored == {k: v for k, v in first.items() if k not in lost}
+    show = json.loads(_cli(config, "backup", "show", replacement[:8], "--json").stdout)
+    assert show["repaired_from"] == older and "repaired" in show["tags"]
+    assert any(w.startswith("lost in repair:") and "f5.bin" in w for w in show["warnings"])
+    _ok(_cli(config, "backup", "prune"))
+    _ok(_cli(config, "backup", "repair", "snapshots"))  # nothing left to repair: exit 0
+
+
+def test_a_killed_backup_resumes_without_uploading_again(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAMAGE_AK", "testing")
+    monkeypatch.setenv("DAMAGE_SK", "testing")
+    s3 = (
+        f"s3: {{endpoint_url: '{s3_server.endpoint_url}', path_style: true,"
+        " access_key_id: '${DAMAGE_AK}', secret_access_key: '${DAMAGE_SK}'}"
+    )
+    config = _config(tmp_path, f"s3://{s3_bucket}/resume", s3, pack_size="256KiB")
+    source = tmp_path / "source"
+    source.mkdir()
+    rng = random.Random(7)
+    for n in range(24):
+        (source / f"media-{n}.bin").write_bytes(rng.randbytes(400_000))
+    env = {"DAMAGE_AK": "testing", "DAMAGE_SK": "testing"}
+    argv = ["backup", "run", "--config", str(config)]
+    assert crashpoints.run(["backup", "init", "--config", str(config)], 0, env).exit_code == 0
+    killed = crashpoints.run(argv, 20, env)  # the lock, then 19 packs
+    assert killed.killed
+    repo = _repo(config)
+    before = repo.stored_packs()
+    assert len(before) >= 15 and repo.snapshot_ids() == []
+    done = crashpoints.run(argv, 0, env)
+    assert done.exit_code == 0, done.output
+    repo = _repo(config)
+    after = repo.stored_packs()
+    old_blobs = {e.id for p, size in before.items() for e in repo.read_pack_header(p, size)}
+    new_packs = {p: size for p, size in after.items() if p not in before}
+    again = sum(
+        e.length
+        for p, size in new_packs.items()
+        for e in repo.read_pack_header(p, size)
+        if e.id in old_blobs
+    )
+    uploaded_before = sum(before.values())
+    assert again < 0.10 * uploaded_before, (again, uploaded_before)
+    (snapshot,) = repo.snapshots()
+    target = tmp_path / "restored"
+    from agents.backup.restorer import restore
+
+    restore(repo, snapshot, target)
+    assert fingerprint(target / str(source).lstrip("/")) == fingerprint(source)
