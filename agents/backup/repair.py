@@ -25,7 +25,7 @@ from agents.backup.errors import BackupError, IntegrityError, NotFound, StorageE
 from agents.backup.index import Location
 from agents.backup.pack import BlobType, PackEntry
 from agents.backup.repository import Repository
-from agents.backup.snapshot import Snapshot, TreeEntry
+from agents.backup.snapshot import Snapshot, TreeEntry, decode_tree_line, encode_tree
 
 log = logging.getLogger("opsagent.backup.repair")
 
@@ -166,12 +166,13 @@ def _tolerant_tree(repo: Repository, snapshot: Snapshot, lost: list[str]) -> Ite
 
 def _entries(lines: list[bytes], lost: list[str]) -> Iterator[TreeEntry]:
     for line in lines:
-        if not line.strip():
-            continue
         try:
-            yield TreeEntry.from_json(line.decode("utf-8", "surrogateescape"))
+            entry = decode_tree_line(line)
         except (ValueError, TypeError):
             lost.append("(one malformed tree entry)")
+            continue
+        if entry is not None:
+            yield entry
 
 
 def _rewrite(
@@ -186,7 +187,7 @@ def _rewrite(
     with repo.writer(level, pack_size) as writer:
         chunk = b""
         for entry in kept:
-            chunk += entry.to_json().encode("utf-8", "surrogateescape") + b"\n"
+            chunk += encode_tree([entry])
             if len(chunk) >= _TREE_BLOB:
                 tree.append(writer.add(BlobType.TREE, chunk).hex())
                 chunk = b""
