@@ -253,6 +253,8 @@ def _read_pack(
         except IntegrityError as exc:
             problems.append(str(exc))
             damaged.add(blob_id)
+    if problems and not hash_ok:
+        problems.insert(0, f"pack {pack_id[:12]} does not match its hash (corrupted)")
     if not problems:
         if not hash_ok:  # what is damaged is no longer indexed (`repair index --read-data`)
             report.warnings.append(

@@ -216,8 +216,14 @@ monitor:
         assert time.monotonic() - stopped < 3  # within one check interval (plus the check)
         case = CaseStore(store_url).cases("open")[0]
         assert case.severity is Severity.CRITICAL and "app" in case.title
-        body = urllib.request.urlopen(metrics, timeout=2).read().decode()
-        assert 'opsagent_cases_open{severity="critical",status="open"} 1.0' in body
+        open_metric = 'opsagent_cases_open{severity="critical",status="open"} 1.0'
+        # the exporter reads the store at most once a second: the next reads show it
+        services.wait_for(
+            "the open case in the metrics",
+            lambda: open_metric in urllib.request.urlopen(metrics, timeout=2).read().decode(),
+            timeout=10,
+            proc=proc,
+        )
         server = socket.socket()
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", app_port))
