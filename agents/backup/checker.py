@@ -145,6 +145,8 @@ def check(
             f"snapshot {snapshot_id}: {len(paths)} file(s) need data in no pack: {_few(paths)}"
             " (run `opsagent backup repair index`, then `opsagent backup repair snapshots`)"
         )
+    for key in repo.foreign_objects:
+        report.warnings.append(f"{key} is not a pack (not written by opsagent); left alone")
     for leftover in repo.storage.leftovers():
         report.warnings.append(f"leftover incomplete upload: {leftover}")
     if read_data:

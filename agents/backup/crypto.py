@@ -110,7 +110,7 @@ def unwrap_master_key(keyfile: dict[str, Any], password: str) -> MasterKey:
         plain = AESGCM(kek).decrypt(blob[:NONCE], blob[NONCE:], b"opsagent-key")
     except InvalidTag:
         raise WrongKey("wrong password or key file: no repository key opens with it") from None
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise WrongKey(f"malformed key file: {exc}") from None
     return MasterKey.from_bytes(plain)
 

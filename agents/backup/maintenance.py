@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from agents.backup.errors import BackupError, IntegrityError, StorageError
-from agents.backup.pack import PackEntry, pack_key
+from agents.backup.pack import PackEntry, header_size, pack_key
 from agents.backup.repository import Repository
 from agents.backup.retention import Candidate, Decision, retention_decisions
 from agents.backup.storage import Storage
@@ -147,7 +147,8 @@ def prune(
         keep: list[str] = []
         for pack_id, blobs in entries.items():
             live = sum(length for blob_id, _, length in blobs if blob_id in used)
-            total = stored.get(pack_id, 0)
+            # the header is no garbage: without this, small packs are rewritten every time
+            total = stored.get(pack_id, 0) - header_size(len(blobs))
             if live == 0:
                 delete.append(pack_id)
             elif total and 100.0 * (total - live) / total > repack_threshold_percent:

@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from agents.backup.crypto import Crypto
+from agents.backup.crypto import OVERHEAD, Crypto
 from agents.backup.errors import IntegrityError
 
 _ENTRY = struct.Struct("<B32sII")
@@ -39,6 +39,11 @@ class FinishedPack:
     id: str
     data: bytes
     entries: list[PackEntry]
+
+
+def header_size(blobs: int) -> int:
+    """Bytes a pack of `blobs` blobs spends on its sealed header and its length."""
+    return blobs * _ENTRY.size + OVERHEAD + 4
 
 
 def pack_key(pack_id: str) -> str:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 from collections import deque
@@ -59,6 +60,7 @@ INDEX_EVERY_PACKS = 8
 _RAW, _ZSTD = b"\x00", b"\x01"
 _SNAPSHOT_ASSOCIATED = b"opsagent-snapshot"
 _MAX_BLOB = 64 * 2**20
+_PACK_NAME = re.compile(r"[0-9a-f]{64}")
 _HEADER_PROBE = 64 * 1024  # one GET reads most pack headers with the tail before them
 
 
@@ -97,6 +99,7 @@ class Repository:
         self.damaged_index: dict[str, str] = {}  # index files that did not open -> why
         self.damaged_snapshots: dict[str, str] = {}  # snapshots that did not open -> why
         self.mentioned_packs: set[str] = set()  # packs any index file names
+        self.foreign_objects: list[str] = []  # objects under data/ that are not packs
         self._index_loaded = False
         self._dctx = threading.local()
 
@@ -200,6 +203,8 @@ class Repository:
                 body = json.loads(self.storage.get(info.key))
             except (NotFound, ValueError):
                 continue
+            if not isinstance(body, dict) or "data" not in body:
+                continue  # not a key file
             found.append(
                 {
                     "id": key_id,
@@ -297,8 +302,17 @@ class Repository:
         return {p for packs in self.index_files.values() for p in packs}
 
     def stored_packs(self) -> dict[str, int]:
-        """Every pack in storage: ID -> size."""
-        return {info.key.rsplit("/", 1)[-1]: info.size for info in self.storage.list("data/")}
+        """Every pack in storage: ID -> size. An object under `data/` that is not named
+        like a pack is no pack (`foreign_objects` lists them; nothing deletes them)."""
+        packs: dict[str, int] = {}
+        self.foreign_objects = []
+        for info in self.storage.list("data/"):
+            name = info.key.rsplit("/", 1)[-1]
+            if _PACK_NAME.fullmatch(name) and info.key == pack_key(name):
+                packs[name] = info.size
+            else:
+                self.foreign_objects.append(info.key)
+        return packs
 
     def reconcile(self) -> ReconcileReport:
         """Make the index match storage before writing: entries for packs that no longer
@@ -330,6 +344,8 @@ class Repository:
         tail_size = min(size, _HEADER_PROBE)
         tail = self.storage.get(pack_key(pack_id), size - tail_size, tail_size)
         need = header_length(tail, pack_id) + 4
+        if need > size:
+            raise IntegrityError(f"pack {pack_id[:12]} has an impossible header length")
         if need > tail_size:
             tail = self.storage.get(pack_key(pack_id), size - need, need)
         return read_header(self.crypto, tail, pack_id, size)

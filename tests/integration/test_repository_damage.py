@@ -276,3 +276,45 @@ def test_a_killed_backup_resumes_without_uploading_again(
 
     restore(repo, snapshot, target)
     assert fingerprint(target / str(source).lstrip("/")) == fingerprint(source)
+
+
+def test_junk_objects_never_block_and_are_cleaned_or_named(
+    tmp_path: Path,
+    repo_with_two: tuple[Path, list[str], dict],  # type: ignore[type-arg]
+) -> None:
+    config, (older, _newer), first = repo_with_two
+    repo_dir = tmp_path / "repo"
+    rng = random.Random(3)
+    (repo_dir / "keys" / "junk-list").write_text("[]")
+    (repo_dir / "keys" / "junk-dict").write_text('{"kdf": 1}')
+    (repo_dir / "keys" / "junk-bytes").write_bytes(rng.randbytes(64))
+    fake_pack = "ab" * 32
+    (repo_dir / "data" / "ab").mkdir(exist_ok=True)
+    (repo_dir / "data" / "ab" / fake_pack).write_bytes(rng.randbytes(1000))
+    (repo_dir / "data" / "zz").mkdir()
+    (repo_dir / "data" / "zz" / "not-a-pack").write_bytes(rng.randbytes(100))
+    (repo_dir / "index" / "junk").write_bytes(rng.randbytes(100))
+    (repo_dir / "snapshots" / "junk").write_bytes(rng.randbytes(100))
+
+    keys = _cli(config, "backup", "key", "list", "--json")
+    _ok(keys)
+    assert len(json.loads(keys.stdout)) == 1
+    run = _cli(config, "backup", "run", "--json")
+    _ok(run)
+    health = json.loads(run.stdout)["repository"]
+    assert health["status"] == "failed"
+    assert {d.split(":")[0] for d in health["details"]["damaged"]} == {
+        "snapshot junk",
+        "index junk",
+        f"pack {fake_pack[:12]}",
+    }
+    check = _cli(config, "backup", "check")
+    _ok(check, 1)
+    assert "data/zz/not-a-pack is not a pack" in check.stdout
+    _ok(_cli(config, "backup", "forget", "junk"))
+    _ok(_cli(config, "backup", "repair", "index"))
+    _ok(_cli(config, "backup", "prune"))
+    assert not (repo_dir / "data" / "ab" / fake_pack).exists()
+    assert (repo_dir / "data" / "zz" / "not-a-pack").exists()  # not ours: left alone
+    _ok(_cli(config, "backup", "check", "--read-data"))
+    assert _restored(tmp_path, config, older, "after-junk") == first
