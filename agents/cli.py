@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -62,6 +62,10 @@ class OpsGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("opsagent: interrupted", err=True)
             ctx.exit(130)
+        except OSError as exc:  # the machine said no (a name too long, a full disk): one line
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"opsagent: {exc.strerror or exc}{where}", err=True)
+            ctx.exit(EXIT_RUNTIME)
 
 
 config_option = click.option(
@@ -581,6 +585,10 @@ def backup_run(
 
     config = load(ctx, config_file)
     at = _parse_time(when) if when else None
+    if at is not None and at > datetime.now(UTC) + timedelta(minutes=5):
+        # a snapshot from the future would pass for the newest (restore `latest`, the
+        # restore test and its RPO) until that day came
+        raise click.UsageError(f"--time {when} is in the future")
     results: list[CheckResult] = []
     with progress_bar("backup", enabled=not as_json) as advance:
         run = run_guarded(
@@ -900,6 +908,48 @@ def backup_repair_index(
             )
 
 
+@backup_repair.command("packs")
+@config_option
+@click.argument("pack_ids", nargs=-1, required=True)
+@json_option
+@click.pass_context
+def backup_repair_packs(
+    ctx: click.Context, config_file: Path | None, pack_ids: tuple[str, ...], as_json: bool
+) -> None:
+    """Rewrite the named packs (as `backup check --read-data` names them): blobs that read
+    correctly are kept in new packs, damaged ones leave the index; exit 1 when any was lost."""
+    from agents.backup.repair import repair_packs
+    from agents.backup.runner import open_repository
+
+    config = load(ctx, config_file)
+    cfg = backup_config(config)
+    repo = open_repository(cfg)
+    with audit_action(config.state_db, "backup repair packs", " ".join(pack_ids)) as audit:
+        report = repair_packs(repo, list(pack_ids), cfg.compression_level, cfg.pack_size)
+        audit |= {"salvaged": report.salvaged_blobs, "lost": len(report.lost_blobs)}
+    if as_json:
+        print_json(
+            {
+                "packs": report.packs,
+                "salvaged_blobs": report.salvaged_blobs,
+                "lost_blobs": report.lost_blobs,
+                "written": report.written,
+            }
+        )
+    else:
+        click.echo(
+            f"rewrote {len(report.packs)} pack(s): {report.salvaged_blobs} blob(s) kept,"
+            f" {len(report.lost_blobs)} damaged blob(s) left out"
+        )
+        if report.lost_blobs:
+            click.echo(
+                "run a backup (it stores again what the sources still have), then"
+                " `opsagent backup repair snapshots`",
+                err=True,
+            )
+    ctx.exit(EXIT_FAILED if report.lost_blobs else EXIT_OK)
+
+
 @backup_repair.command("snapshots")
 @config_option
 @click.option("--dry-run", is_flag=True, help="Say what would be rewritten.")
@@ -1012,8 +1062,8 @@ def restore_cmd(
     file that needs it is written as NAME.damaged (NAME.damaged.N if that exists;
     never over an existing file), mode 0600, readable parts in place and unreadable
     ranges zero-filled, and listed as "damaged" with the reason (`damaged` in --json:
-    path, reason, written_as); exit 1. A damaged file list (tree) stops the restore
-    before anything is written (exit 3).
+    path, reason, written_as); exit 1. A damaged part of the file list (tree) is
+    listed as damaged too, and every entry in the readable parts is restored.
     """
     from agents.backup.restorer import plan, restore
     from agents.backup.runner import open_repository
@@ -1022,6 +1072,12 @@ def restore_cmd(
     config = load(ctx, config_file)
     repo = open_repository(backup_config(config))
     snap = repo.find_snapshot(snapshot, source=source)
+    for damaged_id in repo.damaged_snapshots if snapshot == "latest" else ():
+        click.echo(
+            f"warning: snapshot {damaged_id[:8]} is damaged and was not considered for"
+            f" `latest` (it may be newer than {snap.short_id})",
+            err=True,
+        )
     if database is not None:
         _restore_database(
             ctx, config, repo, snap, database, target, create, force, jobs, dry_run, as_json

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from agents.backup.errors import BackupError, IntegrityError, NotFound, StorageError
 from agents.backup.index import Location
 from agents.backup.pack import pack_key, read_header, verify_pack_hash
-from agents.backup.repository import Repository
+from agents.backup.repository import Repository, SnapshotGone
 from agents.backup.snapshot import Snapshot
 
 ProgressFn = Callable[[int, int], None]
@@ -83,13 +83,16 @@ def check(
     report = CheckReport()
     chosen = parse_subset(subset)
     stored = repo.stored_packs()
-    index = repo.load_index(refresh=True)  # the index as stored is what is checked
+    index = repo.load_index(present=set(stored), refresh=True)
     for why in sorted(repo.damaged_index.values()):
         report.errors.append(f"{why} (run `opsagent backup repair index`)")
     missing = sorted(repo.mentioned_packs_in_force() - set(stored))
     bad_blobs: set[bytes] = set()
     for pack_id in missing:
-        report.errors.append(f"pack {pack_id[:12]} is indexed but missing from storage")
+        report.errors.append(
+            f"pack {pack_id[:12]} is indexed but missing from storage (run `opsagent backup"
+            " repair index`, a backup, then `opsagent backup repair snapshots`)"
+        )
         report.bad_packs.setdefault(pack_id, [])
     indexed_packs = index.packs() & set(stored)
     report.packs = len(indexed_packs)
@@ -120,8 +123,11 @@ def check(
                 f"{exc} (remove it with `opsagent backup forget {snapshot_id[:8]}`)"
             )
             continue
-        except BackupError:
+        except SnapshotGone:
             continue  # deleted since the listing
+        except StorageError as exc:  # unreadable is neither damaged nor gone: reported
+            report.errors.append(str(exc))
+            continue
         report.snapshots += 1
         snapshots.append(snapshot)
         for blob_hex in snapshot.tree:
@@ -146,7 +152,8 @@ def check(
             " (run `opsagent backup repair index`, then `opsagent backup repair snapshots`)"
         )
     for key in repo.foreign_objects:
-        report.warnings.append(f"{key} is not a pack (not written by opsagent); left alone")
+        what = "a pack" if key.startswith("data/") else "a snapshot"
+        report.warnings.append(f"{key} is not {what} (not written by opsagent); left alone")
     for leftover in repo.storage.leftovers():
         report.warnings.append(f"leftover incomplete upload: {leftover}")
     if read_data:
@@ -154,7 +161,7 @@ def check(
             error, damaged = _read_pack(repo, pack_id, by_pack[pack_id], report)
             progress(stored.get(pack_id, 0), 1)
             if error:
-                report.errors.append(error)
+                report.errors.append(f"{error} (run `opsagent backup repair packs {pack_id[:12]}`)")
                 report.bad_packs.setdefault(pack_id, [])
                 bad_blobs |= damaged
     for pack_id in report.bad_packs:
@@ -167,8 +174,8 @@ def check(
         for snapshot_id, paths in sorted(report.damaged_files.items()):
             report.errors.append(
                 f"snapshot {snapshot_id}: {len(paths)} file(s) lose data: {_few(paths)}"
-                " (run `opsagent backup repair index --read-data`, then a backup,"
-                " then `opsagent backup repair snapshots`)"
+                " (after `opsagent backup repair packs`, a backup stores again what the"
+                " sources still have; then `opsagent backup repair snapshots`)"
             )
     return report
 
@@ -261,7 +268,8 @@ def _read_pack(
         if not hash_ok:  # what is damaged is no longer indexed (`repair index --read-data`)
             report.warnings.append(
                 f"pack {pack_id[:12]} does not match its hash, but every blob the index lists"
-                " in it reads correctly; a prune rewrites it"
+                f" in it reads correctly; `opsagent backup repair packs {pack_id[:12]}`"
+                " rewrites it"
             )
         return None, set()
     more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""

@@ -47,7 +47,6 @@ class PruneReport:
     bytes_deleted: int = 0
     bytes_written: int = 0
     locked: list[str] = field(default_factory=list)
-    damaged_snapshots: list[str] = field(default_factory=list)
     dry_run: bool = False
 
     @property
@@ -127,7 +126,7 @@ def prune(
     progress = progress or (lambda b, f: None)
     with repo.lock(exclusive=True):
         report = PruneReport(dry_run=dry_run)
-        reconciled = repo.reconcile()
+        reconciled = repo.reconcile(write=not dry_run)
         index = repo.index
         used = _referenced_blobs(repo, report)
         stored = reconciled.stored
@@ -201,11 +200,19 @@ def prune(
 
 
 def _referenced_blobs(repo: Repository, report: PruneReport) -> set[bytes]:
-    """Every blob a readable snapshot needs. A damaged snapshot object is skipped (what
-    it referenced can no longer be restored); a tree that cannot be read stops the prune,
-    since what it references cannot be known."""
+    """Every blob a snapshot needs. A damaged snapshot object or a tree that cannot be
+    read stops the prune: what it references cannot be known, and deleting it would make
+    a good copy of the object (from a replica or an old version) useless. Removing the
+    snapshot is the operator's decision (`backup forget ID`), as in restic."""
     used: set[bytes] = set()
-    for snapshot in repo.snapshots():
+    snapshots = repo.snapshots()
+    if repo.damaged_snapshots:
+        first, why = sorted(repo.damaged_snapshots.items())[0]
+        raise IntegrityError(
+            f"{why}; prune would delete the data only it uses: remove it with"
+            f" `opsagent backup forget {first[:8]}` (or put back a good copy) first"
+        )
+    for snapshot in snapshots:
         report.snapshots += 1
         for blob_hex in snapshot.tree:
             used.add(bytes.fromhex(blob_hex))
@@ -216,7 +223,6 @@ def _referenced_blobs(repo: Repository, report: PruneReport) -> set[bytes]:
             raise IntegrityError(
                 f"{exc}; run `opsagent backup repair snapshots` before pruning"
             ) from None
-    report.damaged_snapshots = sorted(repo.damaged_snapshots)
     return used
 
 

@@ -1,10 +1,14 @@
-"""Repairs for a damaged repository: rebuild the index from the packs, rewrite snapshots
-whose data is lost.
+"""Repairs for a damaged repository: rebuild the index from the packs, rewrite damaged
+packs, rewrite snapshots whose data is lost.
 
 `repair index` reads every pack's own header (each pack lists its blobs, sealed), and
 with `read_data` every blob too, then writes one index that supersedes every index file
 seen and deletes them: damaged or missing index files stop mattering, and damaged blobs
 leave the index so the next backup stores them again when the source still has them.
+
+`repair packs` rewrites named packs (the ones `check --read-data` names): the blobs that
+still read correctly go into new packs, the damaged ones leave the index, and the old
+pack is deleted, so a pack whose header or unused bytes are damaged stops being reported.
 
 `repair snapshots` rewrites each snapshot that needs data the index does not have: the
 files that lost data (and tree parts that cannot be read) are left out of a new snapshot
@@ -17,15 +21,15 @@ and a rerun finishes the job (a snapshot already replaced is only deleted).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from agents.backup.checker import blobs_by_pack, damaged_blobs
 from agents.backup.errors import BackupError, IntegrityError, NotFound, StorageError
 from agents.backup.index import Location
-from agents.backup.pack import BlobType, PackEntry
+from agents.backup.pack import BlobType, PackEntry, pack_key
 from agents.backup.repository import Repository
-from agents.backup.snapshot import Snapshot, TreeEntry, decode_tree_line, encode_tree
+from agents.backup.snapshot import Snapshot, TreeEntry, encode_tree
 
 log = logging.getLogger("opsagent.backup.repair")
 
@@ -40,6 +44,14 @@ class IndexRepair:
     index_files_replaced: int = 0
     unreadable_packs: dict[str, str] = field(default_factory=dict)
     damaged_blobs: int = 0
+
+
+@dataclass
+class PacksRepair:
+    packs: list[str]
+    salvaged_blobs: int = 0
+    lost_blobs: list[str] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -108,7 +120,7 @@ def repair_snapshots(
 ) -> SnapshotsRepair:
     """Replace every snapshot that needs missing data by one without the lost files."""
     with repo.lock(exclusive=True):
-        repo.reconcile()
+        repo.reconcile(write=not dry_run)
         snapshots = repo.snapshots()
         report = SnapshotsRepair(damaged_objects=sorted(repo.damaged_snapshots), dry_run=dry_run)
         replaced = {s.repaired_from: s for s in snapshots if s.repaired_from}
@@ -132,47 +144,79 @@ def repair_snapshots(
     return report
 
 
+def repair_packs(
+    repo: Repository,
+    refs: list[str],
+    compression_level: int = 3,
+    pack_size: int = 16 * 2**20,
+) -> PacksRepair:
+    """Rewrite the named packs: every indexed blob that still reads correctly goes into a
+    new pack, the damaged ones are left out, then one index superseding every index file
+    seen is written and only then are the old index files and the named packs deleted
+    (the order of prune, and as safe to kill)."""
+    with repo.lock(exclusive=True):
+        reconciled = repo.reconcile()
+        targets = _resolve_packs(refs, reconciled.stored)
+        indexed = blobs_by_pack(repo)
+        report = PacksRepair(packs=targets)
+        with repo.writer(compression_level, pack_size, repack=True) as writer:
+            for pack_id in targets:
+                blobs = sorted(indexed.get(pack_id, []), key=lambda b: b[1].offset)
+                try:
+                    data = repo.storage.get(pack_key(pack_id))
+                except NotFound:
+                    data = b""
+                for blob_id, loc in blobs:
+                    try:
+                        plain = repo.open_blob(
+                            blob_id, data[loc.offset : loc.offset + loc.length], pack_id
+                        )
+                    except IntegrityError:
+                        report.lost_blobs.append(blob_id.hex())
+                        continue
+                    writer.add(loc.type, plain)
+                    report.salvaged_blobs += 1
+            writer.flush()
+            written = writer.written
+        keep: dict[str, list[PackEntry]] = {}
+        for blob_id, loc in repo.index.items():
+            if loc.pack not in targets:
+                keep.setdefault(loc.pack, []).append(
+                    PackEntry(loc.type, blob_id, loc.offset, loc.length)
+                )
+        keep.update(written)
+        seen = sorted(set(repo.all_index_files))
+        name = repo.write_index(keep, supersedes=seen)
+        _delete(repo, [f"index/{n}" for n in seen if n != name])
+        _delete(repo, [pack_key(p) for p in targets])
+        report.written = sorted(written)
+    return report
+
+
+def _resolve_packs(refs: list[str], stored: dict[str, int]) -> list[str]:
+    chosen: list[str] = []
+    for ref in refs:
+        matches = [p for p in stored if p.startswith(ref)] if len(ref) >= 6 else []
+        if not matches and len(ref) == 64:
+            continue  # a whole ID that is gone: rewritten already (by a killed run)
+        if len(matches) != 1:
+            what = "no pack" if not matches else "more than one pack"
+            raise BackupError(f"{what} matches {ref!r} (give at least 6 hex digits of its ID)")
+        if matches[0] not in chosen:
+            chosen.append(matches[0])
+    return chosen
+
+
 def _surviving_entries(repo: Repository, snapshot: Snapshot) -> tuple[list[TreeEntry], list[str]]:
     """The entries whose data is all indexed, and what is lost (paths, tree parts)."""
     kept: list[TreeEntry] = []
     lost: list[str] = []
-    for entry in _tolerant_tree(repo, snapshot, lost):
+    for entry in repo.read_tree_tolerant(snapshot, lost):
         if all(bytes.fromhex(c) in repo.index for c in entry.chunks):
             kept.append(entry)
         else:
             lost.append(entry.path)
     return kept, lost
-
-
-def _tolerant_tree(repo: Repository, snapshot: Snapshot, lost: list[str]) -> Iterator[TreeEntry]:
-    """The tree's entries, skipping the lines an unreadable tree blob cuts through."""
-    pending = b""
-    broken = False  # the previous blob was lost: the next blob starts mid-line
-    for number, blob_hex in enumerate(snapshot.tree):
-        try:
-            data = repo.load_blob(bytes.fromhex(blob_hex))
-        except (IntegrityError, ValueError):
-            lost.append(f"(tree part {number + 1} of {len(snapshot.tree)}: entries unknown)")
-            pending, broken = b"", True
-            continue
-        pending += data
-        *lines, pending = pending.split(b"\n")
-        if broken and lines:
-            lines, broken = lines[1:], False
-        yield from _entries(lines, lost)
-    if not broken:
-        yield from _entries([pending], lost)
-
-
-def _entries(lines: list[bytes], lost: list[str]) -> Iterator[TreeEntry]:
-    for line in lines:
-        try:
-            entry = decode_tree_line(line)
-        except (ValueError, TypeError):
-            lost.append("(one malformed tree entry)")
-            continue
-        if entry is not None:
-            yield entry
 
 
 def _rewrite(
@@ -195,6 +239,12 @@ def _rewrite(
             tree.append(writer.add(BlobType.TREE, chunk).hex())
         writer.flush()
     notes = [f"lost in repair: {path}" for path in lost]
+    stats = {
+        **snapshot.stats,
+        "files": sum(1 for e in kept if e.type == "file"),
+        "dirs": sum(1 for e in kept if e.type == "dir"),
+        "bytes": sum(e.size for e in kept if e.type == "file"),
+    }
     return repo.save_snapshot(
         replace(
             snapshot,
@@ -202,6 +252,7 @@ def _rewrite(
             tree=tuple(tree),
             tags=tuple(dict.fromkeys([*snapshot.tags, "repaired"])),
             warnings=(*snapshot.warnings, *notes),
+            stats=stats,
             repaired_from=snapshot.id,
         )
     )

@@ -73,6 +73,10 @@ class WriteStats:
     packs: int = 0
 
 
+class SnapshotGone(BackupError):
+    """The snapshot object does not exist (any more)."""
+
+
 @dataclass
 class ReconcileReport:
     """What `Repository.reconcile` found: packs in storage, index files it ignored, packs
@@ -259,13 +263,16 @@ class Repository:
     def load_index(self, present: set[str] | None = None, refresh: bool = False) -> Index:
         """Read every index file once and merge the ones no other file supersedes.
 
-        A damaged index file is skipped with a warning (listed in `damaged_index`): it can
-        never stop a backup. Because it may have superseded older files that point at
-        packs a prune deleted, the index is then limited to packs that exist. With
-        `present` (the packs in storage) entries for other packs are always left out.
+        Entries for packs that do not exist are always left out (`present`, else a listing
+        of `data/`): a blob stored again after its pack was lost is then read from its new
+        pack, never looked for in the lost one. A damaged index file is skipped with a
+        warning (listed in `damaged_index`) and never stops a backup; what it superseded
+        may be back in force, which the same rule makes harmless.
         """
         if self._index_loaded and present is None and not refresh:
             return self.index
+        if present is None:  # a blob is read from a pack that exists, never a lost one
+            present = set(self.stored_packs())
         files: dict[str, tuple[dict[str, list[PackEntry]], list[str]]] = {}
         names: list[str] = []
         damaged: dict[str, str] = {}
@@ -279,8 +286,6 @@ class Repository:
             except IntegrityError as exc:
                 damaged[name] = str(exc)
                 log.warning("%s; ignored (rebuild with `opsagent backup repair index`)", exc)
-        if damaged and present is None:
-            present = self.stored_packs()
         superseded = {s for _, sup in files.values() for s in sup}
         self.mentioned_packs = {p for packs, _ in files.values() for p in packs}
         self.index = Index()
@@ -314,7 +319,7 @@ class Repository:
                 self.foreign_objects.append(info.key)
         return packs
 
-    def reconcile(self) -> ReconcileReport:
+    def reconcile(self, write: bool = True) -> ReconcileReport:
         """Make the index match storage before writing: entries for packs that no longer
         exist are dropped (their blobs are stored again if needed, never referenced in
         vain), and packs no index knows (left by a killed backup or prune) are indexed
@@ -333,8 +338,12 @@ class Repository:
             except IntegrityError as exc:
                 report.unreadable_packs[pack_id] = str(exc)
                 log.warning("%s; left for prune", exc)
-        if recovered:
+        if recovered and write:
             self.write_index(recovered)
+        elif recovered:  # a dry run: known in memory only, nothing written
+            for pack_id, entries in recovered.items():
+                self.index.add_pack(pack_id, entries)
+        if recovered:
             report.recovered_packs = sorted(recovered)
             log.info("indexed %d pack(s) left by an interrupted run", len(recovered))
         return report
@@ -404,7 +413,7 @@ class Repository:
         try:
             sealed = self.storage.get(f"snapshots/{snapshot_id}")
         except NotFound:
-            raise BackupError(f"snapshot {snapshot_id[:8]} does not exist") from None
+            raise SnapshotGone(f"snapshot {snapshot_id[:8]} does not exist") from None
         if hashlib.sha256(sealed).hexdigest() != snapshot_id:
             raise IntegrityError(f"snapshot {snapshot_id[:8]} does not match its hash")
         plain = self.crypto.open(sealed, _SNAPSHOT_ASSOCIATED, f"snapshot {snapshot_id[:8]}")
@@ -418,7 +427,16 @@ class Repository:
         return Snapshot.from_manifest(snapshot_id, data)
 
     def snapshot_ids(self) -> list[str]:
-        return [info.key.rsplit("/", 1)[-1] for info in self.storage.list("snapshots/")]
+        """Every snapshot object's ID. Other names under `snapshots/` (an S3 console's
+        "folder" key, a stray file) are no snapshots: listed in `foreign_objects`."""
+        ids = []
+        for info in self.storage.list("snapshots/"):
+            name = info.key.rsplit("/", 1)[-1]
+            if _PACK_NAME.fullmatch(name):
+                ids.append(name)
+            elif info.key not in self.foreign_objects:
+                self.foreign_objects.append(info.key)
+        return ids
 
     def snapshots(self) -> list[Snapshot]:
         """Every readable snapshot, oldest first. A damaged one is left out with a warning
@@ -431,8 +449,8 @@ class Repository:
                 found.append(self.load_snapshot(snapshot_id))
             except IntegrityError as exc:
                 self.damaged_snapshots[snapshot_id] = str(exc)
-            except BackupError:
-                continue  # deleted since the listing
+            except SnapshotGone:
+                continue  # deleted since the listing; any other storage error stops here
         return sorted(found, key=lambda s: s.time)
 
     def find_snapshot(
@@ -475,6 +493,26 @@ class Repository:
         entry = _tree_entry(pending, snapshot)
         if entry is not None:
             yield entry
+
+    def read_tree_tolerant(self, snapshot: Snapshot, lost: list[str]) -> Iterator[TreeEntry]:
+        """The tree's readable entries: a tree blob that cannot be read, and the lines it
+        cuts through, are skipped and described in `lost` (repairs, partial restores)."""
+        pending = b""
+        broken = False  # the previous blob was lost: the next one starts mid-line
+        for number, blob_hex in enumerate(snapshot.tree):
+            try:
+                data = self.load_blob(bytes.fromhex(blob_hex))
+            except (IntegrityError, ValueError):
+                lost.append(f"(tree part {number + 1} of {len(snapshot.tree)}: entries unknown)")
+                pending, broken = b"", True
+                continue
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            if broken and lines:
+                lines, broken = lines[1:], False
+            yield from _tolerant_entries(lines, lost)
+        if not broken:
+            yield from _tolerant_entries([pending], lost)
 
     def lock(self, exclusive: bool = False) -> RepositoryLock:
         """A lock on the repository, waiting up to `lock_wait` seconds for a conflicting one."""
@@ -657,3 +695,14 @@ def _tree_entry(line: bytes, snapshot: Snapshot) -> TreeEntry | None:
         raise IntegrityError(
             f"snapshot {snapshot.short_id} has a malformed tree entry: {exc}"
         ) from None
+
+
+def _tolerant_entries(lines: list[bytes], lost: list[str]) -> Iterator[TreeEntry]:
+    for line in lines:
+        try:
+            entry = decode_tree_line(line)
+        except (ValueError, TypeError):
+            lost.append("(one malformed tree entry)")
+            continue
+        if entry is not None:
+            yield entry

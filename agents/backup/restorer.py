@@ -18,8 +18,9 @@ index does not know, or a missing pack damages only the files that need it. Such
 file is written with its readable parts and zeros in the unreadable ranges, under
 `<name>.damaged` (or `<name>.damaged.N`: an existing file is never overwritten),
 mode 0600 with the restore time, and listed in `RestoreResult.damaged` with the
-reason; every other file comes back byte for byte with its metadata. A damaged tree
-(the list of files itself) stops the restore before anything is written.
+reason; every other file comes back byte for byte with its metadata. A damaged part
+of the tree (the list of files itself) is skipped and listed as damaged; the entries
+in the readable parts are restored.
 
 A target that cannot hold the restore (a file, not writable) and an include that
 matches nothing are refused with `RestoreRefused` before anything is written.
@@ -64,7 +65,7 @@ class Damaged:
     """A file whose data could not all be read: where it was written, and why."""
 
     path: str  # the entry's path in the snapshot
-    reason: str  # the first unreadable part, e.g. "pack 1a2b3c4d5e6f is missing"
+    reason: str  # the first unreadable part, e.g. "blob 1a2b3c4d5e6f is in no stored pack"
     written_as: str  # the `.damaged` file in the target, or "" when none could be made
 
     def to_dict(self) -> dict[str, str]:
@@ -100,10 +101,20 @@ class _Pending:
     problem: str = ""
 
 
-def plan(repo: Repository, snapshot: Snapshot, include: list[str] | None) -> list[TreeEntry]:
+def plan(
+    repo: Repository,
+    snapshot: Snapshot,
+    include: list[str] | None,
+    lost: list[str] | None = None,
+) -> list[TreeEntry]:
     """The entries a restore would write (after the include filter); an include that
-    matches nothing is refused, naming it, so a typo never passes for an empty restore."""
-    entries = list(repo.read_tree(snapshot))
+    matches nothing is refused, naming it, so a typo never passes for an empty restore.
+    With `lost`, a damaged part of the tree is skipped and described there instead of
+    stopping everything."""
+    if lost is None:
+        entries = list(repo.read_tree(snapshot))
+    else:
+        entries = list(repo.read_tree_tolerant(snapshot, lost))
     if not include:
         return entries
     wanted = [p.strip("/") for p in include]
@@ -139,7 +150,10 @@ def restore(
     Raises RestoreRefused before writing anything for a bad target or include."""
     progress = progress or (lambda b, f: None)
     result = RestoreResult()
-    entries = plan(repo, snapshot, include)
+    lost_tree: list[str] = []
+    entries = plan(repo, snapshot, include, lost_tree)
+    for part in lost_tree:
+        result.damaged.append(Damaged(part, "the file list is damaged here", ""))
     root = _prepare_target(target)
     dirs: list[_Target] = []
     files: list[_Target] = []
@@ -287,7 +301,7 @@ def _locate(
         except ValueError:
             blob_id = b""
         if repo.location(blob_id) is None:
-            problem = problem or f"blob {chunk[:12]} is not in the index"
+            problem = problem or f"blob {chunk[:12]} is in no stored pack"
         else:
             wanted[blob_id].append((job, offset))
             sizes[blob_id] = size

@@ -8,6 +8,7 @@ for a validation window carries a `keep-until` marker and is swept after it.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import shutil
@@ -79,7 +80,9 @@ class LocalSandbox:
     def teardown(self) -> list[str]:
         """Remove the directory and drop the databases; returns problems (never raises)."""
         problems = []
-        shutil.rmtree(self.directory, ignore_errors=True)
+        remove_tree(self.directory)
+        if self.directory.exists():
+            problems.append(f"{self.directory}: could not be removed")
         for kind, name in self.databases:
             try:
                 _drop(self.config, kind, name)
@@ -104,7 +107,7 @@ def sweep(config: Sandbox, now: datetime | None = None) -> list[str]:
                         continue
                 except ValueError:
                     pass
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path)
             removed.append(str(path))
     for kind, name in _scratch_databases(config):
         run = name.removeprefix(DB_PREFIX).rsplit("_", 1)[0]
@@ -171,3 +174,21 @@ def _mysql(config: Sandbox):  # type: ignore[no-untyped-def]
     if config.mysql_option_file:
         kwargs["read_default_file"] = str(config.mysql_option_file)
     return pymysql.connect(**kwargs)
+
+
+def remove_tree(path: Path) -> None:
+    """rmtree that also removes what a restored read-only directory (mode 0555) holds: as
+    an unprivileged user, unlinking inside one needs its write bit back first."""
+
+    def retry(function, failed, _exc):  # type: ignore[no-untyped-def]
+        parent = os.path.dirname(failed)
+        try:
+            os.chmod(parent, 0o700)
+            if os.path.isdir(failed) and not os.path.islink(failed):
+                os.chmod(failed, 0o700)
+            function(failed)
+        except OSError:
+            pass
+
+    if path.exists():
+        shutil.rmtree(path, onerror=retry)

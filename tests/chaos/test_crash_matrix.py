@@ -50,6 +50,7 @@ class World:
     trees: dict[str, dict] = field(default_factory=dict)  # type: ignore[type-arg]
     templates: dict[str, str] = field(default_factory=dict)  # state -> repository URL
     second_key: str = ""  # the key `key remove` removes
+    damaged_pack: str = ""  # the pack `repair packs` rewrites
 
     def config(self, url: str, workdir: Path, password_file: Path | None = None) -> Path:
         """A config for `url` with its own state directory."""
@@ -200,6 +201,17 @@ def world(
     # as the runbook says: the index first, so the lost blobs are known to be lost
     _ok(_opsagent(world.config(lost, root / "t-lost"), "backup", "repair", "index"))
     world.templates["lost-pack"] = lost
+    # a damaged pack header (every blob intact): for `repair packs`
+    header = world.copy("five")
+    repo = world.open(header)
+    pack_id, size = max(repo.stored_packs().items(), key=lambda item: item[1])
+    key = f"data/{pack_id[:2]}/{pack_id}"
+    body = bytearray(repo.storage.get(key))
+    body[size - 10] ^= 0xFF
+    repo.storage.delete([key])
+    repo.storage.put(key, bytes(body))
+    world.damaged_pack = pack_id
+    world.templates["damaged-header"] = header
     _write_version(source, VERSIONS + 1)
     world.trees["new"] = fingerprint(source)
     yield world
@@ -262,15 +274,19 @@ SCENARIOS = {
         must_keep=_none,
         done=_repaired,
     ),
+    "repair-packs": Scenario(
+        "damaged-header",
+        ("backup", "repair", "packs", "{damaged-pack}"),
+    ),  # done: `check --read-data` below fails while the damaged pack is there
     "backup-on-damage": Scenario("damaged-index", ("backup", "run")),
 }
 
 
 def _argv(world: World, scenario: Scenario) -> list[str]:
     return [
-        a.replace("{new}", str(world.root / "new-password")).replace(
-            "{second-key}", world.second_key
-        )
+        a.replace("{new}", str(world.root / "new-password"))
+        .replace("{second-key}", world.second_key)
+        .replace("{damaged-pack}", world.damaged_pack)
         for a in scenario.argv
     ]
 
@@ -342,7 +358,9 @@ def test_kill_after_every_storage_operation(world: World, name: str, tmp_path: P
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("name", ["backup", "prune", "repair-index", "repair-snapshots"])
+@pytest.mark.parametrize(
+    "name", ["backup", "prune", "repair-index", "repair-packs", "repair-snapshots"]
+)
 def test_kill_twice_then_finish(world: World, name: str, tmp_path: Path) -> None:
     scenario = SCENARIOS[name]
     total = _operations(world, scenario, tmp_path / "count")

@@ -6,10 +6,14 @@ uploading again what it had stored."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -126,10 +130,23 @@ def test_a_damaged_snapshot_is_skipped_reported_and_forgettable(
     forget = _cli(config, "backup", "forget")
     _ok(forget)
     assert f"snapshot {older[:8]} is damaged and was left alone" in forget.stderr
-    _ok(_cli(config, "backup", "prune"))
+    # prune refuses: deleting what only the damaged snapshot uses would make a good copy
+    # of it (a replica, an old object version) useless; removing it is the operator's call
+    packs = sorted((tmp_path / "repo" / "data").rglob("*"))
+    prune = _cli(config, "backup", "prune")
+    _ok(prune, 3)
+    assert f"`opsagent backup forget {older[:8]}`" in prune.stderr
+    assert sorted((tmp_path / "repo" / "data").rglob("*")) == packs
     assert (tmp_path / "repo" / "snapshots" / older).exists()
 
+    restore = _cli(config, "restore", "latest", "--to", str(tmp_path / "latest"))
+    _ok(restore)
+    assert f"snapshot {older[:8]} is damaged and was not considered for `latest`" in (
+        restore.stderr
+    )
+
     _ok(_cli(config, "backup", "forget", older[:10]))
+    _ok(_cli(config, "backup", "prune"))
     assert not (tmp_path / "repo" / "snapshots" / older).exists()
     again = _cli(config, "backup", "run", "--json")
     _ok(again)
@@ -294,7 +311,9 @@ def test_junk_objects_never_block_and_are_cleaned_or_named(
     (repo_dir / "data" / "zz").mkdir()
     (repo_dir / "data" / "zz" / "not-a-pack").write_bytes(rng.randbytes(100))
     (repo_dir / "index" / "junk").write_bytes(rng.randbytes(100))
-    (repo_dir / "snapshots" / "junk").write_bytes(rng.randbytes(100))
+    junk_snapshot = "cd" * 32
+    (repo_dir / "snapshots" / junk_snapshot).write_bytes(rng.randbytes(100))
+    (repo_dir / "snapshots" / "folder-marker").write_bytes(b"")
 
     keys = _cli(config, "backup", "key", "list", "--json")
     _ok(keys)
@@ -304,17 +323,162 @@ def test_junk_objects_never_block_and_are_cleaned_or_named(
     health = json.loads(run.stdout)["repository"]
     assert health["status"] == "failed"
     assert {d.split(":")[0] for d in health["details"]["damaged"]} == {
-        "snapshot junk",
+        f"snapshot {junk_snapshot[:8]}",
         "index junk",
         f"pack {fake_pack[:12]}",
     }
     check = _cli(config, "backup", "check")
     _ok(check, 1)
     assert "data/zz/not-a-pack is not a pack" in check.stdout
-    _ok(_cli(config, "backup", "forget", "junk"))
+    assert "snapshots/folder-marker is not" in check.stdout
+    _ok(_cli(config, "backup", "forget", junk_snapshot[:8]))
     _ok(_cli(config, "backup", "repair", "index"))
     _ok(_cli(config, "backup", "prune"))
     assert not (repo_dir / "data" / "ab" / fake_pack).exists()
     assert (repo_dir / "data" / "zz" / "not-a-pack").exists()  # not ours: left alone
     _ok(_cli(config, "backup", "check", "--read-data"))
     assert _restored(tmp_path, config, older, "after-junk") == first
+
+
+def test_an_unreadable_snapshot_stops_prune_and_check_as_the_service_user() -> None:
+    """Permission denied is no damage and no absence: prune must not take the snapshot for
+    gone and delete its data (as root this cannot be seen: root reads everything)."""
+    from tests.support.unprivileged import NOBODY, interpreter
+
+    runner = interpreter()
+    if runner is None:
+        pytest.skip("no interpreter the unprivileged user can run")
+    python, env = runner
+    base = Path(tempfile.mkdtemp(prefix="opsagent-unpriv-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        config = _config(base, str(base / "repo"))
+        _source(base / "source")
+        _ok(_cli(config, "backup", "init"))
+        _ok(_cli(config, "backup", "run"))
+        (base / "source" / "docs" / "only-in-newer.bin").write_bytes(os.urandom(50_000))
+        _ok(_cli(config, "backup", "run"))
+        newer = _repo(config).find_snapshot("latest").id
+        subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(base)], check=True)
+        (base / "repo" / "snapshots" / newer).chmod(0)
+        packs = sorted((base / "repo" / "data").rglob("*"))
+
+        def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [python, "-m", "agents", *args, "--config", str(config)],
+                env=env,
+                user=NOBODY,
+                group=NOBODY,
+                extra_groups=[],
+                cwd="/",
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+
+        for args in (("backup", "prune"), ("backup", "snapshots")):
+            proc = as_nobody(*args)
+            assert proc.returncode == 3, (args, proc.stdout, proc.stderr)
+            assert f"cannot read snapshots/{newer}: Permission denied" in proc.stderr
+            assert "Traceback" not in proc.stderr
+        check = as_nobody("backup", "check")  # goes on, and counts it as an error
+        assert check.returncode == 1, check.stdout + check.stderr
+        assert f"cannot read snapshots/{newer}: Permission denied" in check.stdout
+        assert sorted((base / "repo" / "data").rglob("*")) == packs  # nothing deleted
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_damaged_pack_header_is_rewritten_by_repair_packs(
+    tmp_path: Path,
+    repo_with_two: tuple[Path, list[str], dict],  # type: ignore[type-arg]
+) -> None:
+    config, (older, _newer), first = repo_with_two
+    pack = max((tmp_path / "repo" / "data").rglob("*/*"), key=lambda p: p.stat().st_size)
+    _flip(pack, pack.stat().st_size - 10)  # inside the sealed header: every blob is intact
+    check = _cli(config, "backup", "check", "--read-data")
+    _ok(check, 1)
+    assert f"`opsagent backup repair packs {pack.name[:12]}`" in check.stdout
+    assert _restored(tmp_path, config, older, "before") == first  # the data reads fine
+
+    _ok(_cli(config, "backup", "repair", "packs", pack.name[:12]))
+    assert not pack.exists()
+    _ok(_cli(config, "backup", "check", "--read-data"))
+    assert _restored(tmp_path, config, older, "after") == first
+
+
+def test_a_lost_pack_stored_again_is_read_from_its_new_pack(
+    tmp_path: Path,
+    repo_with_two: tuple[Path, list[str], dict],  # type: ignore[type-arg]
+) -> None:
+    config, (_older, _newer), _ = repo_with_two
+    for pack in (tmp_path / "repo" / "data").rglob("*/*"):
+        pack.unlink()  # every pack: all data must come from the next backup
+    run = _cli(config, "backup", "run", "--json")
+    _ok(run)
+    assert json.loads(run.stdout)["sources"][0]["details"]["bytes_added"] > 100_000
+    for attempt in range(3):  # the index order once decided which copy was read
+        target = tmp_path / f"latest-{attempt}"
+        _ok(_cli(config, "restore", "latest", "--to", str(target)))
+        restored = fingerprint(target / str(tmp_path / "source").lstrip("/"))
+        assert restored == fingerprint(tmp_path / "source")
+
+
+def test_dry_runs_write_nothing_and_future_times_are_refused(
+    tmp_path: Path,
+    repo_with_two: tuple[Path, list[str], dict],  # type: ignore[type-arg]
+) -> None:
+    config, _, _ = repo_with_two
+    repo_dir = tmp_path / "repo"
+    orphan = _repo(config)
+    # a pack no index knows (as a killed backup leaves one): reconciling would index it
+    index_files = sorted(repo_dir.joinpath("index").iterdir())
+    index_files[-1].unlink()
+    before = sorted(p for p in repo_dir.rglob("*") if p.is_file())
+    _ok(_cli(config, "backup", "prune", "--dry-run"))
+    _ok(_cli(config, "backup", "repair", "snapshots", "--dry-run"))
+    assert sorted(p for p in repo_dir.rglob("*") if p.is_file()) == before
+    assert orphan is not None
+
+    future = _cli(config, "backup", "run", "--time", "9999-12-31T23:59:59-14:00")
+    _ok(future, 2)
+    assert "is in the future" in future.stderr
+
+
+def test_a_damaged_tree_part_loses_only_its_entries(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from agents.backup.pack import BlobType
+    from agents.backup.snapshot import encode_tree
+
+    config = _config(tmp_path, str(tmp_path / "repo"))
+    source = tmp_path / "source"
+    for n in range(90):
+        (source / f"d{n % 3}").mkdir(parents=True, exist_ok=True)
+        (source / f"d{n % 3}" / f"file-{n:05d}.txt").write_text(f"{n}\n")
+    _ok(_cli(config, "backup", "init"))
+    _ok(_cli(config, "backup", "run"))
+    repo = _repo(config)
+    whole = repo.find_snapshot("latest")
+    entries = list(repo.read_tree(whole))
+    # the same tree in three blobs (a large tree is cut like this), cut mid-line
+    data = encode_tree(entries)
+    cuts = [0, len(data) // 3 + 7, 2 * len(data) // 3 + 5, len(data)]
+    with repo.writer() as writer:
+        tree = [writer.add(BlobType.TREE, data[a:b]).hex() for a, b in itertools.pairwise(cuts)]
+        writer.flush()
+    snapshot = repo.save_snapshot(replace(whole, id="", tree=tuple(tree)))
+    location = repo.location(bytes.fromhex(tree[1]))
+    assert location is not None
+    pack = tmp_path / "repo" / "data" / location.pack[:2] / location.pack
+    _flip(pack, location.offset + location.length // 2)
+
+    target = tmp_path / "out"
+    proc = _cli(config, "restore", snapshot.id[:10], "--to", str(target), "--json")
+    _ok(proc, 1)
+    out = json.loads(proc.stdout)
+    assert [d["path"] for d in out["damaged"]] == ["(tree part 2 of 3: entries unknown)"]
+    restored = {p.name for p in target.rglob("*.txt")}
+    assert 30 < len(restored) < 90 and out["files"] == len(restored)
+    for path in target.rglob("*.txt"):
+        assert path.read_text() == f"{int(path.name[5:10])}\n"
