@@ -830,14 +830,13 @@ def backup_forget(
 
 
 def _forget_named(config: Config, refs: list[str], dry_run: bool, as_json: bool) -> None:
-    from agents.backup.maintenance import forget_snapshots
+    from agents.backup.maintenance import forget_snapshots, resolve_snapshots
     from agents.backup.runner import open_repository
 
     cfg = backup_config(config)
     repo = open_repository(cfg)
     if dry_run:
-        ids = repo.snapshot_ids()
-        chosen = [i for r in refs for i in ids if i.startswith(r)]
+        chosen, _ = resolve_snapshots(repo.snapshot_ids(), refs)
         if as_json:
             print_json({"dry_run": True, "would_remove": chosen})
         else:
@@ -856,6 +855,8 @@ def _forget_named(config: Config, refs: list[str], dry_run: bool, as_json: bool)
     )
     for snapshot_id in report.locked:
         click.echo(f"kept {snapshot_id[:8]}: under Object Lock retention", err=True)
+    for ref in report.gone:
+        click.echo(f"no snapshot {ref} (removed already)", err=True)
 
 
 @backup.group("repair")

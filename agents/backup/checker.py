@@ -91,7 +91,8 @@ def check(
     for pack_id in missing:
         report.errors.append(
             f"pack {pack_id[:12]} is indexed but missing from storage (run `opsagent backup"
-            " repair index`, a backup, then `opsagent backup repair snapshots`)"
+            " run`, which stores again what the sources still have, then `opsagent backup"
+            " repair index` and `opsagent backup repair snapshots`)"
         )
         report.bad_packs.setdefault(pack_id, [])
     indexed_packs = index.packs() & set(stored)
@@ -144,15 +145,20 @@ def check(
                     users[location.pack].add(snapshot.short_id)
         except (IntegrityError, ValueError) as exc:
             report.errors.append(
-                f"snapshot {snapshot.short_id}: {exc} (run `opsagent backup repair snapshots`)"
+                f"snapshot {snapshot.short_id}: {exc} (run `opsagent backup check"
+                " --read-data`, `opsagent backup repair packs` for each pack it names,"
+                " `opsagent backup run`, then `opsagent backup repair snapshots`)"
             )
     for snapshot_id, paths in sorted(unindexed_use.items()):
         report.errors.append(
             f"snapshot {snapshot_id}: {len(paths)} file(s) need data in no pack: {_few(paths)}"
-            " (run `opsagent backup repair index`, then `opsagent backup repair snapshots`)"
+            " (run `opsagent backup run`, which stores again what the sources still have,"
+            " then `opsagent backup repair snapshots`)"
         )
     for key in repo.foreign_objects:
-        what = "a pack" if key.startswith("data/") else "a snapshot"
+        what = {"data/": "a pack", "index/": "an index file"}.get(
+            key[: key.find("/") + 1], "a snapshot"
+        )
         report.warnings.append(f"{key} is not {what} (not written by opsagent); left alone")
     for leftover in repo.storage.leftovers():
         report.warnings.append(f"leftover incomplete upload: {leftover}")
@@ -161,7 +167,10 @@ def check(
             error, damaged = _read_pack(repo, pack_id, by_pack[pack_id], report)
             progress(stored.get(pack_id, 0), 1)
             if error:
-                report.errors.append(f"{error} (run `opsagent backup repair packs {pack_id[:12]}`)")
+                report.errors.append(
+                    f"{error} (run `opsagent backup repair packs {pack_id[:12]}`,"
+                    " `opsagent backup run`, then `opsagent backup repair snapshots`)"
+                )
                 report.bad_packs.setdefault(pack_id, [])
                 bad_blobs |= damaged
     for pack_id in report.bad_packs:

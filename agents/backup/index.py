@@ -55,6 +55,12 @@ class Index:
             for e in entries:
                 self._blobs.setdefault(e.id, Location(pack_id, e.offset, e.length, e.type))
 
+    def discard(self, blob_id: bytes) -> None:
+        """Forget a blob found damaged, so this process stores it again rather than
+        referencing the damaged copy."""
+        with self._lock:
+            self._blobs.pop(blob_id, None)
+
     def items(self) -> Iterator[tuple[bytes, Location]]:
         return iter(list(self._blobs.items()))
 

@@ -47,24 +47,23 @@ class RepositoryLock:
         self.key = f"locks/{secrets.token_hex(16)}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.lost = False  # another process removed this lock
 
     def __enter__(self) -> RepositoryLock:
         deadline = time.monotonic() + self.wait
         while True:
+            # written first: the others are then judged by the storage's clock (our own
+            # lock's write time), and a racing exclusive lock sees ours
+            self._write()
             try:
                 self._check_others()
                 break
             except LockError as exc:
+                self.storage.delete([self.key])
                 if time.monotonic() >= deadline:
                     raise
                 log.info("%s; waiting up to %.0fs", exc, deadline - time.monotonic())
                 time.sleep(min(LOCK_POLL, max(0.1, deadline - time.monotonic())))
-        self._write()
-        try:
-            self._check_others()  # a racing exclusive lock appeared: back off
-        except LockError:
-            self.storage.delete([self.key])
-            raise
         self._thread = threading.Thread(target=self._refresh, name="lock-refresh", daemon=True)
         self._thread.start()
         return self
@@ -92,10 +91,30 @@ class RepositoryLock:
         }
         self.storage.put(self.key, json.dumps(body).encode())
 
+    def verify(self) -> None:
+        """Raise LockError when this lock is gone: another process took it for stale (a
+        pause or a wrong clock) and may have pruned what this one wrote. Called before a
+        commit, so nothing is committed on data that may have been deleted."""
+        if not self.lost:
+            try:
+                self.storage.stat(self.key)
+                return
+            except NotFound:
+                self.lost = True
+        raise LockError(
+            "this process's repository lock was removed by another process that took it for"
+            " stale; nothing was committed: run again"
+        )
+
     def _refresh(self) -> None:
         while not self._stop.wait(REFRESH_EVERY.total_seconds()):
             try:
+                self.storage.stat(self.key)  # never re-create a lock another process removed
                 self._write()
+            except NotFound:
+                self.lost = True
+                log.error("repository lock %s was removed by another process", self.key)
+                return
             except BackupError as error:
                 log.warning("could not refresh lock %s: %s", self.key, error)
 
@@ -105,8 +124,10 @@ class RepositoryLock:
         return body.get("host") == self.host and isinstance(pid, int) and not psutil.pid_exists(pid)
 
     def _check_others(self) -> None:
-        now = datetime.now(UTC)
-        for info in list(self.storage.list("locks/")):
+        infos = list(self.storage.list("locks/"))
+        own = next((i.modified for i in infos if i.key == self.key), None)
+        now = own or datetime.now(UTC)
+        for info in infos:
             if info.key == self.key:
                 continue
             try:
@@ -118,7 +139,10 @@ class RepositoryLock:
                 log.warning("removing unreadable lock %s", info.key)
                 self.storage.delete([info.key])
                 continue
-            if now - when > STALE_AFTER or self._dead_here(body):
+            # the storage's clock when it can tell: a host with a wrong clock cannot make
+            # its own lock look stale to the others, nor theirs to itself
+            written = info.modified or when
+            if now - written > STALE_AFTER or self._dead_here(body):
                 log.info(
                     "removing stale lock of %s pid %s from %s", body["host"], body["pid"], when
                 )

@@ -35,6 +35,7 @@ class ForgetReport:
     removed: list[str] = field(default_factory=list)
     locked: list[str] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)  # unreadable snapshots, left alone
+    gone: list[str] = field(default_factory=list)  # named, but no longer there
 
 
 @dataclass
@@ -82,22 +83,32 @@ def forget(
     return report
 
 
+def resolve_snapshots(ids: list[str], refs: list[str]) -> tuple[list[str], list[str]]:
+    """The snapshot IDs `refs` name (unique prefixes), and the refs of 12 or more digits
+    that name none (gone: removed already, by an earlier run that was killed)."""
+    chosen: list[str] = []
+    gone: list[str] = []
+    for ref in refs:
+        matches = [s for s in ids if s.startswith(ref)] if ref else []
+        if not matches and len(ref) >= 12:
+            gone.append(ref)
+            continue
+        if not matches:
+            raise BackupError(f"no snapshot matches {ref!r}")
+        if len(matches) > 1:
+            raise BackupError(f"snapshot ID prefix {ref!r} is ambiguous ({len(matches)} match)")
+        if matches[0] not in chosen:
+            chosen.append(matches[0])
+    return chosen, gone
+
+
 def forget_snapshots(
     repo: Repository, refs: list[str], delete_old_versions: bool = False
 ) -> ForgetReport:
     """Remove the named snapshots (ID or unique prefix), damaged ones included."""
     with repo.lock(exclusive=True):
-        ids = repo.snapshot_ids()
-        chosen: list[str] = []
-        for ref in refs:
-            matches = [s for s in ids if s.startswith(ref)] if ref else []
-            if not matches:
-                raise BackupError(f"no snapshot matches {ref!r}")
-            if len(matches) > 1:
-                raise BackupError(f"snapshot ID prefix {ref!r} is ambiguous ({len(matches)} match)")
-            if matches[0] not in chosen:
-                chosen.append(matches[0])
-        report = ForgetReport([])
+        chosen, gone = resolve_snapshots(repo.snapshot_ids(), refs)
+        report = ForgetReport([], gone=gone)
         for snapshot_id in chosen:
             key = f"snapshots/{snapshot_id}"
             if _locked(repo.storage, key):
@@ -124,7 +135,7 @@ def prune(
     superseded remain would bring them back in force, pointing at deleted packs.
     """
     progress = progress or (lambda b, f: None)
-    with repo.lock(exclusive=True):
+    with repo.lock(exclusive=True) as lock:
         report = PruneReport(dry_run=dry_run)
         reconciled = repo.reconcile(write=not dry_run)
         index = repo.index
@@ -173,6 +184,7 @@ def prune(
                 written = writer.written
         report.packs_written = len(written)
         report.bytes_written = sum(repo.storage.stat(pack_key(p)).size for p in written)
+        lock.verify()  # a backup may be writing if another process took our lock for stale
         old_index_files = sorted(set(repo.all_index_files))
         new_index: dict[str, list[PackEntry]] = {}
         for pack_id in keep:

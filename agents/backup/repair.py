@@ -197,8 +197,8 @@ def _resolve_packs(refs: list[str], stored: dict[str, int]) -> list[str]:
     chosen: list[str] = []
     for ref in refs:
         matches = [p for p in stored if p.startswith(ref)] if len(ref) >= 6 else []
-        if not matches and len(ref) == 64:
-            continue  # a whole ID that is gone: rewritten already (by a killed run)
+        if not matches and len(ref) >= 12:
+            continue  # an ID as `check` prints it, gone: rewritten already (a rerun)
         if len(matches) != 1:
             what = "no pack" if not matches else "more than one pack"
             raise BackupError(f"{what} matches {ref!r} (give at least 6 hex digits of its ID)")

@@ -278,6 +278,10 @@ class Repository:
         damaged: dict[str, str] = {}
         for info in self.storage.list("index/"):
             name = info.key.rsplit("/", 1)[-1]
+            if not _PACK_NAME.fullmatch(name):  # a "folder" key, a stray file: not ours
+                if info.key not in self.foreign_objects:
+                    self.foreign_objects.append(info.key)
+                continue
             names.append(name)
             try:
                 files[name] = decode_index(self.crypto, self.storage.get(info.key), name)
@@ -378,7 +382,15 @@ class Repository:
         return self.open_blob(blob_id, sealed, location.pack)
 
     def open_blob(self, blob_id: bytes, sealed: bytes, pack_id: str) -> bytes:
-        """Decrypt, decompress and hash-check one sealed blob."""
+        """Decrypt, decompress and hash-check one sealed blob. A blob that fails is dropped
+        from this process's index: a backup then stores it again instead of reusing it."""
+        try:
+            return self._open_blob(blob_id, sealed, pack_id)
+        except IntegrityError:
+            self.index.discard(blob_id)
+            raise
+
+    def _open_blob(self, blob_id: bytes, sealed: bytes, pack_id: str) -> bytes:
         what = f"blob {blob_id.hex()[:12]} in pack {pack_id[:12]}"
         plain = self.crypto.open(sealed, blob_id, what)
         data = plain[1:]

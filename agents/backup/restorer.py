@@ -153,7 +153,7 @@ def restore(
     lost_tree: list[str] = []
     entries = plan(repo, snapshot, include, lost_tree)
     for part in lost_tree:
-        result.damaged.append(Damaged(part, "the file list is damaged here", ""))
+        result.damaged.append(Damaged(part, "this part of the file list is damaged or missing", ""))
     root = _prepare_target(target)
     dirs: list[_Target] = []
     files: list[_Target] = []
@@ -180,7 +180,10 @@ def restore(
     pending: list[_Pending] = []
     created: list[_Target] = []
     try:
-        _write_files(repo, root, files, overwrite, progress, workers, result, pending, created)
+        reserved = {item.path for item in dirs + files + links + nodes + hard_links}
+        _write_files(
+            repo, root, files, overwrite, progress, workers, result, pending, created, reserved
+        )
     finally:
         for job in pending:  # after a failure that stopped the restore: no temporary left
             job.temp.unlink(missing_ok=True)
@@ -237,6 +240,7 @@ def _write_files(
     result: RestoreResult,
     pending: list[_Pending],
     created: list[_Target],
+    reserved: set[Path],
 ) -> None:
     """Write each file under a temporary name, fill it, then give it its name (or its
     `.damaged` name); `pending` holds the temporaries not yet named, `created` gets the
@@ -276,7 +280,7 @@ def _write_files(
     while pending:
         job = pending.pop()
         try:
-            if _name(job, overwrite, result):
+            if _name(job, overwrite, result, reserved):
                 created.append(job.item)
         finally:
             job.temp.unlink(missing_ok=True)
@@ -309,12 +313,12 @@ def _locate(
     return problem
 
 
-def _name(job: _Pending, overwrite: bool, result: RestoreResult) -> bool:
+def _name(job: _Pending, overwrite: bool, result: RestoreResult, reserved: set[Path]) -> bool:
     """Give a filled temporary its name: the entry's name when whole (True), `.damaged`
     if not."""
     entry, path = job.item.entry, job.item.path
     if job.problem:
-        written = _link_unused(job.temp, path.name + DAMAGED_SUFFIX)
+        written = _link_unused(job.temp, path.name + DAMAGED_SUFFIX, reserved)
         result.damaged.append(Damaged(entry.path, job.problem, str(written or "")))
         return False
     _apply_xattrs(job.temp, entry, result)
@@ -335,10 +339,13 @@ def _name(job: _Pending, overwrite: bool, result: RestoreResult) -> bool:
     return True
 
 
-def _link_unused(temp: Path, name: str) -> Path | None:
-    """Name the temporary `name`, or `name.1`, `name.2`...: the first that is free."""
+def _link_unused(temp: Path, name: str, reserved: set[Path]) -> Path | None:
+    """Name the temporary `name`, or `name.1`, `name.2`...: the first that is free and
+    that no entry of the snapshot itself will take."""
     for n in range(100):
         candidate = temp.with_name(name if n == 0 else f"{name}.{n}")
+        if candidate in reserved:
+            continue
         try:
             _link_new(temp, candidate)
         except FileExistsError:

@@ -20,6 +20,7 @@ from typing import IO, Any
 from agents import __version__
 from agents.backup.archiver import Archiver, ArchiveResult, ProgressFn
 from agents.backup.errors import BackupError, NotFound
+from agents.backup.locks import RepositoryLock
 from agents.backup.pack import BlobType
 from agents.backup.repository import ReconcileReport, Repository
 from agents.backup.snapshot import Snapshot, TreeEntry, encode_tree
@@ -103,13 +104,13 @@ def run_backup(
     start = time.monotonic()
     repo = repo or open_repository(cfg)
     results: list[CheckResult] = []
-    with repo.lock(exclusive=False):
+    with repo.lock(exclusive=False) as lock:
         reconciled = repo.reconcile()
         previous = repo.snapshots()
         health = _repository_health(config, repo, reconciled, started_at)
         for source in sources:
             result = _backup_source(
-                repo, config, source, previous, tags or [], when, should_stop, progress
+                repo, config, source, previous, tags or [], when, should_stop, progress, lock
             )
             results.append(result)
             emit(result)
@@ -196,6 +197,7 @@ def _backup_source(
     when: datetime | None,
     should_stop: Callable[[], bool],
     progress: ProgressFn | None,
+    lock: RepositoryLock,
 ) -> CheckResult:
     started_at = datetime.now(UTC)
     start = time.monotonic()
@@ -236,6 +238,7 @@ def _backup_source(
             else:
                 archived, facts = _dump_database(source, archiver, workdir)
             stats = writer.flush()
+        lock.verify()  # the data this snapshot needs may be gone with a lost lock
     except Exception as exc:  # one source's failure, whatever it is, never hides another
         _run_hooks(source, "on_failure", quiet=True)
         log.debug("source %s failed", source.name, exc_info=True)

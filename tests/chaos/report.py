@@ -44,6 +44,16 @@ TRIALS = [
         "notification is delivered exactly once across kills of the sender",
     ),
     (
+        "crash_matrix",
+        "kill -9 after every storage operation, enumerated",
+        "tests/support/crashpoints.py kills `backup init`, `backup run` (also on a repository "
+        "with a damaged index), `forget`, `prune`, `key add/remove/passwd` and `repair "
+        "index/packs/snapshots` after their k-th put or per-key delete, for every k, on a "
+        "local directory and on S3 over HTTP; the longer ones also twice in a row",
+        "the rerun succeeds, check --read-data is clean, every snapshot the command must "
+        "keep is there, and every snapshot restores byte for byte to its source tree",
+    ),
+    (
         "intake_load",
         "1,000 alerts in 10 s into the Alertmanager intake",
         "directly (HTTP, 20 threads, duplicates and resolves mixed in) and through a real "

@@ -28,6 +28,7 @@ from agents.backup.repository import Repository
 from agents.backup.restorer import restore
 from agents.backup.storage import open_storage
 from agents.config import S3Config
+from tests.chaos import report
 from tests.support import crashpoints
 from tests.support.services import S3Server
 from tests.support.trees import fingerprint
@@ -35,6 +36,8 @@ from tests.support.trees import fingerprint
 PASSWORD = "crash-matrix-password"
 NEW_PASSWORD = "crash-matrix-new-password"
 VERSIONS = 5
+_FIGURES: dict[str, int] = {}  # "backend command" -> crash trials run, for the report
+_TWICE: dict[str, dict[str, int]] = {}
 MOTO_KEYS = {"MATRIX_AK": "testing", "MATRIX_SK": "testing"}
 
 
@@ -355,6 +358,8 @@ def test_kill_after_every_storage_operation(world: World, name: str, tmp_path: P
     total = _operations(world, scenario, tmp_path / "count")
     for k in range(1, total + 1):
         _trial(world, scenario, [k], tmp_path / f"k{k}")
+    _FIGURES[f"{world.backend} {name}"] = total
+    report.record("crash_matrix", {"single_kill_trials": dict(_FIGURES), **_TWICE})
 
 
 @pytest.mark.timeout(600)
@@ -367,3 +372,5 @@ def test_kill_twice_then_finish(world: World, name: str, tmp_path: Path) -> None
     pairs = {(max(1, total // 2), 1), (max(1, total - 1), max(1, total // 3)), (1, total)}
     for first, second in sorted(pairs):
         _trial(world, scenario, [first, second], tmp_path / f"k{first}-{second}")
+    _TWICE.setdefault("double_kill_trials", {})[f"{world.backend} {name}"] = len(pairs)
+    report.record("crash_matrix", {"single_kill_trials": dict(_FIGURES), **_TWICE})

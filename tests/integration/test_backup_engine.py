@@ -457,6 +457,35 @@ def test_integrity_error_on_swapped_blob(tmp_path: Path) -> None:
     assert reopened.load_blob(a) == b"a" * 1000
 
 
+def test_a_backup_whose_lock_was_taken_for_stale_commits_nothing(tmp_path: Path) -> None:
+    """Another process removed this backup's lock (a pause or a wrong clock made it look
+    stale) and may have pruned its packs: the snapshot must not be written on them."""
+    from agents.backup import locks
+
+    source = tmp_path / "src"
+    make_tree(source, small_files=5, large_mib=1)
+    config = load(write_config(tmp_path, str(tmp_path / "repo"), [source]))
+    assert config.backup is not None
+    repo = init_repository(config.backup, config.host)
+    real_enter = locks.RepositoryLock.__enter__
+
+    def enter_then_lose(self: locks.RepositoryLock) -> locks.RepositoryLock:
+        held = real_enter(self)
+        self.storage.delete([self.key])  # what the other process did
+        return held
+
+    locks.RepositoryLock.__enter__ = enter_then_lose  # type: ignore[method-assign]
+    try:
+        results: list = []
+        run = run_backup(config, emit=results.append, repo=repo)
+    finally:
+        locks.RepositoryLock.__enter__ = real_enter  # type: ignore[method-assign]
+    assert not run.ok
+    source_result = next(r for r in results if r.kind == "backup_source")
+    assert "lock was removed by another process" in source_result.summary
+    assert repo.snapshot_ids() == []
+
+
 def test_locks_exclusive_blocks_and_stale_expire(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
@@ -475,9 +504,15 @@ def test_locks_exclusive_blocks_and_stale_expire(tmp_path: Path) -> None:
     ):
         RepositoryLock(storage, exclusive=False).__enter__()
     assert list(storage.list("locks/")) == []
-    old = (datetime.now(UTC) - timedelta(minutes=31)).isoformat()
+    old_time = datetime.now(UTC) - timedelta(minutes=31)
+    old = old_time.isoformat()
     stale = {"host": "dead-host", "pid": 1, "time": old, "exclusive": True}
     storage.put("locks/stale", json.dumps(stale).encode())
+    # a lock dated 31 minutes back by a host whose clock is wrong is not stale: the
+    # storage wrote it just now
+    with pytest.raises(LockError, match="locked exclusively by dead-host"):
+        RepositoryLock(storage, exclusive=False).__enter__()
+    os.utime(tmp_path / "repo" / "locks" / "stale", (old_time.timestamp(),) * 2)
     with RepositoryLock(storage, exclusive=True):
         assert [i.key for i in storage.list("locks/")] != ["locks/stale"]
     assert list(storage.list("locks/")) == []

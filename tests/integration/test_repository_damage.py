@@ -310,7 +310,9 @@ def test_junk_objects_never_block_and_are_cleaned_or_named(
     (repo_dir / "data" / "ab" / fake_pack).write_bytes(rng.randbytes(1000))
     (repo_dir / "data" / "zz").mkdir()
     (repo_dir / "data" / "zz" / "not-a-pack").write_bytes(rng.randbytes(100))
-    (repo_dir / "index" / "junk").write_bytes(rng.randbytes(100))
+    junk_index = "ef" * 32
+    (repo_dir / "index" / junk_index).write_bytes(rng.randbytes(100))
+    (repo_dir / "index" / "README.txt").write_text("not ours\n")
     junk_snapshot = "cd" * 32
     (repo_dir / "snapshots" / junk_snapshot).write_bytes(rng.randbytes(100))
     (repo_dir / "snapshots" / "folder-marker").write_bytes(b"")
@@ -324,18 +326,21 @@ def test_junk_objects_never_block_and_are_cleaned_or_named(
     assert health["status"] == "failed"
     assert {d.split(":")[0] for d in health["details"]["damaged"]} == {
         f"snapshot {junk_snapshot[:8]}",
-        "index junk",
+        f"index {junk_index[:12]}",
         f"pack {fake_pack[:12]}",
     }
     check = _cli(config, "backup", "check")
     _ok(check, 1)
     assert "data/zz/not-a-pack is not a pack" in check.stdout
     assert "snapshots/folder-marker is not" in check.stdout
+    assert "index/README.txt is not an index file" in check.stdout
     _ok(_cli(config, "backup", "forget", junk_snapshot[:8]))
     _ok(_cli(config, "backup", "repair", "index"))
     _ok(_cli(config, "backup", "prune"))
     assert not (repo_dir / "data" / "ab" / fake_pack).exists()
     assert (repo_dir / "data" / "zz" / "not-a-pack").exists()  # not ours: left alone
+    assert (repo_dir / "index" / "README.txt").exists()
+    assert not (repo_dir / "index" / junk_index).exists()
     _ok(_cli(config, "backup", "check", "--read-data"))
     assert _restored(tmp_path, config, older, "after-junk") == first
 
@@ -482,3 +487,88 @@ def test_a_damaged_tree_part_loses_only_its_entries(tmp_path: Path) -> None:
     assert 30 < len(restored) < 90 and out["files"] == len(restored)
     for path in target.rglob("*.txt"):
         assert path.read_text() == f"{int(path.name[5:10])}\n"
+
+
+def test_following_checks_hints_recovers_everything_the_source_still_has(
+    tmp_path: Path,
+    repo_with_two: tuple[Path, list[str], dict],  # type: ignore[type-arg]
+) -> None:
+    """Each `check` message names the next command; following them in order must converge
+    to a clean check without losing a file the source still has."""
+    config, (older, _newer), first = repo_with_two
+    repo = _repo(config)
+    entry = next(
+        e for e in repo.read_tree(repo.load_snapshot(older)) if e.path.endswith("docs/f2.bin")
+    )
+    location = repo.location(bytes.fromhex(entry.chunks[0]))
+    assert location is not None
+    _flip(
+        tmp_path / "repo" / "data" / location.pack[:2] / location.pack,
+        location.offset + location.length // 2,
+    )
+    commands = []
+    for _ in range(6):
+        check = _cli(config, "backup", "check", "--read-data")
+        if check.returncode == 0:
+            break
+        first_hint = next(
+            line for line in check.stdout.splitlines() if "(run `opsagent backup" in line
+        )
+        hint = first_hint.split("(run ", 1)[1]
+        for command in [c.split("`")[0] for c in hint.split("`opsagent ")[1:]]:
+            words = command.split()
+            if words[-1] == "packs":  # "repair packs" given without its ID: use check's
+                words.append(location.pack[:12])
+            commands.append(" ".join(words))
+            proc = _cli(config, *words)
+            assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    else:
+        pytest.fail(f"check never came back clean after {commands}")
+    assert commands[:3] == [
+        f"backup repair packs {location.pack[:12]}",
+        "backup run",
+        "backup repair snapshots",
+    ], commands
+    assert _restored(tmp_path, config, older, "followed") == first
+
+
+def test_a_damaged_copy_never_takes_the_name_of_a_real_entry(tmp_path: Path) -> None:
+    config = _config(tmp_path, str(tmp_path / "repo"))
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "f2").write_bytes(os.urandom(30_000))
+    (source / "f2.damaged").symlink_to("elsewhere")  # a real entry with that name
+    _ok(_cli(config, "backup", "init"))
+    _ok(_cli(config, "backup", "run"))
+    repo = _repo(config)
+    entry = next(e for e in repo.read_tree(repo.find_snapshot("latest")) if e.path.endswith("f2"))
+    location = repo.location(bytes.fromhex(entry.chunks[0]))
+    assert location is not None
+    _flip(
+        tmp_path / "repo" / "data" / location.pack[:2] / location.pack,
+        location.offset + location.length // 2,
+    )
+    target = tmp_path / "out"
+    proc = _cli(config, "restore", "latest", "--to", str(target), "--json")
+    _ok(proc, 1)
+    restored = target / str(source).lstrip("/")
+    assert os.readlink(restored / "f2.damaged") == "elsewhere"
+    (damaged,) = json.loads(proc.stdout)["damaged"]
+    assert damaged["written_as"].endswith("f2.damaged.1")
+
+
+def test_forget_by_id_dry_run_agrees_with_the_real_run(
+    tmp_path: Path,
+    repo_with_two: tuple[Path, list[str], dict],  # type: ignore[type-arg]
+) -> None:
+    config, (older, newer), _ = repo_with_two
+    common = next(older[:n] for n in range(1, 64) if older[:n] != newer[:n])[:-1]
+    for ref in (common, "nosuch"):
+        dry = _cli(config, "backup", "forget", ref, "--dry-run")
+        real = _cli(config, "backup", "forget", ref)
+        assert dry.returncode == real.returncode == 3, (dry.stderr, real.stderr)
+        assert dry.stderr == real.stderr
+    _ok(_cli(config, "backup", "forget", older))
+    again = _cli(config, "backup", "forget", older)  # a rerun: nothing left to do
+    _ok(again)
+    assert f"no snapshot {older} (removed already)" in again.stderr

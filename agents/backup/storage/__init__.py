@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -26,6 +27,9 @@ class ObjectKind(StrEnum):
 class ObjectInfo:
     key: str
     size: int
+    # when the storage last wrote it, by the storage's clock (None if unknown): lock
+    # staleness is judged by it, so a host whose clock is wrong cannot fake an old lock
+    modified: datetime | None = None
 
 
 class Storage(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from agents.backup.errors import NotFound, StorageError
@@ -61,9 +62,10 @@ class LocalStorage:
                 key = full.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     try:
-                        yield ObjectInfo(key, full.stat().st_size)
+                        st = full.stat()
                     except FileNotFoundError:
                         continue
+                    yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:

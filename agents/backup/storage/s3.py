@@ -158,7 +158,9 @@ class S3Storage:
         while True:
             page = self._call(f"list {prefix}", lambda: self.client.list_objects_v2(**args))
             for item in page.get("Contents", []):
-                yield ObjectInfo(item["Key"][len(self.prefix) :], int(item["Size"]))
+                yield ObjectInfo(
+                    item["Key"][len(self.prefix) :], int(item["Size"]), item.get("LastModified")
+                )
             if not page.get("IsTruncated"):
                 return
             args["ContinuationToken"] = page["NextContinuationToken"]
