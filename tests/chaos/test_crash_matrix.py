@@ -69,7 +69,7 @@ class World:
         path = workdir / "config.yml"
         path.write_text(
             f"host: crash-host\nstate_dir: {workdir / 'state'}\nbackup:\n"
-            f"  repository: {url}\n{s3}  password_file: {key}\n  pack_size: 128KiB\n"
+            f"  repository: {url}\n{s3}  password_file: {key}\n  pack_size: 256KiB\n"
             f"  lock_wait: 0s\n"
             f'  sources: [{{name: files, kind: files, paths: ["{self.root / "source"}"]}}]\n'
             f"  retention: {{keep_last: 2}}\n  prune: {{repack_threshold_percent: 10}}\n"
