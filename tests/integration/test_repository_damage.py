@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from agents.backup.index import Location
 from agents.backup.repository import Repository
 from agents.backup.runner import open_repository
+from agents.backup.snapshot import Snapshot
 from agents.config import Config, parse_config
 from tests.support import crashpoints
 from tests.support.services import S3Server
@@ -77,6 +79,14 @@ def _repo(config: Path) -> Repository:
     cfg = _load(config).backup
     assert cfg is not None
     return open_repository(cfg)
+
+
+def _first_chunk(repo: Repository, snapshot: Snapshot, suffix: str) -> Location:
+    """Where the first chunk of the snapshot's file ending in `suffix` is stored."""
+    entry = next(e for e in repo.read_tree(snapshot) if e.path.endswith(suffix))
+    location = repo.location(bytes.fromhex(entry.chunks[0]))
+    assert location is not None
+    return location
 
 
 def _flip(path: Path, offset: int | None = None) -> None:
@@ -187,10 +197,7 @@ def test_a_damaged_blob_is_named_then_healed_by_repair_and_a_backup(
 ) -> None:
     config, (older, newer), first = repo_with_two
     repo = _repo(config)
-    snapshot = repo.load_snapshot(older)
-    entry = next(e for e in repo.read_tree(snapshot) if e.path.endswith("docs/f3.bin"))
-    location = repo.location(bytes.fromhex(entry.chunks[0]))
-    assert location is not None
+    location = _first_chunk(repo, repo.load_snapshot(older), "docs/f3.bin")
     pack = tmp_path / "repo" / "data" / location.pack[:2] / location.pack
     _flip(pack, location.offset + location.length // 2)
 
@@ -214,11 +221,7 @@ def test_lost_data_is_cut_out_by_repair_snapshots_and_named(
 ) -> None:
     config, (older, newer), first = repo_with_two
     repo = _repo(config)
-    entry = next(
-        e for e in repo.read_tree(repo.load_snapshot(older)) if e.path.endswith("docs/f5.bin")
-    )
-    location = repo.location(bytes.fromhex(entry.chunks[0]))
-    assert location is not None
+    location = _first_chunk(repo, repo.load_snapshot(older), "docs/f5.bin")
     (tmp_path / "repo" / "data" / location.pack[:2] / location.pack).unlink()
     (tmp_path / "source" / "docs" / "f5.bin").unlink()  # gone from the source too
 
@@ -497,11 +500,7 @@ def test_following_checks_hints_recovers_everything_the_source_still_has(
     to a clean check without losing a file the source still has."""
     config, (older, _newer), first = repo_with_two
     repo = _repo(config)
-    entry = next(
-        e for e in repo.read_tree(repo.load_snapshot(older)) if e.path.endswith("docs/f2.bin")
-    )
-    location = repo.location(bytes.fromhex(entry.chunks[0]))
-    assert location is not None
+    location = _first_chunk(repo, repo.load_snapshot(older), "docs/f2.bin")
     _flip(
         tmp_path / "repo" / "data" / location.pack[:2] / location.pack,
         location.offset + location.length // 2,
@@ -541,9 +540,7 @@ def test_a_damaged_copy_never_takes_the_name_of_a_real_entry(tmp_path: Path) -> 
     _ok(_cli(config, "backup", "init"))
     _ok(_cli(config, "backup", "run"))
     repo = _repo(config)
-    entry = next(e for e in repo.read_tree(repo.find_snapshot("latest")) if e.path.endswith("f2"))
-    location = repo.location(bytes.fromhex(entry.chunks[0]))
-    assert location is not None
+    location = _first_chunk(repo, repo.find_snapshot("latest"), "/f2")
     _flip(
         tmp_path / "repo" / "data" / location.pack[:2] / location.pack,
         location.offset + location.length // 2,
