@@ -963,6 +963,7 @@ def backup_repair_snapshots(
     the new snapshot's warnings); exit 1 when anything was lost."""
     from agents.backup.repair import repair_snapshots
     from agents.backup.runner import open_repository
+    from agents.units import few
 
     config = load(ctx, config_file)
     cfg = backup_config(config)
@@ -982,7 +983,7 @@ def backup_repair_snapshots(
         verb = "would rewrite" if dry_run else "rewrote"
         for r in report.repaired:
             into = f" as {r.replacement[:8]}" if r.replacement else ""
-            click.echo(f"{verb} {r.snapshot[:8]}{into}: {len(r.lost)} lost: {_few(r.lost)}")
+            click.echo(f"{verb} {r.snapshot[:8]}{into}: {len(r.lost)} lost: {few(r.lost)}")
         for snapshot_id in report.damaged_objects:
             click.echo(
                 f"snapshot {snapshot_id[:8]} itself is damaged and cannot be repaired:"
@@ -992,11 +993,6 @@ def backup_repair_snapshots(
         if not report.repaired and not report.damaged_objects:
             click.echo("every snapshot's data is in the index: nothing to repair")
     ctx.exit(EXIT_FAILED if report.repaired or report.damaged_objects else EXIT_OK)
-
-
-def _few(items: list[str], count: int = 5) -> str:
-    shown = ", ".join(items[:count])
-    return shown + (f" and {len(items) - count} more" if len(items) > count else "")
 
 
 @backup.command("prune")

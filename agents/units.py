@@ -1,4 +1,5 @@
-"""Parsing and formatting of the human units used in configuration: durations and sizes.
+"""Parsing and formatting of the human units used in configuration (durations, sizes), and
+of long lists in one line.
 
 Kept apart from `config.py` so that CLI options (`--since 30d`, `--read-data-subset`)
 and the config loader read units the same way.
@@ -86,3 +87,9 @@ def format_size(value: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
+
+
+def few(items: list[str], count: int = 5) -> str:
+    """The first `count` items joined, and how many more there are: long lists in one line."""
+    shown = ", ".join(items[:count])
+    return shown + (f" and {len(items) - count} more" if len(items) > count else "")

@@ -21,6 +21,7 @@ from agents.backup.index import Location
 from agents.backup.pack import pack_key, read_header, verify_pack_hash
 from agents.backup.repository import Repository, SnapshotGone
 from agents.backup.snapshot import Snapshot
+from agents.units import few
 
 ProgressFn = Callable[[int, int], None]
 
@@ -151,7 +152,7 @@ def check(
             )
     for snapshot_id, paths in sorted(unindexed_use.items()):
         report.errors.append(
-            f"snapshot {snapshot_id}: {len(paths)} file(s) need data in no pack: {_few(paths)}"
+            f"snapshot {snapshot_id}: {len(paths)} file(s) need data in no pack: {few(paths)}"
             " (run `opsagent backup run`, which stores again what the sources still have,"
             " then `opsagent backup repair snapshots`)"
         )
@@ -182,7 +183,7 @@ def check(
         report.damaged_files = _files_using(repo, snapshots, bad_blobs)
         for snapshot_id, paths in sorted(report.damaged_files.items()):
             report.errors.append(
-                f"snapshot {snapshot_id}: {len(paths)} file(s) lose data: {_few(paths)}"
+                f"snapshot {snapshot_id}: {len(paths)} file(s) lose data: {few(paths)}"
                 " (after `opsagent backup repair packs`, a backup stores again what the"
                 " sources still have; then `opsagent backup repair snapshots`)"
             )
@@ -206,11 +207,6 @@ def _files_using(
         if paths:
             found[snapshot.short_id] = paths
     return found
-
-
-def _few(paths: list[str]) -> str:
-    shown = ", ".join(paths[:5])
-    return shown + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
 
 
 def blobs_by_pack(repo: Repository) -> dict[str, list[tuple[bytes, Location]]]:

@@ -78,7 +78,7 @@ def forget(
             if _locked(repo.storage, key):
                 report.locked.append(decision.snapshot.id)
                 continue
-            _delete(repo.storage, [key], delete_old_versions)
+            delete_objects(repo.storage, [key], delete_old_versions)
             report.removed.append(decision.snapshot.id)
     return report
 
@@ -114,7 +114,7 @@ def forget_snapshots(
             if _locked(repo.storage, key):
                 report.locked.append(snapshot_id)
                 continue
-            _delete(repo.storage, [key], delete_old_versions)
+            delete_objects(repo.storage, [key], delete_old_versions)
             report.removed.append(snapshot_id)
     return report
 
@@ -185,7 +185,6 @@ def prune(
         report.packs_written = len(written)
         report.bytes_written = sum(repo.storage.stat(pack_key(p)).size for p in written)
         lock.verify()  # a backup may be writing if another process took our lock for stale
-        old_index_files = sorted(set(repo.all_index_files))
         new_index: dict[str, list[PackEntry]] = {}
         for pack_id in keep:
             new_index[pack_id] = [
@@ -194,16 +193,15 @@ def prune(
                 if index.get(b) is not None and index.get(b).pack == pack_id  # type: ignore[union-attr]
             ]
         new_index.update(written)
-        name = repo.write_index(new_index, supersedes=old_index_files)
-        stale_index = [f"index/{f}" for f in old_index_files if f != name]
-        _delete(repo.storage, stale_index, delete_old_versions)
+        stale_index = repo.write_superseding_index(new_index)
+        delete_objects(repo.storage, stale_index, delete_old_versions)
         for pack_id in delete + repack:
             key = pack_key(pack_id)
             if _locked(repo.storage, key):
                 report.locked.append(pack_id)
                 report.bytes_deleted -= stored.get(pack_id, 0)
                 continue
-            _delete(repo.storage, [key], delete_old_versions)
+            delete_objects(repo.storage, [key], delete_old_versions)
         if report.locked:
             log.warning(
                 "%d pack(s) are under Object Lock retention and were kept", len(report.locked)
@@ -250,13 +248,17 @@ def _locked(storage: Storage, key: str) -> bool:
     return until is not None and until > datetime.now(UTC)
 
 
-def _delete(storage: Storage, keys: list[str], old_versions: bool) -> None:
+def delete_objects(
+    storage: Storage, keys: list[str], old_versions: bool = False, command: str = "prune"
+) -> None:
+    """Delete objects (and their old versions if asked); a failure stops the command with
+    one line: every delete comes after the writes that make it safe."""
     if not keys:
         return
     try:
         storage.delete(keys)
     except StorageError as exc:
-        raise BackupError(f"prune stopped, the repository is intact: {exc}") from None
+        raise BackupError(f"{command} stopped, the repository is intact: {exc}") from None
     delete_versions = getattr(storage, "delete_versions", None)
     if old_versions and delete_versions is not None:
         delete_versions(keys)

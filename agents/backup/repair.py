@@ -25,8 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from agents.backup.checker import blobs_by_pack, damaged_blobs
-from agents.backup.errors import BackupError, IntegrityError, NotFound, StorageError
+from agents.backup.errors import BackupError, IntegrityError, NotFound
 from agents.backup.index import Location
+from agents.backup.maintenance import delete_objects
 from agents.backup.pack import BlobType, PackEntry, pack_key
 from agents.backup.repository import Repository
 from agents.backup.snapshot import Snapshot, TreeEntry, encode_tree
@@ -76,7 +77,6 @@ def repair_index(
     with repo.lock(exclusive=True):
         stored = repo.stored_packs()
         repo.load_index(present=set(stored))
-        seen = sorted(set(repo.all_index_files))
         indexed = blobs_by_pack(repo)
         report = IndexRepair()
         packs: dict[str, list[PackEntry]] = {}
@@ -104,8 +104,7 @@ def repair_index(
                 packs[pack_id] = entries
         report.packs = len(packs)
         report.blobs = sum(len(e) for e in packs.values())
-        name = repo.write_index(packs, supersedes=seen)
-        stale = [f"index/{n}" for n in seen if n != name]
+        stale = repo.write_superseding_index(packs)
         _delete(repo, stale)
         report.index_files_replaced = len(stale)
         repo.load_index(refresh=True)
@@ -185,9 +184,7 @@ def repair_packs(
                     PackEntry(loc.type, blob_id, loc.offset, loc.length)
                 )
         keep.update(written)
-        seen = sorted(set(repo.all_index_files))
-        name = repo.write_index(keep, supersedes=seen)
-        _delete(repo, [f"index/{n}" for n in seen if n != name])
+        _delete(repo, repo.write_superseding_index(keep))
         _delete(repo, [pack_key(p) for p in targets])
         report.written = sorted(written)
     return report
@@ -211,7 +208,7 @@ def _surviving_entries(repo: Repository, snapshot: Snapshot) -> tuple[list[TreeE
     """The entries whose data is all indexed, and what is lost (paths, tree parts)."""
     kept: list[TreeEntry] = []
     lost: list[str] = []
-    for entry in repo.read_tree_tolerant(snapshot, lost):
+    for entry in repo.read_tree(snapshot, lost):
         if all(bytes.fromhex(c) in repo.index for c in entry.chunks):
             kept.append(entry)
         else:
@@ -263,9 +260,4 @@ def _location(pack_id: str, entry: PackEntry) -> Location:
 
 
 def _delete(repo: Repository, keys: list[str]) -> None:
-    if not keys:
-        return
-    try:
-        repo.storage.delete(keys)
-    except StorageError as exc:
-        raise BackupError(f"repair stopped, the repository is intact: {exc}") from None
+    delete_objects(repo.storage, keys, command="repair")

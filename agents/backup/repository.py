@@ -486,35 +486,19 @@ class Repository:
             raise BackupError(f"snapshot ID prefix {ref!r} is ambiguous ({len(matches)} match)")
         return self.load_snapshot(matches[0])
 
-    def read_tree(self, snapshot: Snapshot) -> Iterator[TreeEntry]:
-        """The snapshot's entries in stored order; a malformed entry is an IntegrityError.
-
-        Blank lines are skipped: older versions stored an empty tree as one newline."""
-        pending = b""
-        for blob_hex in snapshot.tree:
-            try:
-                blob_id = bytes.fromhex(blob_hex)
-            except ValueError:
-                raise IntegrityError(f"snapshot {snapshot.short_id} has a bad tree ID") from None
-            pending += self.load_blob(blob_id)
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                entry = _tree_entry(line, snapshot)
-                if entry is not None:
-                    yield entry
-        entry = _tree_entry(pending, snapshot)
-        if entry is not None:
-            yield entry
-
-    def read_tree_tolerant(self, snapshot: Snapshot, lost: list[str]) -> Iterator[TreeEntry]:
-        """The tree's readable entries: a tree blob that cannot be read, and the lines it
-        cuts through, are skipped and described in `lost` (repairs, partial restores)."""
+    def read_tree(self, snapshot: Snapshot, lost: list[str] | None = None) -> Iterator[TreeEntry]:
+        """The snapshot's entries in stored order; blank lines are skipped (older versions
+        stored an empty tree as one newline). A tree blob that cannot be read or a
+        malformed entry is an IntegrityError, unless `lost` is given: then it is skipped
+        with the lines it cuts through and described there (repairs, partial restores)."""
         pending = b""
         broken = False  # the previous blob was lost: the next one starts mid-line
         for number, blob_hex in enumerate(snapshot.tree):
             try:
-                data = self.load_blob(bytes.fromhex(blob_hex))
-            except (IntegrityError, ValueError):
+                data = self.load_blob(_tree_blob_id(blob_hex, snapshot))
+            except IntegrityError:
+                if lost is None:
+                    raise
                 lost.append(f"(tree part {number + 1} of {len(snapshot.tree)}: entries unknown)")
                 pending, broken = b"", True
                 continue
@@ -522,9 +506,9 @@ class Repository:
             *lines, pending = pending.split(b"\n")
             if broken and lines:
                 lines, broken = lines[1:], False
-            yield from _tolerant_entries(lines, lost)
+            yield from _tree_entries(lines, snapshot, lost)
         if not broken:
-            yield from _tolerant_entries([pending], lost)
+            yield from _tree_entries([pending], snapshot, lost)
 
     def lock(self, exclusive: bool = False) -> RepositoryLock:
         """A lock on the repository, waiting up to `lock_wait` seconds for a conflicting one."""
@@ -540,6 +524,15 @@ class Repository:
         for pack_id, entries in packs.items():
             self.index.add_pack(pack_id, entries)
         return name
+
+    def write_superseding_index(self, packs: dict[str, list[PackEntry]]) -> list[str]:
+        """Write one index file superseding every index file seen (in force, superseded or
+        damaged) and return the keys of those files, for the caller to delete only now:
+        deleting a superseding file while the files it superseded remain would bring them
+        back in force (docs/repository-format.md, rule 1)."""
+        seen = sorted(set(self.all_index_files))
+        name = self.write_index(packs, supersedes=seen)
+        return [f"index/{n}" for n in seen if n != name]
 
     def location(self, blob_id: bytes) -> Location | None:
         return self.load_index().get(blob_id)
@@ -700,20 +693,25 @@ def _exists(storage: Storage, key: str) -> bool:
     return True
 
 
-def _tree_entry(line: bytes, snapshot: Snapshot) -> TreeEntry | None:
+def _tree_blob_id(blob_hex: str, snapshot: Snapshot) -> bytes:
     try:
-        return decode_tree_line(line)
-    except (ValueError, TypeError) as exc:
-        raise IntegrityError(
-            f"snapshot {snapshot.short_id} has a malformed tree entry: {exc}"
-        ) from None
+        return bytes.fromhex(blob_hex)
+    except ValueError:
+        raise IntegrityError(f"snapshot {snapshot.short_id} has a bad tree ID") from None
 
 
-def _tolerant_entries(lines: list[bytes], lost: list[str]) -> Iterator[TreeEntry]:
+def _tree_entries(
+    lines: list[bytes], snapshot: Snapshot, lost: list[str] | None
+) -> Iterator[TreeEntry]:
+    """Decode tree lines; a malformed one is an IntegrityError, or with `lost` noted there."""
     for line in lines:
         try:
             entry = decode_tree_line(line)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError) as exc:
+            if lost is None:
+                raise IntegrityError(
+                    f"snapshot {snapshot.short_id} has a malformed tree entry: {exc}"
+                ) from None
             lost.append("(one malformed tree entry)")
             continue
         if entry is not None:

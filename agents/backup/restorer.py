@@ -111,10 +111,7 @@ def plan(
     matches nothing is refused, naming it, so a typo never passes for an empty restore.
     With `lost`, a damaged part of the tree is skipped and described there instead of
     stopping everything."""
-    if lost is None:
-        entries = list(repo.read_tree(snapshot))
-    else:
-        entries = list(repo.read_tree_tolerant(snapshot, lost))
+    entries = list(repo.read_tree(snapshot, lost))
     if not include:
         return entries
     wanted = [p.strip("/") for p in include]
