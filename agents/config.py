@@ -579,6 +579,7 @@ class Target(Model):
 
 
 class NotifyBase(Model):
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     severities: list[Severity] = list(Severity)
     timeout: Duration = timedelta(seconds=10)
 

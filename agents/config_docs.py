@@ -230,6 +230,9 @@ DESCRIPTIONS: dict[str, str] = {
     "Target.response": "Time to acknowledge.",
     "Target.resolution": "Time to resolve.",
     "Target.business": "Count business time only (false: wall-clock).",
+    "NotifyBase.name": "Stable name of this destination (letters, digits, `._-`); agents"
+    " sharing a case store deliver only the names they have, so declare the same name on"
+    " every agent that can reach it. Default `<kind>-<index>` (meaningful in this file only).",
     "NotifyBase.severities": "Severities this notifier receives.",
     "NotifyBase.timeout": "Delivery timeout (failed deliveries retry with backoff).",
     "PagerDutyNotify.kind": "`pagerduty` (Events API v2).",

@@ -231,7 +231,11 @@ def build_notifiers(configs: list[Any]) -> dict[str, Notifier]:
 
 
 def notifier_name(index: int, config: Any) -> str:
-    return f"{config.kind}-{index}"
+    """The notifier's name in the outbox: the declared `name`, else `<kind>-<index>`.
+
+    A shared store needs declared names: the same name on every agent means the same
+    destination, and only agents that have it deliver its rows."""
+    return config.name or f"{config.kind}-{index}"
 
 
 def notifier_routes(configs: list[Any]) -> list[tuple[str, frozenset[Severity]]]:
