@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import click
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -1461,9 +1462,34 @@ def cases() -> None:
 
 
 def case_store(config: Config) -> Any:
-    from agents.cases.store import CaseStore
+    from agents.cases.service import case_store as build
 
-    return CaseStore(config.cases_store)
+    return build(config)
+
+
+def _zone(config: Config) -> Any:
+    """The business calendar's zone: case times print in it."""
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(config.cases.calendar.timezone)
+
+
+def _local(when: datetime | None, zone: Any) -> str:
+    return "-" if when is None else when.astimezone(zone).isoformat(timespec="seconds")
+
+
+def _changed(config: Config, store: Any, case: Any, what: str) -> None:
+    """Say what changed, deliver its notifications now where this host can, and say
+    how many went out or wait for an agent that has the notifier."""
+    from agents.cases.service import deliver_now
+
+    delivered, _ = deliver_now(config, store, case.id)
+    waiting = [n for n in store.notifications(case_id=case.id, state="waiting")]
+    told = f"{delivered} notification(s) sent" if delivered else "no notification sent"
+    if waiting:
+        names = ", ".join(sorted({n.notifier for n in waiting}))
+        told += f", {len(waiting)} queued for {names}"
+    click.echo(f"#{case.id} {what} ({told})")
 
 
 @cases.command("list")
@@ -1480,6 +1506,9 @@ def case_store(config: Config) -> Any:
     default=None,
     help="Only this severity.",
 )
+@click.option("--search", default=None, help="Text in the title, host, source or timeline.")
+@click.option("--host", default=None, help="Only cases of this host.")
+@click.option("--since", default=None, help="Only cases seen in this window (e.g. 7d, 12h).")
 @json_option
 @click.pass_context
 def cases_list(
@@ -1487,14 +1516,23 @@ def cases_list(
     config_file: Path | None,
     status: str | None,
     severity: str | None,
+    search: str | None,
+    host: str | None,
+    since: str | None,
     as_json: bool,
 ) -> None:
     """Cases, newest first, with the time left on their SLA clocks."""
-    from agents.units import format_duration
+    from agents.units import format_duration, parse_duration
 
     config = load(ctx, config_file)
     now = datetime.now(UTC)
-    found = case_store(config).cases(status, severity)
+    window = None
+    if since is not None:
+        try:
+            window = now - parse_duration(since)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--since") from None
+    found = case_store(config).cases(status, severity, search=search, host=host, since=window)
     if as_json:
         print_json(
             [
@@ -1508,7 +1546,7 @@ def cases_list(
         )
         return
     table = Table(title="cases")
-    for column in ("id", "severity", "status", "title", "seen", "respond in", "resolve in"):
+    for column in ("id", "severity", "status", "host", "title", "seen", "respond in", "resolve in"):
         table.add_column(column)
 
     def left(due: datetime, done: bool) -> str:
@@ -1523,7 +1561,8 @@ def cases_list(
             f"#{c.id}",
             c.severity.value,
             c.status,
-            c.title[:60],
+            escape(c.host),
+            escape(c.title[:60]),
             str(c.occurrences),
             left(c.response_due, c.acknowledged_at is not None or not c.is_open),
             left(c.resolution_due, not c.is_open),
@@ -1537,11 +1576,12 @@ def cases_list(
 @json_option
 @click.pass_context
 def cases_show(ctx: click.Context, config_file: Path | None, case_id: int, as_json: bool) -> None:
-    """One case and its timeline."""
+    """One case, its timeline and its notifications (times in the calendar's zone)."""
     config = load(ctx, config_file)
     store = case_store(config)
     case = store.get(case_id)
     events = store.events(case_id)
+    notifications = store.notifications(case_id=case_id)
     if as_json:
         print_json(
             {
@@ -1550,31 +1590,111 @@ def cases_show(ctx: click.Context, config_file: Path | None, case_id: int, as_js
                     {"at": e.at.isoformat(), "kind": e.kind, "actor": e.actor, "text": e.text}
                     for e in events
                 ],
+                "notifications": [n.to_dict() for n in reversed(notifications)],
             }
         )
         return
+    zone = _zone(config)
     click.echo(f"#{case.id} [{case.severity.value}] {case.status}: {case.title}")
+    click.echo(f"host {case.host}, source {case.source}, {case.occurrences} occurrence(s)")
     click.echo(
-        f"response due {case.response_due.isoformat()}, resolution due"
-        f" {case.resolution_due.isoformat()}, {case.occurrences} occurrence(s)"
+        f"response due {_local(case.response_due, zone)}, resolution due"
+        f" {_local(case.resolution_due, zone)} ({zone.key})"
     )
     for e in events:
         who = f" by {e.actor}" if e.actor else ""
         text = f": {e.text}" if e.text else ""
-        click.echo(f"  {e.at.isoformat()} {e.kind}{who}{text}")
+        click.echo(f"  {_local(e.at, zone)} {e.kind}{who}{text}")
+    for n in reversed(notifications):
+        error = f" ({n.last_error})" if n.last_error and n.state != "delivered" else ""
+        click.echo(f"  notification {n.id}: {n.event} to {n.notifier}: {n.state}{error}")
+
+
+@cases.command("open")
+@config_option
+@click.option(
+    "--severity",
+    type=click.Choice([s.value for s in Severity]),
+    required=True,
+    help="The case's severity (sets its SLA clocks).",
+)
+@click.option("--title", required=True, help="What is wrong, in one line.")
+@click.option("--host", default=None, help="The host it concerns (default: this agent's).")
+@click.option("--body", default=None, help="Details for the timeline; `-` reads standard input.")
+@click.option("--by", "actor", default=whoami, help="Who opens it (default: you).")
+@click.pass_context
+def cases_open(
+    ctx: click.Context,
+    config_file: Path | None,
+    severity: str,
+    title: str,
+    host: str | None,
+    body: str | None,
+    actor: str,
+) -> None:
+    """Open a case by hand (a call or an e-mail), with its SLA clocks and notifications."""
+    config = load(ctx, config_file)
+    if not title.strip():
+        raise click.BadParameter("must not be empty", param_hint="--title")
+    text = sys.stdin.read() if body == "-" else body
+    store = case_store(config)
+    with audit_action(config.state_db, "case open", title[:100], by=actor, severity=severity):
+        case = store.open_case_by_hand(
+            title.strip()[:500],
+            Severity(severity),
+            host or config.host,
+            datetime.now(UTC),
+            actor,
+            text,
+        )
+    zone = _zone(config)
+    _changed(config, store, case, f"opened [{case.severity.value}]")
+    click.echo(
+        f"respond by {_local(case.response_due, zone)}, resolve by"
+        f" {_local(case.resolution_due, zone)}"
+    )
+
+
+@cases.command("severity")
+@config_option
+@click.argument("case_id", type=int)
+@click.argument("severity", type=click.Choice([s.value for s in Severity]))
+@click.option("--why", required=True, help="Why the severity changes (on the timeline).")
+@click.option("--by", "actor", default=whoami, help="Who changes it (default: you).")
+@click.pass_context
+def cases_severity(
+    ctx: click.Context,
+    config_file: Path | None,
+    case_id: int,
+    severity: str,
+    why: str,
+    actor: str,
+) -> None:
+    """Change an open case's severity; its clocks are recomputed from when they started."""
+    config = load(ctx, config_file)
+    store = case_store(config)
+    with audit_action(config.state_db, "case severity", f"#{case_id}", by=actor, to=severity):
+        case = store.set_severity(case_id, Severity(severity), datetime.now(UTC), actor, why)
+    zone = _zone(config)
+    _changed(config, store, case, f"is {case.severity.value}")
+    click.echo(
+        f"respond by {_local(case.response_due, zone)}, resolve by"
+        f" {_local(case.resolution_due, zone)}"
+    )
 
 
 @cases.command("ack")
 @config_option
 @click.argument("case_id", type=int)
-@click.option("--by", "actor", required=True, help="Who takes the case.")
+@click.option("--by", "actor", default=whoami, help="Who takes the case (default: you).")
 @click.pass_context
 def cases_ack(ctx: click.Context, config_file: Path | None, case_id: int, actor: str) -> None:
-    """Acknowledge a case: stops its response clock."""
+    """Acknowledge a case: stops its response clock, and the pager's escalation."""
     config = load(ctx, config_file)
+    store = case_store(config)
     with audit_action(config.state_db, "case ack", f"#{case_id}", by=actor):
-        case = case_store(config).acknowledge(case_id, datetime.now(UTC), actor)
-    click.echo(f"#{case.id} acknowledged by {actor}")
+        case = store.acknowledge(case_id, datetime.now(UTC), actor)
+    _changed(config, store, case, f"acknowledged by {actor}")
 
 
 @cases.command("comment")
@@ -1608,24 +1728,27 @@ def cases_resolve(
 ) -> None:
     """Resolve a case: stops its resolution clock."""
     config = load(ctx, config_file)
+    store = case_store(config)
     with audit_action(config.state_db, "case resolve", f"#{case_id}", by=actor, note=note):
-        case_store(config).resolve(case_id, datetime.now(UTC), actor, note)
-    click.echo(f"#{case_id} resolved")
+        case = store.resolve(case_id, datetime.now(UTC), actor, note)
+    _changed(config, store, case, "resolved")
 
 
 @cases.command("reopen")
 @config_option
 @click.argument("case_id", type=int)
+@click.option("--note", default=None, help="Why (on the timeline).")
 @click.option("--by", "actor", default=whoami, help="Who reopens it (default: you).")
 @click.pass_context
 def cases_reopen(
-    ctx: click.Context, config_file: Path | None, case_id: int, actor: str | None
+    ctx: click.Context, config_file: Path | None, case_id: int, note: str | None, actor: str | None
 ) -> None:
-    """Reopen a resolved case."""
+    """Reopen a resolved or closed case: it is unacknowledged and its clocks start over."""
     config = load(ctx, config_file)
+    store = case_store(config)
     with audit_action(config.state_db, "case reopen", f"#{case_id}", by=actor):
-        case_store(config).reopen(case_id, datetime.now(UTC), actor)
-    click.echo(f"#{case_id} reopened")
+        case = store.reopen(case_id, datetime.now(UTC), actor, note)
+    _changed(config, store, case, "reopened")
 
 
 @cases.command("close")
@@ -1641,6 +1764,84 @@ def cases_close(
     with audit_action(config.state_db, "case close", f"#{case_id}", by=actor):
         case_store(config).close(case_id, datetime.now(UTC), actor)
     click.echo(f"#{case_id} closed")
+
+
+@cases.command("notifications")
+@config_option
+@click.option("--case", "case_id", type=int, default=None, help="Only this case's.")
+@click.option(
+    "--state",
+    type=click.Choice(["waiting", "delivered", "failed"]),
+    default=None,
+    help="Only notifications in this state.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 10000),
+    default=50,
+    show_default=True,
+    help="At most this many rows.",
+)
+@json_option
+@click.pass_context
+def cases_notifications(
+    ctx: click.Context,
+    config_file: Path | None,
+    case_id: int | None,
+    state: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """The outbox, newest first: what was sent to whom, what waits and what failed."""
+    config = load(ctx, config_file)
+    store = case_store(config)
+    rows = store.notifications(case_id=case_id, state=state, limit=limit)
+    problems = store.notification_problems(datetime.now(UTC))
+    if as_json:
+        print_json({"notifications": [n.to_dict() for n in rows], "problems": problems})
+        return
+    table = Table(title="notifications")
+    for column in ("id", "case", "event", "notifier", "state", "attempts", "by", "last error"):
+        table.add_column(column)
+    for n in rows:
+        table.add_row(
+            str(n.id),
+            f"#{n.case_id}",
+            n.event,
+            escape(n.notifier),
+            n.state,
+            str(n.attempts),
+            escape(n.handled_by or "-"),
+            escape((n.last_error or "")[:60]),
+        )
+    Console().print(table)
+    for problem in problems:
+        click.echo(f"problem: {problem}")
+
+
+@cases.command("retry")
+@config_option
+@click.option("--failed", "failed", is_flag=True, required=True, help="Requeue failed ones.")
+@click.option("--notifier", default=None, help="Only this notifier's.")
+@click.option("--case", "case_id", type=int, default=None, help="Only this case's.")
+@click.pass_context
+def cases_retry(
+    ctx: click.Context,
+    config_file: Path | None,
+    failed: bool,
+    notifier: str | None,
+    case_id: int | None,
+) -> None:
+    """Send notifications that failed for good again, once the notifier is fixed."""
+    from agents.cases.service import deliver_now
+
+    config = load(ctx, config_file)
+    store = case_store(config)
+    with audit_action(config.state_db, "case notifications retry", notifier or "all") as audit:
+        count = store.retry_failed(datetime.now(UTC), notifier, case_id)
+        audit["requeued"] = count
+    delivered, _ = deliver_now(config, store, case_id)
+    click.echo(f"{count} notification(s) requeued, {delivered} delivered now")
 
 
 @cases.command("sla")

@@ -17,12 +17,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import schedule as schedule_lib
 from prometheus_client import CollectorRegistry
 
 from agents.cases.rules import CaseRules, Thresholds
+from agents.cases.service import case_store, dispatcher
 from agents.cases.store import CaseStore
 from agents.config import Config, RestoreTestConfig, Schedule
 from agents.errors import OpsagentError
@@ -34,6 +35,9 @@ from exporters.alertmanager import PATH as INTAKE_PATH
 from exporters.alertmanager import AlertmanagerIntake, intake_app
 from exporters.http import ExporterServer, exporter_app
 from exporters.metrics import ResultMetrics
+
+if TYPE_CHECKING:
+    from agents.cases.notify import Dispatcher
 
 log = logging.getLogger("opsagent.daemon")
 
@@ -478,30 +482,28 @@ def build_jobs(config: Config, state: StateDB | None = None) -> list[Job]:
     return jobs
 
 
-def case_rules(config: Config) -> CaseRules:
-    """The case sink, with each check's flapping thresholds and the outbox's notifiers."""
-    from agents.cases.notify import notifier_routes
-
+def case_rules(config: Config, store: CaseStore | None = None) -> CaseRules:
+    """The case sink, with each check's flapping thresholds."""
     thresholds = {
         c.name: Thresholds(c.failures_before_alert, c.recovery_threshold)
         for c in config.monitor.checks
     }
-    routes = notifier_routes(config.cases.notify)
-    return CaseRules(CaseStore(config.cases_store, routes), config.cases, thresholds)
+    return CaseRules(store or case_store(config), config.cases, thresholds)
 
 
-def cases_job(config: Config, store: CaseStore) -> Job:
-    """Every few seconds: record SLA breaches, then deliver due notifications."""
-    from agents.cases.notify import Dispatcher, build_notifiers
-
-    dispatcher = Dispatcher(store, build_notifiers(config.cases.notify))
+def cases_job(config: Config, store: CaseStore, deliver: Dispatcher | None = None) -> Job:
+    """Every few seconds: say which notifiers this agent has, record SLA breaches, then
+    deliver due notifications."""
+    deliver = deliver or dispatcher(config, store)
 
     def body(ctx: JobContext) -> CheckResult:
-        breaches = store.record_breaches(datetime.now(UTC))
+        now = datetime.now(UTC)
+        deliver.register(now)
+        breaches = store.record_breaches(now)
         for case, target in breaches:
             log.warning("case #%d missed its %s target", case.id, target)
-        delivered, failed = dispatcher.run_once()
-        backlog = store.outbox_backlog()
+        delivered, failed = deliver.run_once()
+        backlog = store.outbox_backlog(deliver.notifiers)
         return CheckResult(
             name="cases",
             kind="outbox",
@@ -562,14 +564,16 @@ def start_agent(config: Config, version: str) -> int:
     state = StateDB(config.state_db)
     registry = agent_registry(config, version)
     metrics = ResultMetrics(registry, version)
-    rules = case_rules(config)
-    metrics.watch_cases(rules.store)
-    jobs = [*build_jobs(config, state), cases_job(config, rules.store)]
+    store = case_store(config)
+    rules = case_rules(config, store)
+    deliver = dispatcher(config, store)
+    metrics.watch_cases(store, config.host, list(deliver.notifiers))
+    jobs = [*build_jobs(config, state), cases_job(config, store, deliver)]
     prime_metrics(metrics, config, jobs, state)
     textfile = textfile_job(config, registry)
     if textfile is not None:
         jobs.append(textfile)
-    intake = AlertmanagerIntake(rules.store, config.cases)
+    intake = AlertmanagerIntake(store, config.cases)
     from agents.audit import result_sink
     from agents.cases.notify import Heartbeats
 

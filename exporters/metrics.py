@@ -287,12 +287,13 @@ class ResultMetrics:
                 self.job_last_success.labels(result.name).set(when)
         return replayed
 
-    def watch_cases(self, store: Any) -> None:
-        """Export open cases by severity, read from the store at scrape time."""
+    def watch_cases(self, store: Any, agent: str = "", notifiers: list[str] | None = None) -> None:
+        """Export open cases by severity and this agent's notifications, read from the
+        store at scrape time."""
         from agents.monitor.host import SharedCollection
 
         # one case-store read per second however many scrapes arrive at once
-        self.registry.register(SharedCollection(_OpenCases(store)))
+        self.registry.register(SharedCollection(_OpenCases(store, agent, notifiers or [])))
 
     def observe(self, result: CheckResult, count: bool = True) -> None:
         finished = result.started_at.timestamp() + result.duration_seconds
@@ -362,17 +363,25 @@ class ResultMetrics:
 
 
 class _OpenCases:
-    """`opsagent_cases_open{severity}`, counted in the case store when scraped."""
+    """`opsagent_cases_open{severity}` and the notification series, counted in the case
+    store when scraped. Deliveries count per agent (the rows this agent handled), the
+    backlog is of the notifiers this agent has, so agents sharing a store never export
+    each other's figures; undeliverable rows (no agent has their notifier) are the
+    store's, exported by every agent (alert on their max)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, agent: str = "", notifiers: list[str] | None = None) -> None:
         self.store = store
+        self.agent = agent
+        self.names = set(notifiers or [])
 
     def describe(self) -> list[Any]:
         return [
             GaugeMetricFamily("opsagent_cases_open", "", labels=["severity", "status"]),
             CounterMetricFamily("opsagent_sla_breaches", "", labels=["severity", "target"]),
-            CounterMetricFamily("opsagent_notifications", "", labels=["notifier", "outcome"]),
+            CounterMetricFamily("opsagent_notifications_delivered", "", labels=["notifier"]),
+            CounterMetricFamily("opsagent_notifications_failed", "", labels=["notifier"]),
             GaugeMetricFamily("opsagent_notifications_waiting", "", labels=["notifier"]),
+            GaugeMetricFamily("opsagent_notifications_undeliverable", "", labels=["notifier"]),
             GaugeMetricFamily("opsagent_cases_respond_seconds", "", labels=_QUANTILES),
             GaugeMetricFamily("opsagent_cases_resolve_seconds", "", labels=_QUANTILES),
             GaugeMetricFamily("opsagent_sla_compliance_ratio", "", labels=["severity"]),
@@ -382,7 +391,8 @@ class _OpenCases:
         try:
             open_cases = self.store.cases(status="open")
             breach_counts = self.store.breaches()
-            outbox = self.store.outbox_stats()
+            outbox = self.store.outbox_stats(agent=self.agent)
+            lost = self.store.undeliverable(datetime.now(UTC))
         except OpsagentError:
             return  # the store is unreachable: no series rather than a failed scrape
         family = GaugeMetricFamily(
@@ -404,22 +414,39 @@ class _OpenCases:
         for severity, target, count in breach_counts:
             breaches.add_metric([severity, target], count)
         yield breaches
-        deliveries = CounterMetricFamily(
-            "opsagent_notifications",
-            "Notifications by notifier and outcome.",
-            labels=["notifier", "outcome"],
+        delivered = CounterMetricFamily(
+            "opsagent_notifications_delivered",
+            "Notifications this agent delivered, by notifier.",
+            labels=["notifier"],
+        )
+        failed = CounterMetricFamily(
+            "opsagent_notifications_failed",
+            "Notifications this agent gave up on (rejected for good), by notifier.",
+            labels=["notifier"],
         )
         backlog = GaugeMetricFamily(
             "opsagent_notifications_waiting",
-            "Notifications in the outbox not yet delivered.",
+            "Notifications in the outbox not yet delivered, for this agent's notifiers.",
             labels=["notifier"],
         )
-        for notifier, delivered, failed, waiting in outbox:
-            deliveries.add_metric([notifier, "delivered"], delivered)
-            deliveries.add_metric([notifier, "failed"], failed)
-            backlog.add_metric([notifier], waiting)
-        yield deliveries
+        stats = {name: (sent, gave_up, waiting) for name, sent, gave_up, waiting in outbox}
+        for name in sorted(self.names | {n for n, (s, f, _) in stats.items() if s or f}):
+            sent, gave_up, waiting = stats.get(name, (0, 0, 0))
+            delivered.add_metric([name], sent)
+            failed.add_metric([name], gave_up)
+            if name in self.names:
+                backlog.add_metric([name], waiting)
+        yield delivered
+        yield failed
         yield backlog
+        undeliverable = GaugeMetricFamily(
+            "opsagent_notifications_undeliverable",
+            "Notifications waiting for a notifier that no running agent has.",
+            labels=["notifier"],
+        )
+        for name, count in sorted(lost.items()):
+            undeliverable.add_metric([name], count)
+        yield undeliverable
         yield from self._sla()
 
     def _sla(self) -> Iterator[Any]:

@@ -19,7 +19,10 @@ import hmac
 import json
 import logging
 import smtplib
+import socket
 import ssl
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any, Protocol
 
-from agents.cases.store import Case, CaseStore, OutboxItem
+from agents.cases.store import Case, CaseNotFound, CaseStore, CaseStoreError, Failure, OutboxItem
 from agents.config import (
     EmailNotify,
     PagerDutyNotify,
@@ -169,15 +172,32 @@ class EmailNotifier:
 
 
 class Dispatcher:
-    """Delivers due outbox rows; `run_once` is the daemon's notification job."""
+    """Delivers the due outbox rows of the notifiers this agent has; `run_once` is the
+    daemon's notification job, and the command line's after a change by hand.
+
+    Each notifier is served by its own thread in a pass, so a notifier that hangs or
+    fails holds up only its own rows. A delivery a provider rejects for good opens a
+    critical case about that notifier (sent by the others); its next delivery resolves
+    it."""
 
     BATCH = 5
+    PASS_SECONDS = 60.0  # one pass never runs longer than this; the next picks up
 
-    def __init__(self, store: CaseStore, notifiers: dict[str, Notifier]) -> None:
+    def __init__(
+        self,
+        store: CaseStore,
+        notifiers: dict[str, Notifier],
+        agent: str | None = None,
+        routes: list[tuple[str, frozenset[Severity]]] | None = None,
+    ) -> None:
         self.store = store
         self.notifiers = notifiers
+        self.agent = agent or socket.gethostname()
+        self.routes = routes or []
         self.sent = 0
         self.failed = 0
+        self._lock = threading.Lock()
+        self._healthy: set[str] = set()  # no open case about it (checked since start)
         # a claimed batch is leased for as long as delivering it can take, and no longer:
         # rows a killed agent held are sent again soon after it restarts
         timeouts = [
@@ -185,38 +205,109 @@ class Dispatcher:
         ]
         self.lease = self.BATCH * max(timeouts, default=10.0) + 5.0
 
-    def run_once(self, now: datetime | None = None) -> tuple[int, int]:
-        """(delivered, failed) in this pass: small batches until nothing is due."""
+    def register(self, now: datetime | None = None) -> None:
+        """Tell the store which notifiers this agent delivers (a heartbeat as well)."""
+        self.store.register_notifiers(self.agent, self.routes, now or datetime.now(UTC))
+
+    def run_once(self, now: datetime | None = None, case_id: int | None = None) -> tuple[int, int]:
+        """(delivered, failed attempts) in this pass, every notifier in parallel."""
         now = now or datetime.now(UTC)
-        delivered = failed = 0
-        while True:
-            batch = self.store.claim_due(now, self.BATCH, self.lease)
-            for item in batch:
-                if self._deliver(item, now):
-                    delivered += 1
-                else:
-                    failed += 1
-            if len(batch) < self.BATCH:
-                break
-            now = datetime.now(UTC)
-        self.sent += delivered
-        self.failed += failed
-        return delivered, failed
+        before = (self.sent, self.failed)
+        threads = [
+            threading.Thread(
+                target=self._serve, args=(name, now, case_id), name=f"notify-{name}", daemon=True
+            )
+            for name in self.notifiers
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return self.sent - before[0], self.failed - before[1]
+
+    def _serve(self, name: str, now: datetime, case_id: int | None) -> None:
+        """Deliver one notifier's due rows, batch after batch, until none is due, nothing
+        moved, or the pass is over. A store outage ends the pass (one warning)."""
+        deadline = time.monotonic() + self.PASS_SECONDS
+        try:
+            while time.monotonic() < deadline:
+                batch = self.store.claim_due(now, self.BATCH, self.lease, [name], case_id)
+                moved = [self._deliver(item, now) for item in batch]
+                if not any(moved):
+                    return
+                now = max(now, datetime.now(UTC))
+        except CaseStoreError as exc:
+            log.warning("notifications to %s wait: %s", name, exc)
 
     def _deliver(self, item: OutboxItem, now: datetime) -> bool:
-        notifier = self.notifiers.get(item.notifier)
-        if notifier is None:
-            self.store.retry_later(item.id, now, now, f"no notifier {item.notifier}", True)
-            return False
+        notifier = self.notifiers[item.notifier]
         try:
-            notifier.send(item.event, self.store.get(item.case_id), item.id)
-        except DeliveryError as exc:
+            case = self.store.get(item.case_id)
+        except CaseNotFound:
+            self.store.retry_later(item.id, now, now, "its case is gone", True, self.agent)
+            return True
+        try:
+            notifier.send(item.event, case, item.id)
+        except Exception as exc:  # one notifier's failure, whatever it is, is its own
+            error = exc if isinstance(exc, DeliveryError) else _unexpected(exc)
             backoff = timedelta(seconds=min(3600, 5 * 2**item.attempts))
-            self.store.retry_later(item.id, now, now + backoff, str(exc), exc.permanent)
-            log.warning("notification %d to %s failed: %s", item.id, item.notifier, exc)
+            self.store.retry_later(
+                item.id, now, now + backoff, str(error), error.permanent, self.agent
+            )
+            log.warning(
+                "notification %d (%s of case #%d) to %s failed%s: %s",
+                item.id,
+                item.event,
+                item.case_id,
+                item.notifier,
+                " for good" if error.permanent else f", retry in {backoff.seconds}s",
+                error,
+            )
+            with self._lock:
+                self.failed += 1
+            if error.permanent:
+                self._rejected(item.notifier, str(error), now)
+                return True  # the next row of this case may go now
             return False
-        self.store.delivered(item.id, datetime.now(UTC))
+        self.store.delivered(item.id, datetime.now(UTC), self.agent)
+        with self._lock:
+            self.sent += 1
+        self._accepted(item.notifier)
         return True
+
+    def _rejected(self, name: str, error: str, now: datetime) -> None:
+        """A provider refused a notification for good: people must hear of it from the
+        other notifiers (the case about a notifier is never sent to that notifier)."""
+        with self._lock:
+            self._healthy.discard(name)
+        due = self.store.clock(Severity.CRITICAL, now)
+        self.store.record_failure(
+            Failure(
+                fingerprint=f"notifier:{name}",
+                title=f"notifier {name} rejects notifications: {error}"[:500],
+                severity=Severity.CRITICAL,
+                source=f"notifier:{name}",
+                host=self.agent,
+                at=now,
+                response_due=due.response,
+                resolution_due=due.resolution,
+            )
+        )
+
+    def _accepted(self, name: str) -> None:
+        """A delivery went through: resolve the open case about this notifier, if any."""
+        with self._lock:
+            if name in self._healthy:
+                return
+            self._healthy.add(name)
+        case = self.store.open_case(f"notifier:{name}")
+        if case is not None:
+            self.store.resolve(case.id, datetime.now(UTC), "opsagent", "delivered again")
+
+
+def _unexpected(exc: Exception) -> DeliveryError:
+    """A notifier raised something other than DeliveryError: retried, named, one line."""
+    return DeliveryError(f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
 
 
 def build_notifiers(configs: list[Any]) -> dict[str, Notifier]:

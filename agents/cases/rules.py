@@ -9,14 +9,18 @@ the result: backup and restore-test failures are critical.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
 from agents.cases.sla import BusinessCalendar, due_times, target_for
-from agents.cases.store import Case, CaseStore, Failure
+from agents.cases.store import Case, CaseStore, CaseStoreError, Failure
 from agents.config import CasesConfig
 from agents.results import CheckResult
+
+log = logging.getLogger("opsagent.cases")
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,15 @@ class Thresholds:
 
 
 class CaseRules:
-    """The daemon's case sink: `observe` every result."""
+    """The daemon's case sink: `observe` every result.
+
+    Level-triggered: every failing result past its threshold is written to the store
+    (opening the case or counting an occurrence), and every passing result past its
+    threshold resolves the open case until the store has confirmed it, so the cases
+    converge on the checks' state within one interval of any store outage, both ways.
+    An unreachable store is one warning line a minute, never a traceback."""
+
+    WARN_EVERY = 60.0
 
     def __init__(
         self,
@@ -40,7 +52,10 @@ class CaseRules:
         self.thresholds = thresholds or {}
         self._failures: dict[str, int] = {}
         self._successes: dict[str, int] = {}
+        self._settled: set[str] = set()  # recovered, and the store knows it
         self._lock = threading.Lock()
+        self._warned = 0.0
+        self._missed = 0
 
     def observe(self, result: CheckResult) -> Case | None:
         """Apply the rules to one result; returns the case it touched, if any."""
@@ -54,14 +69,36 @@ class CaseRules:
             if result.ok:
                 self._failures[key] = 0
                 self._successes[key] = self._successes.get(key, 0) + 1
-                recovered = self._successes[key] == limits.successes  # once per recovery
+                act = self._successes[key] >= limits.successes and key not in self._settled
             else:
                 self._successes[key] = 0
                 self._failures[key] = self._failures.get(key, 0) + 1
-                failing = self._failures[key] >= limits.failures
-        if result.ok:
-            return self._recover(result) if recovered else None
-        return self._fail(result) if failing else None
+                self._settled.discard(key)
+                act = self._failures[key] >= limits.failures
+        if not act:
+            return None
+        try:
+            if not result.ok:
+                return self._fail(result)
+            case = self._recover(result)
+            with self._lock:
+                if self._successes.get(key, 0) >= limits.successes:
+                    self._settled.add(key)
+            return case
+        except CaseStoreError as exc:
+            self._store_down(exc)
+            return None
+
+    def _store_down(self, exc: CaseStoreError) -> None:
+        """One warning a minute while the store is out; the results it missed are
+        applied from the next ones."""
+        now = time.monotonic()
+        with self._lock:
+            self._missed += 1
+            if now - self._warned < self.WARN_EVERY:
+                return
+            self._warned, missed, self._missed = now, self._missed, 0
+        log.warning("cases wait for the store (%d result(s) since last said): %s", missed, exc)
 
     def _fail(self, result: CheckResult) -> Case:
         at = result.started_at
@@ -92,6 +129,10 @@ class CaseRules:
         note = f"recovered: {result.summary}"[:500]
         if self.config.auto_resolve:
             return self.store.resolve(case.id, at, "opsagent", note)
+        if any(
+            e.kind == "comment" and e.actor == "opsagent" for e in self.store.events(case.id)[-1:]
+        ):
+            return case  # already noted, and nobody has written since
         return self.store.comment(case.id, at, "opsagent", note)
 
 

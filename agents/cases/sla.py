@@ -16,6 +16,7 @@ one span of business hours, `{response: 4h, business: false}` four hours of wall
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -219,3 +220,17 @@ def _quantile(values: list[float], q: float) -> float | None:
         return None
     rank = max(1, math.ceil(q * len(values)))
     return round(values[rank - 1], 1)
+
+
+Clock = Callable[[Severity, datetime], DueTimes]
+
+
+def sla_clock(config: CasesConfig) -> Clock:
+    """The due times of a case of a severity whose clock starts at a time, by this
+    config's calendar and targets: what the store uses to restart or recompute clocks."""
+    calendar = BusinessCalendar.from_config(config.calendar)
+
+    def clock(severity: Severity, start: datetime) -> DueTimes:
+        return due_times(severity, start, calendar, target_for(config, severity))
+
+    return clock

@@ -2,26 +2,37 @@
 
 Same schema on both, versioned migrations applied at start-up. At most one open case
 per fingerprint is enforced by the database itself (a unique partial index), and a
-failure is recorded with one atomic upsert, so agents racing on the same failure
-create one case and count every occurrence. Every change appends to the case's
-timeline of events.
+failure is recorded under a per-fingerprint lock, so agents racing on the same failure
+create one case, count every occurrence and never burn a case number.
+
+Every change of a case, whoever makes it (a check's rule, the Alertmanager intake,
+the command line, the fleet), goes through `CaseStore._record` inside the change's
+own transaction: the change, its timeline entry and one outbox row per notifier that
+receives the case's severity are committed together or not at all. Notifiers are
+known by the names the agents register (`register_notifiers`), so a case opened by an
+agent with no notifiers of its own is still delivered by one that has them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.errors import OpsagentError
 from agents.results import Severity
 
-SCHEMA_VERSION = 2
+if TYPE_CHECKING:
+    from agents.cases.sla import Clock
+
+SCHEMA_VERSION = 3
 OPEN_STATUSES = ("open", "acknowledged", "reopened")
 _OPEN_SQL = "('open', 'acknowledged', 'reopened')"
 
@@ -72,6 +83,17 @@ _OUTBOX = {
         next_attempt_at TEXT NOT NULL, lease_until TEXT, delivered_at TEXT, failed_at TEXT,
         last_error TEXT)""",
 }
+# Version 3: the notifier registry (who can deliver what), which agent handled each
+# outbox row (honest per-agent counts), and the start of a case's SLA clock (a
+# reopened case gets fresh clocks).
+_V3 = [
+    """CREATE TABLE notifiers (
+        name TEXT NOT NULL, agent TEXT NOT NULL, severities TEXT NOT NULL,
+        seen_at TEXT NOT NULL, PRIMARY KEY (name, agent))""",
+    "ALTER TABLE outbox ADD COLUMN handled_by TEXT",
+    "ALTER TABLE cases ADD COLUMN clock_start TEXT",
+    "CREATE INDEX outbox_by_case ON outbox (case_id, notifier, id)",
+]
 NOTIFIED_EVENTS = (
     "opened",
     "severity changed",
@@ -80,15 +102,43 @@ NOTIFIED_EVENTS = (
     "reopened",
     "sla breached",
 )
+# a registration older than this no longer gets rows written for it (a notifier
+# removed from every config stops collecting notifications nobody will send)
+REGISTRATION_TTL = timedelta(days=7)
+# a notifier no agent has registered within this is "undeliverable" right now
+LIVE_WITHIN = timedelta(minutes=10)
+# failed deliveries count as a problem for this long (or while their case is open)
+FAILED_RECENT = timedelta(days=1)
+# rows waiting longer than this are reported as stuck
+STUCK_AFTER = timedelta(minutes=15)
 
 _COLUMNS = (
     "id, fingerprint, title, severity, status, source, host, occurrences, first_seen,"
-    " last_seen, acknowledged_at, acknowledged_by, resolved_at, response_due, resolution_due"
+    " last_seen, acknowledged_at, acknowledged_by, resolved_at, response_due, resolution_due,"
+    " clock_start"
 )
+_ALLOWED_FROM = {
+    "acknowledged": ("open", "reopened"),
+    "resolved": OPEN_STATUSES,
+    "reopened": ("resolved", "closed"),
+    "closed": ("resolved",),
+}
 
 
 class CaseStoreError(OpsagentError):
     """The case store cannot be used or the change is not allowed; one line."""
+
+
+class CaseNotFound(CaseStoreError):
+    """No case with that ID: the caller asked for something that does not exist."""
+
+    exit_code = 2
+
+
+class CaseRefused(CaseStoreError):
+    """The change does not apply to the case in its present state."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -108,13 +158,19 @@ class Case:
     resolved_at: datetime | None
     response_due: datetime
     resolution_due: datetime
+    clock_start: datetime | None = None
 
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
 
+    @property
+    def clock_started(self) -> datetime:
+        """When the SLA clocks started: the opening, or the last reopening."""
+        return self.clock_start or self.first_seen
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             k: (
                 v.isoformat()
                 if isinstance(v, datetime)
@@ -124,6 +180,8 @@ class Case:
             )
             for k, v in self.__dict__.items()
         }
+        data["clock_start"] = self.clock_started.isoformat()
+        return data
 
 
 @dataclass(frozen=True)
@@ -144,6 +202,26 @@ class OutboxItem:
 
 
 @dataclass(frozen=True)
+class Notification:
+    """One outbox row, as `cases notifications` lists it."""
+
+    id: int
+    case_id: int
+    notifier: str
+    event: str
+    state: str  # waiting, delivered, failed
+    attempts: int
+    created_at: datetime
+    last_error: str | None
+    handled_by: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: v.isoformat() if isinstance(v, datetime) else v for k, v in self.__dict__.items()
+        }
+
+
+@dataclass(frozen=True)
 class Failure:
     """One report of a failure: what a rule hands the store."""
 
@@ -158,21 +236,34 @@ class Failure:
 
 
 class CaseStore:
-    """One store URL: `sqlite:///path` or `postgresql://...`."""
+    """One store URL: `sqlite:///path` or `postgresql://...`.
 
-    def __init__(self, url: str, notifiers: list[tuple[str, frozenset[Severity]]] = ()) -> None:
+    `notifiers` are (name, severities) that always get rows, on top of the registry;
+    `clock` gives due times when a case's clocks restart (reopen) or its severity
+    changes (default: the support policy's calendar and targets)."""
+
+    def __init__(
+        self,
+        url: str,
+        notifiers: Iterable[tuple[str, frozenset[Severity]]] = (),
+        clock: Clock | None = None,
+    ) -> None:
         self.url = url
-        # (name, severities): who gets a notification of each case change
         self.notifiers = list(notifiers)
+        self._clock = clock
         self.kind = "postgres" if url.startswith(("postgresql://", "postgres://")) else "sqlite"
         self._local = threading.local()
-        try:
-            with self._tx() as db:
-                self._migrate(db)
-        except CaseStoreError:
-            raise
-        except Exception as exc:  # sqlite3, psycopg or OS errors: one line, no traceback
-            raise CaseStoreError(f"case store {_safe(url)}: {' '.join(str(exc).split())}") from None
+        with self._tx() as db:
+            self._migrate(db)
+
+    @property
+    def clock(self) -> Clock:
+        if self._clock is None:
+            from agents.cases.sla import sla_clock
+            from agents.config import CasesConfig
+
+            self._clock = sla_clock(CasesConfig())
+        return self._clock
 
     # --- connections -------------------------------------------------------------------
 
@@ -180,12 +271,7 @@ class CaseStore:
         if self.kind == "postgres":
             import psycopg
 
-            try:
-                return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
-            except psycopg.OperationalError as exc:
-                raise CaseStoreError(
-                    f"case store unreachable: {' '.join(str(exc).split())[:200]}"
-                ) from None
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         path = Path(self.url.removeprefix("sqlite:///"))
         if not path.is_absolute():
             path = Path.cwd() / path
@@ -195,19 +281,45 @@ class CaseStore:
         db.execute("PRAGMA busy_timeout=30000")
         return db
 
+    def _drop(self) -> None:
+        """Forget this thread's connection (after an error it may be broken)."""
+        db = getattr(self._local, "db", None)
+        self._local.db = None
+        if db is not None:
+            with contextlib.suppress(Exception):  # closing a dead connection
+                db.close()
+
     @contextmanager
     def _tx(self) -> Iterator[Any]:
-        """One transaction on this thread's connection."""
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = self._connect()
-        db.execute("BEGIN IMMEDIATE" if self.kind == "sqlite" else "BEGIN")
+        """One transaction on this thread's connection. Every database or network error
+        becomes a one-line CaseStoreError, and a broken connection is replaced on the
+        next call, so an outage of the store ends by itself when the store is back."""
+        try:
+            db = getattr(self._local, "db", None)
+            if db is None:
+                db = self._local.db = self._connect()
+            db.execute("BEGIN IMMEDIATE" if self.kind == "sqlite" else "BEGIN")
+        except Exception as exc:
+            self._drop()
+            raise CaseStoreError(
+                f"case store {_safe(self.url)} unreachable: {_line(exc)}"
+            ) from None
         try:
             yield db
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as exc:
+            try:
+                db.execute("ROLLBACK")
+            except Exception:
+                self._drop()
+            if _is_db_error(exc):
+                self._drop()
+                raise CaseStoreError(f"case store {_safe(self.url)}: {_line(exc)}") from None
             raise
-        db.execute("COMMIT")
+        try:
+            db.execute("COMMIT")
+        except Exception as exc:
+            self._drop()
+            raise CaseStoreError(f"case store {_safe(self.url)}: {_line(exc)}") from None
 
     def _q(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.kind == "postgres" else sql
@@ -230,253 +342,295 @@ class CaseStore:
             again = db.execute("SELECT value FROM case_meta WHERE key = 'schema_version'")
             row = again.fetchone()
             version = int(row[0]) if row else 0
+            if version == SCHEMA_VERSION:
+                return
         if version < 1:
             for statement in _SCHEMA[self.kind][1:]:
                 db.execute(statement)
         if version < 2:
             db.execute(_OUTBOX[self.kind])
             db.execute("CREATE INDEX outbox_due ON outbox (delivered_at, next_attempt_at)")
+        if version < 3:
+            for statement in _V3:
+                db.execute(statement)
         db.execute(self._q("DELETE FROM case_meta WHERE key = ?"), ("schema_version",))
         db.execute(
             self._q("INSERT INTO case_meta (key, value) VALUES (?, ?)"),
             ("schema_version", str(SCHEMA_VERSION)),
         )
 
-    # --- changes -----------------------------------------------------------------------
+    # --- the one path of every change ----------------------------------------------------
 
-    def record_failure(self, failure: Failure) -> tuple[Case, bool]:
-        """Open a case for the failure, or count an occurrence on the open one.
-
-        Returns the case and whether this call opened it. Atomic across processes: the
-        unique partial index decides who opens, everyone else adds an occurrence."""
-        at = _iso(failure.at)
-        with self._tx() as db:
-            row = db.execute(
-                self._q(
-                    "INSERT INTO cases (fingerprint, title, severity, status, source, host,"
-                    " occurrences, first_seen, last_seen, response_due, resolution_due)"
-                    " VALUES (?, ?, ?, 'open', ?, ?, 1, ?, ?, ?, ?)"
-                    f" ON CONFLICT (fingerprint) WHERE status IN {_OPEN_SQL} DO UPDATE SET"
-                    " occurrences = cases.occurrences + 1, last_seen = excluded.last_seen"
-                    f" RETURNING {_COLUMNS}"
-                ),
-                (
-                    failure.fingerprint,
-                    failure.title,
-                    failure.severity.value,
-                    failure.source,
-                    failure.host,
-                    at,
-                    at,
-                    _iso(failure.response_due),
-                    _iso(failure.resolution_due),
-                ),
-            ).fetchone()
-            case = _case(row)
-            created = case.occurrences == 1
-            self._event(
-                db,
-                case.id,
-                failure.at,
-                "opened" if created else "occurrence",
-                None,
-                failure.title if created else None,
-            )
-            if not created and failure.severity.rank > case.severity.rank:
-                db.execute(
-                    self._q(
-                        "UPDATE cases SET severity = ?, response_due = ?,"
-                        " resolution_due = ? WHERE id = ?"
-                    ),
-                    (
-                        failure.severity.value,
-                        _iso(failure.response_due),
-                        _iso(failure.resolution_due),
-                        case.id,
-                    ),
-                )
-                self._event(
-                    db,
-                    case.id,
-                    failure.at,
-                    "severity changed",
-                    None,
-                    f"{case.severity.value} -> {failure.severity.value}",
-                )
-                case = self._get(db, case.id)
-        return case, created
-
-    def reopen_recent(self, fingerprint: str, since: datetime, at: datetime) -> Case | None:
-        """Reopen the case of this fingerprint resolved after `since`, if any."""
-        with self._tx() as db:
-            row = db.execute(
-                self._q(
-                    "SELECT id FROM cases WHERE fingerprint = ? AND status = 'resolved'"
-                    " AND resolved_at >= ? ORDER BY id DESC LIMIT 1"
-                ),
-                (fingerprint, _iso(since)),
-            ).fetchone()
-            if row is None:
-                return None
-            open_row = db.execute(
-                self._q(f"SELECT id FROM cases WHERE fingerprint = ? AND status IN {_OPEN_SQL}"),
-                (fingerprint,),
-            ).fetchone()
-            if open_row is not None:
-                return None
-            db.execute(
-                self._q(
-                    "UPDATE cases SET status = 'reopened', resolved_at = NULL, last_seen = ?,"
-                    " occurrences = occurrences + 1 WHERE id = ?"
-                ),
-                (_iso(at), row[0]),
-            )
-            self._event(db, row[0], at, "reopened", None, None)
-            return self._get(db, row[0])
-
-    def resolve(self, case_id: int, at: datetime, actor: str | None, note: str | None) -> Case:
-        return self._transition(case_id, at, "resolved", actor, note, OPEN_STATUSES)
-
-    def close(self, case_id: int, at: datetime, actor: str | None) -> Case:
-        return self._transition(case_id, at, "closed", actor, None, ("resolved",))
-
-    def reopen(self, case_id: int, at: datetime, actor: str | None) -> Case:
-        return self._transition(case_id, at, "reopened", actor, None, ("resolved", "closed"))
-
-    def acknowledge(self, case_id: int, at: datetime, actor: str) -> Case:
-        return self._transition(case_id, at, "acknowledged", actor, None, ("open", "reopened"))
-
-    def comment(self, case_id: int, at: datetime, actor: str | None, text: str) -> Case:
-        with self._tx() as db:
-            case = self._get(db, case_id)
-            self._event(db, case.id, at, "comment", actor, text)
-        return case
-
-    # --- queries -----------------------------------------------------------------------
-
-    def get(self, case_id: int) -> Case:
-        with self._tx() as db:
-            return self._get(db, case_id)
-
-    def open_case(self, fingerprint: str) -> Case | None:
-        with self._tx() as db:
-            row = db.execute(
-                self._q(
-                    f"SELECT {_COLUMNS} FROM cases WHERE fingerprint = ? AND status IN {_OPEN_SQL}"
-                ),
-                (fingerprint,),
-            ).fetchone()
-        return _case(row) if row else None
-
-    def cases(self, status: str | None = None, severity: str | None = None) -> list[Case]:
-        query = f"SELECT {_COLUMNS} FROM cases WHERE 1 = 1"
-        args: list[Any] = []
-        if status == "open":
-            query += f" AND status IN {_OPEN_SQL}"
-        elif status:
-            query += " AND status = ?"
-            args.append(status)
-        if severity:
-            query += " AND severity = ?"
-            args.append(severity)
-        with self._tx() as db:
-            rows = db.execute(self._q(query + " ORDER BY id DESC"), args).fetchall()
-        return [_case(r) for r in rows]
-
-    def events(self, case_id: int) -> list[Event]:
-        with self._tx() as db:
-            rows = db.execute(
-                self._q(
-                    "SELECT at, kind, actor, text FROM case_events WHERE case_id = ? ORDER BY id"
-                ),
-                (case_id,),
-            ).fetchall()
-        return [Event(datetime.fromisoformat(r[0]), r[1], r[2], r[3]) for r in rows]
-
-    # --- helpers -----------------------------------------------------------------------
-
-    def _transition(
+    def _record(
         self,
+        db: Any,
         case_id: int,
         at: datetime,
-        status: str,
+        kind: str,
         actor: str | None,
-        note: str | None,
-        allowed_from: tuple[str, ...],
-    ) -> Case:
-        with self._tx() as db:
-            case = self._get(db, case_id)
-            if case.status not in allowed_from:
-                raise CaseStoreError(f"case #{case_id} is {case.status}; cannot make it {status}")
-            if status == "acknowledged":
-                db.execute(
-                    self._q(
-                        "UPDATE cases SET status = ?, acknowledged_at = ?,"
-                        " acknowledged_by = ? WHERE id = ?"
-                    ),
-                    (status, _iso(at), actor, case_id),
-                )
-            elif status == "resolved":
-                db.execute(
-                    self._q("UPDATE cases SET status = ?, resolved_at = ? WHERE id = ?"),
-                    (status, _iso(at), case_id),
-                )
-            elif status == "closed":
-                db.execute(self._q("UPDATE cases SET status = ? WHERE id = ?"), (status, case_id))
-            else:
-                if self.open_conflict(db, case):
-                    raise CaseStoreError(
-                        f"case #{case_id} cannot reopen: another case is open for the same failure"
-                    )
-                db.execute(
-                    self._q("UPDATE cases SET status = ?, resolved_at = NULL WHERE id = ?"),
-                    (status, case_id),
-                )
-            self._event(db, case_id, at, status, actor, note)
-            return self._get(db, case_id)
-
-    def open_conflict(self, db: Any, case: Case) -> bool:
-        row = db.execute(
-            self._q(
-                f"SELECT 1 FROM cases WHERE fingerprint = ? AND status IN {_OPEN_SQL} AND id <> ?"
-            ),
-            (case.fingerprint, case.id),
-        ).fetchone()
-        return row is not None
-
-    def _get(self, db: Any, case_id: int) -> Case:
-        row = db.execute(
-            self._q(f"SELECT {_COLUMNS} FROM cases WHERE id = ?"), (case_id,)
-        ).fetchone()
-        if row is None:
-            raise CaseStoreError(f"no case #{case_id}")
-        return _case(row)
-
-    def _event(
-        self, db: Any, case_id: int, at: datetime, kind: str, actor: str | None, text: str | None
+        text: str | None,
+        skip: Iterable[str] = (),
     ) -> None:
+        """The timeline entry of a change and, for the changes people are told about, one
+        outbox row per notifier that receives the case's severity, in the caller's
+        transaction. (A case nobody receives is reported by `notification_problems`.)"""
         db.execute(
             self._q(
                 "INSERT INTO case_events (case_id, at, kind, actor, text) VALUES (?, ?, ?, ?, ?)"
             ),
             (case_id, _iso(at), kind, actor, text),
         )
-        if kind not in NOTIFIED_EVENTS or not self.notifiers:
+        if kind not in NOTIFIED_EVENTS:
             return
-        row = db.execute(self._q("SELECT severity FROM cases WHERE id = ?"), (case_id,)).fetchone()
+        row = db.execute(
+            self._q("SELECT severity, source FROM cases WHERE id = ?"), (case_id,)
+        ).fetchone()
         severity = Severity(row[0])
-        for name, severities in self.notifiers:
-            if severity in severities:
+        # a case about a notifier is never sent to that notifier
+        about = {row[1].removeprefix("notifier:")} if row[1].startswith("notifier:") else set()
+        names = sorted(self._receivers(db, severity) - about - set(skip))
+        for name in names:
+            db.execute(
+                self._q(
+                    "INSERT INTO outbox (case_id, notifier, event, created_at,"
+                    " next_attempt_at) VALUES (?, ?, ?, ?, ?)"
+                ),
+                (case_id, name, kind, _iso(at), _iso(at)),
+            )
+
+    def _receivers(self, db: Any, severity: Severity) -> set[str]:
+        """Notifiers that get a row for a change of a case of this severity: this store's
+        own, and every one an agent registered within REGISTRATION_TTL."""
+        names = {name for name, severities in self.notifiers if severity in severities}
+        since = _iso(datetime.now(UTC) - REGISTRATION_TTL)
+        rows = db.execute(
+            self._q("SELECT name, severities FROM notifiers WHERE seen_at >= ?"), (since,)
+        ).fetchall()
+        names.update(name for name, levels in rows if severity.value in levels.split(","))
+        return names
+
+    def _change(
+        self,
+        case_id: int,
+        kind: str,
+        at: datetime,
+        actor: str | None,
+        text: str | None = None,
+    ) -> Case:
+        """A status change (acknowledge, resolve, reopen, close) of one case."""
+        with self._tx() as db:
+            case = self._get(db, case_id, lock=True)
+            if case.status not in _ALLOWED_FROM[kind]:
+                raise CaseRefused(f"case #{case_id} is {case.status}; cannot make it {kind}")
+            if kind == "acknowledged":
                 db.execute(
                     self._q(
-                        "INSERT INTO outbox (case_id, notifier, event, created_at,"
-                        " next_attempt_at) VALUES (?, ?, ?, ?, ?)"
+                        "UPDATE cases SET status = ?, acknowledged_at = ?,"
+                        " acknowledged_by = ? WHERE id = ?"
                     ),
-                    (case_id, name, kind, _iso(at), _iso(at)),
+                    (kind, _iso(at), actor, case_id),
                 )
+            elif kind == "resolved":
+                db.execute(
+                    self._q("UPDATE cases SET status = ?, resolved_at = ? WHERE id = ?"),
+                    (kind, _iso(at), case_id),
+                )
+            elif kind == "closed":
+                db.execute(self._q("UPDATE cases SET status = ? WHERE id = ?"), (kind, case_id))
+            else:
+                if self._open_conflict(db, case):
+                    raise CaseRefused(
+                        f"case #{case_id} cannot reopen: another case is open for the same failure"
+                    )
+                text = self._restart_clocks(db, case, at, text)
+            self._record(db, case_id, at, kind, actor, text)
+            return self._get(db, case_id)
+
+    def _restart_clocks(self, db: Any, case: Case, at: datetime, note: str | None) -> str:
+        """Reopening is a new call for help: the case is unacknowledged again and both
+        clocks start over at the reopening (the first clocks' breaches stay on the
+        timeline). Returns the timeline text that says so."""
+        due = self.clock(case.severity, at)
+        db.execute(
+            self._q(
+                "UPDATE cases SET status = 'reopened', resolved_at = NULL, acknowledged_at = NULL,"
+                " acknowledged_by = NULL, clock_start = ?, response_due = ?, resolution_due = ?"
+                " WHERE id = ?"
+            ),
+            (_iso(at), _iso(due.response), _iso(due.resolution), case.id),
+        )
+        clocks = (
+            f"clocks restart: respond by {_iso(due.response)}, resolve by {_iso(due.resolution)}"
+        )
+        return f"{note}; {clocks}" if note else clocks
+
+    # --- changes -----------------------------------------------------------------------
+
+    def record_failure(self, failure: Failure) -> tuple[Case, bool]:
+        """Open a case for the failure, or count an occurrence on the open one.
+
+        Returns the case and whether this call opened it. Atomic across processes: a
+        per-fingerprint lock (PostgreSQL) or the single writer (SQLite) decides who
+        opens, everyone else adds an occurrence; no insert ever conflicts, so case
+        numbers stay contiguous."""
+        at = _iso(failure.at)
+        with self._tx() as db:
+            self._lock_fingerprint(db, failure.fingerprint)
+            row = self._open_row(db, failure.fingerprint, lock=True)
+            if row is None:
+                row = db.execute(
+                    self._q(
+                        "INSERT INTO cases (fingerprint, title, severity, status, source, host,"
+                        " occurrences, first_seen, last_seen, response_due, resolution_due,"
+                        " clock_start) VALUES (?, ?, ?, 'open', ?, ?, 1, ?, ?, ?, ?, ?)"
+                        f" RETURNING {_COLUMNS}"
+                    ),
+                    (
+                        failure.fingerprint,
+                        failure.title,
+                        failure.severity.value,
+                        failure.source,
+                        failure.host,
+                        at,
+                        at,
+                        _iso(failure.response_due),
+                        _iso(failure.resolution_due),
+                        at,
+                    ),
+                ).fetchone()
+                case = _case(row)
+                self._record(db, case.id, failure.at, "opened", None, failure.title)
+                return case, True
+            case = _case(row)
+            db.execute(
+                self._q(
+                    "UPDATE cases SET occurrences = occurrences + 1, last_seen = ? WHERE id = ?"
+                ),
+                (at, case.id),
+            )
+            self._record(db, case.id, failure.at, "occurrence", None, None)
+            if failure.severity.rank > case.severity.rank:
+                self._set_severity(db, case, failure.severity, failure.at, None, None)
+            return self._get(db, case.id), False
+
+    def open_case_by_hand(
+        self,
+        title: str,
+        severity: Severity,
+        host: str,
+        at: datetime,
+        actor: str | None,
+        body: str | None = None,
+        source: str = "manual",
+    ) -> Case:
+        """A case somebody opens (a phone call, an e-mail): its own fingerprint, its
+        clocks from now, notified like any other."""
+        due = self.clock(severity, at)
+        with self._tx() as db:
+            row = db.execute(
+                self._q(
+                    "INSERT INTO cases (fingerprint, title, severity, status, source, host,"
+                    " occurrences, first_seen, last_seen, response_due, resolution_due,"
+                    " clock_start) VALUES (?, ?, ?, 'open', ?, ?, 1, ?, ?, ?, ?, ?)"
+                    f" RETURNING {_COLUMNS}"
+                ),
+                (
+                    f"manual:{uuid.uuid4().hex}",
+                    title,
+                    severity.value,
+                    source,
+                    host,
+                    _iso(at),
+                    _iso(at),
+                    _iso(due.response),
+                    _iso(due.resolution),
+                    _iso(at),
+                ),
+            ).fetchone()
+            case = _case(row)
+            self._record(db, case.id, at, "opened", actor, title)
+            if body:
+                self._record(db, case.id, at, "comment", actor, body)
+            return case
+
+    def set_severity(
+        self, case_id: int, severity: Severity, at: datetime, actor: str | None, why: str | None
+    ) -> Case:
+        """Change an open case's severity; its clocks are recomputed from their start."""
+        with self._tx() as db:
+            case = self._get(db, case_id, lock=True)
+            if not case.is_open:
+                raise CaseRefused(f"case #{case_id} is {case.status}; reopen it first")
+            if case.severity is severity:
+                raise CaseRefused(f"case #{case_id} is already {severity.value}")
+            self._set_severity(db, case, severity, at, actor, why)
+            return self._get(db, case_id)
+
+    def _set_severity(
+        self,
+        db: Any,
+        case: Case,
+        severity: Severity,
+        at: datetime,
+        actor: str | None,
+        why: str | None,
+    ) -> None:
+        due = self.clock(severity, case.clock_started)
+        db.execute(
+            self._q(
+                "UPDATE cases SET severity = ?, response_due = ?, resolution_due = ? WHERE id = ?"
+            ),
+            (severity.value, _iso(due.response), _iso(due.resolution), case.id),
+        )
+        text = f"{case.severity.value} -> {severity.value}"
+        self._record(db, case.id, at, "severity changed", actor, f"{text}: {why}" if why else text)
+
+    def reopen_recent(self, fingerprint: str, since: datetime, at: datetime) -> Case | None:
+        """Reopen the case of this fingerprint resolved after `since`, if any (flapping)."""
+        with self._tx() as db:
+            self._lock_fingerprint(db, fingerprint)
+            row = db.execute(
+                self._q(
+                    f"SELECT {_COLUMNS} FROM cases WHERE fingerprint = ? AND status = 'resolved'"
+                    " AND resolved_at >= ? ORDER BY id DESC LIMIT 1"
+                ),
+                (fingerprint, _iso(since)),
+            ).fetchone()
+            if row is None or self._open_row(db, fingerprint) is not None:
+                return None
+            case = _case(row)
+            text = self._restart_clocks(db, case, at, None)
+            db.execute(
+                self._q(
+                    "UPDATE cases SET last_seen = ?, occurrences = occurrences + 1 WHERE id = ?"
+                ),
+                (_iso(at), case.id),
+            )
+            self._record(db, case.id, at, "reopened", None, text)
+            return self._get(db, case.id)
+
+    def resolve(self, case_id: int, at: datetime, actor: str | None, note: str | None) -> Case:
+        return self._change(case_id, "resolved", at, actor, note)
+
+    def close(self, case_id: int, at: datetime, actor: str | None) -> Case:
+        return self._change(case_id, "closed", at, actor)
+
+    def reopen(
+        self, case_id: int, at: datetime, actor: str | None, note: str | None = None
+    ) -> Case:
+        return self._change(case_id, "reopened", at, actor, note)
+
+    def acknowledge(self, case_id: int, at: datetime, actor: str | None) -> Case:
+        return self._change(case_id, "acknowledged", at, actor)
+
+    def comment(self, case_id: int, at: datetime, actor: str | None, text: str) -> Case:
+        with self._tx() as db:
+            case = self._get(db, case_id)
+            self._record(db, case.id, at, "comment", actor, text)
+        return case
 
     def record_breaches(self, now: datetime) -> list[tuple[Case, str]]:
-        """Record (once) every response or resolution target a case has missed."""
+        """Record (once per clock) every response or resolution target a case has missed."""
         found = []
         with self._tx() as db:
             rows = db.execute(
@@ -497,14 +651,80 @@ class CaseStore:
                     seen = db.execute(
                         self._q(
                             "SELECT 1 FROM case_events WHERE case_id = ?"
-                            " AND kind = 'sla breached' AND text = ?"
+                            " AND kind = 'sla breached' AND text = ? AND at >= ?"
                         ),
-                        (case.id, target),
+                        (case.id, target, _iso(case.clock_started)),
                     ).fetchone()
                     if seen is None:
-                        self._event(db, case.id, now, "sla breached", None, target)
+                        self._record(db, case.id, now, "sla breached", None, target)
                         found.append((case, target))
         return found
+
+    # --- queries -----------------------------------------------------------------------
+
+    def get(self, case_id: int) -> Case:
+        with self._tx() as db:
+            return self._get(db, case_id)
+
+    def open_case(self, fingerprint: str) -> Case | None:
+        with self._tx() as db:
+            row = self._open_row(db, fingerprint)
+        return _case(row) if row else None
+
+    def cases(
+        self,
+        status: str | None = None,
+        severity: str | None = None,
+        *,
+        search: str | None = None,
+        host: str | None = None,
+        since: datetime | None = None,
+    ) -> list[Case]:
+        """Cases, newest first; `search` matches title, host, source and the timeline's
+        texts (case-insensitive), `since` keeps cases seen at or after it."""
+        query = f"SELECT {_COLUMNS} FROM cases WHERE 1 = 1"
+        args: list[Any] = []
+        if status == "open":
+            query += f" AND status IN {_OPEN_SQL}"
+        elif status:
+            query += " AND status = ?"
+            args.append(status)
+        if severity:
+            query += " AND severity = ?"
+            args.append(severity)
+        if host:
+            query += " AND host = ?"
+            args.append(host)
+        if since is not None:
+            query += " AND last_seen >= ?"
+            args.append(_iso(since))
+        if search:
+            pattern = (
+                "%"
+                + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                + "%"
+            )
+            like = "LIKE ? ESCAPE '\\'"
+            query += (
+                f" AND (lower(title) {like} OR lower(host) {like} OR lower(source) {like}"
+                " OR EXISTS (SELECT 1 FROM case_events e WHERE e.case_id = cases.id"
+                f" AND lower(e.text) {like}))"
+            )
+            args.extend([pattern] * 4)
+        with self._tx() as db:
+            rows = db.execute(self._q(query + " ORDER BY id DESC"), args).fetchall()
+        return [_case(r) for r in rows]
+
+    def events(self, case_id: int) -> list[Event]:
+        with self._tx() as db:
+            self._get(db, case_id)
+            rows = db.execute(
+                self._q(
+                    "SELECT at, kind, actor, text FROM case_events WHERE case_id = ? ORDER BY id"
+                ),
+                (case_id,),
+            ).fetchall()
+        return [Event(datetime.fromisoformat(r[0]), r[1], r[2], r[3]) for r in rows]
 
     def breached_cases(self) -> dict[int, set[str]]:
         """Case ID -> the targets it missed."""
@@ -527,73 +747,323 @@ class CaseStore:
             ).fetchall()
         return [(r[0], r[1], int(r[2])) for r in rows]
 
-    # --- outbox ------------------------------------------------------------------------
+    # --- helpers -----------------------------------------------------------------------
 
-    def claim_due(self, now: datetime, limit: int = 50, lease: float = 120) -> list[OutboxItem]:
-        """Take due notifications for delivery (a lease keeps other agents off them)."""
+    def _lock_fingerprint(self, db: Any, fingerprint: str) -> None:
+        """Serialise changes of one fingerprint across agents (SQLite's single writer
+        already does)."""
+        if self.kind == "postgres":
+            db.execute("SELECT pg_advisory_xact_lock(72115, hashtext(%s))", (fingerprint,))
+
+    def _open_row(self, db: Any, fingerprint: str, lock: bool = False) -> Any:
+        suffix = " FOR UPDATE" if lock and self.kind == "postgres" else ""
+        return db.execute(
+            self._q(
+                f"SELECT {_COLUMNS} FROM cases WHERE fingerprint = ? AND status IN {_OPEN_SQL}"
+                + suffix
+            ),
+            (fingerprint,),
+        ).fetchone()
+
+    def _open_conflict(self, db: Any, case: Case) -> bool:
+        row = db.execute(
+            self._q(
+                f"SELECT 1 FROM cases WHERE fingerprint = ? AND status IN {_OPEN_SQL} AND id <> ?"
+            ),
+            (case.fingerprint, case.id),
+        ).fetchone()
+        return row is not None
+
+    def _get(self, db: Any, case_id: int, lock: bool = False) -> Case:
+        suffix = " FOR UPDATE" if lock and self.kind == "postgres" else ""
+        row = db.execute(
+            self._q(f"SELECT {_COLUMNS} FROM cases WHERE id = ?" + suffix), (case_id,)
+        ).fetchone()
+        if row is None:
+            raise CaseNotFound(f"no case #{case_id}")
+        return _case(row)
+
+    # --- notifiers and the outbox ---------------------------------------------------------
+
+    def register_notifiers(
+        self, agent: str, routes: Iterable[tuple[str, frozenset[Severity]]], now: datetime
+    ) -> None:
+        """Say which notifiers this agent delivers (and that it is alive); forget the ones
+        it no longer has. Rows are written for every registered name, and only agents
+        that registered a name claim its rows."""
+        routes = list(routes)
+        with self._tx() as db:
+            db.execute(self._q("DELETE FROM notifiers WHERE agent = ?"), (agent,))
+            for name, severities in routes:
+                levels = ",".join(sorted(s.value for s in severities))
+                db.execute(
+                    self._q(
+                        "INSERT INTO notifiers (name, agent, severities, seen_at)"
+                        " VALUES (?, ?, ?, ?)"
+                    ),
+                    (name, agent, levels, _iso(now)),
+                )
+
+    def registered_notifiers(self) -> list[tuple[str, str, str, datetime]]:
+        """(name, agent, severities, seen at) of every registration."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT name, agent, severities, seen_at FROM notifiers ORDER BY name, agent"
+            ).fetchall()
+        return [(r[0], r[1], r[2], datetime.fromisoformat(r[3])) for r in rows]
+
+    def claim_due(
+        self,
+        now: datetime,
+        limit: int = 50,
+        lease: float = 120,
+        names: Iterable[str] | None = None,
+        case_id: int | None = None,
+    ) -> list[OutboxItem]:
+        """Take due notifications for the notifiers `names` (default: this store's own).
+
+        Only the oldest waiting row of each (case, notifier) is ever due, so a later
+        change of a case never reaches a notifier before an earlier one, whatever the
+        retries did; a lease (and, on PostgreSQL, row locks) keeps other agents off."""
+        wanted = sorted(set(names) if names is not None else {n for n, _ in self.notifiers})
+        if not wanted:
+            return []
+        marks = ", ".join("?" * len(wanted))
+        query = (
+            "SELECT o.id, o.case_id, o.notifier, o.event, o.attempts FROM outbox o"
+            " WHERE o.delivered_at IS NULL AND o.failed_at IS NULL"
+            f" AND o.notifier IN ({marks})"
+            " AND o.next_attempt_at <= ? AND (o.lease_until IS NULL OR o.lease_until < ?)"
+            " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.case_id = o.case_id"
+            " AND p.notifier = o.notifier AND p.id < o.id"
+            " AND p.delivered_at IS NULL AND p.failed_at IS NULL)"
+        )
+        args: list[Any] = [*wanted, _iso(now), _iso(now)]
+        if case_id is not None:
+            query += " AND o.case_id = ?"
+            args.append(case_id)
+        query += " ORDER BY o.id LIMIT ?"
+        args.append(limit)
+        if self.kind == "postgres":
+            query += " FOR UPDATE OF o SKIP LOCKED"
         until = _iso(now + timedelta(seconds=lease))
         claimed = []
         with self._tx() as db:
-            rows = db.execute(
-                self._q(
-                    "SELECT id, case_id, notifier, event, attempts FROM outbox"
-                    " WHERE delivered_at IS NULL AND failed_at IS NULL"
-                    " AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
-                    " ORDER BY id LIMIT ?"
-                ),
-                (_iso(now), _iso(now), limit),
-            ).fetchall()
-            for row in rows:
+            for row in db.execute(self._q(query), args).fetchall():
                 db.execute(
                     self._q("UPDATE outbox SET lease_until = ? WHERE id = ?"), (until, row[0])
                 )
                 claimed.append(OutboxItem(int(row[0]), int(row[1]), row[2], row[3], int(row[4])))
         return claimed
 
-    def delivered(self, item_id: int, at: datetime) -> None:
+    def delivered(self, item_id: int, at: datetime, agent: str | None = None) -> None:
         with self._tx() as db:
             db.execute(
                 self._q(
                     "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1,"
-                    " lease_until = NULL WHERE id = ?"
+                    " lease_until = NULL, handled_by = ? WHERE id = ?"
                 ),
-                (_iso(at), item_id),
+                (_iso(at), agent, item_id),
             )
             row = db.execute(
                 self._q("SELECT case_id, notifier, event FROM outbox WHERE id = ?"), (item_id,)
             ).fetchone()
-            self._event(db, int(row[0]), at, "notified", row[1], row[2])
+            self._record(db, int(row[0]), at, "notified", row[1], row[2])
 
     def retry_later(
-        self, item_id: int, at: datetime, next_at: datetime, error: str, permanent: bool
+        self,
+        item_id: int,
+        at: datetime,
+        next_at: datetime,
+        error: str,
+        permanent: bool,
+        agent: str | None = None,
     ) -> None:
+        """One failed attempt: try again at `next_at`, or (permanent) never; a failure for
+        good is also written on the case's timeline."""
         with self._tx() as db:
             db.execute(
                 self._q(
                     "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?,"
-                    " lease_until = NULL, last_error = ?, failed_at = ? WHERE id = ?"
+                    " lease_until = NULL, last_error = ?, failed_at = ?, handled_by = ?"
+                    " WHERE id = ?"
                 ),
-                (_iso(next_at), error[:500], _iso(at) if permanent else None, item_id),
+                (_iso(next_at), error[:500], _iso(at) if permanent else None, agent, item_id),
             )
+            if permanent:
+                row = db.execute(
+                    self._q("SELECT case_id, notifier, event FROM outbox WHERE id = ?"),
+                    (item_id,),
+                ).fetchone()
+                text = f"{row[2]} not delivered: {error}"[:500]
+                self._record(db, int(row[0]), at, "notification failed", row[1], text)
 
-    def outbox_stats(self) -> list[tuple[str, int, int, int]]:
-        """(notifier, delivered, failed for good, waiting) for every notifier."""
+    def retry_failed(
+        self, now: datetime, notifier: str | None = None, case_id: int | None = None
+    ) -> int:
+        """Put notifications that failed for good back in the queue (after the notifier
+        was fixed); returns how many."""
+        query = (
+            "UPDATE outbox SET failed_at = NULL, next_attempt_at = ? WHERE failed_at IS NOT NULL"
+        )
+        args: list[Any] = [_iso(now)]
+        if notifier:
+            query += " AND notifier = ?"
+            args.append(notifier)
+        if case_id is not None:
+            query += " AND case_id = ?"
+            args.append(case_id)
         with self._tx() as db:
-            rows = db.execute(
-                "SELECT notifier,"
-                " sum(CASE WHEN delivered_at IS NOT NULL THEN 1 ELSE 0 END),"
-                " sum(CASE WHEN failed_at IS NOT NULL THEN 1 ELSE 0 END),"
-                " sum(CASE WHEN delivered_at IS NULL AND failed_at IS NULL THEN 1 ELSE 0 END)"
-                " FROM outbox GROUP BY notifier ORDER BY notifier"
-            ).fetchall()
+            cursor = db.execute(self._q(query), args)
+            return int(cursor.rowcount or 0)
+
+    def notifications(
+        self, case_id: int | None = None, state: str | None = None, limit: int = 200
+    ) -> list[Notification]:
+        """Outbox rows, newest first."""
+        query = (
+            "SELECT id, case_id, notifier, event, attempts, created_at, delivered_at, failed_at,"
+            " last_error, handled_by FROM outbox WHERE 1 = 1"
+        )
+        args: list[Any] = []
+        if case_id is not None:
+            query += " AND case_id = ?"
+            args.append(case_id)
+        if state == "waiting":
+            query += " AND delivered_at IS NULL AND failed_at IS NULL"
+        elif state == "delivered":
+            query += " AND delivered_at IS NOT NULL"
+        elif state == "failed":
+            query += " AND failed_at IS NOT NULL"
+        query += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        with self._tx() as db:
+            rows = db.execute(self._q(query), args).fetchall()
+        return [
+            Notification(
+                id=int(r[0]),
+                case_id=int(r[1]),
+                notifier=r[2],
+                event=r[3],
+                state="delivered" if r[6] else "failed" if r[7] else "waiting",
+                attempts=int(r[4]),
+                created_at=datetime.fromisoformat(r[5]),
+                last_error=r[8],
+                handled_by=r[9],
+            )
+            for r in rows
+        ]
+
+    def outbox_stats(self, agent: str | None = None) -> list[tuple[str, int, int, int]]:
+        """(notifier, delivered, failed for good, waiting) per notifier; with `agent`, the
+        delivered and failed counts are only the rows that agent handled."""
+        mine = "" if agent is None else " AND handled_by = ?"
+        query = (
+            "SELECT notifier,"
+            f" sum(CASE WHEN delivered_at IS NOT NULL{mine} THEN 1 ELSE 0 END),"
+            f" sum(CASE WHEN failed_at IS NOT NULL{mine} THEN 1 ELSE 0 END),"
+            " sum(CASE WHEN delivered_at IS NULL AND failed_at IS NULL THEN 1 ELSE 0 END)"
+            " FROM outbox GROUP BY notifier ORDER BY notifier"
+        )
+        args = [] if agent is None else [agent, agent]
+        with self._tx() as db:
+            rows = db.execute(self._q(query), args).fetchall()
         return [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
-    def outbox_backlog(self) -> int:
+    def outbox_backlog(self, names: Iterable[str] | None = None) -> int:
+        query = "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL"
+        args: list[Any] = []
+        if names is not None:
+            wanted = sorted(set(names)) or [""]
+            query += f" AND notifier IN ({', '.join('?' * len(wanted))})"
+            args.extend(wanted)
         with self._tx() as db:
-            row = db.execute(
-                "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL"
-            ).fetchone()
+            row = db.execute(self._q(query), args).fetchone()
         return int(row[0])
+
+    def undeliverable(self, now: datetime) -> dict[str, int]:
+        """Waiting rows per notifier that no agent has registered within LIVE_WITHIN:
+        nobody running can deliver them."""
+        since = _iso(now - LIVE_WITHIN)
+        with self._tx() as db:
+            rows = db.execute(
+                self._q(
+                    "SELECT notifier, count(*) FROM outbox o"
+                    " WHERE delivered_at IS NULL AND failed_at IS NULL AND NOT EXISTS"
+                    " (SELECT 1 FROM notifiers n WHERE n.name = o.notifier AND n.seen_at >= ?)"
+                    " GROUP BY notifier"
+                ),
+                (since,),
+            ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def notification_problems(self, now: datetime) -> list[str]:
+        """One line per way notifications are failing people right now: failed for good
+        (recently, or for a case still open), undeliverable, or stuck behind retries."""
+        recent = _iso(now - FAILED_RECENT)
+        stuck = _iso(now - STUCK_AFTER)
+        with self._tx() as db:
+            failed = db.execute(
+                self._q(
+                    "SELECT o.notifier, count(*), max(o.failed_at) FROM outbox o"
+                    " JOIN cases c ON c.id = o.case_id WHERE o.failed_at IS NOT NULL"
+                    f" AND (o.failed_at >= ? OR c.status IN {_OPEN_SQL})"
+                    " GROUP BY o.notifier ORDER BY o.notifier"
+                ),
+                (recent,),
+            ).fetchall()
+            errors = {
+                r[0]: r[1]
+                for r in db.execute(
+                    "SELECT notifier, last_error FROM outbox WHERE id IN"
+                    " (SELECT max(id) FROM outbox WHERE last_error IS NOT NULL GROUP BY notifier)"
+                ).fetchall()
+            }
+            waiting = db.execute(
+                self._q(
+                    "SELECT notifier, count(*), min(created_at) FROM outbox"
+                    " WHERE delivered_at IS NULL AND failed_at IS NULL AND created_at < ?"
+                    " GROUP BY notifier ORDER BY notifier"
+                ),
+                (stuck,),
+            ).fetchall()
+        problems = [
+            f"{count} notification(s) to {name} failed for good (last error: {errors.get(name)});"
+            f" fix the notifier, then `opsagent cases retry --failed`"
+            for name, count, _ in failed
+        ]
+        with self._tx() as db:
+            silent = db.execute(
+                f"SELECT id, severity FROM cases c WHERE status IN {_OPEN_SQL} AND NOT EXISTS"
+                " (SELECT 1 FROM outbox o WHERE o.case_id = c.id) ORDER BY id"
+            ).fetchall()
+        if silent:
+            ids = ", ".join(f"#{r[0]} ({r[1]})" for r in silent[:5])
+            more = f" and {len(silent) - 5} more" if len(silent) > 5 else ""
+            problems.append(
+                f"open case(s) {ids}{more} notified nobody: no notifier receives their severity"
+            )
+        lost = self.undeliverable(now)
+        problems += [
+            f"{count} notification(s) to {name} waiting, but no agent has notifier {name}"
+            for name, count in sorted(lost.items())
+        ]
+        problems += [
+            f"{count} notification(s) to {name} waiting since {since}"
+            f" (last error: {errors.get(name)})"
+            for name, count, since in waiting
+            if name not in lost
+        ]
+        return problems
+
+
+def _is_db_error(exc: BaseException) -> bool:
+    """A database driver's error (sqlite3 or psycopg), as opposed to a bug of ours."""
+    return isinstance(exc, sqlite3.Error) or type(exc).__module__.startswith("psycopg")
+
+
+def _line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 def _safe(url: str) -> str:
@@ -626,4 +1096,5 @@ def _case(row: Any) -> Case:
         resolved_at=_parse(row[12]),
         response_due=datetime.fromisoformat(row[13]),
         resolution_due=datetime.fromisoformat(row[14]),
+        clock_start=_parse(row[15]),
     )

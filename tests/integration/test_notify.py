@@ -126,10 +126,17 @@ def test_each_notification_is_delivered_once_despite_failures(
     from exporters.metrics import ResultMetrics
 
     registry = CollectorRegistry()
-    ResultMetrics(registry, "test").watch_cases(store)
+    ResultMetrics(registry, "test").watch_cases(store, dispatcher.agent, ["webhook-0"])
     text = generate_latest(registry).decode()
-    assert 'opsagent_notifications_total{notifier="webhook-0",outcome="delivered"} 2.0' in text
-    assert 'opsagent_notifications_waiting{notifier="pagerduty-1"} 0.0' in text
+    assert 'opsagent_notifications_delivered_total{notifier="webhook-0"} 2.0' in text
+    assert 'opsagent_notifications_failed_total{notifier="webhook-0"} 0.0' in text
+    assert 'opsagent_notifications_waiting{notifier="webhook-0"} 0.0' in text
+    # another agent's figures are its own: it delivered nothing
+    other = CollectorRegistry()
+    ResultMetrics(other, "test").watch_cases(store, "another-host", ["webhook-0"])
+    assert 'opsagent_notifications_delivered_total{notifier="webhook-0"} 0.0' in (
+        generate_latest(other).decode()
+    )
 
 
 def test_restart_sends_nothing_twice_and_400_is_not_retried(
@@ -156,8 +163,27 @@ def test_restart_sends_nothing_twice_and_400_is_not_retried(
     _, again = setup(tmp_path, hook, pagerduty)  # a restarted agent on the same store
     for n in range(3):
         again.run_once(t + timedelta(hours=n + 1))
-    assert len(hook.accepted()) == 1
     assert len(pagerduty.requests) == 1  # 400: given up at once
+    # the webhook got the case once, and the case about the rejecting pager (never sent
+    # to the pager itself)
+    sent = hook.accepted()
+    assert [(m["event"], m["case"]["fingerprint"]) for m in sent] == [
+        ("opened", "fp-2"),
+        ("opened", "notifier:pagerduty-1"),
+    ]
+    about = store.open_case("notifier:pagerduty-1")
+    assert about is not None and about.severity is Severity.CRITICAL
+    assert "HTTP 400" in about.title
+    failed = store.notifications(state="failed")
+    assert [(n.notifier, n.event) for n in failed] == [("pagerduty-1", "opened")]
+    assert any("pagerduty-1 failed for good" in p for p in store.notification_problems(t))
+    # fixed: requeued by hand, delivered, and the case about the pager resolves itself
+    assert store.retry_failed(t + timedelta(hours=5)) == 1
+    again.run_once(t + timedelta(hours=5))
+    assert [m["event_action"] for m in pagerduty.accepted()] == ["trigger"]
+    assert store.get(about.id).status == "resolved"
+    again.run_once(t + timedelta(hours=5))
+    assert [m["event"] for m in hook.accepted()][-1] == "resolved"
     assert store.outbox_backlog() == 0
 
 

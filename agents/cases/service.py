@@ -1,0 +1,56 @@
+"""The case room, wired from a config: the store with its SLA clock, and this agent's
+notification dispatcher. The daemon, the one-shot commands, the command line and the
+fleet all get their store here, so every case change they make is written and
+notified the same way (`CaseStore._record`)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from agents.cases.store import CaseStore, CaseStoreError
+
+if TYPE_CHECKING:
+    from agents.cases.notify import Dispatcher
+    from agents.config import Config
+
+log = logging.getLogger("opsagent.cases")
+
+
+def case_store(config: Config) -> CaseStore:
+    """The case store with this config's SLA clock and its own notifiers as receivers."""
+    from agents.cases.notify import notifier_routes
+    from agents.cases.sla import sla_clock
+
+    return CaseStore(
+        config.cases_store, notifier_routes(config.cases.notify), sla_clock(config.cases)
+    )
+
+
+def dispatcher(config: Config, store: CaseStore) -> Dispatcher:
+    """This agent's deliverer of notifications, registered under the agent's host."""
+    from agents.cases.notify import Dispatcher, build_notifiers, notifier_routes
+
+    return Dispatcher(
+        store,
+        build_notifiers(config.cases.notify),
+        agent=config.host,
+        routes=notifier_routes(config.cases.notify),
+    )
+
+
+def deliver_now(config: Config, store: CaseStore, case_id: int | None = None) -> tuple[int, int]:
+    """Deliver what a command just queued, when this host has notifiers: the on-call
+    person's acknowledgement reaches the pager now, not at the daemon's next pass (and
+    a host run by timers, with no daemon, still notifies). Whatever fails here stays
+    queued for the daemon; returns (delivered, failed attempts)."""
+    deliver = dispatcher(config, store)
+    if not deliver.notifiers:
+        return 0, 0
+    try:
+        deliver.register(datetime.now(UTC))
+        return deliver.run_once(case_id=case_id)
+    except CaseStoreError as exc:
+        log.warning("notifications wait: %s", exc)
+        return 0, 0
