@@ -272,7 +272,7 @@ class Dispatcher:
         self.store.delivered(item.id, datetime.now(UTC), self.agent)
         with self._lock:
             self.sent += 1
-        self._accepted(item.notifier)
+        self._accepted(item.notifier, now)
         return True
 
     def _rejected(self, name: str, error: str, now: datetime) -> None:
@@ -294,7 +294,7 @@ class Dispatcher:
             )
         )
 
-    def _accepted(self, name: str) -> None:
+    def _accepted(self, name: str, now: datetime) -> None:
         """A delivery went through: resolve the open case about this notifier, if any."""
         with self._lock:
             if name in self._healthy:
@@ -302,7 +302,7 @@ class Dispatcher:
             self._healthy.add(name)
         case = self.store.open_case(f"notifier:{name}")
         if case is not None:
-            self.store.resolve(case.id, datetime.now(UTC), "opsagent", "delivered again")
+            self.store.resolve(case.id, now, "opsagent", "delivered again")
 
 
 def _unexpected(exc: Exception) -> DeliveryError:
