@@ -789,8 +789,9 @@ class CaseStore:
         self, agent: str, routes: Iterable[tuple[str, frozenset[Severity]]], now: datetime
     ) -> None:
         """Say which notifiers this agent delivers (and that it is alive); forget the ones
-        it no longer has. Rows are written for every registered name, and only agents
-        that registered a name claim its rows."""
+        it no longer has. Rows are written for every registered name, only agents that
+        registered a name claim its rows, and open cases a name has never been told of
+        are queued for it."""
         routes = list(routes)
         with self._tx() as db:
             db.execute(self._q("DELETE FROM notifiers WHERE agent = ?"), (agent,))
@@ -802,6 +803,36 @@ class CaseStore:
                         " VALUES (?, ?, ?, ?)"
                     ),
                     (name, agent, levels, _iso(now)),
+                )
+                self._backfill(db, name, severities, now)
+
+    def _backfill(self, db: Any, name: str, severities: frozenset[Severity], now: datetime) -> None:
+        """Queue, for a notifier, the open cases it has never been told of: cases opened
+        before any agent with it had registered (a new store, a new notifier) are
+        still paged, with their present state."""
+        if not severities:
+            return
+        if self.kind == "postgres":  # two agents with the same notifier backfill once
+            db.execute("SELECT pg_advisory_xact_lock(72116, hashtext(%s))", (name,))
+        levels = sorted(s.value for s in severities)
+        rows = db.execute(
+            self._q(
+                f"SELECT id, status FROM cases c WHERE status IN {_OPEN_SQL}"
+                f" AND severity IN ({', '.join('?' * len(levels))}) AND source <> ?"
+                " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.case_id = c.id"
+                " AND o.notifier = ?) ORDER BY id"
+            ),
+            (*levels, f"notifier:{name}", name),
+        ).fetchall()
+        for case_id, status in rows:
+            events = ["opened"] if status == "open" else ["opened", status]
+            for event in events:
+                db.execute(
+                    self._q(
+                        "INSERT INTO outbox (case_id, notifier, event, created_at,"
+                        " next_attempt_at) VALUES (?, ?, ?, ?, ?)"
+                    ),
+                    (case_id, name, event, _iso(now), _iso(now)),
                 )
 
     def registered_notifiers(self) -> list[tuple[str, str, str, datetime]]:
