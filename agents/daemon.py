@@ -569,7 +569,7 @@ def start_agent(config: Config, version: str) -> int:
     textfile = textfile_job(config, registry)
     if textfile is not None:
         jobs.append(textfile)
-    intake = AlertmanagerIntake(rules.store, config.cases)
+    intake = AlertmanagerIntake(rules.store, config.cases, config.host)
     from agents.audit import result_sink
     from agents.cases.notify import Heartbeats
 
