@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -215,6 +216,26 @@ class TcpCheck(CheckBase):
     port: int = Field(ge=1, le=65535)
     send: str | None = None
     expect: str | None = None
+    # `expect` compiled once, at load
+    _expect_pattern: re.Pattern[str] | None = PrivateAttr(default=None)
+
+    @field_validator("expect")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+        return value
+
+    def model_post_init(self, context: Any) -> None:
+        self._expect_pattern = re.compile(self.expect) if self.expect is not None else None
+
+    @property
+    def expect_pattern(self) -> re.Pattern[str] | None:
+        """The compiled `expect`, searched for in the decoded answer."""
+        return self._expect_pattern
 
 
 class ProcessCheck(CheckBase):

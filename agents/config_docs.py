@@ -54,7 +54,8 @@ DESCRIPTIONS: dict[str, str] = {
     "TcpCheck.host": "Host to connect to.",
     "TcpCheck.port": "Port to connect to.",
     "TcpCheck.send": "Bytes to send after connecting.",
-    "TcpCheck.expect": "Regex the first answer must match.",
+    "TcpCheck.expect": "Regular expression searched for in the answer (decoded as UTF-8,"
+    " bad bytes replaced), read until it matches, the server closes, 64 KiB or the timeout.",
     "ProcessCheck.kind": "`process`.",
     "ProcessCheck.process_name": "Process name to match.",
     "ProcessCheck.cmdline_regex": "Regex on the full command line.",

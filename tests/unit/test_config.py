@@ -276,6 +276,11 @@ restore_test: {snapshot: {random_within: 7d}}
             "config.yml: exporter.listen: expected [IPV6]:PORT, got '[localhost]:9108'",
         ),
         (
+            "monitor: {checks: [{name: t, kind: tcp, host: h, port: 1, expect: '(PONG'}]}",
+            "config.yml: monitor.checks[0].expect: '(PONG' is not a regular expression:"
+            " missing ), unterminated subpattern at position 0",
+        ),
+        (
             "exporter: {enabled: maybe}",
             "config.yml: exporter.enabled: must be true or false, got 'maybe'",
         ),
