@@ -9,6 +9,7 @@ them at once. Secrets are never written in the file: a `*_file` path or a
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import socket
@@ -27,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -148,18 +150,30 @@ class ExporterConfig(Model):
     listen: str = "127.0.0.1:9108"
     web_config_file: Path | None = None
     textfile: Path | None = None
+    allow_plain_http: bool = False
 
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        _host, sep, port = value.rpartition(":")
+        host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"expected HOST:PORT, got {value!r}")
+        if host.startswith("[") and host.endswith("]"):
+            try:
+                ipaddress.IPv6Address(host[1:-1])
+            except ValueError:
+                raise ValueError(f"expected [IPV6]:PORT, got {value!r}") from None
+        elif ":" in host or "[" in host or "]" in host:
+            raise ValueError(f"an IPv6 address goes in brackets, [::1]:PORT; got {value!r}")
         return value
 
     @property
     def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
+        """The address to bind: brackets of an IPv6 address removed, all IPv4 when empty."""
+        host = self.listen.rpartition(":")[0]
+        if host.startswith("["):
+            return host[1:-1]
+        return host or "0.0.0.0"
 
     @property
     def port(self) -> int:
@@ -202,6 +216,26 @@ class TcpCheck(CheckBase):
     port: int = Field(ge=1, le=65535)
     send: str | None = None
     expect: str | None = None
+    # `expect` compiled once, at load
+    _expect_pattern: re.Pattern[str] | None = PrivateAttr(default=None)
+
+    @field_validator("expect")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+        return value
+
+    def model_post_init(self, context: Any) -> None:
+        self._expect_pattern = re.compile(self.expect) if self.expect is not None else None
+
+    @property
+    def expect_pattern(self) -> re.Pattern[str] | None:
+        """The compiled `expect`, searched for in the decoded answer."""
+        return self._expect_pattern
 
 
 class ProcessCheck(CheckBase):

@@ -20,9 +20,13 @@ DESCRIPTIONS: dict[str, str] = {
     "LogConfig.level": "debug, info, warning or error.",
     # --- exporter
     "ExporterConfig.enabled": "Serve /metrics, /healthz, /status and the intake.",
-    "ExporterConfig.listen": "host:port; anything but loopback requires TLS + basic auth.",
+    "ExporterConfig.listen": "HOST:PORT or [IPV6]:PORT; anything but loopback (127.0.0.0/8,"
+    " [::1], localhost) requires TLS and basic auth.",
     "ExporterConfig.web_config_file": "Prometheus web-config file: TLS, client CA, basic auth.",
     "ExporterConfig.textfile": "Also write the exposition here every 15 s (for node_exporter).",
+    "ExporterConfig.allow_plain_http": "Beyond loopback, serve plain HTTP (basic auth still"
+    " required, its password then crosses the network in clear): only behind a TLS proxy or"
+    " on a trusted network.",
     # --- monitor
     "MonitorConfig.host_metrics": "Export CPU, memory, file systems, disks and network (psutil).",
     "MonitorConfig.pseudo_fs_pattern": "File system types left out of the host metrics (regex).",
@@ -50,7 +54,8 @@ DESCRIPTIONS: dict[str, str] = {
     "TcpCheck.host": "Host to connect to.",
     "TcpCheck.port": "Port to connect to.",
     "TcpCheck.send": "Bytes to send after connecting.",
-    "TcpCheck.expect": "Regex the first answer must match.",
+    "TcpCheck.expect": "Regular expression searched for in the answer (decoded as UTF-8,"
+    " bad bytes replaced), read until it matches, the server closes, 64 KiB or the timeout.",
     "ProcessCheck.kind": "`process`.",
     "ProcessCheck.process_name": "Process name to match.",
     "ProcessCheck.cmdline_regex": "Regex on the full command line.",

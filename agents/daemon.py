@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from agents.cases.rules import CaseRules, Thresholds
 from agents.cases.service import case_store, dispatcher
 from agents.cases.store import CaseStore
-from agents.config import Config, RestoreTestConfig, Schedule
+from agents.config import Config, ExporterConfig, RestoreTestConfig, Schedule
 from agents.errors import OpsagentError
 from agents.monitor.checks import run_check
 from agents.results import CheckResult, Severity, Status, run_guarded
@@ -573,7 +573,7 @@ def start_agent(config: Config, version: str) -> int:
     textfile = textfile_job(config, registry)
     if textfile is not None:
         jobs.append(textfile)
-    intake = AlertmanagerIntake(store, config.cases)
+    intake = AlertmanagerIntake(store, config.cases, config.host)
     from agents.audit import result_sink
     from agents.cases.notify import Heartbeats
 
@@ -598,12 +598,11 @@ def start_agent(config: Config, version: str) -> int:
             web = load_web_config(config.exporter.web_config_file)
             app = with_basic_auth(app, web.basic_auth_users, open_paths=("/healthz",))
             tls = ssl_context(web.tls_server_config) if web.tls_server_config else None
-        if not _loopback(config.exporter.host) and not (web and web.basic_auth_users):
-            raise OpsagentError(
-                f"exporter listens on {config.exporter.listen}, beyond loopback, without basic"
-                " auth: anyone could open cases through the Alertmanager intake; set"
-                " basic_auth_users in exporter.web_config_file or listen on 127.0.0.1"
-            )
+        problem = exposure_problem(
+            config.exporter, tls=tls is not None, basic_auth=bool(web and web.basic_auth_users)
+        )
+        if problem is not None:
+            raise OpsagentError(problem)
         try:
             server = ExporterServer(config.exporter.host, config.exporter.port, app, tls).start()
         except OSError as exc:
@@ -611,9 +610,9 @@ def start_agent(config: Config, version: str) -> int:
                 f"exporter cannot listen on {config.exporter.listen}: {exc.strerror or exc}"
             ) from None
         scheme = "https" if tls else "http"
-        log.info(
-            "exporter listening on %s://%s:%d/metrics", scheme, config.exporter.host, server.port
-        )
+        host = config.exporter.host
+        shown = f"[{host}]" if ":" in host else host
+        log.info("exporter listening on %s://%s:%d/metrics", scheme, shown, server.port)
     try:
         return daemon.run(version)
     finally:
@@ -640,6 +639,29 @@ def status_app(config: Config) -> Callable[..., Any]:
         return [body]
 
     return app
+
+
+def exposure_problem(exporter: ExporterConfig, tls: bool, basic_auth: bool) -> str | None:
+    """Why the exporter must not start as configured (one line), or None. Beyond loopback
+    it needs basic auth (the intake opens cases, /status tells about the host) and TLS
+    (the password and the answers cross the network); `allow_plain_http` waives TLS."""
+    if _loopback(exporter.host):
+        return None
+    where = f"exporter listens on {exporter.listen}, beyond loopback,"
+    if not basic_auth:
+        missing = "basic auth" if tls else "TLS and basic auth"
+        keys = "basic_auth_users" if tls else "tls_server_config and basic_auth_users"
+        return (
+            f"{where} without {missing}: anyone could open cases through the Alertmanager"
+            f" intake; set {keys} in exporter.web_config_file, or listen on 127.0.0.1"
+        )
+    if not tls and not exporter.allow_plain_http:
+        return (
+            f"{where} without TLS: the basic auth password would cross the network in clear;"
+            " set tls_server_config in exporter.web_config_file, or exporter.allow_plain_http:"
+            " true to accept that"
+        )
+    return None
 
 
 def _loopback(host: str) -> bool:

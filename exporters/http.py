@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterable
@@ -55,14 +56,20 @@ class _Server(ThreadingWSGIServer):
     request_queue_size = 128
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class ExporterServer:
-    """A WSGI server on its own thread; `port` is the bound port (0 picks a free one)."""
+    """A WSGI server on its own thread; `port` is the bound port (0 picks a free one).
+    `host` is a name, an IPv4 address or an IPv6 address (without brackets)."""
 
     def __init__(
         self, host: str, port: int, app: WSGIApp, tls: ssl.SSLContext | None = None
     ) -> None:
+        server_class = _Server6 if ":" in host else _Server
         self._server = make_server(
-            host, port, app, server_class=_Server, handler_class=_QuietHandler
+            host, port, app, server_class=server_class, handler_class=_QuietHandler
         )
         self._server.daemon_threads = True
         if tls is not None:

@@ -162,13 +162,13 @@ def tcp_check(check: TcpCheck) -> Outcome:
             connect = time.monotonic() - start
             if check.send is not None:
                 sock.sendall(check.send.encode())
-            if check.expect is not None:
-                data = _read_until(sock, check.expect.encode(), timeout)
-                if check.expect.encode() not in data:
+            if check.expect_pattern is not None:
+                answer = _read_until(sock, check.expect_pattern, timeout)
+                if not check.expect_pattern.search(answer):
                     return (
                         Status.FAILED,
-                        f"{check.host}:{check.port} did not answer {check.expect!r}",
-                        {"received": data[:200].decode(errors="replace")},
+                        f"{check.host}:{check.port}: answer does not match {check.expect!r}",
+                        {"received": answer[:200]},
                     )
     except OSError as exc:
         return Status.FAILED, f"{check.host}:{check.port}: {_oserror(exc)}", {}
@@ -387,16 +387,26 @@ def _certificate_days_left(url: str, context: ssl.SSLContext, timeout: float) ->
     return (expires.timestamp() - time.time()) / 86400
 
 
-def _read_until(sock: socket.socket, marker: bytes, timeout: float) -> bytes:
+def _read_until(sock: socket.socket, pattern: re.Pattern[str], timeout: float) -> str:
+    """What the server sends, decoded as UTF-8 (bad bytes replaced), until `pattern` is
+    found in it, the server closes, 64 KiB or the timeout; a timeout before any byte
+    is an error, after some a mismatch to report with what came."""
     deadline = time.monotonic() + timeout
     data = b""
-    while marker not in data and len(data) < 65536 and time.monotonic() < deadline:
+    answer = ""
+    while not pattern.search(answer) and len(data) < 65536 and time.monotonic() < deadline:
         sock.settimeout(max(0.01, deadline - time.monotonic()))
-        chunk = sock.recv(4096)
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            if not data:
+                raise
+            break
         if not chunk:
             break
         data += chunk
-    return data
+        answer = data.decode(errors="replace")
+    return answer
 
 
 def _oserror(exc: OSError) -> str:

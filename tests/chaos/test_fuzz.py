@@ -238,7 +238,7 @@ def test_hostile_alertmanager_bodies(
     tmp_path_factory: pytest.TempPathFactory, message: Any
 ) -> None:
     store = _store(tmp_path_factory)
-    intake = AlertmanagerIntake(store, CasesConfig())
+    intake = AlertmanagerIntake(store, CasesConfig(), "fuzz-host")
     try:
         counts = intake.handle(message)
         assert set(counts) == {"firing", "resolved"}

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -95,6 +96,73 @@ def test_tcp_process_file_age_command_disk(tmp_path: Path) -> None:
     disk = check("{name: root, kind: disk, path: /, min_free_percent: 100}")
     full = run_check(disk, "h")
     assert full.status is Status.FAILED and "below 100%" in full.summary
+
+
+def serve_tcp(answer: Callable[[socket.socket], None]) -> tuple[int, Callable[[], None]]:
+    """A TCP server on loopback that runs `answer` on every connection; its port and stop."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stopping = threading.Event()
+
+    def loop() -> None:
+        while not stopping.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                answer(conn)
+
+    threading.Thread(target=loop, daemon=True).start()
+
+    def stop() -> None:
+        stopping.set()
+        listener.close()
+
+    return listener.getsockname()[1], stop
+
+
+def redis_like(conn: socket.socket) -> None:
+    """PING -> +PONG, after a banner in two pieces with a pause and a byte that is not UTF-8."""
+    conn.sendall(b"\xffHEL")
+    time.sleep(0.2)
+    conn.sendall(b"LO 42\r\n")
+    if conn.recv(64).startswith(b"PING"):
+        conn.sendall(b"+PONG\r\n")
+
+
+def test_tcp_expect_is_a_regular_expression() -> None:
+    port, stop = serve_tcp(redis_like)
+
+    def tcp(expect: str, send: str = "") -> Any:
+        """Run a check with `expect` as written in single quotes in the YAML file."""
+        extra = f', send: "{send}"' if send else ""
+        spec = f"name: t, kind: tcp, host: 127.0.0.1, port: {port}, timeout: 2s{extra}"
+        return run_check(check(f"{{{spec}, expect: '{expect}'}}"), "h")
+
+    try:
+        for expect in (r"HELLO \d+\r\n", r"^\ufffdHELLO", "HOWDY|HELLO", "42"):
+            assert tcp(expect).status is Status.OK, expect
+        assert tcp(r"\+PONG", send=r"PING\r\n").status is Status.OK
+        failed = tcp(r"^HELLO")
+        assert failed.status is Status.FAILED
+        assert failed.summary == f"127.0.0.1:{port}: answer does not match '^HELLO'"
+        assert failed.details["received"] == "\ufffdHELLO 42\r\n"
+        assert tcp("HELLO [a-z]+").status is Status.FAILED
+    finally:
+        stop()
+
+
+def test_tcp_expect_with_a_silent_server_times_out() -> None:
+    port, stop = serve_tcp(lambda conn: time.sleep(2))
+    silent = check(
+        f"{{name: t, kind: tcp, host: 127.0.0.1, port: {port}, timeout: 1s, expect: 'x'}}"
+    )
+    try:
+        result = run_check(silent, "h")
+        assert result.status is Status.FAILED
+        assert result.summary == f"127.0.0.1:{port}: timed out"
+    finally:
+        stop()
 
 
 def test_postgres_and_mysql_checks(pg_database: services.Database, tmp_path: Path) -> None:

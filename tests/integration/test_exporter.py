@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -220,20 +221,69 @@ def test_real_prometheus_scrapes_the_agent_and_200_concurrent_scrapes(tmp_path: 
         proc.communicate(timeout=10)
 
 
-def test_refuses_an_open_intake_beyond_loopback(tmp_path: Path) -> None:
-    port = services.free_port()
+def refusal(tmp_path: Path, exporter: str) -> str:
+    """Start the agent with this exporter config; it must exit 3: its last stderr line."""
     config = tmp_path / "c.yml"
-    config.write_text(f"state_dir: {tmp_path / 'state'}\nexporter: {{listen: '0.0.0.0:{port}'}}\n")
+    config.write_text(f"state_dir: {tmp_path / 'state'}\nexporter: {exporter}\n")
     proc = subprocess.run(
         [sys.executable, "-m", "agents", "run", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=30,
     )
-    assert proc.returncode == 3
-    assert proc.stderr.strip().splitlines()[-1] == (
-        f"opsagent: exporter listens on 0.0.0.0:{port}, beyond loopback, without basic auth:"
-        " anyone could open cases through the Alertmanager intake; set basic_auth_users in"
-        " exporter.web_config_file or listen on 127.0.0.1"
-    )
+    assert proc.returncode == 3, proc.stderr
     assert "Traceback" not in proc.stderr
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def test_refuses_an_open_intake_beyond_loopback(tmp_path: Path) -> None:
+    port = services.free_port()
+    assert refusal(tmp_path, f"{{listen: '0.0.0.0:{port}'}}") == (
+        f"opsagent: exporter listens on 0.0.0.0:{port}, beyond loopback, without TLS and basic"
+        " auth: anyone could open cases through the Alertmanager intake; set"
+        " tls_server_config and basic_auth_users in exporter.web_config_file, or listen on"
+        " 127.0.0.1"
+    )
+
+
+def test_refuses_basic_auth_over_plain_http_beyond_loopback(tmp_path: Path) -> None:
+    """Basic auth without TLS would send the password in clear: refused unless the config
+    says exporter.allow_plain_http."""
+    hashed = bcrypt.hashpw(b"scrape-secret", bcrypt.gensalt(rounds=4)).decode()
+    web = tmp_path / "web-config.yml"
+    web.write_text(f"basic_auth_users: {{prometheus: '{hashed}'}}\n")
+    port = services.free_port()
+    assert refusal(tmp_path, f"{{listen: '0.0.0.0:{port}', web_config_file: {web}}}") == (
+        f"opsagent: exporter listens on 0.0.0.0:{port}, beyond loopback, without TLS: the basic"
+        " auth password would cross the network in clear; set tls_server_config in"
+        " exporter.web_config_file, or exporter.allow_plain_http: true to accept that"
+    )
+
+
+def test_serves_on_ipv6_loopback(tmp_path: Path) -> None:
+    """[::1] is loopback: no TLS or auth needed, and the exporter answers there."""
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "c.yml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\nexporter: {{listen: '[::1]:{port}'}}\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agents", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://[::1]:{port}"
+    try:
+        services.wait_for(
+            "the exporter on [::1]",
+            lambda: urllib.request.urlopen(f"{url}/healthz", timeout=1).status == 200,
+            proc=proc,
+        )
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+            assert b"opsagent_process_" in response.read()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert f"http://[::1]:{port}/metrics" in err

@@ -49,6 +49,21 @@ def test_empty_file_runs_on_defaults() -> None:
 
 
 @pytest.mark.parametrize(
+    ("listen", "host", "port"),
+    [
+        ("127.0.0.1:9108", "127.0.0.1", 9108),
+        ("[::1]:9108", "::1", 9108),
+        ("[::]:9100", "::", 9100),
+        ("agent.example:0", "agent.example", 0),
+        (":9108", "0.0.0.0", 9108),
+    ],
+)
+def test_listen_addresses(listen: str, host: str, port: int) -> None:
+    exporter = parse_config(f"exporter: {{listen: '{listen}'}}").exporter
+    assert (exporter.host, exporter.port) == (host, port)
+
+
+@pytest.mark.parametrize(
     ("text", "seconds"),
     [
         ("15s", 15),
@@ -250,6 +265,20 @@ restore_test: {snapshot: {random_within: 7d}}
         (
             "exporter: {listen: nowhere}",
             "config.yml: exporter.listen: expected HOST:PORT, got 'nowhere'",
+        ),
+        (
+            "exporter: {listen: '::1:9108'}",
+            "config.yml: exporter.listen: an IPv6 address goes in brackets, [::1]:PORT;"
+            " got '::1:9108'",
+        ),
+        (
+            "exporter: {listen: '[localhost]:9108'}",
+            "config.yml: exporter.listen: expected [IPV6]:PORT, got '[localhost]:9108'",
+        ),
+        (
+            "monitor: {checks: [{name: t, kind: tcp, host: h, port: 1, expect: '(PONG'}]}",
+            "config.yml: monitor.checks[0].expect: '(PONG' is not a regular expression:"
+            " missing ), unterminated subpattern at position 0",
         ),
         (
             "exporter: {enabled: maybe}",

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agents.config import Schedule
-from agents.daemon import Daemon, Job, JobContext, next_runs
+from agents.config import ExporterConfig, Schedule
+from agents.daemon import Daemon, Job, JobContext, exposure_problem, next_runs
 from agents.results import CheckResult, Status
 from agents.state import StateDB
 
@@ -255,3 +255,30 @@ def test_a_check_that_keeps_passing_logs_at_debug_not_all_day(
         daemon._run_job_now(job)
     levels = [r.levelname for r in caplog.records if r.getMessage().startswith("web ")]
     assert levels == ["INFO", "DEBUG", "WARNING", "WARNING", "INFO", "DEBUG"]
+
+
+@pytest.mark.parametrize(
+    ("listen", "tls", "basic_auth", "plain", "refused_for"),
+    [
+        ("127.0.0.1:9108", False, False, False, None),
+        ("127.3.2.1:9108", False, False, False, None),
+        ("[::1]:9108", False, False, False, None),
+        ("localhost:9108", False, False, False, None),
+        ("0.0.0.0:9108", False, False, False, "without TLS and basic auth"),
+        ("[::]:9108", False, False, False, "without TLS and basic auth"),
+        ("10.0.0.5:9108", True, False, False, "without basic auth"),
+        ("10.0.0.5:9108", False, True, False, "without TLS:"),
+        ("10.0.0.5:9108", False, True, True, None),
+        ("10.0.0.5:9108", False, False, True, "without TLS and basic auth"),
+        ("agent.example:9108", True, True, False, None),
+    ],
+)
+def test_exposure_beyond_loopback_needs_tls_and_basic_auth(
+    listen: str, tls: bool, basic_auth: bool, plain: bool, refused_for: str | None
+) -> None:
+    exporter = ExporterConfig(listen=listen, allow_plain_http=plain)
+    problem = exposure_problem(exporter, tls=tls, basic_auth=basic_auth)
+    if refused_for is None:
+        assert problem is None
+    else:
+        assert problem is not None and refused_for in problem and "\n" not in problem
