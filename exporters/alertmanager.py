@@ -107,13 +107,14 @@ class AlertmanagerIntake:
         checked = parse_message(message)
         counts = {"firing": 0, "resolved": 0}
         now = datetime.now(UTC)
-        for alert in checked.alerts:
-            if alert.firing:
-                self._fire(checked, alert, now)
-                counts["firing"] += 1
-            else:
-                self._resolve(alert, now)
-                counts["resolved"] += 1
+        with self.store.batch():  # the whole message, or (on a store error) none of it
+            for alert in checked.alerts:
+                if alert.firing:
+                    self._fire(checked, alert, now)
+                    counts["firing"] += 1
+                else:
+                    self._resolve(alert, now)
+                    counts["resolved"] += 1
         return counts
 
     def _fire(self, message: Message, alert: Alert, now: datetime) -> None:

@@ -290,10 +290,25 @@ class CaseStore:
                 db.close()
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every change made inside happens in one transaction, or none does (one
+        Alertmanager message: all of its alerts, or nothing)."""
+        with self._tx():
+            yield
+
+    @contextmanager
     def _tx(self) -> Iterator[Any]:
-        """One transaction on this thread's connection. Every database or network error
-        becomes a one-line CaseStoreError, and a broken connection is replaced on the
-        next call, so an outage of the store ends by itself when the store is back."""
+        """One transaction on this thread's connection (inside `batch`, the batch's).
+        Every database or network error becomes a one-line CaseStoreError, and a broken
+        connection is replaced on the next call, so an outage of the store ends by
+        itself when the store is back."""
+        if getattr(self._local, "depth", 0):
+            self._local.depth += 1
+            try:
+                yield self._local.db
+            finally:
+                self._local.depth -= 1
+            return
         try:
             db = getattr(self._local, "db", None)
             if db is None:
@@ -304,9 +319,11 @@ class CaseStore:
             raise CaseStoreError(
                 f"case store {_safe(self.url)} unreachable: {_line(exc)}"
             ) from None
+        self._local.depth = 1
         try:
             yield db
         except BaseException as exc:
+            self._local.depth = 0
             try:
                 db.execute("ROLLBACK")
             except Exception:
@@ -315,6 +332,7 @@ class CaseStore:
                 self._drop()
                 raise CaseStoreError(f"case store {_safe(self.url)}: {_line(exc)}") from None
             raise
+        self._local.depth = 0
         try:
             db.execute("COMMIT")
         except Exception as exc:
