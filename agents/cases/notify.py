@@ -136,7 +136,7 @@ class SlackNotifier:
 
     def send(self, event: str, case: Case, delivery_id: int) -> None:
         url = _secret(self.config.webhook_url, self.config.webhook_url_file, "slack")
-        text = f"*{event}* case #{case.id} [{case.severity.value}] {case.title}"
+        text = _valid(f"*{event}* case #{case.id} [{case.severity.value}] {case.title}")
         body = json.dumps({"text": text[:3000]}).encode()
         _post(
             url,
@@ -380,9 +380,11 @@ def _mail(config: EmailNotify, event: str, case: Case, delivery_id: int) -> Emai
     message["To"] = ", ".join(config.to)
     message["X-Opsagent-Delivery"] = str(delivery_id)
     message.set_content(
-        f"{case.title}\n\nstatus: {case.status}\nhost: {case.host}\nsource: {case.source}\n"
-        f"occurrences: {case.occurrences}\nresponse due: {case.response_due.isoformat()}\n"
-        f"resolution due: {case.resolution_due.isoformat()}\n"
+        _valid(
+            f"{case.title}\n\nstatus: {case.status}\nhost: {case.host}\nsource: {case.source}\n"
+            f"occurrences: {case.occurrences}\nresponse due: {case.response_due.isoformat()}\n"
+            f"resolution due: {case.resolution_due.isoformat()}\n"
+        )
     )
     return message
 
@@ -395,6 +397,11 @@ def _dedup_key(case: Case) -> str:
     if _length(fingerprint) <= PAGERDUTY_DEDUP_KEY_MAX and _unicode(fingerprint):
         return fingerprint
     return "sha256:" + hashlib.sha256(fingerprint.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _valid(text: str) -> str:
+    """`text` with lone surrogates (from a hostile intake body) made `?`: valid UTF-8."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _printable(text: str) -> str:

@@ -349,3 +349,39 @@ cases:
         assert sorted(events) == [("opened", 1), ("opened", 2), ("opened", 3), ("resolved", 3)]
     finally:
         hook.server.shutdown()
+
+
+def test_hostile_case_text_still_reaches_slack_and_mail(tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message
+
+    received: list[Any] = []
+
+    class Keep(Message):
+        def handle_message(self, message: Any) -> None:
+            received.append(message)
+
+    hostile = case(title="nul\x00 surrogate \ud800 Überlast\r\nBcc: x@y.z", host="")
+    port = services.free_port()
+    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller.start()
+    slack = Receiver([], 200)
+    try:
+        mail = EmailNotify(
+            kind="email",
+            smtp=f"127.0.0.1:{port}",
+            to=["a@b.c"],
+            starttls=False,
+            **{"from": "o@p.q"},
+        )
+        EmailNotifier(mail).send("opened", hostile, 1)
+        url_file = tmp_path / "slack.url"
+        url_file.write_text(slack.url + "\n")
+        SlackNotifier(SlackNotify(kind="slack", webhook_url_file=url_file)).send(
+            "opened", hostile, 1
+        )
+    finally:
+        controller.stop()
+        slack.server.shutdown()
+    assert len(received) == 1 and received[0]["Bcc"] is None
+    assert "surrogate ? Überlast" in slack.messages()[0]["text"]
