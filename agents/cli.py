@@ -39,6 +39,7 @@ from agents.config import (
     config_path,
     load_config,
     redact_url,
+    secret_file_problems,
 )
 from agents.errors import OpsagentError
 from agents.logs import setup_logging
@@ -193,9 +194,25 @@ def config_group() -> None:
 )
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing when the config is valid.")
-def config_check(config_file: Path | None, file: Path | None, as_json: bool, quiet: bool) -> None:
-    """Validate the config and print the effective config with secrets redacted."""
-    config = load_config(config_path(file or config_file))
+@click.option(
+    "--skip-secret-files",
+    is_flag=True,
+    help="Leave out the secret files (exist, readable here, mode 0600): for a config"
+    " checked on another machine than the one that runs it.",
+)
+def config_check(
+    config_file: Path | None,
+    file: Path | None,
+    as_json: bool,
+    quiet: bool,
+    skip_secret_files: bool,
+) -> None:
+    """Validate the config and its secret files; print the effective config, secrets redacted."""
+    path = config_path(file or config_file)
+    config = load_config(path)
+    problems = [] if skip_secret_files else secret_file_problems(config)
+    if problems:
+        raise ConfigError([f"{path}: {problem}" for problem in problems])
     if quiet:
         return
     data = config.redacted()

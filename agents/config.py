@@ -3,7 +3,9 @@
 Every problem is reported as one line naming the file, the YAML path and what is
 wrong (`config.yml: backup.retention.keep_daily: must be >= 0, got -1`), all of
 them at once. Secrets are never written in the file: a `*_file` path or a
-`${ENV_VAR}` reference, resolved only when used (`resolve_secret`).
+`${ENV_VAR}` reference, resolved only when used (`resolve_secret`). Secret files belong
+to the host, not to the file: `secret_file_problems` checks them apart (exist, readable,
+0600), for `config check` and the agent at start.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import os
 import re
 import socket
 import stat
+import typing
 from collections.abc import Mapping
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -23,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -30,9 +35,11 @@ from pydantic import (
     PlainSerializer,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from agents.results import Severity
 from agents.units import format_duration, parse_duration, parse_size
@@ -100,6 +107,36 @@ def _clock(value: Any) -> str:
 
 
 ClockTime = Annotated[str, BeforeValidator(_clock)]
+
+
+def _web_url(value: str) -> str:
+    problem = url_problem(value)
+    if problem is not None:
+        raise ValueError(f"{problem}, got {_kind_of(value)}")
+    return value
+
+
+WebUrl = Annotated[str, AfterValidator(_web_url)]
+
+
+def _mail_address(value: str) -> str:
+    if any(not c.isprintable() for c in value) or "@" not in parseaddr(value)[1]:
+        raise ValueError(f"expected a mail address like ops@example.com, got {_kind_of(value)}")
+    return value
+
+
+MailAddress = Annotated[str, AfterValidator(_mail_address)]
+
+
+class _SecretFileMark:
+    """Marks a path as a secret file, which `secret_file_problems` checks on this host."""
+
+    def __init__(self, holds_url: bool = False) -> None:
+        self.holds_url = holds_url
+
+
+SecretFile = Annotated[Path, _SecretFileMark()]
+SecretUrlFile = Annotated[Path, _SecretFileMark(holds_url=True)]
 
 
 class Model(BaseModel):
@@ -262,7 +299,7 @@ class ValueBounds(Model):
 class PostgresCheck(CheckBase):
     kind: Literal["postgres"]
     dsn: str
-    password_file: Path | None = None
+    password_file: SecretFile | None = None
     password: SecretRef | None = None
     query: str = "select 1"
     expect: ValueBounds | None = None
@@ -276,7 +313,7 @@ class MysqlCheck(CheckBase):
     port: int = Field(default=3306, ge=1, le=65535)
     user: str = "root"
     database: str | None = None
-    password_file: Path | None = None
+    password_file: SecretFile | None = None
     password: SecretRef | None = None
     option_file: Path | None = None
     query: str = "select 1"
@@ -369,7 +406,7 @@ class FilesSource(SourceBase):
 class PostgresSource(SourceBase):
     kind: Literal["postgres"]
     dsn: str
-    password_file: Path | None = None
+    password_file: SecretFile | None = None
     password: SecretRef | None = None
     databases: list[str] | Literal["all"] | None = None
     format: Literal["custom", "directory"] = "custom"
@@ -386,7 +423,7 @@ class MysqlSource(SourceBase):
     port: int = Field(default=3306, ge=1, le=65535)
     user: str = "root"
     option_file: Path | None = None
-    password_file: Path | None = None
+    password_file: SecretFile | None = None
     password: SecretRef | None = None
     databases: list[str] | Literal["all"] = "all"
     exact_counts_below_rows: int = Field(default=10_000_000, ge=0)
@@ -416,8 +453,8 @@ class S3Config(Model):
     kms_key_id: str | None = None
     object_lock: ObjectLock | None = None
     tags: dict[str, str] = {}
-    access_key_id_file: Path | None = None
-    secret_access_key_file: Path | None = None
+    access_key_id_file: SecretFile | None = None
+    secret_access_key_file: SecretFile | None = None
     access_key_id: SecretRef | None = None
     secret_access_key: SecretRef | None = None
     multipart_threshold: Size = 64 * 2**20
@@ -478,7 +515,7 @@ class PruneConfig(Model):
 class BackupConfig(Model):
     repository: str
     s3: S3Config = S3Config()
-    password_file: Path | None = None
+    password_file: SecretFile | None = None
     password: SecretRef | None = None
     compression_level: int = Field(default=3, ge=-7, le=22)
     pack_size: Size = 16 * 2**20
@@ -522,7 +559,7 @@ class Sandbox(Model):
     kind: Literal["local", "ssh"] = "local"
     root: Path = Path("/var/tmp/opsagent-sandbox")
     postgres_dsn: str | None = None
-    postgres_password_file: Path | None = None
+    postgres_password_file: SecretFile | None = None
     mysql_host: str | None = None
     mysql_port: int = Field(default=3306, ge=1, le=65535)
     mysql_user: str = "root"
@@ -618,42 +655,80 @@ class NotifyBase(Model):
     timeout: Duration = timedelta(seconds=10)
 
 
+# Each secret below is given once, as a `${ENV}` reference or a file; the reference is
+# declared first so that the file's validator sees it. Whether the file can be read here
+# is no part of the model (the config may be checked on another machine): `config check`
+# and the agent at start look (`secret_file_problems`), and a notifier whose secret fails
+# at send time fails alone.
+
+
 class PagerDutyNotify(NotifyBase):
     kind: Literal["pagerduty"]
-    routing_key_file: Path | None = None
     routing_key: SecretRef | None = None
-    url: str = "https://events.pagerduty.com/v2/enqueue"
+    routing_key_file: SecretFile | None = Field(default=None, validate_default=True)
+    url: WebUrl = "https://events.pagerduty.com/v2/enqueue"
+
+    @field_validator("routing_key_file")
+    @classmethod
+    def _key_given(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _one_secret(value, info, "routing_key", required=True)
 
 
 class WebhookNotify(NotifyBase):
     kind: Literal["webhook"]
-    url: str
-    secret_file: Path | None = None
+    url: WebUrl
     secret: SecretRef | None = None
+    secret_file: SecretFile | None = None
+
+    @field_validator("secret_file")
+    @classmethod
+    def _secret_once(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _one_secret(value, info, "secret", required=False)
 
 
 class EmailNotify(NotifyBase):
     kind: Literal["email"]
     smtp: str
-    from_: str = Field(alias="from")
-    to: list[str] = Field(min_length=1)
+    from_: MailAddress = Field(alias="from")
+    to: list[MailAddress] = Field(min_length=1)
     starttls: bool = True
     username: str | None = None
-    password_file: Path | None = None
     password: SecretRef | None = None
+    password_file: SecretFile | None = Field(default=None, validate_default=True)
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator("smtp")
+    @classmethod
+    def _smtp_endpoint(cls, value: str) -> str:
+        smtp_endpoint(value)
+        return value
+
+    @field_validator("password_file")
+    @classmethod
+    def _password_given(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _one_secret(value, info, "password", required=info.data.get("username") is not None)
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        """(host, port) of the SMTP server."""
+        return smtp_endpoint(self.smtp)
 
 
 class SlackNotify(NotifyBase):
     kind: Literal["slack"]
-    webhook_url_file: Path | None = None
     webhook_url: SecretRef | None = None
+    webhook_url_file: SecretUrlFile | None = Field(default=None, validate_default=True)
+
+    @field_validator("webhook_url_file")
+    @classmethod
+    def _url_given(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _one_secret(value, info, "webhook_url", required=True)
 
 
 class HeartbeatNotify(NotifyBase):
     kind: Literal["heartbeat"]
-    url: str
+    url: WebUrl
     jobs: list[str] = ["backup", "restore_test"]
 
 
@@ -700,7 +775,7 @@ class FleetDefaults(Model):
     user: str = "opsagent"
     port: int = Field(default=22, ge=1, le=65535)
     key_file: Path | None = None
-    passphrase_file: Path | None = None
+    passphrase_file: SecretFile | None = None
     opsagent: str = "opsagent"
     config: str | None = None
     connect_timeout: Duration = timedelta(seconds=10)
@@ -720,7 +795,7 @@ class FleetHost(Model):
     port: int | None = Field(default=None, ge=1, le=65535)
     user: str | None = None
     key_file: Path | None = None
-    passphrase_file: Path | None = None
+    passphrase_file: SecretFile | None = None
     jump: str | None = None
     groups: list[str] = []
     labels: dict[str, str] = {}
@@ -854,20 +929,9 @@ def inventory_path(given: Path | None) -> Path:
 
 
 def resolve_secret(ref: str | None = None, file: Path | None = None) -> str | None:
-    """The secret behind a `${ENV}` reference or a file (first line, stripped); None if unset."""
+    """The secret behind a `${ENV}` reference or a file (stripped); None if unset."""
     if file is not None:
-        try:
-            mode = file.stat().st_mode
-            if mode & stat.S_IROTH:  # anyone on the host could read it: refuse, say the fix
-                raise ConfigError(
-                    [
-                        f"{file}: secret file is readable by every user"
-                        f" (mode {stat.S_IMODE(mode):04o}); run: chmod 600 {file}"
-                    ]
-                )
-            return file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError([f"{file}: cannot read secret: {exc.strerror or exc}"]) from None
+        return _read_secret_file(file)
     if ref is not None:
         match = _ENV_REF.match(ref)
         var = match.group(1) if match else ref
@@ -877,7 +941,123 @@ def resolve_secret(ref: str | None = None, file: Path | None = None) -> str | No
     return None
 
 
+def secret_file_problem(file: Path, holds_url: bool = False) -> str | None:
+    """Why this user cannot use `file` as a secret file (`FILE: what`); None if it can."""
+    try:
+        secret = _read_secret_file(file)
+    except ConfigError as exc:
+        return exc.lines[0]
+    if not secret:
+        return f"{file}: secret file is empty"
+    if holds_url and url_problem(secret) is not None:
+        return f"{file}: does not hold an http:// or https:// URL with a host"
+    return None
+
+
+def secret_file_problems(model: BaseModel, where: str = "") -> list[str]:
+    """`YAML.path: FILE: what` for each secret file in the config this user cannot use.
+
+    Not part of validating the model: the files belong to the host that runs the agent,
+    and the config may be checked elsewhere."""
+    problems: list[str] = []
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        path = f"{where}.{field.alias or name}" if where else field.alias or name
+        mark = _secret_file_mark(field)
+        if mark is not None and value is not None:
+            problem = secret_file_problem(value, mark.holds_url)
+            if problem is not None:
+                problems.append(f"{path}: {problem}")
+        elif isinstance(value, BaseModel):
+            problems += secret_file_problems(value, path)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    problems += secret_file_problems(item, f"{path}[{i}]")
+    return problems
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` is not an http(s) URL with a host; None if it is one."""
+    if not url or any(c.isspace() or not c.isprintable() for c in url):
+        return "must be an http:// or https:// URL with a host and no spaces"
+    try:
+        parts = urlsplit(url)
+        host, _port = parts.hostname, parts.port  # a port that is no number raises
+    except ValueError:
+        return "must be an http:// or https:// URL with a host and a numeric port"
+    if parts.scheme not in ("http", "https") or not host:
+        return "must be an http:// or https:// URL with a host"
+    return None
+
+
+def smtp_endpoint(smtp: str) -> tuple[str, int]:
+    """(host, port) of `HOST[:PORT]` (`[V6]:PORT` too; port 25 if none); ValueError if not."""
+    try:
+        parts = urlsplit(f"//{smtp}")
+        port = parts.port
+    except ValueError:
+        port, parts = None, None
+    if parts is None or not parts.hostname or parts.username or parts.path or parts.query:
+        raise ValueError(f"expected HOST[:PORT] of an SMTP server, got {_kind_of(smtp)}")
+    return parts.hostname, port or 25
+
+
 # --- helpers ----------------------------------------------------------------------------
+
+
+def _read_secret_file(file: Path) -> str:
+    """The file's text, stripped, if only its owner may read it (as ssh wants of keys)."""
+    try:
+        mode = file.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError([f"{file}: secret file does not exist"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read secret: {exc.strerror or exc}"]) from None
+    if not stat.S_ISREG(mode):
+        raise ConfigError([f"{file}: secret file is not a regular file"])
+    if mode & stat.S_IROTH:  # anyone on the host could read it: refuse, say the fix
+        raise ConfigError(
+            [
+                f"{file}: secret file is readable by every user"
+                f" (mode {stat.S_IMODE(mode):04o}); run: chmod 600 {file}"
+            ]
+        )
+    if mode & 0o077:
+        raise ConfigError(
+            [
+                f"{file}: secret file is open to its group or other users"
+                f" (mode {stat.S_IMODE(mode):04o}, must be 0600 or stricter);"
+                f" run: chmod 600 {file}"
+            ]
+        )
+    try:
+        return file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read secret: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{file}: secret file is not UTF-8 text"]) from None
+
+
+def _secret_file_mark(field: FieldInfo) -> _SecretFileMark | None:
+    # pydantic keeps the mark in the field's metadata (`SecretFile`) or in the annotation
+    # (`SecretFile | None`)
+    inner = [getattr(arg, "__metadata__", ()) for arg in typing.get_args(field.annotation)]
+    for meta in [*field.metadata, *(m for metas in inner for m in metas)]:
+        if isinstance(meta, _SecretFileMark):
+            return meta
+    return None
+
+
+def _one_secret(value: Path | None, info: ValidationInfo, key: str, required: bool) -> Path | None:
+    """A secret given once: `KEY_file` or `KEY: ${ENV}`, not both; one of them if required."""
+    if key not in info.data:  # the reference itself is invalid, and reported
+        return value
+    if value is not None and info.data[key] is not None:
+        raise ValueError(f"give {key}_file or {key}, not both")
+    if value is None and info.data[key] is None and required:
+        raise ValueError(f"required (or {key}: ${{ENV_VAR}})")
+    return value
 
 
 def _no_inline_password(dsn: str) -> str:

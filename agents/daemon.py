@@ -25,7 +25,13 @@ from prometheus_client import CollectorRegistry
 from agents.cases.rules import CaseRules, Thresholds
 from agents.cases.service import case_store, dispatcher
 from agents.cases.store import CaseStore
-from agents.config import Config, ExporterConfig, RestoreTestConfig, Schedule
+from agents.config import (
+    Config,
+    ExporterConfig,
+    RestoreTestConfig,
+    Schedule,
+    secret_file_problems,
+)
 from agents.errors import OpsagentError
 from agents.monitor.checks import run_check
 from agents.results import CheckResult, Severity, Status, run_guarded
@@ -561,6 +567,10 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
 def start_agent(config: Config, version: str) -> int:
     """`opsagent run`: state, exporter and scheduler wired together; returns the exit code."""
     limit_malloc_arenas()
+    # a bad secret file disables only what uses it (a notifier's sends fail alone):
+    # say so at start rather than first at the moment it is needed
+    for problem in secret_file_problems(config):
+        log.warning("%s; what uses it fails until this is fixed", problem)
     state = StateDB(config.state_db)
     registry = agent_registry(config, version)
     metrics = ResultMetrics(registry, version)

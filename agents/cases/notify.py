@@ -1,21 +1,37 @@
 """Notifiers and the outbox dispatcher.
 
 A case change writes one outbox row per interested notifier in its own transaction;
-the dispatcher claims due rows, sends them and marks them delivered, retrying with
-exponential backoff (5 s doubling to 1 h) on timeouts, 429 and 5xx, and giving up
-at once on other 4xx. An endpoint down for an hour loses nothing. Each request
+the dispatcher claims due rows, sends them and marks them delivered. Each request
 carries the outbox row's ID (`X-Opsagent-Delivery`; PagerDuty deduplicates on the
 case fingerprint), so a send repeated after a crash between "sent" and "marked
 delivered" can be recognised by the receiver.
 
-Every notifier has one method, `send(event, case) -> None`, raising `DeliveryError`.
-A failing notifier never stops the others or the agent.
+What is retried (with exponential backoff, 5 s doubling to 1 h) and what fails for good
+follows the providers' documented semantics, the same for every HTTP notifier:
+
+- retried: timeouts, connection and TLS errors, HTTP 408, 429 and 5xx. PagerDuty's
+  Events API v2 documents 429, 5xx and network errors as "retry"; Slack's incoming
+  webhooks answer 429 when rate limited and 5xx on their own failures.
+- failed for good: every other answer. PagerDuty answers 400 to an invalid event or
+  routing key ("do not retry"); it documents no 401/403 (the key is in the body), so
+  one comes from something in between or a wrong URL and needs a person, as does a
+  redirect (a POST is not followed). Slack answers 400, 403, 404 or 410 to a bad
+  payload, a revoked URL or an archived channel.
+- failed for good before sending: a secret that cannot be read (missing file, not
+  0600, unset variable, empty), a URL that is not http(s), an event PagerDuty would
+  refuse (`pagerduty_event_problems`). Retrying cannot help until a person fixes it.
+- e-mail: SMTP 5xx answers fail for good, 4xx and connection errors are retried.
+
+Every notifier has one method, `send(event, case, delivery_id) -> None`, and raises
+nothing but `DeliveryError`: a broken notifier fails alone and never stops the others
+or the agent.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import smtplib
@@ -26,18 +42,22 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any, Protocol
 
 from agents.cases.store import Case, CaseNotFound, CaseStore, CaseStoreError, Failure, OutboxItem
 from agents.config import (
+    ConfigError,
     EmailNotify,
     PagerDutyNotify,
     SlackNotify,
     WebhookNotify,
     resolve_secret,
+    url_problem,
 )
 from agents.results import Severity
 
@@ -56,6 +76,9 @@ PAGERDUTY_ACTION = {
     "acknowledged": "acknowledge",
     "resolved": "resolve",
 }
+# limits of PagerDuty's Events API v2 (developer.pagerduty.com, "Send an Alert Event")
+PAGERDUTY_SUMMARY_MAX = 1024
+PAGERDUTY_DEDUP_KEY_MAX = 255
 
 
 class DeliveryError(Exception):
@@ -77,9 +100,10 @@ class WebhookNotifier:
             {"event": event, "delivery_id": delivery_id, "case": case.to_dict()}, sort_keys=True
         ).encode()
         headers = {"Content-Type": "application/json", "X-Opsagent-Delivery": str(delivery_id)}
-        secret = resolve_secret(self.config.secret, self.config.secret_file)
-        if secret:
-            digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        if self.config.secret is not None or self.config.secret_file is not None:
+            secret = _secret(self.config.secret, self.config.secret_file, "webhook")
+            key = secret.encode("utf-8", "surrogateescape")
+            digest = hmac.new(key, body, hashlib.sha256).hexdigest()
             headers["X-Opsagent-Signature"] = f"sha256={digest}"
         _post(self.config.url, body, headers, self.config.timeout.total_seconds(), (200, 299))
 
@@ -87,34 +111,21 @@ class WebhookNotifier:
 @dataclass
 class PagerDutyNotifier:
     config: PagerDutyNotify
+    # the event's source when the case names no host (an intake alert without `instance`)
+    host: str = field(default_factory=socket.gethostname)
 
     def send(self, event: str, case: Case, delivery_id: int) -> None:
-        key = resolve_secret(self.config.routing_key, self.config.routing_key_file)
         action = PAGERDUTY_ACTION.get(event)
         if action is None:
             return
-        message: dict[str, Any] = {
-            "routing_key": key,
-            "event_action": action,
-            "dedup_key": case.fingerprint,
-        }
-        if action == "trigger":
-            message["payload"] = {
-                "summary": f"[{case.severity.value}] {case.title}"[:1024],
-                "source": case.host,
-                "severity": PAGERDUTY_SEVERITY[case.severity],
-                "component": case.source,
-                "custom_details": {
-                    "case": case.id,
-                    "occurrences": case.occurrences,
-                    "response_due": case.response_due.isoformat(),
-                    "resolution_due": case.resolution_due.isoformat(),
-                },
-            }
-        body = json.dumps(message).encode()
+        key = _secret(self.config.routing_key, self.config.routing_key_file, "pagerduty")
+        message = pagerduty_event(action, key, case, self.host)
+        problems = pagerduty_event_problems(message)
+        if problems:
+            raise DeliveryError(f"pagerduty: invalid event: {'; '.join(problems)}", True)
         _post(
             self.config.url,
-            body,
+            json.dumps(message).encode(),
             {"Content-Type": "application/json"},
             self.config.timeout.total_seconds(),
             (202, 202),
@@ -126,11 +137,11 @@ class SlackNotifier:
     config: SlackNotify
 
     def send(self, event: str, case: Case, delivery_id: int) -> None:
-        url = resolve_secret(self.config.webhook_url, self.config.webhook_url_file)
-        text = f"*{event}* case #{case.id} [{case.severity.value}] {case.title}"
+        url = _secret(self.config.webhook_url, self.config.webhook_url_file, "slack")
+        text = _valid(f"*{event}* case #{case.id} [{case.severity.value}] {case.title}")
         body = json.dumps({"text": text[:3000]}).encode()
         _post(
-            url or "",
+            url,
             body,
             {"Content-Type": "application/json"},
             self.config.timeout.total_seconds(),
@@ -143,32 +154,91 @@ class EmailNotifier:
     config: EmailNotify
 
     def send(self, event: str, case: Case, delivery_id: int) -> None:
-        host, _, port = self.config.smtp.rpartition(":")
-        message = EmailMessage()
-        message["Subject"] = f"[opsagent {case.severity.value}] {event}: case #{case.id}"
-        message["From"] = self.config.from_
-        message["To"] = ", ".join(self.config.to)
-        message["X-Opsagent-Delivery"] = str(delivery_id)
-        message.set_content(
-            f"{case.title}\n\nstatus: {case.status}\nhost: {case.host}\nsource: {case.source}\n"
-            f"occurrences: {case.occurrences}\nresponse due: {case.response_due.isoformat()}\n"
-            f"resolution due: {case.resolution_due.isoformat()}\n"
-        )
+        host, port = self.config.endpoint
+        where = f"smtp {host}:{port}"
+        password = None
+        if self.config.username:
+            password = _secret(self.config.password, self.config.password_file, "smtp")
+        try:
+            message = _mail(self.config, event, case, delivery_id)
+        except ValueError as exc:  # a header the mail library refuses: resending cannot help
+            raise DeliveryError(f"{where}: cannot build the message: {exc}", True) from None
         timeout = self.config.timeout.total_seconds()
         try:
-            with smtplib.SMTP(host or self.config.smtp, int(port or 25), timeout=timeout) as smtp:
+            with smtplib.SMTP(host, port, timeout=timeout) as smtp:
                 if self.config.starttls:
                     smtp.starttls(context=ssl.create_default_context())
                 if self.config.username:
-                    password = resolve_secret(self.config.password, self.config.password_file)
                     smtp.login(self.config.username, password or "")
                 smtp.send_message(message)
         except smtplib.SMTPResponseException as exc:
             raise DeliveryError(
-                f"smtp {host}:{port}: {exc.smtp_code}", permanent=500 <= exc.smtp_code < 600
+                f"{where}: {exc.smtp_code}", permanent=500 <= exc.smtp_code < 600
             ) from None
         except (smtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(f"smtp {host}:{port}: {type(exc).__name__}") from None
+            raise DeliveryError(f"{where}: {type(exc).__name__}") from None
+        except ValueError as exc:  # UnicodeError: an address the server cannot take
+            raise DeliveryError(f"{where}: {type(exc).__name__}", True) from None
+
+
+def pagerduty_event(action: str, routing_key: str, case: Case, agent_host: str) -> dict[str, Any]:
+    """The Events API v2 message for `action` on `case`; the source is the case's host, else
+    the agent's."""
+    message: dict[str, Any] = {
+        "routing_key": routing_key,
+        "event_action": action,
+        "dedup_key": _dedup_key(case),
+    }
+    if action == "trigger":
+        message["payload"] = {
+            "summary": _clip(_printable(f"[{case.severity.value}] {case.title}").strip()),
+            "source": _printable(case.host).strip() or _printable(agent_host).strip() or "opsagent",
+            "severity": PAGERDUTY_SEVERITY[case.severity],
+            "timestamp": _utc(case.last_seen).isoformat(),
+            "custom_details": {
+                "case": case.id,
+                "occurrences": case.occurrences,
+                "response_due": case.response_due.isoformat(),
+                "resolution_due": case.resolution_due.isoformat(),
+            },
+        }
+        if case.source.strip():
+            message["payload"]["component"] = _printable(case.source)
+    return message
+
+
+def pagerduty_event_problems(message: Mapping[str, Any]) -> list[str]:
+    """What PagerDuty's Events API v2 would refuse in `message`; empty if it is valid."""
+    problems = []
+    if not _text(message.get("routing_key")):
+        problems.append("routing_key must be a non-empty string")
+    action = message.get("event_action")
+    if action not in ("trigger", "acknowledge", "resolve"):
+        problems.append(f"event_action must be trigger, acknowledge or resolve, got {action!r}")
+    dedup_key = message.get("dedup_key")
+    if dedup_key is not None and not _text(dedup_key, PAGERDUTY_DEDUP_KEY_MAX):
+        problems.append(f"dedup_key must be 1-{PAGERDUTY_DEDUP_KEY_MAX} characters")
+    if dedup_key is None and action != "trigger":
+        problems.append(f"dedup_key is required to {action}")
+    if action != "trigger":
+        return problems
+    payload = message.get("payload")
+    if not isinstance(payload, Mapping):
+        return [*problems, "payload is required to trigger"]
+    if not _text(payload.get("summary"), PAGERDUTY_SUMMARY_MAX):
+        problems.append(f"payload.summary must be 1-{PAGERDUTY_SUMMARY_MAX} characters")
+    if not _text(payload.get("source")):
+        problems.append("payload.source must be a non-empty string")
+    if payload.get("severity") not in PAGERDUTY_SEVERITY.values():
+        problems.append("payload.severity must be critical, error, warning or info")
+    if "timestamp" in payload and not _iso8601(payload["timestamp"]):
+        problems.append("payload.timestamp must be an ISO 8601 date and time with its offset")
+    for key in ("component", "group", "class"):
+        if key in payload and not _unicode(payload[key]):
+            problems.append(f"payload.{key} must be a string of valid text")
+    if "custom_details" in payload and not isinstance(payload["custom_details"], Mapping):
+        problems.append("payload.custom_details must be an object")
+    return problems
 
 
 class Dispatcher:
@@ -342,25 +412,135 @@ def notifier_routes(configs: list[Any]) -> list[tuple[str, frozenset[Severity]]]
 def _post(
     url: str, body: bytes, headers: dict[str, str], timeout: float, ok: tuple[int, int]
 ) -> None:
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    """POST `body`; DeliveryError unless the status is in `ok`, permanent unless the same
+    request may succeed later."""
+    if url_problem(url) is not None:  # not echoed: a Slack webhook URL is a secret
+        raise DeliveryError("the URL is not an http:// or https:// URL with a host", True)
+    where = _where(url)
     try:
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code
+        exc.close()
     except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DeliveryError(f"{_where(url)}: {reason}") from None
+        reason = " ".join(str(getattr(exc, "reason", exc)).split())
+        raise DeliveryError(f"{where}: {reason}") from None
+    except http.client.HTTPException as exc:  # a garbled answer, like a dropped connection
+        raise DeliveryError(f"{where}: bad HTTP answer ({type(exc).__name__})") from None
+    except ValueError as exc:  # a URL or header http.client refuses: resending cannot help
+        raise DeliveryError(f"{where}: cannot send ({type(exc).__name__})", True) from None
     if ok[0] <= status <= ok[1]:
         return
-    permanent = 400 <= status < 500 and status != 429
-    raise DeliveryError(f"{_where(url)}: HTTP {status}", permanent=permanent)
+    raise DeliveryError(f"{where}: HTTP {status}", permanent=not _retryable(status))
+
+
+def _retryable(status: int) -> bool:
+    """Whether the same request may succeed later: 408, 429 and 5xx (see the module doc)."""
+    return status in (408, 429) or 500 <= status <= 599
 
 
 def _where(url: str) -> str:
     """The endpoint without path or query (webhook paths often carry tokens)."""
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}".rstrip(":")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "(invalid URL)"
+    return f"{parts.scheme}://{parts.hostname}:{port or ''}".rstrip(":")
+
+
+def _secret(ref: str | None, file: Path | None, notifier: str) -> str:
+    """A notifier's secret; a permanent DeliveryError when it cannot be had."""
+    try:
+        secret = resolve_secret(ref, file)
+    except ConfigError as exc:
+        raise DeliveryError(f"{notifier}: {exc}", permanent=True) from None
+    if not secret:
+        what = f"{file}: secret file" if file is not None else "secret"
+        raise DeliveryError(f"{notifier}: {what} is empty", permanent=True)
+    return secret
+
+
+def _mail(config: EmailNotify, event: str, case: Case, delivery_id: int) -> EmailMessage:
+    message = EmailMessage()
+    message["Subject"] = f"[opsagent {case.severity.value}] {event}: case #{case.id}"
+    message["From"] = config.from_
+    message["To"] = ", ".join(config.to)
+    message["X-Opsagent-Delivery"] = str(delivery_id)
+    message.set_content(
+        _valid(
+            f"{case.title}\n\nstatus: {case.status}\nhost: {case.host}\nsource: {case.source}\n"
+            f"occurrences: {case.occurrences}\nresponse due: {case.response_due.isoformat()}\n"
+            f"resolution due: {case.resolution_due.isoformat()}\n"
+        )
+    )
+    return message
+
+
+def _dedup_key(case: Case) -> str:
+    """PagerDuty's dedup key: the case fingerprint, hashed when longer than PagerDuty takes."""
+    fingerprint = case.fingerprint
+    if not fingerprint.strip():
+        return f"opsagent-case-{case.id}"
+    if _length(fingerprint) <= PAGERDUTY_DEDUP_KEY_MAX and _unicode(fingerprint):
+        return fingerprint
+    return "sha256:" + hashlib.sha256(fingerprint.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _valid(text: str) -> str:
+    """`text` with lone surrogates (from a hostile intake body) made `?`: valid UTF-8."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters (NUL, newlines, lone surrogates) made spaces."""
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
+def _clip(text: str, limit: int = PAGERDUTY_SUMMARY_MAX) -> str:
+    """At most `limit` characters, counted as UTF-16 units (stricter than code points)."""
+    units = 0
+    for i, char in enumerate(text):
+        units += 2 if ord(char) > 0xFFFF else 1
+        if units > limit:
+            return text[:i]
+    return text
+
+
+def _length(text: str) -> int:
+    return sum(2 if ord(char) > 0xFFFF else 1 for char in text)
+
+
+def _text(value: Any, limit: int | None = None) -> bool:
+    """Whether `value` is a string with something in it, within `limit` characters."""
+    if not _unicode(value) or not value.strip():
+        return False
+    return limit is None or _length(value) <= limit
+
+
+def _unicode(value: Any) -> bool:
+    """Whether `value` is a string JSON can carry as UTF-8 (no lone surrogates)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _utc(moment: datetime) -> datetime:
+    """`moment` with its offset; a naive one is taken as UTC, as the store writes them."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _iso8601(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:
+        return False
 
 
 class Heartbeats:
@@ -385,5 +565,5 @@ class Heartbeats:
             try:
                 with urllib.request.urlopen(url, timeout=config.timeout.total_seconds()):
                     pass
-            except (urllib.error.URLError, OSError) as exc:
+            except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
                 log.warning("heartbeat to %s failed: %s", _where(url), getattr(exc, "reason", exc))
