@@ -380,15 +380,23 @@ def _unexpected(exc: Exception) -> DeliveryError:
     return DeliveryError(f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
 
 
-def build_notifiers(configs: list[Any]) -> dict[str, Notifier]:
-    """Notifiers by name (`<kind>-<index>`), for the kinds delivered over the outbox."""
-    kinds = {
+def build_notifiers(configs: list[Any], host: str | None = None) -> dict[str, Notifier]:
+    """Notifiers by name, for the kinds delivered over the outbox; `host` is the agent's
+    (PagerDuty's event source when a case names none)."""
+    kinds: dict[str, Any] = {
         "webhook": WebhookNotifier,
-        "pagerduty": PagerDutyNotifier,
         "slack": SlackNotifier,
         "email": EmailNotifier,
     }
-    return {notifier_name(i, c): kinds[c.kind](c) for i, c in enumerate(configs) if c.kind in kinds}
+    built: dict[str, Notifier] = {}
+    for i, c in enumerate(configs):
+        if c.kind == "pagerduty":
+            built[notifier_name(i, c)] = (
+                PagerDutyNotifier(c, host) if host else PagerDutyNotifier(c)
+            )
+        elif c.kind in kinds:
+            built[notifier_name(i, c)] = kinds[c.kind](c)
+    return built
 
 
 def notifier_name(index: int, config: Any) -> str:

@@ -34,7 +34,7 @@ def dispatcher(config: Config, store: CaseStore) -> Dispatcher:
 
     return Dispatcher(
         store,
-        build_notifiers(config.cases.notify),
+        build_notifiers(config.cases.notify, config.host),
         agent=config.host,
         routes=notifier_routes(config.cases.notify),
     )
