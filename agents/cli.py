@@ -1734,6 +1734,7 @@ def cases_due(
         click.echo(f"opened:         {data['opened']}")
         click.echo(f"response due:   {data['response_due']}")
         click.echo(f"resolution due: {data['resolution_due']}")
+        click.echo(f"calendar:       {calendar.describe()}")
 
 
 def _config_exists(config_file: Path | None) -> bool:

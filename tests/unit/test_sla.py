@@ -192,6 +192,31 @@ def test_cli_cases_due() -> None:
     assert '"response_due": "2026-11-30T17:30:00-05:00"' in proc.stdout
 
 
+def test_cli_cases_due_names_its_calendar() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "cases",
+            "due",
+            "--severity",
+            "moderate",
+            "--opened",
+            "2026-12-24T10:00",
+            "--config",
+            "deploy/config/local.yml",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "response due:   2026-12-30T10:00:00-05:00" in proc.stdout
+    assert "calendar:       America/Toronto, 08:00-18:00, mon-fri, CA-ON public holidays" in (
+        proc.stdout
+    )
+
+
 def test_sla_report_table() -> None:
     from types import SimpleNamespace
 
