@@ -144,14 +144,19 @@ def exit_for(results: list[CheckResult]) -> int:
 
 
 def record_outcome(config: Config, results: list[CheckResult]) -> None:
-    """Store a command's job results as the daemon would: in the state database, in the
-    cases (a failed backup run from a systemd timer opens its case too), and in the
-    textfile for node_exporter when `exporter.textfile` is set."""
+    """Store a command's job results as the daemon would: in the state database (with the
+    systemd timer that ran the command, if one did), in the cases (a failed backup run
+    from a systemd timer opens its case too), and in the textfile for node_exporter when
+    `exporter.textfile` is set."""
     from agents.audit import result_sink
     from agents.daemon import case_rules, write_textfile
     from agents.state import StateDB
+    from agents.timers import timer_unit
 
     state = StateDB(config.state_db)
+    timer = timer_unit()
+    if timer is not None:  # how `opsagent status` knows the timers, not a daemon, run jobs
+        state.record_timer_run(timer, datetime.now(UTC))
     rules = case_rules(config)
     audit = result_sink(config.state_db, whoami())
     for result in results:
@@ -1952,6 +1957,7 @@ def cases_due(
         click.echo(f"opened:         {data['opened']}")
         click.echo(f"response due:   {data['response_due']}")
         click.echo(f"resolution due: {data['resolution_due']}")
+        click.echo(f"calendar:       {calendar.describe()}")
 
 
 def _config_exists(config_file: Path | None) -> bool:

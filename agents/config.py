@@ -615,9 +615,25 @@ class RestoreTestConfig(Model):
 
 
 class Holidays(Model):
-    country: str | None = None
-    subdivision: str | None = None
+    """Public holidays of the support policy: Ontario's unless the config says otherwise."""
+
+    country: str | None = "CA"
+    subdivision: str | None = "ON"
     dates: list[str] = []
+
+    @model_validator(mode="after")
+    def _known(self) -> Holidays:
+        """Refuse a country or subdivision the `holidays` package lacks at `config check`,
+        not at the first SLA computation."""
+        if self.country is None:
+            return self
+        import holidays
+
+        try:
+            holidays.country_holidays(self.country, subdiv=self.subdivision)
+        except NotImplementedError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 class Calendar(Model):

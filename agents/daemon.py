@@ -33,10 +33,10 @@ from agents.config import (
     secret_file_problems,
 )
 from agents.errors import OpsagentError
+from agents.freshness import freshness, limit_of
 from agents.monitor.checks import run_check
 from agents.results import CheckResult, Severity, Status, run_guarded
 from agents.state import StateDB
-from agents.units import format_duration
 from exporters.alertmanager import PATH as INTAKE_PATH
 from exporters.alertmanager import AlertmanagerIntake, intake_app
 from exporters.http import ExporterServer, exporter_app
@@ -381,37 +381,13 @@ def restore_test_job(config: Config, state: StateDB | None = None) -> Job | None
 def freshness_job(watched: Job, state: StateDB, host: str) -> Job:
     """A built-in check: the watched job's last success is younger than period + grace,
     so a backup that silently never ran is noticed even though nothing errored."""
-    limit = watched.schedule.period + watched.schedule.grace
+    limit = limit_of(watched.schedule)
     started = datetime.now(UTC)
 
     def body(ctx: JobContext) -> CheckResult:
         record = state.job(watched.name)
-        now = datetime.now(UTC)
         last = record.last_success if record else None
-        age = now - (last or started)
-        details = {
-            "job": watched.name,
-            "limit_seconds": limit.total_seconds(),
-            "age_seconds": round(age.total_seconds(), 1),
-        }
-        if age <= limit:
-            summary = f"last success {format_duration(age)} ago" if last else "not due yet"
-            status = Status.OK
-        elif last is None:
-            summary = f"no success in the {format_duration(age)} since the agent started"
-            status = Status.FAILED
-        else:
-            summary = f"last success {format_duration(age)} ago, over {format_duration(limit)}"
-            status = Status.FAILED
-        return CheckResult(
-            name=f"{watched.name}-freshness",
-            kind="job_freshness",
-            host=host,
-            status=status,
-            severity=Severity.CRITICAL,
-            summary=summary,
-            details=details,
-        )
+        return freshness(watched.name, host, last, limit, started, datetime.now(UTC))
 
     return Job(
         name=f"{watched.name}-freshness",

@@ -73,6 +73,8 @@ _MIGRATIONS: dict[int, str] = {
 # prune) and only failures and status changes of checks, trimmed to this many rows.
 MAX_RUN_ROWS = 20_000
 
+_TIMER_RUN = "timer_run:"  # meta key prefix: the last run of each systemd timer
+
 
 class StateError(OpsagentError):
     """The state database cannot be used; carries a one-line message."""
@@ -193,6 +195,19 @@ class StateDB:
 
     def record_daemon_stop(self) -> None:
         self.set_meta("daemon_stopped_at", _iso(datetime.now(UTC)))
+
+    def record_timer_run(self, unit: str, when: datetime) -> None:
+        """A job command ran from this systemd timer (see `agents.timers`)."""
+        self.set_meta(f"{_TIMER_RUN}{unit}", _iso(when))
+
+    def timer_runs(self) -> dict[str, datetime]:
+        """The last run of each systemd timer that ran a job command here."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?",
+                (len(_TIMER_RUN), _TIMER_RUN),
+            ).fetchall()
+        return {key.removeprefix(_TIMER_RUN): datetime.fromisoformat(value) for key, value in rows}
 
     # --- jobs --------------------------------------------------------------------------
 

@@ -1,41 +1,78 @@
 """`opsagent status`: this host on one screen, the thing that matters most first.
 
-Read from the state database and the case store only (no repository, no network), so
-it answers in well under a second at 03:00 even when S3 or the daemon is down. The same
-document is served as JSON at `/status` on the exporter.
+Read from the state database and the case store only (no repository, no network beyond
+the store), so it answers in well under a second at 03:00 even when S3 or the daemon is
+down. The same document is served as JSON at `/status` on the exporter.
+
+A problem is anything that needs a person: the daemon not running (or, on a host run by
+the systemd timers, a timer not active or a job gone stale), a failing check, backup or
+restore test, a case store that cannot be read, notifications that failed for good, and
+any open case of major severity or above. Problems come most urgent first: opsagent's
+own (not running, a timer inactive, the store unreadable, notifications failed for good)
+lead, because until they are fixed the rest may be stale or nobody told; then the least
+time left on the SLA clock, which is the clock of the case that tracks the problem, else
+the response clock a case of its severity would get under the policy from when it began.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.markup import escape
 
+from agents.cases.sla import BusinessCalendar, due_times, target_for
 from agents.config import Config
 from agents.errors import OpsagentError
+from agents.freshness import freshness, limit_of, watched_schedules
 from agents.results import Severity
 from agents.state import JobState, StateDB
+from agents.timers import timer_driven, timer_states
 from agents.units import format_duration, format_size
 
 JOB_KINDS = frozenset({"backup", "backup_source", "restore_test", "prune", "forget"})
 INTERNAL_KINDS = frozenset({"outbox", "textfile"})
 _RANK = {Severity.CRITICAL: 0, Severity.MAJOR: 1, Severity.MODERATE: 2, Severity.MINOR: 3}
+# open cases at these severities are problems on their own, whatever opened them
+CASE_PROBLEM_SEVERITIES = frozenset({Severity.CRITICAL, Severity.MAJOR})
+
+
+# problems of opsagent itself: until they are fixed nothing else on the screen can be
+# trusted to be current, or anybody to have been told, so they come first
+WATCHER_SOURCES = frozenset({"agent", "timer", "cases", "notifications"})
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing that is wrong, ranked for the headline."""
+    """One thing that is wrong, with the SLA clock that ranks it."""
 
     severity: Severity
     text: str
     since: datetime | None
     source: str  # the case source it would carry: kind:name
+    due: datetime | None = None  # its case's clock, else the response clock it would get
+    case: int | None = None  # the case that tracks it
+    clock: str = "response"
 
-    def rank(self) -> tuple[int, float]:
-        return (_RANK[self.severity], self.since.timestamp() if self.since else 0.0)
+    def rank(self) -> tuple[int, float, int, float]:
+        """The watcher's own problems first, by severity; then least time left on the
+        SLA clock; severity, then the oldest, break ties."""
+        since = self.since.timestamp() if self.since else 0.0
+        if self.source.partition(":")[0] in WATCHER_SOURCES:
+            return (0, 0.0, _RANK[self.severity], since)
+        assert self.due is not None
+        return (1, self.due.timestamp(), _RANK[self.severity], since)
+
+
+@dataclass(frozen=True)
+class CaseView:
+    """What the case store says: open cases, undelivered notifications, or why it cannot."""
+
+    cases: list[dict[str, Any]]
+    error: str | None
+    undelivered: list[str]
 
 
 def collect(config: Config, now: datetime | None = None) -> dict[str, Any]:
@@ -46,8 +83,12 @@ def collect(config: Config, now: datetime | None = None) -> dict[str, Any]:
     problems: list[Problem] = []
 
     agent = _agent(state, now)
-    if not agent["running"]:
-        problems.append(Problem(Severity.CRITICAL, "agent is not running", None, "agent"))
+    if agent["mode"] == "timers":
+        problems += _timer_problems(agent["timers"])
+        records = _with_timer_freshness(config, records, state.timer_runs(), now)
+    elif not agent["running"]:
+        stopped = datetime.fromisoformat(agent["stopped_at"]) if agent["stopped_at"] else None
+        problems.append(Problem(Severity.CRITICAL, "agent is not running", stopped, "agent"))
 
     checks = []
     for record in records.values():
@@ -136,35 +177,70 @@ def collect(config: Config, now: datetime | None = None) -> dict[str, Any]:
             "as_of": _iso(record.last_finish),
         }
 
-    cases, cases_error = _cases(config, now)
-    for case in cases:
-        if case["severity"] == "critical" and not any(p.source == case["source"] for p in problems):
-            problems.append(
-                Problem(
-                    Severity.CRITICAL,
-                    f"case #{case['id']} open: {case['title']}",
-                    datetime.fromisoformat(case["first_seen"]),
-                    case["source"],
-                )
-            )
-    problems.sort(key=Problem.rank)
-    headline = _headline(problems, cases, now)
+    view = _case_view(config, now)
+    if view.error is not None:
+        problems.append(Problem(Severity.CRITICAL, view.error, None, "cases"))
+    problems += [Problem(Severity.MAJOR, text, None, "notifications") for text in view.undelivered]
+    problems = _ranked(problems, view.cases, config, now)
     return {
         "host": config.host,
         "ok": not problems,
-        "headline": headline,
+        "headline": _headline(problems, view.cases, now),
         "problems": [
-            {"severity": p.severity.value, "text": p.text, "since": _iso(p.since)} for p in problems
+            {
+                "severity": p.severity.value,
+                "text": p.text,
+                "since": _iso(p.since),
+                "case": p.case,
+                "clock": p.clock if p.case is not None else None,
+                "due": _iso(p.due),
+                "seconds_left": round((p.due - now).total_seconds()) if p.due else None,
+            }
+            for p in problems
         ],
         "agent": agent,
         "checks": checks,
         "backups": backups,
         "restore_test": restore,
         "repository": repository,
-        "cases": cases,
-        "cases_error": cases_error,
+        "cases": view.cases,
+        "cases_error": view.error,
         "generated_at": now.isoformat(),
     }
+
+
+def _ranked(
+    problems: list[Problem], cases: list[dict[str, Any]], config: Config, now: datetime
+) -> list[Problem]:
+    """Every problem on an SLA clock, most urgent first. A problem takes the open case
+    with its source; an open case at major or above that no problem took is a problem
+    of its own; the rest get the response clock a case would get from when they began."""
+    calendar = BusinessCalendar.from_config(config.cases.calendar)
+    untaken = list(cases)
+    clocked = []
+    for problem in problems:
+        case = next((c for c in untaken if c["source"] == problem.source), None)
+        if case is not None:
+            untaken.remove(case)
+            clocked.append(_tracked_by(problem, case))
+            continue
+        opened = problem.since or now
+        target = target_for(config.cases, problem.severity)
+        due = due_times(problem.severity, opened, calendar, target).response
+        clocked.append(replace(problem, due=due))
+    for case in untaken:
+        severity = Severity(case["severity"])
+        if severity in CASE_PROBLEM_SEVERITIES:
+            opened = datetime.fromisoformat(case["first_seen"])
+            problem = Problem(severity, case["title"], opened, case["source"])
+            clocked.append(_tracked_by(problem, case))
+    return sorted(clocked, key=Problem.rank)
+
+
+def _tracked_by(problem: Problem, case: dict[str, Any]) -> Problem:
+    return replace(
+        problem, due=datetime.fromisoformat(case["due"]), case=case["id"], clock=case["clock"]
+    )
 
 
 def _agent(state: StateDB, now: datetime) -> dict[str, Any]:
@@ -175,15 +251,74 @@ def _agent(state: StateDB, now: datetime) -> dict[str, Any]:
     pid = state.meta("daemon_pid")
     running = bool(started) and not stopped and pid is not None and _alive(int(pid))
     started_at = datetime.fromisoformat(started) if started else None
+    runs = state.timer_runs()
+    by_timers = timer_driven(runs, started_at, running)
+    timers = []
+    if by_timers:
+        states = timer_states(sorted(runs))
+        for unit in sorted(runs):
+            timers.append(
+                {
+                    "unit": unit,
+                    "active": states[unit].active,
+                    "state": states[unit].state,
+                    "last_run": _iso(runs[unit]),
+                    "age_seconds": _age(runs[unit], now),
+                }
+            )
     return {
-        "version": state.meta("daemon_version") or __version__,
+        # the timers start the installed version at their next run
+        "version": __version__ if by_timers else state.meta("daemon_version") or __version__,
         "cli_version": __version__,
+        "mode": "timers" if by_timers else "daemon",
         "running": running,
         "pid": int(pid) if pid and running else None,
         "started_at": _iso(started_at),
         "uptime_seconds": _age(started_at, now) if running else None,
         "stopped_at": stopped or None,
+        "timers": timers,
     }
+
+
+def _timer_problems(timers: list[dict[str, Any]]) -> list[Problem]:
+    """A timer systemd says is not active runs nothing; one it could not be asked about
+    is judged by its job's freshness alone."""
+    return [
+        Problem(
+            Severity.CRITICAL,
+            f"{t['unit']} not active ({t['state']}): its job no longer runs",
+            None,
+            f"timer:{t['unit']}",
+        )
+        for t in timers
+        if t["active"] is False
+    ]
+
+
+def _with_timer_freshness(
+    config: Config, records: dict[str, JobState], runs: dict[str, datetime], now: datetime
+) -> dict[str, JobState]:
+    """On a host run by its timers no daemon watches job freshness: judge it here, in
+    place of whatever a former daemon last recorded."""
+    judged = {name: r for name, r in records.items() if r.kind != "job_freshness"}
+    began = min(runs.values())
+    for job, schedule in watched_schedules(config).items():
+        record = records.get(job)
+        last = record.last_success if record else None
+        limit = limit_of(schedule)
+        result = freshness(job, config.host, last, limit, began, now, "the timers' first run")
+        judged[result.name] = JobState(
+            name=result.name,
+            kind=result.kind,
+            last_start=None,
+            last_finish=now,
+            last_success=last,
+            last_status=result.status.value,
+            last_result=result,
+            consecutive_failures=0 if result.ok else 1,
+            status_since=(last or began) + (limit if not result.ok else timedelta(0)),
+        )
+    return dict(sorted(judged.items()))
 
 
 def _alive(pid: int) -> bool:
@@ -196,15 +331,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _cases(config: Config, now: datetime) -> tuple[list[dict[str, Any]], str | None]:
+def _case_view(config: Config, now: datetime) -> CaseView:
     from agents.cases.store import CaseStore
 
     try:
-        open_cases = CaseStore(config.cases_store).cases(status="open")
+        store = CaseStore(config.cases_store)
+        open_cases = store.cases(status="open")
+        undelivered = [
+            f"{failed} notification(s) to {notifier} failed for good"
+            for notifier, _delivered, failed, _waiting in store.outbox_stats()
+            if failed
+        ]
     except OpsagentError as exc:
-        return [], str(exc)
+        return CaseView([], str(exc), [])
     rows = []
-    for case in sorted(open_cases, key=lambda c: (_RANK[c.severity], c.first_seen)):
+    for case in open_cases:
         responded = case.acknowledged_at is not None
         due = case.resolution_due if responded else case.response_due
         rows.append(
@@ -220,7 +361,8 @@ def _cases(config: Config, now: datetime) -> tuple[list[dict[str, Any]], str | N
                 "seconds_left": round((due - now).total_seconds()),
             }
         )
-    return rows, None
+    rows.sort(key=lambda c: (c["seconds_left"], _RANK[Severity(c["severity"])]))
+    return CaseView(rows, None, undelivered)
 
 
 def _headline(problems: list[Problem], cases: list[dict[str, Any]], now: datetime) -> str:
@@ -230,17 +372,17 @@ def _headline(problems: list[Problem], cases: list[dict[str, Any]], now: datetim
     text = f"{top.severity.value.upper()}: {top.text}"
     if top.since is not None:
         text += f" since {_clock(top.since, now)}"
-    case = next((c for c in cases if c["source"] == top.source), None)
-    if case is not None:
-        left = case["seconds_left"]
-        when = (
-            f"due in {format_duration(left)}"
-            if left >= 0
-            else f"overdue by {format_duration(-left)}"
-        )
-        text += f" (case #{case['id']}, {case['clock']} {when})"
+    if top.case is not None and top.due is not None:
+        text += f" (case #{top.case}, {top.clock} {_time_left((top.due - now).total_seconds())})"
     more = len(problems) - 1
     return text + (f"; {more} more problem(s)" if more else "")
+
+
+def _time_left(seconds: float) -> str:
+    left = round(seconds)
+    return (
+        f"due in {format_duration(left)}" if left >= 0 else f"overdue by {format_duration(-left)}"
+    )
 
 
 def _clock(when: datetime, now: datetime) -> str:
@@ -266,8 +408,27 @@ def render(status: dict[str, Any]) -> list[str]:
     """The screen, as rich markup lines (colour on a terminal, plain when piped)."""
     colour = "green" if status["ok"] else "red"
     lines = [f"[bold {colour}]{escape(status['headline'])}[/]", ""]
+    if len(status["problems"]) > 1:
+        lines.append("[bold]problems[/]")
+        for problem in status["problems"]:
+            clock = ""
+            if problem["case"] is not None:
+                left = _time_left(problem["seconds_left"])
+                clock = f"  (case #{problem['case']}, {problem['clock']} {left})"
+            lines.append(f"  {problem['severity']:<9} {escape(problem['text'])}{clock}")
+        lines.append("")
     agent = status["agent"]
-    if agent["running"]:
+    if agent["mode"] == "timers":
+        lines.append(f"agent     systemd timers on {status['host']} (cli {agent['cli_version']})")
+        for timer in agent["timers"]:
+            mark = {True: "[green]ok  [/]", False: "[red]FAIL[/]"}.get(
+                timer["active"], "[yellow]??  [/]"
+            )
+            ran = format_duration(timer["age_seconds"] or 0)
+            lines.append(
+                f"  {mark} {timer['unit']:<28} {escape(timer['state'])}, last run {ran} ago"
+            )
+    elif agent["running"]:
         uptime = format_duration(agent["uptime_seconds"] or 0)
         lines.append(f"agent     {agent['version']} on {status['host']}, up {uptime}")
     else:
@@ -320,7 +481,7 @@ def render(status: dict[str, Any]) -> list[str]:
     lines.append("")
     cases = status["cases"]
     if status["cases_error"]:
-        lines.append(f"[bold]cases[/]  [red]store unreachable: {status['cases_error']}[/]")
+        lines.append(f"[bold]cases[/]  [red]{escape(status['cases_error'])}[/]")
     else:
         counts = {s.value: 0 for s in Severity}
         for case in cases:

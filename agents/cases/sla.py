@@ -1,10 +1,11 @@
 """SLA clocks: when a case's response and resolution are due, from the support policy.
 
 Critical targets run on the wall clock (4 h to respond, 24 h to resolve). The others
-run on a business calendar: a time zone, daily hours (08:00-18:00), weekdays
-(Monday to Friday) and holidays (the `holidays` package for a country and
-subdivision, plus explicit dates). A business day is one full span of business
-hours, so at the defaults 1 business day from Friday 17:30 is due Monday 17:30, and a
+run on a business calendar: a time zone (America/Toronto), daily hours
+(08:00-18:00), weekdays (Monday to Friday) and holidays (the `holidays` package for a
+country and subdivision, Ontario's by default, plus explicit dates): the support
+policy's calendar. A business day is one full span of business hours, so at the
+defaults 1 business day from Friday 17:30 is due Monday 17:30, and a
 case opened at 22:00 starts its clock at 08:00 the next business day. Business time
 is counted on the local wall clock, so daylight saving changes (at night) never
 stretch or shrink a business day.
@@ -60,6 +61,19 @@ class BusinessCalendar:
             subdivision=calendar.holidays.subdivision,
             extra_holidays=frozenset(date.fromisoformat(d) for d in calendar.holidays.dates),
         )
+
+    def describe(self) -> str:
+        """One line naming the calendar, so a due time can be checked against its rules."""
+        days = _day_ranges(sorted(self.weekdays))
+        if self.country is None:
+            holidays = "no public holidays"
+        else:
+            region = f"{self.country}-{self.subdivision}" if self.subdivision else self.country
+            holidays = f"{region} public holidays"
+        if self.extra_holidays:
+            holidays += f" + {len(self.extra_holidays)} extra date(s)"
+        hours = f"{self.opens:%H:%M}-{self.closes:%H:%M}"
+        return f"{self.zone.key}, {hours}, {days}, {holidays}"
 
     @property
     def day_span(self) -> timedelta:
@@ -160,6 +174,21 @@ def business_amount(duration: timedelta, calendar: BusinessCalendar) -> timedelt
 def _wall(moment: datetime) -> datetime:
     """The local wall-clock reading, without zone: business time is counted on it."""
     return moment.replace(tzinfo=None)
+
+
+def _day_ranges(days: list[int]) -> str:
+    """[0, 1, 2, 3, 4, 6] as "mon-fri,sun": the form the config takes."""
+    runs: list[list[int]] = []
+    for day in days:
+        if runs and day == runs[-1][-1] + 1:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    names = [
+        WEEKDAY_NAMES[r[0]] if len(r) == 1 else f"{WEEKDAY_NAMES[r[0]]}-{WEEKDAY_NAMES[r[-1]]}"
+        for r in runs
+    ]
+    return ",".join(names)
 
 
 def _weekdays(text: str) -> list[int]:

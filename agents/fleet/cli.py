@@ -269,6 +269,9 @@ def fleet_status(ctx: click.Context, **opts: Any) -> None:
 def _status_cells(doc: dict[str, Any]) -> list[str]:
     agent = doc["agent"]
     up = format_duration(agent["uptime_seconds"]) if agent.get("running") else "[red]down[/]"
+    if agent.get("mode") == "timers":  # no daemon by design: the timers run the jobs
+        inactive = [t["unit"] for t in agent["timers"] if t["active"] is False]
+        up = f"[red]{len(inactive)} timer(s) inactive[/]" if inactive else "timers"
     failing = [c["name"] for c in doc["checks"] if c["status"] != "ok"]
     checks = f"[red]{len(failing)} failing[/]" if failing else f"{len(doc['checks'])} ok"
     ages = [b.get("age_seconds") for b in doc["backups"] if b.get("age_seconds") is not None]

@@ -139,7 +139,11 @@ def _health(result: HostResult, version: str) -> str:
     if not isinstance(doc, dict):
         return result.error or f"no status ({last_line(result.stderr, 'no output')})"
     agent = doc.get("agent", {})
-    if not agent.get("running"):
+    if agent.get("mode") == "timers":  # the next timer run starts the installed version
+        inactive = [t["unit"] for t in agent.get("timers", []) if t.get("active") is False]
+        if inactive:
+            return f"timers not active: {', '.join(inactive)}"
+    elif not agent.get("running"):
         return "agent is not running"
     if str(agent.get("version")) != version:
         return f"agent runs {agent.get('version')}, not {version}"

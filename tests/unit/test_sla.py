@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.cases.sla import DEFAULT_TARGETS, BusinessCalendar, due_times
-from agents.config import Calendar, Holidays
+from agents.config import Calendar, Config, ConfigError, Holidays, load_config
 from agents.results import Severity
 
 TORONTO = ZoneInfo("America/Toronto")
@@ -105,6 +106,48 @@ def test_due_times(severity: Severity, opened: str, response: str, resolution: s
     assert due(severity, opened) == (response, resolution)
 
 
+def test_ontario_holidays_at_the_end_of_2026() -> None:
+    """What the `holidays` package says for CA-ON: Boxing Day falls on a Saturday and is
+    observed on Monday, so Friday and Monday both stop the clock."""
+    import holidays
+
+    ontario = holidays.country_holidays("CA", subdiv="ON", years=2026)
+    assert ontario.get(date(2026, 12, 25)) == "Christmas Day"
+    assert ontario.get(date(2026, 12, 26)) == "Boxing Day"
+    assert ontario.get(date(2026, 12, 28)) == "Boxing Day (observed)"
+    assert date(2026, 12, 24) not in ontario and date(2026, 12, 29) not in ontario
+
+
+def test_the_embedded_calendar_is_the_support_policy() -> None:
+    """No config at all: 08:00-18:00 Toronto, weekdays, Ontario public holidays. A moderate
+    case opened Thursday 2026-12-24 10:00 has 8 h that day, none on the 25th (Christmas),
+    the weekend or the 28th (Boxing Day observed), 10 h on the 29th, 2 h on the 30th."""
+    calendar = BusinessCalendar.from_config(Config().cases.calendar)
+    times = due_times(
+        Severity.MODERATE, at("2026-12-24T10:00"), calendar, DEFAULT_TARGETS[Severity.MODERATE]
+    )
+    assert times.response == at("2026-12-30T10:00")
+    assert calendar.describe() == "America/Toronto, 08:00-18:00, mon-fri, CA-ON public holidays"
+
+
+def test_local_config_uses_the_embedded_calendar(repo_root: Path) -> None:
+    local = load_config(repo_root / "deploy/config/local.yml")
+    assert local.cases.calendar == Config().cases.calendar
+
+
+def test_holidays_can_be_turned_off_and_unknown_regions_are_refused(tmp_path: Path) -> None:
+    assert not BusinessCalendar.from_config(
+        Calendar(holidays=Holidays(country=None))
+    ).is_business_day(date(2026, 12, 26))
+    assert BusinessCalendar.from_config(Calendar(holidays=Holidays(country=None))).is_business_day(
+        date(2026, 12, 28)
+    )
+    config = tmp_path / "config.yml"
+    config.write_text('cases: {calendar: {holidays: {country: CA, subdivision: "XX"}}}\n')
+    with pytest.raises(ConfigError, match="does not have subdivision XX"):
+        load_config(config)
+
+
 def test_business_time_between() -> None:
     start, end = at("2026-11-27T17:30"), at("2026-11-30T09:00")
     assert CALENDAR.business_time_between(start, end) == timedelta(hours=1, minutes=30)
@@ -147,6 +190,31 @@ def test_cli_cases_due() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert '"response_due": "2026-11-30T17:30:00-05:00"' in proc.stdout
+
+
+def test_cli_cases_due_names_its_calendar() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "cases",
+            "due",
+            "--severity",
+            "moderate",
+            "--opened",
+            "2026-12-24T10:00",
+            "--config",
+            "deploy/config/local.yml",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "response due:   2026-12-30T10:00:00-05:00" in proc.stdout
+    assert "calendar:       America/Toronto, 08:00-18:00, mon-fri, CA-ON public holidays" in (
+        proc.stdout
+    )
 
 
 def test_sla_report_table() -> None:
