@@ -149,6 +149,7 @@ def record_outcome(config: Config, results: list[CheckResult]) -> None:
     from a systemd timer opens its case too), and in the textfile for node_exporter when
     `exporter.textfile` is set."""
     from agents.audit import result_sink
+    from agents.cases.service import deliver_now
     from agents.daemon import case_rules, write_textfile
     from agents.state import StateDB
     from agents.timers import timer_unit
@@ -157,15 +158,19 @@ def record_outcome(config: Config, results: list[CheckResult]) -> None:
     timer = timer_unit()
     if timer is not None:  # how `opsagent status` knows the timers, not a daemon, run jobs
         state.record_timer_run(timer, datetime.now(UTC))
-    rules = case_rules(config)
     audit = result_sink(config.state_db, whoami())
     for result in results:
         state.record_result(result)
         audit(result)
-        try:
+    try:  # the outcome stands even when the case store is down (one line, exit unchanged)
+        store = case_store(config)
+        rules = case_rules(config, store)
+        for result in results:
             rules.observe(result)
-        except OpsagentError as exc:  # the outcome stands even when the store is down
-            logging.getLogger("opsagent").warning("case store: %s", exc)
+        # a host run by timers has no daemon: this command delivers what it queued
+        deliver_now(config, store)
+    except OpsagentError as exc:
+        logging.getLogger("opsagent").warning("cases not updated: %s", exc)
     if config.exporter.textfile is not None:
         write_textfile(config, state)
 

@@ -337,11 +337,7 @@ def _case_view(config: Config, now: datetime) -> CaseView:
     try:
         store = CaseStore(config.cases_store)
         open_cases = store.cases(status="open")
-        undelivered = [
-            f"{failed} notification(s) to {notifier} failed for good"
-            for notifier, _delivered, failed, _waiting in store.outbox_stats()
-            if failed
-        ]
+        undelivered = store.notification_problems(now)
     except OpsagentError as exc:
         return CaseView([], str(exc), [])
     rows = []

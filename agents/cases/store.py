@@ -1082,10 +1082,16 @@ class CaseStore:
             for name, count, _ in failed
         ]
         with self._tx() as db:
-            silent = db.execute(
-                f"SELECT id, severity FROM cases c WHERE status IN {_OPEN_SQL} AND NOT EXISTS"
-                " (SELECT 1 FROM outbox o WHERE o.case_id = c.id) ORDER BY id"
-            ).fetchall()
+            # where nobody ever configured a notifier that is a choice, not a failure
+            anyone = self.notifiers or db.execute("SELECT 1 FROM notifiers LIMIT 1").fetchone()
+            silent = (
+                db.execute(
+                    f"SELECT id, severity FROM cases c WHERE status IN {_OPEN_SQL} AND NOT EXISTS"
+                    " (SELECT 1 FROM outbox o WHERE o.case_id = c.id) ORDER BY id"
+                ).fetchall()
+                if anyone
+                else []
+            )
         if silent:
             ids = ", ".join(f"#{r[0]} ({r[1]})" for r in silent[:5])
             more = f" and {len(silent) - 5} more" if len(silent) > 5 else ""

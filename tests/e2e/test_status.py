@@ -394,4 +394,6 @@ def test_notifications_that_failed_for_good_are_a_problem(
         agent.communicate(timeout=60)
     assert screen.returncode == 1, screen.stdout + screen.stderr
     # a moderate case is no problem on its own: the lost notification is
-    assert screen.stdout.startswith("MAJOR: 1 notification(s) to hook failed for good\n")
+    headline = screen.stdout.splitlines()[0]
+    assert headline.startswith("MAJOR: 1 notification(s) to hook failed for good"), headline
+    assert "HTTP 400" in headline and "opsagent cases retry --failed" in headline
