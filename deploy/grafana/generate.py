@@ -615,13 +615,22 @@ def dashboards() -> list[Dashboard]:
                         "Notifications",
                         [
                             Query(
-                                "sum by (notifier, outcome)"
-                                " (increase(opsagent_notifications_total[1h]))",
-                                "{{notifier}} {{outcome}}",
+                                "sum by (notifier)"
+                                " (increase(opsagent_notifications_delivered_total[1h]))",
+                                "{{notifier}} delivered",
                             ),
                             Query(
-                                "sum by (notifier) (opsagent_notifications_waiting)",
+                                "sum by (notifier)"
+                                " (increase(opsagent_notifications_failed_total[1h]))",
+                                "{{notifier}} failed for good",
+                            ),
+                            Query(
+                                "max by (notifier) (opsagent_notifications_waiting)",
                                 "{{notifier}} waiting",
+                            ),
+                            Query(
+                                "max by (notifier) (opsagent_notifications_undeliverable)",
+                                "{{notifier}} undeliverable",
                             ),
                         ],
                         width=24,
