@@ -551,8 +551,9 @@ def start_agent(config: Config, version: str) -> int:
     registry = agent_registry(config, version)
     metrics = ResultMetrics(registry, version)
     store = case_store(config)
-    rules = case_rules(config, store)
     deliver = dispatcher(config, store)
+    rules = case_rules(config, store)
+    rules.on_change = deliver.kick  # a new case is paged now, not at the next pass
     metrics.watch_cases(store, config.host, list(deliver.notifiers))
     jobs = [*build_jobs(config, state), cases_job(config, store, deliver)]
     prime_metrics(metrics, config, jobs, state)

@@ -268,12 +268,37 @@ class Dispatcher:
         self.failed = 0
         self._lock = threading.Lock()
         self._healthy: set[str] = set()  # no open case about it (checked since start)
+        self._kicked = self._again = False
         # a claimed batch is leased for as long as delivering it can take, and no longer:
         # rows a killed agent held are sent again soon after it restarts
         timeouts = [
             n.config.timeout.total_seconds() for n in notifiers.values() if hasattr(n, "config")
         ]
         self.lease = self.BATCH * max(timeouts, default=10.0) + 5.0
+
+    def kick(self) -> None:
+        """Deliver soon, off the caller's thread: a case just changed, so its page goes
+        out now rather than at the next pass. Kicks during a pass make one more pass."""
+        if not self.notifiers:
+            return
+        with self._lock:
+            if self._kicked:
+                self._again = True
+                return
+            self._kicked = True
+        threading.Thread(target=self._kicked_passes, name="notify-kick", daemon=True).start()
+
+    def _kicked_passes(self) -> None:
+        while True:
+            try:
+                self.run_once()
+            except Exception as exc:  # the regular pass will retry; never kill the agent
+                log.warning("notification pass failed: %s", exc)
+            with self._lock:
+                if not self._again:
+                    self._kicked = False
+                    return
+                self._again = False
 
     def register(self, now: datetime | None = None) -> None:
         """Tell the store which notifiers this agent delivers (a heartbeat as well)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -45,8 +46,11 @@ class CaseRules:
         store: CaseStore,
         config: CasesConfig,
         thresholds: dict[str, Thresholds] | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
+        # called after every case the rules touched (the dispatcher's kick)
+        self.on_change = on_change
         self.config = config
         self.calendar = BusinessCalendar.from_config(config.calendar)
         self.thresholds = thresholds or {}
@@ -79,15 +83,18 @@ class CaseRules:
             return None
         try:
             if not result.ok:
-                return self._fail(result)
-            case = self._recover(result)
-            with self._lock:
-                if self._successes.get(key, 0) >= limits.successes:
-                    self._settled.add(key)
-            return case
+                case = self._fail(result)
+            else:
+                case = self._recover(result)
+                with self._lock:
+                    if self._successes.get(key, 0) >= limits.successes:
+                        self._settled.add(key)
         except CaseStoreError as exc:
             self._store_down(exc)
             return None
+        if case is not None and self.on_change is not None:
+            self.on_change()
+        return case
 
     def _store_down(self, exc: CaseStoreError) -> None:
         """One warning a minute while the store is out; the results it missed are

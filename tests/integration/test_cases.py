@@ -262,3 +262,31 @@ def test_sla_breach_recorded_once_and_exported(tmp_path: Path) -> None:
     assert 'opsagent_sla_breaches_total{severity="critical",target="response"} 1.0' in text
     assert 'opsagent_sla_breaches_total{severity="critical",target="resolution"} 1.0' in text
     assert 'opsagent_cases_open{severity="critical",status="acknowledged"} 1.0' in text
+
+
+def test_reopen_restarts_the_clocks_and_breaches_count_per_clock(store_url: str) -> None:
+    """The decided rule: a reopened case is unacknowledged and both clocks start over at
+    the reopening; a breach of the first clocks stays, and the new clocks can breach
+    again. A severity change recomputes the clocks from their start."""
+    store = CaseStore(store_url)
+    t = datetime(2026, 11, 24, 10, tzinfo=UTC)  # a Tuesday, 05:00 in Toronto
+    case, _ = store.record_failure(failure(at=t, severity=Severity.CRITICAL))
+    assert [target for _, target in store.record_breaches(t + timedelta(hours=5))] == ["response"]
+    store.acknowledge(case.id, t + timedelta(hours=6), "alice")
+    store.resolve(case.id, t + timedelta(hours=7), "alice", "fixed")
+    again = store.reopen(case.id, t + timedelta(days=2), "bob", "back")
+    assert again.status == "reopened" and again.acknowledged_at is None
+    assert again.clock_started == t + timedelta(days=2)
+    assert again.response_due == t + timedelta(days=2, hours=4)  # not breached at once
+    assert again.resolution_due == t + timedelta(days=3)
+    assert store.record_breaches(t + timedelta(days=2, hours=1)) == []
+    late = store.record_breaches(t + timedelta(days=2, hours=5))
+    assert [(c.id, target) for c, target in late] == [(case.id, "response")]
+    assert store.breached_cases() == {case.id: {"response"}}
+    assert sum(kind == "sla breached" for kind in (e.kind for e in store.events(case.id))) == 2
+    # critical -> major: both clocks from the reopening, on the business calendar
+    major = store.set_severity(case.id, Severity.MAJOR, t + timedelta(days=2, hours=6), "bob", "x")
+    assert major.severity is Severity.MAJOR
+    assert major.response_due > major.clock_started + timedelta(hours=4)
+    shown = [e for e in store.events(case.id) if e.kind == "severity changed"]
+    assert shown[-1].actor == "bob" and shown[-1].text == "critical -> major: x"
