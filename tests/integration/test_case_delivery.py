@@ -368,19 +368,26 @@ def test_ten_agents_on_one_postgres_store(tmp_path: Path, pg_database: Any, hook
             timeout=120,
         )
         services.wait_for("the outbox empty", lambda: store.outbox_backlog() == 0, timeout=30)
-        delivered = 0
-        for n, port in enumerate(ports):
-            text = scrape(port)
-            line = next(
-                (x for x in text.splitlines() if x.startswith("opsagent_notifications_delivered")),
-                None,
-            )
+        lines: dict[int, str | None] = {}
+
+        def counted() -> int:
+            # each exporter reads the store at most once a second: poll until fresh
+            for n, port in enumerate(ports):
+                text = scrape(port)
+                assert 'opsagent_notifications_failed_total{notifier="ops"} 1' not in text
+                lines[n] = next(
+                    (x for x in text.splitlines() if x.startswith("opsagent_notifications_deliv")),
+                    None,
+                )
+            return sum(int(float(x.rsplit(" ", 1)[1])) for x in lines.values() if x)
+
+        services.wait_for("the agents' counts", lambda: counted() == 2 * count, timeout=15)
+        delivered = counted()
+        for n in range(count):
             if n < with_notifier:
-                assert line is not None, f"agent {n} exports no deliveries"
-                delivered += int(float(line.rsplit(" ", 1)[1]))
+                assert lines[n] is not None, f"agent {n} exports no deliveries"
             else:
-                assert line is None, f"agent {n} has no notifier but exports {line}"
-            assert 'opsagent_notifications_failed_total{notifier="ops"} 1' not in text
+                assert lines[n] is None, f"agent {n} has no notifier but exports {lines[n]}"
     finally:
         for agent in agents:
             agent.stop()
