@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,11 @@ SCHEDULED = "opsagent (scheduled)"
 
 
 def whoami() -> str:
+    """The person at the keyboard: under `sudo -u opsagent …` (how the runbooks run
+    commands) that is the user who ran sudo, not the service user."""
+    sudo = os.environ.get("SUDO_USER", "").strip()
+    if sudo and sudo != "root":
+        return sudo
     try:
         return getpass.getuser()
     except (KeyError, OSError):

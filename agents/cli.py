@@ -1501,6 +1501,34 @@ def _zone(config: Config) -> Any:
     return ZoneInfo(config.cases.calendar.timezone)
 
 
+def _shown(text: str | None) -> str:
+    """Case text as a terminal may show it: control characters (escape sequences, carriage
+    returns) and bidirectional overrides as \\xNN / \\uNNNN, so a title or host from
+    the intake cannot rewrite the screen."""
+    if not text:
+        return ""
+    out = []
+    for c in text:
+        code = ord(c)
+        if code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        elif c in _BIDI:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _actor(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """`--by`: somebody, not nobody."""
+    if not value or not value.strip():
+        raise click.BadParameter("must name who acts", param=param)
+    return value.strip()
+
+
 def _local(when: datetime | None, zone: Any) -> str:
     return "-" if when is None else when.astimezone(zone).isoformat(timespec="seconds")
 
@@ -1588,8 +1616,8 @@ def cases_list(
             f"#{c.id}",
             c.severity.value,
             c.status,
-            escape(c.host),
-            escape(c.title[:60]),
+            escape(_shown(c.host)),
+            escape(_shown(c.title[:60])),
             str(c.occurrences),
             left(c.response_due, c.acknowledged_at is not None or not c.is_open),
             left(c.resolution_due, not c.is_open),
@@ -1622,18 +1650,20 @@ def cases_show(ctx: click.Context, config_file: Path | None, case_id: int, as_js
         )
         return
     zone = _zone(config)
-    click.echo(f"#{case.id} [{case.severity.value}] {case.status}: {case.title}")
-    click.echo(f"host {case.host}, source {case.source}, {case.occurrences} occurrence(s)")
+    click.echo(f"#{case.id} [{case.severity.value}] {case.status}: {_shown(case.title)}")
+    click.echo(
+        f"host {_shown(case.host)}, source {_shown(case.source)}, {case.occurrences} occurrence(s)"
+    )
     click.echo(
         f"response due {_local(case.response_due, zone)}, resolution due"
         f" {_local(case.resolution_due, zone)} ({zone.key})"
     )
     for e in events:
-        who = f" by {e.actor}" if e.actor else ""
-        text = f": {e.text}" if e.text else ""
+        who = f" by {_shown(e.actor)}" if e.actor else ""
+        text = f": {_shown(e.text)}" if e.text else ""
         click.echo(f"  {_local(e.at, zone)} {e.kind}{who}{text}")
     for n in reversed(notifications):
-        error = f" ({n.last_error})" if n.last_error and n.state != "delivered" else ""
+        error = f" ({_shown(n.last_error)})" if n.last_error and n.state != "delivered" else ""
         click.echo(f"  notification {n.id}: {n.event} to {n.notifier}: {n.state}{error}")
 
 
@@ -1648,7 +1678,7 @@ def cases_show(ctx: click.Context, config_file: Path | None, case_id: int, as_js
 @click.option("--title", required=True, help="What is wrong, in one line.")
 @click.option("--host", default=None, help="The host it concerns (default: this agent's).")
 @click.option("--body", default=None, help="Details for the timeline; `-` reads standard input.")
-@click.option("--by", "actor", default=whoami, help="Who opens it (default: you).")
+@click.option("--by", "actor", default=whoami, callback=_actor, help="Who opens it (default: you).")
 @click.pass_context
 def cases_open(
     ctx: click.Context,
@@ -1663,7 +1693,8 @@ def cases_open(
     config = load(ctx, config_file)
     if not title.strip():
         raise click.BadParameter("must not be empty", param_hint="--title")
-    text = sys.stdin.read() if body == "-" else body
+    # bytes that are not UTF-8 become U+FFFD: the case is opened, never a traceback
+    text = sys.stdin.buffer.read().decode("utf-8", "replace") if body == "-" else body
     store = case_store(config)
     with audit_action(config.state_db, "case open", title[:100], by=actor, severity=severity):
         case = store.open_case_by_hand(
@@ -1687,7 +1718,9 @@ def cases_open(
 @click.argument("case_id", type=int)
 @click.argument("severity", type=click.Choice([s.value for s in Severity]))
 @click.option("--why", required=True, help="Why the severity changes (on the timeline).")
-@click.option("--by", "actor", default=whoami, help="Who changes it (default: you).")
+@click.option(
+    "--by", "actor", default=whoami, callback=_actor, help="Who changes it (default: you)."
+)
 @click.pass_context
 def cases_severity(
     ctx: click.Context,
@@ -1713,7 +1746,9 @@ def cases_severity(
 @cases.command("ack")
 @config_option
 @click.argument("case_id", type=int)
-@click.option("--by", "actor", default=whoami, help="Who takes the case (default: you).")
+@click.option(
+    "--by", "actor", default=whoami, callback=_actor, help="Who takes the case (default: you)."
+)
 @click.pass_context
 def cases_ack(ctx: click.Context, config_file: Path | None, case_id: int, actor: str) -> None:
     """Acknowledge a case: stops its response clock, and the pager's escalation."""
@@ -1728,12 +1763,16 @@ def cases_ack(ctx: click.Context, config_file: Path | None, case_id: int, actor:
 @config_option
 @click.argument("case_id", type=int)
 @click.argument("text")
-@click.option("--by", "actor", default=whoami, help="Who writes the comment (default: you).")
+@click.option(
+    "--by", "actor", default=whoami, callback=_actor, help="Who writes the comment (default: you)."
+)
 @click.pass_context
 def cases_comment(
     ctx: click.Context, config_file: Path | None, case_id: int, text: str, actor: str | None
 ) -> None:
     """Add a comment to a case's timeline."""
+    if not text.strip():
+        raise click.BadParameter("must not be empty", param_hint="TEXT")
     config = load(ctx, config_file)
     with audit_action(config.state_db, "case comment", f"#{case_id}", by=actor):
         case_store(config).comment(case_id, datetime.now(UTC), actor, text)
@@ -1744,7 +1783,9 @@ def cases_comment(
 @config_option
 @click.argument("case_id", type=int)
 @click.option("--note", default=None, help="What was done (on the timeline).")
-@click.option("--by", "actor", default=whoami, help="Who resolves it (default: you).")
+@click.option(
+    "--by", "actor", default=whoami, callback=_actor, help="Who resolves it (default: you)."
+)
 @click.pass_context
 def cases_resolve(
     ctx: click.Context,
@@ -1765,7 +1806,9 @@ def cases_resolve(
 @config_option
 @click.argument("case_id", type=int)
 @click.option("--note", default=None, help="Why (on the timeline).")
-@click.option("--by", "actor", default=whoami, help="Who reopens it (default: you).")
+@click.option(
+    "--by", "actor", default=whoami, callback=_actor, help="Who reopens it (default: you)."
+)
 @click.pass_context
 def cases_reopen(
     ctx: click.Context, config_file: Path | None, case_id: int, note: str | None, actor: str | None
@@ -1781,7 +1824,9 @@ def cases_reopen(
 @cases.command("close")
 @config_option
 @click.argument("case_id", type=int)
-@click.option("--by", "actor", default=whoami, help="Who closes it (default: you).")
+@click.option(
+    "--by", "actor", default=whoami, callback=_actor, help="Who closes it (default: you)."
+)
 @click.pass_context
 def cases_close(
     ctx: click.Context, config_file: Path | None, case_id: int, actor: str | None
@@ -1838,12 +1883,12 @@ def cases_notifications(
             escape(n.notifier),
             n.state,
             str(n.attempts),
-            escape(n.handled_by or "-"),
-            escape((n.last_error or "")[:60]),
+            escape(_shown(n.handled_by) or "-"),
+            escape(_shown((n.last_error or "")[:60])),
         )
     Console().print(table)
     for problem in problems:
-        click.echo(f"problem: {problem}")
+        click.echo(f"problem: {_shown(problem)}")
 
 
 @cases.command("retry")

@@ -667,7 +667,7 @@ class Target(Model):
 
 class NotifyBase(Model):
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-    severities: list[Severity] = list(Severity)
+    severities: list[Severity] = Field(default=list(Severity), min_length=1)
     timeout: Duration = timedelta(seconds=10)
 
 
@@ -772,6 +772,22 @@ class CasesConfig(Model):
         if not value.startswith("sqlite:///"):
             raise ValueError(f"expected sqlite:///PATH or postgresql://..., got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _unique_notifier_names(self) -> CasesConfig:
+        """A notifier's name is its identity in a shared store: two may not share one."""
+        seen: dict[str, int] = {}
+        for i, notifier in enumerate(self.notify):
+            if notifier.kind == "heartbeat":
+                continue
+            name = notifier.name or f"{notifier.kind}-{i}"
+            if name in seen:
+                raise ValueError(
+                    f"notify[{i}].name: {name!r} is already the name of notify[{seen[name]}];"
+                    " each notifier needs its own name"
+                )
+            seen[name] = i
+        return self
 
 
 # --- the whole file ---------------------------------------------------------------------
@@ -980,7 +996,11 @@ def secret_file_problems(model: BaseModel, where: str = "") -> list[str]:
         value = getattr(model, name)
         path = f"{where}.{field.alias or name}" if where else field.alias or name
         mark = _secret_file_mark(field)
-        if mark is not None and value is not None:
+        if value is not None and _is_secret_ref(field):
+            variable = _ENV_REF.match(value).group(1)  # type: ignore[union-attr]
+            if not os.environ.get(variable, "").strip():
+                problems.append(f"{path}: environment variable {variable} is unset or empty")
+        elif mark is not None and value is not None:
             problem = secret_file_problem(value, mark.holds_url)
             if problem is not None:
                 problems.append(f"{path}: {problem}")
@@ -1053,6 +1073,15 @@ def _read_secret_file(file: Path) -> str:
         raise ConfigError([f"{file}: cannot read secret: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError:
         raise ConfigError([f"{file}: secret file is not UTF-8 text"]) from None
+
+
+def _is_secret_ref(field: FieldInfo) -> bool:
+    """Whether the field holds a `${VARIABLE}` secret reference."""
+    inner = [getattr(arg, "__metadata__", ()) for arg in typing.get_args(field.annotation)]
+    return any(
+        getattr(meta, "func", None) is _secret_ref
+        for meta in [*field.metadata, *(m for metas in inner for m in metas)]
+    )
 
 
 def _secret_file_mark(field: FieldInfo) -> _SecretFileMark | None:

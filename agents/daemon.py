@@ -77,6 +77,9 @@ class Job:
     # jobs naming the same resource run one after the other (backup, prune and
     # restore test all use the repository), so they wait instead of failing on its lock
     resource: str | None = None
+    # the same failure again within this many seconds is logged at debug, not warning
+    # (the notification pass every 5 s while the case store is down: one line a minute)
+    quiet_repeats: float = 0.0
 
 
 @dataclass
@@ -117,6 +120,7 @@ class Daemon:
         }
         self.skipped: dict[str, int] = {name: 0 for name in self.jobs}
         self._last_status: dict[str, Status] = {}
+        self._said: dict[str, tuple[str, float]] = {}  # last failure warned of, and when
 
     # --- public ------------------------------------------------------------------------
 
@@ -222,8 +226,15 @@ class Daemon:
         # passed again (every few seconds, all day) only at debug
         previous = self._last_status.get(job.name)
         self._last_status[job.name] = result.status
-        if not result.ok:
+        now = time.monotonic()
+        repeated = previous is result.status and self._said.get(job.name, ("", 0.0))[0] == (
+            result.summary
+        )
+        if not result.ok and repeated and now - self._said[job.name][1] < job.quiet_repeats:
+            level = logging.DEBUG
+        elif not result.ok:
             level = logging.WARNING
+            self._said[job.name] = (result.summary, now)
         elif job.history or previous is not result.status:
             level = logging.INFO
         else:
@@ -427,6 +438,7 @@ def textfile_job(config: Config, registry: CollectorRegistry) -> Job | None:
         severity=Severity.MINOR,
         run_at_start=True,
         history=False,
+        quiet_repeats=60.0,
     )
 
 
@@ -480,12 +492,22 @@ def cases_job(config: Config, store: CaseStore, deliver: Dispatcher | None = Non
 
     def body(ctx: JobContext) -> CheckResult:
         now = datetime.now(UTC)
-        deliver.register(now)
-        breaches = store.record_breaches(now)
-        for case, target in breaches:
-            log.warning("case #%d missed its %s target", case.id, target)
-        delivered, failed = deliver.run_once()
-        backlog = store.outbox_backlog(deliver.notifiers)
+        try:
+            deliver.register(now)
+            breaches = store.record_breaches(now)
+            for case, target in breaches:
+                log.warning("case #%d missed its %s target", case.id, target)
+            delivered, failed = deliver.run_once()
+            backlog = store.outbox_backlog(deliver.notifiers)
+        except OpsagentError as exc:  # the store is out: one line a minute (quiet_repeats)
+            return CheckResult(
+                name="cases",
+                kind="outbox",
+                host=config.host,
+                status=Status.FAILED,
+                severity=Severity.MINOR,
+                summary=f"notifications wait: {exc}",
+            )
         return CheckResult(
             name="cases",
             kind="outbox",
@@ -510,6 +532,7 @@ def cases_job(config: Config, store: CaseStore, deliver: Dispatcher | None = Non
         severity=Severity.MINOR,
         run_at_start=True,
         history=False,
+        quiet_repeats=60.0,
     )
 
 

@@ -1,12 +1,16 @@
 """Notifiers and the outbox dispatcher.
 
 A case change writes one outbox row per interested notifier in its own transaction;
-the dispatcher claims due rows, sends them and marks them delivered. Each request
-carries the outbox row's ID (`X-Opsagent-Delivery`; PagerDuty deduplicates on the
-case fingerprint), so a send repeated after a crash between "sent" and "marked
-delivered" can be recognised by the receiver.
+the dispatcher of each agent that has the notifier claims due rows, sends them and
+marks them delivered, the rows of one case to one notifier strictly in order.
+Delivery is at least once: a send cut off by a crash, or by an outage of the store
+between "sent" and "marked delivered", is sent again with the same outbox row ID
+(`X-Opsagent-Delivery`; PagerDuty deduplicates on the case fingerprint), so the
+receiver can recognise it. The payload is the case as it is when sent, with the
+event that happened.
 
-What is retried (with exponential backoff, 5 s doubling to 1 h) and what fails for good
+What is retried (with exponential backoff, 5 s doubling to 1 h, or the receiver's
+`Retry-After` when longer) and what fails for good
 follows the providers' documented semantics, the same for every HTTP notifier:
 
 - retried: timeouts, connection and TLS errors, HTTP 408, 429 and 5xx. PagerDuty's
@@ -15,8 +19,9 @@ follows the providers' documented semantics, the same for every HTTP notifier:
 - failed for good: every other answer. PagerDuty answers 400 to an invalid event or
   routing key ("do not retry"); it documents no 401/403 (the key is in the body), so
   one comes from something in between or a wrong URL and needs a person, as does a
-  redirect (a POST is not followed). Slack answers 400, 403, 404 or 410 to a bad
-  payload, a revoked URL or an archived channel.
+  redirect (never followed: urllib would re-send it as a GET without the body).
+  Slack answers 400, 403, 404 or 410 to a bad payload, a revoked URL or an archived
+  channel.
 - failed for good before sending: a secret that cannot be read (missing file, not
   0600, unset variable, empty), a URL that is not http(s), an event PagerDuty would
   refuse (`pagerduty_event_problems`). Retrying cannot help until a person fixes it.
@@ -82,9 +87,25 @@ PAGERDUTY_DEDUP_KEY_MAX = 255
 
 
 class DeliveryError(Exception):
-    def __init__(self, message: str, permanent: bool = False) -> None:
+    def __init__(
+        self, message: str, permanent: bool = False, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
+        # the receiver's Retry-After (429, 503): the next attempt waits at least this long
+        self.retry_after = retry_after
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A notification is never re-sent elsewhere: urllib would follow a 301/302/303 with
+    a GET without the body and call the notification delivered. A redirect is an
+    answer like any other 3xx: failed for good, the URL needs fixing."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 class Notifier(Protocol):
@@ -128,7 +149,7 @@ class PagerDutyNotifier:
             json.dumps(message).encode(),
             {"Content-Type": "application/json"},
             self.config.timeout.total_seconds(),
-            (202, 202),
+            (200, 299),  # PagerDuty answers 202; any 2xx means it took the event
         )
 
 
@@ -345,7 +366,9 @@ class Dispatcher:
             notifier.send(item.event, case, item.id)
         except Exception as exc:  # one notifier's failure, whatever it is, is its own
             error = exc if isinstance(exc, DeliveryError) else _unexpected(exc)
-            backoff = timedelta(seconds=min(3600, 5 * 2**item.attempts))
+            backoff = timedelta(
+                seconds=min(3600, max(5 * 2**item.attempts, error.retry_after or 0))
+            )
             self.store.retry_later(
                 item.id, now, now + backoff, str(error), error.permanent, self.agent
             )
@@ -452,10 +475,12 @@ def _post(
     where = _where(url)
     try:
         request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             status = response.status
+            retry_after = None
     except urllib.error.HTTPError as exc:
         status = exc.code
+        retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
         exc.close()
     except (urllib.error.URLError, OSError) as exc:
         reason = " ".join(str(getattr(exc, "reason", exc)).split())
@@ -466,7 +491,24 @@ def _post(
         raise DeliveryError(f"{where}: cannot send ({type(exc).__name__})", True) from None
     if ok[0] <= status <= ok[1]:
         return
-    raise DeliveryError(f"{where}: HTTP {status}", permanent=not _retryable(status))
+    what = f"HTTP {status} (a redirect: fix the URL)" if 300 <= status < 400 else f"HTTP {status}"
+    raise DeliveryError(f"{where}: {what}", not _retryable(status), retry_after)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (seconds or an HTTP date), at most an hour."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), 3600.0)
 
 
 def _retryable(status: int) -> bool:

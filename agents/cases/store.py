@@ -91,6 +91,7 @@ _V3 = [
         name TEXT NOT NULL, agent TEXT NOT NULL, severities TEXT NOT NULL,
         seen_at TEXT NOT NULL, PRIMARY KEY (name, agent))""",
     "ALTER TABLE outbox ADD COLUMN handled_by TEXT",
+    "ALTER TABLE outbox ADD COLUMN resent_as BIGINT",
     "ALTER TABLE cases ADD COLUMN clock_start TEXT",
     "CREATE INDEX outbox_by_case ON outbox (case_id, notifier, id)",
 ]
@@ -253,8 +254,9 @@ class CaseStore:
         self._clock = clock
         self.kind = "postgres" if url.startswith(("postgresql://", "postgres://")) else "sqlite"
         self._local = threading.local()
-        with self._tx() as db:
-            self._migrate(db)
+        self._ready = False
+        with self._tx():
+            pass  # connects and migrates
 
     @property
     def clock(self) -> Clock:
@@ -271,10 +273,14 @@ class CaseStore:
         if self.kind == "postgres":
             import psycopg
 
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
-        path = Path(self.url.removeprefix("sqlite:///"))
-        if not path.is_absolute():
-            path = Path.cwd() / path
+            # no statement waits for ever on a lock another session holds
+            return psycopg.connect(
+                self.url,
+                autocommit=True,
+                connect_timeout=10,
+                options="-c statement_timeout=60000 -c lock_timeout=30000",
+            )
+        path = sqlite_path(self.url)
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
@@ -301,7 +307,8 @@ class CaseStore:
         """One transaction on this thread's connection (inside `batch`, the batch's).
         Every database or network error becomes a one-line CaseStoreError, and a broken
         connection is replaced on the next call, so an outage of the store ends by
-        itself when the store is back."""
+        itself when the store is back; tables that vanished (a database dropped and
+        created again) are created again."""
         if getattr(self._local, "depth", 0):
             self._local.depth += 1
             try:
@@ -321,6 +328,8 @@ class CaseStore:
             ) from None
         self._local.depth = 1
         try:
+            if not self._ready:
+                self._migrate(db)
             yield db
         except BaseException as exc:
             self._local.depth = 0
@@ -330,6 +339,8 @@ class CaseStore:
                 self._drop()
             if _is_db_error(exc):
                 self._drop()
+                if _missing_table(exc):
+                    self._ready = False
                 raise CaseStoreError(f"case store {_safe(self.url)}: {_line(exc)}") from None
             raise
         self._local.depth = 0
@@ -338,11 +349,14 @@ class CaseStore:
         except Exception as exc:
             self._drop()
             raise CaseStoreError(f"case store {_safe(self.url)}: {_line(exc)}") from None
+        self._ready = True
 
     def _q(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.kind == "postgres" else sql
 
     def _migrate(self, db: Any) -> None:
+        if self.kind == "postgres":  # one migrator at a time, from the very first statement
+            db.execute("SELECT pg_advisory_xact_lock(72114)")
         db.execute(_SCHEMA[self.kind][0])
         row = db.execute(
             self._q("SELECT value FROM case_meta WHERE key = ?"), ("schema_version",)
@@ -355,13 +369,6 @@ class CaseStore:
             )
         if version == SCHEMA_VERSION:
             return
-        if self.kind == "postgres":
-            db.execute("SELECT pg_advisory_xact_lock(72114)")  # one migrator at a time
-            again = db.execute("SELECT value FROM case_meta WHERE key = 'schema_version'")
-            row = again.fetchone()
-            version = int(row[0]) if row else 0
-            if version == SCHEMA_VERSION:
-                return
         if version < 1:
             for statement in _SCHEMA[self.kind][1:]:
                 db.execute(statement)
@@ -396,7 +403,7 @@ class CaseStore:
             self._q(
                 "INSERT INTO case_events (case_id, at, kind, actor, text) VALUES (?, ?, ?, ?, ?)"
             ),
-            (case_id, _iso(at), kind, actor, text),
+            (case_id, _iso(at), kind, clean(actor), clean(text)),
         )
         if kind not in NOTIFIED_EVENTS:
             return
@@ -406,7 +413,15 @@ class CaseStore:
         severity = Severity(row[0])
         # a case about a notifier is never sent to that notifier
         about = {row[1].removeprefix("notifier:")} if row[1].startswith("notifier:") else set()
-        names = sorted(self._receivers(db, severity) - about - set(skip))
+        # the notifiers told of this case before keep hearing of it (a case lowered to
+        # minor still gets its resolve to the pager that was paged)
+        told = {
+            r[0]
+            for r in db.execute(
+                self._q("SELECT DISTINCT notifier FROM outbox WHERE case_id = ?"), (case_id,)
+            ).fetchall()
+        }
+        names = sorted((self._receivers(db, severity) | told) - about - set(skip))
         for name in names:
             db.execute(
                 self._q(
@@ -505,10 +520,10 @@ class CaseStore:
                     ),
                     (
                         failure.fingerprint,
-                        failure.title,
+                        clean(failure.title),
                         failure.severity.value,
-                        failure.source,
-                        failure.host,
+                        clean(failure.source),
+                        clean(failure.host),
                         at,
                         at,
                         _iso(failure.response_due),
@@ -554,10 +569,10 @@ class CaseStore:
                 ),
                 (
                     f"manual:{uuid.uuid4().hex}",
-                    title,
+                    clean(title),
                     severity.value,
-                    source,
-                    host,
+                    clean(source),
+                    clean(host),
                     _iso(at),
                     _iso(at),
                     _iso(due.response),
@@ -726,9 +741,9 @@ class CaseStore:
             query += (
                 f" AND (lower(title) {like} OR lower(host) {like} OR lower(source) {like}"
                 " OR EXISTS (SELECT 1 FROM case_events e WHERE e.case_id = cases.id"
-                f" AND lower(e.text) {like}))"
+                f" AND (lower(e.text) {like} OR lower(e.actor) {like})))"
             )
-            args.extend([pattern] * 4)
+            args.extend([pattern] * 5)
         with self._tx() as db:
             rows = db.execute(self._q(query + " ORDER BY id DESC"), args).fetchall()
         return [_case(r) for r in rows]
@@ -810,7 +825,7 @@ class CaseStore:
         it no longer has. Rows are written for every registered name, only agents that
         registered a name claim its rows, and open cases a name has never been told of
         are queued for it."""
-        routes = list(routes)
+        routes = list(dict(routes).items())  # one registration per name
         with self._tx() as db:
             db.execute(self._q("DELETE FROM notifiers WHERE agent = ?"), (agent,))
             for name, severities in routes:
@@ -899,8 +914,13 @@ class CaseStore:
         claimed = []
         with self._tx() as db:
             for row in db.execute(self._q(query), args).fetchall():
+                # an attempt counts when it starts: one cut off by a crash or an outage
+                # of the store (and sent again) shows in `attempts`
                 db.execute(
-                    self._q("UPDATE outbox SET lease_until = ? WHERE id = ?"), (until, row[0])
+                    self._q(
+                        "UPDATE outbox SET lease_until = ?, attempts = attempts + 1 WHERE id = ?"
+                    ),
+                    (until, row[0]),
                 )
                 claimed.append(OutboxItem(int(row[0]), int(row[1]), row[2], row[3], int(row[4])))
         return claimed
@@ -909,8 +929,8 @@ class CaseStore:
         with self._tx() as db:
             db.execute(
                 self._q(
-                    "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1,"
-                    " lease_until = NULL, handled_by = ? WHERE id = ?"
+                    "UPDATE outbox SET delivered_at = ?, lease_until = NULL, handled_by = ?"
+                    " WHERE id = ?"
                 ),
                 (_iso(at), agent, item_id),
             )
@@ -933,7 +953,7 @@ class CaseStore:
         with self._tx() as db:
             db.execute(
                 self._q(
-                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?,"
+                    "UPDATE outbox SET next_attempt_at = ?,"
                     " lease_until = NULL, last_error = ?, failed_at = ?, handled_by = ?"
                     " WHERE id = ?"
                 ),
@@ -950,21 +970,62 @@ class CaseStore:
     def retry_failed(
         self, now: datetime, notifier: str | None = None, case_id: int | None = None
     ) -> int:
-        """Put notifications that failed for good back in the queue (after the notifier
-        was fixed); returns how many."""
+        """Send again, in order, what notifiers refused for good (once they are fixed);
+        returns how many refused notifications were requeued.
+
+        The refused notification and every later one of the same case to the same
+        notifier are queued again at the end, in their order, as new deliveries: the
+        receiver sees the refused trigger *before* the resolve it already had, then the
+        resolve again, so it ends in the case's present state. The refused rows stay
+        failed (the failure counters never go back), marked as resent."""
         query = (
-            "UPDATE outbox SET failed_at = NULL, next_attempt_at = ? WHERE failed_at IS NOT NULL"
+            "SELECT case_id, notifier, min(id) FROM outbox"
+            " WHERE failed_at IS NOT NULL AND resent_as IS NULL"
         )
-        args: list[Any] = [_iso(now)]
+        args: list[Any] = []
         if notifier:
             query += " AND notifier = ?"
             args.append(notifier)
         if case_id is not None:
             query += " AND case_id = ?"
             args.append(case_id)
+        query += " GROUP BY case_id, notifier ORDER BY min(id)"
+        requeued = 0
         with self._tx() as db:
-            cursor = db.execute(self._q(query), args)
-            return int(cursor.rowcount or 0)
+            for case, name, first in db.execute(self._q(query), args).fetchall():
+                chain = db.execute(
+                    self._q(
+                        "SELECT id, event, delivered_at, failed_at, resent_as FROM outbox"
+                        " WHERE case_id = ? AND notifier = ? AND id >= ? ORDER BY id"
+                    ),
+                    (case, name, first),
+                ).fetchall()
+                for row_id, event, delivered_at, failed_at, resent_as in chain:
+                    if resent_as is not None:
+                        continue
+                    new = db.execute(
+                        self._q(
+                            "INSERT INTO outbox (case_id, notifier, event, created_at,"
+                            " next_attempt_at) VALUES (?, ?, ?, ?, ?) RETURNING id"
+                        ),
+                        (case, name, event, _iso(now), _iso(now)),
+                    ).fetchone()[0]
+                    if failed_at is not None:
+                        requeued += 1
+                        db.execute(
+                            self._q("UPDATE outbox SET resent_as = ? WHERE id = ?"), (new, row_id)
+                        )
+                    elif delivered_at is None:  # waiting: it goes in the new order instead
+                        db.execute(
+                            self._q(
+                                "UPDATE outbox SET failed_at = ?, resent_as = ?,"
+                                " lease_until = NULL,"
+                                " last_error = 'resent in order after a retry' WHERE id = ?"
+                            ),
+                            (_iso(now), new, row_id),
+                        )
+                self._record(db, int(case), now, "notifications resent", None, name)
+        return requeued
 
     def notifications(
         self, case_id: int | None = None, state: str | None = None, limit: int = 200
@@ -972,7 +1033,7 @@ class CaseStore:
         """Outbox rows, newest first."""
         query = (
             "SELECT id, case_id, notifier, event, attempts, created_at, delivered_at, failed_at,"
-            " last_error, handled_by FROM outbox WHERE 1 = 1"
+            " last_error, handled_by, resent_as FROM outbox WHERE 1 = 1"
         )
         args: list[Any] = []
         if case_id is not None:
@@ -983,7 +1044,7 @@ class CaseStore:
         elif state == "delivered":
             query += " AND delivered_at IS NOT NULL"
         elif state == "failed":
-            query += " AND failed_at IS NOT NULL"
+            query += " AND failed_at IS NOT NULL AND resent_as IS NULL"
         query += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
         with self._tx() as db:
@@ -994,7 +1055,13 @@ class CaseStore:
                 case_id=int(r[1]),
                 notifier=r[2],
                 event=r[3],
-                state="delivered" if r[6] else "failed" if r[7] else "waiting",
+                state="delivered"
+                if r[6]
+                else f"resent as {r[10]}"
+                if r[10] is not None
+                else "failed"
+                if r[7]
+                else "waiting",
                 attempts=int(r[4]),
                 created_at=datetime.fromisoformat(r[5]),
                 last_error=r[8],
@@ -1056,6 +1123,7 @@ class CaseStore:
                 self._q(
                     "SELECT o.notifier, count(*), max(o.failed_at) FROM outbox o"
                     " JOIN cases c ON c.id = o.case_id WHERE o.failed_at IS NOT NULL"
+                    " AND o.resent_as IS NULL"
                     f" AND (o.failed_at >= ? OR c.status IN {_OPEN_SQL})"
                     " GROUP BY o.notifier ORDER BY o.notifier"
                 ),
@@ -1153,3 +1221,22 @@ def _case(row: Any) -> Case:
         resolution_due=datetime.fromisoformat(row[14]),
         clock_start=_parse(row[15]),
     )
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of a `sqlite:///PATH` URL: always absolute (`sqlite:///var/lib/x.db` is
+    /var/lib/x.db, wherever the command runs), so every command reads the daemon's store."""
+    return Path("/" + url.removeprefix("sqlite://").lstrip("/"))
+
+
+def clean(text: str | None) -> str | None:
+    """Text as a store keeps it: valid UTF-8 (bytes that were not become U+FFFD) and no
+    NUL (PostgreSQL refuses it), so no value can fail an insert halfway."""
+    if text is None:
+        return None
+    return "".join("\ufffd" if c == "\x00" or "\ud800" <= c <= "\udfff" else c for c in text)
+
+
+def _missing_table(exc: BaseException) -> bool:
+    message = str(exc)
+    return "no such table" in message or ("relation" in message and "does not exist" in message)

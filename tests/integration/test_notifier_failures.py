@@ -174,7 +174,8 @@ def test_every_pagerduty_event_sent_validates(tmp_path: Path, receiver: Receiver
         (404, True),
         (413, True),
         (308, True),  # a POST is not followed: the URL needs fixing
-        (200, True),  # PagerDuty accepts with 202; anything else is not PagerDuty
+        (302, True),  # nor re-sent as a GET without its body (urllib's default)
+        (301, True),
         (408, False),
         (429, False),  # rate limited: retry after a while
         (500, False),
@@ -192,6 +193,49 @@ def test_pagerduty_answers(tmp_path: Path, status: int, permanent: bool) -> None
         notifier.send("opened", case(), 1)  # the next answer is 202
     finally:
         server.server.shutdown()
+
+
+def test_a_redirect_is_never_followed_and_2xx_is_accepted(tmp_path: Path) -> None:
+    """A 302 to a URL that answers 200 must not count as delivered (urllib would follow
+    it with a GET that has no body); PagerDuty's 202, or any 2xx, is a delivery."""
+    import http.server
+    import threading
+
+    requests: list[str] = []
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            requests.append(f"POST {self.path}")
+            if self.path == "/moved":
+                self.send_response(302)
+                self.send_header("Location", "/elsewhere")
+            else:
+                self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            requests.append(f"GET {self.path}")
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        error = failure(pagerduty(f"{base}/moved", key_file(tmp_path)))
+        assert error.permanent and "HTTP 302" in str(error) and "redirect" in str(error)
+        hook = WebhookNotifier(WebhookNotify(kind="webhook", url=f"{base}/moved"))
+        assert failure(hook).permanent
+        assert requests == ["POST /moved", "POST /moved"]  # no GET followed
+        pagerduty(f"{base}/ok", key_file(tmp_path)).send("opened", case(), 1)
+    finally:
+        server.shutdown()
 
 
 def test_network_trouble_is_retried(tmp_path: Path) -> None:
