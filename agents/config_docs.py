@@ -219,7 +219,8 @@ DESCRIPTIONS: dict[str, str] = {
     "CommandAssertion.shell": "Run through /bin/sh.",
     "CommandAssertion.timeout": "Time limit.",
     # --- cases
-    "CasesConfig.store": "sqlite:///path or postgresql://... (shared by many agents).",
+    "CasesConfig.store": "sqlite:///ABSOLUTE/PATH (always from /, wherever a command runs)"
+    " or postgresql://... (shared by many agents).",
     "CasesConfig.calendar": "Business hours for the SLA clocks.",
     "CasesConfig.targets": "Override response/resolution targets per severity.",
     "CasesConfig.auto_resolve": "Resolve a case when its check recovers.",
