@@ -200,8 +200,10 @@ def decode_body(body: bytes) -> Any:
         raise IntakeError("body is not UTF-8 text") from None
     except IntakeError:
         raise
-    except ValueError as exc:  # JSONDecodeError, or an integer of thousands of digits
-        raise IntakeError(f"not JSON: {' '.join(str(exc).split())[:100]}") from None
+    except json.JSONDecodeError as exc:
+        raise IntakeError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError:  # an integer of thousands of digits (Python's conversion limit)
+        raise IntakeError("not JSON this intake takes: a number is too long") from None
 
 
 def parse_message(message: Any) -> Message:
