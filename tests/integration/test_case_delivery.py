@@ -325,9 +325,9 @@ def test_a_killed_agent_delivers_its_backlog_in_order_once(tmp_path: Path, hook:
             proc=agent.proc,
         )
     finally:
+        agent.stop()  # before the target goes, or its failure reopens the case
         if server is not None:
             server.close()
-        agent.stop()
     fingerprint = CaseStore(store_url).cases()[0].fingerprint
     assert hook.events() == {fingerprint: ["opened", "resolved"]}
     assert "Traceback" not in log.read_text()
