@@ -44,6 +44,7 @@ from agents.config import (
 from agents.errors import OpsagentError
 from agents.logs import setup_logging
 from agents.results import CheckResult, Severity, Status, run_guarded
+from agents.units import printable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
 
@@ -330,7 +331,8 @@ def audit_command(
         table.add_column(column)
     for r in records:
         table.add_row(
-            r.at.astimezone().strftime("%Y-%m-%d %H:%M:%S"), r.actor, r.action, r.target, r.outcome
+            r.at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            *(escape(printable(v)) for v in (r.actor, r.action, r.target, r.outcome)),
         )
     Console().print(table)
 
@@ -1501,27 +1503,6 @@ def _zone(config: Config) -> Any:
     return ZoneInfo(config.cases.calendar.timezone)
 
 
-def _shown(text: str | None) -> str:
-    """Case text as a terminal may show it: control characters (escape sequences, carriage
-    returns) and bidirectional overrides as \\xNN / \\uNNNN, so a title or host from
-    the intake cannot rewrite the screen."""
-    if not text:
-        return ""
-    out = []
-    for c in text:
-        code = ord(c)
-        if code < 0x20 or 0x7F <= code < 0xA0:
-            out.append(f"\\x{code:02x}")
-        elif c in _BIDI:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(c)
-    return "".join(out)
-
-
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
 def _actor(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """`--by`: somebody, not nobody."""
     if not value or not value.strip():
@@ -1616,8 +1597,8 @@ def cases_list(
             f"#{c.id}",
             c.severity.value,
             c.status,
-            escape(_shown(c.host)),
-            escape(_shown(c.title[:60])),
+            escape(printable(c.host)),
+            escape(printable(c.title[:60])),
             str(c.occurrences),
             left(c.response_due, c.acknowledged_at is not None or not c.is_open),
             left(c.resolution_due, not c.is_open),
@@ -1650,20 +1631,21 @@ def cases_show(ctx: click.Context, config_file: Path | None, case_id: int, as_js
         )
         return
     zone = _zone(config)
-    click.echo(f"#{case.id} [{case.severity.value}] {case.status}: {_shown(case.title)}")
+    click.echo(f"#{case.id} [{case.severity.value}] {case.status}: {printable(case.title)}")
     click.echo(
-        f"host {_shown(case.host)}, source {_shown(case.source)}, {case.occurrences} occurrence(s)"
+        f"host {printable(case.host)}, source {printable(case.source)},"
+        f" {case.occurrences} occurrence(s)"
     )
     click.echo(
         f"response due {_local(case.response_due, zone)}, resolution due"
         f" {_local(case.resolution_due, zone)} ({zone.key})"
     )
     for e in events:
-        who = f" by {_shown(e.actor)}" if e.actor else ""
-        text = f": {_shown(e.text)}" if e.text else ""
+        who = f" by {printable(e.actor)}" if e.actor else ""
+        text = f": {printable(e.text)}" if e.text else ""
         click.echo(f"  {_local(e.at, zone)} {e.kind}{who}{text}")
     for n in reversed(notifications):
-        error = f" ({_shown(n.last_error)})" if n.last_error and n.state != "delivered" else ""
+        error = f" ({printable(n.last_error)})" if n.last_error and n.state != "delivered" else ""
         click.echo(f"  notification {n.id}: {n.event} to {n.notifier}: {n.state}{error}")
 
 
@@ -1693,6 +1675,10 @@ def cases_open(
     config = load(ctx, config_file)
     if not title.strip():
         raise click.BadParameter("must not be empty", param_hint="--title")
+    if host is not None and not host.strip():
+        raise click.BadParameter(
+            "must not be empty (leave it out for this host)", param_hint="--host"
+        )
     # bytes that are not UTF-8 become U+FFFD: the case is opened, never a traceback
     text = sys.stdin.buffer.read().decode("utf-8", "replace") if body == "-" else body
     store = case_store(config)
@@ -1883,12 +1869,12 @@ def cases_notifications(
             escape(n.notifier),
             n.state,
             str(n.attempts),
-            escape(_shown(n.handled_by) or "-"),
-            escape(_shown((n.last_error or "")[:60])),
+            escape(printable(n.handled_by) or "-"),
+            escape(printable((n.last_error or "")[:60])),
         )
     Console().print(table)
     for problem in problems:
-        click.echo(f"problem: {_shown(problem)}")
+        click.echo(f"problem: {printable(problem)}")
 
 
 @cases.command("retry")
@@ -1904,16 +1890,29 @@ def cases_retry(
     notifier: str | None,
     case_id: int | None,
 ) -> None:
-    """Send notifications that failed for good again, once the notifier is fixed."""
-    from agents.cases.service import deliver_now
-
+    """Send notifications that failed for good again, once the notifier is fixed: the
+    agents that have the notifier send them, in order, within seconds (as the service
+    user, so a fix that only root can see does not pass for one)."""
     config = load(ctx, config_file)
     store = case_store(config)
     with audit_action(config.state_db, "case notifications retry", notifier or "all") as audit:
         count = store.retry_failed(datetime.now(UTC), notifier, case_id)
         audit["requeued"] = count
-    delivered, _ = deliver_now(config, store, case_id)
-    click.echo(f"{count} notification(s) requeued, {delivered} delivered now")
+    click.echo(f"{count} notification(s) requeued; the agents send them within seconds")
+
+
+@cases.command("retire-notifier")
+@config_option
+@click.argument("name")
+@click.pass_context
+def cases_retire_notifier(ctx: click.Context, config_file: Path | None, name: str) -> None:
+    """Forget a notifier name that was renamed or removed everywhere: its waiting
+    notifications are dropped (kept as retired) and it is no longer undeliverable."""
+    config = load(ctx, config_file)
+    with audit_action(config.state_db, "notifier retire", name) as audit:
+        count = case_store(config).retire_notifier(name, datetime.now(UTC))
+        audit["dropped"] = count
+    click.echo(f"notifier {name} retired; {count} waiting notification(s) dropped")
 
 
 @cases.command("sla")
@@ -1988,7 +1987,12 @@ def cases_due(
     calendar = BusinessCalendar.from_config(config.cases.calendar)
     when = _parse_time(opened, default_zone=calendar.zone)
     level = Severity(severity)
-    due = due_times(level, when, calendar, target_for(config.cases, level))
+    try:
+        due = due_times(level, when, calendar, target_for(config.cases, level))
+    except (OverflowError, ValueError):
+        raise click.BadParameter(
+            "too far in the future to compute", param_hint="--opened"
+        ) from None
     zone = calendar.zone
     data = {
         "severity": level.value,

@@ -771,6 +771,11 @@ class CasesConfig(Model):
             return _no_inline_password(value)
         if not value.startswith("sqlite:///"):
             raise ValueError(f"expected sqlite:///PATH or postgresql://..., got {value!r}")
+        path = value.removeprefix("sqlite://").lstrip("/")
+        if not path or path.endswith("/") or "?" in path or "#" in path:
+            raise ValueError(
+                f"expected sqlite:///PATH/TO/FILE.db (a file, no query string), got {value!r}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -1139,6 +1144,8 @@ def _redact(node: Any, key: str = "") -> Any:
 
 
 def redact_url(url: str) -> str:
+    if url.startswith("sqlite:"):  # a path, no secret; urlunsplit would eat its slashes
+        return url
     parts = urlsplit(url)
     netloc = parts.netloc
     if parts.password:

@@ -573,7 +573,7 @@ def start_agent(config: Config, version: str) -> int:
     state = StateDB(config.state_db)
     registry = agent_registry(config, version)
     metrics = ResultMetrics(registry, version)
-    store = case_store(config)
+    store = case_store(config, lazy=True)  # the agent runs while the store is down
     deliver = dispatcher(config, store)
     rules = case_rules(config, store)
     rules.on_change = deliver.kick  # a new case is paged now, not at the next pass

@@ -30,7 +30,7 @@ from agents.freshness import freshness, limit_of, watched_schedules
 from agents.results import Severity
 from agents.state import JobState, StateDB
 from agents.timers import timer_driven, timer_states
-from agents.units import format_duration, format_size
+from agents.units import format_duration, format_size, printable
 
 JOB_KINDS = frozenset({"backup", "backup_source", "restore_test", "prune", "forget"})
 INTERNAL_KINDS = frozenset({"outbox", "textfile"})
@@ -180,6 +180,23 @@ def collect(config: Config, now: datetime | None = None) -> dict[str, Any]:
     view = _case_view(config, now)
     if view.error is not None:
         problems.append(Problem(Severity.CRITICAL, view.error, None, "cases"))
+    outbox = next((r for r in records.values() if r.kind == "outbox"), None)
+    if (
+        view.error is None
+        and agent["running"]
+        and outbox is not None
+        and outbox.last_status != "ok"
+        and outbox.last_result is not None
+        and "notifications wait" in outbox.last_result.summary
+    ):  # the agent cannot use the store though this command can (a read-only database)
+        problems.append(
+            Problem(
+                Severity.CRITICAL,
+                f"the agent cannot update cases: {outbox.last_result.summary}",
+                outbox.status_since,
+                "cases",
+            )
+        )
     problems += [Problem(Severity.MAJOR, text, None, "notifications") for text in view.undelivered]
     problems = _ranked(problems, view.cases, config, now)
     return {
@@ -403,7 +420,7 @@ def _iso(when: datetime | None) -> str | None:
 def render(status: dict[str, Any]) -> list[str]:
     """The screen, as rich markup lines (colour on a terminal, plain when piped)."""
     colour = "green" if status["ok"] else "red"
-    lines = [f"[bold {colour}]{escape(status['headline'])}[/]", ""]
+    lines = [f"[bold {colour}]{escape(printable(status['headline']))}[/]", ""]
     if len(status["problems"]) > 1:
         lines.append("[bold]problems[/]")
         for problem in status["problems"]:
@@ -411,7 +428,7 @@ def render(status: dict[str, Any]) -> list[str]:
             if problem["case"] is not None:
                 left = _time_left(problem["seconds_left"])
                 clock = f"  (case #{problem['case']}, {problem['clock']} {left})"
-            lines.append(f"  {problem['severity']:<9} {escape(problem['text'])}{clock}")
+            lines.append(f"  {problem['severity']:<9} {escape(printable(problem['text']))}{clock}")
         lines.append("")
     agent = status["agent"]
     if agent["mode"] == "timers":
@@ -422,7 +439,7 @@ def render(status: dict[str, Any]) -> list[str]:
             )
             ran = format_duration(timer["age_seconds"] or 0)
             lines.append(
-                f"  {mark} {timer['unit']:<28} {escape(timer['state'])}, last run {ran} ago"
+                f"  {mark} {timer['unit']:<28} {shown(timer['state'])}, last run {ran} ago"
             )
     elif agent["running"]:
         uptime = format_duration(agent["uptime_seconds"] or 0)
@@ -437,7 +454,7 @@ def render(status: dict[str, Any]) -> list[str]:
         mark = "[green]ok  [/]" if check["status"] == "ok" else "[red]FAIL[/]"
         since = _since(check["since"])
         lines.append(
-            f"  {mark} {check['name']:<24} {check['kind']:<14} {since}  {escape(check['summary'])}"
+            f"  {mark} {check['name']:<24} {check['kind']:<14} {since}  {shown(check['summary'])}"
         )
     if not status["checks"]:
         lines.append("  (none yet)")
@@ -477,7 +494,7 @@ def render(status: dict[str, Any]) -> list[str]:
     lines.append("")
     cases = status["cases"]
     if status["cases_error"]:
-        lines.append(f"[bold]cases[/]  [red]{escape(status['cases_error'])}[/]")
+        lines.append(f"[bold]cases[/]  [red]{escape(printable(status['cases_error']))}[/]")
     else:
         counts = {s.value: 0 for s in Severity}
         for case in cases:
@@ -492,7 +509,7 @@ def render(status: dict[str, Any]) -> list[str]:
                 else f"[red]{case['clock']} overdue by {format_duration(-left)}[/]"
             )
             lines.append(
-                f"  #{case['id']:<5} {case['severity']:<9} {when:<34} {escape(case['title'][:70])}"
+                f"  #{case['id']:<5} {case['severity']:<9} {when:<34} {shown(case['title'][:70])}"
             )
         if len(cases) > 10:
             lines.append(f"  ... {len(cases) - 10} more: opsagent cases list")
@@ -503,3 +520,9 @@ def _since(value: str | None) -> str:
     if value is None:
         return "".ljust(16)
     return datetime.fromisoformat(value).astimezone().strftime("since %m-%d %H:%M")
+
+
+def shown(text: str) -> str:
+    """Text from checks, cases and the intake as rich may print it: no markup, no
+    terminal control characters."""
+    return escape(printable(text))

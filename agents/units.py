@@ -29,6 +29,9 @@ _SIZE_FACTOR = {
 }
 
 
+MAX_DURATION_SECONDS = 100 * 366 * 86400
+
+
 def parse_duration(value: str | int | float | timedelta) -> timedelta:
     """Read `15s`, `5m`, `26h`, `7d`, `2w`, `1h30m`, `250ms` or a number of seconds."""
     if isinstance(value, timedelta):
@@ -38,11 +41,15 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"must not be negative, got {value}")
+        if value > MAX_DURATION_SECONDS:
+            raise ValueError(f"longer than 100 years, got {value}")
         return timedelta(seconds=value)
     text = str(value).strip().lower()
     if not text or _DURATION_PART.sub("", text) != "":
         raise ValueError(f"expected a duration like 15s, 5m, 26h or 7d, got {value!r}")
     seconds = sum(float(n) * _DURATION_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    if seconds > MAX_DURATION_SECONDS:  # beyond what a date can be moved by: one line, not
+        raise ValueError(f"longer than 100 years, got {value!r}")  # an OverflowError
     return timedelta(seconds=seconds)
 
 
@@ -93,3 +100,28 @@ def few(items: list[str], count: int = 5) -> str:
     """The first `count` items joined, and how many more there are: long lists in one line."""
     shown = ", ".join(items[:count])
     return shown + (f" and {len(items) - count} more" if len(items) > count else "")
+
+
+def printable(text: str | None) -> str:
+    """Case text as a terminal may show it: control characters (escape sequences, carriage
+    returns) and bidirectional overrides as \\xNN / \\uNNNN, so a title or host from
+    the intake cannot rewrite the screen."""
+    if not text:
+        return ""
+    out = []
+    for c in text:
+        code = ord(c)
+        if code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        elif c in BIDI_CONTROLS:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+# bidirectional overrides and invisible characters: they make text read other than it is
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+    "\u2060\u2066\u2067\u2068\u2069\ufeff"
+)

@@ -193,7 +193,9 @@ def intake_app(intake: AlertmanagerIntake) -> Callable[..., Iterable[bytes]]:
 def decode_body(body: bytes) -> Any:
     """The JSON of a body; anything that is not plain JSON text is an IntakeError."""
     try:
-        return json.loads(body or b"null", parse_constant=_no_constant)
+        return json.loads(
+            body or b"null", parse_constant=_no_constant, object_pairs_hook=_no_duplicates
+        )
     except RecursionError:
         raise IntakeError("JSON nested too deeply") from None
     except UnicodeError:
@@ -204,6 +206,16 @@ def decode_body(body: bytes) -> Any:
         raise IntakeError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError:  # an integer of thousands of digits (Python's conversion limit)
         raise IntakeError("not JSON this intake takes: a number is too long") from None
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object with a key twice is ambiguous (`"status"` firing and resolved): refused."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise IntakeError(f"key {key[:40]!r} appears twice in one object")
+        result[key] = value
+    return result
 
 
 def parse_message(message: Any) -> Message:

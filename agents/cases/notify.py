@@ -280,8 +280,12 @@ class Dispatcher:
         notifiers: dict[str, Notifier],
         agent: str | None = None,
         routes: list[tuple[str, frozenset[Severity]]] | None = None,
+        judge: bool = True,
     ) -> None:
         self.store = store
+        # whether deliveries open and resolve the cases about notifiers: only the agent's
+        # own dispatcher judges (a command run as root can read keys the agent cannot)
+        self.judge = judge
         self.notifiers = notifiers
         self.agent = agent or socket.gethostname()
         self.routes = routes or []
@@ -366,6 +370,8 @@ class Dispatcher:
             notifier.send(item.event, case, item.id)
         except Exception as exc:  # one notifier's failure, whatever it is, is its own
             error = exc if isinstance(exc, DeliveryError) else _unexpected(exc)
+            if error.permanent and not self.judge:  # the agent tries again, and judges
+                error = DeliveryError(str(error), retry_after=error.retry_after)
             backoff = timedelta(
                 seconds=min(3600, max(5 * 2**item.attempts, error.retry_after or 0))
             )
@@ -383,14 +389,15 @@ class Dispatcher:
             )
             with self._lock:
                 self.failed += 1
-            if error.permanent:
+            if error.permanent and self.judge:
                 self._rejected(item.notifier, str(error), now)
                 return True  # the next row of this case may go now
             return False
         self.store.delivered(item.id, datetime.now(UTC), self.agent)
         with self._lock:
             self.sent += 1
-        self._accepted(item.notifier, now)
+        if self.judge:
+            self._accepted(item.notifier, now)
         return True
 
     def _rejected(self, name: str, error: str, now: datetime) -> None:
@@ -398,10 +405,14 @@ class Dispatcher:
         other notifiers (the case about a notifier is never sent to that notifier)."""
         with self._lock:
             self._healthy.discard(name)
+        fingerprint = f"notifier:{name}"
+        # a flapping notifier reopens its recent case instead of paging a new one
+        if self.store.reopen_recent(fingerprint, now - timedelta(hours=1), now) is not None:
+            return
         due = self.store.clock(Severity.CRITICAL, now)
         self.store.record_failure(
             Failure(
-                fingerprint=f"notifier:{name}",
+                fingerprint=fingerprint,
                 title=f"notifier {name} rejects notifications: {error}"[:500],
                 severity=Severity.CRITICAL,
                 source=f"notifier:{name}",

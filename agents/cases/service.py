@@ -18,18 +18,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("opsagent.cases")
 
 
-def case_store(config: Config) -> CaseStore:
-    """The case store with this config's SLA clock and its own notifiers as receivers."""
+def case_store(config: Config, lazy: bool = False) -> CaseStore:
+    """The case store with this config's SLA clock and its own notifiers as receivers;
+    `lazy` (the daemon) does not connect until first used, so an agent starts, checks
+    and backs up while the shared store is down, and its cases catch up after."""
     from agents.cases.notify import notifier_routes
     from agents.cases.sla import sla_clock
 
     return CaseStore(
-        config.cases_store, notifier_routes(config.cases.notify), sla_clock(config.cases)
+        config.cases_store,
+        notifier_routes(config.cases.notify),
+        sla_clock(config.cases),
+        lazy=lazy,
     )
 
 
-def dispatcher(config: Config, store: CaseStore) -> Dispatcher:
-    """This agent's deliverer of notifications, registered under the agent's host."""
+def dispatcher(config: Config, store: CaseStore, judge: bool = True) -> Dispatcher:
+    """This agent's deliverer of notifications, registered under the agent's host;
+    `judge` is whether its deliveries open and resolve the cases about notifiers."""
     from agents.cases.notify import Dispatcher, build_notifiers, notifier_routes
 
     return Dispatcher(
@@ -37,6 +43,7 @@ def dispatcher(config: Config, store: CaseStore) -> Dispatcher:
         build_notifiers(config.cases.notify, config.host),
         agent=config.host,
         routes=notifier_routes(config.cases.notify),
+        judge=judge,
     )
 
 
@@ -45,7 +52,9 @@ def deliver_now(config: Config, store: CaseStore, case_id: int | None = None) ->
     person's acknowledgement reaches the pager now, not at the daemon's next pass (and
     a host run by timers, with no daemon, still notifies). Whatever fails here stays
     queued for the daemon; returns (delivered, failed attempts)."""
-    deliver = dispatcher(config, store)
+    # a person's command may run with other rights than the agent (sudo): its deliveries
+    # never decide whether a notifier works
+    deliver = dispatcher(config, store, judge=False)
     if not deliver.notifiers:
         return 0, 0
     try:

@@ -248,6 +248,7 @@ class CaseStore:
         url: str,
         notifiers: Iterable[tuple[str, frozenset[Severity]]] = (),
         clock: Clock | None = None,
+        lazy: bool = False,
     ) -> None:
         self.url = url
         self.notifiers = list(notifiers)
@@ -255,8 +256,9 @@ class CaseStore:
         self.kind = "postgres" if url.startswith(("postgresql://", "postgres://")) else "sqlite"
         self._local = threading.local()
         self._ready = False
-        with self._tx():
-            pass  # connects and migrates
+        if not lazy:
+            with self._tx():
+                pass  # connects and migrates
 
     @property
     def clock(self) -> Clock:
@@ -415,12 +417,17 @@ class CaseStore:
         about = {row[1].removeprefix("notifier:")} if row[1].startswith("notifier:") else set()
         # the notifiers told of this case before keep hearing of it (a case lowered to
         # minor still gets its resolve to the pager that was paged)
+        since = _iso(datetime.now(UTC) - REGISTRATION_TTL)
         told = {
             r[0]
             for r in db.execute(
-                self._q("SELECT DISTINCT notifier FROM outbox WHERE case_id = ?"), (case_id,)
+                self._q(
+                    "SELECT DISTINCT o.notifier FROM outbox o WHERE o.case_id = ? AND EXISTS"
+                    " (SELECT 1 FROM notifiers n WHERE n.name = o.notifier AND n.seen_at >= ?)"
+                ),
+                (case_id, since),
             ).fetchall()
-        }
+        } | ({n for n, _ in self.notifiers} & self._told_locally(db, case_id))
         names = sorted((self._receivers(db, severity) | told) - about - set(skip))
         for name in names:
             db.execute(
@@ -430,6 +437,12 @@ class CaseStore:
                 ),
                 (case_id, name, kind, _iso(at), _iso(at)),
             )
+
+    def _told_locally(self, db: Any, case_id: int) -> set[str]:
+        rows = db.execute(
+            self._q("SELECT DISTINCT notifier FROM outbox WHERE case_id = ?"), (case_id,)
+        ).fetchall()
+        return {r[0] for r in rows}
 
     def _receivers(self, db: Any, severity: Severity) -> set[str]:
         """Notifiers that get a row for a change of a case of this severity: this store's
@@ -542,7 +555,8 @@ class CaseStore:
                 (at, case.id),
             )
             self._record(db, case.id, failure.at, "occurrence", None, None)
-            if failure.severity.rank > case.severity.rank:
+            # a severity a person set stands until a person changes it again
+            if failure.severity.rank > case.severity.rank and not self._set_by_hand(db, case.id):
                 self._set_severity(db, case, failure.severity, failure.at, None, None)
             return self._get(db, case.id), False
 
@@ -726,8 +740,8 @@ class CaseStore:
             query += " AND severity = ?"
             args.append(severity)
         if host:
-            query += " AND host = ?"
-            args.append(host)
+            query += " AND lower(host) = ?"  # host names are not case-sensitive
+            args.append(host.lower())
         if since is not None:
             query += " AND last_seen >= ?"
             args.append(_iso(since))
@@ -781,6 +795,16 @@ class CaseStore:
         return [(r[0], r[1], int(r[2])) for r in rows]
 
     # --- helpers -----------------------------------------------------------------------
+
+    def _set_by_hand(self, db: Any, case_id: int) -> bool:
+        row = db.execute(
+            self._q(
+                "SELECT 1 FROM case_events WHERE case_id = ? AND kind = 'severity changed'"
+                " AND actor IS NOT NULL LIMIT 1"
+            ),
+            (case_id,),
+        ).fetchone()
+        return row is not None
 
     def _lock_fingerprint(self, db: Any, fingerprint: str) -> None:
         """Serialise changes of one fingerprint across agents (SQLite's single writer
@@ -1027,13 +1051,30 @@ class CaseStore:
                 self._record(db, int(case), now, "notifications resent", None, name)
         return requeued
 
+    def retire_notifier(self, name: str, now: datetime) -> int:
+        """Forget a notifier name for good (renamed or removed everywhere): its waiting
+        notifications are dropped (kept, marked retired) and no agent's registration of
+        it remains; returns how many were dropped. An agent that still has it registers
+        it again at its next pass."""
+        with self._tx() as db:
+            cursor = db.execute(
+                self._q(
+                    "UPDATE outbox SET failed_at = ?, resent_as = 0, lease_until = NULL,"
+                    " last_error = 'notifier retired' WHERE notifier = ?"
+                    " AND delivered_at IS NULL AND failed_at IS NULL"
+                ),
+                (_iso(now), name),
+            )
+            db.execute(self._q("DELETE FROM notifiers WHERE name = ?"), (name,))
+            return int(cursor.rowcount or 0)
+
     def notifications(
         self, case_id: int | None = None, state: str | None = None, limit: int = 200
     ) -> list[Notification]:
         """Outbox rows, newest first."""
         query = (
             "SELECT id, case_id, notifier, event, attempts, created_at, delivered_at, failed_at,"
-            " last_error, handled_by, resent_as FROM outbox WHERE 1 = 1"
+            " last_error, handled_by, resent_as, lease_until FROM outbox WHERE 1 = 1"
         )
         args: list[Any] = []
         if case_id is not None:
@@ -1055,13 +1096,7 @@ class CaseStore:
                 case_id=int(r[1]),
                 notifier=r[2],
                 event=r[3],
-                state="delivered"
-                if r[6]
-                else f"resent as {r[10]}"
-                if r[10] is not None
-                else "failed"
-                if r[7]
-                else "waiting",
+                state=_state(r[6], r[7], r[10], r[11]),
                 attempts=int(r[4]),
                 created_at=datetime.fromisoformat(r[5]),
                 last_error=r[8],
@@ -1178,6 +1213,23 @@ class CaseStore:
             if name not in lost
         ]
         return problems
+
+
+def _state(
+    delivered: str | None, failed: str | None, resent_as: int | None, lease: str | None
+) -> str:
+    """What became of an outbox row, in words."""
+    if delivered:
+        return "delivered"
+    if resent_as == 0:
+        return "retired"
+    if resent_as is not None:
+        return f"resent as {resent_as}"
+    if failed:
+        return "failed"
+    if lease and lease > _iso(datetime.now(UTC)):
+        return f"sending (until {lease[:19]}Z, then sent again)"
+    return "waiting"
 
 
 def _is_db_error(exc: BaseException) -> bool:
