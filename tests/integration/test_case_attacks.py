@@ -280,3 +280,152 @@ cases:
         "cases.notify[0].routing_key: environment variable OPSAGENT_TEST_UNSET_KEY"
         " is unset or empty" in check.stdout + check.stderr
     )
+
+
+# --- second pass ----------------------------------------------------------------------
+
+
+def test_a_severity_set_by_hand_stands_while_the_check_fails(store_url: str) -> None:
+    store = CaseStore(store_url)
+    case, _ = store.record_failure(failure("web"))
+    store.set_severity(case.id, Severity.MINOR, T + timedelta(minutes=1), "bob", "cosmetic")
+    again, created = store.record_failure(failure("web", at=T + timedelta(minutes=2)))
+    assert not created and again.severity is Severity.MINOR
+    kinds = [e.kind for e in store.events(case.id)]
+    assert kinds.count("severity changed") == 1
+
+
+def test_commands_never_judge_a_notifier(tmp_path: Path, hook: Hook) -> None:
+    """A command's delivery may run as root: a refusal there is retried by the agent,
+    and a success there does not resolve the case about the notifier."""
+    config = parse_config(f'cases: {{notify: [{{kind: webhook, name: ops, url: "{hook.url}"}}]}}')
+    routes = notifier_routes(config.cases.notify)
+    store = CaseStore(f"sqlite:///{tmp_path / 'c.db'}", routes)
+    person = Dispatcher(store, build_notifiers(config.cases.notify), "h", routes, judge=False)
+    hook.down = True
+    store.record_failure(failure("db"))
+    person.run_once(T)
+    assert store.notifications(state="failed") == [] and store.open_case("notifier:ops") is None
+
+
+def test_a_flapping_notifier_reopens_its_case(tmp_path: Path) -> None:
+    import http.server
+
+    answers = iter([401, 200, 401, 200, 401, 200] * 3)
+
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(next(answers))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        config = parse_config(f'cases: {{notify: [{{kind: webhook, name: x, url: "{url}"}}]}}')
+        routes = notifier_routes(config.cases.notify)
+        store = CaseStore(f"sqlite:///{tmp_path / 'c.db'}", routes)
+        dispatcher = Dispatcher(store, build_notifiers(config.cases.notify), "h", routes)
+        for n in range(6):
+            store.record_failure(failure(f"f{n}", at=T + timedelta(seconds=n)))
+            dispatcher.run_once(T + timedelta(seconds=n))
+        about = [c for c in store.cases() if c.fingerprint == "notifier:x"]
+        assert len(about) == 1  # reopened, not a new critical case per flap
+        assert [e.kind for e in store.events(about[0].id)].count("reopened") >= 1
+    finally:
+        server.shutdown()
+
+
+def test_a_renamed_notifier_can_be_retired(tmp_path: Path) -> None:
+    store = CaseStore(f"sqlite:///{tmp_path / 'c.db'}")
+    store.register_notifiers("a", [("slack", frozenset(Severity))], T)
+    case, _ = store.record_failure(failure("web", at=datetime.now(UTC)))
+    store.register_notifiers("a", [("slack-ops", frozenset(Severity))], datetime.now(UTC))
+    store.resolve(case.id, datetime.now(UTC), "bob", None)
+    waiting = {n.notifier for n in store.notifications(state="waiting")}
+    assert waiting == {"slack", "slack-ops"}  # the old name's "opened" still waits...
+    assert [n.event for n in store.notifications(state="waiting") if n.notifier == "slack"] == [
+        "opened"
+    ]  # ...but it is not given the resolve: no agent has it any more
+    assert any("no agent has notifier slack" in p for p in store.notification_problems(T))
+    assert store.retire_notifier("slack", datetime.now(UTC)) == 1
+    assert not any("slack " in p for p in store.notification_problems(datetime.now(UTC)))
+    assert [n.state for n in store.notifications() if n.notifier == "slack"] == ["retired"]
+
+
+def test_the_agent_starts_while_the_store_is_down(tmp_path: Path, pg_database: Any) -> None:
+    """The shared store is down when the agent starts: checks and the exporter run, and
+    the case opens once the store is back."""
+    from tests.integration.test_case_delivery import TcpProxy, agent_config
+    from tests.support import services
+    from tests.support.services import PG_ADMIN_DSN
+
+    pg_port = int(PG_ADMIN_DSN.split("@", 1)[-1].split("/", 1)[0].rsplit(":", 1)[1])
+    proxy = TcpProxy(pg_port)
+    proxy.cut()
+    via_proxy = pg_database.dsn.replace(f":{pg_port}/", f":{proxy.port}/")
+    metrics = services.free_port()
+    config = agent_config(tmp_path / "a", via_proxy, "h1", services.free_port(), metrics, None)
+    log = tmp_path / "agent.log"
+    agent = services.spawn([*AGENT, "run", "--config", str(config)], log)
+    try:
+        import urllib.request
+
+        services.wait_for(
+            "the exporter",
+            lambda: (
+                b"opsagent_check_up"
+                in urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=2).read()
+            ),
+            timeout=30,
+            proc=agent.proc,
+        )
+        proxy.restore()
+        store = CaseStore(pg_database.dsn)
+        services.wait_for("the case", lambda: store.cases("open"), timeout=30, proc=agent.proc)
+    finally:
+        agent.stop()
+        proxy.close()
+    assert "Traceback" not in log.read_text()
+
+
+def test_status_and_audit_escape_hostile_text(tmp_path: Path) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\ncases: {{store: 'sqlite://{tmp_path}/cases.db'}}\n"
+    )
+    title = "cli\u202eevil\x1b[31m red\x07 \u200b"
+    assert cli(config, "open", "--severity", "critical", "--title", title).returncode == 0
+    root = str(Path(__file__).resolve().parents[2])
+    for command in (["status"], ["audit"]):
+        done = subprocess.run(
+            [*AGENT, *command, "--config", str(config)],
+            capture_output=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": root, "COLUMNS": "300"},
+        )
+        assert b"\x1b[31m" not in done.stdout and b"\x07" not in done.stdout, command
+        assert "\u202e".encode() not in done.stdout and "\u200b".encode() not in done.stdout
+
+
+def test_store_urls_and_durations_are_checked(tmp_path: Path) -> None:
+    for store in ("sqlite:///", "sqlite:///tmp/x.db?mode=ro"):
+        config = tmp_path / "c.yml"
+        config.write_text(f"state_dir: {tmp_path}\ncases: {{store: '{store}'}}\n")
+        check = subprocess.run(
+            [*AGENT, "config", "check", str(config)], capture_output=True, text=True, timeout=60
+        )
+        assert check.returncode == 2 and "cases.store" in check.stderr, (store, check.stderr)
+    config.write_text(f"state_dir: {tmp_path}\ncases: {{store: 'sqlite:///{tmp_path}/c.db'}}\n")
+    shown = subprocess.run(
+        [*AGENT, "config", "check", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert f"store: sqlite:///{tmp_path}/c.db" in shown.stdout  # as written, usable again
+    for args in (["list", "--since", "9999999999d"], ["sla", "--since", "3000000d"]):
+        done = cli(config, *args)
+        assert done.returncode == 2 and b"Traceback" not in done.stderr, args
