@@ -208,10 +208,13 @@ def run(
         while channel.recv_stderr_ready():
             err += channel.recv_stderr(65536)
             progressed = True
+        # sshd may send the exit status before the last of the output (stderr drained
+        # from the child's pipe after it exited): done only once the channel's EOF came
         if (
             channel.exit_status_ready()
+            and (channel.eof_received or channel.closed)
             and not channel.recv_ready()
-            and not (channel.recv_stderr_ready())
+            and not channel.recv_stderr_ready()
         ):
             break
         if cancel.is_set() or time.monotonic() > deadline:
