@@ -1150,7 +1150,8 @@ class CaseStore:
 
     def notification_problems(self, now: datetime) -> list[str]:
         """One line per way notifications are failing people right now: failed for good
-        (recently, or for a case still open), undeliverable, or stuck behind retries."""
+        (recently, or for a case still open), undeliverable, stuck behind retries, or a
+        critical or major case that no notifier receives."""
         recent = _iso(now - FAILED_RECENT)
         stuck = _iso(now - STUCK_AFTER)
         with self._tx() as db:
@@ -1189,7 +1190,8 @@ class CaseStore:
             anyone = self.notifiers or db.execute("SELECT 1 FROM notifiers LIMIT 1").fetchone()
             silent = (
                 db.execute(
-                    f"SELECT id, severity FROM cases c WHERE status IN {_OPEN_SQL} AND NOT EXISTS"
+                    f"SELECT id, severity FROM cases c WHERE status IN {_OPEN_SQL}"
+                    " AND severity IN ('critical', 'major') AND NOT EXISTS"
                     " (SELECT 1 FROM outbox o WHERE o.case_id = c.id) ORDER BY id"
                 ).fetchall()
                 if anyone
