@@ -415,20 +415,16 @@ class CaseStore:
         severity = Severity(row[0])
         # a case about a notifier is never sent to that notifier
         about = {row[1].removeprefix("notifier:")} if row[1].startswith("notifier:") else set()
-        # the notifiers told of this case before keep hearing of it (a case lowered to
-        # minor still gets its resolve to the pager that was paged)
-        since = _iso(datetime.now(UTC) - REGISTRATION_TTL)
+        # the notifiers told of this case before keep hearing of it while they exist (a
+        # case lowered to minor still gets its resolve to the pager that was paged)
+        receivers, known = self._receivers(db, severity)
         told = {
             r[0]
             for r in db.execute(
-                self._q(
-                    "SELECT DISTINCT o.notifier FROM outbox o WHERE o.case_id = ? AND EXISTS"
-                    " (SELECT 1 FROM notifiers n WHERE n.name = o.notifier AND n.seen_at >= ?)"
-                ),
-                (case_id, since),
+                self._q("SELECT DISTINCT notifier FROM outbox WHERE case_id = ?"), (case_id,)
             ).fetchall()
-        } | ({n for n, _ in self.notifiers} & self._told_locally(db, case_id))
-        names = sorted((self._receivers(db, severity) | told) - about - set(skip))
+        }
+        names = sorted((receivers | (told & known)) - about - set(skip))
         for name in names:
             db.execute(
                 self._q(
@@ -438,22 +434,19 @@ class CaseStore:
                 (case_id, name, kind, _iso(at), _iso(at)),
             )
 
-    def _told_locally(self, db: Any, case_id: int) -> set[str]:
-        rows = db.execute(
-            self._q("SELECT DISTINCT notifier FROM outbox WHERE case_id = ?"), (case_id,)
-        ).fetchall()
-        return {r[0] for r in rows}
-
-    def _receivers(self, db: Any, severity: Severity) -> set[str]:
-        """Notifiers that get a row for a change of a case of this severity: this store's
-        own, and every one an agent registered within REGISTRATION_TTL."""
+    def _receivers(self, db: Any, severity: Severity) -> tuple[set[str], set[str]]:
+        """(the notifiers that get a row for a change of a case of this severity, every
+        notifier that exists): this store's own, and every one an agent registered within
+        REGISTRATION_TTL."""
         names = {name for name, severities in self.notifiers if severity in severities}
+        known = {name for name, _ in self.notifiers}
         since = _iso(datetime.now(UTC) - REGISTRATION_TTL)
         rows = db.execute(
             self._q("SELECT name, severities FROM notifiers WHERE seen_at >= ?"), (since,)
         ).fetchall()
         names.update(name for name, levels in rows if severity.value in levels.split(","))
-        return names
+        known.update(name for name, _ in rows)
+        return names, known
 
     def _change(
         self,
@@ -524,29 +517,7 @@ class CaseStore:
             self._lock_fingerprint(db, failure.fingerprint)
             row = self._open_row(db, failure.fingerprint, lock=True)
             if row is None:
-                row = db.execute(
-                    self._q(
-                        "INSERT INTO cases (fingerprint, title, severity, status, source, host,"
-                        " occurrences, first_seen, last_seen, response_due, resolution_due,"
-                        " clock_start) VALUES (?, ?, ?, 'open', ?, ?, 1, ?, ?, ?, ?, ?)"
-                        f" RETURNING {_COLUMNS}"
-                    ),
-                    (
-                        failure.fingerprint,
-                        clean(failure.title),
-                        failure.severity.value,
-                        clean(failure.source),
-                        clean(failure.host),
-                        at,
-                        at,
-                        _iso(failure.response_due),
-                        _iso(failure.resolution_due),
-                        at,
-                    ),
-                ).fetchone()
-                case = _case(row)
-                self._record(db, case.id, failure.at, "opened", None, failure.title)
-                return case, True
+                return self._open(db, failure, None), True
             case = _case(row)
             db.execute(
                 self._q(
@@ -574,31 +545,47 @@ class CaseStore:
         clocks from now, notified like any other."""
         due = self.clock(severity, at)
         with self._tx() as db:
-            row = db.execute(
-                self._q(
-                    "INSERT INTO cases (fingerprint, title, severity, status, source, host,"
-                    " occurrences, first_seen, last_seen, response_due, resolution_due,"
-                    " clock_start) VALUES (?, ?, ?, 'open', ?, ?, 1, ?, ?, ?, ?, ?)"
-                    f" RETURNING {_COLUMNS}"
-                ),
-                (
-                    f"manual:{uuid.uuid4().hex}",
-                    clean(title),
-                    severity.value,
-                    clean(source),
-                    clean(host),
-                    _iso(at),
-                    _iso(at),
-                    _iso(due.response),
-                    _iso(due.resolution),
-                    _iso(at),
-                ),
-            ).fetchone()
-            case = _case(row)
-            self._record(db, case.id, at, "opened", actor, title)
+            failure = Failure(
+                f"manual:{uuid.uuid4().hex}",
+                title,
+                severity,
+                source,
+                host,
+                at,
+                due.response,
+                due.resolution,
+            )
+            case = self._open(db, failure, actor)
             if body:
                 self._record(db, case.id, at, "comment", actor, body)
             return case
+
+    def _open(self, db: Any, failure: Failure, actor: str | None) -> Case:
+        """Insert a new open case (clocks from the failure) and record its opening."""
+        at = _iso(failure.at)
+        row = db.execute(
+            self._q(
+                "INSERT INTO cases (fingerprint, title, severity, status, source, host,"
+                " occurrences, first_seen, last_seen, response_due, resolution_due,"
+                " clock_start) VALUES (?, ?, ?, 'open', ?, ?, 1, ?, ?, ?, ?, ?)"
+                f" RETURNING {_COLUMNS}"
+            ),
+            (
+                failure.fingerprint,
+                clean(failure.title),
+                failure.severity.value,
+                clean(failure.source),
+                clean(failure.host),
+                at,
+                at,
+                _iso(failure.response_due),
+                _iso(failure.resolution_due),
+                at,
+            ),
+        ).fetchone()
+        case = _case(row)
+        self._record(db, case.id, failure.at, "opened", actor, failure.title)
+        return case
 
     def set_severity(
         self, case_id: int, severity: Severity, at: datetime, actor: str | None, why: str | None
