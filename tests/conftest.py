@@ -80,3 +80,11 @@ def mysql_database() -> Iterator[services.Database]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A case store URL, once on SQLite and once on a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{(tmp_path / 'cases.db').absolute()}"
+    return request.getfixturevalue("pg_database").dsn

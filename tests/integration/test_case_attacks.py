@@ -32,13 +32,6 @@ def hook() -> Any:
     receiver.server.shutdown()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{(tmp_path / 'cases.db').absolute()}"
-    return request.getfixturevalue("pg_database").dsn
-
-
 def failure(fingerprint: str, severity: Severity = Severity.CRITICAL, at: datetime = T) -> Failure:
     return Failure(
         fingerprint,

@@ -83,13 +83,6 @@ def hook() -> Iterator[Hook]:
     receiver.server.shutdown()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{(tmp_path / 'cases.db').absolute()}"
-    return request.getfixturevalue("pg_database").dsn
-
-
 def failure(fingerprint: str, at: datetime, severity: Severity = Severity.CRITICAL) -> Failure:
     return Failure(
         fingerprint,

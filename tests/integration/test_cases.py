@@ -23,13 +23,6 @@ from agents.results import CheckResult, Severity, Status
 from tests.support import services
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'cases.db'}"
-    return request.getfixturevalue("pg_database").dsn
-
-
 def failure(at: datetime | None = None, severity: Severity = Severity.MAJOR) -> Failure:
     at = at or datetime.now(UTC)
     return Failure(
