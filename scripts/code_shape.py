@@ -16,6 +16,43 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("agents", "exporters")
 
+# The layers, lowest first: a module may import its own layer and the ones below, never above.
+# A name matches a module and everything inside it; the longest match wins.
+LAYERS: dict[str, int] = {
+    # 0 base: the records every room speaks
+    "agents": 0,
+    "agents.errors": 0,
+    "agents.units": 0,
+    "agents.results": 0,
+    "agents.records": 0,
+    "agents.logs": 0,
+    # 1 configuration
+    "agents.config": 1,
+    # 2 rooms: each does one kind of work
+    "agents.backup": 2,
+    "agents.monitor": 2,
+    "agents.cases": 2,
+    "agents.restore_test": 2,
+    "agents.state": 2,
+    "agents.audit": 2,
+    "agents.timers": 2,
+    "agents.freshness": 2,
+    "agents.ssh": 2,
+    "exporters": 2,
+    # 3 what joins the rooms: the results pipeline, job definitions, the status document
+    "agents.pipeline": 3,
+    "agents.jobs": 3,
+    "agents.status": 3,
+    # 4 drivers: the daemon, the fleet, the demo
+    "agents.daemon": 4,
+    "agents.fleet": 4,
+    "agents.demo": 4,
+    # 5 the command line and what is generated from it
+    "agents.cli": 5,
+    "agents.__main__": 5,
+    "agents.docs": 5,
+}
+
 
 def module_name(path: Path) -> str:
     """`agents/backup/pack.py` -> `agents.backup.pack`; a package's `__init__` is the package."""
@@ -107,13 +144,38 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def layer(module: str) -> int | None:
+    """The layer of a module: its longest prefix in LAYERS (None: not placed)."""
+    name = module
+    while name:
+        if name in LAYERS:
+            return LAYERS[name]
+        name = name.rpartition(".")[0]
+    return None
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    """Imports from a lower layer into a higher one, and modules no layer places."""
+    found: list[str] = []
+    for module, targets in sorted(graph.items()):
+        own = layer(module)
+        if own is None:
+            found.append(f"{module}: in no layer")
+            continue
+        for target in sorted(targets):
+            theirs = layer(target)
+            if theirs is not None and theirs > own:
+                found.append(f"{module} (layer {own}) imports {target} (layer {theirs})")
+    return found
+
+
 def functions(known: dict[str, Path]) -> list[tuple[int, str]]:
     """(lines, module:qualified name) of every function and method."""
     sizes: list[tuple[int, str]] = []
     for name, path in known.items():
         tree = ast.parse(path.read_text(), str(path))
 
-        def walk(node: ast.AST, prefix: str) -> None:
+        def walk(node: ast.AST, prefix: str, name: str = name) -> None:
             for child in ast.iter_child_nodes(node):
                 if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
                     qual = f"{prefix}{child.name}"
@@ -130,9 +192,7 @@ def functions(known: dict[str, Path]) -> list[tuple[int, str]]:
 def measure() -> dict[str, object]:
     known = modules()
     graph = imports(known)
-    lines = sorted(
-        ((len(p.read_text().splitlines()), n) for n, p in known.items()), reverse=True
-    )
+    lines = sorted(((len(p.read_text().splitlines()), n) for n, p in known.items()), reverse=True)
     return {
         "modules": len(known),
         "lines": sum(n for n, _ in lines),
@@ -140,6 +200,7 @@ def measure() -> dict[str, object]:
         "largest_functions": [{"function": f, "lines": n} for n, f in functions(known)[:12]],
         "import_edges": sum(len(v) for v in graph.values()),
         "cycles": cycles(graph),
+        "upward_imports": upward(graph),
         "graph": {k: sorted(v) for k, v in sorted(graph.items())},
     }
 
@@ -163,6 +224,10 @@ def main() -> int:
     print(f"import cycles: {len(found)}")  # type: ignore[arg-type]
     for component in found:  # type: ignore[attr-defined]
         print("  " + " <-> ".join(component))
+    up = shape["upward_imports"]
+    print(f"upward imports: {len(up)}")  # type: ignore[arg-type]
+    for line in up:  # type: ignore[attr-defined]
+        print("  " + line)
     return 0
 
 
