@@ -1,5 +1,6 @@
 """Generate the reference docs from the code: docs/configuration.md from the config models
-(every key, its type, default and meaning) and docs/cli.md from the click commands.
+(every key, its type, default, and its meaning from the field's description) and docs/cli.md
+from the click commands.
 
 Run `python -m agents.docs` after changing either; the test suite fails when the
 committed files differ from what this writes, or when a key has no description.
@@ -8,7 +9,9 @@ committed files differ from what this writes, or when a key has no description.
 from __future__ import annotations
 
 import enum
+import importlib
 import inspect
+import pkgutil
 import re
 import types
 import typing
@@ -21,7 +24,6 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from agents import config as config_module
-from agents.config_docs import DESCRIPTIONS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -88,15 +90,25 @@ _NAMED = {
 
 
 def config_models() -> list[type[BaseModel]]:
-    """Every model of agents.config that holds keys (for the completeness test)."""
+    """Every model of the agents.config package that holds keys (for the completeness test)."""
+    modules = [config_module] + [
+        importlib.import_module(info.name)
+        for info in pkgutil.walk_packages(config_module.__path__, f"{config_module.__name__}.")
+    ]
     return [
         m
-        for m in vars(config_module).values()
+        for module in modules
+        for m in vars(module).values()
         if inspect.isclass(m)
         and issubclass(m, BaseModel)
-        and m.__module__ == config_module.__name__
+        and m.__module__ == module.__name__
         and own_fields(m)
     ]
+
+
+def description(model: type[BaseModel], name: str) -> str:
+    """The meaning of a key: the description on its field."""
+    return model.model_fields[name].description or ""
 
 
 def own_fields(model: type[BaseModel]) -> list[str]:
@@ -197,7 +209,7 @@ def config_reference() -> str:
         for name in own_fields(model):
             field = model.model_fields[name]
             key = field.alias or name
-            meaning = DESCRIPTIONS.get(f"{model.__name__}.{name}", "")
+            meaning = description(model, name)
             cells = [f"`{key}`", _type_name(field.annotation), _default(model, name), meaning]
             out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         out.append("")
