@@ -174,9 +174,12 @@ class Daemon:
 
     def _run_job_now(self, job: Job) -> None:
         context = JobContext(stop=self.stop_event, emit=self.pipeline.publish)
-        self.pipeline.started(job.name, job.kind)
+        self.pipeline.started(job.name, job.kind, upkeep=job.upkeep)
         result = run_guarded(job.name, job.kind, self.host, job.severity, lambda: job.body(context))
-        self.pipeline.publish(result, keep_history=job.history)
+        if job.upkeep:
+            self.pipeline.upkeep(result, keep_history=job.history)
+        else:
+            self.pipeline.publish(result, keep_history=job.history)
         # failures always; jobs with a history and status changes at info; a check that
         # passed again (every few seconds, all day) only at debug
         previous = self._last_status.get(job.name)
@@ -244,6 +247,7 @@ def textfile_job(config: Config, registry: CollectorRegistry) -> Job | None:
         run_at_start=True,
         history=False,
         quiet_repeats=60.0,
+        upkeep=True,
     )
 
 
@@ -295,6 +299,7 @@ def cases_job(config: Config, store: CaseStore, deliver: Dispatcher | None = Non
         run_at_start=True,
         history=False,
         quiet_repeats=60.0,
+        upkeep=True,
     )
 
 

@@ -50,6 +50,10 @@ class Job:
     # the same failure again within this many seconds is logged at debug, not warning
     # (the notification pass every 5 s while the case store is down: one line a minute)
     quiet_repeats: float = 0.0
+    # the agent's own upkeep (delivering notifications, writing the textfile), not a
+    # check result: its run is stored, exported and logged, but opens no case, is not
+    # audited and pings no heartbeat
+    upkeep: bool = False
 
 
 def register(scheduler: schedule_lib.Scheduler, when: Schedule) -> schedule_lib.Job:

@@ -52,11 +52,14 @@ class Pipeline:
         sinks: Iterable[Sink] = (),
         on_start: Iterable[StartHook] = (),
         on_finish: Iterable[Callable[[], None]] = (),
+        upkeep_sinks: Iterable[Sink] = (),
     ) -> None:
         self.state = state
         self.sinks = list(sinks)
         self.on_start = list(on_start)
         self.on_finish = list(on_finish)
+        # where the agent's upkeep runs go besides the state database: the metrics only
+        self.upkeep_sinks = list(upkeep_sinks)
 
     @classmethod
     def for_daemon(
@@ -78,6 +81,7 @@ class Pipeline:
             state,
             sinks=[metrics.observe, rules.observe, beats.finished, result_sink(config.state_db)],
             on_start=[beats.started],
+            upkeep_sinks=[metrics.observe],
         )
 
     @classmethod
@@ -101,9 +105,10 @@ class Pipeline:
             on_finish=finish,
         )
 
-    def started(self, job: str, kind: str) -> None:
-        """A job starts: the start hooks (heartbeats), then its start in the state database."""
-        for hook in self.on_start:
+    def started(self, job: str, kind: str, upkeep: bool = False) -> None:
+        """A job starts: the start hooks (heartbeats; not for the agent's upkeep), then its
+        start in the state database."""
+        for hook in () if upkeep else self.on_start:
             try:
                 hook(job)
             except Exception:  # a start hook (heartbeat) never stops the job
@@ -113,7 +118,17 @@ class Pipeline:
     def publish(self, result: CheckResult, keep_history: bool = True) -> None:
         """One result: into the state database, then out to every sink."""
         self.state.record_result(result, keep_history=keep_history)
-        for sink in self.sinks:
+        self._fan_out(result, self.sinks)
+
+    def upkeep(self, run: CheckResult, keep_history: bool = False) -> None:
+        """A run of the agent's own upkeep: into the state database (`status` reads the
+        notification pass from there) and the metrics, never to the cases or the audit."""
+        self.state.record_result(run, keep_history=keep_history)
+        self._fan_out(run, self.upkeep_sinks)
+
+    @staticmethod
+    def _fan_out(result: CheckResult, sinks: Iterable[Sink]) -> None:
+        for sink in sinks:
             try:
                 sink(result)
             except Exception:  # a broken sink must never break the job or the others
