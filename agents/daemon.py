@@ -2,9 +2,10 @@
 
 Checks run at their intervals, backup / restore test / prune at a time of day in a
 time zone (or every N). A job never overlaps itself, a slow job never delays the
-others, each run's outcome goes to the state database and to the sinks (metrics,
-cases), and a daily job whose last success is older than its period plus grace runs
-at once at start-up, so a host that was down at 02:00 still gets its backup.
+others, each run's outcome goes through the results pipeline (`agents.pipeline`:
+state, metrics, cases, heartbeats, audit), and a daily job whose last success is older
+than its period plus grace runs at once at start-up, so a host that was down at 02:00
+still gets its backup.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class _Running:
 
 
 class Daemon:
-    """Schedules jobs, runs each in a worker thread, records and fans out results."""
+    """Schedules jobs, runs each in a worker thread, hands every result to its pipeline."""
 
     def __init__(
         self,

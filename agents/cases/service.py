@@ -1,7 +1,7 @@
-"""The case room, wired from a config: the store with its SLA clock, and this agent's
-notification dispatcher. The daemon, the one-shot commands, the command line and the
-fleet all get their store here, so every case change they make is written and
-notified the same way (`CaseStore._record`)."""
+"""The case room, wired from a config: the store with its SLA clock, the case rules with
+each check's thresholds, and this agent's notification dispatcher. The daemon, the
+one-shot commands, the command line and the fleet all get their store here, so every
+case change they make is written and notified the same way (`CaseStore._record`)."""
 
 from __future__ import annotations
 
