@@ -7,7 +7,6 @@ Every listing takes `--json`. Errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -145,35 +144,10 @@ def exit_for(results: list[CheckResult]) -> int:
 
 
 def record_outcome(config: Config, results: list[CheckResult]) -> None:
-    """Store a command's job results as the daemon would: in the state database (with the
-    systemd timer that ran the command, if one did), in the cases (a failed backup run
-    from a systemd timer opens its case too), and in the textfile for node_exporter when
-    `exporter.textfile` is set."""
-    from agents.audit import result_sink
-    from agents.cases.service import deliver_now
-    from agents.daemon import case_rules, write_textfile
-    from agents.state import StateDB
-    from agents.timers import timer_unit
+    """Store a command's job results as the daemon would: the results pipeline, once."""
+    from agents.pipeline import record_outcome as record
 
-    state = StateDB(config.state_db)
-    timer = timer_unit()
-    if timer is not None:  # how `opsagent status` knows the timers, not a daemon, run jobs
-        state.record_timer_run(timer, datetime.now(UTC))
-    audit = result_sink(config.state_db, whoami())
-    for result in results:
-        state.record_result(result)
-        audit(result)
-    try:  # the outcome stands even when the case store is down (one line, exit unchanged)
-        store = case_store(config)
-        rules = case_rules(config, store)
-        for result in results:
-            rules.observe(result)
-        # a host run by timers has no daemon: this command delivers what it queued
-        deliver_now(config, store)
-    except OpsagentError as exc:
-        logging.getLogger("opsagent").warning("cases not updated: %s", exc)
-    if config.exporter.textfile is not None:
-        write_textfile(config, state)
+    record(config, results)
 
 
 # --- run --------------------------------------------------------------------------------
@@ -265,8 +239,8 @@ def monitor_metrics(ctx: click.Context, config_file: Path | None) -> None:
     """Run every check once and print the exposition the exporter would serve."""
     from prometheus_client import generate_latest
 
-    from agents.daemon import agent_registry
     from agents.monitor.checks import run_all
+    from agents.pipeline import agent_registry
     from exporters.metrics import ResultMetrics
 
     config = load(ctx, config_file)
@@ -1439,7 +1413,7 @@ def restore_test_history(
 def restore_test_plan(ctx: click.Context, config_file: Path | None, as_json: bool) -> None:
     """What the next scheduled run will test, and when."""
     from agents.config import RestoreTestConfig
-    from agents.daemon import next_runs, restore_test_job
+    from agents.jobs import next_runs, restore_test_job
     from agents.restore_test.runner import choose_snapshots
     from agents.units import format_duration
 

@@ -2,9 +2,10 @@
 
 Checks run at their intervals, backup / restore test / prune at a time of day in a
 time zone (or every N). A job never overlaps itself, a slow job never delays the
-others, each run's outcome goes to the state database and to the sinks (metrics,
-cases), and a daily job whose last success is older than its period plus grace runs
-at once at start-up, so a host that was down at 02:00 still gets its backup.
+others, each run's outcome goes through the results pipeline (`agents.pipeline`:
+state, metrics, cases, heartbeats, audit), and a daily job whose last success is older
+than its period plus grace runs at once at start-up, so a host that was down at 02:00
+still gets its backup.
 """
 
 from __future__ import annotations
@@ -22,64 +23,24 @@ from typing import TYPE_CHECKING, Any
 import schedule as schedule_lib
 from prometheus_client import CollectorRegistry
 
-from agents.cases.rules import CaseRules, Thresholds
 from agents.cases.service import case_store, dispatcher
 from agents.cases.store import CaseStore
-from agents.config import (
-    Config,
-    ExporterConfig,
-    RestoreTestConfig,
-    Schedule,
-    secret_file_problems,
-)
+from agents.config import Config, ExporterConfig, Schedule, secret_file_problems
 from agents.errors import OpsagentError
-from agents.freshness import freshness, limit_of
-from agents.monitor.checks import run_check
+from agents.jobs import Job, JobContext, build_jobs, register
+from agents.pipeline import Pipeline, Sink, StartHook, agent_registry, prime_metrics
 from agents.results import CheckResult, Severity, Status, run_guarded
 from agents.state import StateDB
 from exporters.alertmanager import PATH as INTAKE_PATH
 from exporters.alertmanager import AlertmanagerIntake, intake_app
 from exporters.http import ExporterServer, exporter_app
 from exporters.metrics import ResultMetrics
+from exporters.textfile import write_textfile
 
 if TYPE_CHECKING:
     from agents.cases.notify import Dispatcher
 
 log = logging.getLogger("opsagent.daemon")
-
-Sink = Callable[[CheckResult], None]
-
-
-@dataclass
-class JobContext:
-    """What a running job may use: a stop flag to honour and a way to emit extra results."""
-
-    stop: threading.Event
-    emit: Sink
-
-    @property
-    def stopping(self) -> bool:
-        return self.stop.is_set()
-
-
-@dataclass(frozen=True)
-class Job:
-    """One schedulable unit of work; `body` returns the job's own result."""
-
-    name: str
-    kind: str
-    schedule: Schedule
-    body: Callable[[JobContext], CheckResult]
-    severity: Severity = Severity.MAJOR
-    catch_up: bool = False
-    run_at_start: bool = False
-    history: bool = True
-    # jobs naming the same resource run one after the other (backup, prune and
-    # restore test all use the repository), so they wait instead of failing on its lock
-    resource: str | None = None
-    # the same failure again within this many seconds is logged at debug, not warning
-    # (the notification pass every 5 s while the case store is down: one line a minute)
-    quiet_repeats: float = 0.0
 
 
 @dataclass
@@ -89,7 +50,7 @@ class _Running:
 
 
 class Daemon:
-    """Schedules jobs, runs each in a worker thread, records and fans out results."""
+    """Schedules jobs, runs each in a worker thread, hands every result to its pipeline."""
 
     def __init__(
         self,
@@ -98,14 +59,15 @@ class Daemon:
         host: str,
         sinks: Iterable[Sink] = (),
         shutdown_timeout: float = 30.0,
-        on_start: Iterable[Callable[[str], None]] = (),
+        on_start: Iterable[StartHook] = (),
         limits: dict[str, int] | None = None,
+        pipeline: Pipeline | None = None,
     ) -> None:
         self.jobs = {job.name: job for job in jobs}
-        self.on_start = list(on_start)
         self.state = state
         self.host = host
-        self.sinks = list(sinks)
+        # where the results go: the agent's pipeline, or the state and the sinks given
+        self.pipeline = pipeline or Pipeline(state, sinks=sinks, on_start=on_start)
         self.shutdown_timeout = shutdown_timeout
         self.stop_event = threading.Event()
         self._scheduler = schedule_lib.Scheduler()
@@ -131,7 +93,7 @@ class Daemon:
                 signal.signal(sig, self._on_signal)
         self.state.record_daemon_start(version)
         for job in self.jobs.values():
-            _register(self._scheduler, job.schedule).do(self.launch, job.name)
+            register(self._scheduler, job.schedule).do(self.launch, job.name)
         log.info("started with %d job(s)", len(self.jobs))
         for job in self.jobs.values():
             if job.run_at_start:
@@ -212,16 +174,13 @@ class Daemon:
                 self._run_job_now(job)
 
     def _run_job_now(self, job: Job) -> None:
-        context = JobContext(stop=self.stop_event, emit=self._publish)
-        for hook in self.on_start:
-            try:
-                hook(job.name)
-            except Exception:  # a start hook (heartbeat) never stops the job
-                log.exception("start hook failed for %s", job.name)
-        self.state.record_start(job.name, job.kind, datetime.now(UTC))
+        context = JobContext(stop=self.stop_event, emit=self.pipeline.publish)
+        self.pipeline.started(job.name, job.kind, upkeep=job.upkeep)
         result = run_guarded(job.name, job.kind, self.host, job.severity, lambda: job.body(context))
-        self.state.record_result(result, keep_history=job.history)
-        self._fan_out(result)
+        if job.upkeep:
+            self.pipeline.upkeep(result, keep_history=job.history)
+        else:
+            self.pipeline.publish(result, keep_history=job.history)
         # failures always; jobs with a history and status changes at info; a check that
         # passed again (every few seconds, all day) only at debug
         previous = self._last_status.get(job.name)
@@ -249,18 +208,6 @@ class Daemon:
             extra={"job": job.name, "status": result.status.value},
         )
 
-    def _publish(self, result: CheckResult) -> None:
-        """Extra results a job emits (per-source backup results): stored and fanned out."""
-        self.state.record_result(result)
-        self._fan_out(result)
-
-    def _fan_out(self, result: CheckResult) -> None:
-        for sink in self.sinks:
-            try:
-                sink(result)
-            except Exception:  # a broken sink must never break the job or the others
-                log.exception("result sink %r failed for %s", sink, result.name)
-
     def _shutdown(self) -> int:
         deadline = time.monotonic() + self.shutdown_timeout
         with self._lock:
@@ -275,152 +222,14 @@ class Daemon:
         return 0
 
 
-def _register(scheduler: schedule_lib.Scheduler, when: Schedule) -> schedule_lib.Job:
-    if when.every is not None:
-        return scheduler.every(when.every.total_seconds()).seconds
-    if when.weekly_on is not None:
-        assert when.at is not None
-        return getattr(scheduler.every(), when.weekly_on).at(when.at, when.timezone)
-    assert when.daily_at is not None
-    return scheduler.every().day.at(when.daily_at, when.timezone)
-
-
-def next_runs(jobs: Iterable[Job]) -> dict[str, datetime | None]:
-    """When each job would next run if the daemon started now (for plans and status)."""
-    scheduler = schedule_lib.Scheduler()
-    out: dict[str, datetime | None] = {}
-    for job in jobs:
-        entry = _register(scheduler, job.schedule).do(lambda: None)
-        out[job.name] = entry.next_run.astimezone(UTC) if entry.next_run else None
-    return out
-
-
-def check_jobs(config: Config) -> list[Job]:
-    """One job per configured health check, at the check's interval."""
-    jobs = []
-    for check in config.monitor.checks:
-        jobs.append(
-            Job(
-                name=check.name,
-                kind=check.kind,
-                schedule=Schedule(every=check.interval),
-                body=lambda ctx, check=check: run_check(check, config.host),
-                severity=check.severity,
-                run_at_start=True,
-                history=False,
-                resource="checks",
-            )
-        )
-    return jobs
-
-
-def backup_job(config: Config) -> Job | None:
-    """The daily backup of every source; caught up at start when stale."""
-    if config.backup is None or config.backup.schedule is None or not config.backup.sources:
-        return None
-    from agents.backup.runner import open_repository, run_backup, run_forget
-
-    def body(ctx: JobContext) -> CheckResult:
-        assert config.backup is not None
-        repo = open_repository(config.backup)  # once for backup and forget: the key costs
-        result = run_backup(config, emit=ctx.emit, should_stop=lambda: ctx.stopping, repo=repo)
-        if result.ok and config.backup.retention is not None:
-            forgotten = run_guarded(
-                "forget",
-                "forget",
-                config.host,
-                Severity.MAJOR,
-                lambda: run_forget(config, repo=repo)[0],
-            )
-            ctx.emit(forgotten)
-        return result
-
-    return Job(
-        name="backup",
-        kind="backup",
-        schedule=config.backup.schedule,
-        body=body,
-        severity=Severity.CRITICAL,
-        catch_up=True,
-        resource="repository",
-    )
-
-
-def prune_job(config: Config) -> Job | None:
-    """Prune on its own (weekly by default) schedule."""
-    if config.backup is None or config.backup.prune.schedule is None:
-        return None
-    from agents.backup.runner import run_prune
-
-    return Job(
-        name="prune",
-        kind="prune",
-        schedule=config.backup.prune.schedule,
-        body=lambda ctx: run_prune(config),
-        severity=Severity.MAJOR,
-        catch_up=True,
-        resource="repository",
-    )
-
-
-def restore_test_job(config: Config, state: StateDB | None = None) -> Job | None:
-    """The scheduled restore test (daily by default), caught up at start when stale."""
-    if config.backup is None or not config.backup.sources:
-        return None
-    from agents.config import RestoreTestConfig
-    from agents.restore_test.runner import run_restore_test
-
-    plan = config.restore_test or RestoreTestConfig()
-    if plan.schedule is None:
-        return None
-
-    def body(ctx: JobContext) -> CheckResult:
-        assert state is not None
-        return run_restore_test(config, state, should_stop=lambda: ctx.stopping)
-
-    return Job(
-        name="restore_test",
-        kind="restore_test",
-        schedule=plan.schedule,
-        body=body,
-        severity=Severity.CRITICAL,
-        catch_up=True,
-        resource="repository",
-    )
-
-
-def freshness_job(watched: Job, state: StateDB, host: str) -> Job:
-    """A built-in check: the watched job's last success is younger than period + grace,
-    so a backup that silently never ran is noticed even though nothing errored."""
-    limit = limit_of(watched.schedule)
-    started = datetime.now(UTC)
-
-    def body(ctx: JobContext) -> CheckResult:
-        record = state.job(watched.name)
-        last = record.last_success if record else None
-        return freshness(watched.name, host, last, limit, started, datetime.now(UTC))
-
-    return Job(
-        name=f"{watched.name}-freshness",
-        kind="job_freshness",
-        schedule=Schedule(every=timedelta(minutes=1)),
-        body=body,
-        severity=Severity.CRITICAL,
-        run_at_start=True,
-        history=False,
-    )
-
-
 def textfile_job(config: Config, registry: CollectorRegistry) -> Job | None:
     """Write the exposition atomically to a .prom file for node_exporter's textfile collector."""
     target = config.exporter.textfile
     if target is None:
         return None
-    from prometheus_client import write_to_textfile
 
     def body(ctx: JobContext) -> CheckResult:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_to_textfile(str(target), registry)  # temp file + rename: never half written
+        write_textfile(target, registry)
         return CheckResult(
             name="textfile",
             kind="textfile",
@@ -439,50 +248,8 @@ def textfile_job(config: Config, registry: CollectorRegistry) -> Job | None:
         run_at_start=True,
         history=False,
         quiet_repeats=60.0,
+        upkeep=True,
     )
-
-
-def prime_metrics(metrics: ResultMetrics, config: Config, jobs: list[Job], state: StateDB) -> None:
-    """Staleness limits and RTO/RPO targets, then the last job results from the state
-    database: what both the daemon's exporter and the timers' textfile start from."""
-    metrics.describe_jobs(jobs, config.restore_test or RestoreTestConfig())
-    metrics.replay(state, [s.name for s in config.backup.sources] if config.backup else [])
-
-
-def write_textfile(config: Config, state: StateDB) -> None:
-    """The job metrics of the state database as a .prom file, for node_exporter's textfile
-    collector when no daemon serves them (the systemd timers' mode)."""
-    from prometheus_client import write_to_textfile
-
-    from agents import __version__
-
-    assert config.exporter.textfile is not None
-    registry = CollectorRegistry()
-    metrics = ResultMetrics(registry, __version__)
-    prime_metrics(metrics, config, build_jobs(config), state)
-    config.exporter.textfile.parent.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(config.exporter.textfile), registry)
-
-
-def build_jobs(config: Config, state: StateDB | None = None) -> list[Job]:
-    """Every job the config declares: health checks, then the scheduled jobs."""
-    jobs = check_jobs(config)
-    for job in (backup_job(config), restore_test_job(config, state), prune_job(config)):
-        if job is not None:
-            jobs.append(job)
-    if state is not None:
-        watched = [j for j in jobs if j.kind in ("backup", "restore_test")]
-        jobs += [freshness_job(j, state, config.host) for j in watched]
-    return jobs
-
-
-def case_rules(config: Config, store: CaseStore | None = None) -> CaseRules:
-    """The case sink, with each check's flapping thresholds."""
-    thresholds = {
-        c.name: Thresholds(c.failures_before_alert, c.recovery_threshold)
-        for c in config.monitor.checks
-    }
-    return CaseRules(store or case_store(config), config.cases, thresholds)
 
 
 def cases_job(config: Config, store: CaseStore, deliver: Dispatcher | None = None) -> Job:
@@ -533,20 +300,8 @@ def cases_job(config: Config, store: CaseStore, deliver: Dispatcher | None = Non
         run_at_start=True,
         history=False,
         quiet_repeats=60.0,
+        upkeep=True,
     )
-
-
-def agent_registry(config: Config, version: str) -> CollectorRegistry:
-    """The exporter's registry: host metrics (at scrape time) and the agent's own process."""
-    from prometheus_client import ProcessCollector
-
-    from agents.monitor.host import HostCollector, SharedCollection
-
-    registry = CollectorRegistry()
-    if config.monitor.host_metrics:
-        registry.register(SharedCollection(HostCollector(config.monitor.pseudo_fs_pattern)))
-    ProcessCollector(namespace="opsagent", registry=registry)
-    return registry
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:
@@ -575,8 +330,7 @@ def start_agent(config: Config, version: str) -> int:
     metrics = ResultMetrics(registry, version)
     store = case_store(config, lazy=True)  # the agent runs while the store is down
     deliver = dispatcher(config, store)
-    rules = case_rules(config, store)
-    rules.on_change = deliver.kick  # a new case is paged now, not at the next pass
+    pipeline = Pipeline.for_daemon(config, state, metrics, store, deliver)
     metrics.watch_cases(store, config.host, list(deliver.notifiers))
     jobs = [*build_jobs(config, state), cases_job(config, store, deliver)]
     prime_metrics(metrics, config, jobs, state)
@@ -584,16 +338,11 @@ def start_agent(config: Config, version: str) -> int:
     if textfile is not None:
         jobs.append(textfile)
     intake = AlertmanagerIntake(store, config.cases, config.host)
-    from agents.audit import result_sink
-    from agents.cases.notify import Heartbeats
-
-    beats = Heartbeats(config.cases.notify)
     daemon = Daemon(
         jobs,
         state,
         config.host,
-        sinks=[metrics.observe, rules.observe, beats.finished, result_sink(config.state_db)],
-        on_start=[beats.started],
+        pipeline=pipeline,
         limits={"checks": config.monitor.max_parallel},
     )
     server = None

@@ -98,8 +98,8 @@ restore_test:
 def run_demo(keep: bool, say: Say) -> int:
     """Run the demo; returns the exit code (0 when every step did what it should)."""
     from agents.backup.runner import init_repository, run_backup
-    from agents.cli import record_outcome
     from agents.config import load_config
+    from agents.pipeline import record_outcome
     from agents.restore_test.runner import run_restore_test
     from agents.results import CheckResult, Severity, run_guarded
     from agents.state import StateDB

@@ -290,7 +290,7 @@ class ResultMetrics:
     def watch_cases(self, store: Any, agent: str = "", notifiers: list[str] | None = None) -> None:
         """Export open cases by severity and this agent's notifications, read from the
         store at scrape time."""
-        from agents.monitor.host import SharedCollection
+        from exporters.cache import SharedCollection
 
         # one case-store read per second however many scrapes arrive at once
         self.registry.register(SharedCollection(_OpenCases(store, agent, notifiers or [])))

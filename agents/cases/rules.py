@@ -65,8 +65,6 @@ class CaseRules:
         """Apply the rules to one result; returns the case it touched, if any."""
         if result.kind == "backup" and "sources" in result.details:
             return None  # each source has its own result, and its own case
-        if result.kind == "outbox":
-            return None  # a notification about failing notifications could not be delivered
         limits = self.thresholds.get(result.name, Thresholds())
         key = result.fingerprint
         with self._lock:

@@ -1,7 +1,7 @@
-"""The case room, wired from a config: the store with its SLA clock, and this agent's
-notification dispatcher. The daemon, the one-shot commands, the command line and the
-fleet all get their store here, so every case change they make is written and
-notified the same way (`CaseStore._record`)."""
+"""The case room, wired from a config: the store with its SLA clock, the case rules with
+each check's thresholds, and this agent's notification dispatcher. The daemon, the
+one-shot commands, the command line and the fleet all get their store here, so every
+case change they make is written and notified the same way (`CaseStore._record`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from agents.cases.store import CaseStore, CaseStoreError
 
 if TYPE_CHECKING:
     from agents.cases.notify import Dispatcher
+    from agents.cases.rules import CaseRules
     from agents.config import Config
 
 log = logging.getLogger("opsagent.cases")
@@ -31,6 +32,17 @@ def case_store(config: Config, lazy: bool = False) -> CaseStore:
         sla_clock(config.cases),
         lazy=lazy,
     )
+
+
+def case_rules(config: Config, store: CaseStore | None = None) -> CaseRules:
+    """The rules that turn results into cases, with each check's flapping thresholds."""
+    from agents.cases.rules import CaseRules, Thresholds
+
+    thresholds = {
+        c.name: Thresholds(c.failures_before_alert, c.recovery_threshold)
+        for c in config.monitor.checks
+    }
+    return CaseRules(store or case_store(config), config.cases, thresholds)
 
 
 def dispatcher(config: Config, store: CaseStore, judge: bool = True) -> Dispatcher:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -166,25 +164,3 @@ def _proc_counts(proc: str) -> tuple[int | None, int | None]:
         pass
     return threads, fds
 
-
-class SharedCollection(Collector):
-    """Serves one collection to every scrape within `max_age` seconds: concurrent
-    scrapes wait for the collection under way instead of each paying for their own."""
-
-    def __init__(self, inner: Collector, max_age: float = 1.0) -> None:
-        self.inner = inner
-        self.max_age = max_age
-        self._lock = threading.Lock()
-        self._cached: list[Any] = []
-        self._at = 0.0
-
-    def describe(self) -> list[Any]:
-        return []
-
-    def collect(self) -> Iterator[Any]:
-        with self._lock:
-            if time.monotonic() - self._at > self.max_age:
-                self._cached = list(self.inner.collect())
-                self._at = time.monotonic()
-            families = self._cached
-        yield from families

@@ -261,7 +261,8 @@ def test_heartbeats_on_job_start_success_and_failure(tmp_path: Path) -> None:
 
     from agents.cases.notify import Heartbeats
     from agents.config import Schedule
-    from agents.daemon import Daemon, Job
+    from agents.daemon import Daemon
+    from agents.jobs import Job
     from agents.results import CheckResult, Status
     from agents.state import StateDB
 

@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agents.config import ExporterConfig, Schedule
-from agents.daemon import Daemon, Job, JobContext, exposure_problem, next_runs
+from agents.daemon import Daemon, exposure_problem
+from agents.jobs import Job, JobContext, next_runs
 from agents.results import CheckResult, Status
 from agents.state import StateDB
 
@@ -185,7 +186,7 @@ def test_next_runs_in_time_zone() -> None:
 
 
 def test_job_freshness_fails_a_stale_backup(tmp_path: Path) -> None:
-    from agents.daemon import freshness_job
+    from agents.jobs import freshness_job
 
     state = StateDB(tmp_path / "state.db")
     backup = Job("backup", "backup", Schedule(daily_at="02:00"), lambda ctx: ok_result("b"))

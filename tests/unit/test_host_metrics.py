@@ -114,7 +114,7 @@ def test_concurrent_scrapes_share_one_collection() -> None:
     import threading
     import time
 
-    from agents.monitor.host import SharedCollection
+    from exporters.cache import SharedCollection
 
     calls = 0
 
