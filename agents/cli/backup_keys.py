@@ -10,8 +10,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from agents.audit import action as audit_action
-from agents.audit import whoami
 from agents.cli import backup_config, config_option, json_option, load
 from agents.cli.render import print_json
 from agents.errors import OpsagentError
@@ -82,14 +80,13 @@ def backup_key_add(
     ctx: click.Context, config_file: Path | None, new_password_file: Path | None, label: str
 ) -> None:
     """Add a key: the master key wrapped with another password (a second person's)."""
+    from agents.backup.keys import add_key
     from agents.backup.runner import open_repository
 
     config = load(ctx, config_file)
     repo = open_repository(backup_config(config))
     password = _new_password(new_password_file)
-    with audit_action(config.state_db, "key add", repo.storage.url, label=label) as audit:
-        key_id = repo.add_key(password, config.host, whoami(), label)
-        audit["key"] = key_id[:8]
+    key_id = add_key(repo, config.state_db, password, config.host, label)
     click.echo(f"added key {key_id[:8]}")
 
 
@@ -99,12 +96,12 @@ def backup_key_add(
 @click.pass_context
 def backup_key_remove(ctx: click.Context, config_file: Path | None, key_id: str) -> None:
     """Remove a key (a departed person's); never the last one, nor the one in use."""
+    from agents.backup.keys import remove_key
     from agents.backup.runner import open_repository
 
     config = load(ctx, config_file)
     repo = open_repository(backup_config(config))
-    with audit_action(config.state_db, "key remove", repo.storage.url, key=key_id):
-        removed = repo.remove_key(key_id)
+    removed = remove_key(repo, config.state_db, key_id)
     click.echo(f"removed key {removed[:8]}")
 
 
@@ -118,6 +115,7 @@ def backup_key_passwd(
     """Change the password of the key in use: a new key first, then the old one removed.
     Update backup.password_file with the new password afterwards."""
     from agents.backup.errors import WrongKey
+    from agents.backup.keys import replace_key
     from agents.backup.repository import Repository
     from agents.backup.runner import open_repository
     from agents.backup.storage import open_storage
@@ -133,13 +131,7 @@ def backup_key_passwd(
         click.echo("the new password already opens the repository and the old one no longer")
         click.echo(f"does: put the new password in {cfg.password_file}")
         return
-    old = repo.key_id
-    with audit_action(config.state_db, "key passwd", repo.storage.url, old=old[:8]) as audit:
-        label = next((k["label"] for k in repo.list_keys() if k["id"] == old), "")
-        new = repo.add_key(password, config.host, whoami(), label)
-        repo.key_id = new  # the new key is in use now: the old one can go
-        repo.remove_key(old)
-        audit["new"] = new[:8]
+    old, new = replace_key(repo, config.state_db, password, config.host)
     click.echo(f"key {old[:8]} replaced by {new[:8]}; now put the new password in the file")
     click.echo(f"that backup.password_file names ({backup_config(config).password_file})")
 
@@ -151,13 +143,13 @@ def backup_key_passwd(
 def backup_key_export(ctx: click.Context, config_file: Path | None, paper: bool) -> None:
     """Print the master key for offline escrow (a safe, not a computer), with a checksum;
     `backup key recover` turns it back into a key with a new password."""
-    from agents.backup.crypto import key_fingerprint, paper_key
+    from agents.backup.crypto import key_fingerprint
+    from agents.backup.keys import export_paper_key
     from agents.backup.runner import open_repository
 
     config = load(ctx, config_file)
     repo = open_repository(backup_config(config))
-    with audit_action(config.state_db, "key export", repo.storage.url):
-        text = paper_key(repo.crypto.master)
+    text = export_paper_key(repo, config.state_db)
     click.echo(f"opsagent repository {repo.info['id']} at {repo.storage.url}")
     click.echo(f"master key (checksum {key_fingerprint(repo.crypto.master)}):")
     click.echo(text)
@@ -179,17 +171,14 @@ def backup_key_recover(
     ctx: click.Context, config_file: Path | None, paper_file: Path, new_password_file: Path | None
 ) -> None:
     """Every password lost: make a new key from the escrowed master key."""
-    from agents.backup.crypto import read_paper_key
-    from agents.backup.repository import Repository
+    from agents.backup.keys import recover_key
     from agents.backup.storage import open_storage
 
     config = load(ctx, config_file)
     cfg = backup_config(config)
     storage = open_storage(cfg.repository, cfg.s3)
-    with audit_action(config.state_db, "key recover", storage.url) as audit:
-        master = read_paper_key(paper_file.read_text(encoding="utf-8"))
-        repo = Repository.from_master(storage, master)
-        password = _new_password(new_password_file)
-        key_id = repo.add_key(password, config.host, whoami(), "recovered from paper")
-        audit["key"] = key_id[:8]
+    paper = paper_file.read_text(encoding="utf-8")
+    key_id = recover_key(
+        storage, config.state_db, paper, lambda: _new_password(new_password_file), config.host
+    )
     click.echo(f"added key {key_id[:8]}: the repository opens with the new password")
