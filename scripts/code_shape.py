@@ -100,7 +100,7 @@ def imports(known: dict[str, Path]) -> dict[str, set[str]]:
                 continue
             for imported in names:
                 target = _resolve(imported, known)
-                if target and target != name and not name.startswith(target + "."):
+                if target and target != name:
                     targets.add(target)
         graph[name] = targets
     return graph

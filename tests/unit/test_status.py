@@ -44,7 +44,7 @@ def _timer_host_doc(active: bool | None) -> dict:  # type: ignore[type-arg]
 
 
 def test_the_fleet_reads_a_timer_host_as_one() -> None:
-    from agents.fleet.cli import _status_cells
+    from agents.cli.fleet import _status_cells
     from agents.fleet.runner import HostResult
     from agents.fleet.upgrade import _health
 

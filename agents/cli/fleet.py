@@ -1,8 +1,7 @@
 """`opsagent fleet ...`: the same runbook command on many hosts over SSH, one answer.
 
-Every fleet command is recorded in the audit table of the operator's state database
-(`inventory.state_dir`): who, when, which hosts, what command, and each host's outcome;
-`opsagent fleet history` lists them.
+Parses the selection, calls `agents.fleet.commands` (which runs and audits) and prints;
+`opsagent fleet history` lists the audited fleet commands.
 """
 
 from __future__ import annotations
@@ -10,23 +9,21 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agents.audit import whoami
 from agents.config import Inventory, inventory_path, load_inventory
-from agents.fleet.runner import HostResult, last_line, opsagent_command, run_on, select
-from agents.fleet.ssh import FleetError, Target, fetch_host_key, fingerprint, targets
-from agents.state import StateDB
 from agents.units import format_duration
+
+if TYPE_CHECKING:
+    from agents.fleet.runner import HostResult
+    from agents.fleet.ssh import Target
 
 inventory_option = click.option(
     "--inventory",
@@ -82,6 +79,9 @@ def _execute(
     parse: Callable[[str], Any] | None = None,
 ) -> tuple[Inventory, list[HostResult], float]:
     """Select, run with a live progress line, record the audit; returns the results."""
+    from agents.fleet.commands import run_command
+    from agents.fleet.runner import select
+
     inventory = _inventory(opts["inventory_file"])
     chosen = select(inventory, opts["hosts"], opts["groups"], opts["labels"], opts["everything"])
     timeout = opts["timeout"] or inventory.defaults.command_timeout.total_seconds()
@@ -93,56 +93,16 @@ def _execute(
         if status is not None:
             status.update(f"fleet: {done}/{total} done, {running} running, {failed} failed")
 
-    started = time.monotonic()
-    cancel = threading.Event()
     if status is not None:
         status.start()
     try:
-        results = run_on(
-            chosen,
-            inventory.known_hosts.expanduser(),
-            command_for,
-            opts["parallel"],
-            timeout,
-            progress,
-            cancel,
-            parse,
+        results, seconds = run_command(
+            inventory, chosen, action, command_for, opts["parallel"], timeout, progress, parse
         )
     finally:
         if status is not None:
             status.stop()
-    seconds = time.monotonic() - started
-    _audit(inventory, action, chosen, results, seconds, command_for)
     return inventory, results, seconds
-
-
-def _audit(
-    inventory: Inventory,
-    action: str,
-    chosen: list[Target],
-    results: list[HostResult],
-    seconds: float,
-    command_for: Callable[[Target], str],
-) -> None:
-    if any(r.status == "cancelled" for r in results):
-        outcome = "cancelled"
-    elif all(r.ok for r in results):
-        outcome = "ok"
-    else:
-        outcome = "failed"
-    state = StateDB(inventory.state_dir.expanduser() / "state.db")
-    state.audit(
-        whoami(),
-        f"fleet {action}",
-        ",".join(t.name for t in chosen),
-        outcome,
-        {
-            "command": command_for(chosen[0]) if chosen else "",
-            "hosts": {r.host: r.status for r in results},
-            "exit_codes": {r.host: r.exit_code for r in results},
-            "seconds": round(seconds, 3),
-        },
-    )
 
 
 def _console() -> Console:
@@ -151,6 +111,9 @@ def _console() -> Console:
 
 
 def _summary(results: list[HostResult], title: str) -> Table:
+    """One row per host: outcome, exit code, time, the line that says why."""
+    from agents.fleet.runner import last_line
+
     table = Table(title=title)
     for column in ("host", "outcome", "exit", "time", "detail"):
         table.add_column(column)
@@ -212,6 +175,8 @@ def fleet_exec(ctx: click.Context, command: tuple[str, ...], collect: bool, **op
 def _runbook(
     ctx: click.Context, opts: dict[str, Any], action: str, args: list[str], title: str
 ) -> list[HostResult]:
+    from agents.fleet.runner import opsagent_command
+
     _, results, _ = _execute(opts, action, lambda t: opsagent_command(t, *args), parse=json.loads)
     if not opts["as_json"]:
         Console(stderr=True).print(_summary(results, title))
@@ -224,6 +189,8 @@ def _runbook(
 def fleet_status(ctx: click.Context, **opts: Any) -> None:
     """Each host's `opsagent status`: version, uptime, checks, backups, restore test,
     cases; flags mixed versions. Exit 1 if any host is unreachable or not well."""
+    from agents.fleet.runner import last_line, opsagent_command
+
     _, results, _ = _execute(
         opts, "status", lambda t: opsagent_command(t, "status", "--json"), parse=json.loads
     )
@@ -364,6 +331,8 @@ def fleet_upgrade(
     """Staged upgrade: the canary first, then batches, each host's agent back on the new
     version with every check passing before the next; stops at the first failure."""
     from agents.fleet import upgrade
+    from agents.fleet.commands import roll_out
+    from agents.fleet.runner import select
 
     inventory = _inventory(opts["inventory_file"])
     chosen = select(inventory, opts["hosts"], opts["groups"], opts["labels"], opts["everything"])
@@ -386,16 +355,7 @@ def fleet_upgrade(
         return
     timeout = opts["timeout"] or inventory.defaults.command_timeout.total_seconds()
     say = (lambda text: None) if opts["as_json"] else (lambda text: click.echo(text, err=True))
-    started = time.monotonic()
-    results = upgrade.execute(rollout, inventory.known_hosts.expanduser(), timeout, wait, say)
-    state = StateDB(inventory.state_dir.expanduser() / "state.db")
-    state.audit(
-        whoami(),
-        "fleet upgrade",
-        ",".join(t.name for t in chosen),
-        "ok" if rollout.ok else f"stopped at {rollout.stopped_at}",
-        rollout.to_dict() | {"seconds": round(time.monotonic() - started, 3)},
-    )
+    results = roll_out(inventory, chosen, rollout, timeout, wait, say)
     if opts["as_json"]:
         document = rollout.to_dict() | {"hosts": [r.to_dict() for r in results]}
         click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
@@ -415,9 +375,9 @@ def fleet_upgrade(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def fleet_history(inventory_file: Path | None, limit: int, as_json: bool) -> None:
     """Past fleet commands: who, when, which hosts, what command, outcome."""
-    inventory = _inventory(inventory_file)
-    state = StateDB(inventory.state_dir.expanduser() / "state.db")
-    records = state.audit_records(action_prefix="fleet ", limit=limit)
+    from agents.fleet.commands import history
+
+    records = history(_inventory(inventory_file), limit)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in records], indent=2, sort_keys=True))
         return
@@ -442,13 +402,11 @@ def fleet_history(inventory_file: Path | None, limit: int, as_json: bool) -> Non
 def fleet_trust(inventory_file: Path | None, host: str) -> None:
     """Fetch and print HOST's key for a person to verify and add to known_hosts
     (nothing is written: compare the fingerprint with the host's console first)."""
+    from agents.fleet.commands import presented_key
+    from agents.fleet.ssh import fingerprint
+
     inventory = _inventory(inventory_file)
-    target = targets(inventory).get(host)
-    if target is None:
-        raise FleetError(f"{host} is not in the inventory")
-    if target.jump is not None:
-        raise FleetError(f"{host} is behind a jump host: read its key on the jump host")
-    key = fetch_host_key(target.address, target.port, target.connect_timeout)
+    target, key = presented_key(inventory, host)
     name = target.known_hosts_name()
     click.echo(f"{host} presents {key.get_name()} {fingerprint(key)}")
     click.echo("Verify it on the host itself: ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub")

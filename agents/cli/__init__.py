@@ -1,0 +1,101 @@
+"""The one `opsagent` command line: the root group, its shared options and helpers.
+
+Each command group is its own module (`agents/cli/backup.py`, `cases.py`, ...) that parses,
+calls the room doing the work and renders with `agents.cli.render`; they register here.
+Exit codes: 0 ok, 1 a check or job failed, 2 usage or config error, 3 runtime error.
+Every listing takes `--json`. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import click
+
+from agents import __version__
+from agents.cli.common import EXIT_RUNTIME, EXIT_USAGE
+from agents.config import ConfigError
+from agents.errors import OpsagentError
+
+
+class OpsGroup(click.Group):
+    """Turns the rooms' errors into one line and the documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            for line in exc.lines:
+                click.echo(line, err=True)
+            ctx.exit(EXIT_USAGE)
+        except OpsagentError as exc:
+            click.echo(f"opsagent: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("opsagent: interrupted", err=True)
+            ctx.exit(130)
+        except OSError as exc:  # the machine said no (a name too long, a full disk): one line
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"opsagent: {exc.strerror or exc}{where}", err=True)
+            ctx.exit(EXIT_RUNTIME)
+
+
+@click.group(cls=OpsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="opsagent")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Log lines as text (default) or JSON lines.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="Log level (default: the config's log.level, info).",
+)
+@click.pass_context
+def cli(ctx: click.Context, log_format: str | None, log_level: str | None) -> None:
+    """opsagent: monitor, back up off-site, prove restores, open cases."""
+    ctx.ensure_object(dict)
+    ctx.obj["log_format"] = log_format
+    ctx.obj["log_level"] = log_level
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console-script entry point."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="opsagent")
+    raise SystemExit(0)
+
+
+# --- the command groups: each module declares its commands, registered here -----------
+
+from agents.cli import (  # noqa: E402  (registered on the root group defined above)
+    audit,
+    backup,
+    cases,
+    configcmd,
+    demo,
+    fleet,
+    monitor,
+    restore,
+    restore_test,
+    run,
+    status,
+)
+
+for _command in (
+    run.run,
+    configcmd.config_group,
+    monitor.monitor,
+    status.status_command,
+    audit.audit_command,
+    demo.demo_command,
+    backup.backup,
+    restore.restore_cmd,
+    restore_test.restore_test,
+    cases.cases,
+    fleet.fleet,
+):
+    cli.add_command(_command)

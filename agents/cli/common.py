@@ -1,0 +1,72 @@
+"""What every command module shares: exit codes, the common options and small helpers.
+
+Kept apart from `agents/cli/__init__.py`, which registers the command modules, so that a
+command module never imports the package that imports it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agents.config import BackupConfig, Config, ConfigError, config_path, load_config
+from agents.logs import setup_logging
+from agents.results import CheckResult
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
+
+
+config_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Config file (default: $OPSAGENT_CONFIG, then /etc/opsagent/config.yml).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def load(ctx: click.Context, config_file: Path | None) -> Config:
+    """Load the config and set up logging from it (CLI options win)."""
+    config = load_config(config_path(config_file))
+    fmt = ctx.obj.get("log_format") or config.log.format or "text"
+    setup_logging(fmt, ctx.obj.get("log_level") or config.log.level)
+    return config
+
+
+def backup_config(config: Config) -> BackupConfig:
+    """The config's `backup` section; a usage error when there is none."""
+    if config.backup is None:
+        raise ConfigError([f"{config_path(None)}: backup: required for this command"])
+    return config.backup
+
+
+def case_store(config: Config) -> Any:
+    """The case store the config names (SQLite or PostgreSQL)."""
+    from agents.cases.service import case_store as build
+
+    return build(config)
+
+
+def parse_time(text: str, default_zone: Any = UTC) -> datetime:
+    """An ISO 8601 time from an option; without a zone, in `default_zone`."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"expected ISO 8601, got {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=default_zone)
+
+
+def exit_for(results: list[CheckResult]) -> int:
+    """0 when every result is ok, else 1."""
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def record_outcome(config: Config, results: list[CheckResult]) -> None:
+    """Hand a command's job results to the results pipeline, as the daemon does its own."""
+    from agents.pipeline import record_outcome as record
+
+    record(config, results)

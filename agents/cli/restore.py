@@ -1,0 +1,257 @@
+"""`opsagent restore`: files into a directory (never outside it), or a database dump into
+a target database, from a snapshot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from agents.audit import action as audit_action
+from agents.cli.common import EXIT_FAILED, EXIT_OK, backup_config, config_option, json_option, load
+from agents.cli.render import print_json, progress_bar
+from agents.config import Config, redact_url
+from agents.errors import OpsagentError
+
+
+@click.command("restore")
+@config_option
+@click.argument("snapshot")
+@click.option("--to", "target", required=True, help="Directory (files), DSN or path (database).")
+@click.option("--source", default=None, help="With `latest`: the latest of this source.")
+@click.option("--include", multiple=True, help="Only this path (repeatable; files).")
+@click.option("--database", default=None, help="Restore this database's dump into --to.")
+@click.option("--create", is_flag=True, help="Create the target database if missing.")
+@click.option("--force", is_flag=True, help="Replace a non-empty target database.")
+@click.option("--jobs", default=2, show_default=True, help="pg_restore parallel jobs.")
+@click.option("--overwrite", is_flag=True, help="Replace existing files in the target.")
+@click.option("--dry-run", is_flag=True, help="List what would be restored.")
+@json_option
+@click.pass_context
+def restore_cmd(
+    ctx: click.Context,
+    config_file: Path | None,
+    snapshot: str,
+    target: str,
+    source: str | None,
+    include: tuple[str, ...],
+    database: str | None,
+    create: bool,
+    force: bool,
+    jobs: int,
+    overwrite: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Restore files into a directory (never outside it), or a database into a target.
+
+    Files: missing parents of --to are created; --to that is a file or cannot be
+    written, and an --include that matches nothing, are refused before anything is
+    written (exit 1). An existing file, or a symbolic link, where a file goes is kept
+    (listed as "kept existing", exit 0) unless --overwrite, which replaces it (a link
+    is replaced, never written through).
+
+    Damaged data (a blob that fails authentication or is missing from the index, a
+    missing pack) never stops a restore: every other file comes back whole, and each
+    file that needs it is written as NAME.damaged (NAME.damaged.N if that exists;
+    never over an existing file), mode 0600, readable parts in place and unreadable
+    ranges zero-filled, and listed as "damaged" with the reason (`damaged` in --json:
+    path, reason, written_as); exit 1. A damaged part of the file list (tree) is
+    listed as damaged too, and every entry in the readable parts is restored.
+    """
+    from agents.backup.restorer import plan, restore
+    from agents.backup.runner import open_repository
+    from agents.backup.snapshot import shown
+
+    config = load(ctx, config_file)
+    repo = open_repository(backup_config(config))
+    snap = repo.find_snapshot(snapshot, source=source)
+    for damaged_id in repo.damaged_snapshots if snapshot == "latest" else ():
+        click.echo(
+            f"warning: snapshot {damaged_id[:8]} is damaged and was not considered for"
+            f" `latest` (it may be newer than {snap.short_id})",
+            err=True,
+        )
+    if database is not None:
+        _restore_database(
+            ctx, config, repo, snap, database, target, create, force, jobs, dry_run, as_json
+        )
+        return
+    if dry_run:
+        entries = plan(repo, snap, list(include) or None)
+        total = sum(e.size for e in entries)
+        if as_json:
+            print_json({"snapshot": snap.id, "entries": len(entries), "bytes": total})
+        else:
+            for e in entries:
+                click.echo(f"{e.type:8} {e.size:>12} {shown(e.path)}")
+            click.echo(f"{len(entries)} entries, {total} bytes from snapshot {snap.short_id}")
+        return
+    directory = Path(target)
+    with (
+        audit_action(config.state_db, "restore files", str(directory), snapshot=snap.id) as audit,
+        repo.lock(exclusive=False),
+        progress_bar("restore", total=snap.stats.get("bytes"), enabled=not as_json) as advance,
+    ):
+        result = restore(repo, snap, directory, list(include) or None, overwrite, advance)
+        audit |= {"files": result.files, "bytes": result.bytes}
+        if result.refused or result.errors or result.damaged:
+            audit["outcome"] = (
+                f"{len(result.refused)} refused, {len(result.errors)} errors,"
+                f" {len(result.damaged)} damaged"
+            )
+    data = {
+        "snapshot": snap.id,
+        "target": str(directory),
+        "files": result.files,
+        "dirs": result.dirs,
+        "symlinks": result.symlinks,
+        "specials": result.specials,
+        "bytes": result.bytes,
+        "refused": result.refused,
+        "skipped_existing": result.skipped_existing,
+        "errors": result.errors,
+        "warnings": result.warnings,
+        "damaged": [d.to_dict() for d in result.damaged],
+    }
+    if as_json:
+        print_json(data)
+    else:
+        click.echo(
+            f"restored {result.files} files, {result.dirs} dirs, {result.symlinks} links,"
+            f" {result.specials} FIFOs/devices, {result.bytes} bytes"
+            f" from snapshot {snap.short_id} into {directory}"
+        )
+        for path in result.refused:
+            click.echo(f"refused (outside the target): {shown(path)}", err=True)
+        for path in result.skipped_existing:
+            click.echo(f"kept existing (use --overwrite): {shown(path)}", err=True)
+        for line in result.errors:
+            click.echo(f"error: {shown(line)}", err=True)
+        for line in result.warnings:
+            click.echo(f"warning: {shown(line)}", err=True)
+        for damaged in result.damaged:
+            where = shown(damaged.written_as) if damaged.written_as else "not written"
+            click.echo(f"damaged ({where}): {shown(damaged.path)}: {damaged.reason}", err=True)
+    failed = result.refused or result.errors or result.damaged
+    ctx.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _restore_database(
+    ctx: click.Context,
+    config: Config,
+    repo: Any,
+    snap: Any,
+    database: str,
+    target: str,
+    create: bool,
+    force: bool,
+    jobs: int,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    from agents.backup.recovery import dump_entries, restore_database
+
+    cfg = backup_config(config)
+    source = next((s for s in cfg.sources if s.name == snap.source), None)
+    if source is None or source.kind == "files":
+        raise OpsagentError(
+            f"snapshot {snap.short_id} is of source {snap.source!r}, not a database source"
+            " in this config"
+        )
+    if dry_run:
+        entries = dump_entries(repo, snap, database)
+        last = _last_restore_seconds(config)
+        data = {
+            "snapshot": snap.id,
+            "database": database,
+            "target": target,
+            "dump_files": [e.path for e in entries],
+            "bytes": sum(e.size for e in entries),
+            "expected_seconds": last,
+        }
+        if as_json:
+            print_json(data)
+        else:
+            when = (
+                f"about {last:.0f}s (last restore test)"
+                if last
+                else "unknown (no restore test yet)"
+            )
+            click.echo(
+                f"would restore {database} ({data['bytes']} bytes) from snapshot"
+                f" {snap.short_id} into {target}; expected time: {when}"
+            )
+        return
+    workdir = cfg.cache_dir or config.state_dir / "tmp"
+    where = redact_url(target)
+    with (
+        audit_action(config.state_db, "restore database", f"{database} -> {where}") as audit,
+        repo.lock(exclusive=False),
+    ):
+        recovery = restore_database(
+            repo, snap, database, target, source, workdir, create, force, jobs
+        )
+        audit |= {"snapshot": snap.id, "seconds": round(recovery.seconds, 3)}
+        audit["outcome"] = "ok" if recovery.ok else f"differs: {'; '.join(recovery.problems)}"
+    rows = []
+    for table in sorted(
+        set(recovery.expected.get("tables", {})) | set(recovery.actual.get("tables", {}))
+    ):
+        rows.append(
+            {
+                "table": table,
+                "expected": recovery.expected.get("tables", {}).get(table),
+                "restored": recovery.actual.get("tables", {}).get(table),
+            }
+        )
+    if as_json:
+        print_json(
+            {
+                "snapshot": snap.id,
+                "database": database,
+                "target": target,
+                "seconds": round(recovery.seconds, 3),
+                "ok": recovery.ok,
+                "problems": recovery.problems,
+                "tables": rows,
+                "schema_fingerprint": {
+                    "expected": recovery.expected.get("schema_fingerprint"),
+                    "restored": recovery.actual.get("schema_fingerprint"),
+                },
+            }
+        )
+    else:
+        table = Table(title=f"{database} restored into {target} in {recovery.seconds:.1f}s")
+        for column in ("table", "rows at backup", "rows restored", ""):
+            table.add_column(column)
+        for row in rows:
+            same = row["expected"] == row["restored"]
+            table.add_row(
+                row["table"],
+                str(row["expected"]),
+                str(row["restored"]),
+                "[green]ok[/]" if same else "[red]differs[/]",
+            )
+        Console().print(table)
+        same = recovery.expected.get("schema_fingerprint") == recovery.actual.get(
+            "schema_fingerprint"
+        )
+        click.echo(f"schema fingerprint: {'matches' if same else 'DIFFERS'}")
+        for problem in recovery.problems:
+            click.echo(f"problem: {problem}", err=True)
+    ctx.exit(EXIT_OK if recovery.ok else EXIT_FAILED)
+
+
+def _last_restore_seconds(config: Config) -> float | None:
+    from agents.state import StateDB
+
+    if not config.state_db.exists():
+        return None
+    state = StateDB(config.state_db).job("restore_test")
+    if state is None or state.last_result is None or not state.last_result.ok:
+        return None
+    return float(state.last_result.details.get("rto_seconds", state.last_result.duration_seconds))
