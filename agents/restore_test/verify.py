@@ -4,7 +4,8 @@
   first, within a daily byte budget, so every pack is read at least once every
   `full_every`; coverage is the share of packs verified within that window;
 - files: every restored file is chunked again as the repository chunks (its
-  `chunker_for`) and its chunk IDs compared with the snapshot's, which proves content, size and order;
+  `chunker_for`) and its chunk IDs compared with the snapshot's, which proves
+  content, size and order;
 - databases: the dump restored into a scratch database has the row counts and
   schema fingerprint recorded at backup time;
 - assertions: SQL queries that must return true, commands that must exit 0.
