@@ -74,11 +74,11 @@ def restore_database(
 ) -> Recovery:
     """Restore one database dump into `target` (`source` is its configured source) and
     compare it with the recorded facts."""
-    kind = data_source(source)
+    handler = data_source(source)
     expected = DatabaseFacts.of_snapshot(snapshot.facts, database)
     dump = Dump(repo, tuple(dump_entries(repo, snapshot, database)))
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    actual = kind.restore(dump, target, workdir, RestoreOptions(create, force, jobs))
+    actual = handler.restore(dump, target, workdir, RestoreOptions(create, force, jobs))
     seconds = time.monotonic() - start
-    return Recovery(database, target, seconds, expected, actual, kind.verify(expected, actual))
+    return Recovery(database, target, seconds, expected, actual, handler.verify(expected, actual))

@@ -213,11 +213,11 @@ def _backup_source(
     assert backup_cfg is not None
     workdir = backup_cfg.cache_dir or config.state_dir / "tmp"
     try:
-        kind = data_source(source)
+        handler = data_source(source)
         _run_hooks(source, "before")
         with repo.writer(backup_cfg.compression_level, backup_cfg.pack_size) as writer:
-            archiver = Archiver(repo, writer, progress, should_stop, kind.chunking)
-            backup = kind.back_up(archiver, parent, workdir)
+            archiver = Archiver(repo, writer, progress, should_stop, handler.chunking)
+            backup = handler.back_up(archiver, parent, workdir)
             archived = backup.archived
             stats = writer.flush()
         lock.verify()  # the data this snapshot needs may be gone with a lost lock
@@ -237,7 +237,7 @@ def _backup_source(
             host=config.host,
             source=source.name,
             source_kind=source.kind,
-            paths=kind.paths(),
+            paths=handler.paths(),
             tree=tuple(archived.tree),
             tags=tuple(tags),
             parent=parent.id if parent and archived.parent_read else None,
@@ -269,7 +269,7 @@ def _backup_source(
     problems = (
         [f"missing source path(s): {', '.join(archived.missing)}"] if archived.missing else []
     )
-    if archived.unreadable and not kind.tolerates_unreadable:
+    if archived.unreadable and not handler.tolerates_unreadable:
         problems.append(
             f"{len(archived.unreadable)} unreadable path(s), first {archived.unreadable[0]}"
         )

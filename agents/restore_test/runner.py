@@ -283,8 +283,8 @@ def _test_snapshot(
     label = f"{snap.source} snapshot {snap.short_id}"
     if source is None:
         return [Step("restore", False, f"{label}: source is not in the config", 0.0)]
-    kind = data_source(source)
-    if not kind.holds_databases or not _holds_databases(snap):
+    handler = data_source(source)
+    if not handler.holds_databases or not _holds_databases(snap):
         target = sandbox.directory / snap.source
         start = time.monotonic()
         result = restore(repo, snap, target)
@@ -314,7 +314,7 @@ def _test_snapshot(
     for database in sorted(snap.facts.get("databases", {})):
         checkpoint()
         start = time.monotonic()
-        target = kind.scratch_target(sandbox, f"{snap.source}-{database}")
+        target = handler.scratch_target(sandbox, f"{snap.source}-{database}")
         recovery = restore_database(
             repo, snap, database, target, source, sandbox.directory / ".work", create=True
         )
@@ -329,7 +329,7 @@ def _test_snapshot(
         steps.append(step)
         if not step.ok:
             return steps
-        if plan.verify.sql and kind.accepts_sql_assertions:
+        if plan.verify.sql and handler.accepts_sql_assertions:
             password = resolve_secret(file=plan.sandbox.postgres_password_file)
             sql = run_sql_assertions(target, password, plan.verify.sql, 300)
             sql.summary = f"{label} {database}: {sql.summary}"
