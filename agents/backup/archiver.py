@@ -34,20 +34,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from pyfastcdc import FastCDC
-
 from agents.backup.errors import BackupError
 from agents.backup.pack import BlobType
-from agents.backup.repository import (
-    CHUNK_AVG,
-    CHUNK_MAX,
-    CHUNK_MIN,
-    DUMP_CHUNK_AVG,
-    DUMP_CHUNK_MAX,
-    DUMP_CHUNK_MIN,
-    BlobWriter,
-    Repository,
-)
+from agents.backup.repository import BlobWriter, ChunkKind, Repository
 from agents.backup.snapshot import Snapshot, TreeEntry, encode_tree, shown
 
 ProgressFn = Callable[[int, int], None]  # (bytes, files) done since last call
@@ -162,19 +151,13 @@ class Archiver:
         writer: BlobWriter,
         progress: ProgressFn | None = None,
         should_stop: Callable[[], bool] = lambda: False,
-        small_chunks: bool = False,
+        chunking: ChunkKind = "files",
     ) -> None:
         self.repo = repo
         self.writer = writer
         self.progress = progress or (lambda b, f: None)
         self.should_stop = should_stop
-        seed = repo.crypto.master.chunker_seed
-        sizes = (
-            (DUMP_CHUNK_AVG, DUMP_CHUNK_MIN, DUMP_CHUNK_MAX)
-            if small_chunks
-            else (CHUNK_AVG, CHUNK_MIN, CHUNK_MAX)
-        )
-        self.chunker = FastCDC(sizes[0], min_size=sizes[1], max_size=sizes[2], seed=seed)
+        self.chunker = repo.chunker_for(chunking)
 
     def archive(
         self,

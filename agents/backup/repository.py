@@ -29,9 +29,10 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import zstandard
+from pyfastcdc import FastCDC
 
 from agents.backup.crypto import Crypto, MasterKey, dumps, unwrap_master_key, wrap_master_key
 from agents.backup.errors import BackupError, IntegrityError, NotFound, WrongKey
@@ -56,6 +57,12 @@ REPOSITORY_VERSION = 1
 # where day-to-day changes are scattered rows and small chunks keep them small.
 CHUNK_MIN, CHUNK_AVG, CHUNK_MAX = 256 * 1024, 768 * 1024, 4 * 2**20
 DUMP_CHUNK_MIN, DUMP_CHUNK_AVG, DUMP_CHUNK_MAX = 2 * 1024, 6 * 1024, 32 * 1024
+# which of the two chunk sizes a stream is cut with: file contents, or database dumps
+ChunkKind = Literal["files", "dumps"]
+_CHUNK_SIZES: dict[str, tuple[int, int, int]] = {
+    "files": (CHUNK_MIN, CHUNK_AVG, CHUNK_MAX),
+    "dumps": (DUMP_CHUNK_MIN, DUMP_CHUNK_AVG, DUMP_CHUNK_MAX),
+}
 INDEX_EVERY_PACKS = 8
 _RAW, _ZSTD = b"\x00", b"\x01"
 _SNAPSHOT_ASSOCIATED = b"opsagent-snapshot"
@@ -368,6 +375,12 @@ class Repository:
     ) -> BlobWriter:
         self.load_index()
         return BlobWriter(self, compression_level, pack_size, repack)
+
+    def chunker_for(self, kind: ChunkKind = "files") -> FastCDC:
+        """A chunker that cuts exactly as this repository's backups do (same sizes, same
+        key-derived seed): the only place outside the archiver that knows how to chunk."""
+        low, avg, high = _CHUNK_SIZES[kind]
+        return FastCDC(avg, min_size=low, max_size=high, seed=self.crypto.master.chunker_seed)
 
     def load_blob(self, blob_id: bytes) -> bytes:
         location = self.load_index().get(blob_id)

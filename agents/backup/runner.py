@@ -14,27 +14,18 @@ import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from agents import __version__
-from agents.backup.archiver import Archiver, ArchiveResult, ProgressFn
+from agents.backup.archiver import Archiver, ProgressFn
 from agents.backup.errors import BackupError, NotFound
 from agents.backup.locks import RepositoryLock
-from agents.backup.pack import BlobType
 from agents.backup.repository import ReconcileReport, Repository
-from agents.backup.snapshot import Snapshot, TreeEntry, encode_tree
-from agents.backup.sources import SourceError, Stored, TapReader
+from agents.backup.snapshot import Snapshot
+from agents.backup.sources import SourceError
+from agents.backup.sources.registry import data_source
 from agents.backup.storage import open_storage
-from agents.config import (
-    BackupConfig,
-    Config,
-    FilesSource,
-    MysqlSource,
-    PostgresSource,
-    SqliteSource,
-    resolve_secret,
-)
+from agents.config import BackupConfig, Config, resolve_secret
 from agents.results import CheckResult, Severity, Status, one_line
 
 log = logging.getLogger("opsagent.backup")
@@ -222,21 +213,12 @@ def _backup_source(
     assert backup_cfg is not None
     workdir = backup_cfg.cache_dir or config.state_dir / "tmp"
     try:
+        handler = data_source(source)
         _run_hooks(source, "before")
         with repo.writer(backup_cfg.compression_level, backup_cfg.pack_size) as writer:
-            small = not isinstance(source, FilesSource)
-            archiver = Archiver(repo, writer, progress, should_stop, small_chunks=small)
-            if isinstance(source, FilesSource):
-                archived = archiver.archive(
-                    source.paths, source.exclude, source.one_file_system, parent
-                )
-                facts: dict[str, Any] = {
-                    "kind": "files",
-                    "files": archived.files,
-                    "bytes": archived.bytes,
-                }
-            else:
-                archived, facts = _dump_database(source, archiver, workdir)
+            archiver = Archiver(repo, writer, progress, should_stop, handler.chunking)
+            backup = handler.back_up(archiver, parent, workdir)
+            archived = backup.archived
             stats = writer.flush()
         lock.verify()  # the data this snapshot needs may be gone with a lost lock
     except Exception as exc:  # one source's failure, whatever it is, never hides another
@@ -255,7 +237,7 @@ def _backup_source(
             host=config.host,
             source=source.name,
             source_kind=source.kind,
-            paths=_source_paths(source),
+            paths=handler.paths(),
             tree=tuple(archived.tree),
             tags=tuple(tags),
             parent=parent.id if parent and archived.parent_read else None,
@@ -270,7 +252,7 @@ def _backup_source(
                 "blobs_new": stats.blobs_new,
                 "duration_seconds": round(time.monotonic() - start, 3),
             },
-            facts=facts,
+            facts=backup.facts,
             warnings=tuple(warnings),
             program_version=__version__,
         )
@@ -287,7 +269,7 @@ def _backup_source(
     problems = (
         [f"missing source path(s): {', '.join(archived.missing)}"] if archived.missing else []
     )
-    if archived.unreadable and not getattr(source, "tolerate_unreadable", False):
+    if archived.unreadable and not handler.tolerates_unreadable:
         problems.append(
             f"{len(archived.unreadable)} unreadable path(s), first {archived.unreadable[0]}"
         )
@@ -300,48 +282,6 @@ def _backup_source(
     if warnings:
         summary += f", {len(warnings)} warning(s)"
     return result(Status.OK, summary, details)
-
-
-def _dump_database(
-    source: PostgresSource | MysqlSource | SqliteSource, archiver: Archiver, workdir: Path
-) -> tuple[ArchiveResult, dict[str, Any]]:
-    """Dump a database source through the archiver; the tree lists its dump files."""
-    now_ns = time.time_ns()
-
-    def store(path: str, stream: IO[bytes]) -> Stored:
-        tap = stream if isinstance(stream, TapReader) else TapReader(stream)
-        chunks, sizes = archiver.store_file(tap)
-        entry = TreeEntry(
-            path=f"{source.name}/{path}",
-            type="file",
-            mode=0o600,
-            mtime_ns=now_ns,
-            size=sum(sizes),
-            chunks=tuple(chunks),
-            chunk_sizes=tuple(sizes),
-        )
-        return Stored(entry, tap.size, tap.sha256.hexdigest())
-
-    # imported here: the database drivers cost start-up time that file backups never need
-    if isinstance(source, PostgresSource):
-        from agents.backup.sources import postgres as module
-    elif isinstance(source, MysqlSource):
-        from agents.backup.sources import mysql as module  # type: ignore[no-redef]
-    else:
-        from agents.backup.sources import sqlite as module  # type: ignore[no-redef]
-    dump = module.backup(source, store, workdir)  # type: ignore[arg-type]
-    directories = sorted({e.path.rsplit("/", 1)[0] for e in dump.entries})
-    entries = [TreeEntry(path=d, type="dir", mode=0o700, mtime_ns=now_ns) for d in directories]
-    entries += dump.entries
-    archived = ArchiveResult(
-        tree=archiver.store_stream(encode_tree(entries), BlobType.TREE),
-        files=len(dump.entries),
-        dirs=len(directories),
-        bytes=sum(e.size for e in dump.entries),
-        bytes_read=sum(e.size for e in dump.entries),
-        warnings=list(dump.warnings),
-    )
-    return archived, dump.facts
 
 
 def _run_hooks(source: Any, phase: str, quiet: bool = False) -> None:
@@ -367,14 +307,6 @@ def _run_hooks(source: Any, phase: str, quiet: bool = False) -> None:
             last = (proc.stderr or proc.stdout).strip().splitlines()
             tail = f": {last[-1][:200]}" if last else ""
             raise SourceError(f"{phase} hook failed (exit {proc.returncode}): {command}{tail}")
-
-
-def _source_paths(source: Any) -> tuple[str, ...]:
-    if isinstance(source, FilesSource):
-        return tuple(str(p.absolute()) for p in source.paths)
-    if isinstance(source, SqliteSource):
-        return (str(source.path.absolute()),)
-    return ()
 
 
 def run_forget(

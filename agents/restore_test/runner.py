@@ -27,15 +27,8 @@ from agents.backup.repository import Repository
 from agents.backup.restorer import restore
 from agents.backup.runner import open_repository
 from agents.backup.snapshot import Snapshot
-from agents.config import (
-    Config,
-    FilesSource,
-    MysqlSource,
-    PostgresSource,
-    RandomWithin,
-    RestoreTestConfig,
-    resolve_secret,
-)
+from agents.backup.sources.registry import data_source, source_class
+from agents.config import Config, RandomWithin, RestoreTestConfig, resolve_secret
 from agents.restore_test.sandbox import LocalSandbox, new_run_id, sweep
 from agents.restore_test.verify import (
     Step,
@@ -290,7 +283,8 @@ def _test_snapshot(
     label = f"{snap.source} snapshot {snap.short_id}"
     if source is None:
         return [Step("restore", False, f"{label}: source is not in the config", 0.0)]
-    if isinstance(source, FilesSource) or snap.source_kind == "files":
+    handler = data_source(source)
+    if not handler.holds_databases or not _holds_databases(snap):
         target = sandbox.directory / snap.source
         start = time.monotonic()
         result = restore(repo, snap, target)
@@ -320,12 +314,7 @@ def _test_snapshot(
     for database in sorted(snap.facts.get("databases", {})):
         checkpoint()
         start = time.monotonic()
-        if isinstance(source, PostgresSource):
-            target = sandbox.postgres_target()
-        elif isinstance(source, MysqlSource):
-            target = sandbox.mysql_target()
-        else:
-            target = str(sandbox.directory / f"{snap.source}-{database}")
+        target = handler.scratch_target(sandbox, f"{snap.source}-{database}")
         recovery = restore_database(
             repo, snap, database, target, source, sandbox.directory / ".work", create=True
         )
@@ -335,12 +324,12 @@ def _test_snapshot(
             f"{label} {database}: "
             + ("facts match" if recovery.ok else "; ".join(recovery.problems[:3])),
             time.monotonic() - start,
-            {"tables": len(recovery.actual.get("tables", {}))},
+            {"tables": len(recovery.actual.tables)},
         )
         steps.append(step)
         if not step.ok:
             return steps
-        if plan.verify.sql and isinstance(source, PostgresSource):
+        if plan.verify.sql and handler.accepts_sql_assertions:
             password = resolve_secret(file=plan.sandbox.postgres_password_file)
             sql = run_sql_assertions(target, password, plan.verify.sql, 300)
             sql.summary = f"{label} {database}: {sql.summary}"
@@ -348,3 +337,12 @@ def _test_snapshot(
             if not sql.ok:
                 return steps
     return steps
+
+
+def _holds_databases(snap: Snapshot) -> bool:
+    """Whether the snapshot's own kind restores database by database (a snapshot taken
+    while the source was of another kind is restored as what it is)."""
+    try:
+        return source_class(snap.source_kind).holds_databases
+    except BackupError:
+        return True

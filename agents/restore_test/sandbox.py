@@ -8,6 +8,7 @@ for a validation window carries a `keep-until` marker and is swept after it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agents.backup.errors import BackupError
+from agents.backup.sources.registry import kinds, source_class
 from agents.config import Sandbox
 from agents.units import format_size
 
@@ -30,11 +32,14 @@ class SandboxError(BackupError):
 
 
 def new_run_id() -> str:
+    """A run ID: the start time, sortable, and a random suffix."""
     return datetime.now(UTC).strftime("%Y%m%dt%H%M%S") + secrets.token_hex(2)
 
 
 @dataclass
 class LocalSandbox:
+    """One run's scratch directory and scratch databases on this host."""
+
     config: Sandbox
     run_id: str
     databases: list[tuple[str, str]] = field(default_factory=list)
@@ -55,24 +60,12 @@ class LocalSandbox:
             )
         self.directory.mkdir()
 
-    def database_name(self) -> str:
+    def new_database(self, kind: str) -> str:
+        """A fresh scratch database name, dropped at teardown by its kind."""
         name = f"{DB_PREFIX}{self.run_id}_{len(self.databases)}"
-        return re.sub(r"[^a-z0-9_]", "_", name.lower())[:63]
-
-    def postgres_target(self) -> str:
-        if not self.config.postgres_dsn:
-            raise SandboxError("restore_test.sandbox.postgres_dsn is needed to test PostgreSQL")
-        from agents.backup.sources.postgres import with_database
-
-        name = self.database_name()
-        self.databases.append(("postgres", name))
-        return with_database(self.config.postgres_dsn, name)
-
-    def mysql_target(self) -> str:
-        host = self.config.mysql_host or "127.0.0.1"
-        name = self.database_name()
-        self.databases.append(("mysql", name))
-        return f"mysql://{self.config.mysql_user}@{host}:{self.config.mysql_port}/{name}"
+        name = re.sub(r"[^a-z0-9_]", "_", name.lower())[:63]
+        self.databases.append((kind, name))
+        return name
 
     def keep_until(self, until: datetime) -> None:
         (self.directory / KEEP_MARKER).write_text(until.isoformat())
@@ -123,57 +116,17 @@ def sweep(config: Sandbox, now: datetime | None = None) -> list[str]:
 
 def _scratch_databases(config: Sandbox) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
-    if config.postgres_dsn:
-        try:
-            import psycopg
-
-            from agents.config import resolve_secret
-
-            password = resolve_secret(file=config.postgres_password_file)
-            with psycopg.connect(config.postgres_dsn, password=password, connect_timeout=5) as c:
-                rows = c.execute(
-                    "SELECT datname FROM pg_database WHERE datname LIKE %s", (DB_PREFIX + "%",)
-                ).fetchall()
-            found += [("postgres", r[0]) for r in rows]
-        except Exception:
-            pass
-    if config.mysql_host:
-        try:
-            with _mysql(config) as conn, conn.cursor() as cur:
-                cur.execute("SHOW DATABASES LIKE %s", (DB_PREFIX + "%",))
-                found += [("mysql", r[0]) for r in cur.fetchall()]
-        except Exception:
-            pass
+    for kind in kinds():
+        with contextlib.suppress(Exception):  # a server that is down now is swept next time
+            names = source_class(kind).scratch_databases(config, DB_PREFIX)
+            found += [(kind, name) for name in names]
     return found
 
 
 def _drop(config: Sandbox, kind: str, name: str) -> None:
     if not name.startswith(DB_PREFIX):
         raise SandboxError(f"refusing to drop {name}: not a sandbox database")
-    if kind == "postgres":
-        from agents.backup.sources.postgres import drop_database
-        from agents.config import resolve_secret
-
-        assert config.postgres_dsn is not None
-        drop_database(config.postgres_dsn, name, resolve_secret(file=config.postgres_password_file))
-    else:
-        with _mysql(config) as conn, conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-
-
-def _mysql(config: Sandbox):  # type: ignore[no-untyped-def]
-    import pymysql
-
-    kwargs = {
-        "host": config.mysql_host or "127.0.0.1",
-        "port": config.mysql_port,
-        "user": config.mysql_user,
-        "connect_timeout": 5,
-        "autocommit": True,
-    }
-    if config.mysql_option_file:
-        kwargs["read_default_file"] = str(config.mysql_option_file)
-    return pymysql.connect(**kwargs)
+    source_class(kind).drop_scratch(config, name)
 
 
 def remove_tree(path: Path) -> None:

@@ -3,8 +3,9 @@
 - data: a rolling subset of packs is downloaded and verified whole, oldest-checked
   first, within a daily byte budget, so every pack is read at least once every
   `full_every`; coverage is the share of packs verified within that window;
-- files: every restored file is chunked again with the repository's chunker and its
-  chunk IDs compared with the snapshot's, which proves content, size and order;
+- files: every restored file is chunked again as the repository chunks (its
+  `chunker_for`) and its chunk IDs compared with the snapshot's, which proves
+  content, size and order;
 - databases: the dump restored into a scratch database has the row counts and
   schema fingerprint recorded at backup time;
 - assertions: SQL queries that must return true, commands that must exit 0.
@@ -22,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from pyfastcdc import FastCDC
 
 from agents.backup.checker import blobs_by_pack, read_pack
-from agents.backup.repository import CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, Repository
+from agents.backup.repository import Repository
 from agents.backup.snapshot import Snapshot
 from agents.config import CommandAssertion, DataVerify
 from agents.state import StateDB
@@ -53,8 +53,7 @@ class Step:
 def verify_files(repo: Repository, snapshot: Snapshot, root: Path) -> Step:
     """Restored files equal the manifest: count, bytes, and chunk by chunk content."""
     start = time.monotonic()
-    seed = repo.crypto.master.chunker_seed
-    chunker = FastCDC(CHUNK_AVG, min_size=CHUNK_MIN, max_size=CHUNK_MAX, seed=seed)
+    chunker = repo.chunker_for("files")  # cut as the backup did, so chunk IDs compare
     files = total = 0
     problems: list[str] = []
     for entry in repo.read_tree(snapshot):

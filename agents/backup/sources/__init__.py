@@ -1,9 +1,8 @@
-"""Database sources: each dumps consistently into the repository and records facts.
+"""Data sources: one module per kind (files, postgres, mysql, sqlite), one protocol.
 
-Every source module offers the same two functions (borgmatic's uniform hooks):
-
-    backup(source, store, workdir) -> SourceDump   dump every database through `store`
-    inspect(source_kind, target)   -> facts        the same facts, read from a live database
+Each kind's module offers a `DataSource` (see `base`), found by kind through
+`registry.data_source(config_source)`; this package holds what the database kinds
+share: dumping through `store`, and the facts they record.
 
 `store(path, stream)` chunks a byte stream into the repository and returns its tree
 entry, byte count and SHA-256, so dumps go straight from the dump tool's stdout into
@@ -21,7 +20,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from agents.backup.errors import BackupError
@@ -34,6 +33,8 @@ class SourceError(BackupError):
 
 @dataclass(frozen=True)
 class Stored:
+    """One stream stored in the repository: its tree entry, byte count and SHA-256."""
+
     entry: TreeEntry
     size: int
     sha256: str
@@ -42,11 +43,93 @@ class Stored:
 Store = Callable[[str, IO[bytes]], Stored]
 
 
+@dataclass(frozen=True)
+class DumpFacts:
+    """Where a database's dump is in the snapshot tree, its size, hash and format."""
+
+    bytes: int
+    sha256: str | None  # None for a dump stored as several files (pg_dump directory)
+    path: str
+    format: str
+
+
+@dataclass(frozen=True)
+class DatabaseFacts:
+    """What one database held at backup time (or holds once restored): row counts per
+    table, estimated ones flagged, the schema fingerprint, and the dump when recorded.
+
+    Stored in the snapshot manifest as the same JSON object as ever (`to_dict`), and
+    read back from any snapshot, old ones included (`from_dict`)."""
+
+    tables: dict[str, int] = field(default_factory=dict)
+    estimated_tables: tuple[str, ...] = ()
+    schema_fingerprint: str | None = None
+    content_sha256: str | None = None  # SQLite: the database file's own hash
+    dump: DumpFacts | None = None
+
+    def with_dump(self, dump: DumpFacts) -> DatabaseFacts:
+        """The same facts with the dump that was stored recorded."""
+        return replace(self, dump=dump)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's JSON object for this database (keys in their historic order)."""
+        data: dict[str, Any] = {
+            "tables": dict(self.tables),
+            "estimated_tables": list(self.estimated_tables),
+            "schema_fingerprint": self.schema_fingerprint,
+        }
+        if self.content_sha256 is not None:
+            data["content_sha256"] = self.content_sha256
+        if self.dump is not None:
+            data |= {
+                "dump_bytes": self.dump.bytes,
+                "dump_sha256": self.dump.sha256,
+                "dump_path": self.dump.path,
+                "format": self.dump.format,
+            }
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatabaseFacts:
+        """Facts as a snapshot manifest holds them; missing keys read as unknown."""
+        dump = None
+        if "dump_path" in data:
+            dump = DumpFacts(
+                bytes=int(data.get("dump_bytes") or 0),
+                sha256=data.get("dump_sha256"),
+                path=str(data["dump_path"]),
+                format=str(data.get("format", "")),
+            )
+        return cls(
+            tables={str(k): int(v) for k, v in (data.get("tables") or {}).items()},
+            estimated_tables=tuple(str(t) for t in data.get("estimated_tables") or ()),
+            schema_fingerprint=data.get("schema_fingerprint"),
+            content_sha256=data.get("content_sha256"),
+            dump=dump,
+        )
+
+    @classmethod
+    def of_snapshot(cls, facts: dict[str, Any], database: str) -> DatabaseFacts:
+        """The recorded facts of `database` in a snapshot's facts (empty when absent)."""
+        return cls.from_dict((facts.get("databases") or {}).get(database) or {})
+
+
 @dataclass
 class SourceDump:
+    """What a database kind's dump produced: tree entries, facts per database, warnings."""
+
     entries: list[TreeEntry] = field(default_factory=list)
-    facts: dict[str, Any] = field(default_factory=dict)
+    server_version: str = ""
+    databases: dict[str, DatabaseFacts] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+
+    def facts(self, kind: str) -> dict[str, Any]:
+        """The snapshot's `facts` for this dump, as manifests have always held them."""
+        return {
+            "kind": kind,
+            "server_version": self.server_version,
+            "databases": {name: f.to_dict() for name, f in self.databases.items()},
+        }
 
 
 class TapReader:
@@ -135,16 +218,16 @@ def schema_fingerprint(schema_sql: str, ignore: tuple[str, ...] = ()) -> str:
     return hashlib.sha256("\n".join(sorted(statements)).encode()).hexdigest()
 
 
-def compare_facts(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+def compare_facts(expected: DatabaseFacts, actual: DatabaseFacts) -> list[str]:
     """Differences between recorded and observed facts of one database, one line each.
 
     Row counts flagged as estimates are not compared exactly."""
     problems = []
-    if expected.get("schema_fingerprint") != actual.get("schema_fingerprint"):
+    if expected.schema_fingerprint != actual.schema_fingerprint:
         problems.append("schema fingerprint differs")
-    want = expected.get("tables", {})
-    have = actual.get("tables", {})
-    estimated = set(expected.get("estimated_tables", ()))
+    want = expected.tables
+    have = actual.tables
+    estimated = set(expected.estimated_tables)
     for table in sorted(set(want) | set(have)):
         if table not in have:
             problems.append(f"table {table} is missing")

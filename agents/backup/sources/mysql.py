@@ -18,11 +18,15 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pymysql
 
+from agents.backup.errors import BackupError
 from agents.backup.sources import (
+    DatabaseFacts,
+    DumpFacts,
     SourceDump,
     SourceError,
     Store,
@@ -31,7 +35,8 @@ from agents.backup.sources import (
     dump_process,
     schema_fingerprint,
 )
-from agents.config import MysqlSource, resolve_secret
+from agents.backup.sources.base import DatabaseSource, Dump, RestoreOptions, ScratchSpace
+from agents.config import MysqlSource, Sandbox, resolve_secret
 
 _SYSTEM = ("information_schema", "performance_schema", "mysql", "sys")
 _STRING = re.compile(rb"'(?:[^'\\]|\\.)*'", re.DOTALL)
@@ -82,12 +87,12 @@ class RowCounter:
 
 
 def backup(source: MysqlSource, store: Store, workdir: Path) -> SourceDump:
+    """Dump every database of the source, counting rows from the dump as it passes."""
     what = f"mysql {source.name}"
     result = SourceDump()
     with _client(source, what) as conn:
-        server_version = conn.get_server_info()
+        result.server_version = conn.get_server_info()
         databases = _databases(conn, source)
-    result.facts = {"kind": "mysql", "server_version": server_version, "databases": {}}
     tool = _dump_tool()
     with option_file(source, workdir) as options:
         for database in databases:
@@ -107,19 +112,15 @@ def backup(source: MysqlSource, store: Store, workdir: Path) -> SourceDump:
                 stored = store(f"{database}.sql", TapReader(stream, [counter.feed]))
             schema = _schema_sql(tool, options, database, f"{what} ({database})")
             result.entries.append(stored.entry)
-            result.facts["databases"][database] = {
-                "tables": counter.finish(),
-                "estimated_tables": [],
-                "schema_fingerprint": schema_fingerprint(_AUTO_INCREMENT.sub("", schema)),
-                "dump_bytes": stored.size,
-                "dump_sha256": stored.sha256,
-                "dump_path": stored.entry.path,
-                "format": "sql",
-            }
+            result.databases[database] = DatabaseFacts(
+                tables=counter.finish(),
+                schema_fingerprint=schema_fingerprint(_AUTO_INCREMENT.sub("", schema)),
+                dump=DumpFacts(stored.size, stored.sha256, stored.entry.path, "sql"),
+            )
     return result
 
 
-def inspect(source: MysqlSource, database: str, workdir: Path) -> dict[str, Any]:
+def inspect(source: MysqlSource, database: str, workdir: Path) -> DatabaseFacts:
     """Facts of a live database (a restored copy), computed like those at backup time."""
     what = f"mysql {source.name}"
     with _client(source, what, database) as conn, conn.cursor() as cur:
@@ -134,11 +135,9 @@ def inspect(source: MysqlSource, database: str, workdir: Path) -> dict[str, Any]
             tables[table] = int(cur.fetchone()[0])
     with option_file(source, workdir) as options:
         schema = _schema_sql(_dump_tool(), options, database, what)
-    return {
-        "tables": tables,
-        "estimated_tables": [],
-        "schema_fingerprint": schema_fingerprint(_AUTO_INCREMENT.sub("", schema)),
-    }
+    return DatabaseFacts(
+        tables=tables, schema_fingerprint=schema_fingerprint(_AUTO_INCREMENT.sub("", schema))
+    )
 
 
 def restore_dump(source: MysqlSource, stream: Any, database: str, workdir: Path) -> None:
@@ -185,6 +184,7 @@ def prepare_database(source: MysqlSource, name: str, create: bool, force: bool) 
 
 
 def drop_database(source: MysqlSource, name: str) -> None:
+    """Drop a database if it exists."""
     with _client(source, "mysql") as conn, conn.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS `{name.replace('`', '``')}`")
 
@@ -237,6 +237,7 @@ def _client(source: MysqlSource, what: str, database: str | None = None) -> Iter
 
 
 def connection_problem(exc: pymysql.err.OperationalError, source: MysqlSource) -> str:
+    """A pymysql connection error as one short line."""
     where = f"{source.host}:{source.port}"
     code = exc.args[0] if exc.args else 0
     if code == 1045:
@@ -286,3 +287,70 @@ def _schema_sql(tool: str, options: str, database: str, what: str) -> str:
 
 def _name(raw: bytes) -> str:
     return raw.decode().replace("``", "`")
+
+
+class MysqlDataSource(DatabaseSource):
+    """A `kind: mysql` source (MySQL and MariaDB): a dump per database, fed back to the
+    mysql client against a target `mysql://USER@HOST:PORT/DATABASE`."""
+
+    kind: ClassVar[str] = "mysql"
+
+    def dump(self, store: Store, workdir: Path) -> SourceDump:
+        return backup(self.config, store, workdir)
+
+    def restore(
+        self, dump: Dump, target: str, workdir: Path, options: RestoreOptions
+    ) -> DatabaseFacts:
+        """Feed the dump into the target database (prepared as the options say) on the
+        server the URL names (the source's own by default), then read its facts."""
+        source = self.config
+        parts = urlsplit(target)
+        name = parts.path.lstrip("/")
+        if parts.scheme not in ("mysql", "mariadb") or not name:
+            raise BackupError("--to must be mysql://USER@HOST:PORT/DATABASE")
+        server = source.model_copy(
+            update={
+                "host": parts.hostname or source.host,
+                "port": parts.port or source.port,
+                "user": parts.username or source.user,
+            }
+        )
+        prepare_database(server, name, options.create, options.force)
+        restore_dump(server, dump.stream(), name, workdir)
+        return inspect(server, name, workdir)
+
+    def scratch_target(self, space: ScratchSpace, label: str) -> str:
+        config = space.config
+        host = config.mysql_host or "127.0.0.1"
+        name = space.new_database(self.kind)
+        return f"mysql://{config.mysql_user}@{host}:{config.mysql_port}/{name}"
+
+    @classmethod
+    def scratch_databases(cls, config: Sandbox, prefix: str) -> list[str]:
+        if not config.mysql_host:
+            return []
+        with _sandbox_client(config) as conn, conn.cursor() as cur:
+            cur.execute("SHOW DATABASES LIKE %s", (prefix + "%",))
+            return [r[0] for r in cur.fetchall()]
+
+    @classmethod
+    def drop_scratch(cls, config: Sandbox, name: str) -> None:
+        with _sandbox_client(config) as conn, conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def _sandbox_client(config: Sandbox) -> Any:
+    """A connection to the restore test sandbox's MySQL server."""
+    kwargs: dict[str, Any] = {
+        "host": config.mysql_host or "127.0.0.1",
+        "port": config.mysql_port,
+        "user": config.mysql_user,
+        "connect_timeout": 5,
+        "autocommit": True,
+    }
+    if config.mysql_option_file:
+        kwargs["read_default_file"] = str(config.mysql_option_file)
+    return pymysql.connect(**kwargs)
+
+
+SOURCE = MysqlDataSource

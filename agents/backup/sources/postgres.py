@@ -17,12 +17,15 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from agents.backup.errors import BackupError
 from agents.backup.sources import (
+    DatabaseFacts,
+    DumpFacts,
     SourceDump,
     SourceError,
     Store,
@@ -30,12 +33,14 @@ from agents.backup.sources import (
     dump_process,
     schema_fingerprint,
 )
-from agents.config import PostgresSource, resolve_secret
+from agents.backup.sources.base import DatabaseSource, Dump, RestoreOptions, ScratchSpace
+from agents.config import PostgresSource, Sandbox, resolve_secret
 
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 
 
 def backup(source: PostgresSource, store: Store, workdir: Path) -> SourceDump:
+    """Dump every database of the source (and the globals) with facts from its snapshot."""
     password = resolve_secret(source.password, source.password_file)
     what = f"postgres {source.name}"
     result = SourceDump()
@@ -44,11 +49,7 @@ def backup(source: PostgresSource, store: Store, workdir: Path) -> SourceDump:
         _check_pg_dump(source, server_version, what)
         databases = _databases(conn, source)
     env = _env(password)
-    result.facts = {
-        "kind": "postgres",
-        "server_version": _version_text(server_version),
-        "databases": {},
-    }
+    result.server_version = _version_text(server_version)
     for database in databases:
         dsn = with_database(source.dsn, database)
         with _connect(dsn, password, what) as conn:
@@ -65,18 +66,18 @@ def backup(source: PostgresSource, store: Store, workdir: Path) -> SourceDump:
             facts = table_facts(conn, source.exact_counts_below_rows)
             conn.execute("COMMIT")
         result.entries += [s.entry for s in stored]
-        result.facts["databases"][database] = {
-            **facts,
-            "schema_fingerprint": schema_fingerprint(schema),
-            "dump_bytes": sum(s.size for s in stored),
-            "dump_sha256": stored[0].sha256 if source.format == "custom" else None,
-            "dump_path": (
-                stored[0].entry.path
-                if source.format == "custom"
-                else stored[0].entry.path.rsplit("/", 1)[0]
+        custom = source.format == "custom"
+        result.databases[database] = DatabaseFacts(
+            tables=facts["tables"],
+            estimated_tables=tuple(facts["estimated_tables"]),
+            schema_fingerprint=schema_fingerprint(schema),
+            dump=DumpFacts(
+                bytes=sum(s.size for s in stored),
+                sha256=stored[0].sha256 if custom else None,
+                path=stored[0].entry.path if custom else stored[0].entry.path.rsplit("/", 1)[0],
+                format=source.format,
             ),
-            "format": source.format,
-        }
+        )
     if source.globals:
         argv = [_tool(source, "pg_dumpall"), f"--dbname={source.dsn}", "--globals-only"]
         try:
@@ -87,9 +88,7 @@ def backup(source: PostgresSource, store: Store, workdir: Path) -> SourceDump:
     return result
 
 
-def inspect(
-    dsn: str, password: str | None = None, pg_bin_dir: Path | None = None
-) -> dict[str, Any]:
+def inspect(dsn: str, password: str | None = None, pg_bin_dir: Path | None = None) -> DatabaseFacts:
     """Facts of a live database (a restored copy), computed like those at backup time."""
     with _connect(dsn, password, "postgres") as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -99,7 +98,11 @@ def inspect(
         schema = _schema_sql(base, _env(password), "postgres")
         facts = table_facts(conn, exact_below=None)
         conn.execute("COMMIT")
-    return {**facts, "schema_fingerprint": schema_fingerprint(schema)}
+    return DatabaseFacts(
+        tables=facts["tables"],
+        estimated_tables=tuple(facts["estimated_tables"]),
+        schema_fingerprint=schema_fingerprint(schema),
+    )
 
 
 def restore_dump(
@@ -150,6 +153,7 @@ def prepare_database(
 
 
 def drop_database(admin_dsn: str, name: str, password: str | None) -> None:
+    """Drop a database, closing its connections."""
     with _connect(admin_dsn, password, "postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{_ident(name)}" WITH (FORCE)')
 
@@ -278,3 +282,61 @@ def _version_text(version: int) -> str:
 
 def _ident(name: str) -> str:
     return name.replace('"', '""')
+
+
+class PostgresDataSource(DatabaseSource):
+    """A `kind: postgres` source: pg_dump per database, pg_restore into a target DSN."""
+
+    kind: ClassVar[str] = "postgres"
+    accepts_sql_assertions: ClassVar[bool] = True
+
+    def dump(self, store: Store, workdir: Path) -> SourceDump:
+        return backup(self.config, store, workdir)
+
+    def restore(
+        self, dump: Dump, target: str, workdir: Path, options: RestoreOptions
+    ) -> DatabaseFacts:
+        """pg_restore into the database `target` names (prepared as the options say),
+        then read the restored copy's facts."""
+        source = self.config
+        password = resolve_secret(source.password, source.password_file)
+        name = urlsplit(target).path.lstrip("/") if "://" in target else ""
+        if not name:
+            raise BackupError(f"--to must name the target database, e.g. postgresql://host/{name}")
+        admin = with_database(target, "postgres")
+        prepare_database(admin, name, password, options.create, options.force)
+        with tempfile.TemporaryDirectory(prefix="restore-", dir=workdir) as tmp:
+            if len(dump.entries) == 1:
+                path = Path(tmp) / "dump.pgdump"
+                dump.write(dump.entries[0], path)
+            else:
+                path = Path(tmp) / "dump"
+                path.mkdir()
+                for entry in dump.entries:
+                    dump.write(entry, path / entry.path.rsplit("/", 1)[-1])
+            restore_dump(path, target, password, options.jobs, source.pg_bin_dir)
+        return inspect(target, password, source.pg_bin_dir)
+
+    def scratch_target(self, space: ScratchSpace, label: str) -> str:
+        if not space.config.postgres_dsn:
+            raise SourceError("restore_test.sandbox.postgres_dsn is needed to test PostgreSQL")
+        return with_database(space.config.postgres_dsn, space.new_database(self.kind))
+
+    @classmethod
+    def scratch_databases(cls, config: Sandbox, prefix: str) -> list[str]:
+        if not config.postgres_dsn:
+            return []
+        password = resolve_secret(file=config.postgres_password_file)
+        with psycopg.connect(config.postgres_dsn, password=password, connect_timeout=5) as conn:
+            rows = conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    @classmethod
+    def drop_scratch(cls, config: Sandbox, name: str) -> None:
+        assert config.postgres_dsn is not None
+        drop_database(config.postgres_dsn, name, resolve_secret(file=config.postgres_password_file))
+
+
+SOURCE = PostgresDataSource
