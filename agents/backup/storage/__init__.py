@@ -2,7 +2,8 @@
 
 The repository knows nothing of S3 or directories; a backend knows nothing of packs
 or snapshots. Both backends pass the same test suite (tests/integration/test_storage.py).
-The repository URL picks the backend: `/path` or `file:///path` (local), `s3://bucket/prefix`.
+The repository URL picks the backend: `/path` or `file:///path` (local), `s3://bucket/prefix`;
+S3 comes wrapped in `RetryingStorage` (storage/retry.py), which retries its transient failures.
 """
 
 from __future__ import annotations
@@ -57,18 +58,30 @@ class Storage(Protocol):
         """Size of one object; raises NotFound."""
         ...
 
+    def retention(self, key: str) -> datetime | None:
+        """Until when the object is locked against deletion (S3 Object Lock), None if not."""
+        ...
+
+    def delete_versions(self, keys: list[str]) -> None:
+        """Remove every stored version of the keys (a versioned bucket keeps old ones)."""
+        ...
+
     def leftovers(self) -> list[str]:
         """Incomplete uploads a failed run left behind (multipart uploads on S3)."""
         ...
 
 
 def open_storage(url: str, s3: S3Config | None = None) -> Storage:
-    """The backend for a repository URL."""
+    """The backend for a repository URL; S3 with its requests retried (`max_attempts`).
+
+    The local backend is not wrapped: none of its failures is transient."""
     if url.startswith("s3://"):
+        from agents.backup.storage.retry import RetryingStorage
         from agents.backup.storage.s3 import S3Storage
 
         bucket, _, prefix = url[5:].partition("/")
-        return S3Storage(bucket, prefix.strip("/"), s3 or S3Config())
+        config = s3 or S3Config()
+        return RetryingStorage(S3Storage(bucket, prefix.strip("/"), config), config.max_attempts)
     from agents.backup.storage.local import LocalStorage
 
     path = url[7:] if url.startswith("file://") else url

@@ -83,6 +83,13 @@ class LocalStorage:
         except FileNotFoundError:
             raise NotFound(f"{self.url}: {key} does not exist") from None
 
+    def retention(self, key: str) -> datetime | None:
+        """Never locked: a directory has no object lock."""
+        return None
+
+    def delete_versions(self, keys: list[str]) -> None:
+        """Nothing to do: a directory keeps no old versions."""
+
     def leftovers(self) -> list[str]:
         if not self.root.is_dir():
             return []
