@@ -23,8 +23,8 @@ from rich.table import Table
 
 from agents.audit import whoami
 from agents.config import Inventory, inventory_path, load_inventory
-from agents.fleet.runner import HostResult, last_line, opsagent_command, run_on, select
-from agents.fleet.ssh import FleetError, Target, fetch_host_key, fingerprint, targets
+from agents.fleet.runner import FleetError, HostResult, last_line, opsagent_command, run_on, select
+from agents.ssh import Target, fetch_host_key, fingerprint, targets
 from agents.state import StateDB
 from agents.units import format_duration
 
