@@ -11,7 +11,13 @@ import pytest
 from agents.backup.errors import NotFound, StorageError
 from agents.backup.storage import ObjectInfo, ObjectKind, open_storage
 from agents.backup.storage.local import LocalStorage
-from agents.backup.storage.retry import RetryingStorage, backoff, is_transient, transient
+from agents.backup.storage.retry import (
+    RetryingStorage,
+    backoff,
+    is_transient,
+    retry_call,
+    transient,
+)
 
 
 class Flaky:
@@ -118,6 +124,20 @@ def test_a_listing_cut_short_resumes_without_duplicates() -> None:
     listed = [info.key for info in RetryingStorage(inner, attempts=3).list("")]
     assert listed == ["a", "b", "c"]
     assert inner.calls == 3
+
+
+def test_a_retried_request_is_not_retried_again_around_it() -> None:
+    calls = 0
+
+    def request() -> None:
+        nonlocal calls
+        calls += 1
+        raise transient(StorageError("store: cannot read x: SlowDown"))
+
+    with pytest.raises(StorageError) as info:
+        retry_call(lambda: retry_call(request, 3), 4)
+    assert calls == 3, "attempts never multiply"
+    assert not is_transient(info.value)
 
 
 def test_backoff_grows_and_is_capped() -> None:

@@ -90,7 +90,7 @@ def _client(config: S3Config, key_id: str | None, secret: str | None) -> Any:
                 aws_access_key_id=key_id,
                 aws_secret_access_key=secret,
                 config=botocore.config.Config(
-                    # every retry is ours (RetryingStorage), so attempts do not multiply
+                    # every retry is ours (storage/retry.py), so attempts do not multiply
                     retries={"total_max_attempts": 1, "mode": "standard"},
                     connect_timeout=config.connect_timeout.total_seconds(),
                     read_timeout=config.read_timeout.total_seconds(),
@@ -159,8 +159,8 @@ class S3Storage:
         return self._call(f"read {key}", read)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        # Paged by hand, every page read; a failed page fails the listing, which
-        # RetryingStorage starts again, skipping the keys already given.
+        # Paged by hand: each page's request is retried on its own (`_request`), so a
+        # retry resumes at its page, never truncates the listing.
         args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
         while True:
             page = self._request(f"list {prefix}", lambda: self.client.list_objects_v2(**args))
