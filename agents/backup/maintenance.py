@@ -238,11 +238,8 @@ def _referenced_blobs(repo: Repository, report: PruneReport) -> set[bytes]:
 
 def _locked(storage: Storage, key: str) -> bool:
     """True when the object's Object Lock retention has not expired."""
-    retention = getattr(storage, "retention", None)
-    if retention is None:
-        return False
     try:
-        until = retention(key)
+        until = storage.retention(key)
     except StorageError:
         return False
     return until is not None and until > datetime.now(UTC)
@@ -259,6 +256,5 @@ def delete_objects(
         storage.delete(keys)
     except StorageError as exc:
         raise BackupError(f"{command} stopped, the repository is intact: {exc}") from None
-    delete_versions = getattr(storage, "delete_versions", None)
-    if old_versions and delete_versions is not None:
-        delete_versions(keys)
+    if old_versions:
+        storage.delete_versions(keys)

@@ -23,7 +23,7 @@ from agents.units import format_duration
 
 if TYPE_CHECKING:
     from agents.fleet.runner import HostResult
-    from agents.fleet.ssh import Target
+    from agents.ssh import Target
 
 inventory_option = click.option(
     "--inventory",
@@ -403,7 +403,7 @@ def fleet_trust(inventory_file: Path | None, host: str) -> None:
     """Fetch and print HOST's key for a person to verify and add to known_hosts
     (nothing is written: compare the fingerprint with the host's console first)."""
     from agents.fleet.commands import presented_key
-    from agents.fleet.ssh import fingerprint
+    from agents.ssh import fingerprint
 
     inventory = _inventory(inventory_file)
     target, key = presented_key(inventory, host)

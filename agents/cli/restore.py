@@ -10,11 +10,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from agents.audit import action as audit_action
 from agents.cli.common import EXIT_FAILED, EXIT_OK, backup_config, config_option, json_option, load
 from agents.cli.render import print_json, progress_bar
-from agents.config import Config, redact_url
-from agents.errors import OpsagentError
+from agents.config import Config
 
 
 @click.command("restore")
@@ -62,47 +60,38 @@ def restore_cmd(
     path, reason, written_as); exit 1. A damaged part of the file list (tree) is
     listed as damaged too, and every entry in the readable parts is restored.
     """
-    from agents.backup.restorer import plan, restore
-    from agents.backup.runner import open_repository
+    from agents.backup.restore import FilesPlan, FilesRestored, RestoreRequest, run_restore
     from agents.backup.snapshot import shown
 
     config = load(ctx, config_file)
-    repo = open_repository(backup_config(config))
-    snap = repo.find_snapshot(snapshot, source=source)
-    for damaged_id in repo.damaged_snapshots if snapshot == "latest" else ():
-        click.echo(
-            f"warning: snapshot {damaged_id[:8]} is damaged and was not considered for"
-            f" `latest` (it may be newer than {snap.short_id})",
-            err=True,
-        )
-    if database is not None:
-        _restore_database(
-            ctx, config, repo, snap, database, target, create, force, jobs, dry_run, as_json
-        )
+    backup_config(config)
+    request = RestoreRequest(
+        snapshot, target, source, include, database, create, force, jobs, overwrite, dry_run
+    )
+    outcome = run_restore(
+        config,
+        request,
+        warn=lambda line: click.echo(line, err=True),
+        progress=lambda total: progress_bar("restore", total=total, enabled=not as_json),
+    )
+    if not isinstance(outcome, FilesPlan | FilesRestored):
+        _restore_database(ctx, config, outcome, as_json)
         return
-    if dry_run:
-        entries = plan(repo, snap, list(include) or None)
-        total = sum(e.size for e in entries)
+    snap = outcome.snapshot
+    if isinstance(outcome, FilesPlan):
         if as_json:
-            print_json({"snapshot": snap.id, "entries": len(entries), "bytes": total})
-        else:
-            for e in entries:
-                click.echo(f"{e.type:8} {e.size:>12} {shown(e.path)}")
-            click.echo(f"{len(entries)} entries, {total} bytes from snapshot {snap.short_id}")
-        return
-    directory = Path(target)
-    with (
-        audit_action(config.state_db, "restore files", str(directory), snapshot=snap.id) as audit,
-        repo.lock(exclusive=False),
-        progress_bar("restore", total=snap.stats.get("bytes"), enabled=not as_json) as advance,
-    ):
-        result = restore(repo, snap, directory, list(include) or None, overwrite, advance)
-        audit |= {"files": result.files, "bytes": result.bytes}
-        if result.refused or result.errors or result.damaged:
-            audit["outcome"] = (
-                f"{len(result.refused)} refused, {len(result.errors)} errors,"
-                f" {len(result.damaged)} damaged"
+            print_json(
+                {"snapshot": snap.id, "entries": len(outcome.entries), "bytes": outcome.bytes}
             )
+        else:
+            for e in outcome.entries:
+                click.echo(f"{e.type:8} {e.size:>12} {shown(e.path)}")
+            click.echo(
+                f"{len(outcome.entries)} entries, {outcome.bytes} bytes"
+                f" from snapshot {snap.short_id}"
+            )
+        return
+    directory, result = outcome.directory, outcome.result
     data = {
         "snapshot": snap.id,
         "target": str(directory),
@@ -136,41 +125,22 @@ def restore_cmd(
         for damaged in result.damaged:
             where = shown(damaged.written_as) if damaged.written_as else "not written"
             click.echo(f"damaged ({where}): {shown(damaged.path)}: {damaged.reason}", err=True)
-    failed = result.refused or result.errors or result.damaged
-    ctx.exit(EXIT_FAILED if failed else EXIT_OK)
+    ctx.exit(EXIT_FAILED if outcome.failed else EXIT_OK)
 
 
-def _restore_database(
-    ctx: click.Context,
-    config: Config,
-    repo: Any,
-    snap: Any,
-    database: str,
-    target: str,
-    create: bool,
-    force: bool,
-    jobs: int,
-    dry_run: bool,
-    as_json: bool,
-) -> None:
-    from agents.backup.recovery import dump_entries, restore_database
+def _restore_database(ctx: click.Context, config: Config, outcome: Any, as_json: bool) -> None:
+    """Print a database restore's plan or result; exit 1 when the facts differ."""
+    from agents.backup.restore import DatabasePlan
 
-    cfg = backup_config(config)
-    source = next((s for s in cfg.sources if s.name == snap.source), None)
-    if source is None or source.kind == "files":
-        raise OpsagentError(
-            f"snapshot {snap.short_id} is of source {snap.source!r}, not a database source"
-            " in this config"
-        )
-    if dry_run:
-        entries = dump_entries(repo, snap, database)
+    snap, database, target = outcome.snapshot, outcome.database, outcome.target
+    if isinstance(outcome, DatabasePlan):
         last = _last_restore_seconds(config)
         data = {
             "snapshot": snap.id,
             "database": database,
             "target": target,
-            "dump_files": [e.path for e in entries],
-            "bytes": sum(e.size for e in entries),
+            "dump_files": [e.path for e in outcome.entries],
+            "bytes": outcome.bytes,
             "expected_seconds": last,
         }
         if as_json:
@@ -186,28 +156,11 @@ def _restore_database(
                 f" {snap.short_id} into {target}; expected time: {when}"
             )
         return
-    workdir = cfg.cache_dir or config.state_dir / "tmp"
-    where = redact_url(target)
-    with (
-        audit_action(config.state_db, "restore database", f"{database} -> {where}") as audit,
-        repo.lock(exclusive=False),
-    ):
-        recovery = restore_database(
-            repo, snap, database, target, source, workdir, create, force, jobs
-        )
-        audit |= {"snapshot": snap.id, "seconds": round(recovery.seconds, 3)}
-        audit["outcome"] = "ok" if recovery.ok else f"differs: {'; '.join(recovery.problems)}"
-    rows = []
-    for table in sorted(
-        set(recovery.expected.get("tables", {})) | set(recovery.actual.get("tables", {}))
-    ):
-        rows.append(
-            {
-                "table": table,
-                "expected": recovery.expected.get("tables", {}).get(table),
-                "restored": recovery.actual.get("tables", {}).get(table),
-            }
-        )
+    recovery = outcome.recovery
+    rows = [
+        {"table": row.table, "expected": row.expected, "restored": row.restored}
+        for row in outcome.tables
+    ]
     if as_json:
         print_json(
             {
@@ -219,8 +172,8 @@ def _restore_database(
                 "problems": recovery.problems,
                 "tables": rows,
                 "schema_fingerprint": {
-                    "expected": recovery.expected.get("schema_fingerprint"),
-                    "restored": recovery.actual.get("schema_fingerprint"),
+                    "expected": recovery.expected.schema_fingerprint,
+                    "restored": recovery.actual.schema_fingerprint,
                 },
             }
         )
@@ -237,10 +190,7 @@ def _restore_database(
                 "[green]ok[/]" if same else "[red]differs[/]",
             )
         Console().print(table)
-        same = recovery.expected.get("schema_fingerprint") == recovery.actual.get(
-            "schema_fingerprint"
-        )
-        click.echo(f"schema fingerprint: {'matches' if same else 'DIFFERS'}")
+        click.echo(f"schema fingerprint: {'matches' if outcome.schema_matches else 'DIFFERS'}")
         for problem in recovery.problems:
             click.echo(f"problem: {problem}", err=True)
     ctx.exit(EXIT_OK if recovery.ok else EXIT_FAILED)

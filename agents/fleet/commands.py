@@ -19,8 +19,8 @@ import paramiko
 from agents.audit import whoami
 from agents.config import Inventory
 from agents.fleet import upgrade
-from agents.fleet.runner import HostResult, Progress, run_on
-from agents.fleet.ssh import FleetError, Target, fetch_host_key, targets
+from agents.fleet.runner import FleetError, HostResult, Progress, run_on
+from agents.ssh import Target, fetch_host_key, targets
 from agents.state import AuditRecord, StateDB
 
 

@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from agents.config import Inventory
-from agents.fleet.ssh import FleetError, Target, close, connect, run, targets
+from agents.errors import OpsagentError
+from agents.ssh import SSHError, Target, close, connect, run, targets
+
+
+class FleetError(OpsagentError):
+    """A fleet command that cannot start as asked (a selection that names no host)."""
 
 
 @dataclass
@@ -131,7 +136,7 @@ def run_on(
             running.add(target.name)
         try:
             client = connect(target, known_hosts)
-        except FleetError as exc:
+        except SSHError as exc:
             return HostResult(
                 target.name,
                 target.address,
@@ -141,7 +146,7 @@ def run_on(
             )
         try:
             output = run(client, command_for(target), timeout, cancel)
-        except (FleetError, OSError, EOFError) as exc:
+        except (SSHError, OSError, EOFError) as exc:
             return HostResult(
                 target.name,
                 target.address,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.fleet.runner import HostResult, Progress, last_line, opsagent_command, run_on
-from agents.fleet.ssh import Target
+from agents.ssh import Target
 
 
 @dataclass

@@ -163,4 +163,3 @@ def _proc_counts(proc: str) -> tuple[int | None, int | None]:
     except (OSError, IndexError, ValueError):
         pass
     return threads, fds
-

@@ -1,8 +1,8 @@
 """The ssh sandbox: run the restore test on a dedicated sandbox host and bring back its result.
 
-The host is reached with paramiko, key authentication only, and its host key must
-already be in the configured known_hosts file: an unknown or changed key is refused,
-never added. There the same test runs in a local sandbox
+The host is reached through `agents.ssh` (the fleet's connections), key authentication
+only, and its host key must already be in the configured known_hosts file: an unknown
+or changed key is refused, never added. There the same test runs in a local sandbox
 (`opsagent restore-test run --sandbox local --json`), and its JSON result comes back
 as this run's result.
 """
@@ -17,6 +17,7 @@ from typing import Any
 
 import paramiko
 
+from agents import ssh
 from agents.config import Config, RestoreTestConfig
 from agents.results import CheckResult, Severity, Status
 
@@ -24,6 +25,8 @@ from agents.results import CheckResult, Severity, Status
 def run_remote(
     config: Config, plan: RestoreTestConfig, snapshot_ref: str | None, only_source: str | None
 ) -> CheckResult:
+    """Run the restore test on the sandbox host over SSH; its JSON result is ours, and a
+    host that cannot be reached or refused is a failed `ssh` step."""
     sandbox = plan.sandbox
     started_at = datetime.now(UTC)
     start = time.monotonic()
@@ -61,38 +64,27 @@ def run_remote(
             started_at=started_at,
         )
 
-    client = paramiko.SSHClient()
+    assert sandbox.known_hosts is not None and sandbox.host is not None
+    assert sandbox.user is not None  # the config refuses an ssh sandbox without them
+    target = ssh.Target(
+        name=where,
+        address=sandbox.host,
+        port=sandbox.port,
+        user=sandbox.user,
+        key_file=sandbox.key_file,
+        connect_timeout=30,
+    )
     try:
-        assert sandbox.known_hosts is not None and sandbox.host is not None
-        client.load_host_keys(str(sandbox.known_hosts))
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        client.connect(
-            sandbox.host,
-            port=sandbox.port,
-            username=sandbox.user,
-            key_filename=str(sandbox.key_file) if sandbox.key_file else None,
-            passphrase=None,
-            look_for_keys=False,
-            allow_agent=sandbox.key_file is None,
-            timeout=30,
-            banner_timeout=30,
-            auth_timeout=30,
-        )
-    except paramiko.BadHostKeyException as exc:
-        client.close()
+        client = ssh.connect(target, sandbox.known_hosts)
+    except ssh.HostKeyChanged as exc:
         return failed(
             f"sandbox host {where} presented a changed host key"
             f" ({exc.key.get_name()} {exc.key.fingerprint}); refused"
         )
-    except paramiko.SSHException as exc:
-        client.close()
-        text = " ".join(str(exc).split())
-        if "not found in known_hosts" in text:
-            return failed(f"sandbox host {where} is not in {sandbox.known_hosts}; refused")
-        return failed(f"sandbox host {where}: {text}")
-    except (TimeoutError, OSError) as exc:
-        client.close()
-        return failed(f"sandbox host {where}: {getattr(exc, 'strerror', None) or exc}")
+    except ssh.HostKeyUnknown:
+        return failed(f"sandbox host {where} is not in {sandbox.known_hosts}; refused")
+    except ssh.SSHError as exc:
+        return failed(f"sandbox host {where}: {exc.reason}")
     try:
         command = " ".join(shlex.quote(a) for a in argv)
         _, stdout, stderr = client.exec_command(command, timeout=plan.timeout.total_seconds())
@@ -102,7 +94,7 @@ def run_remote(
     except (TimeoutError, paramiko.SSHException, OSError) as exc:
         return failed(f"sandbox host {where}: {exc}")
     finally:
-        client.close()
+        ssh.close(client)
     try:
         data: dict[str, Any] = json.loads(out)
         result = CheckResult.from_dict(data)

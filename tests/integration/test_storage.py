@@ -177,7 +177,7 @@ def test_s3_object_lock_retention(s3_server: services.S3Server) -> None:
 def test_s3_retries_through_faults(s3_server: services.S3Server, s3_bucket: str) -> None:
     proxy = FaultProxy(s3_server.port, FaultPlan(rate=0.3, seed=7)).start()
     try:
-        storage = S3Storage(s3_bucket, "f", s3_config(proxy, max_attempts=10))
+        storage = open_storage(f"s3://{s3_bucket}/f", s3_config(proxy, max_attempts=10))
         payloads = {f"data/hh/{i}": bytes([i]) * (1000 + i) for i in range(30)}
         for key, value in payloads.items():
             storage.put(key, value, ObjectKind.DATA)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agents.backup.errors import NotFound, StorageError
-from agents.backup.storage import ObjectInfo, ObjectKind
+from agents.backup.storage.base import ObjectInfo, ObjectKind
 
 
 class LocalStorage:
@@ -82,6 +82,13 @@ class LocalStorage:
             return ObjectInfo(key, self._path(key).stat().st_size)
         except FileNotFoundError:
             raise NotFound(f"{self.url}: {key} does not exist") from None
+
+    def retention(self, key: str) -> datetime | None:
+        """Never locked: a directory has no object lock."""
+        return None
+
+    def delete_versions(self, keys: list[str]) -> None:
+        """Nothing to do: a directory keeps no old versions."""
 
     def leftovers(self) -> list[str]:
         if not self.root.is_dir():

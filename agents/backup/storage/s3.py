@@ -3,9 +3,13 @@
 Handles the field's known traps: Content-MD5 on every write (some stores demand it,
 and boto3 >= 1.36 no longer sends it), every listing paged, DeleteObjects with a
 fallback to single deletes, multipart uploads aborted on failure and listed as
-leftovers, deletes verified, cold storage classes never used for metadata, and
-retries with exponential backoff and jitter on throttling, 5xx and dropped
-connections (all in `_call`, reading the body included).
+leftovers, deletes verified, cold storage classes never used for metadata. Each
+request's failure is translated to one line in `_call`; throttling, 5xx, dropped
+connections and short bodies are marked transient, and `RetryingStorage`
+(storage/retry.py) retries the operation (one request: a small put, a get, a stat).
+An operation made of several requests (multipart upload, paged listing, delete and
+its verification, version removal) retries each request with the same policy
+(`_request`), so a late failure does not start it over.
 """
 
 from __future__ import annotations
@@ -13,9 +17,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import random
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +29,8 @@ import botocore.config
 import botocore.exceptions
 
 from agents.backup.errors import NotFound, StorageError
-from agents.backup.storage import ObjectInfo, ObjectKind
+from agents.backup.storage.base import ObjectInfo, ObjectKind
+from agents.backup.storage.retry import retry_call, transient
 from agents.config import S3Config, resolve_secret
 
 T = TypeVar("T")
@@ -87,7 +90,7 @@ def _client(config: S3Config, key_id: str | None, secret: str | None) -> Any:
                 aws_access_key_id=key_id,
                 aws_secret_access_key=secret,
                 config=botocore.config.Config(
-                    # every retry is ours (`_call`), so attempts do not multiply
+                    # every retry is ours (storage/retry.py), so attempts do not multiply
                     retries={"total_max_attempts": 1, "mode": "standard"},
                     connect_timeout=config.connect_timeout.total_seconds(),
                     read_timeout=config.read_timeout.total_seconds(),
@@ -102,6 +105,9 @@ def _client(config: S3Config, key_id: str | None, secret: str | None) -> Any:
 
 
 class S3Storage:
+    """A bucket and key prefix as a repository's storage; open it with `open_storage`,
+    which adds the retries."""
+
     def __init__(self, bucket: str, prefix: str, config: S3Config) -> None:
         self.bucket = bucket
         self.prefix = f"{prefix}/" if prefix else ""
@@ -153,10 +159,11 @@ class S3Storage:
         return self._call(f"read {key}", read)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        # Paged by hand: a retried request resumes at its page, never truncates the listing.
+        # Paged by hand: each page's request is retried on its own (`_request`), so a
+        # retry resumes at its page, never truncates the listing.
         args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
         while True:
-            page = self._call(f"list {prefix}", lambda: self.client.list_objects_v2(**args))
+            page = self._request(f"list {prefix}", lambda: self.client.list_objects_v2(**args))
             for item in page.get("Contents", []):
                 yield ObjectInfo(
                     item["Key"][len(self.prefix) :], int(item["Size"]), item.get("LastModified")
@@ -170,7 +177,7 @@ class S3Storage:
             batch = keys[start : start + 1000]
             objects = {"Objects": [{"Key": self.prefix + k} for k in batch], "Quiet": True}
             try:
-                response = self._call(
+                response = self._request(
                     f"delete {len(batch)} objects",
                     lambda o=objects: self.client.delete_objects(Bucket=self.bucket, Delete=o),
                     raw=True,
@@ -180,7 +187,7 @@ class S3Storage:
                 # a key that is really denied fails there with a one-line error
                 for error in response.get("Errors", []):
                     full = error["Key"]
-                    self._call(
+                    self._request(
                         f"delete {full.removeprefix(self.prefix)}",
                         lambda k=full: self.client.delete_object(Bucket=self.bucket, Key=k),
                     )
@@ -188,7 +195,7 @@ class S3Storage:
                 if _code(exc) in _DENIED | {"NoSuchBucket"}:
                     raise self._error(f"delete {batch[0]}", exc) from None
                 for key in batch:  # the store refuses DeleteObjects: one at a time
-                    self._call(
+                    self._request(
                         f"delete {key}",
                         lambda k=key: self.client.delete_object(
                             Bucket=self.bucket, Key=self.prefix + k
@@ -219,13 +226,13 @@ class S3Storage:
         for key in keys:
             full = self.prefix + key
             args = {"Bucket": self.bucket, "Prefix": full}
-            listing = self._call(
+            listing = self._request(
                 f"list versions of {key}", lambda a=args: self.client.list_object_versions(**a)
             )
             for version in listing.get("Versions", []) + listing.get("DeleteMarkers", []):
                 if version["Key"] != full:
                     continue
-                self._call(
+                self._request(
                     f"delete a version of {key}",
                     lambda v=version["VersionId"], k=full: self.client.delete_object(
                         Bucket=self.bucket, Key=k, VersionId=v
@@ -239,7 +246,7 @@ class S3Storage:
         """Abort every incomplete multipart upload under the prefix."""
         count = 0
         for key, upload in list(self._uploads()):
-            self._call(
+            self._request(
                 f"abort upload of {key}",
                 lambda k=key, u=upload: self.client.abort_multipart_upload(
                     Bucket=self.bucket, Key=k, UploadId=u
@@ -249,10 +256,10 @@ class S3Storage:
         return count
 
     def _uploads(self) -> Iterator[tuple[str, str]]:
-        """Incomplete multipart uploads (key, upload ID), every page, each request retried."""
+        """Incomplete multipart uploads (key, upload ID), every page."""
         args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
         while True:
-            page = self._call(
+            page = self._request(
                 "list incomplete uploads", lambda: self.client.list_multipart_uploads(**args)
             )
             for upload in page.get("Uploads", []):
@@ -287,7 +294,7 @@ class S3Storage:
 
     def _multipart(self, key: str, data: bytes, args: dict[str, Any]) -> None:
         full_key = self.prefix + key
-        upload = self._call(
+        upload = self._request(
             f"start upload of {key}",
             lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=full_key, **args),
         )
@@ -298,7 +305,7 @@ class S3Storage:
         def part(index: int) -> dict[str, Any]:
             body = data[offsets[index] : offsets[index] + size]
             md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
-            response = self._call(
+            response = self._request(
                 f"upload part {index + 1} of {key}",
                 lambda: self.client.upload_part(
                     Bucket=self.bucket,
@@ -314,7 +321,7 @@ class S3Storage:
         try:
             with ThreadPoolExecutor(max_workers=self.config.max_concurrency) as pool:
                 parts = list(pool.map(part, range(len(offsets))))
-            self._call(
+            self._request(
                 f"complete upload of {key}",
                 lambda: self.client.complete_multipart_upload(
                     Bucket=self.bucket,
@@ -325,7 +332,7 @@ class S3Storage:
             )
         except BaseException:
             with contextlib.suppress(StorageError):  # else `backup check` lists it as leftover
-                self._call(
+                self._request(
                     f"abort upload of {key}",
                     lambda: self.client.abort_multipart_upload(
                         Bucket=self.bucket, Key=full_key, UploadId=upload_id
@@ -335,38 +342,46 @@ class S3Storage:
 
     def _exists(self, key: str) -> bool:
         try:
-            self.stat(key)
+            self._request(
+                f"stat {key}",
+                lambda: self.client.head_object(Bucket=self.bucket, Key=self.prefix + key),
+            )
         except NotFound:
             return False
         return True
 
     def _call(self, what: str, fn: Callable[[], T], raw: bool = False) -> T:
-        """Run one request with our own retries (backoff + jitter) on top of botocore's.
-        With `raw`, a ClientError that is not retried is raised as it is (for callers
-        that fall back on an error code), connection errors still retried."""
-        attempts = self.config.max_attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                return fn()
-            except botocore.exceptions.ClientError as exc:
-                code = _code(exc)
-                if code in ("NoSuchKey", "404", "NotFound"):
-                    raise NotFound(f"{self.url}: {what.split(' ', 1)[-1]} does not exist") from None
-                if code not in _RETRYABLE_CODES or attempt == attempts:
-                    if raw:
-                        raise
-                    raise self._error(what, exc) from None
-            except (
-                botocore.exceptions.ConnectionError,
-                botocore.exceptions.HTTPClientError,
-                botocore.exceptions.IncompleteReadError,
-                _ShortRead,
-                ConnectionError,
-            ) as exc:
-                if attempt == attempts:
-                    raise self._error(what, exc) from None
-            time.sleep(min(20.0, 0.1 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
-        raise AssertionError("unreachable")
+        """Run one request and translate its failure to one line: a missing object is
+        NotFound, throttling, 5xx and dropped connections are marked transient (for
+        RetryingStorage), the rest fail as they are. With `raw`, a ClientError is raised
+        as it is, marked if transient (for callers that fall back on an error code)."""
+        try:
+            return fn()
+        except botocore.exceptions.ClientError as exc:
+            code = _code(exc)
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound(f"{self.url}: {what.split(' ', 1)[-1]} does not exist") from None
+            if raw:
+                if code in _RETRYABLE_CODES:
+                    transient(exc)
+                raise
+            if code in _RETRYABLE_CODES:
+                raise transient(self._error(what, exc)) from None
+            raise self._error(what, exc) from None
+        except (
+            botocore.exceptions.ConnectionError,
+            botocore.exceptions.HTTPClientError,
+            botocore.exceptions.IncompleteReadError,
+            _ShortRead,
+            ConnectionError,
+        ) as exc:
+            raise transient(self._error(what, exc)) from None
+
+    def _request(self, what: str, fn: Callable[[], T], raw: bool = False) -> T:
+        """One request of an operation made of several (pages, parts, batches), retried
+        here with RetryingStorage's policy: a failure late in a long operation does not
+        start it over. A failure that used up its attempts is final, never retried again."""
+        return retry_call(lambda: self._call(what, fn, raw), self.config.max_attempts)
 
     def _error(self, what: str, exc: Exception) -> StorageError:
         where = f"bucket {self.bucket} at {self.endpoint}"

@@ -1,10 +1,11 @@
-"""SSH connections for `opsagent fleet`: paramiko, key authentication, host keys checked.
+"""SSH connections, shared by `opsagent fleet` and the restore test's ssh sandbox:
+paramiko, key authentication, host keys checked.
 
-A host key must already be in the inventory's known_hosts file: an unknown key or a
+A host key must already be in the given known_hosts file: an unknown key or a
 changed one is an error naming the host and the fingerprint it presented (the OpenSSH
 SHA256 form, so a person can compare it with `ssh-keygen -lf`); it is never added.
 `fetch_host_key` is what `opsagent fleet trust` uses to show a key to a person.
-Connections go through a jump host when the inventory says so (ProxyJump), send
+Connections go through a jump host when the target says so (ProxyJump), send
 keepalives, and every wait is bounded (connect, banner, auth, command).
 """
 
@@ -24,8 +25,31 @@ from agents.config import FleetHost, Inventory, resolve_secret
 from agents.errors import OpsagentError
 
 
-class FleetError(OpsagentError):
-    """A host cannot be reached or refused; one line that names the host."""
+class SSHError(OpsagentError):
+    """A host cannot be reached or refused; one line that names the host. `reason` is
+    the underlying failure alone (paramiko's or the OS's words), for callers that
+    name the host their own way."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or str(self)
+
+
+class HostKeyUnknown(SSHError):
+    """The host presented a key that is not in known_hosts: refused, never added."""
+
+    def __init__(self, message: str, key: paramiko.PKey) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class HostKeyChanged(SSHError):
+    """The host presented a key other than the one known_hosts has for it."""
+
+    def __init__(self, message: str, key: paramiko.PKey, expected: paramiko.PKey) -> None:
+        super().__init__(message)
+        self.key = key
+        self.expected = expected
 
 
 @dataclass(frozen=True)
@@ -37,12 +61,13 @@ class Target:
     port: int
     user: str
     key_file: Path | None
-    passphrase_file: Path | None
-    jump: Target | None
-    opsagent: str
-    config: str | None
-    connect_timeout: float
-    keepalive: float
+    passphrase_file: Path | None = None
+    jump: Target | None = None
+    connect_timeout: float = 30.0
+    keepalive: float = 0.0  # seconds between keepalives; 0: none
+    # what the fleet runs there (a plain connection does not use them)
+    opsagent: str = "opsagent"
+    config: str | None = None
     upgrade_command: str = ""
 
     @property
@@ -94,14 +119,15 @@ class _Reject(paramiko.MissingHostKeyPolicy):
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
-        raise FleetError(
+        raise HostKeyUnknown(
             f"host key of {hostname} is not in known_hosts ({key.get_name()}"
-            f" {fingerprint(key)}); refused: check it, then add it (opsagent fleet trust)"
+            f" {fingerprint(key)}); refused: check it, then add it (opsagent fleet trust)",
+            key,
         )
 
 
 def connect(target: Target, known_hosts: Path) -> paramiko.SSHClient:
-    """An authenticated client, or FleetError in one line naming the host."""
+    """An authenticated client, or SSHError in one line naming the host."""
     sock = None
     jump_client = None
     if target.jump is not None:
@@ -117,14 +143,15 @@ def connect(target: Target, known_hosts: Path) -> paramiko.SSHClient:
             )
         except (paramiko.SSHException, OSError) as exc:
             jump_client.close()
-            raise FleetError(
-                f"{target.where}: jump host {target.jump.name} cannot reach it: {_text(exc)}"
+            raise SSHError(
+                f"{target.where}: jump host {target.jump.name} cannot reach it: {_text(exc)}",
+                _text(exc),
             ) from None
     client = paramiko.SSHClient()
     try:
         client.load_host_keys(str(known_hosts))
     except (OSError, paramiko.SSHException) as exc:
-        raise FleetError(f"known_hosts {known_hosts}: {_text(exc)}") from None
+        raise SSHError(f"known_hosts {known_hosts}: {_text(exc)}", _text(exc)) from None
     client.set_missing_host_key_policy(_Reject())
     passphrase = resolve_secret(file=target.passphrase_file) if target.passphrase_file else None
     try:
@@ -141,28 +168,32 @@ def connect(target: Target, known_hosts: Path) -> paramiko.SSHClient:
             auth_timeout=target.connect_timeout,
             sock=sock,
         )
-    except FleetError as exc:
+    except HostKeyUnknown as exc:
         client.close()
-        raise FleetError(f"{target.name}: {exc}") from None
+        raise HostKeyUnknown(f"{target.name}: {exc}", exc.key) from None
     except paramiko.BadHostKeyException as exc:
         client.close()
-        raise FleetError(
+        raise HostKeyChanged(
             f"{target.name}: host key CHANGED for {target.known_hosts_name()}: it presented"
             f" {exc.key.get_name()} {fingerprint(exc.key)}, known_hosts has"
-            f" {fingerprint(exc.expected_key)}; refused (possible man in the middle)"
+            f" {fingerprint(exc.expected_key)}; refused (possible man in the middle)",
+            exc.key,
+            exc.expected_key,
         ) from None
     except paramiko.ssh_exception.NoValidConnectionsError as exc:
         client.close()
         reasons = sorted({_text(e) for e in exc.errors.values()}) or [_text(exc)]
-        raise FleetError(f"{target.where}: cannot connect: {'; '.join(reasons)}") from None
+        raise SSHError(
+            f"{target.where}: cannot connect: {'; '.join(reasons)}", _text(exc)
+        ) from None
     except paramiko.AuthenticationException as exc:
         client.close()
-        raise FleetError(f"{target.where}: authentication failed: {_text(exc)}") from None
+        raise SSHError(f"{target.where}: authentication failed: {_text(exc)}", _text(exc)) from None
     except (paramiko.SSHException, OSError, EOFError) as exc:
         client.close()
         if jump_client is not None:
             jump_client.close()
-        raise FleetError(f"{target.where}: {_text(exc)}") from None
+        raise SSHError(f"{target.where}: {_text(exc)}", _text(exc)) from None
     transport = client.get_transport()
     if transport is not None and target.keepalive > 0:
         transport.set_keepalive(int(max(1, target.keepalive)))
@@ -172,6 +203,7 @@ def connect(target: Target, known_hosts: Path) -> paramiko.SSHClient:
 
 
 def close(client: paramiko.SSHClient) -> None:
+    """Close a client from `connect`, and its jump host's connection with it."""
     client.close()
     jump = getattr(client, "_opsagent_jump", None)
     if jump is not None:
@@ -180,6 +212,8 @@ def close(client: paramiko.SSHClient) -> None:
 
 @dataclass
 class Output:
+    """What a remote command gave: exit code (None when cut), stdout, stderr."""
+
     exit_code: int | None
     stdout: str
     stderr: str
@@ -193,7 +227,7 @@ def run(
     cancel (the channel is closed, which ends the remote command's session)."""
     transport = client.get_transport()
     if transport is None:
-        raise FleetError("connection closed")
+        raise SSHError("connection closed")
     channel = transport.open_session(timeout=30)
     channel.settimeout(0.2)
     channel.exec_command(command)
@@ -239,13 +273,13 @@ def fetch_host_key(address: str, port: int, timeout: float = 10.0) -> paramiko.P
     try:
         sock = socket.create_connection((address, port), timeout=timeout)
     except OSError as exc:
-        raise FleetError(f"{address}:{port}: {_text(exc)}") from None
+        raise SSHError(f"{address}:{port}: {_text(exc)}", _text(exc)) from None
     transport = paramiko.Transport(sock)
     try:
         transport.start_client(timeout=timeout)
         return transport.get_remote_server_key()
     except (paramiko.SSHException, EOFError) as exc:
-        raise FleetError(f"{address}:{port}: {_text(exc)}") from None
+        raise SSHError(f"{address}:{port}: {_text(exc)}", _text(exc)) from None
     finally:
         transport.close()
 

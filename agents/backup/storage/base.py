@@ -1,0 +1,64 @@
+"""The storage protocol and its small records, apart from `open_storage` so that the
+backends can import them without importing the package that imports the backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+
+class ObjectKind(StrEnum):
+    """What an object is: packs may go to a colder storage class, metadata never."""
+
+    DATA = "data"
+    META = "meta"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    # when the storage last wrote it, by the storage's clock (None if unknown): lock
+    # staleness is judged by it, so a host whose clock is wrong cannot fake an old lock
+    modified: datetime | None = None
+
+
+class Storage(Protocol):
+    """Where repository objects live. Keys are `/`-separated relative names."""
+
+    url: str
+
+    def put(self, key: str, data: bytes, kind: ObjectKind = ObjectKind.META) -> None:
+        """Store an object whole and durably; replaces nothing silently (keys are unique)."""
+        ...
+
+    def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        """Read an object or a byte range of it; raises NotFound."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with prefix (all pages)."""
+        ...
+
+    def delete(self, keys: list[str]) -> None:
+        """Remove objects (missing ones are fine) and verify they are gone."""
+        ...
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Size of one object; raises NotFound."""
+        ...
+
+    def retention(self, key: str) -> datetime | None:
+        """Until when the object is locked against deletion (S3 Object Lock), None if not."""
+        ...
+
+    def delete_versions(self, keys: list[str]) -> None:
+        """Remove every stored version of the keys (a versioned bucket keeps old ones)."""
+        ...
+
+    def leftovers(self) -> list[str]:
+        """Incomplete uploads a failed run left behind (multipart uploads on S3)."""
+        ...
