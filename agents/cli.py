@@ -288,12 +288,12 @@ def status_command(ctx: click.Context, config_file: Path | None, as_json: bool) 
     config = load(ctx, config_file)
     status = collect(config)
     if as_json:
-        print_json(status)
+        print_json(status.to_dict())
     else:
         console = Console(highlight=False)
         for line in render(status):
             console.print(line, soft_wrap=True)
-    ctx.exit(EXIT_OK if status["ok"] else EXIT_FAILED)
+    ctx.exit(EXIT_OK if status.ok else EXIT_FAILED)
 
 
 @cli.command("audit")
@@ -1277,6 +1277,7 @@ def _restore_database(
 
 
 def _last_restore_seconds(config: Config) -> float | None:
+    from agents.records import RestoreTestDetails
     from agents.state import StateDB
 
     if not config.state_db.exists():
@@ -1284,7 +1285,8 @@ def _last_restore_seconds(config: Config) -> float | None:
     state = StateDB(config.state_db).job("restore_test")
     if state is None or state.last_result is None or not state.last_result.ok:
         return None
-    return float(state.last_result.details.get("rto_seconds", state.last_result.duration_seconds))
+    rto = RestoreTestDetails.of(state.last_result).rto_seconds
+    return float(rto if rto is not None else state.last_result.duration_seconds)
 
 
 def _parse_time(text: str, default_zone: Any = UTC) -> datetime:
@@ -1359,6 +1361,7 @@ def restore_test_run(
     fails or has never been backed up. Exit 1 when the test fails, 3 only when the
     test itself crashed (recorded as an error).
     """
+    from agents.records import RestoreTestDetails
     from agents.restore_test.runner import run_restore_test
     from agents.state import StateDB
 
@@ -1382,19 +1385,15 @@ def restore_test_run(
         table = Table(title=f"restore test on {config.host}: {result.status.value}")
         for column in ("step", "outcome", "time", "summary"):
             table.add_column(column)
-        for step in result.details.get("steps", []):
-            outcome = "[green]ok[/]" if step["ok"] else "[red]failed[/]"
-            table.add_row(step["name"], outcome, f"{step['seconds']:.2f}s", step["summary"])
+        tested = RestoreTestDetails.of(result)
+        for step in tested.steps or []:
+            outcome = "[green]ok[/]" if step.ok else "[red]failed[/]"
+            table.add_row(step.name, outcome, f"{step.seconds:.2f}s", step.summary)
         Console().print(table)
         click.echo(result.summary)
-        click.echo(
-            f"RTO {result.details.get('rto_seconds', 0):.1f}s,"
-            f" RPO {result.details.get('rpo_seconds', 0):.0f}s"
-        )
-        if result.details.get("sandbox"):
-            click.echo(
-                f"sandbox kept at {result.details['sandbox']} until {result.details['kept_until']}"
-            )
+        click.echo(f"RTO {tested.rto_seconds or 0:.1f}s, RPO {tested.rpo_seconds or 0:.0f}s")
+        if tested.sandbox:
+            click.echo(f"sandbox kept at {tested.sandbox} until {tested.kept_until}")
     ctx.exit(EXIT_RUNTIME if result.status is Status.ERROR else exit_for([result]))
 
 
@@ -1407,6 +1406,7 @@ def restore_test_history(
     ctx: click.Context, config_file: Path | None, limit: int, as_json: bool
 ) -> None:
     """Past restore tests: when, snapshots, per-step outcome and time, RTO, RPO."""
+    from agents.records import RestoreTestDetails
     from agents.state import StateDB
 
     config = load(ctx, config_file)
@@ -1418,14 +1418,13 @@ def restore_test_history(
     for column in ("when", "outcome", "RTO", "RPO", "steps", "summary"):
         table.add_column(column)
     for r in runs:
-        steps = " ".join(
-            f"{s['name']}:{'ok' if s['ok'] else 'FAIL'}" for s in r.details.get("steps", [])
-        )
+        tested = RestoreTestDetails.of(r)
+        steps = " ".join(f"{s.name}:{'ok' if s.ok else 'FAIL'}" for s in tested.steps or [])
         table.add_row(
             r.started_at.strftime("%Y-%m-%d %H:%M"),
             r.status.value,
-            f"{r.details.get('rto_seconds', 0):.1f}s",
-            f"{r.details.get('rpo_seconds', 0):.0f}s",
+            f"{tested.rto_seconds or 0:.1f}s",
+            f"{tested.rpo_seconds or 0:.0f}s",
             steps,
             r.summary,
         )
@@ -1922,7 +1921,7 @@ def cases_retire_notifier(ctx: click.Context, config_file: Path | None, name: st
 @click.pass_context
 def cases_sla(ctx: click.Context, config_file: Path | None, since: str, as_json: bool) -> None:
     """Per severity: cases, time to respond and resolve (median, p90), breaches, compliance."""
-    from agents.cases.sla import sla_report
+    from agents.cases.sla import sla_rows
     from agents.units import format_duration, parse_duration
 
     config = load(ctx, config_file)
@@ -1931,9 +1930,9 @@ def cases_sla(ctx: click.Context, config_file: Path | None, since: str, as_json:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
     store = case_store(config)
-    rows = sla_report(store.cases(), store.breached_cases(), datetime.now(UTC) - window)
+    rows = sla_rows(store.cases(), store.breached_cases(), datetime.now(UTC) - window)
     if as_json:
-        print_json(rows)
+        print_json([row.to_dict() for row in rows])
         return
     table = Table(title=f"SLA, cases opened in the last {format_duration(window)}")
     for column in (
@@ -1952,15 +1951,15 @@ def cases_sla(ctx: click.Context, config_file: Path | None, since: str, as_json:
         return "-" if value is None else format_duration(value)
 
     for row in rows:
-        compliance = row["compliance_percent"]
+        compliance = row.compliance_percent
         table.add_row(
-            row["severity"],
-            str(row["cases"]),
-            dur(row["respond_median_seconds"]),
-            dur(row["respond_p90_seconds"]),
-            dur(row["resolve_median_seconds"]),
-            dur(row["resolve_p90_seconds"]),
-            str(row["breached"]),
+            row.severity,
+            str(row.cases),
+            dur(row.respond_median_seconds),
+            dur(row.respond_p90_seconds),
+            dur(row.resolve_median_seconds),
+            dur(row.resolve_p90_seconds),
+            str(row.breached),
             "-" if compliance is None else f"{compliance}%",
         )
     Console().print(table)
