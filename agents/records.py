@@ -406,11 +406,16 @@ def json_docs() -> str:
     lines += [
         "## Check and job results",
         "",
-        "`--json` of `check`, `backup`, `restore-test`, `prune`, `forget` and the run",
-        "history prints results: `name`, `kind`, `host`, `status` (`ok`, `failed`,",
-        "`error`), `severity`, `summary`, `details`, `duration_seconds`, `started_at`,",
-        "`fingerprint`. `details` depends on the kind; a field without a value is left",
-        "out, and a result whose check or job raised has `exception` and `where`.",
+        "`opsagent monitor checks --json` and `restore-test history --json` print a list",
+        "of results, `backup prune --json` and `restore-test run --json` one, and",
+        "`backup run --json` an object: `run` (the `backup` result), `sources` (its",
+        "`backup_source` results) and `repository` (the `backup_repository` result, or",
+        "null). A result has `name`, `kind`, `host`, `status` (`ok`, `failed`, `error`),",
+        "`severity`, `summary`, `details`, `duration_seconds`, `started_at` and",
+        "`fingerprint`; the state database stores the same object. `details` depends on",
+        "the kind, below: a check leaves out a field without a value, a result whose",
+        "check or job raised has only `exception` and `where`, and a kind not listed",
+        "here (from another version) is read as it is.",
         "",
     ]
     kinds: dict[type[Details], list[str]] = {}
