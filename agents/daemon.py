@@ -390,7 +390,7 @@ def status_app(config: Config) -> Callable[..., Any]:
             start_response("405 Method Not Allowed", [("Allow", "GET")])
             return [b""]
         try:
-            body = json.dumps(collect(config), default=str).encode()
+            body = json.dumps(collect(config).to_dict(), default=str).encode()
         except OpsagentError as exc:
             start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
             return [f"{exc}\n".encode()]

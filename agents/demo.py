@@ -187,7 +187,7 @@ def run_demo(keep: bool, say: Say) -> int:
         say(f"8. The agent exports it: {exported}")
         from agents.status import collect
 
-        say(f"9. opsagent status says: {collect(config)['headline']}")
+        say(f"9. opsagent status says: {collect(config).headline}")
         say("   Look further:")
         say(f"     opsagent status {look}")
         say(f"     opsagent cases list {look}")

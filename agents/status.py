@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from rich.markup import escape
 
@@ -27,12 +26,26 @@ from agents.cases.sla import BusinessCalendar, due_times, target_for
 from agents.config import Config
 from agents.errors import OpsagentError
 from agents.freshness import freshness, limit_of, watched_schedules
+from agents.records import (
+    JOB_KINDS,
+    AgentRow,
+    BackupDetails,
+    BackupRow,
+    BackupSourceDetails,
+    CaseRow,
+    CheckRow,
+    ProblemRow,
+    RepositoryRow,
+    RestoreTestDetails,
+    RestoreTestRow,
+    StatusDocument,
+    TimerRow,
+)
 from agents.results import Severity
 from agents.state import JobState, StateDB
 from agents.timers import timer_driven, timer_states
 from agents.units import format_duration, format_size, printable
 
-JOB_KINDS = frozenset({"backup", "backup_source", "restore_test", "prune", "forget"})
 INTERNAL_KINDS = frozenset({"outbox", "textfile"})
 _RANK = {Severity.CRITICAL: 0, Severity.MAJOR: 1, Severity.MODERATE: 2, Severity.MINOR: 3}
 # open cases at these severities are problems on their own, whatever opened them
@@ -70,12 +83,12 @@ class Problem:
 class CaseView:
     """What the case store says: open cases, undelivered notifications, or why it cannot."""
 
-    cases: list[dict[str, Any]]
+    cases: list[CaseRow]
     error: str | None
     undelivered: list[str]
 
 
-def collect(config: Config, now: datetime | None = None) -> dict[str, Any]:
+def collect(config: Config, now: datetime | None = None) -> StatusDocument:
     """The status document: agent, checks, backups, restore test, repository, cases."""
     now = now or datetime.now(UTC)
     state = StateDB(config.state_db)
@@ -83,14 +96,14 @@ def collect(config: Config, now: datetime | None = None) -> dict[str, Any]:
     problems: list[Problem] = []
 
     agent = _agent(state, now)
-    if agent["mode"] == "timers":
-        problems += _timer_problems(agent["timers"])
+    if agent.mode == "timers":
+        problems += _timer_problems(agent.timers)
         records = _with_timer_freshness(config, records, state.timer_runs(), now)
-    elif not agent["running"]:
-        stopped = datetime.fromisoformat(agent["stopped_at"]) if agent["stopped_at"] else None
+    elif not agent.running:
+        stopped = datetime.fromisoformat(agent.stopped_at) if agent.stopped_at else None
         problems.append(Problem(Severity.CRITICAL, "agent is not running", stopped, "agent"))
 
-    checks = []
+    checks: list[CheckRow] = []
     for record in records.values():
         if record.kind in JOB_KINDS or record.kind in INTERNAL_KINDS:
             continue
@@ -98,15 +111,15 @@ def collect(config: Config, now: datetime | None = None) -> dict[str, Any]:
         severity = result.severity if result else Severity.MAJOR
         ok = record.last_status == "ok"
         checks.append(
-            {
-                "name": record.name,
-                "kind": record.kind,
-                "status": record.last_status,
-                "since": _iso(record.status_since),
-                "last_run": _iso(record.last_finish),
-                "summary": result.summary if result else "",
-                "severity": severity.value,
-            }
+            CheckRow(
+                name=record.name,
+                kind=record.kind,
+                status=record.last_status,
+                since=_iso(record.status_since),
+                last_run=_iso(record.last_finish),
+                summary=result.summary if result else "",
+                severity=severity.value,
+            )
         )
         if not ok:
             text = f"check {record.name} failing"
@@ -116,46 +129,57 @@ def collect(config: Config, now: datetime | None = None) -> dict[str, Any]:
                 Problem(severity, text, record.status_since, f"{record.kind}:{record.name}")
             )
 
-    backups = []
+    backups: list[BackupRow] = []
     sources = [s.name for s in config.backup.sources] if config.backup else []
     for source in sources:
         record = records.get(f"backup/{source}")
-        entry: dict[str, Any] = {"source": source, "status": None, "last_success": None}
-        if record is not None:
-            details = record.last_result.details if record.last_result else {}
-            entry |= {
-                "status": record.last_status,
-                "last_run": _iso(record.last_finish),
-                "last_success": _iso(record.last_success),
-                "age_seconds": _age(record.last_success, now),
-                "bytes": details.get("bytes"),
-                "bytes_added": details.get("bytes_added"),
-                "summary": _summary(record),
-            }
-            if record.last_status != "ok":
-                problems.append(
-                    Problem(
-                        Severity.CRITICAL,
-                        f"backup of {source} failing",
-                        record.status_since,
-                        f"backup_source:backup/{source}",
-                    )
+        if record is None:
+            backups.append(BackupRow(source=source, status=None, last_success=None))
+            continue
+        stats = (
+            BackupSourceDetails.of(record.last_result)
+            if record.last_result
+            else BackupSourceDetails()
+        )
+        backups.append(
+            BackupRow(
+                source=source,
+                status=record.last_status,
+                last_success=_iso(record.last_success),
+                last_run=_iso(record.last_finish),
+                age_seconds=_age(record.last_success, now),
+                bytes=stats.bytes,
+                bytes_added=stats.bytes_added,
+                summary=_summary(record),
+            )
+        )
+        if record.last_status != "ok":
+            problems.append(
+                Problem(
+                    Severity.CRITICAL,
+                    f"backup of {source} failing",
+                    record.status_since,
+                    f"backup_source:backup/{source}",
                 )
-        backups.append(entry)
+            )
 
-    restore: dict[str, Any] | None = None
+    restore: RestoreTestRow | None = None
     record = records.get("restore_test")
     if record is not None:
-        details = record.last_result.details if record.last_result else {}
-        restore = {
-            "status": record.last_status,
-            "last_run": _iso(record.last_finish),
-            "last_success": _iso(record.last_success),
-            "age_seconds": _age(record.last_finish, now),
-            "rto_seconds": details.get("rto_seconds"),
-            "rpo_seconds": details.get("rpo_seconds"),
-            "summary": _summary(record),
-        }
+        tested = (
+            RestoreTestDetails.of(record.last_result)
+            if record.last_result
+            else RestoreTestDetails()
+        )
+        restore = RestoreTestRow(
+            status=record.last_status,
+            last_run=_iso(record.last_finish),
+            last_success=_iso(record.last_success),
+            age_seconds=_age(record.last_finish, now),
+            rto_seconds=tested.rto_seconds,
+            rpo_seconds=tested.rpo_seconds,
+            summary=_summary(record),
+        )
         if record.last_status != "ok":
             problems.append(
                 Problem(
@@ -166,16 +190,16 @@ def collect(config: Config, now: datetime | None = None) -> dict[str, Any]:
                 )
             )
 
-    repository: dict[str, Any] | None = None
+    repository: RepositoryRow | None = None
     record = records.get("backup")
     if record is not None and record.last_result is not None:
-        details = record.last_result.details
-        repository = {
-            "url": details.get("repository"),
-            "snapshots": details.get("snapshots"),
-            "bytes": details.get("repository_bytes"),
-            "as_of": _iso(record.last_finish),
-        }
+        backup = BackupDetails.of(record.last_result)
+        repository = RepositoryRow(
+            url=backup.repository,
+            snapshots=backup.snapshots,
+            bytes=backup.repository_bytes,
+            as_of=_iso(record.last_finish),
+        )
 
     view = _case_view(config, now)
     if view.error is not None:
@@ -183,7 +207,7 @@ def collect(config: Config, now: datetime | None = None) -> dict[str, Any]:
     outbox = next((r for r in records.values() if r.kind == "outbox"), None)
     if (
         view.error is None
-        and agent["running"]
+        and agent.running
         and outbox is not None
         and outbox.last_status != "ok"
         and outbox.last_result is not None
@@ -199,35 +223,35 @@ def collect(config: Config, now: datetime | None = None) -> dict[str, Any]:
         )
     problems += [Problem(Severity.MAJOR, text, None, "notifications") for text in view.undelivered]
     problems = _ranked(problems, view.cases, config, now)
-    return {
-        "host": config.host,
-        "ok": not problems,
-        "headline": _headline(problems, view.cases, now),
-        "problems": [
-            {
-                "severity": p.severity.value,
-                "text": p.text,
-                "since": _iso(p.since),
-                "case": p.case,
-                "clock": p.clock if p.case is not None else None,
-                "due": _iso(p.due),
-                "seconds_left": round((p.due - now).total_seconds()) if p.due else None,
-            }
+    return StatusDocument(
+        host=config.host,
+        ok=not problems,
+        headline=_headline(problems, view.cases, now),
+        problems=[
+            ProblemRow(
+                severity=p.severity.value,
+                text=p.text,
+                since=_iso(p.since),
+                case=p.case,
+                clock=p.clock if p.case is not None else None,
+                due=_iso(p.due),
+                seconds_left=round((p.due - now).total_seconds()) if p.due else None,
+            )
             for p in problems
         ],
-        "agent": agent,
-        "checks": checks,
-        "backups": backups,
-        "restore_test": restore,
-        "repository": repository,
-        "cases": view.cases,
-        "cases_error": view.error,
-        "generated_at": now.isoformat(),
-    }
+        agent=agent,
+        checks=checks,
+        backups=backups,
+        restore_test=restore,
+        repository=repository,
+        cases=view.cases,
+        cases_error=view.error,
+        generated_at=now.isoformat(),
+    )
 
 
 def _ranked(
-    problems: list[Problem], cases: list[dict[str, Any]], config: Config, now: datetime
+    problems: list[Problem], cases: list[CaseRow], config: Config, now: datetime
 ) -> list[Problem]:
     """Every problem on an SLA clock, most urgent first. A problem takes the open case
     with its source; an open case at major or above that no problem took is a problem
@@ -236,7 +260,7 @@ def _ranked(
     untaken = list(cases)
     clocked = []
     for problem in problems:
-        case = next((c for c in untaken if c["source"] == problem.source), None)
+        case = next((c for c in untaken if c.source == problem.source), None)
         if case is not None:
             untaken.remove(case)
             clocked.append(_tracked_by(problem, case))
@@ -246,21 +270,19 @@ def _ranked(
         due = due_times(problem.severity, opened, calendar, target).response
         clocked.append(replace(problem, due=due))
     for case in untaken:
-        severity = Severity(case["severity"])
+        severity = Severity(case.severity)
         if severity in CASE_PROBLEM_SEVERITIES:
-            opened = datetime.fromisoformat(case["first_seen"])
-            problem = Problem(severity, case["title"], opened, case["source"])
+            opened = datetime.fromisoformat(case.first_seen)
+            problem = Problem(severity, case.title, opened, case.source)
             clocked.append(_tracked_by(problem, case))
     return sorted(clocked, key=Problem.rank)
 
 
-def _tracked_by(problem: Problem, case: dict[str, Any]) -> Problem:
-    return replace(
-        problem, due=datetime.fromisoformat(case["due"]), case=case["id"], clock=case["clock"]
-    )
+def _tracked_by(problem: Problem, case: CaseRow) -> Problem:
+    return replace(problem, due=datetime.fromisoformat(case.due), case=case.id, clock=case.clock)
 
 
-def _agent(state: StateDB, now: datetime) -> dict[str, Any]:
+def _agent(state: StateDB, now: datetime) -> AgentRow:
     from agents import __version__
 
     started = state.meta("daemon_started_at")
@@ -275,40 +297,40 @@ def _agent(state: StateDB, now: datetime) -> dict[str, Any]:
         states = timer_states(sorted(runs))
         for unit in sorted(runs):
             timers.append(
-                {
-                    "unit": unit,
-                    "active": states[unit].active,
-                    "state": states[unit].state,
-                    "last_run": _iso(runs[unit]),
-                    "age_seconds": _age(runs[unit], now),
-                }
+                TimerRow(
+                    unit=unit,
+                    active=states[unit].active,
+                    state=states[unit].state,
+                    last_run=_iso(runs[unit]),
+                    age_seconds=_age(runs[unit], now),
+                )
             )
-    return {
+    return AgentRow(
         # the timers start the installed version at their next run
-        "version": __version__ if by_timers else state.meta("daemon_version") or __version__,
-        "cli_version": __version__,
-        "mode": "timers" if by_timers else "daemon",
-        "running": running,
-        "pid": int(pid) if pid and running else None,
-        "started_at": _iso(started_at),
-        "uptime_seconds": _age(started_at, now) if running else None,
-        "stopped_at": stopped or None,
-        "timers": timers,
-    }
+        version=__version__ if by_timers else state.meta("daemon_version") or __version__,
+        cli_version=__version__,
+        mode="timers" if by_timers else "daemon",
+        running=running,
+        pid=int(pid) if pid and running else None,
+        started_at=_iso(started_at),
+        uptime_seconds=_age(started_at, now) if running else None,
+        stopped_at=stopped or None,
+        timers=timers,
+    )
 
 
-def _timer_problems(timers: list[dict[str, Any]]) -> list[Problem]:
+def _timer_problems(timers: list[TimerRow]) -> list[Problem]:
     """A timer systemd says is not active runs nothing; one it could not be asked about
     is judged by its job's freshness alone."""
     return [
         Problem(
             Severity.CRITICAL,
-            f"{t['unit']} not active ({t['state']}): its job no longer runs",
+            f"{t.unit} not active ({t.state}): its job no longer runs",
             None,
-            f"timer:{t['unit']}",
+            f"timer:{t.unit}",
         )
         for t in timers
-        if t["active"] is False
+        if t.active is False
     ]
 
 
@@ -362,23 +384,23 @@ def _case_view(config: Config, now: datetime) -> CaseView:
         responded = case.acknowledged_at is not None
         due = case.resolution_due if responded else case.response_due
         rows.append(
-            {
-                "id": case.id,
-                "severity": case.severity.value,
-                "status": case.status,
-                "title": case.title,
-                "source": case.source,
-                "first_seen": case.first_seen.isoformat(),
-                "clock": "resolution" if responded else "response",
-                "due": due.isoformat(),
-                "seconds_left": round((due - now).total_seconds()),
-            }
+            CaseRow(
+                id=case.id,
+                severity=case.severity.value,
+                status=case.status,
+                title=case.title,
+                source=case.source,
+                first_seen=case.first_seen.isoformat(),
+                clock="resolution" if responded else "response",
+                due=due.isoformat(),
+                seconds_left=round((due - now).total_seconds()),
+            )
         )
-    rows.sort(key=lambda c: (c["seconds_left"], _RANK[Severity(c["severity"])]))
+    rows.sort(key=lambda c: (c.seconds_left, _RANK[Severity(c.severity)]))
     return CaseView(rows, None, undelivered)
 
 
-def _headline(problems: list[Problem], cases: list[dict[str, Any]], now: datetime) -> str:
+def _headline(problems: list[Problem], cases: list[CaseRow], now: datetime) -> str:
     if not problems:
         return f"OK: all well ({len(cases)} open case(s))"
     top = problems[0]
@@ -417,100 +439,91 @@ def _iso(when: datetime | None) -> str | None:
     return when.isoformat() if when else None
 
 
-def render(status: dict[str, Any]) -> list[str]:
+def render(status: StatusDocument) -> list[str]:
     """The screen, as rich markup lines (colour on a terminal, plain when piped)."""
-    colour = "green" if status["ok"] else "red"
-    lines = [f"[bold {colour}]{escape(printable(status['headline']))}[/]", ""]
-    if len(status["problems"]) > 1:
+    colour = "green" if status.ok else "red"
+    lines = [f"[bold {colour}]{escape(printable(status.headline))}[/]", ""]
+    if len(status.problems) > 1:
         lines.append("[bold]problems[/]")
-        for problem in status["problems"]:
+        for problem in status.problems:
             clock = ""
-            if problem["case"] is not None:
-                left = _time_left(problem["seconds_left"])
-                clock = f"  (case #{problem['case']}, {problem['clock']} {left})"
-            lines.append(f"  {problem['severity']:<9} {escape(printable(problem['text']))}{clock}")
+            if problem.case is not None:
+                left = _time_left(problem.seconds_left or 0)
+                clock = f"  (case #{problem.case}, {problem.clock} {left})"
+            lines.append(f"  {problem.severity:<9} {escape(printable(problem.text))}{clock}")
         lines.append("")
-    agent = status["agent"]
-    if agent["mode"] == "timers":
-        lines.append(f"agent     systemd timers on {status['host']} (cli {agent['cli_version']})")
-        for timer in agent["timers"]:
+    agent = status.agent
+    if agent.mode == "timers":
+        lines.append(f"agent     systemd timers on {status.host} (cli {agent.cli_version})")
+        for timer in agent.timers:
             mark = {True: "[green]ok  [/]", False: "[red]FAIL[/]"}.get(
-                timer["active"], "[yellow]??  [/]"
+                timer.active, "[yellow]??  [/]"
             )
-            ran = format_duration(timer["age_seconds"] or 0)
-            lines.append(
-                f"  {mark} {timer['unit']:<28} {shown(timer['state'])}, last run {ran} ago"
-            )
-    elif agent["running"]:
-        uptime = format_duration(agent["uptime_seconds"] or 0)
-        lines.append(f"agent     {agent['version']} on {status['host']}, up {uptime}")
+            ran = format_duration(timer.age_seconds or 0)
+            lines.append(f"  {mark} {timer.unit:<28} {shown(timer.state)}, last run {ran} ago")
+    elif agent.running:
+        uptime = format_duration(agent.uptime_seconds or 0)
+        lines.append(f"agent     {agent.version} on {status.host}, up {uptime}")
     else:
-        lines.append(
-            f"agent     [red]not running[/] ({status['host']}, cli {agent['cli_version']})"
-        )
+        lines.append(f"agent     [red]not running[/] ({status.host}, cli {agent.cli_version})")
     lines.append("")
     lines.append("[bold]checks[/]")
-    for check in status["checks"]:
-        mark = "[green]ok  [/]" if check["status"] == "ok" else "[red]FAIL[/]"
-        since = _since(check["since"])
-        lines.append(
-            f"  {mark} {check['name']:<24} {check['kind']:<14} {since}  {shown(check['summary'])}"
-        )
-    if not status["checks"]:
+    for check in status.checks:
+        mark = "[green]ok  [/]" if check.status == "ok" else "[red]FAIL[/]"
+        since = _since(check.since)
+        lines.append(f"  {mark} {check.name:<24} {check.kind:<14} {since}  {shown(check.summary)}")
+    if not status.checks:
         lines.append("  (none yet)")
     lines.append("")
     lines.append("[bold]backups[/]")
-    for backup in status["backups"]:
-        if backup["status"] is None:
-            lines.append(f"  [yellow]----[/] {backup['source']:<24} never backed up here")
+    for backup in status.backups:
+        if backup.status is None:
+            lines.append(f"  [yellow]----[/] {backup.source:<24} never backed up here")
             continue
-        mark = "[green]ok  [/]" if backup["status"] == "ok" else "[red]FAIL[/]"
-        age = backup.get("age_seconds")
+        mark = "[green]ok  [/]" if backup.status == "ok" else "[red]FAIL[/]"
+        age = backup.age_seconds
         age_text = (
             f"last success {format_duration(age)} ago" if age is not None else "never succeeded"
         )
-        size = format_size(backup["bytes"]) if backup.get("bytes") is not None else "-"
-        lines.append(f"  {mark} {backup['source']:<24} {age_text}, {size}")
-    if not status["backups"]:
+        size = format_size(backup.bytes) if backup.bytes is not None else "-"
+        lines.append(f"  {mark} {backup.source:<24} {age_text}, {size}")
+    if not status.backups:
         lines.append("  (no sources configured)")
-    restore = status["restore_test"]
+    restore = status.restore_test
     lines.append("")
     if restore is None:
         lines.append("[bold]restore test[/]  none yet")
     else:
-        mark = "[green]passed[/]" if restore["status"] == "ok" else "[red]FAILED[/]"
-        age = format_duration(restore["age_seconds"] or 0)
-        rto = restore.get("rto_seconds")
-        rpo = restore.get("rpo_seconds")
+        mark = "[green]passed[/]" if restore.status == "ok" else "[red]FAILED[/]"
+        age_ago = format_duration(restore.age_seconds or 0)
+        rto, rpo = restore.rto_seconds, restore.rpo_seconds
         figures = ""
         if rto is not None and rpo is not None:
             figures = f", RTO {format_duration(rto)}, RPO {format_duration(rpo)}"
-        lines.append(f"[bold]restore test[/]  {mark} {age} ago{figures}")
-    repository = status["repository"]
+        lines.append(f"[bold]restore test[/]  {mark} {age_ago} ago{figures}")
+    repository = status.repository
     if repository is not None:
-        size = format_size(repository["bytes"] or 0)
-        url = escape(str(repository["url"]))
-        lines.append(f"[bold]repository[/]    {repository['snapshots']} snapshots, {size} ({url})")
+        size = format_size(repository.bytes or 0)
+        url = escape(str(repository.url))
+        lines.append(f"[bold]repository[/]    {repository.snapshots} snapshots, {size} ({url})")
     lines.append("")
-    cases = status["cases"]
-    if status["cases_error"]:
-        lines.append(f"[bold]cases[/]  [red]{escape(printable(status['cases_error']))}[/]")
+    cases = status.cases
+    if status.cases_error:
+        lines.append(f"[bold]cases[/]  [red]{escape(printable(status.cases_error))}[/]")
     else:
         counts = {s.value: 0 for s in Severity}
         for case in cases:
-            counts[case["severity"]] += 1
+            counts[case.severity] += 1
         summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none open"
         lines.append(f"[bold]cases[/]  {summary}")
         for case in cases[:10]:
-            left = case["seconds_left"]
+            left = case.seconds_left
             when = (
-                f"{case['clock']} due in {format_duration(left)}"
+                f"{case.clock} due in {format_duration(left)}"
                 if left >= 0
-                else f"[red]{case['clock']} overdue by {format_duration(-left)}[/]"
+                else f"[red]{case.clock} overdue by {format_duration(-left)}[/]"
             )
-            lines.append(
-                f"  #{case['id']:<5} {case['severity']:<9} {when:<34} {shown(case['title'][:70])}"
-            )
+            lines.append(f"  #{case.id:<5} {case.severity:<9} {when:<34} {shown(case.title[:70])}")
         if len(cases) > 10:
             lines.append(f"  ... {len(cases) - 10} more: opsagent cases list")
     return lines

@@ -17,6 +17,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Info, disable_c
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from agents.errors import OpsagentError
+from agents.records import (
+    JOB_KINDS,
+    BackupDetails,
+    BackupSourceDetails,
+    ForgetDetails,
+    HttpDetails,
+    PruneDetails,
+    RestoreTestDetails,
+    details_of,
+)
 from agents.results import CheckResult, Severity
 
 # `*_created` series double the counters' series for a timestamp nobody queries
@@ -24,7 +34,6 @@ disable_created_metrics()
 
 SLA_WINDOW = timedelta(days=30)
 _QUANTILES = ["severity", "quantile"]
-JOB_KINDS = frozenset({"backup", "restore_test", "prune", "forget"})
 
 
 class ResultMetrics:
@@ -268,9 +277,12 @@ class ResultMetrics:
         replayed = 0
         for record in state.jobs():
             result = record.last_result
-            if result is None or result.kind not in JOB_KINDS | {"backup_source"}:
+            if result is None or result.kind not in JOB_KINDS:
                 continue
-            if result.kind == "backup_source" and result.details.get("source") not in wanted:
+            if (
+                result.kind == "backup_source"
+                and BackupSourceDetails.of(result).source not in wanted
+            ):
                 continue
             self.observe(result, count=False)
             replayed += 1
@@ -278,8 +290,7 @@ class ResultMetrics:
                 continue
             when = record.last_success.timestamp()  # the last result failed: keep the success
             if result.kind == "backup_source":
-                source = str(result.details.get("source", result.name))
-                self.backup_last_success.labels(source).set(when)
+                self.backup_last_success.labels(_source(result)).set(when)
             elif result.kind == "restore_test":
                 self.restore_last_success.set(when)
                 self.job_last_success.labels(result.name).set(when)
@@ -300,17 +311,22 @@ class ResultMetrics:
         if result.kind == "backup_source":
             self._observe_backup_source(result, finished)
             return
-        if result.kind == "backup" and "snapshots" in result.details:
-            self.repository_snapshots.set(result.details["snapshots"])
-            self.repository_size.set(result.details.get("repository_bytes", 0))
-            self.repository_logical.set(result.details.get("logical_bytes", 0))
-        if result.kind == "restore_test" and "steps" in result.details:
-            self._observe_restore_test(result, finished)
+        if result.kind == "backup":
+            backup = BackupDetails.of(result)
+            if backup.snapshots is not None:
+                self.repository_snapshots.set(backup.snapshots)
+                self.repository_size.set(backup.repository_bytes or 0)
+                self.repository_logical.set(backup.logical_bytes or 0)
+        if result.kind == "restore_test":
+            tested = RestoreTestDetails.of(result)
+            if tested.steps is not None:
+                self._observe_restore_test(result, tested, finished)
         if result.kind == "forget" and result.ok:
-            self.forget_kept.set(result.details.get("kept", 0))
-            self.forget_removed.set(result.details.get("removed", 0))
+            forget = ForgetDetails.of(result)
+            self.forget_kept.set(forget.kept or 0)
+            self.forget_removed.set(forget.removed or 0)
         if result.kind == "prune" and result.ok:
-            self.prune_reclaimed.set(result.details.get("bytes_reclaimed", 0))
+            self.prune_reclaimed.set(PruneDetails.of(result).bytes_reclaimed or 0)
         if result.kind in JOB_KINDS:
             self.job_up.labels(result.name).set(1 if result.ok else 0)
             self.job_duration.labels(result.name).set(result.duration_seconds)
@@ -326,40 +342,43 @@ class ResultMetrics:
         streak = 0 if result.ok else self._failures.get(result.name, 0) + 1
         self._failures[result.name] = streak
         self.check_failures.labels(result.name).set(streak)
-        if "cert_days_left" in result.details:
-            self.check_cert_days.labels(result.name).set(result.details["cert_days_left"])
-        for key, gauge in self.check_detail.items():
-            if key in result.details:
-                gauge.labels(result.name).set(result.details[key])
+        details = details_of(result)
+        if isinstance(details, HttpDetails) and details.cert_days_left is not None:
+            self.check_cert_days.labels(result.name).set(details.cert_days_left)
+        for field, gauge in self.check_detail.items():
+            value = getattr(details, field, None)
+            if value is not None:
+                gauge.labels(result.name).set(value)
 
     def _observe_backup_source(self, result: CheckResult, finished: float) -> None:
-        source = str(result.details.get("source", result.name))
+        source = _source(result)
         self.backup_up.labels(source).set(1 if result.ok else 0)
         self.backup_duration.labels(source).set(result.duration_seconds)
         if not result.ok:
             return
         self.backup_last_success.labels(source).set(finished)
-        details = result.details
-        self.backup_size.labels(source).set(details.get("bytes", 0))
-        self.backup_added.labels(source).set(details.get("bytes_added", 0))
-        self.backup_read.labels(source).set(details.get("bytes_read", 0))
-        self.backup_stored.labels(source).set(details.get("bytes_stored", 0))
-        self.backup_files.labels(source).set(details.get("files", 0))
+        stats = BackupSourceDetails.of(result)
+        self.backup_size.labels(source).set(stats.bytes or 0)
+        self.backup_added.labels(source).set(stats.bytes_added or 0)
+        self.backup_read.labels(source).set(stats.bytes_read or 0)
+        self.backup_stored.labels(source).set(stats.bytes_stored or 0)
+        self.backup_files.labels(source).set(stats.files or 0)
 
-    def _observe_restore_test(self, result: CheckResult, finished: float) -> None:
-        details = result.details
+    def _observe_restore_test(
+        self, result: CheckResult, tested: RestoreTestDetails, finished: float
+    ) -> None:
         self.restore_up.set(1 if result.ok else 0)
         if result.ok:
             self.restore_last_success.set(finished)
-        self.restore_rto.set(details.get("rto_seconds", 0))
-        self.restore_rpo.set(details.get("rpo_seconds", 0))
+        self.restore_rto.set(tested.rto_seconds or 0)
+        self.restore_rpo.set(tested.rpo_seconds or 0)
         totals: dict[str, float] = {}
-        for step in details.get("steps", []):
-            totals[step["name"]] = totals.get(step["name"], 0.0) + float(step.get("seconds", 0))
+        for step in tested.steps or []:
+            totals[step.name] = totals.get(step.name, 0.0) + float(step.seconds)
         for name, seconds in totals.items():
             self.restore_step.labels(name).set(seconds)
-        if "coverage" in details:
-            self.restore_coverage.set(details["coverage"])
+        if tested.coverage is not None:
+            self.restore_coverage.set(tested.coverage)
 
 
 class _OpenCases:
@@ -452,12 +471,12 @@ class _OpenCases:
     def _sla(self) -> Iterator[Any]:
         """Time to respond and resolve (median, p90) and compliance over the last 30 days,
         the figures `opsagent cases sla` prints."""
-        from agents.cases.sla import sla_report
+        from agents.cases.sla import sla_rows
 
         since = datetime.now(UTC) - SLA_WINDOW
         try:
             recent = [c for c in self.store.cases() if c.first_seen >= since]
-            rows = sla_report(recent, self.store.breached_cases(), since)
+            rows = sla_rows(recent, self.store.breached_cases(), since)
         except OpsagentError:
             return
         families = {
@@ -474,12 +493,21 @@ class _OpenCases:
             labels=["severity"],
         )
         for row in rows:
+            quantiles = {
+                "respond": (row.respond_median_seconds, row.respond_p90_seconds),
+                "resolve": (row.resolve_median_seconds, row.resolve_p90_seconds),
+            }
             for what, family in families.items():
-                for quantile, key in (("0.5", "median"), ("0.9", "p90")):
-                    value = row[f"{what}_{key}_seconds"]
+                for quantile, value in zip(("0.5", "0.9"), quantiles[what], strict=True):
                     if value is not None:
-                        family.add_metric([row["severity"], quantile], value)
-            if row["compliance_percent"] is not None:
-                compliance.add_metric([row["severity"]], row["compliance_percent"] / 100)
+                        family.add_metric([row.severity, quantile], value)
+            if row.compliance_percent is not None:
+                compliance.add_metric([row.severity], row.compliance_percent / 100)
         yield from families.values()
         yield compliance
+
+
+def _source(result: CheckResult) -> str:
+    """The source a `backup_source` result is about (its name, in rows that lack it)."""
+    source = BackupSourceDetails.of(result).source
+    return source if source is not None else result.name

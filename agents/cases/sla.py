@@ -25,6 +25,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from agents.config import Calendar, CasesConfig, Target
+from agents.records import SlaRow
 from agents.results import Severity
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -214,6 +215,11 @@ def _holidays(country: str, subdivision: str | None, year: int) -> frozenset[dat
 def sla_report(
     cases: list[Any], breached: dict[int, set[str]], since: datetime
 ) -> list[dict[str, Any]]:
+    """`sla_rows` as the JSON `opsagent cases sla --json` prints."""
+    return [row.to_dict() for row in sla_rows(cases, breached, since)]
+
+
+def sla_rows(cases: list[Any], breached: dict[int, set[str]], since: datetime) -> list[SlaRow]:
     """Per severity: cases opened since `since`, median and p90 time to respond and to
     resolve (seconds), cases that missed a target, and compliance (percent that missed none)."""
     rows = []
@@ -227,18 +233,18 @@ def sla_report(
         )
         missed = sum(1 for c in mine if breached.get(c.id))
         rows.append(
-            {
-                "severity": severity.value,
-                "cases": len(mine),
-                "respond_median_seconds": _quantile(respond, 0.5),
-                "respond_p90_seconds": _quantile(respond, 0.9),
-                "resolve_median_seconds": _quantile(resolve, 0.5),
-                "resolve_p90_seconds": _quantile(resolve, 0.9),
-                "breached": missed,
-                "compliance_percent": round(100.0 * (len(mine) - missed) / len(mine), 1)
+            SlaRow(
+                severity=severity.value,
+                cases=len(mine),
+                respond_median_seconds=_quantile(respond, 0.5),
+                respond_p90_seconds=_quantile(respond, 0.9),
+                resolve_median_seconds=_quantile(resolve, 0.5),
+                resolve_p90_seconds=_quantile(resolve, 0.9),
+                breached=missed,
+                compliance_percent=round(100.0 * (len(mine) - missed) / len(mine), 1)
                 if mine
                 else None,
-            }
+            )
         )
     return rows
 

@@ -452,7 +452,7 @@ def cases_retire_notifier(ctx: click.Context, config_file: Path | None, name: st
 @click.pass_context
 def cases_sla(ctx: click.Context, config_file: Path | None, since: str, as_json: bool) -> None:
     """Per severity: cases, time to respond and resolve (median, p90), breaches, compliance."""
-    from agents.cases.sla import sla_report
+    from agents.cases.sla import sla_rows
     from agents.units import format_duration, parse_duration
 
     config = load(ctx, config_file)
@@ -461,9 +461,9 @@ def cases_sla(ctx: click.Context, config_file: Path | None, since: str, as_json:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
     store = case_store(config)
-    rows = sla_report(store.cases(), store.breached_cases(), datetime.now(UTC) - window)
+    rows = sla_rows(store.cases(), store.breached_cases(), datetime.now(UTC) - window)
     if as_json:
-        print_json(rows)
+        print_json([row.to_dict() for row in rows])
         return
     table = Table(title=f"SLA, cases opened in the last {format_duration(window)}")
     for column in (
@@ -482,15 +482,15 @@ def cases_sla(ctx: click.Context, config_file: Path | None, since: str, as_json:
         return "-" if value is None else format_duration(value)
 
     for row in rows:
-        compliance = row["compliance_percent"]
+        compliance = row.compliance_percent
         table.add_row(
-            row["severity"],
-            str(row["cases"]),
-            dur(row["respond_median_seconds"]),
-            dur(row["respond_p90_seconds"]),
-            dur(row["resolve_median_seconds"]),
-            dur(row["resolve_p90_seconds"]),
-            str(row["breached"]),
+            row.severity,
+            str(row.cases),
+            dur(row.respond_median_seconds),
+            dur(row.respond_p90_seconds),
+            dur(row.resolve_median_seconds),
+            dur(row.resolve_p90_seconds),
+            str(row.breached),
             "-" if compliance is None else f"{compliance}%",
         )
     Console().print(table)

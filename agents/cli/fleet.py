@@ -234,36 +234,39 @@ def fleet_status(ctx: click.Context, **opts: Any) -> None:
 
 
 def _status_cells(doc: dict[str, Any]) -> list[str]:
-    agent = doc["agent"]
-    up = format_duration(agent["uptime_seconds"]) if agent.get("running") else "[red]down[/]"
-    if agent.get("mode") == "timers":  # no daemon by design: the timers run the jobs
-        inactive = [t["unit"] for t in agent["timers"] if t["active"] is False]
+    from agents.records import StatusDocument
+
+    status = StatusDocument.model_validate(doc)
+    agent = status.agent
+    up = format_duration(agent.uptime_seconds or 0) if agent.running else "[red]down[/]"
+    if agent.mode == "timers":  # no daemon by design: the timers run the jobs
+        inactive = [t.unit for t in agent.timers if t.active is False]
         up = f"[red]{len(inactive)} timer(s) inactive[/]" if inactive else "timers"
-    failing = [c["name"] for c in doc["checks"] if c["status"] != "ok"]
-    checks = f"[red]{len(failing)} failing[/]" if failing else f"{len(doc['checks'])} ok"
-    ages = [b.get("age_seconds") for b in doc["backups"] if b.get("age_seconds") is not None]
+    failing = [c.name for c in status.checks if c.status != "ok"]
+    checks = f"[red]{len(failing)} failing[/]" if failing else f"{len(status.checks)} ok"
+    ages = [b.age_seconds for b in status.backups if b.age_seconds is not None]
     backup = f"{format_duration(max(ages))} ago" if ages else "never"
-    if any(b.get("status") not in (None, "ok") for b in doc["backups"]):
+    if any(b.status not in (None, "ok") for b in status.backups):
         backup = f"[red]failing[/], {backup}"
-    restore = doc.get("restore_test")
+    restore = status.restore_test
     if restore is None:
         restore_text = "none"
     else:
-        outcome = "passed" if restore["status"] == "ok" else "[red]FAILED[/]"
-        restore_text = f"{outcome} {format_duration(restore.get('age_seconds') or 0)} ago"
+        outcome = "passed" if restore.status == "ok" else "[red]FAILED[/]"
+        restore_text = f"{outcome} {format_duration(restore.age_seconds or 0)} ago"
     counts: dict[str, int] = {}
-    for case in doc["cases"]:
-        counts[case["severity"]] = counts.get(case["severity"], 0) + 1
+    for case in status.cases:
+        counts[case.severity] = counts.get(case.severity, 0) + 1
     cases = " ".join(f"{n} {s}" for s, n in counts.items()) or "-"
-    colour = "green" if doc["ok"] else "red"
+    colour = "green" if status.ok else "red"
     return [
-        str(agent["version"]),
+        str(agent.version),
         up,
         checks,
         backup,
         restore_text,
         cases,
-        f"[{colour}]{escape(doc['headline'][:70])}[/]",
+        f"[{colour}]{escape(status.headline[:70])}[/]",
     ]
 
 

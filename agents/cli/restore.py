@@ -197,6 +197,7 @@ def _restore_database(ctx: click.Context, config: Config, outcome: Any, as_json:
 
 
 def _last_restore_seconds(config: Config) -> float | None:
+    from agents.records import RestoreTestDetails
     from agents.state import StateDB
 
     if not config.state_db.exists():
@@ -204,4 +205,5 @@ def _last_restore_seconds(config: Config) -> float | None:
     state = StateDB(config.state_db).job("restore_test")
     if state is None or state.last_result is None or not state.last_result.ok:
         return None
-    return float(state.last_result.details.get("rto_seconds", state.last_result.duration_seconds))
+    rto = RestoreTestDetails.of(state.last_result).rto_seconds
+    return float(rto if rto is not None else state.last_result.duration_seconds)

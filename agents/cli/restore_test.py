@@ -60,6 +60,7 @@ def restore_test_run(
     fails or has never been backed up. Exit 1 when the test fails, 3 only when the
     test itself crashed (recorded as an error).
     """
+    from agents.records import RestoreTestDetails
     from agents.restore_test.runner import run_restore_test
     from agents.state import StateDB
 
@@ -83,19 +84,15 @@ def restore_test_run(
         table = Table(title=f"restore test on {config.host}: {result.status.value}")
         for column in ("step", "outcome", "time", "summary"):
             table.add_column(column)
-        for step in result.details.get("steps", []):
-            outcome = "[green]ok[/]" if step["ok"] else "[red]failed[/]"
-            table.add_row(step["name"], outcome, f"{step['seconds']:.2f}s", step["summary"])
+        tested = RestoreTestDetails.of(result)
+        for step in tested.steps or []:
+            outcome = "[green]ok[/]" if step.ok else "[red]failed[/]"
+            table.add_row(step.name, outcome, f"{step.seconds:.2f}s", step.summary)
         Console().print(table)
         click.echo(result.summary)
-        click.echo(
-            f"RTO {result.details.get('rto_seconds', 0):.1f}s,"
-            f" RPO {result.details.get('rpo_seconds', 0):.0f}s"
-        )
-        if result.details.get("sandbox"):
-            click.echo(
-                f"sandbox kept at {result.details['sandbox']} until {result.details['kept_until']}"
-            )
+        click.echo(f"RTO {tested.rto_seconds or 0:.1f}s, RPO {tested.rpo_seconds or 0:.0f}s")
+        if tested.sandbox:
+            click.echo(f"sandbox kept at {tested.sandbox} until {tested.kept_until}")
     ctx.exit(EXIT_RUNTIME if result.status is Status.ERROR else exit_for([result]))
 
 
@@ -108,6 +105,7 @@ def restore_test_history(
     ctx: click.Context, config_file: Path | None, limit: int, as_json: bool
 ) -> None:
     """Past restore tests: when, snapshots, per-step outcome and time, RTO, RPO."""
+    from agents.records import RestoreTestDetails
     from agents.state import StateDB
 
     config = load(ctx, config_file)
@@ -119,14 +117,13 @@ def restore_test_history(
     for column in ("when", "outcome", "RTO", "RPO", "steps", "summary"):
         table.add_column(column)
     for r in runs:
-        steps = " ".join(
-            f"{s['name']}:{'ok' if s['ok'] else 'FAIL'}" for s in r.details.get("steps", [])
-        )
+        tested = RestoreTestDetails.of(r)
+        steps = " ".join(f"{s.name}:{'ok' if s.ok else 'FAIL'}" for s in tested.steps or [])
         table.add_row(
             r.started_at.strftime("%Y-%m-%d %H:%M"),
             r.status.value,
-            f"{r.details.get('rto_seconds', 0):.1f}s",
-            f"{r.details.get('rpo_seconds', 0):.0f}s",
+            f"{tested.rto_seconds or 0:.1f}s",
+            f"{tested.rpo_seconds or 0:.0f}s",
             steps,
             r.summary,
         )

@@ -22,9 +22,9 @@ def status_command(ctx: click.Context, config_file: Path | None, as_json: bool) 
     config = load(ctx, config_file)
     status = collect(config)
     if as_json:
-        print_json(status)
+        print_json(status.to_dict())
     else:
         console = Console(highlight=False)
         for line in render(status):
             console.print(line, soft_wrap=True)
-    ctx.exit(EXIT_OK if status["ok"] else EXIT_FAILED)
+    ctx.exit(EXIT_OK if status.ok else EXIT_FAILED)

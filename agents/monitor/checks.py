@@ -38,6 +38,15 @@ from agents.config import (
     ValueBounds,
     resolve_secret,
 )
+from agents.records import (
+    CommandDetails,
+    DiskDetails,
+    FileAgeDetails,
+    HttpDetails,
+    ProcessDetails,
+    QueryDetails,
+    TcpDetails,
+)
 from agents.results import CheckResult, Status, run_guarded
 from agents.units import format_duration, format_size
 
@@ -76,12 +85,6 @@ def run_all(checks: list[AnyCheck], host: str, max_parallel: int = 8) -> list[Ch
 def disk_check(check: DiskCheck) -> Outcome:
     usage = shutil.disk_usage(check.path)
     free_percent = 100.0 * usage.free / usage.total if usage.total else 0.0
-    details = {
-        "path": str(check.path),
-        "total_bytes": usage.total,
-        "free_bytes": usage.free,
-        "free_percent": round(free_percent, 2),
-    }
     problems = []
     if check.min_free_percent is not None and free_percent < check.min_free_percent:
         problems.append(f"{free_percent:.1f}% free, below {check.min_free_percent:g}%")
@@ -90,13 +93,22 @@ def disk_check(check: DiskCheck) -> Outcome:
             f"{format_size(usage.free)} free, below {format_size(check.min_free_bytes)}"
         )
     hours = _hours_to_full(check.name, usage.free)
-    if hours is not None:
-        details["hours_to_full"] = round(hours, 2)
-        if check.min_hours_to_full is not None and hours < check.min_hours_to_full:
-            problems.append(
-                f"full in {format_duration(hours * 3600)} at the current rate,"
-                f" under {check.min_hours_to_full:g}h"
-            )
+    details = DiskDetails(
+        path=str(check.path),
+        total_bytes=usage.total,
+        free_bytes=usage.free,
+        free_percent=round(free_percent, 2),
+        hours_to_full=round(hours, 2) if hours is not None else None,
+    ).to_details()
+    if (
+        hours is not None
+        and check.min_hours_to_full is not None
+        and hours < check.min_hours_to_full
+    ):
+        problems.append(
+            f"full in {format_duration(hours * 3600)} at the current rate,"
+            f" under {check.min_hours_to_full:g}h"
+        )
     if problems:
         return Status.FAILED, f"{check.path}: " + "; ".join(problems), details
     return Status.OK, f"{check.path}: {free_percent:.1f}% free", details
@@ -144,7 +156,7 @@ def command_check(check: CommandCheck) -> Outcome:
     except FileNotFoundError as exc:
         return Status.ERROR, f"command not found: {exc.filename}", {}
     output = (proc.stdout + proc.stderr).strip()
-    details = {"exit_code": proc.returncode, "output": output[-2000:]}
+    details = CommandDetails(exit_code=proc.returncode, output=output[-2000:]).to_details()
     if proc.returncode != check.expect_exit:
         last = output.splitlines()[-1] if output else ""
         summary = f"exit code {proc.returncode}, expected {check.expect_exit}"
@@ -168,11 +180,12 @@ def tcp_check(check: TcpCheck) -> Outcome:
                     return (
                         Status.FAILED,
                         f"{check.host}:{check.port}: answer does not match {check.expect!r}",
-                        {"received": answer[:200]},
+                        TcpDetails(received=answer[:200]).to_details(),
                     )
     except OSError as exc:
         return Status.FAILED, f"{check.host}:{check.port}: {_oserror(exc)}", {}
-    return Status.OK, f"{check.host}:{check.port} connected", {"connect_seconds": connect}
+    connected = TcpDetails(connect_seconds=connect).to_details()
+    return Status.OK, f"{check.host}:{check.port} connected", connected
 
 
 def http_check(check: HttpCheck) -> Outcome:
@@ -197,18 +210,22 @@ def http_check(check: HttpCheck) -> Outcome:
         text = _oserror(reason) if isinstance(reason, OSError) else str(reason)
         return Status.FAILED, f"{check.url}: {text}", {}
     latency = time.monotonic() - start
-    details: dict[str, Any] = {"status_code": status, "latency_seconds": round(latency, 4)}
-    if check.url.startswith("https://"):
-        days = _certificate_days_left(check.url, context, timeout)
-        if days is not None:
-            details["cert_days_left"] = round(days, 2)
-            if days < check.cert_min_days:
-                return (
-                    Status.FAILED,
-                    f"{check.url}: certificate expires in {days:.1f} days,"
-                    f" under {check.cert_min_days}",
-                    details,
-                )
+    days = (
+        _certificate_days_left(check.url, context, timeout)
+        if check.url.startswith("https://")
+        else None
+    )
+    details = HttpDetails(
+        status_code=status,
+        latency_seconds=round(latency, 4),
+        cert_days_left=round(days, 2) if days is not None else None,
+    ).to_details()
+    if days is not None and days < check.cert_min_days:
+        return (
+            Status.FAILED,
+            f"{check.url}: certificate expires in {days:.1f} days, under {check.cert_min_days}",
+            details,
+        )
     if status not in check.expect_status:
         return Status.FAILED, f"{check.url}: HTTP {status}", details
     if check.body_regex and not re.search(check.body_regex, body.decode(errors="replace")):
@@ -224,7 +241,7 @@ def file_age_check(check: FileAgeCheck) -> Outcome:
         return Status.FAILED, f"no file matches {check.glob}", {}
     newest = max(matches, key=os.path.getmtime)
     age = time.time() - os.path.getmtime(newest)
-    details = {"newest": newest, "age_seconds": round(age, 1)}
+    details = FileAgeDetails(newest=newest, age_seconds=round(age, 1)).to_details()
     if age > check.max_age.total_seconds():
         return (
             Status.FAILED,
@@ -246,12 +263,12 @@ def process_check(check: ProcessCheck) -> Outcome:
             rss += proc.memory_info().rss
         except psutil.Error:
             continue
-    details = {
-        "count": count,
-        "pids": [p.pid for p in matched][:50],
-        "cpu_seconds": round(cpu, 2),
-        "rss_bytes": int(rss),
-    }
+    details = ProcessDetails(
+        count=count,
+        pids=[p.pid for p in matched][:50],
+        cpu_seconds=round(cpu, 2),
+        rss_bytes=int(rss),
+    ).to_details()
     if count < check.min_count:
         return (
             Status.FAILED,
@@ -318,10 +335,10 @@ def mysql_check(check: MysqlCheck) -> Outcome:
 
 def _compare(row: Any, expect: ValueBounds | None, seconds: float) -> Outcome:
     value = row[0] if row else None
-    details = {
-        "value": value if isinstance(value, int | float | str) else str(value),
-        "query_seconds": round(seconds, 4),
-    }
+    details = QueryDetails(
+        value=value if isinstance(value, int | float | str) else str(value),
+        query_seconds=round(seconds, 4),
+    ).to_details()
     if expect is not None:
         if expect.equals is not None and str(value) != expect.equals:
             return Status.FAILED, f"query returned {value!r}, expected {expect.equals!r}", details
