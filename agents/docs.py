@@ -258,9 +258,13 @@ def iter_commands(group: click.Command, path: str = "opsagent") -> list[tuple[st
 
 
 def render_all() -> dict[Path, str]:
+    """Every generated page: the configuration and command references, the JSON schema."""
+    from agents.records import json_docs
+
     return {
         DOCS / "configuration.md": config_reference() + "\n",
         DOCS / "cli.md": cli_reference() + "\n",
+        DOCS / "json.md": json_docs(),
     }
 
 

@@ -229,8 +229,7 @@ def test_check_and_sla_json_are_the_documented_schema(tmp_path: Path) -> None:
 
 def test_docs_json_is_generated_from_the_models() -> None:
     assert (REPO / "docs/json.md").read_text() == json_docs(), (
-        "docs/json.md is stale: python -c 'from agents.records import json_docs;"
-        ' print(json_docs(), end="")\' > docs/json.md'
+        "docs/json.md is stale: python -m agents.docs"
     )
 
 

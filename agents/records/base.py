@@ -1,0 +1,50 @@
+"""The base of every typed record: frozen, its JSON its fields in order; and `Details`,
+what every kind of result's details may hold."""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+)
+
+from agents.results import CheckResult
+
+# a JSON number as it came: an int stays an int, a float a float, so output is unchanged
+Number = int | float
+
+# every kind of result a scheduled job emits (the rest are checks, or internal)
+JOB_KINDS = frozenset({"backup", "backup_source", "restore_test", "prune", "forget"})
+
+
+class Record(BaseModel):
+    """A frozen record whose JSON is its fields, in order."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as the JSON object printed for it."""
+        return self.model_dump()
+
+
+class Details(Record):
+    """What every kind's details may hold: the exception when its body raised."""
+
+    exception: str | None = None
+    where: str | None = None
+
+    @classmethod
+    def of(cls, result: CheckResult) -> Self:
+        """The result's details as this record; an entry of the wrong type (an old or
+        foreign row) is kept as it is rather than lost."""
+        try:
+            return cls.model_validate(dict(result.details))
+        except ValidationError:
+            return cls.model_construct(**dict(result.details))
+
+    def to_details(self) -> dict[str, Any]:
+        """The details object a result carries: the fields that have a value."""
+        return self.model_dump(exclude_none=True)
