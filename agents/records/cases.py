@@ -28,8 +28,10 @@ class CaseRecord(Record):
 
 
 class CaseListItem(CaseRecord):
-    """`opsagent cases list --json` (a list, newest first): a case and the seconds left
-    on its clocks (negative once breached)."""
+    """A case and the seconds left on its clocks (negative once breached).
+
+    `opsagent cases list --json` prints a list of these, newest first.
+    """
 
     response_left_seconds: Number
     resolution_left_seconds: Number
@@ -59,16 +61,20 @@ class NotificationRecord(Record):
 
 
 class CaseDetail(CaseRecord):
-    """`opsagent cases show --json`: the case, its timeline (oldest first) and its
-    notifications (oldest first)."""
+    """A case, its timeline and its notifications, both oldest first.
+
+    `opsagent cases show --json`.
+    """
 
     events: list[CaseEvent]
     notifications: list[NotificationRecord]
 
 
 class NotificationsDocument(Record):
-    """`opsagent cases notifications --json`: outbox rows, newest first, and the
-    problems that keep notifications from going out."""
+    """Outbox rows, newest first, and the problems that keep notifications from going out.
+
+    `opsagent cases notifications --json`.
+    """
 
     notifications: list[NotificationRecord]
     problems: list[str]
@@ -83,8 +89,10 @@ class CalendarRecord(Record):
 
 
 class DueDocument(Record):
-    """`opsagent cases due --json`: when a case of this severity opened then is due
-    (times in the calendar's zone)."""
+    """When a case of this severity opened then is due (times in the calendar's zone).
+
+    `opsagent cases due --json`.
+    """
 
     severity: str
     opened: str

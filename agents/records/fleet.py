@@ -32,8 +32,8 @@ class FleetHost(Record):
 
 
 class FleetRun(Record):
-    """`opsagent fleet exec|status|checks|backup run|restore-test run --json`: each
-    host's outcome; `fleet status` adds the hosts by version and whether they differ."""
+    """Each host's outcome; `fleet status` adds `versions` (the hosts by agent version) and
+    `mixed_versions`, which the other commands leave out."""
 
     hosts: list[FleetHost]
     versions: dict[str, list[str]] | None = None
@@ -68,13 +68,13 @@ class Rollout(Record):
 
 
 class UpgradePlan(Rollout):
-    """`opsagent fleet upgrade --dry-run --json`: the plan and each host's command."""
+    """The plan of a staged upgrade and the command each host would run."""
 
     commands: dict[str, str]
 
 
 class UpgradeRun(Rollout):
-    """`opsagent fleet upgrade --json`: the rollout and each host's last outcome."""
+    """How a staged upgrade went and each host's last outcome."""
 
     hosts: list[FleetHost]
 

@@ -6,8 +6,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from agents.records.audit import AuditEntry
 from agents.records.base import Details
+from agents.records.cases import CaseDetail, CaseListItem, DueDocument, NotificationsDocument
 from agents.records.details import DETAILS_BY_KIND
+from agents.records.fleet import FleetRun, UpgradePlan, UpgradeRun
 from agents.records.sla import SlaRow
 from agents.records.status import StatusDocument
 
@@ -15,6 +18,22 @@ from agents.records.status import StatusDocument
 DOCUMENTS: tuple[tuple[str, str, type[BaseModel]], ...] = (
     ("Status", "`opsagent status --json`, `/status` on the exporter", StatusDocument),
     ("SLA report", "`opsagent cases sla --json` (a list, one row per severity)", SlaRow),
+    ("Case list", "`opsagent cases list --json` (a list, newest first)", CaseListItem),
+    ("Case", "`opsagent cases show --json`", CaseDetail),
+    ("Notifications", "`opsagent cases notifications --json`", NotificationsDocument),
+    ("Due times", "`opsagent cases due --json`", DueDocument),
+    (
+        "Audit records",
+        "`opsagent audit --json` and `opsagent fleet history --json` (a list, newest first)",
+        AuditEntry,
+    ),
+    (
+        "Fleet command",
+        "`opsagent fleet exec|status|checks|backup run|restore-test run --json`",
+        FleetRun,
+    ),
+    ("Fleet upgrade plan", "`opsagent fleet upgrade --dry-run --json`", UpgradePlan),
+    ("Fleet upgrade", "`opsagent fleet upgrade --json`", UpgradeRun),
 )
 
 
