@@ -5,14 +5,15 @@ the case changes made by hand are audited as before."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from pydantic import BaseModel
 
-from agents.cli import cli
 from agents.records import DOCUMENTS
 from agents.records.audit import AuditEntry
 from agents.records.cases import (
@@ -23,7 +24,7 @@ from agents.records.cases import (
 )
 from agents.records.fleet import FleetRun, UpgradePlan, UpgradeRun
 from agents.records.sla import SlaRow
-from tests.unit.test_records import _problems
+from tests.unit.test_records import REPO, _problems
 
 
 def _valid(value: Any, model: type[BaseModel]) -> None:
@@ -33,19 +34,22 @@ def _valid(value: Any, model: type[BaseModel]) -> None:
 
 
 @pytest.fixture
-def opsagent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Run `opsagent ...` in-process on a config with a SQLite case store; returns the
-    exit code and standard output."""
+def opsagent(tmp_path: Path) -> Any:
+    """Run `opsagent ...` on a config with a SQLite case store; returns the exit code and
+    standard output. (A process of its own: invoking the click group in this process
+    would change the help options `agents.docs` renders for test_docs.)"""
     config = tmp_path / "agent.yml"
     config.write_text(
         f"host: h1\nstate_dir: {tmp_path / 'state'}\ncases:\n  notify:\n"
         '    - {kind: webhook, name: ops, url: "http://127.0.0.1:9/hook"}\n'
     )
-    monkeypatch.setenv("OPSAGENT_CONFIG", str(config))
+    env = os.environ | {"OPSAGENT_CONFIG": str(config), "PYTHONPATH": str(REPO)}
 
     def run(*args: str) -> tuple[int, str]:
-        result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-        return result.exit_code, result.stdout
+        done = subprocess.run(
+            [sys.executable, "-m", "agents", *args], env=env, capture_output=True, text=True
+        )
+        return done.returncode, done.stdout
 
     return run
 
