@@ -46,7 +46,6 @@ from agents.state import JobState, StateDB
 from agents.timers import timer_driven, timer_states
 from agents.units import format_duration, format_size, printable
 
-INTERNAL_KINDS = frozenset({"outbox", "textfile"})
 _RANK = {Severity.CRITICAL: 0, Severity.MAJOR: 1, Severity.MODERATE: 2, Severity.MINOR: 3}
 # open cases at these severities are problems on their own, whatever opened them
 CASE_PROBLEM_SEVERITIES = frozenset({Severity.CRITICAL, Severity.MAJOR})
@@ -105,7 +104,7 @@ def collect(config: Config, now: datetime | None = None) -> StatusDocument:
 
     checks: list[CheckRow] = []
     for record in records.values():
-        if record.kind in JOB_KINDS or record.kind in INTERNAL_KINDS:
+        if record.kind in JOB_KINDS:
             continue
         result = record.last_result
         severity = result.severity if result else Severity.MAJOR
@@ -204,7 +203,7 @@ def collect(config: Config, now: datetime | None = None) -> StatusDocument:
     view = _case_view(config, now)
     if view.error is not None:
         problems.append(Problem(Severity.CRITICAL, view.error, None, "cases"))
-    outbox = next((r for r in records.values() if r.kind == "outbox"), None)
+    outbox = next((r for r in state.upkeep() if r.kind == "outbox"), None)
     if (
         view.error is None
         and agent.running
