@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agents.errors import OpsagentError
+from agents.records.details import RestoreTestDetails
 
 Say = Callable[[str], None]
 
@@ -143,7 +144,7 @@ def run_demo(keep: bool, say: Say) -> int:
 
         passed = run_restore_test(config, state)
         record_outcome(config, [passed])
-        rto = passed.details.get("rto_seconds", 0)
+        rto = RestoreTestDetails.of(passed).rto_seconds or 0
         if not passed.ok:
             raise OpsagentError(f"the first restore test failed: {passed.summary}")
         say(

@@ -29,6 +29,7 @@ from agents.backup.runner import open_repository
 from agents.backup.snapshot import Snapshot
 from agents.backup.sources.registry import data_source, source_class
 from agents.config import Config, RandomWithin, RestoreTestConfig, resolve_secret
+from agents.records.details import RestoreStep, RestoreTestDetails
 from agents.restore_test.sandbox import LocalSandbox, new_run_id, sweep
 from agents.restore_test.verify import (
     Step,
@@ -170,19 +171,18 @@ def run_restore_test(
             )
         )
     failed = [s for s in steps if not s.ok]
-    details: dict[str, Any] = {
-        "run_id": sandbox.run_id,
-        "snapshots": {s.source: s.id for s in snapshots},
-        "sources": sources,
-        "steps": [s.to_dict() for s in steps],
-        "rto_seconds": round(restore_seconds, 3),
-        "rpo_seconds": round(rpo, 1),
-        "sandbox": str(sandbox.directory) if kept_until else None,
-        "kept_until": kept_until.isoformat() if kept_until else None,
-    }
     coverage = next((s.details.get("coverage") for s in steps if s.name == "data"), None)
-    if coverage is not None:
-        details["coverage"] = coverage
+    tested = RestoreTestDetails(
+        run_id=sandbox.run_id,
+        snapshots={s.source: s.id for s in snapshots},
+        sources=sources,
+        steps=[RestoreStep(**s.to_dict()) for s in steps],
+        rto_seconds=round(restore_seconds, 3),
+        rpo_seconds=round(rpo, 1),
+        sandbox=str(sandbox.directory) if kept_until else None,
+        kept_until=kept_until.isoformat() if kept_until else None,
+        **({"coverage": coverage} if coverage is not None else {}),
+    )
     if failed:
         first = failed[0]
         more = f" (+{len(failed) - 1} more failed step(s))" if len(failed) > 1 else ""
@@ -199,10 +199,16 @@ def run_restore_test(
         status=Status.FAILED if failed else Status.OK,
         severity=Severity.CRITICAL,
         summary=summary,
-        details=details,
+        details=_details(tested),
         duration_seconds=time.monotonic() - start,
         started_at=started_at,
     )
+
+
+def _details(tested: RestoreTestDetails) -> dict[str, Any]:
+    """The details a restore test result carries: every field given, a null sandbox and
+    kept_until too (unlike `to_details`, which leaves out what is null)."""
+    return tested.model_dump(exclude_unset=True)
 
 
 def choose_snapshots(
@@ -256,15 +262,17 @@ def _not_started(config: Config, reason: str, started_at: datetime, start: float
         status=Status.FAILED,
         severity=Severity.CRITICAL,
         summary=f"step start failed: {reason}",
-        details={
-            "snapshots": {},
-            "sources": {},
-            "steps": [Step("start", False, reason, 0.0).to_dict()],
-            "rto_seconds": 0.0,
-            "rpo_seconds": 0.0,
-            "sandbox": None,
-            "kept_until": None,
-        },
+        details=_details(
+            RestoreTestDetails(
+                snapshots={},
+                sources={},
+                steps=[RestoreStep(**Step("start", False, reason, 0.0).to_dict())],
+                rto_seconds=0.0,
+                rpo_seconds=0.0,
+                sandbox=None,
+                kept_until=None,
+            )
+        ),
         duration_seconds=time.monotonic() - start,
         started_at=started_at,
     )
