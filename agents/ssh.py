@@ -128,25 +128,7 @@ class _Reject(paramiko.MissingHostKeyPolicy):
 
 def connect(target: Target, known_hosts: Path) -> paramiko.SSHClient:
     """An authenticated client, or SSHError in one line naming the host."""
-    sock = None
-    jump_client = None
-    if target.jump is not None:
-        jump_client = connect(target.jump, known_hosts)
-        transport = jump_client.get_transport()
-        assert transport is not None
-        try:
-            sock = transport.open_channel(
-                "direct-tcpip",
-                (target.address, target.port),
-                ("127.0.0.1", 0),
-                timeout=target.connect_timeout,
-            )
-        except (paramiko.SSHException, OSError) as exc:
-            jump_client.close()
-            raise SSHError(
-                f"{target.where}: jump host {target.jump.name} cannot reach it: {_text(exc)}",
-                _text(exc),
-            ) from None
+    jump_client, sock = _through_jump(target, known_hosts)
     client = paramiko.SSHClient()
     try:
         client.load_host_keys(str(known_hosts))
@@ -154,6 +136,50 @@ def connect(target: Target, known_hosts: Path) -> paramiko.SSHClient:
         raise SSHError(f"known_hosts {known_hosts}: {_text(exc)}", _text(exc)) from None
     client.set_missing_host_key_policy(_Reject())
     passphrase = resolve_secret(file=target.passphrase_file) if target.passphrase_file else None
+    _log_in(client, target, passphrase, sock, jump_client)
+    transport = client.get_transport()
+    if transport is not None and target.keepalive > 0:
+        transport.set_keepalive(int(max(1, target.keepalive)))
+    if jump_client is not None:
+        client._opsagent_jump = jump_client  # type: ignore[attr-defined]  # closed with it
+    return client
+
+
+def _through_jump(
+    target: Target, known_hosts: Path
+) -> tuple[paramiko.SSHClient | None, paramiko.Channel | None]:
+    """The jump host's connection and a channel through it to the target (ProxyJump),
+    or (None, None) for a target reached directly."""
+    if target.jump is None:
+        return None, None
+    jump_client = connect(target.jump, known_hosts)
+    transport = jump_client.get_transport()
+    assert transport is not None
+    try:
+        sock = transport.open_channel(
+            "direct-tcpip",
+            (target.address, target.port),
+            ("127.0.0.1", 0),
+            timeout=target.connect_timeout,
+        )
+    except (paramiko.SSHException, OSError) as exc:
+        jump_client.close()
+        raise SSHError(
+            f"{target.where}: jump host {target.jump.name} cannot reach it: {_text(exc)}",
+            _text(exc),
+        ) from None
+    return jump_client, sock
+
+
+def _log_in(
+    client: paramiko.SSHClient,
+    target: Target,
+    passphrase: str | None,
+    sock: paramiko.Channel | None,
+    jump_client: paramiko.SSHClient | None,
+) -> None:
+    """Connect and authenticate with the key; every failure is an SSHError in one line
+    (an unknown or changed host key says which key the host presented)."""
     try:
         client.connect(
             target.address,
@@ -194,12 +220,6 @@ def connect(target: Target, known_hosts: Path) -> paramiko.SSHClient:
         if jump_client is not None:
             jump_client.close()
         raise SSHError(f"{target.where}: {_text(exc)}", _text(exc)) from None
-    transport = client.get_transport()
-    if transport is not None and target.keepalive > 0:
-        transport.set_keepalive(int(max(1, target.keepalive)))
-    if jump_client is not None:
-        client._opsagent_jump = jump_client  # type: ignore[attr-defined]  # closed with it
-    return client
 
 
 def close(client: paramiko.SSHClient) -> None:

@@ -473,40 +473,68 @@ def render(status: StatusDocument) -> list[str]:
     """The screen, as rich markup lines (colour on a terminal, plain when piped)."""
     colour = "green" if status.ok else "red"
     lines = [f"[bold {colour}]{escape(printable(status.headline))}[/]", ""]
-    if len(status.problems) > 1:
-        lines.append("[bold]problems[/]")
-        for problem in status.problems:
-            clock = ""
-            if problem.case is not None:
-                left = _time_left(problem.seconds_left or 0)
-                clock = f"  (case #{problem.case}, {problem.clock} {left})"
-            lines.append(f"  {problem.severity:<9} {escape(printable(problem.text))}{clock}")
-        lines.append("")
+    lines += _problem_lines(status.problems)
+    lines += _agent_lines(status)
+    lines.append("")
+    lines += _check_lines(status.checks)
+    lines.append("")
+    lines += _backup_lines(status.backups)
+    lines.append("")
+    lines += _restore_lines(status.restore_test, status.repository)
+    lines.append("")
+    lines += _case_lines(status.cases, status.cases_error)
+    return lines
+
+
+def _problem_lines(problems: list[ProblemRow]) -> list[str]:
+    """Every problem with its case's clock, when there is more than the headline's one."""
+    if len(problems) <= 1:
+        return []
+    lines = ["[bold]problems[/]"]
+    for problem in problems:
+        clock = ""
+        if problem.case is not None:
+            left = _time_left(problem.seconds_left or 0)
+            clock = f"  (case #{problem.case}, {problem.clock} {left})"
+        lines.append(f"  {problem.severity:<9} {escape(printable(problem.text))}{clock}")
+    lines.append("")
+    return lines
+
+
+def _agent_lines(status: StatusDocument) -> list[str]:
+    """The daemon's line, or on a host run by the systemd timers a line per timer."""
     agent = status.agent
     if agent.mode == "timers":
-        lines.append(f"agent     systemd timers on {status.host} (cli {agent.cli_version})")
+        lines = [f"agent     systemd timers on {status.host} (cli {agent.cli_version})"]
         for timer in agent.timers:
             mark = {True: "[green]ok  [/]", False: "[red]FAIL[/]"}.get(
                 timer.active, "[yellow]??  [/]"
             )
             ran = format_duration(timer.age_seconds or 0)
             lines.append(f"  {mark} {timer.unit:<28} {shown(timer.state)}, last run {ran} ago")
-    elif agent.running:
+        return lines
+    if agent.running:
         uptime = format_duration(agent.uptime_seconds or 0)
-        lines.append(f"agent     {agent.version} on {status.host}, up {uptime}")
-    else:
-        lines.append(f"agent     [red]not running[/] ({status.host}, cli {agent.cli_version})")
-    lines.append("")
-    lines.append("[bold]checks[/]")
-    for check in status.checks:
+        return [f"agent     {agent.version} on {status.host}, up {uptime}"]
+    return [f"agent     [red]not running[/] ({status.host}, cli {agent.cli_version})"]
+
+
+def _check_lines(checks: list[CheckRow]) -> list[str]:
+    """A line per check: ok or FAIL, since when, its summary."""
+    lines = ["[bold]checks[/]"]
+    for check in checks:
         mark = "[green]ok  [/]" if check.status == "ok" else "[red]FAIL[/]"
         since = _since(check.since)
         lines.append(f"  {mark} {check.name:<24} {check.kind:<14} {since}  {shown(check.summary)}")
-    if not status.checks:
+    if not checks:
         lines.append("  (none yet)")
-    lines.append("")
-    lines.append("[bold]backups[/]")
-    for backup in status.backups:
+    return lines
+
+
+def _backup_lines(backups: list[BackupRow]) -> list[str]:
+    """A line per source: its last success and size, or that it was never backed up here."""
+    lines = ["[bold]backups[/]"]
+    for backup in backups:
         if backup.status is None:
             lines.append(f"  [yellow]----[/] {backup.source:<24} never backed up here")
             continue
@@ -517,12 +545,15 @@ def render(status: StatusDocument) -> list[str]:
         )
         size = format_size(backup.bytes) if backup.bytes is not None else "-"
         lines.append(f"  {mark} {backup.source:<24} {age_text}, {size}")
-    if not status.backups:
+    if not backups:
         lines.append("  (no sources configured)")
-    restore = status.restore_test
-    lines.append("")
+    return lines
+
+
+def _restore_lines(restore: RestoreTestRow | None, repository: RepositoryRow | None) -> list[str]:
+    """The last restore test with its RTO and RPO, and the repository's size."""
     if restore is None:
-        lines.append("[bold]restore test[/]  none yet")
+        lines = ["[bold]restore test[/]  none yet"]
     else:
         mark = "[green]passed[/]" if restore.status == "ok" else "[red]FAILED[/]"
         age_ago = format_duration(restore.age_seconds or 0)
@@ -530,32 +561,34 @@ def render(status: StatusDocument) -> list[str]:
         figures = ""
         if rto is not None and rpo is not None:
             figures = f", RTO {format_duration(rto)}, RPO {format_duration(rpo)}"
-        lines.append(f"[bold]restore test[/]  {mark} {age_ago} ago{figures}")
-    repository = status.repository
+        lines = [f"[bold]restore test[/]  {mark} {age_ago} ago{figures}"]
     if repository is not None:
         size = format_size(repository.bytes or 0)
         url = escape(str(repository.url))
         lines.append(f"[bold]repository[/]    {repository.snapshots} snapshots, {size} ({url})")
-    lines.append("")
-    cases = status.cases
-    if status.cases_error:
-        lines.append(f"[bold]cases[/]  [red]{escape(printable(status.cases_error))}[/]")
-    else:
-        counts = {s.value: 0 for s in Severity}
-        for case in cases:
-            counts[case.severity] += 1
-        summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none open"
-        lines.append(f"[bold]cases[/]  {summary}")
-        for case in cases[:10]:
-            left = case.seconds_left
-            when = (
-                f"{case.clock} due in {format_duration(left)}"
-                if left >= 0
-                else f"[red]{case.clock} overdue by {format_duration(-left)}[/]"
-            )
-            lines.append(f"  #{case.id:<5} {case.severity:<9} {when:<34} {shown(case.title[:70])}")
-        if len(cases) > 10:
-            lines.append(f"  ... {len(cases) - 10} more: opsagent cases list")
+    return lines
+
+
+def _case_lines(cases: list[CaseRow], cases_error: str | None) -> list[str]:
+    """Open cases by severity and the first ten with their clocks, or why the store
+    cannot be read."""
+    if cases_error:
+        return [f"[bold]cases[/]  [red]{escape(printable(cases_error))}[/]"]
+    counts = {s.value: 0 for s in Severity}
+    for case in cases:
+        counts[case.severity] += 1
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none open"
+    lines = [f"[bold]cases[/]  {summary}"]
+    for case in cases[:10]:
+        left = case.seconds_left
+        when = (
+            f"{case.clock} due in {format_duration(left)}"
+            if left >= 0
+            else f"[red]{case.clock} overdue by {format_duration(-left)}[/]"
+        )
+        lines.append(f"  #{case.id:<5} {case.severity:<9} {when:<34} {shown(case.title[:70])}")
+    if len(cases) > 10:
+        lines.append(f"  ... {len(cases) - 10} more: opsagent cases list")
     return lines
 
 

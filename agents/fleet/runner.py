@@ -16,7 +16,7 @@ from typing import Any
 
 from agents.config import Inventory
 from agents.errors import OpsagentError
-from agents.ssh import SSHError, Target, close, connect, run, targets
+from agents.ssh import Output, SSHError, Target, close, connect, run, targets
 
 
 class FleetError(OpsagentError):
@@ -134,49 +134,7 @@ def run_on(
             return HostResult(target.name, target.address, "cancelled", error="cancelled")
         with lock:
             running.add(target.name)
-        try:
-            client = connect(target, known_hosts)
-        except SSHError as exc:
-            return HostResult(
-                target.name,
-                target.address,
-                "error",
-                error=str(exc),
-                duration_seconds=time.monotonic() - start,
-            )
-        try:
-            output = run(client, command_for(target), timeout, cancel)
-        except (SSHError, OSError, EOFError) as exc:
-            return HostResult(
-                target.name,
-                target.address,
-                "error",
-                error=f"{target.name}: {exc}",
-                duration_seconds=time.monotonic() - start,
-            )
-        finally:
-            close(client)
-        seconds = time.monotonic() - start
-        result = HostResult(
-            target.name,
-            target.address,
-            "ok" if output.exit_code == 0 else "failed",
-            exit_code=output.exit_code,
-            stdout=output.stdout,
-            stderr=output.stderr,
-            duration_seconds=seconds,
-        )
-        if output.timed_out:
-            result.status = "cancelled" if cancel.is_set() else "timeout"
-            result.error = (
-                f"{target.name}: cancelled"
-                if cancel.is_set()
-                else f"{target.name}: timed out after {timeout:.0f}s"
-            )
-        if parse is not None and output.stdout.strip():
-            with contextlib.suppress(ValueError):
-                result.data = parse(output.stdout)
-        return result
+        return _run_host(target, known_hosts, command_for, timeout, cancel, parse, start)
 
     def finished(target: Target, result: HostResult) -> None:
         with lock:
@@ -198,17 +156,95 @@ def run_on(
                     len(results), len(running), sum(not r.ok for r in results.values()), len(chosen)
                 )
     except KeyboardInterrupt:
-        cancel.set()
-        for future in pending:
-            future.cancel()
-        for future, target in futures.items():
-            if future.cancelled():
-                results[target.name] = HostResult(
-                    target.name, target.address, "cancelled", error=f"{target.name}: cancelled"
-                )
-        done, _ = wait([f for f in futures if not f.cancelled()], timeout=30)
-        for future in done:
-            results.setdefault(futures[future].name, future.result())
+        _interrupted(cancel, pending, futures, results)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return [results[t.name] for t in chosen if t.name in results]
+
+
+def _run_host(
+    target: Target,
+    known_hosts: Path,
+    command_for: Callable[[Target], str],
+    timeout: float,
+    cancel: threading.Event,
+    parse: Callable[[str], Any] | None,
+    start: float,
+) -> HostResult:
+    """Connect, run the host's command, and make its result; a host that cannot be
+    reached, or whose connection breaks, is an `error` with its one-line reason."""
+    try:
+        client = connect(target, known_hosts)
+    except SSHError as exc:
+        return _host_error(target, str(exc), start)
+    try:
+        output = run(client, command_for(target), timeout, cancel)
+    except (SSHError, OSError, EOFError) as exc:
+        return _host_error(target, f"{target.name}: {exc}", start)
+    finally:
+        close(client)
+    return _host_result(target, output, time.monotonic() - start, timeout, cancel, parse)
+
+
+def _host_error(target: Target, error: str, start: float) -> HostResult:
+    """A host the command never ran to its end on: unreachable, refused, or cut off."""
+    return HostResult(
+        target.name,
+        target.address,
+        "error",
+        error=error,
+        duration_seconds=time.monotonic() - start,
+    )
+
+
+def _host_result(
+    target: Target,
+    output: Output,
+    seconds: float,
+    timeout: float,
+    cancel: threading.Event,
+    parse: Callable[[str], Any] | None,
+) -> HostResult:
+    """What the command gave: ok or failed by its exit code, timeout or cancelled when
+    cut, with the parsed --json output when there is a parser and it parses."""
+    result = HostResult(
+        target.name,
+        target.address,
+        "ok" if output.exit_code == 0 else "failed",
+        exit_code=output.exit_code,
+        stdout=output.stdout,
+        stderr=output.stderr,
+        duration_seconds=seconds,
+    )
+    if output.timed_out:
+        result.status = "cancelled" if cancel.is_set() else "timeout"
+        result.error = (
+            f"{target.name}: cancelled"
+            if cancel.is_set()
+            else f"{target.name}: timed out after {timeout:.0f}s"
+        )
+    if parse is not None and output.stdout.strip():
+        with contextlib.suppress(ValueError):
+            result.data = parse(output.stdout)
+    return result
+
+
+def _interrupted(
+    cancel: threading.Event,
+    pending: set[Future[HostResult]],
+    futures: dict[Future[HostResult], Target],
+    results: dict[str, HostResult],
+) -> None:
+    """Ctrl-C: cut the running hosts, mark those not started cancelled, and keep what the
+    running ones give within 30 seconds."""
+    cancel.set()
+    for future in pending:
+        future.cancel()
+    for future, target in futures.items():
+        if future.cancelled():
+            results[target.name] = HostResult(
+                target.name, target.address, "cancelled", error=f"{target.name}: cancelled"
+            )
+    done, _ = wait([f for f in futures if not f.cancelled()], timeout=30)
+    for future in done:
+        results.setdefault(futures[future].name, future.result())

@@ -18,8 +18,13 @@ from typing import Any
 import paramiko
 
 from agents import ssh
-from agents.config import Config, RestoreTestConfig
+from agents.config import Config, RestoreTestConfig, Sandbox
 from agents.results import CheckResult, Severity, Status
+
+
+class _StepFailed(Exception):
+    """The `ssh` step failed: the sandbox host cannot be reached, refused, or gave no
+    result; the message is the step's one-line summary."""
 
 
 def run_remote(
@@ -31,6 +36,29 @@ def run_remote(
     started_at = datetime.now(UTC)
     start = time.monotonic()
     where = f"{sandbox.user}@{sandbox.host}:{sandbox.port}"
+    argv = _remote_argv(sandbox, snapshot_ref, only_source)
+    try:
+        client = _connect(sandbox, where)
+        out, err, code = _execute(client, where, argv, plan.timeout.total_seconds())
+        result = _result_of(out, err, code, where)
+    except _StepFailed as exc:
+        return _failed(config, where, str(exc), start, started_at)
+    details = {**result.details, "sandbox_host": where}
+    return CheckResult(
+        name="restore_test",
+        kind="restore_test",
+        host=config.host,
+        status=result.status,
+        severity=Severity.CRITICAL,
+        summary=result.summary,
+        details=details,
+        duration_seconds=time.monotonic() - start,
+        started_at=started_at,
+    )
+
+
+def _remote_argv(sandbox: Sandbox, snapshot_ref: str | None, only_source: str | None) -> list[str]:
+    """The command the sandbox host runs: the same test in a local sandbox, as JSON."""
     argv = [
         *shlex.split(sandbox.remote_command),
         "restore-test",
@@ -45,25 +73,11 @@ def run_remote(
         argv += ["--snapshot", snapshot_ref]
     if only_source:
         argv += ["--source", only_source]
+    return argv
 
-    def failed(summary: str) -> CheckResult:
-        return CheckResult(
-            name="restore_test",
-            kind="restore_test",
-            host=config.host,
-            status=Status.FAILED,
-            severity=Severity.CRITICAL,
-            summary=f"step ssh failed: {summary}",
-            details={
-                "steps": [{"name": "ssh", "ok": False, "summary": summary, "seconds": 0}],
-                "sandbox_host": where,
-                "rto_seconds": 0,
-                "rpo_seconds": 0,
-            },
-            duration_seconds=time.monotonic() - start,
-            started_at=started_at,
-        )
 
+def _connect(sandbox: Sandbox, where: str) -> paramiko.SSHClient:
+    """A connection to the sandbox host whose host key is already known, else _StepFailed."""
     assert sandbox.known_hosts is not None and sandbox.host is not None
     assert sandbox.user is not None  # the config refuses an ssh sandbox without them
     target = ssh.Target(
@@ -75,41 +89,64 @@ def run_remote(
         connect_timeout=30,
     )
     try:
-        client = ssh.connect(target, sandbox.known_hosts)
+        return ssh.connect(target, sandbox.known_hosts)
     except ssh.HostKeyChanged as exc:
-        return failed(
+        raise _StepFailed(
             f"sandbox host {where} presented a changed host key"
             f" ({exc.key.get_name()} {exc.key.fingerprint}); refused"
-        )
+        ) from None
     except ssh.HostKeyUnknown:
-        return failed(f"sandbox host {where} is not in {sandbox.known_hosts}; refused")
+        raise _StepFailed(
+            f"sandbox host {where} is not in {sandbox.known_hosts}; refused"
+        ) from None
     except ssh.SSHError as exc:
-        return failed(f"sandbox host {where}: {exc.reason}")
+        raise _StepFailed(f"sandbox host {where}: {exc.reason}") from None
+
+
+def _execute(
+    client: paramiko.SSHClient, where: str, argv: list[str], timeout: float
+) -> tuple[bytes, str, int]:
+    """Run the command there and close the connection: stdout, stderr, exit code."""
     try:
         command = " ".join(shlex.quote(a) for a in argv)
-        _, stdout, stderr = client.exec_command(command, timeout=plan.timeout.total_seconds())
+        _, stdout, stderr = client.exec_command(command, timeout=timeout)
         out = stdout.read()
         err = stderr.read().decode(errors="replace").strip()
         code = stdout.channel.recv_exit_status()
     except (TimeoutError, paramiko.SSHException, OSError) as exc:
-        return failed(f"sandbox host {where}: {exc}")
+        raise _StepFailed(f"sandbox host {where}: {exc}") from None
     finally:
         ssh.close(client)
+    return out, err, code
+
+
+def _result_of(out: bytes, err: str, code: int, where: str) -> CheckResult:
+    """The sandbox host's JSON result; without one, its last line of stderr says why."""
     try:
         data: dict[str, Any] = json.loads(out)
-        result = CheckResult.from_dict(data)
+        return CheckResult.from_dict(data)
     except (ValueError, KeyError, TypeError):
         last = err.splitlines()[-1] if err else f"exit code {code}"
-        return failed(f"sandbox host {where}: no result ({last})")
-    details = {**result.details, "sandbox_host": where}
+        raise _StepFailed(f"sandbox host {where}: no result ({last})") from None
+
+
+def _failed(
+    config: Config, where: str, summary: str, start: float, started_at: datetime
+) -> CheckResult:
+    """The result of a run whose `ssh` step failed."""
     return CheckResult(
         name="restore_test",
         kind="restore_test",
         host=config.host,
-        status=result.status,
+        status=Status.FAILED,
         severity=Severity.CRITICAL,
-        summary=result.summary,
-        details=details,
+        summary=f"step ssh failed: {summary}",
+        details={
+            "steps": [{"name": "ssh", "ok": False, "summary": summary, "seconds": 0}],
+            "sandbox_host": where,
+            "rto_seconds": 0,
+            "rpo_seconds": 0,
+        },
         duration_seconds=time.monotonic() - start,
         started_at=started_at,
     )
