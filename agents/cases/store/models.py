@@ -19,6 +19,8 @@ from agents.results import Severity
 
 @dataclass(frozen=True)
 class Case:
+    """One case as the store holds it: its failure, status, counts and SLA clocks."""
+
     id: int
     fingerprint: str
     title: str
@@ -76,6 +78,8 @@ class Case:
 
 @dataclass(frozen=True)
 class Event:
+    """One entry of a case's timeline."""
+
     at: datetime
     kind: str
     actor: str | None
@@ -88,6 +92,8 @@ class Event:
 
 @dataclass(frozen=True)
 class OutboxItem:
+    """One claimed notification, as `notify.Dispatcher` delivers it."""
+
     id: int
     case_id: int
     notifier: str
@@ -134,14 +140,17 @@ class Failure:
 
 
 def iso(value: datetime) -> str:
+    """A time as the store keeps it: ISO text in UTC."""
     return value.astimezone(UTC).isoformat()
 
 
 def parse_time(value: str | None) -> datetime | None:
+    """A stored time back, or None where there is none."""
     return datetime.fromisoformat(value) if value else None
 
 
 def case_from_row(row: Any) -> Case:
+    """A `Case` from a row of `schema.COLUMNS`."""
     return Case(
         id=int(row[0]),
         fingerprint=row[1],
