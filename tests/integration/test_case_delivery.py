@@ -360,7 +360,7 @@ def test_ten_agents_on_one_postgres_store(tmp_path: Path, pg_database: Any, hook
             lambda: sum(e == ["opened", "resolved"] for e in hook.events().values()) == count,
             timeout=120,
         )
-        services.wait_for("the outbox empty", lambda: store.outbox_backlog() == 0, timeout=30)
+        services.wait_for("the outbox empty", lambda: store.outbox_backlog() == 0, timeout=90)
         lines: dict[int, str | None] = {}
 
         def counted() -> int:
@@ -374,7 +374,7 @@ def test_ten_agents_on_one_postgres_store(tmp_path: Path, pg_database: Any, hook
                 )
             return sum(int(float(x.rsplit(" ", 1)[1])) for x in lines.values() if x)
 
-        services.wait_for("the agents' counts", lambda: counted() == 2 * count, timeout=15)
+        services.wait_for("the agents' counts", lambda: counted() == 2 * count, timeout=60)
         delivered = counted()
         for n in range(count):
             if n < with_notifier:
