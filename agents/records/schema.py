@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+import agents.records.backup as b
 from agents.records.base import Details
 from agents.records.details import DETAILS_BY_KIND
 from agents.records.sla import SlaRow
@@ -15,6 +16,35 @@ from agents.records.status import StatusDocument
 DOCUMENTS: tuple[tuple[str, str, type[BaseModel]], ...] = (
     ("Status", "`opsagent status --json`, `/status` on the exporter", StatusDocument),
     ("SLA report", "`opsagent cases sla --json` (a list, one row per severity)", SlaRow),
+    # the backup room's: backup, restore and restore-test commands
+    ("Backup run", "`opsagent backup run --json`", b.BackupRun),
+    (
+        "Snapshots",
+        "`opsagent backup snapshots --json` (a list), `backup show --json`",
+        b.SnapshotSummary,
+    ),
+    ("Snapshot with files", "`opsagent backup show --ls --json`", b.SnapshotFiles),
+    ("Repository check", "`opsagent backup check --json`", b.RepositoryCheck),
+    ("Retention", "`opsagent backup forget [--dry-run] --json`", b.ForgetRun),
+    (
+        "Named snapshots, dry run",
+        "`opsagent backup forget --dry-run ID... --json`",
+        b.ForgetSnapshotsPlan,
+    ),
+    ("Named snapshots removed", "`opsagent backup forget ID... --json`", b.ForgetSnapshots),
+    ("Repository keys", "`opsagent backup key list --json` (a list)", b.KeyRow),
+    ("Index repair", "`opsagent backup repair index --json`", b.IndexRepairReport),
+    ("Packs repair", "`opsagent backup repair packs --json`", b.PacksRepairReport),
+    ("Snapshots repair", "`opsagent backup repair snapshots --json`", b.SnapshotsRepairReport),
+    ("Files restore, dry run", "`opsagent restore --dry-run --json`", b.FilesRestorePlan),
+    ("Files restore", "`opsagent restore --json`", b.FilesRestore),
+    (
+        "Database restore, dry run",
+        "`opsagent restore --database --dry-run --json`",
+        b.DatabaseRestorePlan,
+    ),
+    ("Database restore", "`opsagent restore --database --json`", b.DatabaseRestore),
+    ("Restore test plan", "`opsagent restore-test plan --json`", b.RestoreTestPlan),
 )
 
 
