@@ -11,10 +11,14 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.errors import OpsagentError
+from agents.records.audit import AuditEntry
 from agents.results import CheckResult
+
+if TYPE_CHECKING:
+    from agents.state import AuditRecord
 
 log = logging.getLogger("opsagent.audit")
 
@@ -59,6 +63,11 @@ def action(state_db: Path, name: str, target: str, **detail: Any) -> Iterator[di
         raise
     outcome = str(detail.pop("outcome", "ok"))
     write(state_db, whoami(), name, target, outcome, detail)
+
+
+def entry(record: AuditRecord) -> AuditEntry:
+    """The stored record as `opsagent audit --json` and `fleet history --json` print it."""
+    return AuditEntry.model_validate(record.to_dict())
 
 
 def result_sink(state_db: Path, actor: str = SCHEDULED) -> Any:

@@ -29,6 +29,7 @@ from agents.config import Config, ExporterConfig, Schedule, secret_file_problems
 from agents.errors import OpsagentError
 from agents.jobs import Job, JobContext, build_jobs, register
 from agents.pipeline import Pipeline, Sink, StartHook, agent_registry, prime_metrics
+from agents.records.details import OutboxDetails
 from agents.results import CheckResult, Severity, Status, run_guarded
 from agents.state import StateDB
 from exporters.alertmanager import PATH as INTAKE_PATH
@@ -283,12 +284,9 @@ def cases_job(config: Config, store: CaseStore, deliver: Dispatcher | None = Non
             severity=Severity.MINOR,
             summary=f"{len(breaches)} new breach(es); notifications: {delivered} delivered,"
             f" {failed} failed, {backlog} waiting",
-            details={
-                "breaches": len(breaches),
-                "delivered": delivered,
-                "failed": failed,
-                "backlog": backlog,
-            },
+            details=OutboxDetails(
+                breaches=len(breaches), delivered=delivered, failed=failed, backlog=backlog
+            ).to_details(),
         )
 
     return Job(

@@ -19,8 +19,14 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agents.errors import OpsagentError
+from agents.records.details import RestoreTestDetails
+
+if TYPE_CHECKING:
+    from agents.config import Config
+    from agents.results import CheckResult
 
 Say = Callable[[str], None]
 
@@ -97,12 +103,8 @@ restore_test:
 
 def run_demo(keep: bool, say: Say) -> int:
     """Run the demo; returns the exit code (0 when every step did what it should)."""
-    from agents.backup.runner import init_repository, run_backup
+    from agents.backup.runner import init_repository
     from agents.config import load_config
-    from agents.pipeline import record_outcome
-    from agents.restore_test.runner import run_restore_test
-    from agents.results import CheckResult, Severity, run_guarded
-    from agents.state import StateDB
 
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="opsagent-demo-"))
@@ -127,89 +129,120 @@ def run_demo(keep: bool, say: Say) -> int:
         _wait(lambda: _get(f"{url}/healthz") is not None, agent, "the agent to listen")
         say(f"2. Agent running (pid {agent.pid}); metrics at {url}/metrics")
 
-        state = StateDB(config.state_db)
-        sources: list[CheckResult] = []
-        backup = run_guarded(
-            "backup",
-            "backup",
-            config.host,
-            Severity.CRITICAL,
-            lambda: run_backup(config, emit=sources.append),
-        )
-        record_outcome(config, [*sources, backup])
-        if not backup.ok:
-            raise OpsagentError(f"the backup failed: {backup.summary}")
-        say(f"3. Backup: {backup.summary}.  Look: opsagent backup snapshots {look}")
-
-        passed = run_restore_test(config, state)
-        record_outcome(config, [passed])
-        rto = passed.details.get("rto_seconds", 0)
-        if not passed.ok:
-            raise OpsagentError(f"the first restore test failed: {passed.summary}")
-        say(
-            f"4. Restore test passed: both sources restored into a sandbox and verified"
-            f" (RTO {rto:.1f}s).  Look: opsagent restore-test history {look}"
-        )
-
-        pack = max((root / "repository" / "data").rglob("*"), key=_size)
-        with open(pack, "r+b") as handle:  # one byte, in the middle of the pack
-            handle.seek(_size(pack) // 2)
-            byte = handle.read(1)
-            handle.seek(-1, 1)
-            handle.write(bytes([byte[0] ^ 0xFF]))
-        say(f"5. Corrupted one byte of pack {pack.name[:12]}... ({_size(pack)} bytes) on disk.")
-
-        failed = run_restore_test(config, state)
-        record_outcome(config, [failed])
-        if failed.ok:
-            raise OpsagentError("the restore test passed on a corrupted repository")
-        from agents.cases.store import CaseStore
-
-        store = CaseStore(config.cases_store)
-        cases = [c for c in store.cases(status="open") if c.source.startswith("restore_test")]
-        if not cases:
-            raise OpsagentError("the failed restore test opened no case")
-        case = cases[0]
-        say(f"6. Restore test FAILED, as it must: {failed.summary}")
-        say(
-            f"7. Case #{case.id} opened, {case.severity.value}, response due"
-            f" {case.response_due.astimezone():%Y-%m-%d %H:%M} (critical: 4 h, any hour)."
-        )
-        metrics = (_get(f"{url}/metrics") or b"").decode()
-        exported = next(
-            (
-                line
-                for line in metrics.splitlines()
-                if line.startswith('opsagent_cases_open{severity="critical",status="open"}')
-            ),
-            "opsagent_cases_open: not exported",
-        )
-        say(f"8. The agent exports it: {exported}")
-        from agents.status import collect
-
-        say(f"9. opsagent status says: {collect(config).headline}")
-        say("   Look further:")
-        say(f"     opsagent status {look}")
-        say(f"     opsagent cases list {look}")
-        say(f"     opsagent backup check --read-data {look}")
-        say(f"     curl -s {url}/metrics | grep -E 'opsagent_(cases_open|restore)'")
+        _backup_and_pass(config, look, say)
+        failed = _corrupt_and_fail(config, root, say)
+        _show_the_case(config, failed, url, look, say)
         say(f"Done in {time.monotonic() - started:.0f}s.")
         return 0
     except OpsagentError as exc:
         say(f"demo failed: {exc}")
         return 1
     finally:
-        if agent is not None:
-            agent.terminate()
-            try:
-                agent.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.communicate()
-        if keep:
-            say(f"Kept {root} (the agent is stopped; the commands above still work).")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        _clean_up(agent, root, keep, say)
+
+
+def _backup_and_pass(config: Config, look: str, say: Say) -> None:
+    """Steps 3 and 4: a backup of both sources, then a restore test that passes."""
+    from agents.backup.runner import run_backup
+    from agents.pipeline import record_outcome
+    from agents.restore_test.runner import run_restore_test
+    from agents.results import Severity, run_guarded
+    from agents.state import StateDB
+
+    sources: list[CheckResult] = []
+    backup = run_guarded(
+        "backup",
+        "backup",
+        config.host,
+        Severity.CRITICAL,
+        lambda: run_backup(config, emit=sources.append),
+    )
+    record_outcome(config, [*sources, backup])
+    if not backup.ok:
+        raise OpsagentError(f"the backup failed: {backup.summary}")
+    say(f"3. Backup: {backup.summary}.  Look: opsagent backup snapshots {look}")
+
+    passed = run_restore_test(config, StateDB(config.state_db))
+    record_outcome(config, [passed])
+    rto = RestoreTestDetails.of(passed).rto_seconds or 0
+    if not passed.ok:
+        raise OpsagentError(f"the first restore test failed: {passed.summary}")
+    say(
+        f"4. Restore test passed: both sources restored into a sandbox and verified"
+        f" (RTO {rto:.1f}s).  Look: opsagent restore-test history {look}"
+    )
+
+
+def _corrupt_and_fail(config: Config, root: Path, say: Say) -> CheckResult:
+    """Step 5: one byte of the largest pack flipped on disk; the restore test that
+    follows must fail (its result is returned)."""
+    from agents.pipeline import record_outcome
+    from agents.restore_test.runner import run_restore_test
+    from agents.state import StateDB
+
+    pack = max((root / "repository" / "data").rglob("*"), key=_size)
+    with open(pack, "r+b") as handle:  # one byte, in the middle of the pack
+        handle.seek(_size(pack) // 2)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    say(f"5. Corrupted one byte of pack {pack.name[:12]}... ({_size(pack)} bytes) on disk.")
+
+    failed = run_restore_test(config, StateDB(config.state_db))
+    record_outcome(config, [failed])
+    if failed.ok:
+        raise OpsagentError("the restore test passed on a corrupted repository")
+    return failed
+
+
+def _show_the_case(config: Config, failed: CheckResult, url: str, look: str, say: Say) -> None:
+    """Steps 6 to 9: the failure, the case it opened, the metric and the status headline
+    that show it, and the commands that show more."""
+    from agents.cases.store import CaseStore
+
+    store = CaseStore(config.cases_store)
+    cases = [c for c in store.cases(status="open") if c.source.startswith("restore_test")]
+    if not cases:
+        raise OpsagentError("the failed restore test opened no case")
+    case = cases[0]
+    say(f"6. Restore test FAILED, as it must: {failed.summary}")
+    say(
+        f"7. Case #{case.id} opened, {case.severity.value}, response due"
+        f" {case.response_due.astimezone():%Y-%m-%d %H:%M} (critical: 4 h, any hour)."
+    )
+    metrics = (_get(f"{url}/metrics") or b"").decode()
+    exported = next(
+        (
+            line
+            for line in metrics.splitlines()
+            if line.startswith('opsagent_cases_open{severity="critical",status="open"}')
+        ),
+        "opsagent_cases_open: not exported",
+    )
+    say(f"8. The agent exports it: {exported}")
+    from agents.status import collect
+
+    say(f"9. opsagent status says: {collect(config).headline}")
+    say("   Look further:")
+    say(f"     opsagent status {look}")
+    say(f"     opsagent cases list {look}")
+    say(f"     opsagent backup check --read-data {look}")
+    say(f"     curl -s {url}/metrics | grep -E 'opsagent_(cases_open|restore)'")
+
+
+def _clean_up(agent: subprocess.Popen[str] | None, root: Path, keep: bool, say: Say) -> None:
+    """Stop the agent; remove the directory unless asked to keep it."""
+    if agent is not None:
+        agent.terminate()
+        try:
+            agent.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.communicate()
+    if keep:
+        say(f"Kept {root} (the agent is stopped; the commands above still work).")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _size(path: Path) -> int:

@@ -113,7 +113,7 @@ class Pipeline:
                 hook(job)
             except Exception:  # a start hook (heartbeat) never stops the job
                 log.exception("start hook failed for %s", job)
-        self.state.record_start(job, kind, datetime.now(UTC))
+        self.state.record_start(job, kind, datetime.now(UTC), upkeep=upkeep)
 
     def publish(self, result: CheckResult, keep_history: bool = True) -> None:
         """One result: into the state database, then out to every sink."""
@@ -121,9 +121,10 @@ class Pipeline:
         self._fan_out(result, self.sinks)
 
     def upkeep(self, run: CheckResult, keep_history: bool = False) -> None:
-        """A run of the agent's own upkeep: into the state database (`status` reads the
-        notification pass from there) and the metrics, never to the cases or the audit."""
-        self.state.record_result(run, keep_history=keep_history)
+        """A run of the agent's own upkeep: into the state database as upkeep, not as a
+        result (`status` reads the notification pass from there), and the metrics; never
+        to the cases or the audit."""
+        self.state.record_upkeep(run, keep_history=keep_history)
         self._fan_out(run, self.upkeep_sinks)
 
     @staticmethod

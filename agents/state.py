@@ -20,7 +20,7 @@ from typing import Any
 from agents.errors import OpsagentError
 from agents.results import CheckResult
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -67,13 +67,23 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX audit_by_time ON audit (at);
     """,
+    # the agent's own upkeep (case outbox delivery, the textfile writer) is marked, so it
+    # is never read back as a check result; rows of older agents are marked by kind
+    5: """
+    ALTER TABLE jobs ADD COLUMN upkeep INTEGER NOT NULL DEFAULT 0;
+    UPDATE jobs SET upkeep = 1 WHERE kind IN ('outbox', 'textfile');
+    """,
 }
 
 # Checks run every few seconds; the run history keeps jobs (backup, restore test,
 # prune) and only failures and status changes of checks, trimmed to this many rows.
 MAX_RUN_ROWS = 20_000
 
-_TIMER_RUN = "timer_run:"  # meta key prefix: the last run of each systemd timer
+_TIMER_RUN = "timer_run:"
+_JOB_COLUMNS = (
+    "name, kind, last_start, last_finish, last_success, last_status, last_result,"
+    " consecutive_failures, status_since"
+)  # meta key prefix: the last run of each systemd timer
 
 
 class StateError(OpsagentError):
@@ -211,15 +221,24 @@ class StateDB:
 
     # --- jobs --------------------------------------------------------------------------
 
-    def record_start(self, name: str, kind: str, when: datetime) -> None:
+    def record_start(self, name: str, kind: str, when: datetime, upkeep: bool = False) -> None:
+        """A job (or, with `upkeep`, a run of the agent's own upkeep) started."""
         with self._connect() as db:
             db.execute(
-                "INSERT INTO jobs (name, kind, last_start) VALUES (?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET last_start=excluded.last_start",
-                (name, kind, _iso(when)),
+                "INSERT INTO jobs (name, kind, last_start, upkeep) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET last_start=excluded.last_start,"
+                " upkeep=excluded.upkeep",
+                (name, kind, _iso(when), int(upkeep)),
             )
 
-    def record_result(self, result: CheckResult, keep_history: bool = True) -> None:
+    def record_upkeep(self, run: CheckResult, keep_history: bool = False) -> None:
+        """Store a finished run of the agent's own upkeep: kept apart from the check and
+        job results (`jobs`), read back with `upkeep`."""
+        self.record_result(run, keep_history=keep_history, upkeep=True)
+
+    def record_result(
+        self, result: CheckResult, keep_history: bool = True, upkeep: bool = False
+    ) -> None:
         """Store a finished run: last status always, a history row when asked."""
         finished = result.started_at.timestamp() + result.duration_seconds
         finish_iso = _iso(datetime.fromtimestamp(finished, UTC))
@@ -229,10 +248,11 @@ class StateDB:
             db.execute("BEGIN IMMEDIATE")
             db.execute(
                 """INSERT INTO jobs (name, kind, last_start, last_finish, last_success,
-                       last_status, last_result, consecutive_failures, status_since)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       last_status, last_result, consecutive_failures, status_since, upkeep)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(name) DO UPDATE SET
                        kind=excluded.kind,
+                       upkeep=excluded.upkeep,
                        status_since=CASE WHEN jobs.last_status IS excluded.last_status
                            AND jobs.status_since IS NOT NULL
                            THEN jobs.status_since ELSE excluded.last_finish END,
@@ -252,6 +272,7 @@ class StateDB:
                     payload,
                     0 if result.ok else 1,
                     finish_iso,
+                    int(upkeep),
                 ),
             )
             if keep_history:
@@ -274,19 +295,23 @@ class StateDB:
             db.execute("COMMIT")
 
     def job(self, name: str) -> JobState | None:
+        """The last run of one job, check or upkeep, by its name."""
         with self._connect() as db:
-            row = db.execute(
-                "SELECT name, kind, last_start, last_finish, last_success, last_status,"
-                " last_result, consecutive_failures, status_since FROM jobs WHERE name=?",
-                (name,),
-            ).fetchone()
+            row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE name=?", (name,)).fetchone()
         return _job_state(row) if row else None
 
     def jobs(self) -> list[JobState]:
+        """The last result of every check and job (not the agent's upkeep), by name."""
+        return self._jobs(upkeep=False)
+
+    def upkeep(self) -> list[JobState]:
+        """The last run of each of the agent's upkeep jobs (`cases`, `textfile`), by name."""
+        return self._jobs(upkeep=True)
+
+    def _jobs(self, upkeep: bool) -> list[JobState]:
         with self._connect() as db:
             rows = db.execute(
-                "SELECT name, kind, last_start, last_finish, last_success, last_status,"
-                " last_result, consecutive_failures, status_since FROM jobs ORDER BY name"
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE upkeep=? ORDER BY name", (int(upkeep),)
             ).fetchall()
         return [_job_state(row) for row in rows]
 

@@ -46,7 +46,6 @@ from agents.state import JobState, StateDB
 from agents.timers import timer_driven, timer_states
 from agents.units import format_duration, format_size, printable
 
-INTERNAL_KINDS = frozenset({"outbox", "textfile"})
 _RANK = {Severity.CRITICAL: 0, Severity.MAJOR: 1, Severity.MODERATE: 2, Severity.MINOR: 3}
 # open cases at these severities are problems on their own, whatever opened them
 CASE_PROBLEM_SEVERITIES = frozenset({Severity.CRITICAL, Severity.MAJOR})
@@ -103,9 +102,35 @@ def collect(config: Config, now: datetime | None = None) -> StatusDocument:
         stopped = datetime.fromisoformat(agent.stopped_at) if agent.stopped_at else None
         problems.append(Problem(Severity.CRITICAL, "agent is not running", stopped, "agent"))
 
+    checks = _check_rows(records, problems)
+    backups = _backup_rows(config, records, now, problems)
+    restore = _restore_test_row(records, now, problems)
+    repository = _repository_row(records)
+    view = _case_view(config, now)
+    problems += _case_problems(view, agent, state)
+    problems = _ranked(problems, view.cases, config, now)
+    return StatusDocument(
+        host=config.host,
+        ok=not problems,
+        headline=_headline(problems, view.cases, now),
+        problems=[_problem_row(p, now) for p in problems],
+        agent=agent,
+        checks=checks,
+        backups=backups,
+        restore_test=restore,
+        repository=repository,
+        cases=view.cases,
+        cases_error=view.error,
+        generated_at=now.isoformat(),
+    )
+
+
+def _check_rows(records: dict[str, JobState], problems: list[Problem]) -> list[CheckRow]:
+    """Each check's row (the jobs have sections of their own); a failing one adds its
+    problem."""
     checks: list[CheckRow] = []
     for record in records.values():
-        if record.kind in JOB_KINDS or record.kind in INTERNAL_KINDS:
+        if record.kind in JOB_KINDS:
             continue
         result = record.last_result
         severity = result.severity if result else Severity.MAJOR
@@ -128,7 +153,13 @@ def collect(config: Config, now: datetime | None = None) -> StatusDocument:
             problems.append(
                 Problem(severity, text, record.status_since, f"{record.kind}:{record.name}")
             )
+    return checks
 
+
+def _backup_rows(
+    config: Config, records: dict[str, JobState], now: datetime, problems: list[Problem]
+) -> list[BackupRow]:
+    """Each configured source's backups; a failing one adds its problem."""
     backups: list[BackupRow] = []
     sources = [s.name for s in config.backup.sources] if config.backup else []
     for source in sources:
@@ -162,49 +193,60 @@ def collect(config: Config, now: datetime | None = None) -> StatusDocument:
                     f"backup_source:backup/{source}",
                 )
             )
+    return backups
 
-    restore: RestoreTestRow | None = None
+
+def _restore_test_row(
+    records: dict[str, JobState], now: datetime, problems: list[Problem]
+) -> RestoreTestRow | None:
+    """The last restore test, if any ran; a failed one adds its problem."""
     record = records.get("restore_test")
-    if record is not None:
-        tested = (
-            RestoreTestDetails.of(record.last_result)
-            if record.last_result
-            else RestoreTestDetails()
-        )
-        restore = RestoreTestRow(
-            status=record.last_status,
-            last_run=_iso(record.last_finish),
-            last_success=_iso(record.last_success),
-            age_seconds=_age(record.last_finish, now),
-            rto_seconds=tested.rto_seconds,
-            rpo_seconds=tested.rpo_seconds,
-            summary=_summary(record),
-        )
-        if record.last_status != "ok":
-            problems.append(
-                Problem(
-                    Severity.CRITICAL,
-                    "restore test failing",
-                    record.status_since,
-                    "restore_test:restore_test",
-                )
+    if record is None:
+        return None
+    tested = (
+        RestoreTestDetails.of(record.last_result) if record.last_result else RestoreTestDetails()
+    )
+    if record.last_status != "ok":
+        problems.append(
+            Problem(
+                Severity.CRITICAL,
+                "restore test failing",
+                record.status_since,
+                "restore_test:restore_test",
             )
-
-    repository: RepositoryRow | None = None
-    record = records.get("backup")
-    if record is not None and record.last_result is not None:
-        backup = BackupDetails.of(record.last_result)
-        repository = RepositoryRow(
-            url=backup.repository,
-            snapshots=backup.snapshots,
-            bytes=backup.repository_bytes,
-            as_of=_iso(record.last_finish),
         )
+    return RestoreTestRow(
+        status=record.last_status,
+        last_run=_iso(record.last_finish),
+        last_success=_iso(record.last_success),
+        age_seconds=_age(record.last_finish, now),
+        rto_seconds=tested.rto_seconds,
+        rpo_seconds=tested.rpo_seconds,
+        summary=_summary(record),
+    )
 
-    view = _case_view(config, now)
+
+def _repository_row(records: dict[str, JobState]) -> RepositoryRow | None:
+    """The repository as the last backup saw it, once one has run."""
+    record = records.get("backup")
+    if record is None or record.last_result is None:
+        return None
+    backup = BackupDetails.of(record.last_result)
+    return RepositoryRow(
+        url=backup.repository,
+        snapshots=backup.snapshots,
+        bytes=backup.repository_bytes,
+        as_of=_iso(record.last_finish),
+    )
+
+
+def _case_problems(view: CaseView, agent: AgentRow, state: StateDB) -> list[Problem]:
+    """The case store unreadable, the running agent unable to update it (read from its
+    upkeep: a read-only database this command can still read), notifications failed."""
+    problems: list[Problem] = []
     if view.error is not None:
         problems.append(Problem(Severity.CRITICAL, view.error, None, "cases"))
-    outbox = next((r for r in records.values() if r.kind == "outbox"), None)
+    outbox = next((r for r in state.upkeep() if r.kind == "outbox"), None)
     if (
         view.error is None
         and agent.running
@@ -222,31 +264,19 @@ def collect(config: Config, now: datetime | None = None) -> StatusDocument:
             )
         )
     problems += [Problem(Severity.MAJOR, text, None, "notifications") for text in view.undelivered]
-    problems = _ranked(problems, view.cases, config, now)
-    return StatusDocument(
-        host=config.host,
-        ok=not problems,
-        headline=_headline(problems, view.cases, now),
-        problems=[
-            ProblemRow(
-                severity=p.severity.value,
-                text=p.text,
-                since=_iso(p.since),
-                case=p.case,
-                clock=p.clock if p.case is not None else None,
-                due=_iso(p.due),
-                seconds_left=round((p.due - now).total_seconds()) if p.due else None,
-            )
-            for p in problems
-        ],
-        agent=agent,
-        checks=checks,
-        backups=backups,
-        restore_test=restore,
-        repository=repository,
-        cases=view.cases,
-        cases_error=view.error,
-        generated_at=now.isoformat(),
+    return problems
+
+
+def _problem_row(problem: Problem, now: datetime) -> ProblemRow:
+    """A ranked problem as the document shows it, with the time left on its clock."""
+    return ProblemRow(
+        severity=problem.severity.value,
+        text=problem.text,
+        since=_iso(problem.since),
+        case=problem.case,
+        clock=problem.clock if problem.case is not None else None,
+        due=_iso(problem.due),
+        seconds_left=round((problem.due - now).total_seconds()) if problem.due else None,
     )
 
 

@@ -43,6 +43,18 @@ class ResultMetrics:
         self.registry = registry
         build = Info("opsagent_build", "opsagent build information.", registry=registry)
         build.info({"version": version, "python": platform.python_version()})
+        self._failures: dict[str, int] = {}
+        # the families in the order they have always been registered (and exposed)
+        self._check_families(registry)
+        self._job_families(registry)
+        self._backup_families(registry)
+        self._repository_families(registry)
+        self._retention_families(registry)
+        self._restore_test_families(registry)
+
+    def _check_families(self, registry: CollectorRegistry) -> None:
+        """The checks: up, duration, failures in a row, last run, and the figures some
+        kinds report (certificate days, disk forecast, process CPU and memory)."""
         self.check_up = Gauge(
             "opsagent_check_up",
             "1 when the check's last run passed, 0 when it failed or errored.",
@@ -87,13 +99,15 @@ class ResultMetrics:
                 registry=registry,
             ),
         }
-        self._failures: dict[str, int] = {}
         self.check_last_run = Gauge(
             "opsagent_check_last_run_timestamp_seconds",
             "When the check last ran (Unix time).",
             ["check"],
             registry=registry,
         )
+
+    def _job_families(self, registry: CollectorRegistry) -> None:
+        """The scheduled jobs: up, duration, last run and success, staleness limit, runs."""
         self.job_up = Gauge(
             "opsagent_job_up",
             "1 when the job's last run succeeded.",
@@ -131,6 +145,8 @@ class ResultMetrics:
             registry=registry,
         )
 
+    def _backup_families(self, registry: CollectorRegistry) -> None:
+        """Each source's last backup: up, last success, duration, sizes and files."""
         self.backup_up = Gauge(
             "opsagent_backup_up",
             "1 when the source's last backup succeeded.",
@@ -179,6 +195,9 @@ class ResultMetrics:
             ["source"],
             registry=registry,
         )
+
+    def _repository_families(self, registry: CollectorRegistry) -> None:
+        """The repository after the last backup: snapshots, stored and logical bytes."""
         self.repository_snapshots = Gauge(
             "opsagent_repository_snapshots",
             "Snapshots in the repository after the last backup.",
@@ -196,6 +215,8 @@ class ResultMetrics:
             registry=registry,
         )
 
+    def _retention_families(self, registry: CollectorRegistry) -> None:
+        """The last forget and prune: snapshots kept and removed, bytes reclaimed."""
         self.forget_kept = Gauge(
             "opsagent_forget_snapshots_kept",
             "Snapshots the retention policy kept at its last run.",
@@ -212,6 +233,8 @@ class ResultMetrics:
             registry=registry,
         )
 
+    def _restore_test_families(self, registry: CollectorRegistry) -> None:
+        """The last restore test: up, last success, RTO and RPO with targets, steps, coverage."""
         self.restore_up = Gauge(
             "opsagent_restore_test_up", "1 when the last restore test passed.", registry=registry
         )

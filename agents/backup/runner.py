@@ -26,6 +26,13 @@ from agents.backup.sources import SourceError
 from agents.backup.sources.registry import data_source
 from agents.backup.storage import open_storage
 from agents.config import BackupConfig, Config, resolve_secret
+from agents.records.details import (
+    BackupDetails,
+    BackupSourceDetails,
+    ForgetDetails,
+    PruneDetails,
+    RepositoryHealthDetails,
+)
 from agents.results import CheckResult, Severity, Status, one_line
 
 log = logging.getLogger("opsagent.backup")
@@ -111,23 +118,29 @@ def run_backup(
     snapshots = len(repo.snapshot_ids())
     repository_bytes = sum(info.size for info in repo.storage.list("data/"))
     failed = [r for r in results if not r.ok]
-    details: dict[str, Any] = {
-        "sources": {r.details.get("source", r.name): r.status.value for r in results},
-        "bytes_added": sum(int(r.details.get("bytes_added", 0)) for r in results),
-        "bytes": sum(int(r.details.get("bytes", 0)) for r in results),
-        "snapshots": snapshots,
-        "repository_bytes": repository_bytes,
+    stats = {r.name: BackupSourceDetails.of(r) for r in results}
+
+    def source_of(result: CheckResult) -> str:
+        return stats[result.name].source or result.name
+
+    bytes_added = sum(stats[r.name].bytes_added or 0 for r in results)
+    details = BackupDetails(
+        sources={source_of(r): r.status.value for r in results},
+        bytes_added=bytes_added,
+        bytes=sum(stats[r.name].bytes or 0 for r in results),
+        snapshots=snapshots,
+        repository_bytes=repository_bytes,
         # every snapshot's size before dedup: over repository_bytes, the dedup ratio
-        "logical_bytes": sum(int(s.stats.get("bytes", 0)) for s in previous)
-        + sum(int(r.details.get("bytes", 0)) for r in results if r.ok),
-        "repository": repo.storage.url,
-        "damaged": health.details.get("damaged", []),
-    }
+        logical_bytes=sum(int(s.stats.get("bytes", 0)) for s in previous)
+        + sum(stats[r.name].bytes or 0 for r in results if r.ok),
+        repository=repo.storage.url,
+        damaged=RepositoryHealthDetails.of(health).damaged or [],
+    ).to_details()
     if failed:
-        summary = "; ".join(f"{r.details.get('source', r.name)}: {r.summary}" for r in failed)
+        summary = "; ".join(f"{source_of(r)}: {r.summary}" for r in failed)
         status = Status.ERROR if all(r.status is Status.ERROR for r in failed) else Status.FAILED
     else:
-        summary = f"{len(results)} source(s) backed up, {details['bytes_added']} bytes added"
+        summary = f"{len(results)} source(s) backed up, {bytes_added} bytes added"
         status = Status.OK
     return CheckResult(
         name="backup",
@@ -169,11 +182,11 @@ def _repository_health(
         status=status,
         severity=Severity.CRITICAL,
         summary=summary,
-        details={
-            "repository": repo.storage.url,
-            "damaged": damaged[:50],
-            "recovered_packs": len(reconciled.recovered_packs),
-        },
+        details=RepositoryHealthDetails(
+            repository=repo.storage.url,
+            damaged=damaged[:50],
+            recovered_packs=len(reconciled.recovered_packs),
+        ).to_details(),
         duration_seconds=0.0,
         started_at=started_at,
     )
@@ -202,7 +215,9 @@ def _backup_source(
             status=status,
             severity=Severity.CRITICAL,
             summary=summary,
-            details={"source": source.name, "source_kind": source.kind, **details},
+            details=BackupSourceDetails(
+                source=source.name, source_kind=source.kind, **details
+            ).to_details(),
             duration_seconds=time.monotonic() - start,
             started_at=started_at,
         )
@@ -339,7 +354,9 @@ def run_forget(
             status=Status.OK,
             severity=Severity.MAJOR,
             summary=summary,
-            details={"kept": kept, "removed": removed, "locked": len(report.locked)},
+            details=ForgetDetails(
+                kept=kept, removed=removed, locked=len(report.locked)
+            ).to_details(),
             duration_seconds=time.monotonic() - start,
             started_at=started_at,
         ),
@@ -380,16 +397,16 @@ def run_prune(
         status=Status.OK,
         severity=Severity.MAJOR,
         summary=summary,
-        details={
-            "bytes_reclaimed": report.bytes_reclaimed,
-            "packs_before": report.packs_before,
-            "packs_deleted": report.packs_deleted,
-            "packs_repacked": report.packs_repacked,
-            "packs_written": report.packs_written,
-            "locked": report.locked[:50],
-            "snapshots": report.snapshots,
-            "dry_run": dry_run,
-        },
+        details=PruneDetails(
+            bytes_reclaimed=report.bytes_reclaimed,
+            packs_before=report.packs_before,
+            packs_deleted=report.packs_deleted,
+            packs_repacked=report.packs_repacked,
+            packs_written=report.packs_written,
+            locked=report.locked[:50],
+            snapshots=report.snapshots,
+            dry_run=dry_run,
+        ).to_details(),
         duration_seconds=time.monotonic() - start,
         started_at=started_at,
     )

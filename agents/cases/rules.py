@@ -19,6 +19,7 @@ from datetime import datetime
 from agents.cases.sla import BusinessCalendar, due_times, target_for
 from agents.cases.store import Case, CaseStore, CaseStoreError, Failure
 from agents.config import CasesConfig
+from agents.records.details import BackupDetails
 from agents.results import CheckResult
 
 log = logging.getLogger("opsagent.cases")
@@ -63,7 +64,7 @@ class CaseRules:
 
     def observe(self, result: CheckResult) -> Case | None:
         """Apply the rules to one result; returns the case it touched, if any."""
-        if result.kind == "backup" and "sources" in result.details:
+        if result.kind == "backup" and BackupDetails.of(result).sources is not None:
             return None  # each source has its own result, and its own case
         limits = self.thresholds.get(result.name, Thresholds())
         key = result.fingerprint

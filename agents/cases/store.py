@@ -27,6 +27,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.errors import OpsagentError
+from agents.records.cases import (
+    CaseDetail,
+    CaseEvent,
+    CaseListItem,
+    CaseRecord,
+    NotificationRecord,
+    NotificationsDocument,
+)
 from agents.results import Severity
 
 if TYPE_CHECKING:
@@ -184,6 +192,20 @@ class Case:
         data["clock_start"] = self.clock_started.isoformat()
         return data
 
+    def to_record(self) -> CaseRecord:
+        """The case as the typed record its JSON is."""
+        return CaseRecord.model_validate(self.to_dict())
+
+    def list_item(self, now: datetime) -> CaseListItem:
+        """The case as `cases list --json` prints it: with the seconds left on its clocks."""
+        return CaseListItem.model_validate(
+            {
+                **self.to_dict(),
+                "response_left_seconds": (self.response_due - now).total_seconds(),
+                "resolution_left_seconds": (self.resolution_due - now).total_seconds(),
+            }
+        )
+
 
 @dataclass(frozen=True)
 class Event:
@@ -191,6 +213,10 @@ class Event:
     kind: str
     actor: str | None
     text: str | None
+
+    def to_record(self) -> CaseEvent:
+        """The timeline entry as the typed record its JSON is."""
+        return CaseEvent(at=self.at.isoformat(), kind=self.kind, actor=self.actor, text=self.text)
 
 
 @dataclass(frozen=True)
@@ -220,6 +246,10 @@ class Notification:
         return {
             k: v.isoformat() if isinstance(v, datetime) else v for k, v in self.__dict__.items()
         }
+
+    def to_record(self) -> NotificationRecord:
+        """The outbox row as the typed record its JSON is."""
+        return NotificationRecord.model_validate(self.to_dict())
 
 
 @dataclass(frozen=True)
@@ -748,6 +778,30 @@ class CaseStore:
         with self._tx() as db:
             rows = db.execute(self._q(query + " ORDER BY id DESC"), args).fetchall()
         return [_case(r) for r in rows]
+
+    def detail(self, case_id: int) -> CaseDetail:
+        """`cases show --json`: the case, its timeline and its notifications, oldest first."""
+        case = self.get(case_id)
+        events = self.events(case_id)
+        notifications = self.notifications(case_id=case_id)
+        return CaseDetail.model_validate(
+            {
+                **case.to_dict(),
+                "events": [e.to_record() for e in events],
+                "notifications": [n.to_record() for n in reversed(notifications)],
+            }
+        )
+
+    def notifications_document(
+        self, now: datetime, case_id: int | None = None, state: str | None = None, limit: int = 200
+    ) -> NotificationsDocument:
+        """`cases notifications --json`: outbox rows, newest first, and the problems that
+        keep notifications from going out."""
+        rows = self.notifications(case_id=case_id, state=state, limit=limit)
+        return NotificationsDocument(
+            notifications=[n.to_record() for n in rows],
+            problems=self.notification_problems(now),
+        )
 
     def events(self, case_id: int) -> list[Event]:
         with self._tx() as db:

@@ -31,6 +31,7 @@ def audit_command(
     as_json: bool,
 ) -> None:
     """Who changed what, when, with which outcome (backups, restores, cases, keys...)."""
+    from agents.audit import entry
     from agents.state import StateDB
     from agents.units import parse_duration
 
@@ -43,7 +44,7 @@ def audit_command(
             start = parse_time(since)
     records = StateDB(config.state_db).audit_records(start, prefix, limit)
     if as_json:
-        print_json([r.to_dict() for r in records])
+        print_json([entry(r).to_dict() for r in records])
         return
     table = Table(title=f"audit on {config.host}, newest first")
     for column in ("when", "who", "action", "target", "outcome"):

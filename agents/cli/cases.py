@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agents.audit import action as audit_action
 from agents.audit import whoami
+from agents.cases import manual
 from agents.cli.common import case_store, config_option, json_option, load, parse_time
 from agents.cli.render import print_json
 from agents.config import Config, config_path, load_config
@@ -100,16 +100,7 @@ def cases_list(
             raise click.BadParameter(str(exc), param_hint="--since") from None
     found = case_store(config).cases(status, severity, search=search, host=host, since=window)
     if as_json:
-        print_json(
-            [
-                {
-                    **c.to_dict(),
-                    "response_left_seconds": (c.response_due - now).total_seconds(),
-                    "resolution_left_seconds": (c.resolution_due - now).total_seconds(),
-                }
-                for c in found
-            ]
-        )
+        print_json([c.list_item(now).to_dict() for c in found])
         return
     table = Table(title="cases")
     for column in ("id", "severity", "status", "host", "title", "seen", "respond in", "resolve in"):
@@ -145,21 +136,12 @@ def cases_show(ctx: click.Context, config_file: Path | None, case_id: int, as_js
     """One case, its timeline and its notifications (times in the calendar's zone)."""
     config = load(ctx, config_file)
     store = case_store(config)
+    if as_json:
+        print_json(store.detail(case_id).to_dict())
+        return
     case = store.get(case_id)
     events = store.events(case_id)
     notifications = store.notifications(case_id=case_id)
-    if as_json:
-        print_json(
-            {
-                **case.to_dict(),
-                "events": [
-                    {"at": e.at.isoformat(), "kind": e.kind, "actor": e.actor, "text": e.text}
-                    for e in events
-                ],
-                "notifications": [n.to_dict() for n in reversed(notifications)],
-            }
-        )
-        return
     zone = _zone(config)
     click.echo(f"#{case.id} [{case.severity.value}] {case.status}: {printable(case.title)}")
     click.echo(
@@ -212,15 +194,7 @@ def cases_open(
     # bytes that are not UTF-8 become U+FFFD: the case is opened, never a traceback
     text = sys.stdin.buffer.read().decode("utf-8", "replace") if body == "-" else body
     store = case_store(config)
-    with audit_action(config.state_db, "case open", title[:100], by=actor, severity=severity):
-        case = store.open_case_by_hand(
-            title.strip()[:500],
-            Severity(severity),
-            host or config.host,
-            datetime.now(UTC),
-            actor,
-            text,
-        )
+    case = manual.open_case(config, store, title, Severity(severity), host, text, actor)
     zone = _zone(config)
     _changed(config, store, case, f"opened [{case.severity.value}]")
     click.echo(
@@ -249,8 +223,7 @@ def cases_severity(
     """Change an open case's severity; its clocks are recomputed from when they started."""
     config = load(ctx, config_file)
     store = case_store(config)
-    with audit_action(config.state_db, "case severity", f"#{case_id}", by=actor, to=severity):
-        case = store.set_severity(case_id, Severity(severity), datetime.now(UTC), actor, why)
+    case = manual.set_severity(config, store, case_id, Severity(severity), actor, why)
     zone = _zone(config)
     _changed(config, store, case, f"is {case.severity.value}")
     click.echo(
@@ -270,8 +243,7 @@ def cases_ack(ctx: click.Context, config_file: Path | None, case_id: int, actor:
     """Acknowledge a case: stops its response clock, and the pager's escalation."""
     config = load(ctx, config_file)
     store = case_store(config)
-    with audit_action(config.state_db, "case ack", f"#{case_id}", by=actor):
-        case = store.acknowledge(case_id, datetime.now(UTC), actor)
+    case = manual.acknowledge(config, store, case_id, actor)
     _changed(config, store, case, f"acknowledged by {actor}")
 
 
@@ -290,8 +262,7 @@ def cases_comment(
     if not text.strip():
         raise click.BadParameter("must not be empty", param_hint="TEXT")
     config = load(ctx, config_file)
-    with audit_action(config.state_db, "case comment", f"#{case_id}", by=actor):
-        case_store(config).comment(case_id, datetime.now(UTC), actor, text)
+    manual.comment(config, case_store(config), case_id, actor, text)
     click.echo(f"#{case_id}: comment added")
 
 
@@ -313,8 +284,7 @@ def cases_resolve(
     """Resolve a case: stops its resolution clock."""
     config = load(ctx, config_file)
     store = case_store(config)
-    with audit_action(config.state_db, "case resolve", f"#{case_id}", by=actor, note=note):
-        case = store.resolve(case_id, datetime.now(UTC), actor, note)
+    case = manual.resolve(config, store, case_id, actor, note)
     _changed(config, store, case, "resolved")
 
 
@@ -332,8 +302,7 @@ def cases_reopen(
     """Reopen a resolved or closed case: it is unacknowledged and its clocks start over."""
     config = load(ctx, config_file)
     store = case_store(config)
-    with audit_action(config.state_db, "case reopen", f"#{case_id}", by=actor):
-        case = store.reopen(case_id, datetime.now(UTC), actor, note)
+    case = manual.reopen(config, store, case_id, actor, note)
     _changed(config, store, case, "reopened")
 
 
@@ -349,8 +318,7 @@ def cases_close(
 ) -> None:
     """Close a resolved case (nothing more to do on it)."""
     config = load(ctx, config_file)
-    with audit_action(config.state_db, "case close", f"#{case_id}", by=actor):
-        case_store(config).close(case_id, datetime.now(UTC), actor)
+    manual.close(config, case_store(config), case_id, actor)
     click.echo(f"#{case_id} closed")
 
 
@@ -383,11 +351,12 @@ def cases_notifications(
     """The outbox, newest first: what was sent to whom, what waits and what failed."""
     config = load(ctx, config_file)
     store = case_store(config)
+    if as_json:
+        document = store.notifications_document(datetime.now(UTC), case_id, state, limit)
+        print_json(document.to_dict())
+        return
     rows = store.notifications(case_id=case_id, state=state, limit=limit)
     problems = store.notification_problems(datetime.now(UTC))
-    if as_json:
-        print_json({"notifications": [n.to_dict() for n in rows], "problems": problems})
-        return
     table = Table(title="notifications")
     for column in ("id", "case", "event", "notifier", "state", "attempts", "by", "last error"):
         table.add_column(column)
@@ -424,10 +393,7 @@ def cases_retry(
     agents that have the notifier send them, in order, within seconds (as the service
     user, so a fix that only root can see does not pass for one)."""
     config = load(ctx, config_file)
-    store = case_store(config)
-    with audit_action(config.state_db, "case notifications retry", notifier or "all") as audit:
-        count = store.retry_failed(datetime.now(UTC), notifier, case_id)
-        audit["requeued"] = count
+    count = manual.retry_failed(config, case_store(config), notifier, case_id)
     click.echo(f"{count} notification(s) requeued; the agents send them within seconds")
 
 
@@ -439,9 +405,7 @@ def cases_retire_notifier(ctx: click.Context, config_file: Path | None, name: st
     """Forget a notifier name that was renamed or removed everywhere: its waiting
     notifications are dropped (kept as retired) and it is no longer undeliverable."""
     config = load(ctx, config_file)
-    with audit_action(config.state_db, "notifier retire", name) as audit:
-        count = case_store(config).retire_notifier(name, datetime.now(UTC))
-        audit["dropped"] = count
+    count = manual.retire_notifier(config, case_store(config), name)
     click.echo(f"notifier {name} retired; {count} waiting notification(s) dropped")
 
 
@@ -511,36 +475,23 @@ def cases_due(
     ctx: click.Context, config_file: Path | None, severity: str, opened: str, as_json: bool
 ) -> None:
     """Response and resolution due times of a case opened at a given time."""
-    from agents.cases.sla import BusinessCalendar, due_times, target_for
+    from agents.cases.sla import BusinessCalendar
 
     config = load_config(config_path(config_file)) if _config_exists(config_file) else Config()
     calendar = BusinessCalendar.from_config(config.cases.calendar)
     when = parse_time(opened, default_zone=calendar.zone)
-    level = Severity(severity)
     try:
-        due = due_times(level, when, calendar, target_for(config.cases, level))
+        document = manual.due(config, Severity(severity), when)
     except (OverflowError, ValueError):
         raise click.BadParameter(
             "too far in the future to compute", param_hint="--opened"
         ) from None
-    zone = calendar.zone
-    data = {
-        "severity": level.value,
-        "opened": when.astimezone(zone).isoformat(),
-        "response_due": due.response.astimezone(zone).isoformat(),
-        "resolution_due": due.resolution.astimezone(zone).isoformat(),
-        "calendar": {
-            "timezone": config.cases.calendar.timezone,
-            "hours": config.cases.calendar.hours,
-            "weekdays": config.cases.calendar.weekdays,
-        },
-    }
     if as_json:
-        print_json(data)
+        print_json(document.to_dict())
     else:
-        click.echo(f"opened:         {data['opened']}")
-        click.echo(f"response due:   {data['response_due']}")
-        click.echo(f"resolution due: {data['resolution_due']}")
+        click.echo(f"opened:         {document.opened}")
+        click.echo(f"response due:   {document.response_due}")
+        click.echo(f"resolution due: {document.resolution_due}")
         click.echo(f"calendar:       {calendar.describe()}")
 
 

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from agents.cli.render import print_json
 from agents.config import Inventory, inventory_path, load_inventory
 from agents.units import format_duration
 
@@ -131,13 +132,16 @@ def _summary(results: list[HostResult], title: str) -> Table:
 
 
 def _finish(
-    ctx: click.Context, results: list[HostResult], as_json: bool, extra: Any = None
+    ctx: click.Context,
+    results: list[HostResult],
+    as_json: bool,
+    versions: dict[str, list[str]] | None = None,
 ) -> None:
+    """Print the JSON document (or the tally on stderr); exit 1 if any host failed."""
+    from agents.fleet.commands import run_document
+
     if as_json:
-        document: dict[str, Any] = {"hosts": [r.to_dict() for r in results]}
-        if extra:
-            document |= extra
-        click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
+        print_json(run_document(results, versions).to_dict())
     failed = [r for r in results if not r.ok]
     if not as_json:
         ok = len(results) - len(failed)
@@ -189,15 +193,13 @@ def _runbook(
 def fleet_status(ctx: click.Context, **opts: Any) -> None:
     """Each host's `opsagent status`: version, uptime, checks, backups, restore test,
     cases; flags mixed versions. Exit 1 if any host is unreachable or not well."""
+    from agents.fleet.commands import versions_of
     from agents.fleet.runner import last_line, opsagent_command
 
     _, results, _ = _execute(
         opts, "status", lambda t: opsagent_command(t, "status", "--json"), parse=json.loads
     )
-    versions: dict[str, list[str]] = {}
-    for r in results:
-        if isinstance(r.data, dict):
-            versions.setdefault(str(r.data["agent"]["version"]), []).append(r.host)
+    versions = versions_of(results)
     mixed = len(versions) > 1
     if not opts["as_json"]:
         table = Table(title="fleet status")
@@ -230,7 +232,7 @@ def fleet_status(ctx: click.Context, **opts: Any) -> None:
         if mixed:
             spread = "; ".join(f"{v} on {', '.join(h)}" for v, h in sorted(versions.items()))
             click.echo(f"MIXED VERSIONS: {spread}")
-    _finish(ctx, results, opts["as_json"], {"versions": versions, "mixed_versions": mixed})
+    _finish(ctx, results, opts["as_json"], versions)
 
 
 def _status_cells(doc: dict[str, Any]) -> list[str]:
@@ -334,7 +336,7 @@ def fleet_upgrade(
     """Staged upgrade: the canary first, then batches, each host's agent back on the new
     version with every check passing before the next; stops at the first failure."""
     from agents.fleet import upgrade
-    from agents.fleet.commands import roll_out
+    from agents.fleet.commands import plan_document, roll_out, upgrade_document
     from agents.fleet.runner import select
 
     inventory = _inventory(opts["inventory_file"])
@@ -342,10 +344,7 @@ def fleet_upgrade(
     rollout = upgrade.plan(chosen, version, canary, batch)
     if dry_run:
         if opts["as_json"]:
-            document = rollout.to_dict() | {
-                "commands": {t.name: upgrade.upgrade_command(t, version) for t in chosen}
-            }
-            click.echo(json.dumps(document, indent=2, sort_keys=True))
+            print_json(plan_document(rollout, chosen, version).to_dict())
         else:
             for phase in rollout.phases:
                 click.echo(f"{phase.name}:")
@@ -360,8 +359,7 @@ def fleet_upgrade(
     say = (lambda text: None) if opts["as_json"] else (lambda text: click.echo(text, err=True))
     results = roll_out(inventory, chosen, rollout, timeout, wait, say)
     if opts["as_json"]:
-        document = rollout.to_dict() | {"hosts": [r.to_dict() for r in results]}
-        click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
+        print_json(upgrade_document(rollout, results).to_dict())
     else:
         for name in rollout.upgraded:
             click.echo(f"{name}: upgraded to {version}")
@@ -378,11 +376,12 @@ def fleet_upgrade(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def fleet_history(inventory_file: Path | None, limit: int, as_json: bool) -> None:
     """Past fleet commands: who, when, which hosts, what command, outcome."""
+    from agents.audit import entry
     from agents.fleet.commands import history
 
     records = history(_inventory(inventory_file), limit)
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in records], indent=2, sort_keys=True))
+        print_json([entry(r).to_dict() for r in records])
         return
     table = Table(title="fleet history, newest first")
     for column in ("when", "who", "action", "hosts", "outcome", "command"):

@@ -20,6 +20,7 @@ from agents.audit import whoami
 from agents.config import Inventory
 from agents.fleet import upgrade
 from agents.fleet.runner import FleetError, HostResult, Progress, run_on
+from agents.records.fleet import FleetHost, FleetRun, UpgradePlan, UpgradeRun
 from agents.ssh import Target, fetch_host_key, targets
 from agents.state import AuditRecord, StateDB
 
@@ -72,6 +73,40 @@ def roll_out(
         rollout.to_dict() | {"seconds": round(time.monotonic() - started, 3)},
     )
     return results
+
+
+def versions_of(results: list[HostResult]) -> dict[str, list[str]]:
+    """The hosts that answered `opsagent status --json`, by the agent version they run."""
+    found: dict[str, list[str]] = {}
+    for r in results:
+        if isinstance(r.data, dict):
+            found.setdefault(str(r.data["agent"]["version"]), []).append(r.host)
+    return found
+
+
+def run_document(
+    results: list[HostResult], by_version: dict[str, list[str]] | None = None
+) -> FleetRun:
+    """A fleet command's `--json` document; `fleet status` adds the hosts by version."""
+    hosts = [FleetHost.model_validate(r.to_dict()) for r in results]
+    if by_version is None:
+        return FleetRun(hosts=hosts)
+    return FleetRun(hosts=hosts, versions=by_version, mixed_versions=len(by_version) > 1)
+
+
+def plan_document(rollout: upgrade.Rollout, chosen: list[Target], version: str) -> UpgradePlan:
+    """`fleet upgrade --dry-run --json`: the plan and the command each host would run."""
+    return UpgradePlan.model_validate(
+        rollout.to_dict()
+        | {"commands": {t.name: upgrade.upgrade_command(t, version) for t in chosen}}
+    )
+
+
+def upgrade_document(rollout: upgrade.Rollout, results: list[HostResult]) -> UpgradeRun:
+    """`fleet upgrade --json`: how the rollout went and each host's outcome."""
+    return UpgradeRun.model_validate(
+        rollout.to_dict() | {"hosts": [FleetHost.model_validate(r.to_dict()) for r in results]}
+    )
 
 
 def history(inventory: Inventory, limit: int) -> list[AuditRecord]:

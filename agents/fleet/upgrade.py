@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.fleet.runner import HostResult, Progress, last_line, opsagent_command, run_on
+from agents.records.status import StatusDocument
 from agents.ssh import Target
 
 
@@ -135,19 +136,24 @@ def _verify(
 
 
 def _health(result: HostResult, version: str) -> str:
+    """ "" when the host's status document shows `version` running with no check failing,
+    else why not."""
     doc = result.data
     if not isinstance(doc, dict):
         return result.error or f"no status ({last_line(result.stderr, 'no output')})"
-    agent = doc.get("agent", {})
-    if agent.get("mode") == "timers":  # the next timer run starts the installed version
-        inactive = [t["unit"] for t in agent.get("timers", []) if t.get("active") is False]
+    status = StatusDocument.model_validate(doc)
+    agent = status.agent
+    if agent.mode == "timers":  # the next timer run starts the installed version
+        inactive = [t.unit for t in agent.timers if t.active is False]
         if inactive:
             return f"timers not active: {', '.join(inactive)}"
-    elif not agent.get("running"):
+    elif not agent.running:
         return "agent is not running"
-    if str(agent.get("version")) != version:
-        return f"agent runs {agent.get('version')}, not {version}"
-    failing = [c["name"] for c in doc.get("checks", []) if c.get("status") != "ok"]
+    if agent.version != version:
+        # a document without a version (another release's) reads as before: None
+        running = agent.version if "version" in agent.model_fields_set else None
+        return f"agent runs {running}, not {version}"
+    failing = [c.name for c in status.checks if c.status != "ok"]
     if failing:
         return f"checks failing: {', '.join(failing)}"
     return ""

@@ -6,9 +6,29 @@ from typing import Any
 
 from pydantic import BaseModel
 
-import agents.records.backup as b
+from agents.records.audit import AuditEntry
+from agents.records.backup import (
+    BackupRun,
+    DatabaseRestore,
+    DatabaseRestorePlan,
+    FilesRestore,
+    FilesRestorePlan,
+    ForgetRun,
+    ForgetSnapshots,
+    ForgetSnapshotsPlan,
+    IndexRepairReport,
+    KeyRow,
+    PacksRepairReport,
+    RepositoryCheck,
+    RestoreTestPlan,
+    SnapshotFiles,
+    SnapshotsRepairReport,
+    SnapshotSummary,
+)
 from agents.records.base import Details
+from agents.records.cases import CaseDetail, CaseListItem, DueDocument, NotificationsDocument
 from agents.records.details import DETAILS_BY_KIND
+from agents.records.fleet import FleetRun, UpgradePlan, UpgradeRun
 from agents.records.sla import SlaRow
 from agents.records.status import StatusDocument
 
@@ -16,35 +36,51 @@ from agents.records.status import StatusDocument
 DOCUMENTS: tuple[tuple[str, str, type[BaseModel]], ...] = (
     ("Status", "`opsagent status --json`, `/status` on the exporter", StatusDocument),
     ("SLA report", "`opsagent cases sla --json` (a list, one row per severity)", SlaRow),
+    ("Case list", "`opsagent cases list --json` (a list, newest first)", CaseListItem),
+    ("Case", "`opsagent cases show --json`", CaseDetail),
+    ("Notifications", "`opsagent cases notifications --json`", NotificationsDocument),
+    ("Due times", "`opsagent cases due --json`", DueDocument),
+    (
+        "Audit records",
+        "`opsagent audit --json` and `opsagent fleet history --json` (a list, newest first)",
+        AuditEntry,
+    ),
+    (
+        "Fleet command",
+        "`opsagent fleet exec|status|checks|backup run|restore-test run --json`",
+        FleetRun,
+    ),
+    ("Fleet upgrade plan", "`opsagent fleet upgrade --dry-run --json`", UpgradePlan),
+    ("Fleet upgrade", "`opsagent fleet upgrade --json`", UpgradeRun),
     # the backup room's: backup, restore and restore-test commands
-    ("Backup run", "`opsagent backup run --json`", b.BackupRun),
+    ("Backup run", "`opsagent backup run --json`", BackupRun),
     (
         "Snapshots",
         "`opsagent backup snapshots --json` (a list), `backup show --json`",
-        b.SnapshotSummary,
+        SnapshotSummary,
     ),
-    ("Snapshot with files", "`opsagent backup show --ls --json`", b.SnapshotFiles),
-    ("Repository check", "`opsagent backup check --json`", b.RepositoryCheck),
-    ("Retention", "`opsagent backup forget [--dry-run] --json`", b.ForgetRun),
+    ("Snapshot with files", "`opsagent backup show --ls --json`", SnapshotFiles),
+    ("Repository check", "`opsagent backup check --json`", RepositoryCheck),
+    ("Retention", "`opsagent backup forget [--dry-run] --json`", ForgetRun),
     (
         "Named snapshots, dry run",
         "`opsagent backup forget --dry-run ID... --json`",
-        b.ForgetSnapshotsPlan,
+        ForgetSnapshotsPlan,
     ),
-    ("Named snapshots removed", "`opsagent backup forget ID... --json`", b.ForgetSnapshots),
-    ("Repository keys", "`opsagent backup key list --json` (a list)", b.KeyRow),
-    ("Index repair", "`opsagent backup repair index --json`", b.IndexRepairReport),
-    ("Packs repair", "`opsagent backup repair packs --json`", b.PacksRepairReport),
-    ("Snapshots repair", "`opsagent backup repair snapshots --json`", b.SnapshotsRepairReport),
-    ("Files restore, dry run", "`opsagent restore --dry-run --json`", b.FilesRestorePlan),
-    ("Files restore", "`opsagent restore --json`", b.FilesRestore),
+    ("Named snapshots removed", "`opsagent backup forget ID... --json`", ForgetSnapshots),
+    ("Repository keys", "`opsagent backup key list --json` (a list)", KeyRow),
+    ("Index repair", "`opsagent backup repair index --json`", IndexRepairReport),
+    ("Packs repair", "`opsagent backup repair packs --json`", PacksRepairReport),
+    ("Snapshots repair", "`opsagent backup repair snapshots --json`", SnapshotsRepairReport),
+    ("Files restore, dry run", "`opsagent restore --dry-run --json`", FilesRestorePlan),
+    ("Files restore", "`opsagent restore --json`", FilesRestore),
     (
         "Database restore, dry run",
         "`opsagent restore --database --dry-run --json`",
-        b.DatabaseRestorePlan,
+        DatabaseRestorePlan,
     ),
-    ("Database restore", "`opsagent restore --database --json`", b.DatabaseRestore),
-    ("Restore test plan", "`opsagent restore-test plan --json`", b.RestoreTestPlan),
+    ("Database restore", "`opsagent restore --database --json`", DatabaseRestore),
+    ("Restore test plan", "`opsagent restore-test plan --json`", RestoreTestPlan),
 )
 
 

@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,6 +30,7 @@ from agents.backup.runner import open_repository
 from agents.backup.snapshot import Snapshot
 from agents.backup.sources.registry import data_source, source_class
 from agents.config import Config, RandomWithin, RestoreTestConfig, resolve_secret
+from agents.records.details import RestoreStep, RestoreTestDetails
 from agents.restore_test.sandbox import LocalSandbox, new_run_id, sweep
 from agents.restore_test.verify import (
     Step,
@@ -80,49 +82,81 @@ def run_restore_test(
         snapshots, problems = choose_snapshots(repo, config, plan, snapshot_ref, only_source)
     except Exception as exc:  # before the test starts, still a result that is recorded
         return _not_started(config, one_line(exc), started_at, start)
-    sandbox = LocalSandbox(plan.sandbox, new_run_id())
-    steps = [Step("snapshot", False, text, 0.0) for _, text in problems]
-    sources: dict[str, dict[str, Any]] = {
-        name: {"snapshot": None, "ok": False, "summary": text} for name, text in problems if name
-    }
-    rpo = max(((started_at - s.time).total_seconds() for s in snapshots), default=0.0)
-    restore_seconds = 0.0
+    run = _Run(
+        config=config,
+        state=state,
+        plan=plan,
+        repo=repo,
+        snapshots=snapshots,
+        sandbox=LocalSandbox(plan.sandbox, new_run_id()),
+        steps=[Step("snapshot", False, text, 0.0) for _, text in problems],
+        sources={
+            name: {"snapshot": None, "ok": False, "summary": text}
+            for name, text in problems
+            if name
+        },
+        rpo=max(((started_at - s.time).total_seconds() for s in snapshots), default=0.0),
+        deadline=start + plan.timeout.total_seconds(),
+        should_stop=should_stop,
+    )
+    run.test(keep_sandbox)
+    run.check_objectives()
+    return run.result(started_at, start)
+
+
+@dataclass
+class _Run:
+    """One local restore test under way: what it tests, its steps so far, how each source
+    did, and how long the restore took."""
+
+    config: Config
+    state: StateDB
+    plan: RestoreTestConfig
+    repo: Repository
+    snapshots: list[Snapshot]
+    sandbox: LocalSandbox
+    steps: list[Step]
+    sources: dict[str, dict[str, Any]]
+    rpo: float
+    deadline: float  # monotonic
+    should_stop: Callable[[], bool]
+    restore_seconds: float = 0.0
     kept_until: datetime | None = None
-    deadline = start + plan.timeout.total_seconds()
 
-    def checkpoint() -> None:
-        if should_stop():
+    def checkpoint(self) -> None:
+        """Raise Stopped when the run is asked to stop or is past its timeout."""
+        if self.should_stop():
             raise Stopped("restore test stopped")
-        if time.monotonic() > deadline:
-            raise Stopped(f"restore test timed out after {format_duration(plan.timeout)}")
+        if time.monotonic() > self.deadline:
+            raise Stopped(f"restore test timed out after {format_duration(self.plan.timeout)}")
 
-    try:
-        needed = sum(int(s.stats.get("bytes", 0)) for s in snapshots)
+    def test(self, keep_sandbox: bool) -> None:
+        """Restore and verify into the sandbox; a stop, a timeout or an error is a failed
+        step. The sandbox is kept (asked, or a pass with a validation window) or torn down."""
+        try:
+            self._restore_and_verify()
+        except Stopped as exc:
+            self.steps.append(Step("run", False, str(exc), 0.0))
+        except Exception as exc:  # a failing step is a result, never a crash
+            self.steps.append(Step("restore", False, one_line(exc), 0.0))
+        finally:
+            self._keep_or_tear_down(keep_sandbox)
+
+    def _restore_and_verify(self) -> None:
+        sandbox = self.sandbox
+        needed = sum(int(s.stats.get("bytes", 0)) for s in self.snapshots)
         sandbox.create(int(needed * 1.1) + 2**20)
         restore_start = time.monotonic()
-        with repo.lock(exclusive=False):
-            for snap in snapshots:  # every source is tested, whatever another one did
-                checkpoint()
-                try:
-                    tested = _test_snapshot(repo, config, plan, sandbox, snap, checkpoint)
-                except Stopped:
-                    raise
-                except Exception as exc:  # this source failed; the others still count
-                    label = f"{snap.source} snapshot {snap.short_id}"
-                    tested = [Step("restore", False, f"{label}: {one_line(exc)}", 0.0)]
-                steps += tested
-                bad = next((t for t in tested if not t.ok), None)
-                sources[snap.source] = {
-                    "snapshot": snap.id,
-                    "ok": bad is None,
-                    "summary": bad.summary if bad else "restored and verified",
-                }
-        restore_seconds = time.monotonic() - restore_start
-        if all(s.ok for s in steps) and plan.verify.commands:
-            checkpoint()
-            steps.append(
+        with self.repo.lock(exclusive=False):
+            for snap in self.snapshots:  # every source is tested, whatever another one did
+                self.checkpoint()
+                self._test_source(snap)
+        self.restore_seconds = time.monotonic() - restore_start
+        if all(s.ok for s in self.steps) and self.plan.verify.commands:
+            self.checkpoint()
+            self.steps.append(
                 run_commands(
-                    plan.verify.commands,
+                    self.plan.verify.commands,
                     {
                         "OPSAGENT_SANDBOX_DIR": str(sandbox.directory),
                         "OPSAGENT_SANDBOX_RUN": sandbox.run_id,
@@ -130,79 +164,107 @@ def run_restore_test(
                     sandbox.directory,
                 )
             )
-            restore_seconds = time.monotonic() - restore_start
-        if all(s.ok for s in steps):
-            checkpoint()
-            steps.append(verify_data(repo, state, plan.verify.data))
-    except Stopped as exc:
-        steps.append(Step("run", False, str(exc), 0.0))
-    except Exception as exc:  # a failing step is a result, never a crash
-        steps.append(Step("restore", False, one_line(exc), 0.0))
-    finally:
-        ok = all(s.ok for s in steps)
-        keep_for = plan.keep_sandbox_for if ok else timedelta(0)
+            self.restore_seconds = time.monotonic() - restore_start
+        if all(s.ok for s in self.steps):
+            self.checkpoint()
+            self.steps.append(verify_data(self.repo, self.state, self.plan.verify.data))
+
+    def _test_source(self, snap: Snapshot) -> None:
+        """One source's snapshot restored and verified; its failure is its own."""
+        try:
+            tested = _test_snapshot(
+                self.repo, self.config, self.plan, self.sandbox, snap, self.checkpoint
+            )
+        except Stopped:
+            raise
+        except Exception as exc:  # this source failed; the others still count
+            label = f"{snap.source} snapshot {snap.short_id}"
+            tested = [Step("restore", False, f"{label}: {one_line(exc)}", 0.0)]
+        self.steps += tested
+        bad = next((t for t in tested if not t.ok), None)
+        self.sources[snap.source] = {
+            "snapshot": snap.id,
+            "ok": bad is None,
+            "summary": bad.summary if bad else "restored and verified",
+        }
+
+    def _keep_or_tear_down(self, keep_sandbox: bool) -> None:
+        ok = all(s.ok for s in self.steps)
+        keep_for = self.plan.keep_sandbox_for if ok else timedelta(0)
         if keep_sandbox or keep_for > timedelta(0):
-            kept_until = datetime.now(UTC) + (keep_for if keep_for else timedelta(days=1))
-            if sandbox.directory.exists():
-                sandbox.keep_until(kept_until)
+            self.kept_until = datetime.now(UTC) + (keep_for if keep_for else timedelta(days=1))
+            if self.sandbox.directory.exists():
+                self.sandbox.keep_until(self.kept_until)
         else:
-            for problem in sandbox.teardown():
+            for problem in self.sandbox.teardown():
                 log.warning("%s", problem)
 
-    if not within(plan.max_rto, restore_seconds):
-        steps.append(
-            Step(
-                "rto",
-                False,
-                f"restore took {format_duration(restore_seconds)},"
-                f" over max_rto {format_duration(plan.max_rto)}",
-                0.0,
+    def check_objectives(self) -> None:
+        """A restore over max_rto, or a newest snapshot older than max_rpo, is a failed step."""
+        plan = self.plan
+        if not within(plan.max_rto, self.restore_seconds):
+            self.steps.append(
+                Step(
+                    "rto",
+                    False,
+                    f"restore took {format_duration(self.restore_seconds)},"
+                    f" over max_rto {format_duration(plan.max_rto)}",
+                    0.0,
+                )
             )
-        )
-    if not within(plan.max_rpo, rpo):
-        steps.append(
-            Step(
-                "rpo",
-                False,
-                f"newest snapshot is {format_duration(rpo)} old,"
-                f" over max_rpo {format_duration(plan.max_rpo)}",
-                0.0,
+        if not within(plan.max_rpo, self.rpo):
+            self.steps.append(
+                Step(
+                    "rpo",
+                    False,
+                    f"newest snapshot is {format_duration(self.rpo)} old,"
+                    f" over max_rpo {format_duration(plan.max_rpo)}",
+                    0.0,
+                )
             )
+
+    def result(self, started_at: datetime, start: float) -> CheckResult:
+        """The run's one result: the first failing step, or what was restored and how fast."""
+        steps, kept_until = self.steps, self.kept_until
+        failed = [s for s in steps if not s.ok]
+        coverage = next((s.details.get("coverage") for s in steps if s.name == "data"), None)
+        tested = RestoreTestDetails(
+            run_id=self.sandbox.run_id,
+            snapshots={s.source: s.id for s in self.snapshots},
+            sources=self.sources,
+            steps=[RestoreStep(**s.to_dict()) for s in steps],
+            rto_seconds=round(self.restore_seconds, 3),
+            rpo_seconds=round(self.rpo, 1),
+            sandbox=str(self.sandbox.directory) if kept_until else None,
+            kept_until=kept_until.isoformat() if kept_until else None,
+            **({"coverage": coverage} if coverage is not None else {}),
         )
-    failed = [s for s in steps if not s.ok]
-    details: dict[str, Any] = {
-        "run_id": sandbox.run_id,
-        "snapshots": {s.source: s.id for s in snapshots},
-        "sources": sources,
-        "steps": [s.to_dict() for s in steps],
-        "rto_seconds": round(restore_seconds, 3),
-        "rpo_seconds": round(rpo, 1),
-        "sandbox": str(sandbox.directory) if kept_until else None,
-        "kept_until": kept_until.isoformat() if kept_until else None,
-    }
-    coverage = next((s.details.get("coverage") for s in steps if s.name == "data"), None)
-    if coverage is not None:
-        details["coverage"] = coverage
-    if failed:
-        first = failed[0]
-        more = f" (+{len(failed) - 1} more failed step(s))" if len(failed) > 1 else ""
-        summary = f"step {first.name} failed: {first.summary}{more}"
-    else:
-        summary = (
-            f"{len(snapshots)} snapshot(s) restored and verified in"
-            f" {format_duration(restore_seconds)}; RPO {format_duration(rpo)}"
+        if failed:
+            first = failed[0]
+            more = f" (+{len(failed) - 1} more failed step(s))" if len(failed) > 1 else ""
+            summary = f"step {first.name} failed: {first.summary}{more}"
+        else:
+            summary = (
+                f"{len(self.snapshots)} snapshot(s) restored and verified in"
+                f" {format_duration(self.restore_seconds)}; RPO {format_duration(self.rpo)}"
+            )
+        return CheckResult(
+            name="restore_test",
+            kind="restore_test",
+            host=self.config.host,
+            status=Status.FAILED if failed else Status.OK,
+            severity=Severity.CRITICAL,
+            summary=summary,
+            details=_details(tested),
+            duration_seconds=time.monotonic() - start,
+            started_at=started_at,
         )
-    return CheckResult(
-        name="restore_test",
-        kind="restore_test",
-        host=config.host,
-        status=Status.FAILED if failed else Status.OK,
-        severity=Severity.CRITICAL,
-        summary=summary,
-        details=details,
-        duration_seconds=time.monotonic() - start,
-        started_at=started_at,
-    )
+
+
+def _details(tested: RestoreTestDetails) -> dict[str, Any]:
+    """The details a restore test result carries: every field given, a null sandbox and
+    kept_until too (unlike `to_details`, which leaves out what is null)."""
+    return tested.model_dump(exclude_unset=True)
 
 
 def choose_snapshots(
@@ -256,15 +318,17 @@ def _not_started(config: Config, reason: str, started_at: datetime, start: float
         status=Status.FAILED,
         severity=Severity.CRITICAL,
         summary=f"step start failed: {reason}",
-        details={
-            "snapshots": {},
-            "sources": {},
-            "steps": [Step("start", False, reason, 0.0).to_dict()],
-            "rto_seconds": 0.0,
-            "rpo_seconds": 0.0,
-            "sandbox": None,
-            "kept_until": None,
-        },
+        details=_details(
+            RestoreTestDetails(
+                snapshots={},
+                sources={},
+                steps=[RestoreStep(**Step("start", False, reason, 0.0).to_dict())],
+                rto_seconds=0.0,
+                rpo_seconds=0.0,
+                sandbox=None,
+                kept_until=None,
+            )
+        ),
         duration_seconds=time.monotonic() - start,
         started_at=started_at,
     )

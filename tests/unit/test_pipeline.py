@@ -86,6 +86,7 @@ def test_upkeep_is_stored_and_exported_but_is_no_result(tmp_path: Path) -> None:
     assert seen == [] and started == []
     record = state.job("cases")
     assert record is not None and record.last_status == "failed"
+    assert [r.name for r in state.jobs()] == [] and [r.name for r in state.upkeep()] == ["cases"]
     assert (
         'opsagent_check_up{check="cases",kind="outbox"} 0.0' in generate_latest(registry).decode()
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,25 @@ def test_migration_runs_forward_after_a_copy_of_the_old_database(tmp_path: Path)
     assert state.job("web").status_since == failing_since  # type: ignore[union-attr]
     state.record_result(CheckResult("web", "http", "h", Status.OK, "up"))
     assert state.job("web").status_since != failing_since  # type: ignore[union-attr]
+
+
+def test_upkeep_rows_of_an_older_agent_are_marked_and_kept_apart(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for version in (1, 2, 3, 4):
+        db.executescript(state_module._MIGRATIONS[version])
+    db.execute("INSERT INTO meta VALUES ('schema_version', '4')")
+    for name, kind in (("web", "http"), ("cases", "outbox"), ("textfile", "textfile")):
+        db.execute("INSERT INTO jobs (name, kind, last_status) VALUES (?, ?, 'ok')", (name, kind))
+    db.close()
+    state = StateDB(path)
+    assert [r.name for r in state.jobs()] == ["web"]
+    assert [r.name for r in state.upkeep()] == ["cases", "textfile"]
+    state.record_start("cases", "outbox", datetime.now(UTC), upkeep=True)
+    state.record_upkeep(CheckResult("cases", "outbox", "h", Status.FAILED, "notifications wait"))
+    assert [r.name for r in state.jobs()] == ["web"]
+    cases = state.job("cases")
+    assert cases is not None and cases.last_status == "failed"
 
 
 def test_an_older_agent_refuses_a_newer_database(tmp_path: Path) -> None:
