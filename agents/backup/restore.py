@@ -2,8 +2,9 @@
 
 `run_restore` finds the snapshot, then either plans (a dry run) or restores under a
 shared repository lock and an audit record, and returns what happened as a typed
-outcome for the command line to print. A files restore is the restorer's; a
-database restore goes through the source's kind (`recovery.restore_database`).
+outcome for the command line to print (each outcome's `record()` is its `--json`). A
+files restore is the restorer's; a database restore goes through the source's kind
+(`recovery.restore_database`).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from agents.cli.common import (
 from agents.cli.render import print_json, progress_bar, results_table
 from agents.config import BackupConfig, Config
 from agents.errors import OpsagentError
-from agents.records.backup import BackupRun
+from agents.records.backup import BackupRun, JobResult
 from agents.results import CheckResult, Severity, Status, run_guarded
 
 
@@ -363,7 +363,7 @@ def backup_prune(
     if not dry_run:
         record_outcome(config, [result])
     if as_json:
-        print_json(result.to_dict())
+        print_json(JobResult.of(result).to_dict())
     else:
         click.echo(result.summary)
 

@@ -19,6 +19,7 @@ from agents.cli.common import (
     record_outcome,
 )
 from agents.cli.render import print_json
+from agents.records.backup import JobResult
 from agents.results import Severity, Status, run_guarded
 
 
@@ -75,7 +76,7 @@ def restore_test_run(
     )
     record_outcome(config, [result])
     if as_json:
-        print_json(result.to_dict())
+        print_json(JobResult.of(result).to_dict())
     elif result.status is Status.ERROR:
         click.echo(f"opsagent: restore test: {result.summary}", err=True)
     else:
@@ -109,7 +110,7 @@ def restore_test_history(
     config = load(ctx, config_file)
     runs = StateDB(config.state_db).runs("restore_test", limit)
     if as_json:
-        print_json([r.to_dict() for r in runs])
+        print_json([JobResult.of(r).to_dict() for r in runs])
         return
     table = Table(title="restore tests, newest first")
     for column in ("when", "outcome", "RTO", "RPO", "steps", "summary"):

@@ -124,11 +124,16 @@ def test_backup_and_restore_json_is_the_documented_schema(tmp_path: Path) -> Non
     again = _cli(config, "restore", "latest", "--to", str(target))
     assert len(again["skipped_existing"]) == restored["files"]
     _is(_cli(config, "restore-test", "plan"), records.RestoreTestPlan)
+    _is(_cli(config, "restore-test", "run"), records.JobResult)
+    history = _cli(config, "restore-test", "history")
+    assert [r["kind"] for r in history] == ["restore_test"]
+    _is(history[0], records.JobResult)
 
     removed = _cli(config, "backup", "forget", oldest)
     _is(removed, records.ForgetSnapshots)
     assert [i[:8] for i in removed["removed"]] == [oldest]
     _is(_cli(config, "backup", "forget"), records.ForgetRun)
+    _is(_cli(config, "backup", "prune"), records.JobResult)
 
     # damage one pack: the repairs print their documents (and exit 1: data was lost)
     packs = sorted(p for p in (tmp_path / "repo" / "data").rglob("*") if p.is_file())
@@ -157,8 +162,10 @@ def test_backup_and_restore_json_is_the_documented_schema(tmp_path: Path) -> Non
     assert actions == [
         ("restore files", "ok"),
         ("restore files", "ok"),
+        ("restore-test", "ok"),
         ("backup forget", "ok"),
-        ("forget", "ok"),  # the retention run, audited as the job
+        ("forget", "ok"),  # the jobs are audited as the daemon audits them
+        ("prune", "ok"),
         ("backup repair packs", "ok"),
         ("backup repair index", "ok"),
         ("backup repair snapshots", "ok"),
