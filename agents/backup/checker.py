@@ -21,6 +21,7 @@ from agents.backup.index import Location
 from agents.backup.pack import pack_key, read_header, verify_pack_hash
 from agents.backup.repository import Repository, SnapshotGone
 from agents.backup.snapshot import Snapshot
+from agents.records.backup import RepositoryCheck
 from agents.units import few
 
 ProgressFn = Callable[[int, int], None]
@@ -40,6 +41,19 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    def record(self) -> RepositoryCheck:
+        """The report as `backup check --json` prints it."""
+        return RepositoryCheck(
+            ok=self.ok,
+            snapshots=self.snapshots,
+            packs=self.packs,
+            packs_read=self.packs_read,
+            bytes_read=self.bytes_read,
+            errors=self.errors,
+            warnings=self.warnings,
+            bad_packs=self.bad_packs,
+        )
 
 
 def parse_subset(text: str | None) -> tuple[str, float | tuple[int, int]] | None:
@@ -70,6 +84,17 @@ def select_packs(packs: list[str], subset: tuple[str, float | tuple[int, int]] |
     assert isinstance(value, tuple)
     part, total = value
     return sorted(p for p in packs if int(p[:8], 16) % total == part - 1)
+
+
+def run_check(
+    repo: Repository,
+    read_data: bool = False,
+    subset: str | None = None,
+    progress: ProgressFn | None = None,
+) -> CheckReport:
+    """`backup check`: `check` under the shared lock, so no prune deletes what it reads."""
+    with repo.lock(exclusive=False):
+        return check(repo, read_data, subset, progress)
 
 
 def check(

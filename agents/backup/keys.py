@@ -8,11 +8,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from agents.audit import action as audit_action
 from agents.audit import whoami
 from agents.backup.crypto import paper_key, read_paper_key
 from agents.backup.repository import Repository
 from agents.backup.storage import Storage
+from agents.records.backup import KeyRow
+
+
+def key_rows(repo: Repository) -> list[KeyRow]:
+    """The repository's keys, oldest first, as `backup key list --json` prints them; a
+    key file with a field of another type is printed as it is rather than refused."""
+    rows = []
+    for key in repo.list_keys():
+        try:
+            rows.append(KeyRow.model_validate(key))
+        except ValidationError:
+            rows.append(KeyRow.model_construct(**key))
+    return rows
 
 
 def add_key(repo: Repository, state_db: Path, password: str, host: str, label: str) -> str:

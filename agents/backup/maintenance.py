@@ -18,13 +18,21 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
+from agents.audit import action as audit_action
 from agents.backup.errors import BackupError, IntegrityError, StorageError
 from agents.backup.pack import PackEntry, header_size, pack_key
 from agents.backup.repository import Repository
 from agents.backup.retention import Candidate, Decision, retention_decisions
 from agents.backup.storage import Storage
 from agents.config import Retention
+from agents.records.backup import (
+    ForgetRun,
+    ForgetSnapshots,
+    ForgetSnapshotsPlan,
+    RetentionDecision,
+)
 
 log = logging.getLogger("opsagent.backup.prune")
 
@@ -36,6 +44,32 @@ class ForgetReport:
     locked: list[str] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)  # unreadable snapshots, left alone
     gone: list[str] = field(default_factory=list)  # named, but no longer there
+
+    def record(self, dry_run: bool, summary: str) -> ForgetRun:
+        """A retention run as `backup forget --json` prints it: every decision, and the
+        job's summary."""
+        return ForgetRun(
+            dry_run=dry_run,
+            snapshots=[
+                RetentionDecision(
+                    id=d.snapshot.id,
+                    short_id=d.snapshot.id[:8],
+                    time=d.snapshot.time.isoformat(),
+                    host=d.snapshot.host,
+                    source=d.snapshot.source,
+                    keep=d.keep,
+                    reasons=list(d.reasons),
+                    removed=d.snapshot.id in self.removed,
+                    locked=d.snapshot.id in self.locked,
+                )
+                for d in self.decisions
+            ],
+            summary=summary,
+        )
+
+    def named_record(self) -> ForgetSnapshots:
+        """Named snapshots removed, as `backup forget SNAPSHOT_IDS --json` prints them."""
+        return ForgetSnapshots(dry_run=False, removed=self.removed, locked=self.locked)
 
 
 @dataclass
@@ -116,6 +150,23 @@ def forget_snapshots(
                 continue
             delete_objects(repo.storage, [key], delete_old_versions)
             report.removed.append(snapshot_id)
+    return report
+
+
+def plan_forget_snapshots(repo: Repository, refs: list[str]) -> ForgetSnapshotsPlan:
+    """The snapshots `forget_snapshots` would remove (a dry run: no lock, no audit)."""
+    chosen, _ = resolve_snapshots(repo.snapshot_ids(), refs)
+    return ForgetSnapshotsPlan(dry_run=True, would_remove=chosen)
+
+
+def run_forget_snapshots(
+    repo: Repository, state_db: Path, refs: list[str], delete_old_versions: bool = False
+) -> ForgetReport:
+    """A person's `backup forget SNAPSHOT_IDS`: `forget_snapshots`, audited with the
+    short ids removed."""
+    with audit_action(state_db, "backup forget", " ".join(refs)) as audit:
+        report = forget_snapshots(repo, refs, delete_old_versions)
+        audit["removed"] = [i[:8] for i in report.removed]
     return report
 
 

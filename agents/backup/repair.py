@@ -23,7 +23,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
+from agents.audit import action as audit_action
 from agents.backup.checker import blobs_by_pack, damaged_blobs
 from agents.backup.errors import BackupError, IntegrityError, NotFound
 from agents.backup.index import Location
@@ -31,6 +33,12 @@ from agents.backup.maintenance import delete_objects
 from agents.backup.pack import BlobType, PackEntry, pack_key
 from agents.backup.repository import Repository
 from agents.backup.snapshot import Snapshot, TreeEntry, encode_tree
+from agents.records.backup import (
+    IndexRepairReport,
+    PacksRepairReport,
+    SnapshotRepairRow,
+    SnapshotsRepairReport,
+)
 
 log = logging.getLogger("opsagent.backup.repair")
 
@@ -46,6 +54,16 @@ class IndexRepair:
     unreadable_packs: dict[str, str] = field(default_factory=dict)
     damaged_blobs: int = 0
 
+    def record(self) -> IndexRepairReport:
+        """The repair as `backup repair index --json` prints it."""
+        return IndexRepairReport(
+            packs=self.packs,
+            blobs=self.blobs,
+            index_files_replaced=self.index_files_replaced,
+            unreadable_packs=self.unreadable_packs,
+            damaged_blobs=self.damaged_blobs,
+        )
+
 
 @dataclass
 class PacksRepair:
@@ -53,6 +71,15 @@ class PacksRepair:
     salvaged_blobs: int = 0
     lost_blobs: list[str] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
+
+    def record(self) -> PacksRepairReport:
+        """The repair as `backup repair packs --json` prints it."""
+        return PacksRepairReport(
+            packs=self.packs,
+            salvaged_blobs=self.salvaged_blobs,
+            lost_blobs=self.lost_blobs,
+            written=self.written,
+        )
 
 
 @dataclass
@@ -67,6 +94,58 @@ class SnapshotsRepair:
     repaired: list[SnapshotRepair] = field(default_factory=list)
     damaged_objects: list[str] = field(default_factory=list)
     dry_run: bool = False
+
+    def record(self) -> SnapshotsRepairReport:
+        """The repair as `backup repair snapshots --json` prints it."""
+        return SnapshotsRepairReport(
+            dry_run=self.dry_run,
+            repaired=[
+                SnapshotRepairRow(snapshot=r.snapshot, replacement=r.replacement, lost=r.lost)
+                for r in self.repaired
+            ],
+            damaged_objects=self.damaged_objects,
+        )
+
+
+def run_repair_index(
+    repo: Repository, state_db: Path, read_data: bool = False, progress: ProgressFn | None = None
+) -> IndexRepair:
+    """A person's `backup repair index`: `repair_index`, audited with the packs indexed
+    and the damaged blobs left out."""
+    with audit_action(state_db, "backup repair index", repo.storage.url) as audit:
+        report = repair_index(repo, read_data, progress)
+        audit |= {"packs": report.packs, "damaged_blobs": report.damaged_blobs}
+    return report
+
+
+def run_repair_packs(
+    repo: Repository,
+    state_db: Path,
+    refs: list[str],
+    compression_level: int = 3,
+    pack_size: int = 16 * 2**20,
+) -> PacksRepair:
+    """A person's `backup repair packs`: `repair_packs`, audited with the blobs kept and
+    the number lost."""
+    with audit_action(state_db, "backup repair packs", " ".join(refs)) as audit:
+        report = repair_packs(repo, refs, compression_level, pack_size)
+        audit |= {"salvaged": report.salvaged_blobs, "lost": len(report.lost_blobs)}
+    return report
+
+
+def run_repair_snapshots(
+    repo: Repository,
+    state_db: Path,
+    dry_run: bool = False,
+    compression_level: int = 3,
+    pack_size: int = 16 * 2**20,
+) -> SnapshotsRepair:
+    """A person's `backup repair snapshots` (a dry run too): `repair_snapshots`, audited
+    with the short ids of the snapshots repaired."""
+    with audit_action(state_db, "backup repair snapshots", repo.storage.url) as audit:
+        report = repair_snapshots(repo, dry_run, compression_level, pack_size)
+        audit["repaired"] = [r.snapshot[:8] for r in report.repaired]
+    return report
 
 
 def repair_index(

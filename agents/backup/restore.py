@@ -2,8 +2,9 @@
 
 `run_restore` finds the snapshot, then either plans (a dry run) or restores under a
 shared repository lock and an audit record, and returns what happened as a typed
-outcome for the command line to print. A files restore is the restorer's; a
-database restore goes through the source's kind (`recovery.restore_database`).
+outcome for the command line to print (each outcome's `record()` is its `--json`). A
+files restore is the restorer's; a database restore goes through the source's kind
+(`recovery.restore_database`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,17 @@ from agents.backup.runner import open_repository
 from agents.backup.snapshot import Snapshot, TreeEntry
 from agents.backup.sources.registry import data_source
 from agents.config import Config, redact_url
+from agents.records import RestoreTestDetails
+from agents.records.backup import (
+    DamagedFile,
+    DatabaseRestore,
+    DatabaseRestorePlan,
+    FilesRestore,
+    FilesRestorePlan,
+    SchemaFingerprints,
+    TableRowCounts,
+)
+from agents.state import StateDB
 
 # opens a progress display for a restore of `total` bytes (None: unknown)
 Progress = Callable[[int | None], AbstractContextManager[ProgressFn]]
@@ -55,6 +67,12 @@ class FilesPlan:
     def bytes(self) -> int:
         return sum(e.size for e in self.entries)
 
+    def record(self) -> FilesRestorePlan:
+        """The plan as `restore --dry-run --json` prints it."""
+        return FilesRestorePlan(
+            snapshot=self.snapshot.id, entries=len(self.entries), bytes=self.bytes
+        )
+
 
 @dataclass(frozen=True)
 class FilesRestored:
@@ -69,6 +87,24 @@ class FilesRestored:
         """Anything refused, in error or damaged: the restore did not bring all back."""
         return bool(self.result.refused or self.result.errors or self.result.damaged)
 
+    def record(self) -> FilesRestore:
+        """The restore as `restore --json` prints it."""
+        result = self.result
+        return FilesRestore(
+            snapshot=self.snapshot.id,
+            target=str(self.directory),
+            files=result.files,
+            dirs=result.dirs,
+            symlinks=result.symlinks,
+            specials=result.specials,
+            bytes=result.bytes,
+            refused=result.refused,
+            skipped_existing=result.skipped_existing,
+            errors=result.errors,
+            warnings=result.warnings,
+            damaged=[DamagedFile.model_validate(d.to_dict()) for d in result.damaged],
+        )
+
 
 @dataclass(frozen=True)
 class DatabasePlan:
@@ -82,6 +118,18 @@ class DatabasePlan:
     @property
     def bytes(self) -> int:
         return sum(e.size for e in self.entries)
+
+    def record(self, expected_seconds: float | None) -> DatabaseRestorePlan:
+        """The plan as `restore --database --dry-run --json` prints it, with the time the
+        last good restore test took (`last_restore_seconds`)."""
+        return DatabaseRestorePlan(
+            snapshot=self.snapshot.id,
+            database=self.database,
+            target=self.target,
+            dump_files=[e.path for e in self.entries],
+            bytes=self.bytes,
+            expected_seconds=expected_seconds,
+        )
 
 
 @dataclass(frozen=True)
@@ -115,8 +163,40 @@ class DatabaseRestored:
     def schema_matches(self) -> bool:
         return self.recovery.expected.schema_fingerprint == self.recovery.actual.schema_fingerprint
 
+    def record(self) -> DatabaseRestore:
+        """The restore as `restore --database --json` prints it."""
+        recovery = self.recovery
+        return DatabaseRestore(
+            snapshot=self.snapshot.id,
+            database=self.database,
+            target=self.target,
+            seconds=round(recovery.seconds, 3),
+            ok=recovery.ok,
+            problems=recovery.problems,
+            tables=[
+                TableRowCounts(table=row.table, expected=row.expected, restored=row.restored)
+                for row in self.tables
+            ],
+            schema_fingerprint=SchemaFingerprints(
+                expected=recovery.expected.schema_fingerprint,
+                restored=recovery.actual.schema_fingerprint,
+            ),
+        )
+
 
 RestoreOutcome = FilesPlan | FilesRestored | DatabasePlan | DatabaseRestored
+
+
+def last_restore_seconds(config: Config) -> float | None:
+    """How long the last restore test took when it passed (its RTO): what a database
+    restore can expect; None when no restore test has passed yet."""
+    if not config.state_db.exists():
+        return None
+    state = StateDB(config.state_db).job("restore_test")
+    if state is None or state.last_result is None or not state.last_result.ok:
+        return None
+    rto = RestoreTestDetails.of(state.last_result).rto_seconds
+    return float(rto if rto is not None else state.last_result.duration_seconds)
 
 
 @contextmanager

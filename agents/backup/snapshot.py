@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents.backup.errors import IntegrityError
+from agents.records.backup import SnapshotEntry, SnapshotFiles, SnapshotSummary
 
 MAX_MANIFEST_BYTES = 64 * 2**20
 ENTRY_TYPES = ("file", "dir", "symlink", "fifo", "chardev", "blockdev")
@@ -147,6 +148,22 @@ class Snapshot:
         data["id"] = self.id
         data["short_id"] = self.short_id
         return data
+
+    def record(self) -> SnapshotSummary:
+        """The summary as the record `backup snapshots` and `backup show` print."""
+        return SnapshotSummary.model_validate(self.summary())
+
+    def files_record(self, entries: Iterable[TreeEntry]) -> SnapshotFiles:
+        """The summary and the tree's entries, as `backup show --ls` prints them."""
+        return SnapshotFiles.model_validate(
+            self.summary()
+            | {
+                "entries": [
+                    SnapshotEntry(path=e.path, type=e.type, size=e.size, mode=oct(e.mode))
+                    for e in entries
+                ]
+            }
+        )
 
     @classmethod
     def from_manifest(cls, snapshot_id: str, data: dict[str, Any]) -> Snapshot:

@@ -12,7 +12,6 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from agents.audit import action as audit_action
 from agents.cli.backup_keys import backup_key
 from agents.cli.backup_repair import backup_repair
 from agents.cli.common import (
@@ -29,6 +28,7 @@ from agents.cli.common import (
 from agents.cli.render import print_json, progress_bar, results_table
 from agents.config import BackupConfig, Config
 from agents.errors import OpsagentError
+from agents.records.backup import BackupRun, JobResult
 from agents.results import CheckResult, Severity, Status, run_guarded
 
 
@@ -136,16 +136,8 @@ def backup_run(
         record_outcome(config, [*results, run])
     if run.status is Status.ERROR and not results:
         raise OpsagentError(run.summary)  # nothing ran (no repository, bad key): one line
-    sources_done = [r for r in results if r.kind == "backup_source"]
-    health = [r for r in results if r.kind == "backup_repository"]
     if as_json:
-        print_json(
-            {
-                "run": run.to_dict(),
-                "sources": [r.to_dict() for r in sources_done],
-                "repository": health[0].to_dict() if health else None,
-            }
-        )
+        print_json(BackupRun.of(run, results).to_dict())
     else:
         Console().print(results_table([*results, run], f"backup on {config.host}"))
     ctx.exit(exit_for([run]))
@@ -180,7 +172,7 @@ def backup_snapshots(
             f"damaged: {why} (remove it with `opsagent backup forget {snapshot_id[:8]}`)", err=True
         )
     if as_json:
-        print_json([s.summary() for s in snaps])
+        print_json([s.record().to_dict() for s in snaps])
         return
     table = Table(title=f"snapshots in {repo.storage.url}")
     for column in ("id", "time", "host", "source", "files", "size", "added", "tags"):
@@ -223,19 +215,16 @@ def backup_show(
     config = load(ctx, config_file)
     repo = open_repository(backup_config(config))
     snap = repo.find_snapshot(snapshot, source=source)
-    data = snap.summary()
-    if list_files:
+    record = snap.files_record(repo.read_tree(snap)) if list_files else snap.record()
+    if as_json:
         # JSON keeps a name that is not UTF-8 exactly (as \udcNN escapes os.fsencode
         # turns back into its bytes); text shows its bytes as \xNN
-        name = (lambda path: path) if as_json else shown
-        data["entries"] = [
-            {"path": name(e.path), "type": e.type, "size": e.size, "mode": oct(e.mode)}
-            for e in repo.read_tree(snap)
-        ]
-    if as_json:
-        print_json(data)
-    else:
-        click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+        print_json(record.to_dict())
+        return
+    data = record.to_dict()
+    for entry in data.get("entries", []):
+        entry["path"] = shown(entry["path"])
+    click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
 
 
 @backup.command("check")
@@ -252,31 +241,20 @@ def backup_check(
     as_json: bool,
 ) -> None:
     """Check the repository's structure (and data with --read-data); exit 1 on damage."""
-    from agents.backup.checker import check
+    from agents.backup.checker import run_check
     from agents.backup.runner import open_repository
 
     config = load(ctx, config_file)
     repo = open_repository(backup_config(config))
-    with repo.lock(exclusive=False), progress_bar("check", enabled=not as_json) as advance:
-        report = check(
+    with progress_bar("check", enabled=not as_json) as advance:
+        report = run_check(
             repo,
             read_data=read_data or read_data_subset is not None,
             subset=read_data_subset,
             progress=advance,
         )
     if as_json:
-        print_json(
-            {
-                "ok": report.ok,
-                "snapshots": report.snapshots,
-                "packs": report.packs,
-                "packs_read": report.packs_read,
-                "bytes_read": report.bytes_read,
-                "errors": report.errors,
-                "warnings": report.warnings,
-                "bad_packs": report.bad_packs,
-            }
-        )
+        print_json(report.record().to_dict())
     else:
         for line in report.warnings:
             click.echo(f"warning: {line}")
@@ -320,62 +298,44 @@ def backup_forget(
             f" (remove it with `opsagent backup forget {snapshot_id[:8]}`)",
             err=True,
         )
-    rows = [
-        {
-            "id": d.snapshot.id,
-            "short_id": d.snapshot.id[:8],
-            "time": d.snapshot.time.isoformat(),
-            "host": d.snapshot.host,
-            "source": d.snapshot.source,
-            "keep": d.keep,
-            "reasons": list(d.reasons),
-            "removed": d.snapshot.id in report.removed,
-            "locked": d.snapshot.id in report.locked,
-        }
-        for d in report.decisions
-    ]
+    record = report.record(dry_run, result.summary)
     if as_json:
-        print_json({"dry_run": dry_run, "snapshots": rows, "summary": result.summary})
+        print_json(record.to_dict())
         return
     table = Table(title=f"retention{' (dry run)' if dry_run else ''}")
     for column in ("host", "source", "id", "time", "decision", "reasons"):
         table.add_column(column)
-    for row in rows:
-        decision = "[green]keep[/]" if row["keep"] else "[red]remove[/]"
-        if row["locked"]:
+    for row in record.snapshots:
+        decision = "[green]keep[/]" if row.keep else "[red]remove[/]"
+        if row.locked:
             decision = "[yellow]locked[/]"
         table.add_row(
-            row["host"],
-            row["source"],
-            row["short_id"],
-            row["time"][:19],
-            decision,
-            ", ".join(row["reasons"]),
+            row.host, row.source, row.short_id, row.time[:19], decision, ", ".join(row.reasons)
         )
     Console().print(table)
     click.echo(result.summary)
 
 
 def _forget_named(config: Config, refs: list[str], dry_run: bool, as_json: bool) -> None:
-    from agents.backup.maintenance import forget_snapshots, resolve_snapshots
+    """`backup forget SNAPSHOT_IDS`: remove (or with dry_run, name) those snapshots."""
+    from agents.backup.maintenance import plan_forget_snapshots, run_forget_snapshots
     from agents.backup.runner import open_repository
 
     cfg = backup_config(config)
     repo = open_repository(cfg)
     if dry_run:
-        chosen, _ = resolve_snapshots(repo.snapshot_ids(), refs)
+        plan = plan_forget_snapshots(repo, refs)
         if as_json:
-            print_json({"dry_run": True, "would_remove": chosen})
+            print_json(plan.to_dict())
         else:
+            chosen = plan.would_remove
             click.echo(
                 f"would remove {len(chosen)} snapshot(s): {', '.join(i[:8] for i in chosen)}"
             )
         return
-    with audit_action(config.state_db, "backup forget", " ".join(refs)) as audit:
-        report = forget_snapshots(repo, refs, cfg.prune.delete_old_versions)
-        audit["removed"] = [i[:8] for i in report.removed]
+    report = run_forget_snapshots(repo, config.state_db, refs, cfg.prune.delete_old_versions)
     if as_json:
-        print_json({"dry_run": False, "removed": report.removed, "locked": report.locked})
+        print_json(report.named_record().to_dict())
         return
     click.echo(
         f"removed {len(report.removed)} snapshot(s): {', '.join(i[:8] for i in report.removed)}"
@@ -403,7 +363,7 @@ def backup_prune(
     if not dry_run:
         record_outcome(config, [result])
     if as_json:
-        print_json(result.to_dict())
+        print_json(JobResult.of(result).to_dict())
     else:
         click.echo(result.summary)
 

@@ -49,24 +49,25 @@ def _new_password(path: Path | None) -> str:
 @click.pass_context
 def backup_key_list(ctx: click.Context, config_file: Path | None, as_json: bool) -> None:
     """The repository's keys; the one this config's password opens is marked."""
+    from agents.backup.keys import key_rows
     from agents.backup.runner import open_repository
 
     repo = open_repository(backup_config(load(ctx, config_file)))
-    keys = repo.list_keys()
+    keys = key_rows(repo)
     if as_json:
-        print_json(keys)
+        print_json([key.to_dict() for key in keys])
         return
     table = Table(title=f"keys of {repo.storage.url}")
     for column in ("", "id", "created", "user", "host", "label"):
         table.add_column(column)
     for key in keys:
         table.add_row(
-            "*" if key["current"] else "",
-            key["id"][:8],
-            str(key["created"])[:19],
-            str(key["user"]),
-            str(key["host"]),
-            str(key["label"]),
+            "*" if key.current else "",
+            key.id[:8],
+            str(key.created)[:19],
+            str(key.user),
+            str(key.host),
+            str(key.label),
         )
     Console().print(table)
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from agents.audit import action as audit_action
 from agents.cli.common import EXIT_FAILED, EXIT_OK, backup_config, config_option, json_option, load
 from agents.cli.render import print_json, progress_bar
 
@@ -26,26 +25,15 @@ def backup_repair_index(
     ctx: click.Context, config_file: Path | None, read_data: bool, as_json: bool
 ) -> None:
     """Rebuild the index from the packs' own headers; damaged index files stop mattering."""
-    from agents.backup.repair import repair_index
+    from agents.backup.repair import run_repair_index
     from agents.backup.runner import open_repository
 
     config = load(ctx, config_file)
     repo = open_repository(backup_config(config))
-    with (
-        audit_action(config.state_db, "backup repair index", repo.storage.url) as audit,
-        progress_bar("repair", enabled=not as_json and read_data) as advance,
-    ):
-        report = repair_index(repo, read_data, advance)
-        audit |= {"packs": report.packs, "damaged_blobs": report.damaged_blobs}
-    data = {
-        "packs": report.packs,
-        "blobs": report.blobs,
-        "index_files_replaced": report.index_files_replaced,
-        "unreadable_packs": report.unreadable_packs,
-        "damaged_blobs": report.damaged_blobs,
-    }
+    with progress_bar("repair", enabled=not as_json and read_data) as advance:
+        report = run_repair_index(repo, config.state_db, read_data, advance)
     if as_json:
-        print_json(data)
+        print_json(report.record().to_dict())
     else:
         click.echo(
             f"index rebuilt: {report.packs} pack(s), {report.blobs} blob(s);"
@@ -72,24 +60,17 @@ def backup_repair_packs(
 ) -> None:
     """Rewrite the named packs (as `backup check --read-data` names them): blobs that read
     correctly are kept in new packs, damaged ones leave the index; exit 1 when any was lost."""
-    from agents.backup.repair import repair_packs
+    from agents.backup.repair import run_repair_packs
     from agents.backup.runner import open_repository
 
     config = load(ctx, config_file)
     cfg = backup_config(config)
     repo = open_repository(cfg)
-    with audit_action(config.state_db, "backup repair packs", " ".join(pack_ids)) as audit:
-        report = repair_packs(repo, list(pack_ids), cfg.compression_level, cfg.pack_size)
-        audit |= {"salvaged": report.salvaged_blobs, "lost": len(report.lost_blobs)}
+    report = run_repair_packs(
+        repo, config.state_db, list(pack_ids), cfg.compression_level, cfg.pack_size
+    )
     if as_json:
-        print_json(
-            {
-                "packs": report.packs,
-                "salvaged_blobs": report.salvaged_blobs,
-                "lost_blobs": report.lost_blobs,
-                "written": report.written,
-            }
-        )
+        print_json(report.record().to_dict())
     else:
         click.echo(
             f"rewrote {len(report.packs)} pack(s): {report.salvaged_blobs} blob(s) kept,"
@@ -114,24 +95,18 @@ def backup_repair_snapshots(
 ) -> None:
     """Replace snapshots that need lost data by copies without the lost files (named in
     the new snapshot's warnings); exit 1 when anything was lost."""
-    from agents.backup.repair import repair_snapshots
+    from agents.backup.repair import run_repair_snapshots
     from agents.backup.runner import open_repository
     from agents.units import few
 
     config = load(ctx, config_file)
     cfg = backup_config(config)
     repo = open_repository(cfg)
-    with audit_action(config.state_db, "backup repair snapshots", repo.storage.url) as audit:
-        report = repair_snapshots(repo, dry_run, cfg.compression_level, cfg.pack_size)
-        audit["repaired"] = [r.snapshot[:8] for r in report.repaired]
-    rows = [
-        {"snapshot": r.snapshot, "replacement": r.replacement, "lost": r.lost}
-        for r in report.repaired
-    ]
+    report = run_repair_snapshots(
+        repo, config.state_db, dry_run, cfg.compression_level, cfg.pack_size
+    )
     if as_json:
-        print_json(
-            {"dry_run": dry_run, "repaired": rows, "damaged_objects": report.damaged_objects}
-        )
+        print_json(report.record().to_dict())
     else:
         verb = "would rewrite" if dry_run else "rewrote"
         for r in report.repaired:

@@ -80,9 +80,7 @@ def restore_cmd(
     snap = outcome.snapshot
     if isinstance(outcome, FilesPlan):
         if as_json:
-            print_json(
-                {"snapshot": snap.id, "entries": len(outcome.entries), "bytes": outcome.bytes}
-            )
+            print_json(outcome.record().to_dict())
         else:
             for e in outcome.entries:
                 click.echo(f"{e.type:8} {e.size:>12} {shown(e.path)}")
@@ -92,22 +90,8 @@ def restore_cmd(
             )
         return
     directory, result = outcome.directory, outcome.result
-    data = {
-        "snapshot": snap.id,
-        "target": str(directory),
-        "files": result.files,
-        "dirs": result.dirs,
-        "symlinks": result.symlinks,
-        "specials": result.specials,
-        "bytes": result.bytes,
-        "refused": result.refused,
-        "skipped_existing": result.skipped_existing,
-        "errors": result.errors,
-        "warnings": result.warnings,
-        "damaged": [d.to_dict() for d in result.damaged],
-    }
     if as_json:
-        print_json(data)
+        print_json(outcome.record().to_dict())
     else:
         click.echo(
             f"restored {result.files} files, {result.dirs} dirs, {result.symlinks} links,"
@@ -130,21 +114,13 @@ def restore_cmd(
 
 def _restore_database(ctx: click.Context, config: Config, outcome: Any, as_json: bool) -> None:
     """Print a database restore's plan or result; exit 1 when the facts differ."""
-    from agents.backup.restore import DatabasePlan
+    from agents.backup.restore import DatabasePlan, last_restore_seconds
 
     snap, database, target = outcome.snapshot, outcome.database, outcome.target
     if isinstance(outcome, DatabasePlan):
-        last = _last_restore_seconds(config)
-        data = {
-            "snapshot": snap.id,
-            "database": database,
-            "target": target,
-            "dump_files": [e.path for e in outcome.entries],
-            "bytes": outcome.bytes,
-            "expected_seconds": last,
-        }
+        last = last_restore_seconds(config)
         if as_json:
-            print_json(data)
+            print_json(outcome.record(last).to_dict())
         else:
             when = (
                 f"about {last:.0f}s (last restore test)"
@@ -152,41 +128,23 @@ def _restore_database(ctx: click.Context, config: Config, outcome: Any, as_json:
                 else "unknown (no restore test yet)"
             )
             click.echo(
-                f"would restore {database} ({data['bytes']} bytes) from snapshot"
+                f"would restore {database} ({outcome.bytes} bytes) from snapshot"
                 f" {snap.short_id} into {target}; expected time: {when}"
             )
         return
     recovery = outcome.recovery
-    rows = [
-        {"table": row.table, "expected": row.expected, "restored": row.restored}
-        for row in outcome.tables
-    ]
     if as_json:
-        print_json(
-            {
-                "snapshot": snap.id,
-                "database": database,
-                "target": target,
-                "seconds": round(recovery.seconds, 3),
-                "ok": recovery.ok,
-                "problems": recovery.problems,
-                "tables": rows,
-                "schema_fingerprint": {
-                    "expected": recovery.expected.schema_fingerprint,
-                    "restored": recovery.actual.schema_fingerprint,
-                },
-            }
-        )
+        print_json(outcome.record().to_dict())
     else:
         table = Table(title=f"{database} restored into {target} in {recovery.seconds:.1f}s")
         for column in ("table", "rows at backup", "rows restored", ""):
             table.add_column(column)
-        for row in rows:
-            same = row["expected"] == row["restored"]
+        for row in outcome.tables:
+            same = row.expected == row.restored
             table.add_row(
-                row["table"],
-                str(row["expected"]),
-                str(row["restored"]),
+                row.table,
+                str(row.expected),
+                str(row.restored),
                 "[green]ok[/]" if same else "[red]differs[/]",
             )
         Console().print(table)
@@ -194,16 +152,3 @@ def _restore_database(ctx: click.Context, config: Config, outcome: Any, as_json:
         for problem in recovery.problems:
             click.echo(f"problem: {problem}", err=True)
     ctx.exit(EXIT_OK if recovery.ok else EXIT_FAILED)
-
-
-def _last_restore_seconds(config: Config) -> float | None:
-    from agents.records import RestoreTestDetails
-    from agents.state import StateDB
-
-    if not config.state_db.exists():
-        return None
-    state = StateDB(config.state_db).job("restore_test")
-    if state is None or state.last_result is None or not state.last_result.ok:
-        return None
-    rto = RestoreTestDetails.of(state.last_result).rto_seconds
-    return float(rto if rto is not None else state.last_result.duration_seconds)

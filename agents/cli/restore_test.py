@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 import yaml
@@ -20,7 +19,7 @@ from agents.cli.common import (
     record_outcome,
 )
 from agents.cli.render import print_json
-from agents.config import Config
+from agents.records.backup import JobResult
 from agents.results import Severity, Status, run_guarded
 
 
@@ -77,7 +76,7 @@ def restore_test_run(
     )
     record_outcome(config, [result])
     if as_json:
-        print_json(result.to_dict())
+        print_json(JobResult.of(result).to_dict())
     elif result.status is Status.ERROR:
         click.echo(f"opsagent: restore test: {result.summary}", err=True)
     else:
@@ -111,7 +110,7 @@ def restore_test_history(
     config = load(ctx, config_file)
     runs = StateDB(config.state_db).runs("restore_test", limit)
     if as_json:
-        print_json([r.to_dict() for r in runs])
+        print_json([JobResult.of(r).to_dict() for r in runs])
         return
     table = Table(title="restore tests, newest first")
     for column in ("when", "outcome", "RTO", "RPO", "steps", "summary"):
@@ -136,48 +135,15 @@ def restore_test_history(
 @click.pass_context
 def restore_test_plan(ctx: click.Context, config_file: Path | None, as_json: bool) -> None:
     """What the next scheduled run will test, and when."""
-    from agents.config import RestoreTestConfig
     from agents.jobs import next_runs, restore_test_job
-    from agents.restore_test.runner import choose_snapshots
-    from agents.units import format_duration
+    from agents.restore_test.plan import next_run_plan
 
     config = load(ctx, config_file)
-    plan = config.restore_test or RestoreTestConfig()
     job = restore_test_job(config)
     when = next_runs([job])[job.name] if job else None
-    repo = open_repository_for(config)
-    snaps, problems = choose_snapshots(repo, config, plan, None, None)
-    data = {
-        "next_run": when.isoformat() if when else None,
-        "snapshots": [
-            {
-                "source": s.source,
-                "id": s.id,
-                "time": s.time.isoformat(),
-                "bytes": s.stats.get("bytes"),
-            }
-            for s in snaps
-        ],
-        "problems": [text for _, text in problems],
-        "snapshot_rule": plan.snapshot
-        if isinstance(plan.snapshot, str)
-        else f"random within {format_duration(plan.snapshot.random_within)}",
-        "sandbox": {"kind": plan.sandbox.kind, "root": str(plan.sandbox.root)},
-        "verify": {
-            "sql": len(plan.verify.sql),
-            "commands": len(plan.verify.commands),
-            "data_full_every": format_duration(plan.verify.data.full_every),
-        },
-        "max_rto": format_duration(plan.max_rto) if plan.max_rto else None,
-        "max_rpo": format_duration(plan.max_rpo) if plan.max_rpo else None,
-    }
+    backup_config(config)  # no backup section: a usage error
+    data = next_run_plan(config, when).to_dict()
     if as_json:
         print_json(data)
     else:
         click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
-
-
-def open_repository_for(config: Config) -> Any:
-    from agents.backup.runner import open_repository
-
-    return open_repository(backup_config(config))

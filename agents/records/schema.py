@@ -7,6 +7,24 @@ from typing import Any
 from pydantic import BaseModel
 
 from agents.records.audit import AuditEntry
+from agents.records.backup import (
+    BackupRun,
+    DatabaseRestore,
+    DatabaseRestorePlan,
+    FilesRestore,
+    FilesRestorePlan,
+    ForgetRun,
+    ForgetSnapshots,
+    ForgetSnapshotsPlan,
+    IndexRepairReport,
+    KeyRow,
+    PacksRepairReport,
+    RepositoryCheck,
+    RestoreTestPlan,
+    SnapshotFiles,
+    SnapshotsRepairReport,
+    SnapshotSummary,
+)
 from agents.records.base import Details
 from agents.records.cases import CaseDetail, CaseListItem, DueDocument, NotificationsDocument
 from agents.records.details import DETAILS_BY_KIND
@@ -34,6 +52,35 @@ DOCUMENTS: tuple[tuple[str, str, type[BaseModel]], ...] = (
     ),
     ("Fleet upgrade plan", "`opsagent fleet upgrade --dry-run --json`", UpgradePlan),
     ("Fleet upgrade", "`opsagent fleet upgrade --json`", UpgradeRun),
+    # the backup room's: backup, restore and restore-test commands
+    ("Backup run", "`opsagent backup run --json`", BackupRun),
+    (
+        "Snapshots",
+        "`opsagent backup snapshots --json` (a list), `backup show --json`",
+        SnapshotSummary,
+    ),
+    ("Snapshot with files", "`opsagent backup show --ls --json`", SnapshotFiles),
+    ("Repository check", "`opsagent backup check --json`", RepositoryCheck),
+    ("Retention", "`opsagent backup forget [--dry-run] --json`", ForgetRun),
+    (
+        "Named snapshots, dry run",
+        "`opsagent backup forget --dry-run ID... --json`",
+        ForgetSnapshotsPlan,
+    ),
+    ("Named snapshots removed", "`opsagent backup forget ID... --json`", ForgetSnapshots),
+    ("Repository keys", "`opsagent backup key list --json` (a list)", KeyRow),
+    ("Index repair", "`opsagent backup repair index --json`", IndexRepairReport),
+    ("Packs repair", "`opsagent backup repair packs --json`", PacksRepairReport),
+    ("Snapshots repair", "`opsagent backup repair snapshots --json`", SnapshotsRepairReport),
+    ("Files restore, dry run", "`opsagent restore --dry-run --json`", FilesRestorePlan),
+    ("Files restore", "`opsagent restore --json`", FilesRestore),
+    (
+        "Database restore, dry run",
+        "`opsagent restore --database --dry-run --json`",
+        DatabaseRestorePlan,
+    ),
+    ("Database restore", "`opsagent restore --database --json`", DatabaseRestore),
+    ("Restore test plan", "`opsagent restore-test plan --json`", RestoreTestPlan),
 )
 
 
