@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -328,6 +329,20 @@ def test_ssh_sandbox_runs_remotely_and_refuses_unknown_keys(
         " refused"
     )
     assert empty.read_text() == ""  # never auto-added
+
+    # a sandbox host that never answers is stopped at the test's time limit, not waited on
+    _ssh_config(path, original, sshd, sshd.known_hosts)
+    hung = path.read_text().replace(
+        f"remote_command: '{sys.executable} -m agents'", "remote_command: 'sh -c \"sleep 60\" sh'"
+    )
+    path.write_text(hung.replace("  max_rpo: 26h\n", "  max_rpo: 26h\n  timeout: 3s\n"))
+    started = time.monotonic()
+    result = run(path)
+    assert time.monotonic() - started < 30
+    assert result.summary == (
+        f"step ssh failed: sandbox host {sshd.user}@127.0.0.1:{sshd.port}: no result within 3s;"
+        " stopped"
+    )
 
 
 def test_mariadb_snapshot_from_s3_passes_and_drops_its_scratch_database(
