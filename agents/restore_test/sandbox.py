@@ -1,9 +1,12 @@
 """Sandboxes for restore tests: a scratch directory and scratch databases, always torn down.
 
-Everything a run creates is named with a fixed prefix and the run ID (directories
-`opsagent-rt-<run>`, databases `opsagent_rt_<run>_<n>`), so a run killed before its
-teardown leaves things `sweep` finds and removes at the next start. A sandbox kept
-for a validation window carries a `keep-until` marker and is swept after it.
+Everything a run creates is named with a fixed prefix and the run ID, which starts with
+the run's UTC start time (directories `opsagent-rt-<run>`, databases `opsagent_rt_<run>_<n>`,
+e.g. `opsagent_rt_20261202t142233a1b2_0`), so a run killed before its teardown leaves
+things `sweep` finds and removes at the next start. A sandbox kept for a validation
+window carries a `keep-until` marker and is swept after it. The database server may be
+shared with other agents, so `sweep` drops only databases that are certainly abandoned
+(see its docstring).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import re
 import secrets
 import shutil
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agents.backup.errors import BackupError
@@ -25,15 +28,26 @@ from agents.units import format_size
 DIR_PREFIX = "opsagent-rt-"
 DB_PREFIX = "opsagent_rt_"
 KEEP_MARKER = "keep-until"
+RUN_TIME_FORMAT = "%Y%m%dt%H%M%S"  # how a run ID starts: its UTC start time
+MIN_SWEEP_MARGIN = timedelta(hours=1)
 
 
 class SandboxError(BackupError):
     """The sandbox cannot be made (no space, no database server)."""
 
 
-def new_run_id() -> str:
-    """A run ID: the start time, sortable, and a random suffix."""
-    return datetime.now(UTC).strftime("%Y%m%dt%H%M%S") + secrets.token_hex(2)
+def new_run_id(now: datetime | None = None) -> str:
+    """A run ID: the start time (UTC), sortable, and a random suffix."""
+    started = (now or datetime.now(UTC)).astimezone(UTC)
+    return started.strftime(RUN_TIME_FORMAT) + secrets.token_hex(2)
+
+
+def run_started(run_id: str) -> datetime | None:
+    """When a run started, read from its ID; None when the ID does not start with a time."""
+    try:
+        return datetime.strptime(run_id[:15], RUN_TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -84,28 +98,48 @@ class LocalSandbox:
         return problems
 
 
-def sweep(config: Sandbox, now: datetime | None = None) -> list[str]:
-    """Remove what earlier runs left (killed, or kept past their window)."""
+def sweep(config: Sandbox, timeout: timedelta, now: datetime | None = None) -> list[str]:
+    """Remove what earlier runs left (killed, or kept past their window); returns what.
+
+    Directories under this root go unless kept (a live `keep-until` marker). The database
+    server may be shared with other agents' sandboxes, whose runs this agent cannot see,
+    so a scratch database is dropped only when it is certainly abandoned: its run is one of
+    this root's leftovers just removed (a dead run of this agent), or its run started more
+    than `timeout` (the restore test's time limit) plus a margin ago. The margin is the
+    limit again, at least an hour: the limit is checked between steps, so a run may
+    overrun it by one step, and hosts' clocks differ. A kept run's databases stay while it
+    is kept.
+    """
     now = now or datetime.now(UTC)
     root = config.root.absolute()
     removed = []
-    live_runs = set()
+    live_runs: set[str] = set()
+    dead_runs: set[str] = set()
     if root.is_dir():
         for path in sorted(root.glob(f"{DIR_PREFIX}*")):
+            run = path.name.removeprefix(DIR_PREFIX)
             marker = path / KEEP_MARKER
             if marker.exists():
                 try:
                     if datetime.fromisoformat(marker.read_text().strip()) > now:
-                        live_runs.add(path.name.removeprefix(DIR_PREFIX))
+                        live_runs.add(run)
                         continue
                 except ValueError:
                     pass
             remove_tree(path)
             removed.append(str(path))
+            dead_runs.add(run)
+    oldest_live = now - timeout - max(timeout, MIN_SWEEP_MARGIN)
     for kind, name in _scratch_databases(config):
         run = name.removeprefix(DB_PREFIX).rsplit("_", 1)[0]
         if run in live_runs:
             continue
+        started = run_started(run)
+        # A name whose run ID does not start with a time cannot be aged; no version made
+        # such names (run IDs always began with the start time), so it is dropped as
+        # before rather than left forever.
+        if run not in dead_runs and started is not None and started > oldest_live:
+            continue  # perhaps another agent's run, still working: not certainly abandoned
         try:
             _drop(config, kind, name)
             removed.append(f"{kind} database {name}")
