@@ -12,6 +12,7 @@ shared with other agents, so `sweep` drops only databases that are certainly aba
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import secrets
@@ -28,6 +29,7 @@ from agents.units import format_size
 DIR_PREFIX = "opsagent-rt-"
 DB_PREFIX = "opsagent_rt_"
 KEEP_MARKER = "keep-until"
+RUNNING_MARKER = "running"  # locked (flock) by the process whose run it is, while it runs
 RUN_TIME_FORMAT = "%Y%m%dt%H%M%S"  # how a run ID starts: its UTC start time
 MIN_SWEEP_MARGIN = timedelta(hours=1)
 
@@ -57,6 +59,7 @@ class LocalSandbox:
     config: Sandbox
     run_id: str
     databases: list[tuple[str, str]] = field(default_factory=list)
+    _running: int | None = field(default=None, repr=False)
 
     @property
     def directory(self) -> Path:
@@ -72,7 +75,21 @@ class LocalSandbox:
                 f"sandbox {root} has {format_size(free)} free, the restore needs"
                 f" {format_size(needed_bytes)}"
             )
-        self.directory.mkdir()
+        # locked until teardown or keep: a sweep by another run in this root (a second
+        # config, the command line beside the daemon) sees the run is alive; a killed run's
+        # lock is gone with its process, so its leftovers are swept. Made under a hidden
+        # name and renamed, so no sweep ever sees the directory before it is locked.
+        making = root / f".{self.directory.name}"
+        making.mkdir()
+        self._running = os.open(making / RUNNING_MARKER, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._running, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        making.rename(self.directory)
+
+    def release(self) -> None:
+        """The run is over (torn down or kept): its directory is no longer in use."""
+        if self._running is not None:
+            os.close(self._running)
+            self._running = None
 
     def new_database(self, kind: str) -> str:
         """A fresh scratch database name, dropped at teardown by its kind."""
@@ -83,10 +100,12 @@ class LocalSandbox:
 
     def keep_until(self, until: datetime) -> None:
         (self.directory / KEEP_MARKER).write_text(until.isoformat())
+        self.release()
 
     def teardown(self) -> list[str]:
         """Remove the directory and drop the databases; returns problems (never raises)."""
         problems = []
+        self.release()
         remove_tree(self.directory)
         if self.directory.exists():
             problems.append(f"{self.directory}: could not be removed")
@@ -118,6 +137,9 @@ def sweep(config: Sandbox, timeout: timedelta, now: datetime | None = None) -> l
     if root.is_dir():
         for path in sorted(root.glob(f"{DIR_PREFIX}*")):
             run = path.name.removeprefix(DIR_PREFIX)
+            if _in_use(path / RUNNING_MARKER):
+                live_runs.add(run)  # another run in this root, under way
+                continue
             marker = path / KEEP_MARKER
             if marker.exists():
                 try:
@@ -146,6 +168,21 @@ def sweep(config: Sandbox, timeout: timedelta, now: datetime | None = None) -> l
         except Exception:  # a server that is down now is swept next time
             continue
     return removed
+
+
+def _in_use(marker: Path) -> bool:
+    """Whether a live process holds the run's lock (a killed one holds nothing)."""
+    try:
+        fd = os.open(marker, os.O_RDWR)
+    except OSError:  # no marker: an older version's run, or one killed before it locked
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the lock taken just now, if it was taken
+    return False
 
 
 def _scratch_databases(config: Sandbox) -> list[tuple[str, str]]:
