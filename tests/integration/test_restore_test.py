@@ -558,6 +558,7 @@ def test_sweep_spares_another_agents_scratch_databases_on_a_shared_server(
     b_old = _pg_scratch(LocalSandbox(theirs, new_run_id(now - timedelta(hours=2, minutes=10))))
     a_dead = LocalSandbox(mine, new_run_id())  # killed a moment ago: no keep marker
     a_dead.create(0)
+    a_dead.release()  # its process is gone, and its lock with it
     a_dead_db = _pg_scratch(a_dead)
     a_kept = LocalSandbox(mine, new_run_id(now - timedelta(hours=5)))
     a_kept.create(0)
@@ -602,6 +603,7 @@ def test_sweep_on_a_shared_mariadb_server_drops_only_abandoned_scratch_databases
     untimed = scratch(LocalSandbox(theirs, f"untimed{uuid.uuid4().hex[:8]}"))
     a_dead = LocalSandbox(mine, new_run_id())
     a_dead.create(0)
+    a_dead.release()  # its process is gone, and its lock with it
     a_dead_db = scratch(a_dead)
     made = [b_young, b_old, untimed, a_dead_db]
     try:
