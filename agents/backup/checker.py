@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agents.backup.errors import BackupError, IntegrityError, NotFound, StorageError
-from agents.backup.index import Location
+from agents.backup.index import Index, Location
 from agents.backup.pack import pack_key, read_header, verify_pack_hash
 from agents.backup.repository import Repository, SnapshotGone
 from agents.backup.snapshot import Snapshot
@@ -108,6 +108,28 @@ def check(
     progress = progress or (lambda b, f: None)
     report = CheckReport()
     chosen = parse_subset(subset)
+    packs = _check_packs(repo, report)
+    snapshots, users = _check_snapshots(repo, packs.index, report)
+    _note_foreign_objects(repo, report)
+    if read_data:
+        _read_data(repo, packs, chosen, progress, report)
+    _name_damage(repo, report, users, snapshots, packs.bad_blobs)
+    return report
+
+
+@dataclass
+class _PackState:
+    """What the structural pass over the packs found, for the later steps of `check`."""
+
+    stored: dict[str, int]
+    index: Index
+    indexed_packs: set[str]
+    by_pack: dict[str, list[tuple[bytes, Location]]]
+    bad_blobs: set[bytes]
+
+
+def _check_packs(repo: Repository, report: CheckReport) -> _PackState:
+    """Index files open, indexed packs exist and are large enough; unindexed packs warned."""
     stored = repo.stored_packs()
     index = repo.load_index(present=set(stored), refresh=True)
     for why in sorted(repo.damaged_index.values()):
@@ -139,6 +161,14 @@ def check(
             f"{len(unindexed)} pack(s) not in any index (left by an interrupted run; the next"
             " backup indexes them, prune removes them if unused)"
         )
+    return _PackState(stored, index, indexed_packs, by_pack, bad_blobs)
+
+
+def _check_snapshots(
+    repo: Repository, index: Index, report: CheckReport
+) -> tuple[list[Snapshot], dict[str, set[str]]]:
+    """Every snapshot opens and every blob it references is indexed: the readable
+    snapshots, and pack -> the snapshots that use it."""
     users: dict[str, set[str]] = defaultdict(set)
     unindexed_use: dict[str, list[str]] = defaultdict(list)
     snapshots = []
@@ -157,30 +187,48 @@ def check(
             continue
         report.snapshots += 1
         snapshots.append(snapshot)
-        for blob_hex in snapshot.tree:
-            location = index.get(bytes.fromhex(blob_hex))
-            if location is not None:
-                users[location.pack].add(snapshot.short_id)
-        try:
-            for entry in repo.read_tree(snapshot):
-                for chunk in entry.chunks:
-                    location = index.get(bytes.fromhex(chunk))
-                    if location is None:
-                        unindexed_use[snapshot.short_id].append(entry.path)
-                        break
-                    users[location.pack].add(snapshot.short_id)
-        except (IntegrityError, ValueError) as exc:
-            report.errors.append(
-                f"snapshot {snapshot.short_id}: {exc} (run `opsagent backup check"
-                " --read-data`, `opsagent backup repair packs` for each pack it names,"
-                " `opsagent backup run`, then `opsagent backup repair snapshots`)"
-            )
+        _note_users(repo, snapshot, index, users, unindexed_use, report)
     for snapshot_id, paths in sorted(unindexed_use.items()):
         report.errors.append(
             f"snapshot {snapshot_id}: {len(paths)} file(s) need data in no pack: {few(paths)}"
             " (run `opsagent backup run`, which stores again what the sources still have,"
             " then `opsagent backup repair snapshots`)"
         )
+    return snapshots, users
+
+
+def _note_users(
+    repo: Repository,
+    snapshot: Snapshot,
+    index: Index,
+    users: dict[str, set[str]],
+    unindexed_use: dict[str, list[str]],
+    report: CheckReport,
+) -> None:
+    """Record which packs one snapshot's tree and files use, and its files needing
+    unindexed data."""
+    for blob_hex in snapshot.tree:
+        location = index.get(bytes.fromhex(blob_hex))
+        if location is not None:
+            users[location.pack].add(snapshot.short_id)
+    try:
+        for entry in repo.read_tree(snapshot):
+            for chunk in entry.chunks:
+                location = index.get(bytes.fromhex(chunk))
+                if location is None:
+                    unindexed_use[snapshot.short_id].append(entry.path)
+                    break
+                users[location.pack].add(snapshot.short_id)
+    except (IntegrityError, ValueError) as exc:
+        report.errors.append(
+            f"snapshot {snapshot.short_id}: {exc} (run `opsagent backup check"
+            " --read-data`, `opsagent backup repair packs` for each pack it names,"
+            " `opsagent backup run`, then `opsagent backup repair snapshots`)"
+        )
+
+
+def _note_foreign_objects(repo: Repository, report: CheckReport) -> None:
+    """Warn about objects opsagent did not write and about leftover incomplete uploads."""
     for key in repo.foreign_objects:
         what = {"data/": "a pack", "index/": "an index file"}.get(
             key[: key.find("/") + 1], "a snapshot"
@@ -188,17 +236,37 @@ def check(
         report.warnings.append(f"{key} is not {what} (not written by opsagent); left alone")
     for leftover in repo.storage.leftovers():
         report.warnings.append(f"leftover incomplete upload: {leftover}")
-    if read_data:
-        for pack_id in select_packs(sorted(indexed_packs), chosen):
-            error, damaged = _read_pack(repo, pack_id, by_pack[pack_id], report)
-            progress(stored.get(pack_id, 0), 1)
-            if error:
-                report.errors.append(
-                    f"{error} (run `opsagent backup repair packs {pack_id[:12]}`,"
-                    " `opsagent backup run`, then `opsagent backup repair snapshots`)"
-                )
-                report.bad_packs.setdefault(pack_id, [])
-                bad_blobs |= damaged
+
+
+def _read_data(
+    repo: Repository,
+    packs: _PackState,
+    chosen: tuple[str, float | tuple[int, int]] | None,
+    progress: ProgressFn,
+    report: CheckReport,
+) -> None:
+    """`--read-data`: download and verify each selected pack; its damaged blobs are added
+    to `packs.bad_blobs`."""
+    for pack_id in select_packs(sorted(packs.indexed_packs), chosen):
+        error, damaged = _read_pack(repo, pack_id, packs.by_pack[pack_id], report)
+        progress(packs.stored.get(pack_id, 0), 1)
+        if error:
+            report.errors.append(
+                f"{error} (run `opsagent backup repair packs {pack_id[:12]}`,"
+                " `opsagent backup run`, then `opsagent backup repair snapshots`)"
+            )
+            report.bad_packs.setdefault(pack_id, [])
+            packs.bad_blobs |= damaged
+
+
+def _name_damage(
+    repo: Repository,
+    report: CheckReport,
+    users: dict[str, set[str]],
+    snapshots: list[Snapshot],
+    bad_blobs: set[bytes],
+) -> None:
+    """Name each bad pack's snapshots and each snapshot's files that lose data."""
     for pack_id in report.bad_packs:
         report.bad_packs[pack_id] = sorted(users.get(pack_id, set()))
     for pack_id, snaps in report.bad_packs.items():
@@ -212,7 +280,6 @@ def check(
                 " (after `opsagent backup repair packs`, a backup stores again what the"
                 " sources still have; then `opsagent backup repair snapshots`)"
             )
-    return report
 
 
 def _files_using(

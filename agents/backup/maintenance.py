@@ -22,6 +22,7 @@ from pathlib import Path
 
 from agents.audit import action as audit_action
 from agents.backup.errors import BackupError, IntegrityError, StorageError
+from agents.backup.index import Index
 from agents.backup.pack import PackEntry, header_size, pack_key
 from agents.backup.repository import Repository
 from agents.backup.retention import Candidate, Decision, retention_decisions
@@ -196,26 +197,8 @@ def prune(
         entries: dict[str, list[tuple[bytes, int, int]]] = defaultdict(list)
         for blob_id, loc in index.items():
             entries[loc.pack].append((blob_id, loc.offset, loc.length))
-        lost = [b for b in used if b not in index]
-        if lost:
-            raise IntegrityError(
-                f"{len(lost)} blob(s) that snapshots need are in no pack (first"
-                f" {lost[0].hex()[:12]}); run `opsagent backup check`, then"
-                " `opsagent backup repair snapshots` before pruning"
-            )
-        delete: list[str] = [p for p in stored if p not in entries]  # unindexed leftovers
-        repack: list[str] = []
-        keep: list[str] = []
-        for pack_id, blobs in entries.items():
-            live = sum(length for blob_id, _, length in blobs if blob_id in used)
-            # the header is no garbage: without this, small packs are rewritten every time
-            total = stored.get(pack_id, 0) - header_size(len(blobs))
-            if live == 0:
-                delete.append(pack_id)
-            elif total and 100.0 * (total - live) / total > repack_threshold_percent:
-                repack.append(pack_id)
-            else:
-                keep.append(pack_id)
+        _refuse_lost_blobs(used, index)
+        delete, repack, keep = _sort_packs(entries, used, stored, repack_threshold_percent)
         report.packs_deleted = len(delete)
         report.packs_repacked = len(repack)
         report.bytes_deleted = sum(stored.get(p, 0) for p in delete + repack)
@@ -223,41 +206,109 @@ def prune(
             return report
         written: dict[str, list[PackEntry]] = {}
         if repack:
-            with repo.writer(compression_level, pack_size, repack=True) as writer:
-                for pack_id in repack:
-                    for blob_id, _, _ in sorted(entries[pack_id], key=lambda e: e[1]):
-                        if blob_id in used:
-                            loc = index.get(blob_id)
-                            assert loc is not None
-                            writer.add(loc.type, repo.load_blob(blob_id))
-                    progress(stored.get(pack_id, 0), 1)
-                writer.flush()
-                written = writer.written
+            written = _repack(
+                repo, index, repack, entries, used, stored, compression_level, pack_size, progress
+            )
         report.packs_written = len(written)
         report.bytes_written = sum(repo.storage.stat(pack_key(p)).size for p in written)
         lock.verify()  # a backup may be writing if another process took our lock for stale
-        new_index: dict[str, list[PackEntry]] = {}
-        for pack_id in keep:
-            new_index[pack_id] = [
-                PackEntry(index.get(b).type, b, offset, length)  # type: ignore[union-attr]
-                for b, offset, length in entries[pack_id]
-                if index.get(b) is not None and index.get(b).pack == pack_id  # type: ignore[union-attr]
-            ]
+        new_index = _kept_entries(index, keep, entries)
         new_index.update(written)
         stale_index = repo.write_superseding_index(new_index)
         delete_objects(repo.storage, stale_index, delete_old_versions)
-        for pack_id in delete + repack:
-            key = pack_key(pack_id)
-            if _locked(repo.storage, key):
-                report.locked.append(pack_id)
-                report.bytes_deleted -= stored.get(pack_id, 0)
-                continue
-            delete_objects(repo.storage, [key], delete_old_versions)
-        if report.locked:
-            log.warning(
-                "%d pack(s) are under Object Lock retention and were kept", len(report.locked)
-            )
+        _sweep_packs(repo, delete + repack, stored, report, delete_old_versions)
     return report
+
+
+def _refuse_lost_blobs(used: set[bytes], index: Index) -> None:
+    """Refuse to prune when a blob a snapshot needs is in no pack."""
+    lost = [b for b in used if b not in index]
+    if lost:
+        raise IntegrityError(
+            f"{len(lost)} blob(s) that snapshots need are in no pack (first"
+            f" {lost[0].hex()[:12]}); run `opsagent backup check`, then"
+            " `opsagent backup repair snapshots` before pruning"
+        )
+
+
+def _sort_packs(
+    entries: dict[str, list[tuple[bytes, int, int]]],
+    used: set[bytes],
+    stored: dict[str, int],
+    repack_threshold_percent: float,
+) -> tuple[list[str], list[str], list[str]]:
+    """The packs to delete (unindexed or dead), to repack (mostly dead) and to keep."""
+    delete: list[str] = [p for p in stored if p not in entries]  # unindexed leftovers
+    repack: list[str] = []
+    keep: list[str] = []
+    for pack_id, blobs in entries.items():
+        live = sum(length for blob_id, _, length in blobs if blob_id in used)
+        # the header is no garbage: without this, small packs are rewritten every time
+        total = stored.get(pack_id, 0) - header_size(len(blobs))
+        if live == 0:
+            delete.append(pack_id)
+        elif total and 100.0 * (total - live) / total > repack_threshold_percent:
+            repack.append(pack_id)
+        else:
+            keep.append(pack_id)
+    return delete, repack, keep
+
+
+def _repack(
+    repo: Repository,
+    index: Index,
+    repack: list[str],
+    entries: dict[str, list[tuple[bytes, int, int]]],
+    used: set[bytes],
+    stored: dict[str, int],
+    compression_level: int,
+    pack_size: int,
+    progress: Callable[[int, int], None],
+) -> dict[str, list[PackEntry]]:
+    """Write the live blobs of the packs to repack into new packs: the new packs' entries."""
+    with repo.writer(compression_level, pack_size, repack=True) as writer:
+        for pack_id in repack:
+            for blob_id, _, _ in sorted(entries[pack_id], key=lambda e: e[1]):
+                if blob_id in used:
+                    loc = index.get(blob_id)
+                    assert loc is not None
+                    writer.add(loc.type, repo.load_blob(blob_id))
+            progress(stored.get(pack_id, 0), 1)
+        writer.flush()
+        return writer.written
+
+
+def _kept_entries(
+    index: Index, keep: list[str], entries: dict[str, list[tuple[bytes, int, int]]]
+) -> dict[str, list[PackEntry]]:
+    """The new index's entries for the kept packs (blobs still located in them)."""
+    new_index: dict[str, list[PackEntry]] = {}
+    for pack_id in keep:
+        new_index[pack_id] = [
+            PackEntry(index.get(b).type, b, offset, length)  # type: ignore[union-attr]
+            for b, offset, length in entries[pack_id]
+            if index.get(b) is not None and index.get(b).pack == pack_id  # type: ignore[union-attr]
+        ]
+    return new_index
+
+
+def _sweep_packs(
+    repo: Repository,
+    packs: list[str],
+    stored: dict[str, int],
+    report: PruneReport,
+    delete_old_versions: bool,
+) -> None:
+    """Delete the dead and repacked packs; those under Object Lock are kept and reported."""
+    for pack_id in packs:
+        key = pack_key(pack_id)
+        if _locked(repo.storage, key):
+            report.locked.append(pack_id)
+            report.bytes_deleted -= stored.get(pack_id, 0)
+            continue
+        delete_objects(repo.storage, [key], delete_old_versions)
+    if report.locked:
+        log.warning("%d pack(s) are under Object Lock retention and were kept", len(report.locked))
 
 
 def _referenced_blobs(repo: Repository, report: PruneReport) -> set[bytes]:

@@ -152,28 +152,9 @@ def restore(
     for part in lost_tree:
         result.damaged.append(Damaged(part, "this part of the file list is damaged or missing", ""))
     root = _prepare_target(target)
-    dirs: list[_Target] = []
-    files: list[_Target] = []
-    links: list[_Target] = []
-    nodes: list[_Target] = []
-    for entry in entries:
-        rel = _safe_relative(entry.path)
-        if rel is None:
-            result.refused.append(entry.path)
-            continue
-        item = _Target(root / rel, entry)
-        {"dir": dirs, "file": files, "symlink": links}.get(entry.type, nodes).append(item)
+    dirs, files, links, nodes = _sort_entries(root, entries, result)
     files, hard_links = _split_hard_links(files)
-
-    for item in dirs:
-        if _inside(root, item.path, result):
-            try:
-                item.path.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                result.errors.append(f"{item.entry.path}: {exc.strerror}")
-                continue
-            result.dirs += 1
-
+    _make_dirs(root, dirs, result)
     pending: list[_Pending] = []
     created: list[_Target] = []
     try:
@@ -186,6 +167,49 @@ def restore(
             job.temp.unlink(missing_ok=True)
     _make_hard_links(root, hard_links, created, overwrite, result)
     _make_nodes(root, nodes, overwrite, result)
+    _make_symlinks(root, links, overwrite, result)
+    for item in sorted(dirs, key=lambda d: -len(d.path.parts)):
+        if item.path.is_dir() and not item.path.is_symlink():
+            _apply_xattrs(item.path, item.entry, result)
+            _apply_metadata(item.path, item.entry, follow=True)
+    return result
+
+
+def _sort_entries(
+    root: Path, entries: list[TreeEntry], result: RestoreResult
+) -> tuple[list[_Target], list[_Target], list[_Target], list[_Target]]:
+    """The entries' targets under `root` by type: dirs, files, symlinks, other nodes; a
+    path that would leave the target is refused."""
+    dirs: list[_Target] = []
+    files: list[_Target] = []
+    links: list[_Target] = []
+    nodes: list[_Target] = []
+    for entry in entries:
+        rel = _safe_relative(entry.path)
+        if rel is None:
+            result.refused.append(entry.path)
+            continue
+        item = _Target(root / rel, entry)
+        {"dir": dirs, "file": files, "symlink": links}.get(entry.type, nodes).append(item)
+    return dirs, files, links, nodes
+
+
+def _make_dirs(root: Path, dirs: list[_Target], result: RestoreResult) -> None:
+    """Create the snapshot's directories (their metadata is applied last)."""
+    for item in dirs:
+        if _inside(root, item.path, result):
+            try:
+                item.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                result.errors.append(f"{item.entry.path}: {exc.strerror}")
+                continue
+            result.dirs += 1
+
+
+def _make_symlinks(
+    root: Path, links: list[_Target], overwrite: bool, result: RestoreResult
+) -> None:
+    """Create the symbolic links; an existing one is kept unless `overwrite`."""
     for item in links:
         if not _inside(root, item.path.parent, result):
             continue
@@ -203,11 +227,6 @@ def restore(
         _apply_xattrs(item.path, item.entry, result)
         _apply_metadata(item.path, item.entry, follow=False)
         result.symlinks += 1
-    for item in sorted(dirs, key=lambda d: -len(d.path.parts)):
-        if item.path.is_dir() and not item.path.is_symlink():
-            _apply_xattrs(item.path, item.entry, result)
-            _apply_metadata(item.path, item.entry, follow=True)
-    return result
 
 
 def _prepare_target(target: Path) -> Path:

@@ -17,12 +17,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents import __version__
-from agents.backup.archiver import Archiver, ProgressFn
+from agents.backup.archiver import Archiver, ArchiveResult, ProgressFn
 from agents.backup.errors import BackupError, NotFound
 from agents.backup.locks import RepositoryLock
-from agents.backup.repository import ReconcileReport, Repository
+from agents.backup.repository import ReconcileReport, Repository, WriteStats
 from agents.backup.snapshot import Snapshot
 from agents.backup.sources import SourceError
+from agents.backup.sources.base import Backup, DataSource
 from agents.backup.sources.registry import data_source
 from agents.backup.storage import open_storage
 from agents.config import BackupConfig, Config, resolve_secret
@@ -92,12 +93,7 @@ def run_backup(
     cfg = config.backup
     if cfg is None:
         raise BackupError("no backup section in the config")
-    sources = [s for s in cfg.sources if only is None or s.name in only]
-    unknown = sorted(set(only or ()) - {s.name for s in cfg.sources})
-    if unknown:
-        raise BackupError(f"no source named {', '.join(unknown)} in the config")
-    if not sources:
-        raise BackupError("no backup sources configured")
+    sources = _chosen_sources(cfg, only)
     started_at = datetime.now(UTC)
     start = time.monotonic()
     repo = repo or open_repository(cfg)
@@ -115,6 +111,30 @@ def run_backup(
             if should_stop():
                 break
         emit(health)  # after the sources: their results come first for every reader
+    return _run_result(config, repo, results, previous, health, started_at, start)
+
+
+def _chosen_sources(cfg: BackupConfig, only: list[str] | None) -> list[Any]:
+    """The configured sources to back up (all, or `only` those); unknown names refused."""
+    sources = [s for s in cfg.sources if only is None or s.name in only]
+    unknown = sorted(set(only or ()) - {s.name for s in cfg.sources})
+    if unknown:
+        raise BackupError(f"no source named {', '.join(unknown)} in the config")
+    if not sources:
+        raise BackupError("no backup sources configured")
+    return sources
+
+
+def _run_result(
+    config: Config,
+    repo: Repository,
+    results: list[CheckResult],
+    previous: list[Snapshot],
+    health: CheckResult,
+    started_at: datetime,
+    start: float,
+) -> CheckResult:
+    """The run's result summing up its sources' results and the repository's size."""
     snapshots = len(repo.snapshot_ids())
     repository_bytes = sum(info.size for info in repo.storage.list("data/"))
     failed = [r for r in results if not r.ok]
@@ -203,24 +223,12 @@ def _backup_source(
     progress: ProgressFn | None,
     lock: RepositoryLock,
 ) -> CheckResult:
+    """Back up one source into its own snapshot; any failure becomes its result."""
     started_at = datetime.now(UTC)
     start = time.monotonic()
-    name = f"backup/{source.name}"
 
     def result(status: Status, summary: str, details: dict[str, Any]) -> CheckResult:
-        return CheckResult(
-            name=name,
-            kind="backup_source",
-            host=config.host,
-            status=status,
-            severity=Severity.CRITICAL,
-            summary=summary,
-            details=BackupSourceDetails(
-                source=source.name, source_kind=source.kind, **details
-            ).to_details(),
-            duration_seconds=time.monotonic() - start,
-            started_at=started_at,
-        )
+        return _source_result(config, source, status, summary, details, start, started_at)
 
     parents = [s for s in previous if s.host == config.host and s.source == source.name]
     parent = parents[-1] if parents else None
@@ -233,19 +241,71 @@ def _backup_source(
         with repo.writer(backup_cfg.compression_level, backup_cfg.pack_size) as writer:
             archiver = Archiver(repo, writer, progress, should_stop, handler.chunking)
             backup = handler.back_up(archiver, parent, workdir)
-            archived = backup.archived
             stats = writer.flush()
         lock.verify()  # the data this snapshot needs may be gone with a lost lock
     except Exception as exc:  # one source's failure, whatever it is, never hides another
         _run_hooks(source, "on_failure", quiet=True)
         log.debug("source %s failed", source.name, exc_info=True)
         return result(Status.ERROR, one_line(exc), {})
+    archived = backup.archived
     warnings = (
         archived.warnings
         + [f"missing: {m}" for m in archived.missing]
         + [f"unreadable: {u}" for u in archived.unreadable]
     )
-    snapshot = repo.save_snapshot(
+    snapshot = _save_snapshot(
+        repo, config, source, handler, backup, stats, parent, tags, when, warnings, start
+    )
+    try:
+        _run_hooks(source, "after")
+    except SourceError as exc:
+        warnings.append(str(exc))
+    status, summary = _source_outcome(snapshot, archived, stats, handler, warnings)
+    details = {"snapshot": snapshot.id, **snapshot.stats, "warnings": warnings[:50]}
+    return result(status, summary, details)
+
+
+def _source_result(
+    config: Config,
+    source: Any,
+    status: Status,
+    summary: str,
+    details: dict[str, Any],
+    start: float,
+    started_at: datetime,
+) -> CheckResult:
+    """One source's `backup/NAME` result."""
+    return CheckResult(
+        name=f"backup/{source.name}",
+        kind="backup_source",
+        host=config.host,
+        status=status,
+        severity=Severity.CRITICAL,
+        summary=summary,
+        details=BackupSourceDetails(
+            source=source.name, source_kind=source.kind, **details
+        ).to_details(),
+        duration_seconds=time.monotonic() - start,
+        started_at=started_at,
+    )
+
+
+def _save_snapshot(
+    repo: Repository,
+    config: Config,
+    source: Any,
+    handler: DataSource,
+    backup: Backup,
+    stats: WriteStats,
+    parent: Snapshot | None,
+    tags: list[str],
+    when: datetime | None,
+    warnings: list[str],
+    start: float,
+) -> Snapshot:
+    """Save the snapshot of one archived source (after its packs and index are stored)."""
+    archived = backup.archived
+    return repo.save_snapshot(
         Snapshot(
             id="",
             time=when or datetime.now(UTC),
@@ -272,11 +332,17 @@ def _backup_source(
             program_version=__version__,
         )
     )
-    try:
-        _run_hooks(source, "after")
-    except SourceError as exc:
-        warnings.append(str(exc))
-    details = {"snapshot": snapshot.id, **snapshot.stats, "warnings": warnings[:50]}
+
+
+def _source_outcome(
+    snapshot: Snapshot,
+    archived: ArchiveResult,
+    stats: WriteStats,
+    handler: DataSource,
+    warnings: list[str],
+) -> tuple[Status, str]:
+    """A saved source's status and summary: missing or (untolerated) unreadable paths
+    fail it, its snapshot saved without them."""
     summary = (
         f"snapshot {snapshot.short_id}: {archived.files} files, {archived.bytes} bytes,"
         f" {stats.bytes_new} new"
@@ -289,14 +355,13 @@ def _backup_source(
             f"{len(archived.unreadable)} unreadable path(s), first {archived.unreadable[0]}"
         )
     if problems:
-        return result(
+        return (
             Status.FAILED,
             f"{'; '.join(problems)} (snapshot {snapshot.short_id} saved without them)",
-            details,
         )
     if warnings:
         summary += f", {len(warnings)} warning(s)"
-    return result(Status.OK, summary, details)
+    return Status.OK, summary
 
 
 def _run_hooks(source: Any, phase: str, quiet: bool = False) -> None:

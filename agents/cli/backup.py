@@ -227,10 +227,27 @@ def backup_show(
     click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
 
 
+def _subset(value: str | None) -> str | None:
+    """A subset the checker understands, or a usage error (exit 2) before any work."""
+    from agents.backup.checker import parse_subset
+    from agents.backup.errors import BackupError
+
+    try:
+        parse_subset(value)
+    except BackupError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--read-data-subset: ")) from None
+    return value
+
+
 @backup.command("check")
 @config_option
 @click.option("--read-data", is_flag=True, help="Download and verify every pack.")
-@click.option("--read-data-subset", default=None, help="Verify a subset: 10% or 3/7.")
+@click.option(
+    "--read-data-subset",
+    default=None,
+    callback=lambda ctx, param, value: _subset(value),
+    help="Verify a subset: 10% or 3/7.",
+)
 @json_option
 @click.pass_context
 def backup_check(

@@ -4,7 +4,7 @@ a target database, from a snapshot."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 from agents.cli.common import EXIT_FAILED, EXIT_OK, backup_config, config_option, json_option, load
 from agents.cli.render import print_json, progress_bar
 from agents.config import Config
+
+if TYPE_CHECKING:
+    from agents.backup.restore import FilesPlan, FilesRestored
 
 
 @click.command("restore")
@@ -61,7 +64,6 @@ def restore_cmd(
     listed as damaged too, and every entry in the readable parts is restored.
     """
     from agents.backup.restore import FilesPlan, FilesRestored, RestoreRequest, run_restore
-    from agents.backup.snapshot import shown
 
     config = load(ctx, config_file)
     backup_config(config)
@@ -77,39 +79,53 @@ def restore_cmd(
     if not isinstance(outcome, FilesPlan | FilesRestored):
         _restore_database(ctx, config, outcome, as_json)
         return
-    snap = outcome.snapshot
     if isinstance(outcome, FilesPlan):
-        if as_json:
-            print_json(outcome.record().to_dict())
-        else:
-            for e in outcome.entries:
-                click.echo(f"{e.type:8} {e.size:>12} {shown(e.path)}")
-            click.echo(
-                f"{len(outcome.entries)} entries, {outcome.bytes} bytes"
-                f" from snapshot {snap.short_id}"
-            )
+        _show_files_plan(outcome, as_json)
         return
-    directory, result = outcome.directory, outcome.result
+    _show_files_restored(outcome, as_json)
+    ctx.exit(EXIT_FAILED if outcome.failed else EXIT_OK)
+
+
+def _show_files_plan(outcome: FilesPlan, as_json: bool) -> None:
+    """Print what a files restore would write (`--dry-run`)."""
+    from agents.backup.snapshot import shown
+
     if as_json:
         print_json(outcome.record().to_dict())
-    else:
-        click.echo(
-            f"restored {result.files} files, {result.dirs} dirs, {result.symlinks} links,"
-            f" {result.specials} FIFOs/devices, {result.bytes} bytes"
-            f" from snapshot {snap.short_id} into {directory}"
-        )
-        for path in result.refused:
-            click.echo(f"refused (outside the target): {shown(path)}", err=True)
-        for path in result.skipped_existing:
-            click.echo(f"kept existing (use --overwrite): {shown(path)}", err=True)
-        for line in result.errors:
-            click.echo(f"error: {shown(line)}", err=True)
-        for line in result.warnings:
-            click.echo(f"warning: {shown(line)}", err=True)
-        for damaged in result.damaged:
-            where = shown(damaged.written_as) if damaged.written_as else "not written"
-            click.echo(f"damaged ({where}): {shown(damaged.path)}: {damaged.reason}", err=True)
-    ctx.exit(EXIT_FAILED if outcome.failed else EXIT_OK)
+        return
+    for e in outcome.entries:
+        click.echo(f"{e.type:8} {e.size:>12} {shown(e.path)}")
+    click.echo(
+        f"{len(outcome.entries)} entries, {outcome.bytes} bytes"
+        f" from snapshot {outcome.snapshot.short_id}"
+    )
+
+
+def _show_files_restored(outcome: FilesRestored, as_json: bool) -> None:
+    """Print a files restore's result: the counts, then each refused, kept, failed,
+    warned about or damaged path on stderr."""
+    from agents.backup.snapshot import shown
+
+    if as_json:
+        print_json(outcome.record().to_dict())
+        return
+    directory, result = outcome.directory, outcome.result
+    click.echo(
+        f"restored {result.files} files, {result.dirs} dirs, {result.symlinks} links,"
+        f" {result.specials} FIFOs/devices, {result.bytes} bytes"
+        f" from snapshot {outcome.snapshot.short_id} into {directory}"
+    )
+    for path in result.refused:
+        click.echo(f"refused (outside the target): {shown(path)}", err=True)
+    for path in result.skipped_existing:
+        click.echo(f"kept existing (use --overwrite): {shown(path)}", err=True)
+    for line in result.errors:
+        click.echo(f"error: {shown(line)}", err=True)
+    for line in result.warnings:
+        click.echo(f"warning: {shown(line)}", err=True)
+    for damaged in result.damaged:
+        where = shown(damaged.written_as) if damaged.written_as else "not written"
+        click.echo(f"damaged ({where}): {shown(damaged.path)}: {damaged.reason}", err=True)
 
 
 def _restore_database(ctx: click.Context, config: Config, outcome: Any, as_json: bool) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -106,18 +107,18 @@ def _connect(sandbox: Sandbox, where: str) -> paramiko.SSHClient:
 def _execute(
     client: paramiko.SSHClient, where: str, argv: list[str], timeout: float
 ) -> tuple[bytes, str, int]:
-    """Run the command there and close the connection: stdout, stderr, exit code."""
+    """Run the command there (cut at the test's time limit) and close the connection:
+    stdout, stderr, exit code."""
     try:
         command = " ".join(shlex.quote(a) for a in argv)
-        _, stdout, stderr = client.exec_command(command, timeout=timeout)
-        out = stdout.read()
-        err = stderr.read().decode(errors="replace").strip()
-        code = stdout.channel.recv_exit_status()
-    except (TimeoutError, paramiko.SSHException, OSError) as exc:
+        output = ssh.run(client, command, timeout, threading.Event())
+    except (ssh.SSHError, paramiko.SSHException, OSError) as exc:
         raise _StepFailed(f"sandbox host {where}: {exc}") from None
     finally:
         ssh.close(client)
-    return out, err, code
+    if output.timed_out or output.exit_code is None:
+        raise _StepFailed(f"sandbox host {where}: no result within {timeout:.0f}s; stopped")
+    return output.stdout.encode(), output.stderr.strip(), output.exit_code
 
 
 def _result_of(out: bytes, err: str, code: int, where: str) -> CheckResult:

@@ -75,7 +75,7 @@ def run_restore_test(
 
         return run_remote(config, plan, snapshot_ref, only_source)
     try:
-        swept = sweep(plan.sandbox)
+        swept = sweep(plan.sandbox, plan.timeout)
         if swept:
             log.info("swept %d sandbox leftover(s)", len(swept))
         repo = open_repository(config.backup)

@@ -1,20 +1,24 @@
 """Sandboxes for restore tests: a scratch directory and scratch databases, always torn down.
 
-Everything a run creates is named with a fixed prefix and the run ID (directories
-`opsagent-rt-<run>`, databases `opsagent_rt_<run>_<n>`), so a run killed before its
-teardown leaves things `sweep` finds and removes at the next start. A sandbox kept
-for a validation window carries a `keep-until` marker and is swept after it.
+Everything a run creates is named with a fixed prefix and the run ID, which starts with
+the run's UTC start time (directories `opsagent-rt-<run>`, databases `opsagent_rt_<run>_<n>`,
+e.g. `opsagent_rt_20261202t142233a1b2_0`), so a run killed before its teardown leaves
+things `sweep` finds and removes at the next start. A sandbox kept for a validation
+window carries a `keep-until` marker and is swept after it. The database server may be
+shared with other agents, so `sweep` drops only databases that are certainly abandoned
+(see its docstring).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import secrets
 import shutil
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agents.backup.errors import BackupError
@@ -25,15 +29,27 @@ from agents.units import format_size
 DIR_PREFIX = "opsagent-rt-"
 DB_PREFIX = "opsagent_rt_"
 KEEP_MARKER = "keep-until"
+RUNNING_MARKER = "running"  # locked (flock) by the process whose run it is, while it runs
+RUN_TIME_FORMAT = "%Y%m%dt%H%M%S"  # how a run ID starts: its UTC start time
+MIN_SWEEP_MARGIN = timedelta(hours=1)
 
 
 class SandboxError(BackupError):
     """The sandbox cannot be made (no space, no database server)."""
 
 
-def new_run_id() -> str:
-    """A run ID: the start time, sortable, and a random suffix."""
-    return datetime.now(UTC).strftime("%Y%m%dt%H%M%S") + secrets.token_hex(2)
+def new_run_id(now: datetime | None = None) -> str:
+    """A run ID: the start time (UTC), sortable, and a random suffix."""
+    started = (now or datetime.now(UTC)).astimezone(UTC)
+    return started.strftime(RUN_TIME_FORMAT) + secrets.token_hex(2)
+
+
+def run_started(run_id: str) -> datetime | None:
+    """When a run started, read from its ID; None when the ID does not start with a time."""
+    try:
+        return datetime.strptime(run_id[:15], RUN_TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -43,6 +59,7 @@ class LocalSandbox:
     config: Sandbox
     run_id: str
     databases: list[tuple[str, str]] = field(default_factory=list)
+    _running: int | None = field(default=None, repr=False)
 
     @property
     def directory(self) -> Path:
@@ -58,7 +75,21 @@ class LocalSandbox:
                 f"sandbox {root} has {format_size(free)} free, the restore needs"
                 f" {format_size(needed_bytes)}"
             )
-        self.directory.mkdir()
+        # locked until teardown or keep: a sweep by another run in this root (a second
+        # config, the command line beside the daemon) sees the run is alive; a killed run's
+        # lock is gone with its process, so its leftovers are swept. Made under a hidden
+        # name and renamed, so no sweep ever sees the directory before it is locked.
+        making = root / f".{self.directory.name}"
+        making.mkdir()
+        self._running = os.open(making / RUNNING_MARKER, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._running, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        making.rename(self.directory)
+
+    def release(self) -> None:
+        """The run is over (torn down or kept): its directory is no longer in use."""
+        if self._running is not None:
+            os.close(self._running)
+            self._running = None
 
     def new_database(self, kind: str) -> str:
         """A fresh scratch database name, dropped at teardown by its kind."""
@@ -69,10 +100,12 @@ class LocalSandbox:
 
     def keep_until(self, until: datetime) -> None:
         (self.directory / KEEP_MARKER).write_text(until.isoformat())
+        self.release()
 
     def teardown(self) -> list[str]:
         """Remove the directory and drop the databases; returns problems (never raises)."""
         problems = []
+        self.release()
         remove_tree(self.directory)
         if self.directory.exists():
             problems.append(f"{self.directory}: could not be removed")
@@ -84,34 +117,72 @@ class LocalSandbox:
         return problems
 
 
-def sweep(config: Sandbox, now: datetime | None = None) -> list[str]:
-    """Remove what earlier runs left (killed, or kept past their window)."""
+def sweep(config: Sandbox, timeout: timedelta, now: datetime | None = None) -> list[str]:
+    """Remove what earlier runs left (killed, or kept past their window); returns what.
+
+    Directories under this root go unless kept (a live `keep-until` marker). The database
+    server may be shared with other agents' sandboxes, whose runs this agent cannot see,
+    so a scratch database is dropped only when it is certainly abandoned: its run is one of
+    this root's leftovers just removed (a dead run of this agent), or its run started more
+    than `timeout` (the restore test's time limit) plus a margin ago. The margin is the
+    limit again, at least an hour: the limit is checked between steps, so a run may
+    overrun it by one step, and hosts' clocks differ. A kept run's databases stay while it
+    is kept.
+    """
     now = now or datetime.now(UTC)
     root = config.root.absolute()
     removed = []
-    live_runs = set()
+    live_runs: set[str] = set()
+    dead_runs: set[str] = set()
     if root.is_dir():
         for path in sorted(root.glob(f"{DIR_PREFIX}*")):
+            run = path.name.removeprefix(DIR_PREFIX)
+            if _in_use(path / RUNNING_MARKER):
+                live_runs.add(run)  # another run in this root, under way
+                continue
             marker = path / KEEP_MARKER
             if marker.exists():
                 try:
                     if datetime.fromisoformat(marker.read_text().strip()) > now:
-                        live_runs.add(path.name.removeprefix(DIR_PREFIX))
+                        live_runs.add(run)
                         continue
                 except ValueError:
                     pass
             remove_tree(path)
             removed.append(str(path))
+            dead_runs.add(run)
+    oldest_live = now - timeout - max(timeout, MIN_SWEEP_MARGIN)
     for kind, name in _scratch_databases(config):
         run = name.removeprefix(DB_PREFIX).rsplit("_", 1)[0]
         if run in live_runs:
             continue
+        started = run_started(run)
+        # A name whose run ID does not start with a time cannot be aged; no version made
+        # such names (run IDs always began with the start time), so it is dropped as
+        # before rather than left forever.
+        if run not in dead_runs and started is not None and started > oldest_live:
+            continue  # perhaps another agent's run, still working: not certainly abandoned
         try:
             _drop(config, kind, name)
             removed.append(f"{kind} database {name}")
         except Exception:  # a server that is down now is swept next time
             continue
     return removed
+
+
+def _in_use(marker: Path) -> bool:
+    """Whether a live process holds the run's lock (a killed one holds nothing)."""
+    try:
+        fd = os.open(marker, os.O_RDWR)
+    except OSError:  # no marker: an older version's run, or one killed before it locked
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the lock taken just now, if it was taken
+    return False
 
 
 def _scratch_databases(config: Sandbox) -> list[tuple[str, str]]:

@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,8 +17,9 @@ import psycopg
 import pytest
 
 from agents.backup.runner import init_repository, open_repository, run_backup
-from agents.config import Config, parse_config
+from agents.config import Config, Sandbox, parse_config
 from agents.restore_test.runner import run_restore_test
+from agents.restore_test.sandbox import LocalSandbox, new_run_id, sweep
 from agents.state import StateDB
 from tests.support import services
 from tests.support.trees import make_tree
@@ -329,6 +332,20 @@ def test_ssh_sandbox_runs_remotely_and_refuses_unknown_keys(
     )
     assert empty.read_text() == ""  # never auto-added
 
+    # a sandbox host that never answers is stopped at the test's time limit, not waited on
+    _ssh_config(path, original, sshd, sshd.known_hosts)
+    hung = path.read_text().replace(
+        f"remote_command: '{sys.executable} -m agents'", "remote_command: 'sh -c \"sleep 60\" sh'"
+    )
+    path.write_text(hung.replace("  max_rpo: 26h\n", "  max_rpo: 26h\n  timeout: 3s\n"))
+    started = time.monotonic()
+    result = run(path)
+    assert time.monotonic() - started < 30
+    assert result.summary == (
+        f"step ssh failed: sandbox host {sshd.user}@127.0.0.1:{sshd.port}: no result within 3s;"
+        " stopped"
+    )
+
 
 def test_mariadb_snapshot_from_s3_passes_and_drops_its_scratch_database(
     s3_server: services.S3Server,
@@ -509,3 +526,95 @@ restore_test:
     )
     assert cases[0]["status"] == "open"
     assert list((tmp_path / "sandbox").iterdir()) == []
+
+
+def _pg_scratch(sandbox: LocalSandbox) -> str:
+    """A PostgreSQL scratch database made as a restore test makes one: named by its
+    sandbox, then created on the sandbox server."""
+    name = sandbox.new_database("postgres")
+    with psycopg.connect(services.PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def test_sweep_spares_another_agents_scratch_databases_on_a_shared_server(
+    pg_database: services.Database, tmp_path: Path
+) -> None:
+    """Two agents (different sandbox roots) share one sandbox PostgreSQL server. Agent A's
+    restore test sweeps at its start: B's young scratch databases survive, one restoring
+    at that moment keeps its connection; what is older than the limit and margin, and
+    A's own dead run, go."""
+    path = setup(tmp_path, pg_database, restore_extra="  timeout: 1h")
+    config = load(path)
+    assert config.restore_test is not None
+    mine = config.restore_test.sandbox
+    theirs = Sandbox(root=tmp_path / "b-sandbox", postgres_dsn=services.PG_ADMIN_DSN)
+    now = datetime.now(UTC)
+    b_running = LocalSandbox(theirs, new_run_id())
+    b_running.create(0)
+    b_young = _pg_scratch(b_running)
+    # started 1h50m ago: past A's 1h limit, but within the margin (the limit again)
+    b_recent = _pg_scratch(LocalSandbox(theirs, new_run_id(now - timedelta(minutes=110))))
+    b_old = _pg_scratch(LocalSandbox(theirs, new_run_id(now - timedelta(hours=2, minutes=10))))
+    a_dead = LocalSandbox(mine, new_run_id())  # killed a moment ago: no keep marker
+    a_dead.create(0)
+    a_dead.release()  # its process is gone, and its lock with it
+    a_dead_db = _pg_scratch(a_dead)
+    a_kept = LocalSandbox(mine, new_run_id(now - timedelta(hours=5)))
+    a_kept.create(0)
+    a_kept_db = _pg_scratch(a_kept)
+    a_kept.keep_until(now + timedelta(hours=1))
+    made = [b_young, b_recent, b_old, a_dead_db, a_kept_db]
+    restoring = psycopg.connect(f"{services.PG_ADMIN_DSN.rsplit('/', 1)[0]}/{b_young}")
+    try:
+        result = run(path, only_source="docs")
+        assert result.ok, result.summary
+        left = set(scratch_databases())
+        assert {b_young, b_recent, a_kept_db} <= left
+        assert not {b_old, a_dead_db} & left
+        assert restoring.execute("select 1").fetchone() == (1,)  # B's restore goes on
+        assert b_running.directory.is_dir() and a_kept.directory.is_dir()
+        assert not a_dead.directory.exists()
+    finally:
+        restoring.close()
+        with psycopg.connect(services.PG_ADMIN_DSN, autocommit=True) as conn:
+            for name in made:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_sweep_on_a_shared_mariadb_server_drops_only_abandoned_scratch_databases(
+    tmp_path: Path,
+) -> None:
+    """The same rule on a MariaDB sandbox server shared by two agents, with the default
+    6 h limit; a name whose run ID carries no time cannot be aged and is dropped."""
+
+    def scratch(sandbox: LocalSandbox) -> str:
+        name = sandbox.new_database("mysql")
+        with services.mysql_connect() as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}`")
+        return name
+
+    server = {"mysql_host": services.MYSQL_HOST, "mysql_port": services.MYSQL_PORT}
+    mine = Sandbox(root=tmp_path / "a-sandbox", **server)
+    theirs = Sandbox(root=tmp_path / "b-sandbox", **server)
+    now = datetime.now(UTC)
+    b_young = scratch(LocalSandbox(theirs, new_run_id(now - timedelta(hours=7))))
+    b_old = scratch(LocalSandbox(theirs, new_run_id(now - timedelta(hours=12, minutes=5))))
+    untimed = scratch(LocalSandbox(theirs, f"untimed{uuid.uuid4().hex[:8]}"))
+    a_dead = LocalSandbox(mine, new_run_id())
+    a_dead.create(0)
+    a_dead.release()  # its process is gone, and its lock with it
+    a_dead_db = scratch(a_dead)
+    made = [b_young, b_old, untimed, a_dead_db]
+    try:
+        removed = sweep(mine, timedelta(hours=6), now)
+        assert str(a_dead.directory) in removed
+        with services.mysql_connect() as conn, conn.cursor() as cur:
+            cur.execute("SHOW DATABASES LIKE 'opsagent\\_rt\\_%'")
+            left = {r[0] for r in cur.fetchall()}
+        assert b_young in left
+        assert not {b_old, untimed, a_dead_db} & left
+    finally:
+        with services.mysql_connect() as conn, conn.cursor() as cur:
+            for name in made:
+                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
