@@ -90,7 +90,11 @@ class Pipeline:
         systemd timer that ran the command, if one did), audited under the person who
         ran it, applied to the cases (a failed backup from a timer opens its case too);
         at `finish`, what was queued is delivered (a host run by timers has no daemon)
-        and the textfile for node_exporter is rewritten when `exporter.textfile` is set."""
+        and the textfile for node_exporter is rewritten when `exporter.textfile` is set.
+        Heartbeats are pinged with each job's outcome, so a host run by the timers tells
+        the outside service it still runs its jobs (the command records no start)."""
+        from agents.cases.notify import Heartbeats
+
         state = StateDB(config.state_db)
         timer = timer_unit()
         if timer is not None:  # how `opsagent status` knows the timers, not a daemon, run jobs
@@ -99,9 +103,10 @@ class Pipeline:
         finish: list[Callable[[], None]] = [cases.deliver]
         if config.exporter.textfile is not None:
             finish.append(lambda: write_job_textfile(config, state))
+        beats = Heartbeats(config.cases.notify)
         return cls(
             state,
-            sinks=[result_sink(config.state_db, whoami()), cases.observe],
+            sinks=[result_sink(config.state_db, whoami()), cases.observe, beats.finished],
             on_finish=finish,
         )
 

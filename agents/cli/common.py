@@ -45,10 +45,12 @@ def backup_config(config: Config) -> BackupConfig:
 
 
 def case_store(config: Config) -> Any:
-    """The case store the config names (SQLite or PostgreSQL)."""
+    """The case store the config names (SQLite or PostgreSQL), connected at first use: a
+    change made by hand meets an unreachable store inside its audit, so the refusal is
+    recorded like any other."""
     from agents.cases.service import case_store as build
 
-    return build(config)
+    return build(config, lazy=True)
 
 
 def parse_time(text: str, default_zone: Any = UTC) -> datetime:

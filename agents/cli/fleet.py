@@ -238,7 +238,7 @@ def fleet_status(ctx: click.Context, **opts: Any) -> None:
 def _status_cells(doc: dict[str, Any]) -> list[str]:
     from agents.records import StatusDocument
 
-    status = StatusDocument.model_validate(doc)
+    status = StatusDocument.read(doc)
     agent = status.agent
     up = format_duration(agent.uptime_seconds or 0) if agent.running else "[red]down[/]"
     if agent.mode == "timers":  # no daemon by design: the timers run the jobs

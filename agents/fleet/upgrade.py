@@ -141,7 +141,7 @@ def _health(result: HostResult, version: str) -> str:
     doc = result.data
     if not isinstance(doc, dict):
         return result.error or f"no status ({last_line(result.stderr, 'no output')})"
-    status = StatusDocument.model_validate(doc)
+    status = StatusDocument.read(doc)
     agent = status.agent
     if agent.mode == "timers":  # the next timer run starts the installed version
         inactive = [t.unit for t in agent.timers if t.active is False]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from pydantic import SerializerFunctionWrapHandler, model_serializer
+from pydantic import SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from agents.records.base import Number, Record
 
@@ -131,3 +133,38 @@ class StatusDocument(Record):
     cases: list[CaseRow] = []
     cases_error: str | None = None
     generated_at: str = ""
+
+    @classmethod
+    def read(cls, doc: Any) -> StatusDocument:
+        """A status document another host printed, maybe another release's: an entry that
+        does not fit its field is left out (a row missing what it needs goes whole), so
+        the rest is still read; never an exception."""
+        if not isinstance(doc, dict):
+            return cls()
+        data = copy.deepcopy(doc)
+        while True:
+            try:
+                return cls.model_validate(data)
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                missing = error["type"] == "missing"
+                if not _drop(data, error["loc"][:-1] if missing else error["loc"]):
+                    return cls()
+
+
+def _drop(data: Any, loc: Sequence[int | str]) -> bool:
+    """Remove the deepest entry of `data` on the path `loc` (a union's member names in the
+    path are skipped by walking only what exists); False when nothing could go."""
+    parent: Any = None
+    key: int | str | None = None
+    node = data
+    for part in loc:
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if not (in_dict or in_list):
+            break
+        parent, key, node = node, part, node[part]
+    if parent is None or key is None:
+        return False
+    del parent[key]
+    return True

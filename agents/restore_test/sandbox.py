@@ -29,7 +29,8 @@ from agents.units import format_size
 DIR_PREFIX = "opsagent-rt-"
 DB_PREFIX = "opsagent_rt_"
 KEEP_MARKER = "keep-until"
-RUNNING_MARKER = "running"  # locked (flock) by the process whose run it is, while it runs
+LOCK_SUFFIX = ".running"  # `.opsagent-rt-<run>.running` beside the run's directory: flock'ed
+# by the process whose run it is, while it runs
 RUN_TIME_FORMAT = "%Y%m%dt%H%M%S"  # how a run ID starts: its UTC start time
 MIN_SWEEP_MARGIN = timedelta(hours=1)
 
@@ -75,19 +76,20 @@ class LocalSandbox:
                 f"sandbox {root} has {format_size(free)} free, the restore needs"
                 f" {format_size(needed_bytes)}"
             )
-        # locked until teardown or keep: a sweep by another run in this root (a second
-        # config, the command line beside the daemon) sees the run is alive; a killed run's
-        # lock is gone with its process, so its leftovers are swept. Made under a hidden
-        # name and renamed, so no sweep ever sees the directory before it is locked.
-        making = root / f".{self.directory.name}"
-        making.mkdir()
-        self._running = os.open(making / RUNNING_MARKER, os.O_CREAT | os.O_RDWR, 0o600)
-        fcntl.flock(self._running, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        making.rename(self.directory)
+        # a lock beside the directory (not in it: the restore and the verify commands see
+        # only what they restored), held until teardown or keep: a sweep by another run in
+        # this root (a second config, the command line beside the daemon) sees the run is
+        # alive; a killed run's lock is gone with its process, so its leftovers are swept.
+        # Taken before the directory exists, so no sweep sees an unlocked run.
+        self._running = os.open(_lock_path(self.directory), os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._running, fcntl.LOCK_EX)  # a sweep testing it holds it a moment
+        self.directory.mkdir()
 
     def release(self) -> None:
         """The run is over (torn down or kept): its directory is no longer in use."""
         if self._running is not None:
+            with contextlib.suppress(FileNotFoundError):
+                _lock_path(self.directory).unlink()
             os.close(self._running)
             self._running = None
 
@@ -137,7 +139,7 @@ def sweep(config: Sandbox, timeout: timedelta, now: datetime | None = None) -> l
     if root.is_dir():
         for path in sorted(root.glob(f"{DIR_PREFIX}*")):
             run = path.name.removeprefix(DIR_PREFIX)
-            if _in_use(path / RUNNING_MARKER):
+            if _in_use(_lock_path(path)):
                 live_runs.add(run)  # another run in this root, under way
                 continue
             marker = path / KEEP_MARKER
@@ -151,6 +153,8 @@ def sweep(config: Sandbox, timeout: timedelta, now: datetime | None = None) -> l
             remove_tree(path)
             removed.append(str(path))
             dead_runs.add(run)
+            with contextlib.suppress(OSError):  # a killed run's lock file: nobody's now
+                _lock_path(path).unlink()
     oldest_live = now - timeout - max(timeout, MIN_SWEEP_MARGIN)
     for kind, name in _scratch_databases(config):
         run = name.removeprefix(DB_PREFIX).rsplit("_", 1)[0]
@@ -168,6 +172,11 @@ def sweep(config: Sandbox, timeout: timedelta, now: datetime | None = None) -> l
         except Exception:  # a server that is down now is swept next time
             continue
     return removed
+
+
+def _lock_path(directory: Path) -> Path:
+    """The run's lock file: hidden, beside its directory (no sweep glob matches it)."""
+    return directory.with_name(f".{directory.name}{LOCK_SUFFIX}")
 
 
 def _in_use(marker: Path) -> bool:

@@ -327,6 +327,48 @@ cases:
     ]
 
 
+def test_a_command_pings_the_heartbeats_of_its_jobs(tmp_path: Path) -> None:
+    """A host run by the systemd timers has no daemon: the job command itself pings the
+    heartbeat with its outcome, so the outside service sees the host still backs up."""
+    from agents.pipeline import record_outcome
+    from agents.results import CheckResult, Status
+
+    paths: list[str] = []
+
+    class Ping(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            paths.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ping)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = parse_config(
+        f"""
+state_dir: {tmp_path / "state"}
+cases:
+  store: sqlite:///{tmp_path / "cases.db"}
+  notify:
+    - {{kind: heartbeat, url: "http://127.0.0.1:{server.server_address[1]}/ping/{{job}}",
+        jobs: [backup]}}
+"""
+    )
+    (tmp_path / "state").mkdir()
+
+    def result(name: str, kind: str, status: Status) -> CheckResult:
+        return CheckResult(name=name, kind=kind, host="h", status=status, summary="s")
+
+    source = result("docs", "backup_source", Status.OK)
+    record_outcome(config, [source, result("backup", "backup", Status.OK)])
+    record_outcome(config, [result("backup", "backup", Status.FAILED)])
+    server.shutdown()
+    assert paths == ["/ping/backup", "/ping/backup/fail"]
+
+
 def test_slack_incoming_webhook(tmp_path: Path) -> None:
     slack = Receiver([429], 200)
     try:

@@ -136,6 +136,40 @@ def test_a_refused_case_change_is_audited_as_refused(opsagent: Any) -> None:
     assert refused["outcome"].startswith("refused: ")
 
 
+def test_a_change_to_an_unreachable_store_is_audited_as_refused(tmp_path: Path) -> None:
+    """Every case change made by hand is audited, also when the store cannot be reached."""
+    from tests.support.services import free_port
+
+    config = tmp_path / "agent.yml"
+    store = f"postgresql://postgres@127.0.0.1:{free_port()}/cases"  # nothing listens
+    config.write_text(f"host: h1\nstate_dir: {tmp_path / 'state'}\ncases: {{store: '{store}'}}\n")
+    env = os.environ | {"OPSAGENT_CONFIG": str(config), "PYTHONPATH": str(REPO)}
+    changes = [
+        ("case ack", ["ack", "1"]),
+        ("case comment", ["comment", "1", "x"]),
+        ("case resolve", ["resolve", "1"]),
+        ("case reopen", ["reopen", "1"]),
+        ("case close", ["close", "1"]),
+        ("notifier retire", ["retire-notifier", "hook"]),
+    ]
+    for _, args in changes:
+        done = subprocess.run(
+            [sys.executable, "-m", "agents", "cases", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 3, done.stderr
+        assert done.stderr.startswith("opsagent: case store "), done.stderr
+        assert "Traceback" not in done.stderr
+    audit = subprocess.run(
+        [sys.executable, "-m", "agents", "audit", "--json"], env=env, capture_output=True, text=True
+    )
+    entries = json.loads(audit.stdout)
+    assert sorted(e["action"] for e in entries) == sorted(action for action, _ in changes)
+    assert all(e["outcome"].startswith("refused: case store ") for e in entries)
+
+
 def _hosts() -> list[Any]:
     from agents.fleet.runner import HostResult
 

@@ -30,11 +30,12 @@ def test_a_run_under_way_survives_another_runs_sweep(tmp_path: Path) -> None:
     config = Sandbox(kind="local", root=tmp_path)
     running = LocalSandbox(config, new_run_id())
     running.create(0)
+    assert list(running.directory.iterdir()) == []  # the restore sees only what it restores
     (running.directory / "docs").mkdir()  # what it restored so far
     assert sweep(config, timedelta(hours=6)) == []
     assert (running.directory / "docs").is_dir()
     assert running.teardown() == []
-    assert not running.directory.exists()
+    assert list(tmp_path.iterdir()) == []  # its lock file went with it
 
 
 def test_a_killed_run_is_swept_and_an_old_versions_leftover_too(tmp_path: Path) -> None:

@@ -58,3 +58,26 @@ def test_the_fleet_reads_a_timer_host_as_one() -> None:
     daemon_down = _timer_host_doc(True)
     daemon_down["agent"]["mode"] = "daemon"
     assert health(daemon_down) == "agent is not running"
+
+
+def test_the_fleet_reads_what_it_can_of_a_foreign_status_document() -> None:
+    """Another release's document, with fields of other types or none: the health check and
+    the status cells read the rest, never a traceback (a fleet upgrade would stop half-way)."""
+    from agents.cli.fleet import _status_cells
+    from agents.fleet.runner import HostResult
+    from agents.fleet.upgrade import _health
+
+    def health(doc: object) -> str:
+        return _health(HostResult("h", "h", "ok", data=doc), "0.1.0")
+
+    base = {"agent": {"mode": "daemon", "running": True, "version": "0.1.0"}, "ok": True}
+    failing = {**base, "checks": [{"name": "c1", "status": "failed", "since": 1700000000}]}
+    assert health(failing) == "checks failing: c1"
+    assert health({**base, "cases": {"open": 2}, "problems": None}) == ""
+    wrong_version = {**base, "agent": {"running": True, "version": 2}}
+    assert health(wrong_version) == "agent runs None, not 0.1.0"
+    nameless = {**base, "checks": [{"status": "failed"}, {"name": "c2", "status": "failed"}]}
+    assert health(nameless) == "checks failing: c2"
+    assert health([1, 2]).startswith("no status")
+    cells = _status_cells({**failing, "cases": {"open": 2}, "backups": "none"})
+    assert cells[2] == "[red]1 failing[/]"
