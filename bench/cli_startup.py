@@ -5,7 +5,9 @@ config with a state_dir and a SQLite case store, created in a temp dir) and
 `opsagent --version`, each N times in fresh processes, and prints a Markdown table of
 the min and median wall time per command. `--baseline DIR` times a second checkout
 (e.g. the base commit) too, alternating run by run, so a loaded machine weighs on both
-alike.
+alike. Bytecode is cached under the temp dir (PYTHONPYCACHEPREFIX, even when
+PYTHONDONTWRITEBYTECODE is set), as an installed package has it, and the first run of
+each command is a warm-up that is not counted.
 
     .venv/bin/python bench/cli_startup.py [--runs 20] [--baseline /tmp/base] [--out FILE]
 """
@@ -49,9 +51,10 @@ cases: {{store: 'sqlite:///{work / "cases.db"}'}}
     return config
 
 
-def run_once(tree: Path, argv: list[str], codes: tuple[int, ...]) -> float:
+def run_once(tree: Path, argv: list[str], codes: tuple[int, ...], pycache: Path) -> float:
     """One fresh `python -m agents ...` from `tree`; its wall time in seconds."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(PYTHONPATH=str(tree), PYTHONPYCACHEPREFIX=str(pycache))
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "agents", *argv],
@@ -100,13 +103,14 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="opsagent-cli-bench-") as tmp:
         config = write_config(Path(tmp))
+        pycache = Path(tmp) / "pycache"
         for name, argv, codes in COMMANDS:
             argv = [a.replace("{config}", str(config)) for a in argv]
             for tree in trees.values():  # warm the page cache and bytecode first
-                run_once(tree, argv, codes)
+                run_once(tree, argv, codes, pycache)
             for _ in range(args.runs):
                 for label, tree in trees.items():
-                    results[name][label].append(run_once(tree, argv, codes))
+                    results[name][label].append(run_once(tree, argv, codes, pycache))
     report = table(results, args.runs)
     print(report)
     if args.out:
