@@ -17,7 +17,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-HEAVY = ("agents.config.models", "rich", "pydantic", "paramiko", "boto3", "psycopg")
+HEAVY = (
+    "agents.config.models",
+    "rich",
+    "pydantic",
+    "paramiko",
+    "boto3",
+    "psycopg",
+    "prometheus_client",
+)
 
 PROBE = """
 import contextlib, io, json, sys
