@@ -8,6 +8,7 @@ Every listing takes `--json`. Errors are one line on stderr, never a traceback.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -15,8 +16,15 @@ import click
 
 from agents import __version__
 from agents.cli.common import EXIT_RUNTIME, EXIT_USAGE
-from agents.config import ConfigError
 from agents.errors import OpsagentError
+
+
+def _is_config_error(exc: BaseException) -> bool:
+    """Whether `exc` is the config's `ConfigError`, without importing the config models:
+    one can only have been raised once `agents.config.errors` is loaded, so `--help`
+    stays free of pydantic."""
+    errors = sys.modules.get("agents.config.errors")
+    return errors is not None and isinstance(exc, errors.ConfigError)
 
 
 class OpsGroup(click.Group):
@@ -25,20 +33,22 @@ class OpsGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ConfigError as exc:
-            for line in exc.lines:
-                click.echo(line, err=True)
-            ctx.exit(EXIT_USAGE)
-        except OpsagentError as exc:
-            click.echo(f"opsagent: {exc}", err=True)
-            ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("opsagent: interrupted", err=True)
             ctx.exit(130)
-        except OSError as exc:  # the machine said no (a name too long, a full disk): one line
-            where = f": {exc.filename}" if exc.filename else ""
-            click.echo(f"opsagent: {exc.strerror or exc}{where}", err=True)
-            ctx.exit(EXIT_RUNTIME)
+        except Exception as exc:
+            if _is_config_error(exc):
+                for line in exc.lines:  # type: ignore[attr-defined]
+                    click.echo(line, err=True)
+                ctx.exit(EXIT_USAGE)
+            if isinstance(exc, OpsagentError):
+                click.echo(f"opsagent: {exc}", err=True)
+                ctx.exit(exc.exit_code)
+            if isinstance(exc, OSError):  # the machine said no (a name too long, a full disk)
+                where = f": {exc.filename}" if exc.filename else ""
+                click.echo(f"opsagent: {exc.strerror or exc}{where}", err=True)
+                ctx.exit(EXIT_RUNTIME)
+            raise
 
 
 @click.group(cls=OpsGroup, context_settings={"help_option_names": ["-h", "--help"]})

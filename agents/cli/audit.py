@@ -6,9 +6,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from agents.cli.common import config_option, json_option, load, parse_time
 from agents.cli.render import print_json
@@ -31,6 +28,10 @@ def audit_command(
     as_json: bool,
 ) -> None:
     """Who changed what, when, with which outcome (backups, restores, cases, keys...)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
     from agents.audit import entry
     from agents.state import StateDB
     from agents.units import parse_duration

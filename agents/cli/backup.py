@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import yaml
-from rich.console import Console
-from rich.table import Table
 
 from agents.cli.backup_keys import backup_key
 from agents.cli.backup_repair import backup_repair
@@ -26,10 +24,11 @@ from agents.cli.common import (
     record_outcome,
 )
 from agents.cli.render import print_json, progress_bar, results_table
-from agents.config import BackupConfig, Config
 from agents.errors import OpsagentError
-from agents.records.backup import BackupRun, JobResult
 from agents.results import CheckResult, Severity, Status, run_guarded
+
+if TYPE_CHECKING:
+    from agents.config import BackupConfig, Config
 
 
 @click.group()
@@ -108,7 +107,10 @@ def backup_run(
     as_json: bool,
 ) -> None:
     """Back up every configured source (or --source ones) now."""
+    from rich.console import Console
+
     from agents.backup.runner import run_backup
+    from agents.records.backup import BackupRun
 
     config = load(ctx, config_file)
     at = parse_time(when) if when else None
@@ -157,6 +159,9 @@ def backup_snapshots(
     as_json: bool,
 ) -> None:
     """List snapshots, oldest first."""
+    from rich.console import Console
+    from rich.table import Table
+
     from agents.backup.runner import open_repository
     from agents.units import format_size
 
@@ -209,6 +214,8 @@ def backup_show(
     as_json: bool,
 ) -> None:
     """Show one snapshot's manifest: stats, facts, warnings (and files with --ls)."""
+    import yaml
+
     from agents.backup.runner import open_repository
     from agents.backup.snapshot import shown
 
@@ -300,6 +307,9 @@ def backup_forget(
 ) -> None:
     """Apply backup.retention (keep what it says, remove the other snapshots), or remove
     the named SNAPSHOT_IDS (damaged ones too) and nothing else."""
+    from rich.console import Console
+    from rich.table import Table
+
     from agents.backup.runner import run_forget
 
     config = load(ctx, config_file)
@@ -373,6 +383,7 @@ def backup_prune(
 ) -> None:
     """Delete and repack data no snapshot references (exclusive lock)."""
     from agents.backup.runner import run_prune
+    from agents.records.backup import JobResult
 
     config = load(ctx, config_file)
     with progress_bar("prune", enabled=not as_json) as advance:

@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from agents.cli.common import backup_config, config_option, json_option, load
 from agents.cli.render import print_json
@@ -49,6 +47,9 @@ def _new_password(path: Path | None) -> str:
 @click.pass_context
 def backup_key_list(ctx: click.Context, config_file: Path | None, as_json: bool) -> None:
     """The repository's keys; the one this config's password opens is marked."""
+    from rich.console import Console
+    from rich.table import Table
+
     from agents.backup.keys import key_rows
     from agents.backup.runner import open_repository
 

@@ -5,20 +5,25 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from agents.audit import whoami
-from agents.cases import manual
 from agents.cli.common import case_store, config_option, json_option, load, parse_time
 from agents.cli.render import print_json
-from agents.config import Config, config_path, load_config
 from agents.results import Severity
 from agents.units import printable
+
+if TYPE_CHECKING:
+    from agents.config import Config
+
+
+def _whoami() -> str:
+    """The person at the keyboard (`agents.audit.whoami`), imported when asked: the audit
+    module brings pydantic's records, which `--help` never needs."""
+    from agents.audit import whoami
+
+    return whoami()
 
 
 @click.group()
@@ -88,6 +93,10 @@ def cases_list(
     as_json: bool,
 ) -> None:
     """Cases, newest first, with the time left on their SLA clocks."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
     from agents.units import format_duration, parse_duration
 
     config = load(ctx, config_file)
@@ -172,7 +181,9 @@ def cases_show(ctx: click.Context, config_file: Path | None, case_id: int, as_js
 @click.option("--title", required=True, help="What is wrong, in one line.")
 @click.option("--host", default=None, help="The host it concerns (default: this agent's).")
 @click.option("--body", default=None, help="Details for the timeline; `-` reads standard input.")
-@click.option("--by", "actor", default=whoami, callback=_actor, help="Who opens it (default: you).")
+@click.option(
+    "--by", "actor", default=_whoami, callback=_actor, help="Who opens it (default: you)."
+)
 @click.pass_context
 def cases_open(
     ctx: click.Context,
@@ -184,6 +195,8 @@ def cases_open(
     actor: str,
 ) -> None:
     """Open a case by hand (a call or an e-mail), with its SLA clocks and notifications."""
+    from agents.cases import manual
+
     config = load(ctx, config_file)
     if not title.strip():
         raise click.BadParameter("must not be empty", param_hint="--title")
@@ -209,7 +222,7 @@ def cases_open(
 @click.argument("severity", type=click.Choice([s.value for s in Severity]))
 @click.option("--why", required=True, help="Why the severity changes (on the timeline).")
 @click.option(
-    "--by", "actor", default=whoami, callback=_actor, help="Who changes it (default: you)."
+    "--by", "actor", default=_whoami, callback=_actor, help="Who changes it (default: you)."
 )
 @click.pass_context
 def cases_severity(
@@ -221,6 +234,8 @@ def cases_severity(
     actor: str,
 ) -> None:
     """Change an open case's severity; its clocks are recomputed from when they started."""
+    from agents.cases import manual
+
     config = load(ctx, config_file)
     store = case_store(config)
     case = manual.set_severity(config, store, case_id, Severity(severity), actor, why)
@@ -236,11 +251,13 @@ def cases_severity(
 @config_option
 @click.argument("case_id", type=int)
 @click.option(
-    "--by", "actor", default=whoami, callback=_actor, help="Who takes the case (default: you)."
+    "--by", "actor", default=_whoami, callback=_actor, help="Who takes the case (default: you)."
 )
 @click.pass_context
 def cases_ack(ctx: click.Context, config_file: Path | None, case_id: int, actor: str) -> None:
     """Acknowledge a case: stops its response clock, and the pager's escalation."""
+    from agents.cases import manual
+
     config = load(ctx, config_file)
     store = case_store(config)
     case = manual.acknowledge(config, store, case_id, actor)
@@ -252,13 +269,15 @@ def cases_ack(ctx: click.Context, config_file: Path | None, case_id: int, actor:
 @click.argument("case_id", type=int)
 @click.argument("text")
 @click.option(
-    "--by", "actor", default=whoami, callback=_actor, help="Who writes the comment (default: you)."
+    "--by", "actor", default=_whoami, callback=_actor, help="Who writes the comment (default: you)."
 )
 @click.pass_context
 def cases_comment(
     ctx: click.Context, config_file: Path | None, case_id: int, text: str, actor: str | None
 ) -> None:
     """Add a comment to a case's timeline."""
+    from agents.cases import manual
+
     if not text.strip():
         raise click.BadParameter("must not be empty", param_hint="TEXT")
     config = load(ctx, config_file)
@@ -271,7 +290,7 @@ def cases_comment(
 @click.argument("case_id", type=int)
 @click.option("--note", default=None, help="What was done (on the timeline).")
 @click.option(
-    "--by", "actor", default=whoami, callback=_actor, help="Who resolves it (default: you)."
+    "--by", "actor", default=_whoami, callback=_actor, help="Who resolves it (default: you)."
 )
 @click.pass_context
 def cases_resolve(
@@ -282,6 +301,8 @@ def cases_resolve(
     actor: str | None,
 ) -> None:
     """Resolve a case: stops its resolution clock."""
+    from agents.cases import manual
+
     config = load(ctx, config_file)
     store = case_store(config)
     case = manual.resolve(config, store, case_id, actor, note)
@@ -293,13 +314,15 @@ def cases_resolve(
 @click.argument("case_id", type=int)
 @click.option("--note", default=None, help="Why (on the timeline).")
 @click.option(
-    "--by", "actor", default=whoami, callback=_actor, help="Who reopens it (default: you)."
+    "--by", "actor", default=_whoami, callback=_actor, help="Who reopens it (default: you)."
 )
 @click.pass_context
 def cases_reopen(
     ctx: click.Context, config_file: Path | None, case_id: int, note: str | None, actor: str | None
 ) -> None:
     """Reopen a resolved or closed case: it is unacknowledged and its clocks start over."""
+    from agents.cases import manual
+
     config = load(ctx, config_file)
     store = case_store(config)
     case = manual.reopen(config, store, case_id, actor, note)
@@ -310,13 +333,15 @@ def cases_reopen(
 @config_option
 @click.argument("case_id", type=int)
 @click.option(
-    "--by", "actor", default=whoami, callback=_actor, help="Who closes it (default: you)."
+    "--by", "actor", default=_whoami, callback=_actor, help="Who closes it (default: you)."
 )
 @click.pass_context
 def cases_close(
     ctx: click.Context, config_file: Path | None, case_id: int, actor: str | None
 ) -> None:
     """Close a resolved case (nothing more to do on it)."""
+    from agents.cases import manual
+
     config = load(ctx, config_file)
     manual.close(config, case_store(config), case_id, actor)
     click.echo(f"#{case_id} closed")
@@ -349,6 +374,10 @@ def cases_notifications(
     as_json: bool,
 ) -> None:
     """The outbox, newest first: what was sent to whom, what waits and what failed."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
     config = load(ctx, config_file)
     store = case_store(config)
     if as_json:
@@ -392,6 +421,8 @@ def cases_retry(
     """Send notifications that failed for good again, once the notifier is fixed: the
     agents that have the notifier send them, in order, within seconds (as the service
     user, so a fix that only root can see does not pass for one)."""
+    from agents.cases import manual
+
     config = load(ctx, config_file)
     count = manual.retry_failed(config, case_store(config), notifier, case_id)
     click.echo(f"{count} notification(s) requeued; the agents send them within seconds")
@@ -404,6 +435,8 @@ def cases_retry(
 def cases_retire_notifier(ctx: click.Context, config_file: Path | None, name: str) -> None:
     """Forget a notifier name that was renamed or removed everywhere: its waiting
     notifications are dropped (kept as retired) and it is no longer undeliverable."""
+    from agents.cases import manual
+
     config = load(ctx, config_file)
     count = manual.retire_notifier(config, case_store(config), name)
     click.echo(f"notifier {name} retired; {count} waiting notification(s) dropped")
@@ -416,6 +449,9 @@ def cases_retire_notifier(ctx: click.Context, config_file: Path | None, name: st
 @click.pass_context
 def cases_sla(ctx: click.Context, config_file: Path | None, since: str, as_json: bool) -> None:
     """Per severity: cases, time to respond and resolve (median, p90), breaches, compliance."""
+    from rich.console import Console
+    from rich.table import Table
+
     from agents.cases.sla import sla_rows
     from agents.units import format_duration, parse_duration
 
@@ -475,7 +511,9 @@ def cases_due(
     ctx: click.Context, config_file: Path | None, severity: str, opened: str, as_json: bool
 ) -> None:
     """Response and resolution due times of a case opened at a given time."""
+    from agents.cases import manual
     from agents.cases.sla import BusinessCalendar
+    from agents.config import Config, config_path, load_config
 
     config = load_config(config_path(config_file)) if _config_exists(config_file) else Config()
     calendar = BusinessCalendar.from_config(config.cases.calendar)
@@ -496,4 +534,6 @@ def cases_due(
 
 
 def _config_exists(config_file: Path | None) -> bool:
+    from agents.config import config_path
+
     return config_file is not None or config_path(None).exists()

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from agents.config import BackupConfig, Config, ConfigError, config_path, load_config
 from agents.logs import setup_logging
 from agents.results import CheckResult
+
+if TYPE_CHECKING:  # the config models cost pydantic; `--help` never needs them
+    from agents.config import BackupConfig, Config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
 
@@ -31,6 +33,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 
 def load(ctx: click.Context, config_file: Path | None) -> Config:
     """Load the config and set up logging from it (CLI options win)."""
+    from agents.config import config_path, load_config
+
     config = load_config(config_path(config_file))
     fmt = ctx.obj.get("log_format") or config.log.format or "text"
     setup_logging(fmt, ctx.obj.get("log_level") or config.log.level)
@@ -39,6 +43,8 @@ def load(ctx: click.Context, config_file: Path | None) -> Config:
 
 def backup_config(config: Config) -> BackupConfig:
     """The config's `backup` section; a usage error when there is none."""
+    from agents.config import ConfigError, config_path
+
     if config.backup is None:
         raise ConfigError([f"{config_path(None)}: backup: required for this command"])
     return config.backup

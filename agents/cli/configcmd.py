@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import yaml
 
 from agents.cli.common import config_option, json_option
 from agents.cli.render import print_json
-from agents.config import ConfigError, config_path, load_config, secret_file_problems
 
 
 @click.group("config")
@@ -38,6 +36,10 @@ def config_check(
     skip_secret_files: bool,
 ) -> None:
     """Validate the config and its secret files; print the effective config, secrets redacted."""
+    import yaml
+
+    from agents.config import ConfigError, config_path, load_config, secret_file_problems
+
     path = config_path(file or config_file)
     config = load_config(path)
     problems = [] if skip_secret_files else secret_file_problems(config)

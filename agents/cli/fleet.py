@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from agents.cli.render import print_json
-from agents.config import Inventory, inventory_path, load_inventory
 from agents.units import format_duration
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from agents.config import Inventory
     from agents.fleet.runner import HostResult
     from agents.ssh import Target
 
@@ -70,6 +70,8 @@ def fleet() -> None:
 
 
 def _inventory(path: Path | None) -> Inventory:
+    from agents.config import inventory_path, load_inventory
+
     return load_inventory(inventory_path(path))
 
 
@@ -80,6 +82,8 @@ def _execute(
     parse: Callable[[str], Any] | None = None,
 ) -> tuple[Inventory, list[HostResult], float]:
     """Select, run with a live progress line, record the audit; returns the results."""
+    from rich.console import Console
+
     from agents.fleet.commands import run_command
     from agents.fleet.runner import select
 
@@ -108,11 +112,16 @@ def _execute(
 
 def _console() -> Console:
     """stdout; wide when piped (a fleet table is wider than 80 columns)."""
+    from rich.console import Console
+
     return Console(width=None if sys.stdout.isatty() else 200)
 
 
 def _summary(results: list[HostResult], title: str) -> Table:
     """One row per host: outcome, exit code, time, the line that says why."""
+    from rich.markup import escape
+    from rich.table import Table
+
     from agents.fleet.runner import last_line
 
     table = Table(title=title)
@@ -156,6 +165,8 @@ def _finish(
 @click.pass_context
 def fleet_exec(ctx: click.Context, command: tuple[str, ...], collect: bool, **opts: Any) -> None:
     """Run any command on the hosts (after --): output prefixed by host, or collected."""
+    from rich.console import Console
+
     text = command[0] if len(command) == 1 else shlex.join(command)
     _, results, _ = _execute(opts, "exec", lambda t: text)
     if not opts["as_json"]:
@@ -179,6 +190,8 @@ def fleet_exec(ctx: click.Context, command: tuple[str, ...], collect: bool, **op
 def _runbook(
     ctx: click.Context, opts: dict[str, Any], action: str, args: list[str], title: str
 ) -> list[HostResult]:
+    from rich.console import Console
+
     from agents.fleet.runner import opsagent_command
 
     _, results, _ = _execute(opts, action, lambda t: opsagent_command(t, *args), parse=json.loads)
@@ -193,6 +206,9 @@ def _runbook(
 def fleet_status(ctx: click.Context, **opts: Any) -> None:
     """Each host's `opsagent status`: version, uptime, checks, backups, restore test,
     cases; flags mixed versions. Exit 1 if any host is unreachable or not well."""
+    from rich.markup import escape
+    from rich.table import Table
+
     from agents.fleet.commands import versions_of
     from agents.fleet.runner import last_line, opsagent_command
 
@@ -236,6 +252,8 @@ def fleet_status(ctx: click.Context, **opts: Any) -> None:
 
 
 def _status_cells(doc: dict[str, Any]) -> list[str]:
+    from rich.markup import escape
+
     from agents.records import StatusDocument
 
     status = StatusDocument.read(doc)
@@ -376,6 +394,9 @@ def fleet_upgrade(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def fleet_history(inventory_file: Path | None, limit: int, as_json: bool) -> None:
     """Past fleet commands: who, when, which hosts, what command, outcome."""
+    from rich.markup import escape
+    from rich.table import Table
+
     from agents.audit import entry
     from agents.fleet.commands import history
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from agents import __version__
 from agents.cli.common import config_option, exit_for, json_option, load
@@ -23,6 +22,8 @@ def monitor() -> None:
 @click.pass_context
 def monitor_checks(ctx: click.Context, config_file: Path | None, as_json: bool) -> None:
     """Run every configured check once; exit 1 if any failed."""
+    from rich.console import Console
+
     from agents.monitor.checks import run_all
 
     config = load(ctx, config_file)

@@ -9,21 +9,14 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
 from agents.results import CheckResult, Status
+
+if TYPE_CHECKING:  # rich is imported where output is drawn: `--help` never needs it
+    from rich.table import Table
 
 
 def print_json(data: Any) -> None:
@@ -33,6 +26,8 @@ def print_json(data: Any) -> None:
 
 def results_table(results: list[CheckResult], title: str) -> Table:
     """One row per result: name, kind, coloured status, summary, time."""
+    from rich.table import Table
+
     table = Table(title=title)
     for column in ("name", "kind", "status", "summary", "time"):
         table.add_column(column)
@@ -56,6 +51,16 @@ def progress_bar(
     if not enabled or not sys.stderr.isatty():
         yield lambda b, f: None
         return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -7,15 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from agents.cli.common import EXIT_FAILED, EXIT_OK, backup_config, config_option, json_option, load
 from agents.cli.render import print_json, progress_bar
-from agents.config import Config
 
 if TYPE_CHECKING:
     from agents.backup.restore import FilesPlan, FilesRestored
+    from agents.config import Config
 
 
 @click.command("restore")
@@ -130,6 +128,9 @@ def _show_files_restored(outcome: FilesRestored, as_json: bool) -> None:
 
 def _restore_database(ctx: click.Context, config: Config, outcome: Any, as_json: bool) -> None:
     """Print a database restore's plan or result; exit 1 when the facts differ."""
+    from rich.console import Console
+    from rich.table import Table
+
     from agents.backup.restore import DatabasePlan, last_restore_seconds
 
     snap, database, target = outcome.snapshot, outcome.database, outcome.target

@@ -5,9 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import yaml
-from rich.console import Console
-from rich.table import Table
 
 from agents.cli.common import (
     EXIT_RUNTIME,
@@ -19,7 +16,6 @@ from agents.cli.common import (
     record_outcome,
 )
 from agents.cli.render import print_json
-from agents.records.backup import JobResult
 from agents.results import Severity, Status, run_guarded
 
 
@@ -59,7 +55,11 @@ def restore_test_run(
     fails or has never been backed up. Exit 1 when the test fails, 3 only when the
     test itself crashed (recorded as an error).
     """
+    from rich.console import Console
+    from rich.table import Table
+
     from agents.records import RestoreTestDetails
+    from agents.records.backup import JobResult
     from agents.restore_test.runner import run_restore_test
     from agents.state import StateDB
 
@@ -104,7 +104,11 @@ def restore_test_history(
     ctx: click.Context, config_file: Path | None, limit: int, as_json: bool
 ) -> None:
     """Past restore tests: when, snapshots, per-step outcome and time, RTO, RPO."""
+    from rich.console import Console
+    from rich.table import Table
+
     from agents.records import RestoreTestDetails
+    from agents.records.backup import JobResult
     from agents.state import StateDB
 
     config = load(ctx, config_file)
@@ -135,6 +139,8 @@ def restore_test_history(
 @click.pass_context
 def restore_test_plan(ctx: click.Context, config_file: Path | None, as_json: bool) -> None:
     """What the next scheduled run will test, and when."""
+    import yaml
+
     from agents.jobs import next_runs, restore_test_job
     from agents.restore_test.plan import next_run_plan
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from agents.cli.common import EXIT_FAILED, EXIT_OK, config_option, json_option, load
 from agents.cli.render import print_json
@@ -17,6 +16,8 @@ from agents.cli.render import print_json
 @click.pass_context
 def status_command(ctx: click.Context, config_file: Path | None, as_json: bool) -> None:
     """This host on one screen, the most important problem first; exit 1 if any."""
+    from rich.console import Console
+
     from agents.status import collect, render
 
     config = load(ctx, config_file)

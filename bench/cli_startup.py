@@ -1,0 +1,128 @@
+"""Benchmark: how long the command line takes to answer (issue #20, start-up time).
+
+Times `opsagent --help`, `opsagent backup --help`, `opsagent status` (on a small local
+config with a state_dir and a SQLite case store, created in a temp dir) and
+`opsagent --version`, each N times in fresh processes, and prints a Markdown table of
+the min and median wall time per command. `--baseline DIR` times a second checkout
+(e.g. the base commit) too, alternating run by run, so a loaded machine weighs on both
+alike. Bytecode is cached under the temp dir (PYTHONPYCACHEPREFIX, even when
+PYTHONDONTWRITEBYTECODE is set), as an installed package has it, and the first run of
+each command is a warm-up that is not counted.
+
+    .venv/bin/python bench/cli_startup.py [--runs 20] [--baseline /tmp/base] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+COMMANDS: list[tuple[str, list[str], tuple[int, ...]]] = [
+    ("opsagent --help", ["--help"], (0,)),
+    ("opsagent backup --help", ["backup", "--help"], (0,)),
+    ("opsagent status", ["status", "--config", "{config}"], (0, 1)),
+    ("opsagent --version", ["--version"], (0,)),
+]
+
+
+def write_config(work: Path) -> Path:
+    """A small local config: a state_dir, a SQLite case store, one command check."""
+    (work / "state").mkdir()
+    config = work / "config.yml"
+    config.write_text(
+        f"""
+host: bench-host
+state_dir: {work / "state"}
+monitor:
+  checks:
+    - {{name: always-ok, kind: command, command: ["true"], interval: 1m}}
+cases: {{store: 'sqlite:///{work / "cases.db"}'}}
+"""
+    )
+    return config
+
+
+def run_once(tree: Path, argv: list[str], codes: tuple[int, ...], pycache: Path) -> float:
+    """One fresh `python -m agents ...` from `tree`; its wall time in seconds."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(PYTHONPATH=str(tree), PYTHONPYCACHEPREFIX=str(pycache))
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "agents", *argv],
+        cwd=tree,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - start
+    if proc.returncode not in codes:
+        err = proc.stderr.decode(errors="replace").strip()[-500:]
+        raise SystemExit(f"{tree}: opsagent {' '.join(argv)} exited {proc.returncode}: {err}")
+    return seconds
+
+
+def table(results: dict[str, dict[str, list[float]]], runs: int) -> str:
+    """Markdown: one row per command and tree, min and median in milliseconds."""
+    lines = [
+        f"CLI start-up, {runs} fresh processes each ({sys.executable}, {os.cpu_count()} CPUs)",
+        "",
+        "| command | tree | min ms | median ms |",
+        "|---|---|---:|---:|",
+    ]
+    for name, by_tree in results.items():
+        for tree, times in by_tree.items():
+            lines.append(
+                f"| `{name}` | {tree} | {min(times) * 1000:.0f} "
+                f"| {statistics.median(times) * 1000:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Time each command over --runs fresh processes; print the table, optionally JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--baseline", type=Path, default=None, help="a second checkout")
+    parser.add_argument("--out", type=Path, default=None, help="write the timings as JSON")
+    args = parser.parse_args()
+    trees = {"this": ROOT}
+    if args.baseline is not None:
+        trees["baseline"] = args.baseline.resolve()
+    results: dict[str, dict[str, list[float]]] = {
+        name: {t: [] for t in trees} for name, *_ in COMMANDS
+    }
+    with tempfile.TemporaryDirectory(prefix="opsagent-cli-bench-") as tmp:
+        config = write_config(Path(tmp))
+        pycache = Path(tmp) / "pycache"
+        for name, argv, codes in COMMANDS:
+            argv = [a.replace("{config}", str(config)) for a in argv]
+            for tree in trees.values():  # warm the page cache and bytecode first
+                run_once(tree, argv, codes, pycache)
+            for _ in range(args.runs):
+                for label, tree in trees.items():
+                    results[name][label].append(run_once(tree, argv, codes, pycache))
+    report = table(results, args.runs)
+    print(report)
+    if args.out:
+        summary = {
+            name: {
+                label: {"min_s": min(t), "median_s": statistics.median(t), "runs": len(t)}
+                for label, t in by_tree.items()
+            }
+            for name, by_tree in results.items()
+        }
+        args.out.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The command line answers `--help` at once: building its help imports none of the heavy
+libraries (pydantic's config models, rich, the SSH, S3 and PostgreSQL clients).
+
+Issue #20: these cost most of a second on every command. Checked in a fresh interpreter,
+since this test process has imported them all already. No timing here: see
+bench/cli_startup.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+HEAVY = (
+    "agents.config.models",
+    "rich",
+    "pydantic",
+    "paramiko",
+    "boto3",
+    "psycopg",
+    "prometheus_client",
+)
+
+PROBE = """
+import contextlib, io, json, sys
+import agents.cli
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    try:
+        agents.cli.cli.main(args={args!r}, prog_name="opsagent")
+    except SystemExit as exc:
+        assert exc.code == 0, exc.code
+assert "Usage: opsagent" in out.getvalue(), out.getvalue()
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["backup", "--help"], ["cases", "--help"]])
+def test_help_imports_no_heavy_library(args: list[str]) -> None:
+    ran = subprocess.run(
+        [sys.executable, "-c", PROBE.format(args=args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    loaded = json.loads(ran.stdout.strip().splitlines()[-1])
+    heavy = [m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY)]
+    assert heavy == [], f"opsagent {' '.join(args)} imported {heavy}"
