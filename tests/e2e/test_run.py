@@ -42,7 +42,7 @@ monitor:
         wait_for(
             "three ticks",
             lambda: ticks.exists() and len(ticks.read_text().splitlines()) >= 3,
-            timeout=15,
+            timeout=60,
             proc=proc,
         )
         url = f"http://127.0.0.1:{port}/metrics"

@@ -152,7 +152,7 @@ def test_never_run_daily_job_runs_at_start(tmp_path: Path) -> None:
     )
     assert daemon.catch_up() == ["backup"]
     assert ran.wait(5)
-    assert daemon.wait_idle(5)
+    assert daemon.wait_idle(30)
 
 
 def test_exception_becomes_error_result_and_reaches_sinks(tmp_path: Path) -> None:
@@ -167,7 +167,7 @@ def test_exception_becomes_error_result_and_reaches_sinks(tmp_path: Path) -> Non
     job = Job("boom", "test", Schedule(every=timedelta(seconds=1)), body)
     daemon = Daemon([job], StateDB(tmp_path / "state.db"), "h", sinks=[broken_sink, seen.append])
     assert daemon.launch("boom")
-    assert daemon.wait_idle(5)
+    assert daemon.wait_idle(30)
     assert seen and seen[0].status is Status.ERROR
     assert seen[0].summary == "disk on fire second line"
     state = daemon.state.job("boom")

@@ -154,7 +154,7 @@ def test_textfile_output(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        services.wait_for("the textfile", target.exists, timeout=15, proc=proc)
+        services.wait_for("the textfile", target.exists, timeout=60, proc=proc)
         time.sleep(0.2)
         text = target.read_text()
         assert "opsagent_cpu_seconds_total" in text
