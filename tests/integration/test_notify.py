@@ -256,16 +256,8 @@ cases:
     assert "backup failed" in mail.get_payload()
 
 
-def test_heartbeats_on_job_start_success_and_failure(tmp_path: Path) -> None:
-    from datetime import timedelta as td
-
-    from agents.cases.notify import Heartbeats
-    from agents.config import Schedule
-    from agents.daemon import Daemon
-    from agents.jobs import Job
-    from agents.results import CheckResult, Status
-    from agents.state import StateDB
-
+def _ping_server() -> tuple[ThreadingHTTPServer, list[str]]:
+    """A Healthchecks.io-style endpoint on loopback: answers 200 and keeps each path pinged."""
     paths: list[str] = []
 
     class Ping(BaseHTTPRequestHandler):
@@ -280,6 +272,20 @@ def test_heartbeats_on_job_start_success_and_failure(tmp_path: Path) -> None:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Ping)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, paths
+
+
+def test_heartbeats_on_job_start_success_and_failure(tmp_path: Path) -> None:
+    from datetime import timedelta as td
+
+    from agents.cases.notify import Heartbeats
+    from agents.config import Schedule
+    from agents.daemon import Daemon
+    from agents.jobs import Job
+    from agents.results import CheckResult, Status
+    from agents.state import StateDB
+
+    server, paths = _ping_server()
     config = parse_config(
         f"""
 cases:
@@ -333,20 +339,7 @@ def test_a_command_pings_the_heartbeats_of_its_jobs(tmp_path: Path) -> None:
     from agents.pipeline import record_outcome
     from agents.results import CheckResult, Status
 
-    paths: list[str] = []
-
-    class Ping(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            paths.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Ping)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server, paths = _ping_server()
     config = parse_config(
         f"""
 state_dir: {tmp_path / "state"}

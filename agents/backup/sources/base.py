@@ -130,7 +130,26 @@ class DataSource(Protocol):
         ...
 
 
-class DatabaseSource:
+class LocalScratch:
+    """The defaults of a kind whose restore-test target is a path in the sandbox: facts
+    compared as recorded, no scratch database on any server to list or drop."""
+
+    def verify(self, expected: DatabaseFacts, actual: DatabaseFacts) -> list[str]:
+        return compare_facts(expected, actual)
+
+    def scratch_target(self, space: ScratchSpace, label: str) -> str:
+        return str(space.directory / label)
+
+    @classmethod
+    def scratch_databases(cls, config: Sandbox, prefix: str) -> list[str]:
+        return []
+
+    @classmethod
+    def drop_scratch(cls, config: Sandbox, name: str) -> None:
+        return None
+
+
+class DatabaseSource(LocalScratch):
     """What every database kind shares: dumps chunked small into a tree of dump files,
     facts per database, no paths; a scratch target is a file unless the kind says
     otherwise. Subclasses set `kind` and implement `dump` and `restore`."""
@@ -162,20 +181,6 @@ class DatabaseSource:
         self, dump: Dump, target: str, workdir: Path, options: RestoreOptions
     ) -> DatabaseFacts:
         raise NotImplementedError
-
-    def verify(self, expected: DatabaseFacts, actual: DatabaseFacts) -> list[str]:
-        return compare_facts(expected, actual)
-
-    def scratch_target(self, space: ScratchSpace, label: str) -> str:
-        return str(space.directory / label)
-
-    @classmethod
-    def scratch_databases(cls, config: Sandbox, prefix: str) -> list[str]:
-        return []
-
-    @classmethod
-    def drop_scratch(cls, config: Sandbox, name: str) -> None:
-        return None
 
 
 def archive_dump(

@@ -13,12 +13,12 @@ from typing import ClassVar
 from agents.backup.archiver import Archiver
 from agents.backup.repository import ChunkKind
 from agents.backup.snapshot import Snapshot
-from agents.backup.sources import DatabaseFacts, compare_facts
-from agents.backup.sources.base import Backup, Dump, RestoreOptions, ScratchSpace, not_a_database
-from agents.config import FilesSource, Sandbox
+from agents.backup.sources import DatabaseFacts
+from agents.backup.sources.base import Backup, Dump, LocalScratch, RestoreOptions, not_a_database
+from agents.config import FilesSource
 
 
-class FilesDataSource:
+class FilesDataSource(LocalScratch):
     """A `kind: files` source: paths, excludes, one file system, unreadable tolerance."""
 
     kind: ClassVar[str] = "files"
@@ -46,20 +46,6 @@ class FilesDataSource:
         self, dump: Dump, target: str, workdir: Path, options: RestoreOptions
     ) -> DatabaseFacts:
         raise not_a_database(self.kind)
-
-    def verify(self, expected: DatabaseFacts, actual: DatabaseFacts) -> list[str]:
-        return compare_facts(expected, actual)
-
-    def scratch_target(self, space: ScratchSpace, label: str) -> str:
-        return str(space.directory / label)
-
-    @classmethod
-    def scratch_databases(cls, config: Sandbox, prefix: str) -> list[str]:
-        return []
-
-    @classmethod
-    def drop_scratch(cls, config: Sandbox, name: str) -> None:
-        return None
 
 
 SOURCE = FilesDataSource
