@@ -37,7 +37,7 @@ class PackEntry:
 @dataclass(frozen=True)
 class FinishedPack:
     id: str
-    data: bytes
+    data: bytes | bytearray  # the builder's own buffer: a 16 MiB pack is not copied
     entries: list[PackEntry]
 
 
@@ -51,25 +51,30 @@ def pack_key(pack_id: str) -> str:
 
 
 class PackBuilder:
-    """Accumulates sealed blobs until the pack is full."""
+    """Accumulates sealed blobs until the pack is full, in one growing buffer: each
+    sealed blob is freed once copied in, and the finished pack is that buffer."""
 
     def __init__(self) -> None:
-        self._parts: list[bytes] = []
+        self._data = bytearray()
         self._entries: list[PackEntry] = []
-        self.size = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def size(self) -> int:
+        return len(self._data)
+
     def add(self, blob_type: BlobType, blob_id: bytes, sealed: bytes) -> None:
-        self._entries.append(PackEntry(blob_type, blob_id, self.size, len(sealed)))
-        self._parts.append(sealed)
-        self.size += len(sealed)
+        self._entries.append(PackEntry(blob_type, blob_id, len(self._data), len(sealed)))
+        self._data += sealed
 
     def finish(self, crypto: Crypto) -> FinishedPack:
         header = b"".join(_ENTRY.pack(e.type, e.id, e.offset, e.length) for e in self._entries)
         sealed_header = crypto.seal(header, _HEADER_ASSOCIATED)
-        data = b"".join([*self._parts, sealed_header, struct.pack("<I", len(sealed_header))])
+        data, self._data = self._data, bytearray()
+        data += sealed_header
+        data += struct.pack("<I", len(sealed_header))
         return FinishedPack(hashlib.sha256(data).hexdigest(), data, list(self._entries))
 
 

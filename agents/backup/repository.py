@@ -64,6 +64,8 @@ _CHUNK_SIZES: dict[str, tuple[int, int, int]] = {
     "dumps": (DUMP_CHUNK_MIN, DUMP_CHUNK_AVG, DUMP_CHUNK_MAX),
 }
 INDEX_EVERY_PACKS = 8
+UPLOAD_SLOTS = 2  # finished packs waiting for or in upload
+INLINE_SEAL = 64 * 1024  # blobs up to this size are sealed on the adding thread
 _RAW, _ZSTD = b"\x00", b"\x01"
 _SNAPSHOT_ASSOCIATED = b"opsagent-snapshot"
 _MAX_BLOB = 64 * 2**20
@@ -570,9 +572,11 @@ class BlobWriter:
         workers = max(2, os.cpu_count() or 2)
         self._seal_pool = ThreadPoolExecutor(workers, thread_name_prefix="seal")
         self._upload_pool = ThreadPoolExecutor(2, thread_name_prefix="upload")
-        self._upload_slots = threading.BoundedSemaphore(3)
-        self._inflight: deque[tuple[BlobType, bytes, Future[bytes], int]] = deque()
-        self._max_inflight = workers * 4
+        # memory: at most UPLOAD_SLOTS finished packs, the one being filled and
+        # 2 x workers blobs being sealed; enough to keep both cores and the link busy
+        self._upload_slots = threading.BoundedSemaphore(UPLOAD_SLOTS)
+        self._inflight: deque[tuple[BlobType, bytes, Future[bytes] | bytes, int]] = deque()
+        self._max_inflight = workers * 2
         self._pending: set[bytes] = set()
         self._builder = PackBuilder()
         self._uploads: list[Future[FinishedPack]] = []
@@ -592,8 +596,13 @@ class BlobWriter:
             self._bump(blobs_reused=1)
             return blob_id
         self._pending.add(blob_id)
-        future = self._seal_pool.submit(self._seal, blob_id, data)
-        self._inflight.append((blob_type, blob_id, future, len(data)))
+        # a small blob is sealed here: handing it to a thread costs more than the work
+        sealed = (
+            self._seal(blob_id, data)
+            if len(data) <= INLINE_SEAL
+            else self._seal_pool.submit(self._seal, blob_id, data)
+        )
+        self._inflight.append((blob_type, blob_id, sealed, len(data)))
         while len(self._inflight) > self._max_inflight:
             self._drain_one()
         return blob_id
@@ -630,8 +639,8 @@ class BlobWriter:
         return self.repo.crypto.seal(plain, blob_id)
 
     def _drain_one(self) -> None:
-        blob_type, blob_id, future, raw_size = self._inflight.popleft()
-        sealed = future.result()
+        blob_type, blob_id, pending, raw_size = self._inflight.popleft()
+        sealed = pending if isinstance(pending, bytes) else pending.result()
         self._builder.add(blob_type, blob_id, sealed)
         self._bump(blobs_new=1, bytes_new=raw_size, bytes_stored=len(sealed))
         if self._builder.size >= self.pack_size:

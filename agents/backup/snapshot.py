@@ -27,8 +27,9 @@ from agents.records.backup import SnapshotEntry, SnapshotFiles, SnapshotSummary
 
 MAX_MANIFEST_BYTES = 64 * 2**20
 ENTRY_TYPES = ("file", "dir", "symlink", "fifo", "chardev", "blockdev")
-# written only when not at their default, so older entries keep their exact bytes
-_OPTIONAL_FIELDS = {"link_to": "", "rdev": 0, "xattrs": ()}
+# `link_to`, `rdev` and `xattrs` are written only when set, so older entries keep their bytes
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_decode = json.JSONDecoder().decode
 
 
 @dataclass(frozen=True)
@@ -58,23 +59,39 @@ class TreeEntry:
     xattrs: tuple[tuple[str, bytes], ...] = ()
 
     def to_json(self) -> str:
-        data = asdict(self)
-        data["chunks"] = list(self.chunks)
-        data["chunk_sizes"] = list(self.chunk_sizes)
-        for name, default in _OPTIONAL_FIELDS.items():
-            if data[name] == default:
-                del data[name]
+        """One tree line. Built field by field, in field order (the bytes of older
+        entries stay the same), because `asdict` costs ten times more per file."""
+        data: dict[str, Any] = {
+            "path": self.path,
+            "type": self.type,
+            "mode": self.mode,
+            "mtime_ns": self.mtime_ns,
+            "uid": self.uid,
+            "gid": self.gid,
+            "user": self.user,
+            "group": self.group,
+            "size": self.size,
+            "chunks": list(self.chunks),
+            "chunk_sizes": list(self.chunk_sizes),
+            "target": self.target,
+            "inode": self.inode,
+            "ctime_ns": self.ctime_ns,
+        }
+        if self.link_to:
+            data["link_to"] = self.link_to
+        if self.rdev:
+            data["rdev"] = self.rdev
         if self.xattrs:
             data["xattrs"] = {k: base64.b64encode(v).decode() for k, v in self.xattrs}
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        return _encode(data)
 
     @classmethod
     def from_json(cls, line: str) -> TreeEntry:
-        data = json.loads(line)
-        if not isinstance(data, dict):
+        data = _decode(line)
+        if type(data) is not dict:
             raise ValueError("tree entry is not an object")
-        unknown = sorted(set(data) - _FIELDS)
-        if unknown:
+        if not data.keys() <= _FIELDS:
+            unknown = sorted(set(data) - _FIELDS)
             raise ValueError(
                 f"fields {unknown} are unknown to this agent (written by a newer one?)"
             )
@@ -83,12 +100,13 @@ class TreeEntry:
                 f"entry type {data.get('type')!r} is unknown to this agent"
                 " (written by a newer one?)"
             )
-        data["chunks"] = tuple(str(c) for c in data.get("chunks", ()))
-        data["chunk_sizes"] = tuple(int(c) for c in data.get("chunk_sizes", ()))
-        data["xattrs"] = tuple(
-            (str(k), base64.b64decode(v, validate=True))
-            for k, v in dict(data.get("xattrs", {})).items()
-        )
+        data["chunks"] = tuple(map(str, data.get("chunks", ())))
+        data["chunk_sizes"] = tuple(map(int, data.get("chunk_sizes", ())))
+        if "xattrs" in data:
+            data["xattrs"] = tuple(
+                (str(k), base64.b64decode(v, validate=True))
+                for k, v in dict(data["xattrs"]).items()
+            )
         return cls(**data)
 
 

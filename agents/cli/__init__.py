@@ -75,8 +75,31 @@ def cli(ctx: click.Context, log_format: str | None, log_level: str | None) -> No
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Console-script entry point."""
+    _tune_malloc()
     cli.main(args=list(argv) if argv is not None else None, prog_name="opsagent")
     raise SystemExit(0)
+
+
+def _tune_malloc() -> None:
+    """Give big buffers back to the system when they are freed (glibc only).
+
+    glibc raises its mmap threshold each time a large block is freed, so after the
+    first 16 MiB pack every chunk and pack buffer comes from per-thread heap arenas
+    that keep their memory: a first backup held 180-200 MiB instead of 145. A fixed
+    threshold and two arenas keep the peak at what is in use."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 256 * 1024)
+        libc.mallopt(_M_ARENA_MAX, 2)
+    except (OSError, AttributeError):  # another C library (musl): nothing to tune
+        return
+
+
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # from glibc's malloc.h
 
 
 # --- the command groups: each module declares its commands, registered here -----------
