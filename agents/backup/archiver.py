@@ -23,9 +23,13 @@ other paths is kept), and when no source path exists no snapshot is written at a
 
 from __future__ import annotations
 
+import base64
 import errno
 import fnmatch
 import grp
+import io
+import itertools
+import json
 import os
 import pwd
 import stat
@@ -33,13 +37,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from pyfastcdc import Chunk
 
 from agents.backup.errors import BackupError
 from agents.backup.pack import BlobType
 from agents.backup.repository import BlobWriter, ChunkKind, Repository
-from agents.backup.snapshot import Snapshot, TreeEntry, encode_tree, shown
+from agents.backup.snapshot import Snapshot, TreeEntry, shown
 
 ProgressFn = Callable[[int, int], None]  # (bytes, files) done since last call
 _SPECIAL_TYPES = {stat.S_IFIFO: "fifo", stat.S_IFCHR: "chardev", stat.S_IFBLK: "blockdev"}
@@ -72,6 +77,7 @@ class WalkItem:
     path: str  # absolute, as the kernel takes it
     rel: str
     st: os.stat_result
+    root: int = 0  # which of the source paths it is under
 
 
 def walk(
@@ -79,7 +85,7 @@ def walk(
 ) -> Iterator[WalkItem]:
     """Every object under the paths, sorted, excludes applied; what cannot be taken
     (missing source paths, unreadable directories, sockets) goes to the report."""
-    for root in paths:
+    for number, root in enumerate(paths):
         top = str(root.absolute())
         try:
             st = os.lstat(top)
@@ -89,7 +95,8 @@ def walk(
         except OSError as exc:
             report.unreadable.append(f"{shown(top)}: {exc.strerror}")
             continue
-        yield from _walk_one(top, st, st.st_dev, exclude, one_file_system, report)
+        for item in _walk_one(top, st, st.st_dev, exclude, one_file_system, report):
+            yield WalkItem(item.path, item.rel, item.st, number) if number else item
 
 
 def _walk_one(
@@ -175,27 +182,45 @@ class Archiver:
         one_file_system: bool,
         parent: Snapshot | None,
     ) -> ArchiveResult:
-        """Walk and store the paths; raises BackupError when none of them exists."""
+        """Walk and store the paths; raises BackupError when none of them exists.
+
+        The tree is cut into blobs as its lines are made, and the parent's tree is read in
+        step with the walk (both are in the same order): memory does not grow with the
+        number of files. An unchanged file's line is the parent's line, not re-encoded."""
         result = ArchiveResult()
-        previous = self._parent_entries(parent, result)
-        entries: list[TreeEntry] = []
+        roots = [str(p.absolute()).lstrip("/") for p in paths]
+        previous = ParentTree(self.repo, parent, roots, result)
+        lines = _LineReader(self._tree_lines(paths, exclude, one_file_system, previous, result))
+        result.tree = [
+            self.writer.add(BlobType.TREE, bytes(c.data)).hex()
+            for c in self.chunker.cut_stream(lines)
+        ]
+        if len(result.missing) == len(paths):
+            raise BackupError(f"no source path exists: {', '.join(result.missing)}")
+        return result
+
+    def _tree_lines(
+        self,
+        paths: list[Path],
+        exclude: list[str],
+        one_file_system: bool,
+        previous: ParentTree,
+        result: ArchiveResult,
+    ) -> Iterator[str]:
         links: dict[tuple[int, int], TreeEntry] = {}  # (device, inode) -> first entry
         for item in walk(paths, exclude, one_file_system, result):
             if self.should_stop():
                 raise InterruptedError("backup interrupted")
-            entry = self._entry(item, previous.get(item.rel), links, result)
-            if entry is None:
+            made = self._entry(item, previous.find(item.root, item.rel), links, result)
+            if made is None:
                 continue
-            entries.append(entry)
-            if entry.type == "file":
+            line, kind, size = made
+            yield line
+            if kind == "file":
                 result.files += 1
-                result.bytes += entry.size
-            elif entry.type == "dir":
+                result.bytes += size
+            elif kind == "dir":
                 result.dirs += 1
-        if len(result.missing) == len(paths):
-            raise BackupError(f"no source path exists: {', '.join(result.missing)}")
-        result.tree = self.store_stream(encode_tree(entries), BlobType.TREE)
-        return result
 
     def store_stream(self, data: bytes, blob_type: BlobType) -> list[str]:
         """Chunk an in-memory byte string into blobs (trees, small dumps)."""
@@ -226,29 +251,14 @@ class Archiver:
             handle.seek(0)  # type: ignore[attr-defined]  # grew since its stat: stream it
         return iter(self.chunker.cut_stream(handle))  # type: ignore[arg-type]
 
-    def _parent_entries(
-        self, parent: Snapshot | None, result: ArchiveResult
-    ) -> dict[str, TreeEntry]:
-        """The parent's files by path; a parent that cannot be read only costs reading
-        every file again, so it is a warning, never the end of the backup."""
-        if parent is None:
-            return {}
-        try:
-            return {e.path: e for e in self.repo.read_tree(parent) if e.type == "file"}
-        except BackupError as exc:
-            result.parent_read = False
-            result.warnings.append(
-                f"parent snapshot {parent.short_id} cannot be read ({exc}): every file read again"
-            )
-            return {}
-
     def _entry(
         self,
         item: WalkItem,
-        old: TreeEntry | None,
+        old: ParentLine | None,
         links: dict[tuple[int, int], TreeEntry],
         result: ArchiveResult,
-    ) -> TreeEntry | None:
+    ) -> tuple[str, str, int] | None:
+        """The object's tree line, its type and size; None when it cannot be taken."""
         st = item.st
         common = {
             "path": item.rel,
@@ -263,63 +273,63 @@ class Archiver:
             "xattrs": _xattrs(item.path, result),
         }
         if stat.S_ISDIR(st.st_mode):
-            return TreeEntry(type="dir", **common)
+            return _made(TreeEntry(type="dir", **common))  # type: ignore[arg-type]
         if stat.S_ISLNK(st.st_mode):
             try:
                 target = os.readlink(item.path)
             except OSError as exc:
                 result.warnings.append(f"{shown(item.path)}: cannot read link: {exc.strerror}")
                 return None
-            return TreeEntry(type="symlink", target=target, **common)
+            return _made(TreeEntry(type="symlink", target=target, **common))  # type: ignore[arg-type]
         special = _SPECIAL_TYPES.get(stat.S_IFMT(st.st_mode))
         if special is not None:  # never opened: reading a FIFO would block
             rdev = st.st_rdev if special != "fifo" else 0
-            return TreeEntry(type=special, rdev=rdev, **common)
+            return _made(TreeEntry(type=special, rdev=rdev, **common))  # type: ignore[arg-type]
         key = (st.st_dev, st.st_ino)
         first = links.get(key) if st.st_nlink > 1 else None
         if first is not None:  # a hard link of a file already in this tree: not read again
             self.progress(st.st_size, 1)
-            return TreeEntry(
-                type="file",
-                size=first.size,
-                chunks=first.chunks,
-                chunk_sizes=first.chunk_sizes,
-                link_to=first.path,
-                **common,  # type: ignore[arg-type]
+            return _made(
+                TreeEntry(
+                    type="file",
+                    size=first.size,
+                    chunks=first.chunks,
+                    chunk_sizes=first.chunk_sizes,
+                    link_to=first.path,
+                    **common,  # type: ignore[arg-type]
+                )
             )
-        entry = self._file_entry(item, old, common, result)
-        if entry is not None and st.st_nlink > 1:
-            links[key] = entry
-        return entry
-
-    def _file_entry(
-        self,
-        item: WalkItem,
-        old: TreeEntry | None,
-        common: dict[str, object],
-        result: ArchiveResult,
-    ) -> TreeEntry | None:
-        st = item.st
-        if old is not None and self._unchanged(old, st):
+        if old is not None and self._unchanged(old.data, st):
             result.files_reused += 1
             self.progress(st.st_size, 1)
-            return TreeEntry(
+            if _same_metadata(old.data, common):  # the parent's line says it all
+                if st.st_nlink > 1:
+                    links[key] = TreeEntry.from_json(old.line)
+                return old.line, "file", st.st_size
+            entry: TreeEntry | None = TreeEntry(
                 type="file",
-                size=old.size,
-                chunks=old.chunks,
-                chunk_sizes=old.chunk_sizes,
+                size=old.data["size"],
+                chunks=tuple(old.data["chunks"]),
+                chunk_sizes=tuple(old.data["chunk_sizes"]),
                 **common,  # type: ignore[arg-type]
             )
-        return self._read_file(item, common, result)
+        else:
+            entry = self._read_file(item, common, result)
+        if entry is None:
+            return None
+        if st.st_nlink > 1:
+            links[key] = entry
+        return _made(entry)
 
-    def _unchanged(self, old: TreeEntry, st: os.stat_result) -> bool:
-        same = (old.size, old.mtime_ns, old.ctime_ns, old.inode) == (
+    def _unchanged(self, old: dict[str, Any], st: os.stat_result) -> bool:
+        same = (old["size"], old["mtime_ns"], old["ctime_ns"], old["inode"]) == (
             st.st_size,
             st.st_mtime_ns,
             st.st_ctime_ns,
             st.st_ino,
         )
-        return same and all(bytes.fromhex(c) in self.repo.index for c in old.chunks)
+        index = self.repo.index
+        return same and all(bytes.fromhex(c) in index for c in old["chunks"])
 
     def _read_file(
         self, item: WalkItem, common: dict[str, object], result: ArchiveResult
@@ -351,6 +361,140 @@ class Archiver:
             chunk_sizes=tuple(sizes),
             **common,  # type: ignore[arg-type]
         )
+
+
+def _made(entry: TreeEntry) -> tuple[str, str, int]:
+    """A new entry's tree line (with its newline), type and size."""
+    return entry.to_json() + "\n", entry.type, entry.size
+
+
+def _same_metadata(old: dict[str, Any], common: dict[str, Any]) -> bool:
+    """Whether the parent's line records exactly what this entry would (mode, owner,
+    times, inode, attributes; not a hard link), so it can be reused as it is."""
+    if "link_to" in old or "rdev" in old:
+        return False
+    for name in ("mode", "mtime_ns", "uid", "gid", "user", "group", "inode", "ctime_ns"):
+        if old[name] != common[name]:
+            return False
+    xattrs = common["xattrs"]
+    if not xattrs:
+        return "xattrs" not in old
+    return old.get("xattrs") == {k: base64.b64encode(v).decode() for k, v in xattrs}
+
+
+class ParentLine(NamedTuple):
+    line: str  # as stored, with its newline
+    data: dict[str, Any]  # the line decoded, checked to be a well-formed file entry
+
+
+class ParentTree:
+    """The parent snapshot's file entries, read in step with the walk.
+
+    A tree is stored in walk order: the source paths in the config's order, each one
+    depth first with names sorted. An entry's place is (its source path's rank, its
+    path's components), so `find` only moves forward and memory holds one tree blob,
+    not every file. Roots listed in another order than the parent's only cost reading
+    some files again. A parent that cannot be read, or a line that is not a well-formed
+    entry, costs reading the remaining files again: a warning, never the end of the
+    backup."""
+
+    def __init__(
+        self, repo: Repository, parent: Snapshot | None, roots: list[str], result: ArchiveResult
+    ) -> None:
+        self._parent = parent
+        self._result = result
+        self._roots = [_json_prefix(root) for root in roots]
+        self._lines = repo.read_tree_lines(parent) if parent is not None else iter(())
+        self._key: tuple[int, tuple[str, ...]] | None = None
+        self._current: ParentLine | None = None
+        self._advance()
+
+    def find(self, root: int, rel: str) -> ParentLine | None:
+        """The parent's entry for this path under the `root`-th source path, if a file."""
+        if self._key is None:
+            return None
+        key = (root, tuple(rel.split("/")))
+        while self._key is not None and self._key < key:
+            self._advance()
+        if self._key == key and self._current is not None:
+            return self._current
+        return None
+
+    def _rank(self, raw: bytes) -> int | None:
+        """The rank of the source path a stored line is under, from its first bytes."""
+        for rank, prefix in enumerate(self._roots):
+            if prefix is None:  # the root directory: every entry is under it
+                return rank
+            if raw.startswith(prefix) and raw[len(prefix) : len(prefix) + 1] in (b'"', b"/"):
+                return rank
+        return None
+
+    def _advance(self) -> None:
+        try:
+            for raw in self._lines:
+                rank = self._rank(raw) if raw.strip() else None
+                if rank is None:
+                    continue
+                line = raw.decode("utf-8", "surrogateescape")
+                data = _file_line(line)
+                self._key = (rank, tuple(data["path"].split("/")))
+                self._current = ParentLine(line + "\n", data) if data["type"] == "file" else None
+                return
+        except (BackupError, ValueError, TypeError, KeyError) as exc:
+            assert self._parent is not None
+            self._result.parent_read = False
+            self._result.warnings.append(
+                f"parent snapshot {self._parent.short_id} cannot be read ({exc}):"
+                " every file read again"
+            )
+        self._key, self._current = None, None
+
+
+def _json_prefix(root: str) -> bytes | None:
+    """How a stored line under this source path begins (`path` is the first field,
+    written without spaces); None for the root directory."""
+    if not root:
+        return None
+    text = _encode_json_str(root)[:-1]  # without its closing quote
+    return b'{"path":' + text.encode("utf-8", "surrogateescape")
+
+
+_encode_json_str = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _file_line(line: str) -> dict[str, Any]:
+    """A stored tree line decoded and checked as far as reusing it needs; a file entry
+    is checked in full (its line may be copied into the new tree as it is)."""
+    data = json.loads(line)
+    if type(data) is not dict or not isinstance(data.get("path"), str):
+        raise ValueError("malformed tree entry")
+    if data.get("type") == "file":
+        TreeEntry.from_json(line)  # raises ValueError/TypeError as when restoring it
+    return data
+
+
+class _LineReader(io.RawIOBase):
+    """Tree lines as a byte stream the chunker can pull (`readinto`), encoded as
+    `encode_tree` does, so the blobs are the same as cutting the whole tree at once."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self._pending = bytearray()  # consumed from the front: CPython does that in place
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        while len(self._pending) < len(view):
+            batch = list(itertools.islice(self._lines, 256))
+            if not batch:
+                break
+            self._pending += "".join(batch).encode("utf-8", "surrogateescape")
+        n = min(len(view), len(self._pending))
+        view[:n] = self._pending[:n]
+        del self._pending[:n]
+        return n
 
 
 def _xattrs(path: str, report: WalkReport) -> tuple[tuple[str, bytes], ...]:

@@ -506,6 +506,18 @@ class Repository:
         stored an empty tree as one newline). A tree blob that cannot be read or a
         malformed entry is an IntegrityError, unless `lost` is given: then it is skipped
         with the lines it cuts through and described there (repairs, partial restores)."""
+        for lines in self._tree_line_batches(snapshot, lost):
+            yield from _tree_entries(lines, snapshot, lost)
+
+    def read_tree_lines(self, snapshot: Snapshot) -> Iterator[bytes]:
+        """The snapshot's tree lines as stored, undecoded (blank ones included); a tree
+        blob that cannot be read is an IntegrityError. One blob is held at a time."""
+        for lines in self._tree_line_batches(snapshot, None):
+            yield from lines
+
+    def _tree_line_batches(
+        self, snapshot: Snapshot, lost: list[str] | None
+    ) -> Iterator[list[bytes]]:
         pending = b""
         broken = False  # the previous blob was lost: the next one starts mid-line
         for number, blob_hex in enumerate(snapshot.tree):
@@ -521,9 +533,9 @@ class Repository:
             *lines, pending = pending.split(b"\n")
             if broken and lines:
                 lines, broken = lines[1:], False
-            yield from _tree_entries(lines, snapshot, lost)
+            yield lines
         if not broken:
-            yield from _tree_entries([pending], snapshot, lost)
+            yield [pending]
 
     def lock(self, exclusive: bool = False) -> RepositoryLock:
         """A lock on the repository, waiting up to `lock_wait` seconds for a conflicting one."""

@@ -459,3 +459,95 @@ def test_what_an_unprivileged_agent_cannot_read_fails_the_source(shared_dir: Pat
     assert stat.S_ISFIFO((out / "pipe").lstat().st_mode)
     assert sorted(p.name for p in out.iterdir()) == ["ok.txt", "pipe", "secret"]
     assert list((out / "secret").iterdir()) == []
+
+
+def _make_tricky_tree(top: Path) -> None:
+    """Names whose plain string order differs from the walk's order ('a-c' < 'a/b' as
+    strings, but a directory's contents come before its next sibling), and bytes that
+    are not UTF-8."""
+    for rel in ("a/b", "a/z/deep", "a-c", "a.b", "a0", "B", "é", "ab/c"):
+        path = top / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"content of {rel}\n")
+    odd = os.fsencode(top) + b"/\xff\xfename"
+    with open(odd, "wb") as handle:
+        handle.write(b"undecodable name\n")
+
+
+def test_the_parent_is_read_in_step_with_the_walk(tmp_path: Path) -> None:
+    """Every unchanged file is found in the parent although the parent is read forward
+    only; with the roots listed out of order, and after they are swapped, nothing is
+    lost: at worst a file is read again."""
+    one, two = tmp_path / "z-root", tmp_path / "a-root"
+    _make_tricky_tree(one)
+    _make_tricky_tree(two)
+    config = load(write_config(tmp_path, [{"name": "files", "paths": [one, two]}]))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    for _ in range(2):
+        results: list = []
+        assert run_backup(config, emit=results.append).ok
+    details = results[0].details
+    assert details["files"] == 18 and details["files_reused"] == 18, details
+    assert details["bytes_read"] == 0 and details["warnings"] == []
+    swapped = load(write_config(tmp_path, [{"name": "files", "paths": [two, one]}], "s.yml"))
+    results = []
+    assert run_backup(swapped, emit=results.append).ok
+    assert results[0].details["files"] == 18
+    repo = open_repository(config.backup)
+    latest = repo.find_snapshot(results[0].details["snapshot"])
+    target = tmp_path / "restored"
+    restore(repo, latest, target)
+    for root in (one, two):
+        assert as_bytes(os.fsencode(inside(target, root))) == as_bytes(os.fsencode(root))
+    assert check(repo, read_data=True).ok
+
+
+def test_a_parent_tree_malformed_midway_costs_a_warning_and_rereads_the_rest(
+    tmp_path: Path,
+) -> None:
+    """The parent is read as the walk goes: a bad line after good ones stops its use
+    there, with a warning; the files after it are read again, the snapshot is whole."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (source / name).write_text(name * 10)
+    config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    results: list = []
+    assert run_backup(config, emit=results.append).ok
+    repo = open_repository(config.backup)
+    good = repo.find_snapshot(results[0].details["snapshot"])
+    lines = [line for line in repo.read_tree_lines(good) if line.strip()]
+    assert len(lines) == 4  # the directory and three files
+    damaged = b"\n".join([lines[0], lines[1], lines[2][:-20], lines[3]]) + b"\n"  # b.txt cut
+    with repo.writer() as writer:
+        tree_id = writer.add(BlobType.TREE, damaged)
+        writer.flush()
+    parent = repo.save_snapshot(
+        Snapshot(
+            id="",
+            time=datetime.now(UTC),
+            host="test-host",
+            source="files",
+            source_kind="files",
+            paths=(str(source),),
+            tree=(tree_id.hex(),),
+        )
+    )
+    results = []
+    assert run_backup(config, emit=results.append).ok
+    details = results[0].details
+    assert any(
+        w.startswith(f"parent snapshot {parent.short_id} cannot be read")
+        for w in details["warnings"]
+    ), details["warnings"]
+    assert details["files"] == 3 and details["files_reused"] == 1  # a.txt, before the bad line
+    assert details["bytes_read"] == len("b.txt" * 10) + len("c.txt" * 10)
+    repo = open_repository(config.backup)
+    newest = repo.find_snapshot(details["snapshot"])
+    assert newest.parent is None  # a parent read in part is not named as one
+    target = tmp_path / "out"
+    restore(repo, newest, target)
+    assert as_bytes(os.fsencode(inside(target, source))) == as_bytes(os.fsencode(source))
