@@ -245,8 +245,9 @@ class Archiver:
 
     def _cut(self, handle: object, size_hint: int) -> Iterator[Chunk]:
         if 0 <= size_hint <= WHOLE_READ:
-            data = handle.read(WHOLE_READ + 1)  # type: ignore[attr-defined]
-            if len(data) <= WHOLE_READ:
+            # a buffer of the stat's size (+1 to see growth), not WHOLE_READ per file
+            data = handle.read(size_hint + 1)  # type: ignore[attr-defined]
+            if len(data) <= size_hint:
                 return iter(self.chunker.cut_buf(data))
             handle.seek(0)  # type: ignore[attr-defined]  # grew since its stat: stream it
         return iter(self.chunker.cut_stream(handle))  # type: ignore[arg-type]
@@ -374,7 +375,7 @@ def _same_metadata(old: dict[str, Any], common: dict[str, Any]) -> bool:
     if "link_to" in old or "rdev" in old:
         return False
     for name in ("mode", "mtime_ns", "uid", "gid", "user", "group", "inode", "ctime_ns"):
-        if old[name] != common[name]:
+        if old.get(name) != common[name]:
             return False
     xattrs = common["xattrs"]
     if not xattrs:
@@ -463,14 +464,30 @@ _encode_json_str = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _file_line(line: str) -> dict[str, Any]:
-    """A stored tree line decoded and checked as far as reusing it needs; a file entry
-    is checked in full (its line may be copied into the new tree as it is)."""
+    """A stored tree line decoded and checked as far as reusing it needs: the fields a
+    reused file line is compared on or copied with (the rest is compared for equality
+    with what this walk found, which a malformed value never is)."""
     data = json.loads(line)
-    if type(data) is not dict or not isinstance(data.get("path"), str):
+    if type(data) is not dict or type(data.get("path")) is not str:
         raise ValueError("malformed tree entry")
-    if data.get("type") == "file":
-        TreeEntry.from_json(line)  # raises ValueError/TypeError as when restoring it
+    if data.get("type") != "file":
+        return data
+    if not data.keys() <= _ENTRY_FIELDS:
+        raise ValueError(f"fields {sorted(set(data) - _ENTRY_FIELDS)} are unknown to this agent")
+    numbers = (data.get(k) for k in ("size", "mtime_ns", "ctime_ns", "inode", "mode"))
+    chunks, sizes = data.get("chunks"), data.get("chunk_sizes")
+    if (
+        not all(type(n) is int for n in numbers)
+        or type(chunks) is not list
+        or type(sizes) is not list
+        or not all(type(c) is str for c in chunks)
+        or not all(type(n) is int for n in sizes)
+    ):
+        raise ValueError(f"malformed file entry for {data['path']!r}")
     return data
+
+
+_ENTRY_FIELDS = frozenset(TreeEntry.__dataclass_fields__)
 
 
 class _LineReader(io.RawIOBase):

@@ -51,28 +51,33 @@ def pack_key(pack_id: str) -> str:
 
 
 class PackBuilder:
-    """Accumulates sealed blobs until the pack is full, in one growing buffer: each
-    sealed blob is freed once copied in, and the finished pack is that buffer."""
+    """Accumulates sealed blobs until the pack is full, in one buffer allocated once at
+    the pack's size: each sealed blob is freed once copied in, and the finished pack is
+    that buffer (cut to its length), so a pack is never copied whole."""
 
-    def __init__(self) -> None:
-        self._data = bytearray()
+    def __init__(self, capacity: int = 0) -> None:
+        self._data = bytearray(capacity)  # zero pages: the kernel gives them as written
         self._entries: list[PackEntry] = []
+        self.size = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    @property
-    def size(self) -> int:
-        return len(self._data)
-
     def add(self, blob_type: BlobType, blob_id: bytes, sealed: bytes) -> None:
-        self._entries.append(PackEntry(blob_type, blob_id, len(self._data), len(sealed)))
-        self._data += sealed
+        self._entries.append(PackEntry(blob_type, blob_id, self.size, len(sealed)))
+        end = self.size + len(sealed)
+        if end <= len(self._data):
+            self._data[self.size : end] = sealed
+        else:
+            del self._data[self.size :]
+            self._data += sealed
+        self.size = end
 
     def finish(self, crypto: Crypto) -> FinishedPack:
         header = b"".join(_ENTRY.pack(e.type, e.id, e.offset, e.length) for e in self._entries)
         sealed_header = crypto.seal(header, _HEADER_ASSOCIATED)
         data, self._data = self._data, bytearray()
+        del data[self.size :]
         data += sealed_header
         data += struct.pack("<I", len(sealed_header))
         return FinishedPack(hashlib.sha256(data).hexdigest(), data, list(self._entries))

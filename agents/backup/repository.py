@@ -581,6 +581,7 @@ class BlobWriter:
         # the index to its caller: `written` collects the new packs' entries
         self.repack = repack
         self.written: dict[str, list[PackEntry]] = {}
+        self._pack_capacity = pack_size + CHUNK_MAX + 1024  # a full pack's last blob fits
         workers = max(2, os.cpu_count() or 2)
         self._seal_pool = ThreadPoolExecutor(workers, thread_name_prefix="seal")
         self._upload_pool = ThreadPoolExecutor(2, thread_name_prefix="upload")
@@ -590,16 +591,15 @@ class BlobWriter:
         self._inflight: deque[tuple[BlobType, bytes, Future[bytes] | bytes, int]] = deque()
         self._max_inflight = workers * 2
         self._pending: set[bytes] = set()
-        self._builder = PackBuilder()
+        self._builder = PackBuilder(self._pack_capacity)
         self._uploads: list[Future[FinishedPack]] = []
         self._unindexed: dict[str, list[PackEntry]] = {}
         self._cctx = threading.local()
-        self._stats = WriteStats()
-        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(WriteStats.__dataclass_fields__, 0)  # adding thread only
 
     @property
     def stats(self) -> WriteStats:
-        return self._stats
+        return WriteStats(**self._counts)
 
     def add(self, blob_type: BlobType, data: bytes) -> bytes:
         """Store a blob unless the repository already has it; returns its ID."""
@@ -627,7 +627,7 @@ class BlobWriter:
             self._ship()
         self._wait_uploads()
         self._write_index()
-        return self._stats
+        return self.stats
 
     def close(self) -> None:
         """Release the pools without committing (after a failure)."""
@@ -660,7 +660,7 @@ class BlobWriter:
 
     def _ship(self) -> None:
         pack = self._builder.finish(self.repo.crypto)
-        self._builder = PackBuilder()
+        self._builder = PackBuilder(self._pack_capacity)
         self._check_failed_uploads()
         self._upload_slots.acquire()
         self._uploads.append(self._upload_pool.submit(self._upload, pack))
@@ -703,9 +703,9 @@ class BlobWriter:
             self._unindexed = {}
 
     def _bump(self, **delta: int) -> None:
-        with self._lock:
-            values = {k: getattr(self._stats, k) + v for k, v in delta.items()}
-            self._stats = replace(self._stats, **values)
+        counts = self._counts
+        for name, value in delta.items():
+            counts[name] += value
 
 
 def _open_any_key(storage: Storage, password: str) -> tuple[str, MasterKey] | None:
