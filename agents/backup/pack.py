@@ -56,7 +56,8 @@ class PackBuilder:
     that buffer (cut to its length), so a pack is never copied whole."""
 
     def __init__(self, capacity: int = 0) -> None:
-        self._data = bytearray(capacity)  # zero pages: the kernel gives them as written
+        self._capacity = capacity
+        self._data = bytearray()  # allocated by the first blob: most packs never start
         self._entries: list[PackEntry] = []
         self.size = 0
 
@@ -65,6 +66,8 @@ class PackBuilder:
 
     def add(self, blob_type: BlobType, blob_id: bytes, sealed: bytes) -> None:
         self._entries.append(PackEntry(blob_type, blob_id, self.size, len(sealed)))
+        if not self._data:
+            self._data = bytearray(self._capacity)
         end = self.size + len(sealed)
         if end <= len(self._data):
             self._data[self.size : end] = sealed
