@@ -49,6 +49,7 @@ from agents.backup.pack import (
 )
 from agents.backup.snapshot import MAX_MANIFEST_BYTES, Snapshot, TreeEntry, decode_tree_line
 from agents.backup.storage import ObjectKind, Storage
+from agents.backup.unlock import Found, open_any_key
 
 log = logging.getLogger("opsagent.backup")
 
@@ -129,7 +130,7 @@ class Repository:
             raise BackupError("the repository password is empty")
         # the config is written last: keys without it are an init that was killed, which
         # this one finishes when the password opens one of them
-        unfinished = _open_any_key(storage, password)
+        unfinished = open_any_key(storage, password)
         if unfinished is None and any(True for _ in storage.list("keys/")):
             raise BackupError(
                 f"{storage.url} holds repository keys this password does not open;"
@@ -157,8 +158,13 @@ class Repository:
         return repo
 
     @classmethod
-    def open(cls, storage: Storage, password: str) -> Repository:
-        """Open with a password; raises WrongKey when no key file opens with it."""
+    def open(
+        cls, storage: Storage, password: str, unlocking: Future[Found] | None = None
+    ) -> Repository:
+        """Open with a password; raises WrongKey when no key file opens with it.
+
+        `unlocking` is the key search `unlock.begin` already started for this storage
+        and password (its errors are raised here, after the repository's own)."""
         try:
             info = json.loads(storage.get("config"))
         except NotFound:
@@ -173,18 +179,15 @@ class Repository:
                 f"repository format {version} is newer than this agent understands "
                 f"({REPOSITORY_VERSION}); upgrade opsagent"
             )
-        keys = [k.key for k in storage.list("keys/")]
-        if not keys:
-            raise BackupError(f"{storage.url}: repository has no key files")
-        for key in keys:
-            try:
-                master = unwrap_master_key(json.loads(storage.get(key)), password)
-            except (WrongKey, ValueError):
-                continue
-            repo = cls(storage, Crypto(master), info)
-            repo.key_id = key.rsplit("/", 1)[-1]
-            return repo
-        raise WrongKey(f"{storage.url}: wrong password: no repository key opens with it")
+        found = unlocking.result() if unlocking is not None else open_any_key(storage, password)
+        if found is None:
+            if not any(True for _ in storage.list("keys/")):
+                raise BackupError(f"{storage.url}: repository has no key files")
+            raise WrongKey(f"{storage.url}: wrong password: no repository key opens with it")
+        key_id, master = found
+        repo = cls(storage, Crypto(master), info)
+        repo.key_id = key_id
+        return repo
 
     @classmethod
     def from_master(cls, storage: Storage, master: MasterKey) -> Repository:
@@ -706,17 +709,6 @@ class BlobWriter:
         counts = self._counts
         for name, value in delta.items():
             counts[name] += value
-
-
-def _open_any_key(storage: Storage, password: str) -> tuple[str, MasterKey] | None:
-    """The first key file the password opens: (key ID, master key)."""
-    for info in storage.list("keys/"):
-        try:
-            master = unwrap_master_key(json.loads(storage.get(info.key)), password)
-        except (WrongKey, ValueError, NotFound):
-            continue
-        return info.key.rsplit("/", 1)[-1], master
-    return None
 
 
 def _exists(storage: Storage, key: str) -> bool:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents import __version__
+from agents.backup import unlock
 from agents.backup.archiver import Archiver, ArchiveResult, ProgressFn
 from agents.backup.errors import BackupError, NotFound
 from agents.backup.locks import RepositoryLock
@@ -49,7 +50,13 @@ def repository_password(cfg: BackupConfig) -> str:
 
 
 def open_repository(cfg: BackupConfig) -> Repository:
-    repo = Repository.open(open_storage(cfg.repository, cfg.s3), repository_password(cfg))
+    """Open the configured repository, with the unlock `unlock.begin` started if any."""
+    password = repository_password(cfg)
+    started = unlock.take(cfg, password)
+    if started is not None:
+        repo = Repository.open(started[0], password, started[1])
+    else:
+        repo = Repository.open(open_storage(cfg.repository, cfg.s3), password)
     repo.lock_wait = cfg.lock_wait.total_seconds()
     return repo
 

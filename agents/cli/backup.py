@@ -20,6 +20,7 @@ from agents.cli.common import (
     exit_for,
     json_option,
     load,
+    load_unlocking,
     parse_time,
     record_outcome,
 )
@@ -107,12 +108,12 @@ def backup_run(
     as_json: bool,
 ) -> None:
     """Back up every configured source (or --source ones) now."""
+    config = load_unlocking(ctx, config_file)
     from rich.console import Console
 
     from agents.backup.runner import run_backup
     from agents.records.backup import BackupRun
 
-    config = load(ctx, config_file)
     at = parse_time(when) if when else None
     if at is not None and at > datetime.now(UTC) + timedelta(minutes=5):
         # a snapshot from the future would pass for the newest (restore `latest`, the
@@ -159,13 +160,13 @@ def backup_snapshots(
     as_json: bool,
 ) -> None:
     """List snapshots, oldest first."""
+    config = load_unlocking(ctx, config_file)
     from rich.console import Console
     from rich.table import Table
 
     from agents.backup.runner import open_repository
     from agents.units import format_size
 
-    config = load(ctx, config_file)
     repo = open_repository(backup_config(config))
     snaps = [
         s
@@ -265,10 +266,10 @@ def backup_check(
     as_json: bool,
 ) -> None:
     """Check the repository's structure (and data with --read-data); exit 1 on damage."""
+    config = load_unlocking(ctx, config_file)
     from agents.backup.checker import run_check
     from agents.backup.runner import open_repository
 
-    config = load(ctx, config_file)
     repo = open_repository(backup_config(config))
     with progress_bar("check", enabled=not as_json) as advance:
         report = run_check(

@@ -41,6 +41,16 @@ def load(ctx: click.Context, config_file: Path | None) -> Config:
     return config
 
 
+def load_unlocking(ctx: click.Context, config_file: Path | None) -> Config:
+    """`load`, then start unlocking the repository key on a thread (`backup.unlock`), so
+    the command's imports and preparations run while scrypt does: call it before them."""
+    config = load(ctx, config_file)
+    from agents.backup import unlock
+
+    unlock.begin(config.backup)
+    return config
+
+
 def backup_config(config: Config) -> BackupConfig:
     """The config's `backup` section; a usage error when there is none."""
     from agents.config import ConfigError, config_path

@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from agents.cli.common import EXIT_FAILED, EXIT_OK, backup_config, config_option, json_option, load
+from agents.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    backup_config,
+    config_option,
+    json_option,
+    load_unlocking,
+)
 from agents.cli.render import print_json, progress_bar
 
 if TYPE_CHECKING:
@@ -61,9 +68,9 @@ def restore_cmd(
     path, reason, written_as); exit 1. A damaged part of the file list (tree) is
     listed as damaged too, and every entry in the readable parts is restored.
     """
+    config = load_unlocking(ctx, config_file)
     from agents.backup.restore import FilesPlan, FilesRestored, RestoreRequest, run_restore
 
-    config = load(ctx, config_file)
     backup_config(config)
     request = RestoreRequest(
         snapshot, target, source, include, database, create, force, jobs, overwrite, dry_run
