@@ -65,6 +65,7 @@ _CHUNK_SIZES: dict[str, tuple[int, int, int]] = {
     "dumps": (DUMP_CHUNK_MIN, DUMP_CHUNK_AVG, DUMP_CHUNK_MAX),
 }
 INDEX_EVERY_PACKS = 8
+GET_MANY = 8  # index files or snapshots read at once
 UPLOAD_SLOTS = 2  # finished packs waiting for or in upload
 INLINE_SEAL = 64 * 1024  # blobs up to this size are sealed on the adding thread
 _RAW, _ZSTD = b"\x00", b"\x01"
@@ -295,10 +296,11 @@ class Repository:
                     self.foreign_objects.append(info.key)
                 continue
             names.append(name)
-            try:
-                files[name] = decode_index(self.crypto, self.storage.get(info.key), name)
-            except NotFound:
+        for name, sealed in _get_many(self.storage, [f"index/{n}" for n in names]):
+            if sealed is None:
                 continue  # deleted by a prune since the listing
+            try:
+                files[name] = decode_index(self.crypto, sealed, name)
             except IntegrityError as exc:
                 damaged[name] = str(exc)
                 log.warning("%s; ignored (rebuild with `opsagent backup repair index`)", exc)
@@ -439,11 +441,13 @@ class Repository:
         self.storage.put(f"snapshots/{snapshot_id}", sealed)
         return replace(snapshot, id=snapshot_id)
 
-    def load_snapshot(self, snapshot_id: str) -> Snapshot:
-        try:
-            sealed = self.storage.get(f"snapshots/{snapshot_id}")
-        except NotFound:
-            raise SnapshotGone(f"snapshot {snapshot_id[:8]} does not exist") from None
+    def load_snapshot(self, snapshot_id: str, sealed: bytes | None = None) -> Snapshot:
+        """A snapshot by ID (`sealed`: its object, when already read)."""
+        if sealed is None:
+            try:
+                sealed = self.storage.get(f"snapshots/{snapshot_id}")
+            except NotFound:
+                raise SnapshotGone(f"snapshot {snapshot_id[:8]} does not exist") from None
         if hashlib.sha256(sealed).hexdigest() != snapshot_id:
             raise IntegrityError(f"snapshot {snapshot_id[:8]} does not match its hash")
         plain = self.crypto.open(sealed, _SNAPSHOT_ASSOCIATED, f"snapshot {snapshot_id[:8]}")
@@ -474,13 +478,15 @@ class Repository:
         forget; `opsagent backup forget ID` removes it."""
         found = []
         self.damaged_snapshots = {}
-        for snapshot_id in self.snapshot_ids():
+        ids = self.snapshot_ids()
+        for key, sealed in _get_many(self.storage, [f"snapshots/{i}" for i in ids]):
+            if sealed is None:
+                continue  # deleted since the listing; any other storage error stops here
+            snapshot_id = key.rsplit("/", 1)[-1]
             try:
-                found.append(self.load_snapshot(snapshot_id))
+                found.append(self.load_snapshot(snapshot_id, sealed))
             except IntegrityError as exc:
                 self.damaged_snapshots[snapshot_id] = str(exc)
-            except SnapshotGone:
-                continue  # deleted since the listing; any other storage error stops here
         return sorted(found, key=lambda s: s.time)
 
     def find_snapshot(
@@ -709,6 +715,26 @@ class BlobWriter:
         counts = self._counts
         for name, value in delta.items():
             counts[name] += value
+
+
+def _get_many(storage: Storage, keys: list[str]) -> Iterator[tuple[str, bytes | None]]:
+    """(key's last part, object) for each key in order, fetched GET_MANY at a time (an
+    S3 round trip each: a hundred index files cost one second one by one); None for an
+    object deleted since it was listed. Any other storage error is raised."""
+    if len(keys) < 2:
+        yield from ((key.rsplit("/", 1)[-1], _get_or_none(storage, key)) for key in keys)
+        return
+    with ThreadPoolExecutor(min(GET_MANY, len(keys)), thread_name_prefix="get") as pool:
+        fetched = pool.map(lambda k: _get_or_none(storage, k), keys)
+        for key, data in zip(keys, fetched, strict=True):
+            yield key.rsplit("/", 1)[-1], data
+
+
+def _get_or_none(storage: Storage, key: str) -> bytes | None:
+    try:
+        return storage.get(key)
+    except NotFound:
+        return None
 
 
 def _exists(storage: Storage, key: str) -> bool:
