@@ -3,6 +3,7 @@ what every kind of result's details may hold."""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Self
 
 from pydantic import (
@@ -12,6 +13,9 @@ from pydantic import (
 )
 
 from agents.results import CheckResult
+
+# no pydantic plugin is used: spare every command the search for one (as agents.config does)
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 # a JSON number as it came: an int stays an int, a float a float, so output is unchanged
 Number = int | float
@@ -23,7 +27,7 @@ JOB_KINDS = frozenset({"backup", "backup_source", "restore_test", "prune", "forg
 class Record(BaseModel):
     """A frozen record whose JSON is its fields, in order."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     def to_dict(self) -> dict[str, Any]:
         """The record as the JSON object printed for it."""

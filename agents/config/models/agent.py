@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from agents.config.fields import Model
+from agents.config.fields import Model, preset
 from agents.config.models.backup import BackupConfig
 from agents.config.models.cases import CasesConfig
 from agents.config.models.monitor import MonitorConfig
@@ -89,12 +89,13 @@ class Config(Model):
         default=Path("/var/lib/opsagent"),
         description="Directory of the state database, cases (SQLite) and caches.",
     )
-    log: LogConfig = Field(default=LogConfig(), description="Logging.")
+    log: LogConfig = Field(default=preset(LogConfig), description="Logging.")
     exporter: ExporterConfig = Field(
-        default=ExporterConfig(), description="The Prometheus exporter and the Alertmanager intake."
+        default=preset(ExporterConfig),
+        description="The Prometheus exporter and the Alertmanager intake.",
     )
     monitor: MonitorConfig = Field(
-        default=MonitorConfig(), description="Host metrics and health checks."
+        default=preset(MonitorConfig), description="Host metrics and health checks."
     )
     backup: BackupConfig | None = Field(
         default=None,
@@ -104,7 +105,7 @@ class Config(Model):
         default=None, description="Scheduled restore tests (defaults apply when backup is set)."
     )
     cases: CasesConfig = Field(
-        default=CasesConfig(), description="Case store, SLA calendar and targets, notifiers."
+        default=preset(CasesConfig), description="Case store, SLA calendar and targets, notifiers."
     )
 
     @property
