@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 from datetime import timedelta
-from email.utils import parseaddr
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -71,6 +70,8 @@ WebUrl = Annotated[str, AfterValidator(_web_url)]
 
 
 def _mail_address(value: str) -> str:
+    from email.utils import parseaddr  # the email package, for configs with an address
+
     if any(not c.isprintable() for c in value) or "@" not in parseaddr(value)[1]:
         raise ValueError(f"expected a mail address like ops@example.com, got {kind_of(value)}")
     return value

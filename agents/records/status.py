@@ -125,7 +125,8 @@ class StatusDocument(Record):
     ok: bool = False
     headline: str = ""
     problems: list[ProblemRow] = []
-    agent: AgentRow = AgentRow()
+    # its defaults, not validated: validating would build AgentRow's validator at import
+    agent: AgentRow = AgentRow.model_construct()
     checks: list[CheckRow] = []
     backups: list[BackupRow] = []
     restore_test: RestoreTestRow | None = None

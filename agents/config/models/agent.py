@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from pathlib import Path
 from typing import Any, Literal
@@ -58,6 +57,8 @@ class ExporterConfig(Model):
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"expected HOST:PORT, got {value!r}")
         if host.startswith("[") and host.endswith("]"):
+            import ipaddress  # for bracketed addresses only
+
             try:
                 ipaddress.IPv6Address(host[1:-1])
             except ValueError:
