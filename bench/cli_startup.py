@@ -9,7 +9,8 @@ alike. Bytecode is cached under the temp dir (PYTHONPYCACHEPREFIX, even when
 PYTHONDONTWRITEBYTECODE is set), as an installed package has it, and the first run of
 each command is a warm-up that is not counted.
 
-    .venv/bin/python bench/cli_startup.py [--runs 20] [--baseline /tmp/base] [--out FILE]
+    .venv/bin/python bench/cli_startup.py [--runs 20] [--baseline /tmp/base] [--only status]
+        [--out FILE]
 """
 
 from __future__ import annotations
@@ -94,17 +95,25 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--baseline", type=Path, default=None, help="a second checkout")
     parser.add_argument("--out", type=Path, default=None, help="write the timings as JSON")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=None,
+        metavar="ARG",
+        help="time only the commands whose first argument this is (status, --help, ...)",
+    )
     args = parser.parse_args()
+    commands = [c for c in COMMANDS if args.only is None or c[1][0] in args.only]
     trees = {"this": ROOT}
     if args.baseline is not None:
         trees["baseline"] = args.baseline.resolve()
     results: dict[str, dict[str, list[float]]] = {
-        name: {t: [] for t in trees} for name, *_ in COMMANDS
+        name: {t: [] for t in trees} for name, *_ in commands
     }
     with tempfile.TemporaryDirectory(prefix="opsagent-cli-bench-") as tmp:
         config = write_config(Path(tmp))
         pycache = Path(tmp) / "pycache"
-        for name, argv, codes in COMMANDS:
+        for name, argv, codes in commands:
             argv = [a.replace("{config}", str(config)) for a in argv]
             for tree in trees.values():  # warm the page cache and bytecode first
                 run_once(tree, argv, codes, pycache)
