@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from agents.config.errors import kind_of
+from agents.records.base import DEFER_BUILD
 from agents.units import format_duration, parse_duration, parse_size
 
 # opsagent uses no pydantic plugin, and looking for one reads the metadata of every
@@ -82,11 +83,12 @@ MailAddress = Annotated[str, AfterValidator(_mail_address)]
 
 class Model(BaseModel):
     """Base of every config object: frozen, unknown keys refused. Its validator is built
-    when first used (`defer_build`), not at import: loading a config builds the whole
-    file's once, and a section nobody validates on its own never costs a second copy
-    (the config's import time and memory, paid by every command and the agent)."""
+    when first used, not at import (`DEFER_BUILD`, pydantic 2.14 on): loading a config
+    builds the whole file's once, and a section nobody validates on its own never costs
+    a second copy (the config's import time and memory, paid by every command and the
+    agent)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=DEFER_BUILD)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -125,8 +125,7 @@ class StatusDocument(Record):
     ok: bool = False
     headline: str = ""
     problems: list[ProblemRow] = []
-    # its defaults, not validated: validating would build AgentRow's validator at import
-    agent: AgentRow = AgentRow.model_construct()
+    agent: AgentRow = AgentRow()
     checks: list[CheckRow] = []
     backups: list[BackupRow] = []
     restore_test: RestoreTestRow | None = None
