@@ -24,6 +24,7 @@ import schedule as schedule_lib
 from prometheus_client import CollectorRegistry
 
 from agents.cases.service import case_store, dispatcher
+from agents.cases.sla import holidays_in_child
 from agents.cases.store import CaseStore
 from agents.config import Config, ExporterConfig, Schedule, secret_file_problems
 from agents.errors import OpsagentError
@@ -319,6 +320,7 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
 def start_agent(config: Config, version: str) -> int:
     """`opsagent run`: state, exporter and scheduler wired together; returns the exit code."""
     limit_malloc_arenas()
+    holidays_in_child()  # the first open case must not add 17 MB to the agent for good
     # a bad secret file disables only what uses it (a notifier's sends fail alone):
     # say so at start rather than first at the moment it is needed
     for problem in secret_file_problems(config):

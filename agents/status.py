@@ -20,8 +20,6 @@ import os
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from rich.markup import escape
-
 from agents.cases.sla import BusinessCalendar, due_times, target_for
 from agents.config import Config
 from agents.errors import OpsagentError
@@ -596,6 +594,14 @@ def _since(value: str | None) -> str:
     if value is None:
         return "".ljust(16)
     return datetime.fromisoformat(value).astimezone().strftime("since %m-%d %H:%M")
+
+
+def escape(text: str) -> str:
+    """Text with rich's markup escaped; rich is imported only to render, so `/status` on
+    the exporter (the document alone) leaves it out of the agent's memory."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def shown(text: str) -> str:

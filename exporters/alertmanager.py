@@ -18,12 +18,11 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-import psycopg
 
 from agents.cases.sla import BusinessCalendar, due_times, target_for
 from agents.cases.store import CaseStore, CaseStoreError, Failure
@@ -51,14 +50,18 @@ _SEVERITIES = {
     "low": Severity.MINOR,
 }
 
-# what a store that is down, restarting or out of reach raises: 503, and Alertmanager
-# sends the message again
-STORE_UNAVAILABLE = (
-    CaseStoreError,
-    sqlite3.OperationalError,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-)
+
+def store_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` is what a store that is down, restarting or out of reach raises: 503,
+    and Alertmanager sends the message again. psycopg is looked up, not imported: only a
+    store that loaded it can have raised its errors, and the agent on SQLite (most hosts)
+    does not carry the driver's 11 MB."""
+    if isinstance(exc, CaseStoreError | sqlite3.OperationalError):
+        return True
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(
+        exc, psycopg.OperationalError | psycopg.InterfaceError
+    )
 
 
 class IntakeError(ValueError):
@@ -180,7 +183,9 @@ def intake_app(intake: AlertmanagerIntake) -> Callable[..., Iterable[bytes]]:
         except IntakeError as exc:
             log.info("alertmanager message refused: %s", exc)
             return _reply(start_response, "400 Bad Request", {"error": str(exc)[:200]})
-        except STORE_UNAVAILABLE as exc:
+        except Exception as exc:
+            if not store_unavailable(exc):
+                raise
             reason = " ".join(str(exc).split())[:200] or type(exc).__name__
             log.warning("alertmanager message not recorded (503, to be resent): %s", reason)
             unavailable = {"error": "case store unavailable"}

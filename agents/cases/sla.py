@@ -16,7 +16,10 @@ one span of business hours, `{response: 4h, business: false}` four hours of wall
 
 from __future__ import annotations
 
+import logging
 import math
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -27,6 +30,8 @@ from zoneinfo import ZoneInfo
 from agents.config import Calendar, CasesConfig, Target
 from agents.records import SlaRow
 from agents.results import Severity
+
+log = logging.getLogger("opsagent.sla")
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -205,11 +210,58 @@ def _weekdays(text: str) -> list[int]:
     return days
 
 
+# Where a year's public holidays are computed. Importing `holidays` loads every country's
+# module, 17 MB for the life of the process: fine for a command, not for the agent, which
+# runs for months and needs a region's dates about once a year. The agent asks a
+# short-lived child process instead (`holidays_in_child`).
+_IN_CHILD = False
+
+_CHILD = (
+    "import sys, holidays\n"
+    "country, subdiv, year = sys.argv[1], sys.argv[2] or None, int(sys.argv[3])\n"
+    "days = holidays.country_holidays(country, subdiv=subdiv, years=year)\n"
+    "print(' '.join(sorted(day.isoformat() for day in days)))\n"
+)
+
+
+def holidays_in_child(enabled: bool = True) -> None:
+    """Compute public holidays in a child process from now on (the agent's choice)."""
+    global _IN_CHILD
+    _IN_CHILD = enabled
+    _holidays.cache_clear()
+
+
 @lru_cache(maxsize=64)
 def _holidays(country: str, subdivision: str | None, year: int) -> frozenset[date]:
+    if _IN_CHILD and "holidays" not in sys.modules:
+        days = _holidays_from_child(country, subdivision, year)
+        if days is not None:
+            return days
     import holidays
 
     return frozenset(holidays.country_holidays(country, subdiv=subdivision, years=year))
+
+
+def _holidays_from_child(
+    country: str, subdivision: str | None, year: int
+) -> frozenset[date] | None:
+    """The region's holidays of `year` from a child process; None (and a log line) if it
+    failed, and the caller computes them here, as before, raising what it raises."""
+    argv = [sys.executable, "-c", _CHILD, country, subdivision or "", str(year)]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        if proc.returncode == 0:
+            return frozenset(date.fromisoformat(day) for day in proc.stdout.split())
+        why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+    except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+        why = str(exc)
+    log.warning(
+        "public holidays of %s %s in a child process failed (%s); computing here",
+        country,
+        year,
+        why,
+    )
+    return None
 
 
 def sla_report(

@@ -3,7 +3,6 @@ problem, `FILE: YAML.path: what is wrong`, with a did-you-mean for an unknown ke
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -110,6 +109,8 @@ def _message(err: Mapping[str, Any], parent: Any, root: type[BaseModel]) -> str:
     ctx = dict(err.get("ctx") or {})
     if kind == "extra_forbidden":
         key = str(err["loc"][-1])
+        import difflib  # only a config with an unknown key needs it
+
         close = difflib.get_close_matches(key, _allowed_keys(parent, err, root), n=1)
         return "unknown key" + (f" (did you mean {close[0]}?)" if close else "")
     if kind in ("value_error", "assertion_error"):

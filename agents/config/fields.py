@@ -3,17 +3,22 @@ and `Model`, the frozen base of every config object that refuses unknown keys.""
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
-from email.utils import parseaddr
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from agents.config.errors import kind_of
+from agents.records.base import DEFER_BUILD
 from agents.units import format_duration, parse_duration, parse_size
+
+# opsagent uses no pydantic plugin, and looking for one reads the metadata of every
+# installed package (2 MB and 20-50 ms, at the first model built: every command, the agent)
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
 def _duration(value: Any) -> timedelta:
@@ -66,6 +71,8 @@ WebUrl = Annotated[str, AfterValidator(_web_url)]
 
 
 def _mail_address(value: str) -> str:
+    from email.utils import parseaddr  # the email package, for configs with an address
+
     if any(not c.isprintable() for c in value) or "@" not in parseaddr(value)[1]:
         raise ValueError(f"expected a mail address like ops@example.com, got {kind_of(value)}")
     return value
@@ -75,9 +82,23 @@ MailAddress = Annotated[str, AfterValidator(_mail_address)]
 
 
 class Model(BaseModel):
-    """Base of every config object: frozen, unknown keys refused."""
+    """Base of every config object: frozen, unknown keys refused. Its validator is built
+    when first used, not at import (`DEFER_BUILD`, pydantic 2.14 on): loading a config
+    builds the whole file's once, and a section nobody validates on its own never costs
+    a second copy (the config's import time and memory, paid by every command and the
+    agent)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=DEFER_BUILD)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def preset(model: type[M], **values: Any) -> M:
+    """A section's default, built without validating (which would build that section's
+    validator at import): the values are the code's own, and tests/unit/test_config.py
+    validates every preset as it would a config file's."""
+    return model.model_construct(**values)
 
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")

@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from agents.config.errors import ConfigError, one_line
-from agents.config.fields import Duration, Model
+from agents.config.fields import Duration, Model, preset
 from agents.config.loading import parse
 from agents.config.secrets import SecretFile
 
@@ -86,7 +86,8 @@ class Inventory(Model):
         description="Where the fleet's audit history (state.db) is kept.",
     )
     defaults: FleetDefaults = Field(
-        default=FleetDefaults(), description="Settings each host takes unless it sets its own."
+        default=preset(FleetDefaults),
+        description="Settings each host takes unless it sets its own.",
     )
     hosts: list[FleetHost] = Field(min_length=1, description="The hosts.")
 

@@ -8,13 +8,28 @@ kind. The `--json` and `/status` documents are produced from these models only, 
 `docs/json.md` is generated from them (`json_docs`), so there is one schema.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from agents.records.base import JOB_KINDS, Details, Number, Record
 from agents.records.details import *  # noqa: F403
 from agents.records.details import DETAILS_BY_KIND, details_of
-from agents.records.schema import DOCUMENTS, json_docs
 from agents.records.sla import SlaRow
 from agents.records.status import *  # noqa: F403
 from agents.records.status import StatusDocument
+
+if TYPE_CHECKING:
+    from agents.records.schema import DOCUMENTS, json_docs
+
+
+def __getattr__(name: str) -> Any:
+    """`DOCUMENTS` and `json_docs` load every command's records (backup, fleet, audit):
+    imported when asked for, so `opsagent status` and the agent carry only theirs."""
+    if name in ("DOCUMENTS", "json_docs"):
+        from agents.records import schema
+
+        return getattr(schema, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DETAILS_BY_KIND",

@@ -3,15 +3,25 @@ what every kind of result's details may hold."""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Self
 
 from pydantic import (
+    VERSION,
     BaseModel,
     ConfigDict,
     ValidationError,
 )
 
 from agents.results import CheckResult
+
+# no pydantic plugin is used: spare every command the search for one (as agents.config does)
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+# Whether models build their validators when first used rather than at import (records
+# and the config's models): only from pydantic 2.14, whose lazy build takes a lock. Before
+# it, two of the agent's worker threads using a model first at the same time could race.
+DEFER_BUILD = tuple(int(part) for part in VERSION.split(".")[:2]) >= (2, 14)
 
 # a JSON number as it came: an int stays an int, a float a float, so output is unchanged
 Number = int | float
@@ -21,9 +31,10 @@ JOB_KINDS = frozenset({"backup", "backup_source", "restore_test", "prune", "forg
 
 
 class Record(BaseModel):
-    """A frozen record whose JSON is its fields, in order."""
+    """A frozen record whose JSON is its fields, in order; built when first used (so a
+    command pays only for its own records), as `DEFER_BUILD` allows."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=DEFER_BUILD)
 
     def to_dict(self) -> dict[str, Any]:
         """The record as the JSON object printed for it."""

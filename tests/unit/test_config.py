@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from agents.config import (
     CommandCheck,
@@ -22,6 +26,7 @@ from agents.config import (
     parse_config,
     resolve_secret,
 )
+from agents.records.base import DEFER_BUILD
 from agents.results import Severity
 from agents.units import format_duration, parse_duration, parse_size
 
@@ -46,6 +51,60 @@ def test_empty_file_runs_on_defaults() -> None:
     assert config.monitor.checks == []
     assert config.backup is None
     assert config.host
+
+
+def test_every_preset_default_is_what_validating_it_gives() -> None:
+    """A section's default is built without validation (`preset`, so that importing the
+    config builds no validator); each must equal the same values validated."""
+    import agents.config as config_module
+    from agents.docs import config_models
+
+    seen = 0
+    for model in {*config_models(), config_module.Inventory}:
+        for name, field in model.model_fields.items():
+            default = field.default
+            if isinstance(default, BaseModel):
+                data = default.model_dump(mode="json", by_alias=True, exclude_unset=True)
+                assert type(default).model_validate(data) == default, f"{model.__name__}.{name}"
+                seen += 1
+    assert seen >= 10
+
+
+def test_the_default_holiday_region_is_known_to_the_holidays_package() -> None:
+    """The config skips asking `holidays` about the built-in region (loading the package
+    costs every command 17 MB): the package must have it."""
+    import holidays
+
+    from agents.config.models.cases import DEFAULT_REGION
+
+    country, subdivision = DEFAULT_REGION
+    assert subdivision in holidays.country_holidays(country).subdivisions
+    assert parse_config("").cases.calendar.holidays.country == country
+
+
+def test_loading_a_config_leaves_holidays_and_plugins_alone() -> None:
+    """`import agents.config` and loading a config at the defaults import neither the
+    `holidays` package nor pydantic's plugin search, and build only the config's own
+    validator (issue #20: 47 MB and 0.3 s of every command)."""
+    probe = (
+        "import json, os, sys\n"
+        "import agents.config as c\n"
+        "c.parse_config('monitor: {checks: [{name: d, kind: disk}]}')\n"
+        "built = [n for n in c.__all__ if getattr(getattr(c, n), '__pydantic_complete__', 0)]\n"
+        "plugins = os.environ.get('PYDANTIC_DISABLE_PLUGINS')\n"
+        "print(json.dumps([sorted(sys.modules), built, plugins]))\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        check=True,
+    )
+    modules, built, plugins = json.loads(ran.stdout)
+    assert [m for m in modules if m.split(".")[0] == "holidays"] == []
+    assert built == (["Config"] if DEFER_BUILD else built)
+    assert plugins == "__all__"
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -116,6 +117,50 @@ def test_ontario_holidays_at_the_end_of_2026() -> None:
     assert ontario.get(date(2026, 12, 26)) == "Boxing Day"
     assert ontario.get(date(2026, 12, 28)) == "Boxing Day (observed)"
     assert date(2026, 12, 24) not in ontario and date(2026, 12, 29) not in ontario
+
+
+AGENT_PROBE = """
+import json, sys
+from datetime import date
+from agents.cases import sla
+sla.holidays_in_child()
+calendar = sla.BusinessCalendar.from_config(sla.Calendar())
+days = [date(2026, 12, d) for d in (24, 25, 26, 28, 29)]
+print(json.dumps([[calendar.is_business_day(d) for d in days], "holidays" in sys.modules]))
+"""
+
+
+def test_the_agent_asks_a_child_for_holidays_and_gets_the_same_days() -> None:
+    """The agent computes public holidays in a child process, so the first case it opens
+    does not load every country of the `holidays` package into it for good; the days are
+    the package's (Christmas, Boxing Day and its observed Monday)."""
+    ran = subprocess.run(
+        [sys.executable, "-c", AGENT_PROBE],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        check=True,
+    )
+    business_days, loaded = json.loads(ran.stdout)
+    assert business_days == [True, False, False, False, True]
+    assert loaded is False
+
+
+def test_the_child_gives_the_packages_days_and_says_when_it_fails(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The child's days are the package's; a child that fails is logged and None, and
+    `_holidays` then computes them in the process, as it did before."""
+    import holidays
+
+    from agents.cases import sla
+
+    assert sla._holidays_from_child("CA", "ON", 2026) == frozenset(
+        holidays.country_holidays("CA", subdiv="ON", years=2026)
+    )
+    monkeypatch.setattr(sla, "_CHILD", "raise SystemExit('no holidays here')")
+    assert sla._holidays_from_child("CA", "ON", 2026) is None
+    assert "no holidays here" in caplog.text
 
 
 def test_the_embedded_calendar_is_the_support_policy() -> None:

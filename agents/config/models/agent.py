@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from agents.config.fields import Model
+from agents.config.fields import Model, preset
 from agents.config.models.backup import BackupConfig
 from agents.config.models.cases import CasesConfig
 from agents.config.models.monitor import MonitorConfig
@@ -58,6 +57,8 @@ class ExporterConfig(Model):
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"expected HOST:PORT, got {value!r}")
         if host.startswith("[") and host.endswith("]"):
+            import ipaddress  # for bracketed addresses only
+
             try:
                 ipaddress.IPv6Address(host[1:-1])
             except ValueError:
@@ -89,12 +90,13 @@ class Config(Model):
         default=Path("/var/lib/opsagent"),
         description="Directory of the state database, cases (SQLite) and caches.",
     )
-    log: LogConfig = Field(default=LogConfig(), description="Logging.")
+    log: LogConfig = Field(default=preset(LogConfig), description="Logging.")
     exporter: ExporterConfig = Field(
-        default=ExporterConfig(), description="The Prometheus exporter and the Alertmanager intake."
+        default=preset(ExporterConfig),
+        description="The Prometheus exporter and the Alertmanager intake.",
     )
     monitor: MonitorConfig = Field(
-        default=MonitorConfig(), description="Host metrics and health checks."
+        default=preset(MonitorConfig), description="Host metrics and health checks."
     )
     backup: BackupConfig | None = Field(
         default=None,
@@ -104,7 +106,7 @@ class Config(Model):
         default=None, description="Scheduled restore tests (defaults apply when backup is set)."
     )
     cases: CasesConfig = Field(
-        default=CasesConfig(), description="Case store, SLA calendar and targets, notifiers."
+        default=preset(CasesConfig), description="Case store, SLA calendar and targets, notifiers."
     )
 
     @property

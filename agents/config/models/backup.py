@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agents.config.fields import Duration, Model, Size, TimeZone, refuse_duplicates
+from agents.config.fields import Duration, Model, Size, TimeZone, preset, refuse_duplicates
 from agents.config.models.schedule import Schedule
 from agents.config.secrets import SecretFile, SecretRef, no_inline_password
 
@@ -209,7 +209,7 @@ class Retention(Model):
 
 class PruneConfig(Model):
     schedule: Schedule | None = Field(
-        default=Schedule(weekly_on="sunday", at="04:00"),
+        default=preset(Schedule, weekly_on="sunday", at="04:00"),
         description="When prune runs (weekly by default; null: only by command).",
     )
     repack_threshold_percent: float = Field(
@@ -223,7 +223,7 @@ class PruneConfig(Model):
 class BackupConfig(Model):
     repository: str = Field(description="`/path`, `file:///path` or `s3://bucket/prefix`.")
     s3: S3Config = Field(
-        default=S3Config(), description="S3 endpoint, credentials and object settings."
+        default=preset(S3Config), description="S3 endpoint, credentials and object settings."
     )
     password_file: SecretFile | None = Field(
         default=None, description="File holding the repository password (mode 0600)."
@@ -242,7 +242,7 @@ class BackupConfig(Model):
         default=None, description="Scratch space for dumps (default: state_dir/tmp)."
     )
     schedule: Schedule | None = Field(
-        default=Schedule(daily_at="02:00"),
+        default=preset(Schedule, daily_at="02:00"),
         description="When the daily backup runs (null: only by command).",
     )
     sources: list[Source] = Field(
@@ -252,7 +252,7 @@ class BackupConfig(Model):
         default=None, description="Which snapshots to keep (applied after each backup)."
     )
     prune: PruneConfig = Field(
-        default=PruneConfig(), description="When and how unreferenced data is deleted."
+        default=preset(PruneConfig), description="When and how unreferenced data is deleted."
     )
     # how long a job waits for another process's conflicting lock (a prune while a
     # backup runs) before it fails

@@ -16,6 +16,7 @@ from agents.config.fields import (
     Model,
     TimeZone,
     WebUrl,
+    preset,
     smtp_endpoint,
 )
 from agents.config.secrets import (
@@ -27,16 +28,22 @@ from agents.config.secrets import (
 )
 from agents.results import Severity
 
+# the support policy's own region: known to the `holidays` package (a test says so), so a
+# config that keeps it need not load the package (every country's module, about 17 MB and
+# a tenth of a second) to be validated; the SLA clock loads it when it first needs a date
+DEFAULT_REGION = ("CA", "ON")
+
 
 class Holidays(Model):
     """Public holidays of the support policy: Ontario's unless the config says otherwise."""
 
     country: str | None = Field(
-        default="CA",
+        default=DEFAULT_REGION[0],
         description="Country code for public holidays (python-holidays); null for none.",
     )
     subdivision: str | None = Field(
-        default="ON", description='Province or state (quote `"ON"`: YAML reads ON as true).'
+        default=DEFAULT_REGION[1],
+        description='Province or state (quote `"ON"`: YAML reads ON as true).',
     )
     dates: list[str] = Field(default=[], description="Extra YYYY-MM-DD dates.")
 
@@ -44,7 +51,7 @@ class Holidays(Model):
     def _known(self) -> Holidays:
         """Refuse a country or subdivision the `holidays` package lacks at `config check`,
         not at the first SLA computation."""
-        if self.country is None:
+        if self.country is None or (self.country, self.subdivision) == DEFAULT_REGION:
             return self
         import holidays
 
@@ -61,7 +68,7 @@ class Calendar(Model):
     )
     hours: str = Field(default="08:00-18:00", description="HH:MM-HH:MM.")
     weekdays: str = Field(default="mon-fri", description="e.g. mon-fri.")
-    holidays: Holidays = Field(default=Holidays(), description="Days the clock does not run.")
+    holidays: Holidays = Field(default=preset(Holidays), description="Days the clock does not run.")
 
     @field_validator("weekdays")
     @classmethod
@@ -222,7 +229,9 @@ class CasesConfig(Model):
             "(shared by many agents)."
         ),
     )
-    calendar: Calendar = Field(default=Calendar(), description="Business hours for the SLA clocks.")
+    calendar: Calendar = Field(
+        default=preset(Calendar), description="Business hours for the SLA clocks."
+    )
     targets: dict[Severity, Target] = Field(
         default={}, description="Override response/resolution targets per severity."
     )

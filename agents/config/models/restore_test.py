@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from agents.config.fields import Duration, Model, Size
+from agents.config.fields import Duration, Model, Size, preset
 from agents.config.models.schedule import Schedule
 from agents.config.secrets import SecretFile
 
@@ -75,7 +75,7 @@ class CommandAssertion(Model):
 
 class Verify(Model):
     data: DataVerify = Field(
-        default=DataVerify(), description="Rolling verification of all pack data."
+        default=preset(DataVerify), description="Rolling verification of all pack data."
     )
     sql: list[str] = Field(
         default=[], description="PostgreSQL queries that must return true on the restored database."
@@ -87,15 +87,17 @@ class Verify(Model):
 
 class RestoreTestConfig(Model):
     schedule: Schedule | None = Field(
-        default=Schedule(daily_at="06:00"),
+        default=preset(Schedule, daily_at="06:00"),
         description="When the restore test runs (null: only by command).",
     )
     snapshot: Literal["latest"] | RandomWithin = Field(
         default="latest", description="`latest`, or `{random_within: 7d}` to test older ones too."
     )
     sources: list[str] | None = Field(default=None, description="Sources to test (default: all).")
-    sandbox: Sandbox = Field(default=Sandbox(), description="Where the restore goes.")
-    verify: Verify = Field(default=Verify(), description="What is verified after the restore.")
+    sandbox: Sandbox = Field(default=preset(Sandbox), description="Where the restore goes.")
+    verify: Verify = Field(
+        default=preset(Verify), description="What is verified after the restore."
+    )
     max_rto: Duration | None = Field(
         default=None, description="Fail (and alert) when recovery takes longer."
     )
