@@ -252,8 +252,11 @@ def iter_commands(group: click.Command, path: str = "opsagent") -> list[tuple[st
     """Every command and group, depth first, by its full path."""
     found = [(path, group)]
     if isinstance(group, click.Group):
-        for name in sorted(group.commands):
-            found += iter_commands(group.commands[name], f"{path} {name}")
+        ctx = click.Context(group, info_name=path)
+        for name in sorted(group.list_commands(ctx)):
+            command = group.get_command(ctx, name)
+            if command is not None:
+                found += iter_commands(command, f"{path} {name}")
     return found
 
 

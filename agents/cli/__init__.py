@@ -28,7 +28,20 @@ def _is_config_error(exc: BaseException) -> bool:
 
 
 class OpsGroup(click.Group):
-    """Turns the rooms' errors into one line and the documented exit code."""
+    """Turns the rooms' errors into one line and the documented exit code, and loads a
+    command's module when the command is asked for (`_COMMANDS`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*_COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in _COMMANDS:
+            import importlib
+
+            module, attribute = _COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(f"agents.cli.{module}"), attribute)
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -102,33 +115,19 @@ def _tune_malloc() -> None:
 _M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # from glibc's malloc.h
 
 
-# --- the command groups: each module declares its commands, registered here -----------
+# --- the command groups: each module declares its commands, named here and imported
+# only when that command runs (or help lists them): `opsagent status` loads no fleet code
 
-from agents.cli import (  # noqa: E402  (registered on the root group defined above)
-    audit,
-    backup,
-    cases,
-    configcmd,
-    demo,
-    fleet,
-    monitor,
-    restore,
-    restore_test,
-    run,
-    status,
-)
-
-for _command in (
-    run.run,
-    configcmd.config_group,
-    monitor.monitor,
-    status.status_command,
-    audit.audit_command,
-    demo.demo_command,
-    backup.backup,
-    restore.restore_cmd,
-    restore_test.restore_test,
-    cases.cases,
-    fleet.fleet,
-):
-    cli.add_command(_command)
+_COMMANDS: dict[str, tuple[str, str]] = {  # name -> (module in agents.cli, attribute)
+    "run": ("run", "run"),
+    "config": ("configcmd", "config_group"),
+    "monitor": ("monitor", "monitor"),
+    "status": ("status", "status_command"),
+    "audit": ("audit", "audit_command"),
+    "demo": ("demo", "demo_command"),
+    "backup": ("backup", "backup"),
+    "restore": ("restore", "restore_cmd"),
+    "restore-test": ("restore_test", "restore_test"),
+    "cases": ("cases", "cases"),
+    "fleet": ("fleet", "fleet"),
+}
