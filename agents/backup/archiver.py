@@ -246,7 +246,7 @@ class Archiver:
     def _cut(self, handle: object, size_hint: int) -> Iterator[Chunk]:
         if 0 <= size_hint <= WHOLE_READ:
             # a buffer of the stat's size (+1 to see growth), not WHOLE_READ per file
-            data = handle.read(size_hint + 1)  # type: ignore[attr-defined]
+            data = _read_up_to(handle, size_hint + 1)
             if len(data) <= size_hint:
                 return iter(self.chunker.cut_buf(data))
             handle.seek(0)  # type: ignore[attr-defined]  # grew since its stat: stream it
@@ -362,6 +362,22 @@ class Archiver:
             chunk_sizes=tuple(sizes),
             **common,  # type: ignore[arg-type]
         )
+
+
+def _read_up_to(handle: Any, limit: int) -> bytes | bytearray:
+    """Up to `limit` bytes, fewer only at the end of the file. One raw read may return
+    less than asked on a regular file too (FUSE with direct I/O, a signal mid-read):
+    taking that as the end would store the file cut short, without a warning."""
+    data = handle.read(limit)
+    if not data or len(data) >= limit:
+        return data
+    buffer = bytearray(data)
+    while len(buffer) < limit:
+        more = handle.read(limit - len(buffer))
+        if not more:
+            break
+        buffer += more
+    return buffer
 
 
 def _made(entry: TreeEntry) -> tuple[str, str, int]:

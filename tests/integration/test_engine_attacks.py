@@ -1,0 +1,62 @@
+"""Hostile cases for the faster backup engine (whole reads of small files, the parent
+tree read in step with the walk, reused tree lines), against the real engine and a
+local repository: every one must restore what the source held, byte for byte."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+from agents.backup.archiver import WHOLE_READ, Archiver
+from agents.backup.runner import init_repository, open_repository
+from tests.integration.test_files_source import load, write_config
+
+
+class ShortReads(io.RawIOBase):
+    """A real file read through a file system that answers at most `step` bytes per
+    read call, as FUSE with direct I/O does: a short read is not the end of the file."""
+
+    def __init__(self, path: Path, step: int) -> None:
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        self._step = step
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")[: self._step]
+        return self._file.readinto(view) or 0
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def test_a_short_read_is_not_taken_for_the_end_of_a_small_file(tmp_path: Path) -> None:
+    """Files up to WHOLE_READ are read in one call of their stat size: a call that
+    returns less must be followed by more, not stored as the whole file."""
+    config = load(write_config(tmp_path, [{"name": "files", "paths": [tmp_path / "src"]}]))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    repo = open_repository(config.backup)
+    data = os.urandom(3 * 2**20 + 12345)
+    assert len(data) <= WHOLE_READ
+    source = tmp_path / "small.bin"
+    source.write_bytes(data)
+    with repo.writer() as writer:
+        archiver = Archiver(repo, writer)
+        handle = ShortReads(source, 64 * 1024)
+        with handle:
+            chunks, sizes = archiver.store_file(handle, len(data))
+        writer.flush()
+    repo = open_repository(config.backup)
+    stored = b"".join(repo.load_blob(bytes.fromhex(c)) for c in chunks)
+    assert sum(sizes) == len(data)
+    assert stored == data
