@@ -8,8 +8,6 @@ import io
 import os
 from pathlib import Path
 
-import pytest
-
 from agents.backup.archiver import WHOLE_READ, Archiver
 from agents.backup.runner import init_repository, open_repository, run_backup
 from tests.integration.test_files_source import load, write_config
@@ -64,16 +62,11 @@ def test_a_short_read_is_not_taken_for_the_end_of_a_small_file(tmp_path: Path) -
     assert stored == data
 
 
-@pytest.mark.xfail(
-    reason="the parent cursor ranks a stored line by the first source path its name starts"
-    " with, so lines under a nested or repeated source path get the outer path's rank and"
-    " are never found for the inner one: those files are read again on every backup"
-    " (the agent before 3907cee looked the parent up by path and reused them)",
-    strict=True,
-)
 def test_unchanged_files_under_nested_and_repeated_source_paths_are_reused(
     tmp_path: Path,
 ) -> None:
+    """Each source path that nests in or repeats another has a parent cursor of its own:
+    the parent's lines cannot say which of them they were stored under."""
     source = tmp_path / "src"
     (source / "inner").mkdir(parents=True)
     (source / "top.txt").write_text("top\n")
