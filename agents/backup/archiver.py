@@ -108,32 +108,50 @@ def _walk_one(
     report: WalkReport,
 ) -> Iterator[WalkItem]:
     """Depth first in name order. Strings and `os.scandir`, not `Path` objects: with
-    hundreds of thousands of files, the per-name overhead is the walk's cost."""
-    if exclude and _excluded(path, exclude):
-        return
-    mode = st.st_mode
-    if not (
-        stat.S_ISREG(mode)
-        or stat.S_ISDIR(mode)
-        or stat.S_ISLNK(mode)
-        or stat.S_IFMT(mode) in _SPECIAL_TYPES
-    ):  # sockets: a process makes its own when it listens
-        report.warnings.append(f"{shown(path)}: special file skipped")
-        return
-    yield WalkItem(path, path.lstrip("/"), st)
-    if not stat.S_ISDIR(mode):
-        return
-    if one_file_system and st.st_dev != device:
-        return
+    hundreds of thousands of files, the per-name overhead is the walk's cost. A stack of
+    directory listings, not recursion: a tree nested deeper than Python's recursion
+    limit (anyone who can write to the source can make one) is walked like any other."""
+    stack: list[Iterator[tuple[str, os.stat_result]]] = [iter(((path, st),))]
+    while stack:
+        for path, st in stack[-1]:
+            if exclude and _excluded(path, exclude):
+                continue
+            mode = st.st_mode
+            if not (
+                stat.S_ISREG(mode)
+                or stat.S_ISDIR(mode)
+                or stat.S_ISLNK(mode)
+                or stat.S_IFMT(mode) in _SPECIAL_TYPES
+            ):  # sockets: a process makes its own when it listens
+                report.warnings.append(f"{shown(path)}: special file skipped")
+                continue
+            yield WalkItem(path, path.lstrip("/"), st)
+            if not stat.S_ISDIR(mode) or (one_file_system and st.st_dev != device):
+                continue
+            children = _listing(path, report)
+            if children is not None:  # walked before the rest of this directory
+                stack.append(_children(children, device, one_file_system, report))
+                break
+        else:
+            stack.pop()
+
+
+def _listing(path: str, report: WalkReport) -> list[os.DirEntry[str]] | None:
+    """A directory's entries sorted by name; None when it cannot be listed."""
     try:
         with os.scandir(path) as listing:
-            children = sorted(listing, key=_name)
+            return sorted(listing, key=_name)
     except FileNotFoundError:
         report.warnings.append(f"{shown(path)}: vanished during backup")
-        return
     except OSError as exc:
         report.unreadable.append(f"{shown(path)}: cannot list directory: {exc.strerror}")
-        return
+    return None
+
+
+def _children(
+    children: list[os.DirEntry[str]], device: int, one_file_system: bool, report: WalkReport
+) -> Iterator[tuple[str, os.stat_result]]:
+    """Each entry with its stat, taken when the walk comes to it."""
     for child in children:
         try:
             child_st = child.stat(follow_symlinks=False)
@@ -146,7 +164,7 @@ def _walk_one(
         if one_file_system and stat.S_ISDIR(child_st.st_mode) and child_st.st_dev != device:
             report.warnings.append(f"{shown(child.path)}: on another file system, skipped")
             continue
-        yield from _walk_one(child.path, child_st, device, exclude, one_file_system, report)
+        yield child.path, child_st
 
 
 def _name(entry: os.DirEntry[str]) -> str:

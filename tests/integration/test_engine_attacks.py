@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from pathlib import Path
 
 from agents.backup.archiver import WHOLE_READ, Archiver
@@ -81,3 +82,48 @@ def test_unchanged_files_under_nested_and_repeated_source_paths_are_reused(
     details = results[0].details
     assert details["files"] == 5  # deep.txt under each of the three paths, top.txt twice
     assert (details["files_reused"], details["bytes_read"]) == (5, 0), details
+
+
+def _deep_chain(top: Path, depth: int) -> list[Path]:
+    """Directories `top/d/d/...`, `depth` levels, made without recursion."""
+    chain, path = [], top
+    for _ in range(depth):
+        path = path / "d"
+        path.mkdir()
+        chain.append(path)
+    return chain
+
+
+def _remove_chain(chain: list[Path]) -> None:
+    """Removed deepest first, without recursion (shutil.rmtree recurses per level)."""
+    for path in reversed(chain):
+        for child in path.iterdir():
+            if not child.is_dir() or child.is_symlink():
+                child.unlink()
+        path.rmdir()
+
+
+def test_a_tree_deeper_than_the_recursion_limit_is_backed_up(tmp_path: Path) -> None:
+    """Anyone who can write to a source path can nest directories a few thousand deep
+    (PATH_MAX is per call, not per tree): the walk must not need a frame per level."""
+    source = tmp_path / "src"
+    source.mkdir()
+    depth = sys.getrecursionlimit() + 200
+    chain = _deep_chain(source, depth)
+    try:
+        (chain[-1] / "f.txt").write_text("at the bottom\n")
+        config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
+        assert config.backup is not None
+        init_repository(config.backup, config.host)
+        results: list = []
+        run = run_backup(config, emit=results.append)
+        assert run.ok, run.summary
+        assert (results[0].details["files"], results[0].details["dirs"]) == (1, depth + 1)
+        repo = open_repository(config.backup)
+        snapshot = repo.find_snapshot(results[0].details["snapshot"])
+        (bottom,) = [e for e in repo.read_tree(snapshot) if e.type == "file"]
+        assert bottom.path == str(chain[-1] / "f.txt").lstrip("/")
+        data = b"".join(repo.load_blob(bytes.fromhex(c)) for c in bottom.chunks)
+        assert data == b"at the bottom\n"
+    finally:
+        _remove_chain(chain)
