@@ -108,32 +108,50 @@ def _walk_one(
     report: WalkReport,
 ) -> Iterator[WalkItem]:
     """Depth first in name order. Strings and `os.scandir`, not `Path` objects: with
-    hundreds of thousands of files, the per-name overhead is the walk's cost."""
-    if exclude and _excluded(path, exclude):
-        return
-    mode = st.st_mode
-    if not (
-        stat.S_ISREG(mode)
-        or stat.S_ISDIR(mode)
-        or stat.S_ISLNK(mode)
-        or stat.S_IFMT(mode) in _SPECIAL_TYPES
-    ):  # sockets: a process makes its own when it listens
-        report.warnings.append(f"{shown(path)}: special file skipped")
-        return
-    yield WalkItem(path, path.lstrip("/"), st)
-    if not stat.S_ISDIR(mode):
-        return
-    if one_file_system and st.st_dev != device:
-        return
+    hundreds of thousands of files, the per-name overhead is the walk's cost. A stack of
+    directory listings, not recursion: a tree nested deeper than Python's recursion
+    limit (anyone who can write to the source can make one) is walked like any other."""
+    stack: list[Iterator[tuple[str, os.stat_result]]] = [iter(((path, st),))]
+    while stack:
+        for path, st in stack[-1]:
+            if exclude and _excluded(path, exclude):
+                continue
+            mode = st.st_mode
+            if not (
+                stat.S_ISREG(mode)
+                or stat.S_ISDIR(mode)
+                or stat.S_ISLNK(mode)
+                or stat.S_IFMT(mode) in _SPECIAL_TYPES
+            ):  # sockets: a process makes its own when it listens
+                report.warnings.append(f"{shown(path)}: special file skipped")
+                continue
+            yield WalkItem(path, path.lstrip("/"), st)
+            if not stat.S_ISDIR(mode) or (one_file_system and st.st_dev != device):
+                continue
+            children = _listing(path, report)
+            if children is not None:  # walked before the rest of this directory
+                stack.append(_children(children, device, one_file_system, report))
+                break
+        else:
+            stack.pop()
+
+
+def _listing(path: str, report: WalkReport) -> list[os.DirEntry[str]] | None:
+    """A directory's entries sorted by name; None when it cannot be listed."""
     try:
         with os.scandir(path) as listing:
-            children = sorted(listing, key=_name)
+            return sorted(listing, key=_name)
     except FileNotFoundError:
         report.warnings.append(f"{shown(path)}: vanished during backup")
-        return
     except OSError as exc:
         report.unreadable.append(f"{shown(path)}: cannot list directory: {exc.strerror}")
-        return
+    return None
+
+
+def _children(
+    children: list[os.DirEntry[str]], device: int, one_file_system: bool, report: WalkReport
+) -> Iterator[tuple[str, os.stat_result]]:
+    """Each entry with its stat, taken when the walk comes to it."""
     for child in children:
         try:
             child_st = child.stat(follow_symlinks=False)
@@ -146,7 +164,7 @@ def _walk_one(
         if one_file_system and stat.S_ISDIR(child_st.st_mode) and child_st.st_dev != device:
             report.warnings.append(f"{shown(child.path)}: on another file system, skipped")
             continue
-        yield from _walk_one(child.path, child_st, device, exclude, one_file_system, report)
+        yield child.path, child_st
 
 
 def _name(entry: os.DirEntry[str]) -> str:
@@ -246,7 +264,7 @@ class Archiver:
     def _cut(self, handle: object, size_hint: int) -> Iterator[Chunk]:
         if 0 <= size_hint <= WHOLE_READ:
             # a buffer of the stat's size (+1 to see growth), not WHOLE_READ per file
-            data = handle.read(size_hint + 1)  # type: ignore[attr-defined]
+            data = _read_up_to(handle, size_hint + 1)
             if len(data) <= size_hint:
                 return iter(self.chunker.cut_buf(data))
             handle.seek(0)  # type: ignore[attr-defined]  # grew since its stat: stream it
@@ -364,6 +382,22 @@ class Archiver:
         )
 
 
+def _read_up_to(handle: Any, limit: int) -> bytes | bytearray:
+    """Up to `limit` bytes, fewer only at the end of the file. One raw read may return
+    less than asked on a regular file too (FUSE with direct I/O, a signal mid-read):
+    taking that as the end would store the file cut short, without a warning."""
+    data = handle.read(limit)
+    if not data or len(data) >= limit:
+        return data
+    buffer = bytearray(data)
+    while len(buffer) < limit:
+        more = handle.read(limit - len(buffer))
+        if not more:
+            break
+        buffer += more
+    return buffer
+
+
 def _made(entry: TreeEntry) -> tuple[str, str, int]:
     """A new entry's tree line (with its newline), type and size."""
     return entry.to_json() + "\n", entry.type, entry.size
@@ -393,25 +427,76 @@ class ParentTree:
 
     A tree is stored in walk order: the source paths in the config's order, each one
     depth first with names sorted. An entry's place is (its source path's rank, its
-    path's components), so `find` only moves forward and memory holds one tree blob,
-    not every file. Roots listed in another order than the parent's only cost reading
-    some files again. A parent that cannot be read, or a line that is not a well-formed
-    entry, costs reading the remaining files again: a warning, never the end of the
-    backup."""
+    path's components), so a cursor only moves forward and memory holds one tree blob,
+    not every file. Source paths that nest in or repeat another one (`/x` and `/x/y`)
+    cannot be told apart by a stored name: each of those has a cursor of its own over
+    the parent, which takes the first entry stored under its name. Roots listed in
+    another order than the parent's only cost reading some files again. A parent that
+    cannot be read, or a line that is not a well-formed entry, costs reading the
+    remaining files again: a warning, never the end of the backup."""
 
     def __init__(
         self, repo: Repository, parent: Snapshot | None, roots: list[str], result: ArchiveResult
     ) -> None:
         self._parent = parent
         self._result = result
-        self._roots = [_json_prefix(root) for root in roots]
-        self._lines = repo.read_tree_lines(parent) if parent is not None else iter(())
-        self._key: tuple[int, tuple[str, ...]] | None = None
-        self._current: ParentLine | None = None
-        self._advance()
+        overlapping = [
+            any(_overlap(root, other) for other in roots[:i] + roots[i + 1 :])
+            for i, root in enumerate(roots)
+        ]
+        prefixes = [_json_prefix(root) for root in roots]
+        shared = [None if overlapping[i] else prefix for i, prefix in enumerate(prefixes)]
+        self._cursors: list[_ParentCursor] = []
+        if parent is None:
+            return
+        common = _ParentCursor(self, repo.read_tree_lines(parent), shared, list(range(len(roots))))
+        for i, overlaps in enumerate(overlapping):
+            if overlaps:  # a cursor of its own, over this root's entries only
+                lines = repo.read_tree_lines(parent)
+                self._cursors.append(_ParentCursor(self, lines, [prefixes[i]], [i]))
+            else:
+                self._cursors.append(common)
 
     def find(self, root: int, rel: str) -> ParentLine | None:
         """The parent's entry for this path under the `root`-th source path, if a file."""
+        if not self._cursors:
+            return None
+        return self._cursors[root].find(root, rel)
+
+    def failed(self, exc: Exception) -> None:
+        """A cursor met a line or blob it cannot read: said once, and no parent named."""
+        assert self._parent is not None
+        if self._result.parent_read:
+            self._result.parent_read = False
+            self._result.warnings.append(
+                f"parent snapshot {self._parent.short_id} cannot be read ({exc}):"
+                " every file read again"
+            )
+
+
+class _ParentCursor:
+    """One forward-only pass over the parent's lines: a line is ranked by the first of
+    `prefixes` its name starts with (`ranks` gives the source path each stands for; a
+    prefix of None is skipped) and left out when none does."""
+
+    def __init__(
+        self,
+        tree: ParentTree,
+        lines: Iterator[bytes],
+        prefixes: list[bytes | None],
+        ranks: list[int],
+    ) -> None:
+        self._tree = tree
+        self._lines = lines
+        self._prefixes = [(rank, p) for rank, p in zip(ranks, prefixes, strict=True)]
+        self._key: tuple[int, tuple[str, ...]] | None = None
+        self._current: ParentLine | None = None
+        self._started = False
+
+    def find(self, root: int, rel: str) -> ParentLine | None:
+        if not self._started:
+            self._started = True
+            self._advance()
         if self._key is None:
             return None
         key = (root, tuple(rel.split("/")))
@@ -423,10 +508,12 @@ class ParentTree:
 
     def _rank(self, raw: bytes) -> int | None:
         """The rank of the source path a stored line is under, from its first bytes."""
-        for rank, prefix in enumerate(self._roots):
-            if prefix is None:  # the root directory: every entry is under it
-                return rank
-            if raw.startswith(prefix) and raw[len(prefix) : len(prefix) + 1] in (b'"', b"/"):
+        for rank, prefix in self._prefixes:
+            if prefix is None:
+                continue
+            if prefix == b"" or (
+                raw.startswith(prefix) and raw[len(prefix) : len(prefix) + 1] in (b'"', b"/")
+            ):
                 return rank
         return None
 
@@ -442,20 +529,22 @@ class ParentTree:
                 self._current = ParentLine(line + "\n", data) if data["type"] == "file" else None
                 return
         except (BackupError, ValueError, TypeError, KeyError) as exc:
-            assert self._parent is not None
-            self._result.parent_read = False
-            self._result.warnings.append(
-                f"parent snapshot {self._parent.short_id} cannot be read ({exc}):"
-                " every file read again"
-            )
+            self._tree.failed(exc)
         self._key, self._current = None, None
 
 
-def _json_prefix(root: str) -> bytes | None:
+def _overlap(one: str, other: str) -> bool:
+    """Whether two source paths (relative to /) are the same or one holds the other."""
+    if not one or not other:  # the root directory holds everything
+        return True
+    return one == other or one.startswith(other + "/") or other.startswith(one + "/")
+
+
+def _json_prefix(root: str) -> bytes:
     """How a stored line under this source path begins (`path` is the first field,
-    written without spaces); None for the root directory."""
+    written without spaces); empty for the root directory (every line is under it)."""
     if not root:
-        return None
+        return b""
     text = _encode_json_str(root)[:-1]  # without its closing quote
     return b'{"path":' + text.encode("utf-8", "surrogateescape")
 

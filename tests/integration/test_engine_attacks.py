@@ -1,0 +1,129 @@
+"""Hostile cases for the faster backup engine (whole reads of small files, the parent
+tree read in step with the walk, reused tree lines), against the real engine and a
+local repository: every one must restore what the source held, byte for byte."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+
+from agents.backup.archiver import WHOLE_READ, Archiver
+from agents.backup.runner import init_repository, open_repository, run_backup
+from tests.integration.test_files_source import load, write_config
+
+
+class ShortReads(io.RawIOBase):
+    """A real file read through a file system that answers at most `step` bytes per
+    read call, as FUSE with direct I/O does: a short read is not the end of the file."""
+
+    def __init__(self, path: Path, step: int) -> None:
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        self._step = step
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")[: self._step]
+        return self._file.readinto(view) or 0
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def test_a_short_read_is_not_taken_for_the_end_of_a_small_file(tmp_path: Path) -> None:
+    """Files up to WHOLE_READ are read in one call of their stat size: a call that
+    returns less must be followed by more, not stored as the whole file."""
+    config = load(write_config(tmp_path, [{"name": "files", "paths": [tmp_path / "src"]}]))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    repo = open_repository(config.backup)
+    data = os.urandom(3 * 2**20 + 12345)
+    assert len(data) <= WHOLE_READ
+    source = tmp_path / "small.bin"
+    source.write_bytes(data)
+    with repo.writer() as writer:
+        archiver = Archiver(repo, writer)
+        handle = ShortReads(source, 64 * 1024)
+        with handle:
+            chunks, sizes = archiver.store_file(handle, len(data))
+        writer.flush()
+    repo = open_repository(config.backup)
+    stored = b"".join(repo.load_blob(bytes.fromhex(c)) for c in chunks)
+    assert sum(sizes) == len(data)
+    assert stored == data
+
+
+def test_unchanged_files_under_nested_and_repeated_source_paths_are_reused(
+    tmp_path: Path,
+) -> None:
+    """Each source path that nests in or repeats another has a parent cursor of its own:
+    the parent's lines cannot say which of them they were stored under."""
+    source = tmp_path / "src"
+    (source / "inner").mkdir(parents=True)
+    (source / "top.txt").write_text("top\n")
+    (source / "inner" / "deep.txt").write_text("deep\n")
+    paths = [source / "inner", source, source]
+    config = load(write_config(tmp_path, [{"name": "files", "paths": paths}]))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    for _ in range(2):
+        results: list = []
+        assert run_backup(config, emit=results.append).ok
+    details = results[0].details
+    assert details["files"] == 5  # deep.txt under each of the three paths, top.txt twice
+    assert (details["files_reused"], details["bytes_read"]) == (5, 0), details
+
+
+def _deep_chain(top: Path, depth: int) -> list[Path]:
+    """Directories `top/d/d/...`, `depth` levels, made without recursion."""
+    chain, path = [], top
+    for _ in range(depth):
+        path = path / "d"
+        path.mkdir()
+        chain.append(path)
+    return chain
+
+
+def _remove_chain(chain: list[Path]) -> None:
+    """Removed deepest first, without recursion (shutil.rmtree recurses per level)."""
+    for path in reversed(chain):
+        for child in path.iterdir():
+            if not child.is_dir() or child.is_symlink():
+                child.unlink()
+        path.rmdir()
+
+
+def test_a_tree_deeper_than_the_recursion_limit_is_backed_up(tmp_path: Path) -> None:
+    """Anyone who can write to a source path can nest directories a few thousand deep
+    (PATH_MAX is per call, not per tree): the walk must not need a frame per level."""
+    source = tmp_path / "src"
+    source.mkdir()
+    depth = sys.getrecursionlimit() + 200
+    chain = _deep_chain(source, depth)
+    try:
+        (chain[-1] / "f.txt").write_text("at the bottom\n")
+        config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
+        assert config.backup is not None
+        init_repository(config.backup, config.host)
+        results: list = []
+        run = run_backup(config, emit=results.append)
+        assert run.ok, run.summary
+        assert (results[0].details["files"], results[0].details["dirs"]) == (1, depth + 1)
+        repo = open_repository(config.backup)
+        snapshot = repo.find_snapshot(results[0].details["snapshot"])
+        (bottom,) = [e for e in repo.read_tree(snapshot) if e.type == "file"]
+        assert bottom.path == str(chain[-1] / "f.txt").lstrip("/")
+        data = b"".join(repo.load_blob(bytes.fromhex(c)) for c in bottom.chunks)
+        assert data == b"at the bottom\n"
+    finally:
+        _remove_chain(chain)
