@@ -139,7 +139,7 @@ def text_pool(rng: random.Random, size: int) -> bytes:
     return (text * (size // len(text) + 1))[:size]
 
 
-def small_file_tree(count: int, dirs: int) -> list[str]:
+def small_file_tree(dirs: int) -> list[str]:
     """Directory paths of a realistic tree: leaves 20 to a parent, parents 20 to a top."""
     return [
         f"area-{leaf // 400:03d}/project-{leaf // 20:04d}/dir-{leaf:05d}" for leaf in range(dirs)
@@ -155,7 +155,7 @@ def make_small_files(root: Path, size_mib: int, count: int, dirs: int, seed: int
     rng = random.Random(seed)
     noise = memoryview(rng.randbytes(POOL))
     text = memoryview(text_pool(rng, POOL))
-    leaves = small_file_tree(count, dirs)
+    leaves = small_file_tree(dirs)
     for leaf in leaves:
         (root / leaf).mkdir(parents=True, exist_ok=True)
     # Some directories hold many files, most a few (Pareto weights).
@@ -466,6 +466,7 @@ def environment(env: dict[str, str], work: Path, borg: bool) -> dict[str, str]:
     agents = output([interpreter, "-c", "import agents; print(agents.__file__)"], env, work)
     tree = Path(agents).parent.parent if agents != "?" else ROOT
     commit = output(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"])
+    engine = output(["git", "-C", str(tree), "log", "-1", "--format=%h", "--", "agents"])
     status = ["git", "-C", str(tree), "status", "--porcelain", "--", "agents"]
     dirty = subprocess.run(status, capture_output=True, text=True).stdout.strip()
     cpu = next(
@@ -477,8 +478,9 @@ def environment(env: dict[str, str], work: Path, borg: bool) -> dict[str, str]:
         "?",
     )
     return {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "opsagent_code": f"{tree} at {commit}" + (" (agents/ modified)" if dirty else ""),
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "opsagent_code": f"{tree} at {commit}, agents/ last changed in {engine}"
+        + (" (and modified since)" if dirty else ""),
         "restic": output(["restic", "version"]),
         "borg": output(["borg", "--version"]) if borg else "not run",
         "python": platform.python_version(),
@@ -566,7 +568,8 @@ def main() -> None:
                 rows += bench_location(location, work, data, tools)
             else:
                 rows += bench_s3(work, data, env)
-            shutil.rmtree(data, ignore_errors=True)
+            if n < len(locations) - 1:
+                shutil.rmtree(data, ignore_errors=True)  # room for the next copy
         described = describe(args, files)
         report = table(rows, described)
         heading = ", ".join(f"{k}: {v}" for k, v in facts.items())
