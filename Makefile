@@ -35,7 +35,10 @@ lint: $(VENV)/.test-installed
 
 bench: $(VENV)/.test-installed
 	scripts/test-services.sh
+	scripts/bench-peers.sh
 	$(BIN)/python bench/backup_vs_restic.py
+	$(BIN)/python bench/backup_vs_restic.py --profile small-files --small-files 200000 \
+		--size-mib $${SMALL_FILES_MIB:-10240} --only local
 	$(BIN)/python bench/database_vs_restic.py
 	$(BIN)/python bench/restore_test_vs_restic.py
 
