@@ -282,7 +282,9 @@ class Opsagent(Tool):
     def __init__(self, env: dict[str, str], work: Path, repo: str, data: Path, s3: str) -> None:
         super().__init__(env)
         config = opsagent_config(work, repo, data, s3)
-        self.argv = [str(ROOT / ".venv" / "bin" / "opsagent"), "--log-level", "warning"]
+        # this checkout's code (the venv's console script may point at another one)
+        python = str(ROOT / ".venv" / "bin" / "python")
+        self.argv = [python, "-m", "agents", "--log-level", "warning"]
         self.config = ["--config", str(config)]
 
     def init(self) -> None:
@@ -488,6 +490,22 @@ def environment(env: dict[str, str], work: Path, borg: bool) -> dict[str, str]:
     }
 
 
+def installed_like(env: dict[str, str]) -> dict[str, str]:
+    """The environment of an installed opsagent: this checkout's code on the path, its
+    bytecode compiled once now (pip compiles at install; PYTHONDONTWRITEBYTECODE in a
+    developer's shell would otherwise make every command compile its modules again)."""
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPATH"] = str(ROOT)
+    subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-m", "compileall", "-q", "agents", "exporters"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -540,7 +558,7 @@ def main() -> None:
         )
     with tempfile.TemporaryDirectory(prefix="opsagent-bench-") as tmp:
         work = Path(tmp)
-        env = dict(os.environ)
+        env = installed_like(dict(os.environ))
         facts = environment(env, work, borg)
         source = work / "source"
         print(f"generating {args.size_mib} MiB ({args.profile}) ...", file=sys.stderr)
