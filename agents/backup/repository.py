@@ -504,7 +504,7 @@ class Repository:
         stored an empty tree as one newline). A tree blob that cannot be read or a
         malformed entry is an IntegrityError, unless `lost` is given: then it is skipped
         with the lines it cuts through and described there (repairs, partial restores)."""
-        pending = b""
+        pending: list[bytes] = []  # the line under way; a dump's chunk list spans many blobs
         broken = False  # the previous blob was lost: the next one starts mid-line
         for number, blob_hex in enumerate(snapshot.tree):
             try:
@@ -513,15 +513,18 @@ class Repository:
                 if lost is None:
                     raise
                 lost.append(f"(tree part {number + 1} of {len(snapshot.tree)}: entries unknown)")
-                pending, broken = b"", True
+                pending, broken = [], True
                 continue
-            pending += data
-            *lines, pending = pending.split(b"\n")
+            if b"\n" not in data:  # joined once the line ends, not once per blob
+                pending.append(data)
+                continue
+            *lines, rest = b"".join([*pending, data]).split(b"\n")
+            pending = [rest]
             if broken and lines:
                 lines, broken = lines[1:], False
             yield from _tree_entries(lines, snapshot, lost)
         if not broken:
-            yield from _tree_entries([pending], snapshot, lost)
+            yield from _tree_entries([b"".join(pending)], snapshot, lost)
 
     def lock(self, exclusive: bool = False) -> RepositoryLock:
         """A lock on the repository, waiting up to `lock_wait` seconds for a conflicting one."""
