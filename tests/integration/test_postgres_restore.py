@@ -14,10 +14,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from agents.backup.errors import BackupError
+from agents.backup.recovery import restore_database
+from agents.backup.runner import open_repository, run_backup
 from agents.backup.sources import SourceError
 from agents.backup.sources.pg_archive import HeadReader
 from agents.backup.sources.postgres import inspect, restore_stream, table_facts
-from tests.integration.test_database_sources import fill_postgres, table_hashes
+from tests.integration.test_database_sources import fill_postgres, pg_config, table_hashes
 from tests.support import services
 
 
@@ -141,3 +144,31 @@ def test_row_counts_of_many_tables_in_batches(pg_database: services.Database) ->
         facts = table_facts(conn, exact_below=None)
     assert facts["estimated_tables"] == []
     assert facts["tables"] == {f"public.t{i}": i % 7 for i in range(521)} | {'odd "name".t': 1}
+
+
+def test_a_database_the_failed_restore_created_is_dropped(
+    pg_database: services.Database, tmp_path: Path
+) -> None:
+    """A damaged pack stops the restore halfway: the database it created goes with it,
+    so no half-restored copy passes for one (and the next --create is not refused)."""
+    fill_postgres(pg_database.dsn, clients=20, invoices=3000)
+    config = pg_config(tmp_path, pg_database.dsn, globals="false")
+    assert run_backup(config).ok
+    assert config.backup is not None
+    packs = sorted(p for p in (tmp_path / "repo" / "data").rglob("*") if p.is_file())
+    victim = max(packs, key=lambda p: p.stat().st_size)
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) * 2 // 3] ^= 0x40
+    victim.write_bytes(bytes(raw))
+    repo = open_repository(config.backup)
+    snap = repo.find_snapshot("latest")
+    name = f"opsagent_r_{uuid.uuid4().hex[:10]}"
+    target = services.PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+    source = config.backup.sources[0]
+    with pytest.raises(BackupError, match="fails authentication") as failed:
+        restore_database(repo, snap, pg_database.name, target, source, tmp_path / "w", True)
+    assert "\n" not in str(failed.value)
+    with psycopg.connect(services.PG_ADMIN_DSN) as admin:
+        left = admin.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
+    assert left is None
+    assert list((tmp_path / "w").iterdir()) == []

@@ -179,9 +179,9 @@ def restore_dump(
 
 def prepare_database(
     admin_dsn: str, name: str, password: str | None, create: bool, force: bool
-) -> None:
+) -> bool:
     """Make the target database ready: created when asked, refused when it holds
-    anything unless forced (then dropped and created afresh)."""
+    anything unless forced (then dropped and created afresh). Whether it was created."""
     with _connect(admin_dsn, password, "postgres", autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname=%s", (name,)).fetchone()
         if exists:
@@ -202,6 +202,8 @@ def prepare_database(
             if not create and not force:
                 raise SourceError(f"target database {name} does not exist; use --create")
             conn.execute(f'CREATE DATABASE "{_ident(name)}"')
+            return True
+    return False
 
 
 def drop_database(admin_dsn: str, name: str, password: str | None) -> None:
@@ -450,18 +452,24 @@ class PostgresDataSource(DatabaseSource):
         if not name:
             raise BackupError(f"--to must name the target database, e.g. postgresql://host/{name}")
         admin = with_database(target, "postgres")
-        prepare_database(admin, name, password, options.create, options.force)
-        if len(dump.entries) == 1:
-            restore_stream(
-                dump.stream(), target, password, workdir, options.jobs, source.pg_bin_dir
-            )
-        else:
-            with tempfile.TemporaryDirectory(prefix="restore-", dir=workdir) as tmp:
-                path = Path(tmp) / "dump"
-                path.mkdir()
-                for entry in dump.entries:
-                    dump.write(entry, path / entry.path.rsplit("/", 1)[-1])
-                restore_dump(path, target, password, options.jobs, source.pg_bin_dir)
+        created = prepare_database(admin, name, password, options.create, options.force)
+        try:
+            if len(dump.entries) == 1:
+                restore_stream(
+                    dump.stream(), target, password, workdir, options.jobs, source.pg_bin_dir
+                )
+            else:
+                with tempfile.TemporaryDirectory(prefix="restore-", dir=workdir) as tmp:
+                    path = Path(tmp) / "dump"
+                    path.mkdir()
+                    for entry in dump.entries:
+                        dump.write(entry, path / entry.path.rsplit("/", 1)[-1])
+                    restore_dump(path, target, password, options.jobs, source.pg_bin_dir)
+        except BaseException:
+            if created:  # a half-restored database this restore made would pass for a copy
+                with contextlib.suppress(Exception):
+                    drop_database(admin, name, password)
+            raise
         return inspect(target, password, source.pg_bin_dir)
 
     def scratch_target(self, space: ScratchSpace, label: str) -> str:
