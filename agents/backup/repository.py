@@ -527,7 +527,7 @@ class Repository:
     def _tree_line_batches(
         self, snapshot: Snapshot, lost: list[str] | None
     ) -> Iterator[list[bytes]]:
-        pending = b""
+        pending: list[bytes] = []  # the line under way; a dump's chunk list spans many blobs
         broken = False  # the previous blob was lost: the next one starts mid-line
         for number, blob_hex in enumerate(snapshot.tree):
             try:
@@ -536,15 +536,18 @@ class Repository:
                 if lost is None:
                     raise
                 lost.append(f"(tree part {number + 1} of {len(snapshot.tree)}: entries unknown)")
-                pending, broken = b"", True
+                pending, broken = [], True
                 continue
-            pending += data
-            *lines, pending = pending.split(b"\n")
+            if b"\n" not in data:  # joined once the line ends, not once per blob
+                pending.append(data)
+                continue
+            *lines, rest = b"".join([*pending, data]).split(b"\n")
+            pending = [rest]
             if broken and lines:
                 lines, broken = lines[1:], False
             yield lines
         if not broken:
-            yield [pending]
+            yield [b"".join(pending)]
 
     def lock(self, exclusive: bool = False) -> RepositoryLock:
         """A lock on the repository, waiting up to `lock_wait` seconds for a conflicting one."""

@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +29,7 @@ from agents.backup.repository import Repository
 from agents.backup.restorer import restore
 from agents.backup.runner import open_repository
 from agents.backup.snapshot import Snapshot
+from agents.backup.sources.base import DataSource
 from agents.backup.sources.registry import data_source, source_class
 from agents.config import Config, RandomWithin, RestoreTestConfig, resolve_secret
 from agents.records.details import RestoreStep, RestoreTestDetails
@@ -122,6 +124,7 @@ class _Run:
     should_stop: Callable[[], bool]
     restore_seconds: float = 0.0
     kept_until: datetime | None = None
+    drop_early: bool = False  # scratch databases go as soon as verified: none can be kept
 
     def checkpoint(self) -> None:
         """Raise Stopped when the run is asked to stop or is past its timeout."""
@@ -133,6 +136,11 @@ class _Run:
     def test(self, keep_sandbox: bool) -> None:
         """Restore and verify into the sandbox; a stop, a timeout or an error is a failed
         step. The sandbox is kept (asked, or a pass with a validation window) or torn down."""
+        self.drop_early = (
+            not keep_sandbox
+            and self.plan.keep_sandbox_for <= timedelta(0)
+            and not self.plan.verify.commands  # commands may look at the scratch databases
+        )
         try:
             self._restore_and_verify()
         except Stopped as exc:
@@ -148,9 +156,7 @@ class _Run:
         sandbox.create(int(needed * 1.1) + 2**20)
         restore_start = time.monotonic()
         with self.repo.lock(exclusive=False):
-            for snap in self.snapshots:  # every source is tested, whatever another one did
-                self.checkpoint()
-                self._test_source(snap)
+            self._test_sources()
         self.restore_seconds = time.monotonic() - restore_start
         if all(s.ok for s in self.steps) and self.plan.verify.commands:
             self.checkpoint()
@@ -169,17 +175,55 @@ class _Run:
             self.checkpoint()
             self.steps.append(verify_data(self.repo, self.state, self.plan.verify.data))
 
-    def _test_source(self, snap: Snapshot) -> None:
+    def _test_sources(self) -> None:
+        """Every source's snapshot restored and verified, whatever another one did. The
+        database snapshots are tested on a thread of their own while the files snapshots
+        restore: a database restore waits on its server (loading, indexing, counting)
+        much of the time. Steps are recorded in snapshot order."""
+        databases = [i for i, s in enumerate(self.snapshots) if _restores_databases(self.config, s)]
+        files = [i for i in range(len(self.snapshots)) if i not in databases]
+        tested: dict[int, list[Step]] = {}
+
+        def test(indexes: list[int]) -> None:
+            for i in indexes:
+                self.checkpoint()
+                tested[i] = self._test_source(self.snapshots[i])
+
+        try:
+            if databases and files:
+                self.repo.load_index()  # read once, before two threads use it
+                with ThreadPoolExecutor(1, thread_name_prefix="restore-test-db") as pool:
+                    other = pool.submit(test, databases)
+                    try:
+                        test(files)
+                    finally:
+                        other.result()
+            else:
+                test(list(range(len(self.snapshots))))
+        finally:
+            for i in sorted(tested):
+                self._record(self.snapshots[i], tested[i])
+
+    def _test_source(self, snap: Snapshot) -> list[Step]:
         """One source's snapshot restored and verified; its failure is its own."""
         try:
-            tested = _test_snapshot(
-                self.repo, self.config, self.plan, self.sandbox, snap, self.checkpoint
+            return _test_snapshot(
+                self.repo,
+                self.config,
+                self.plan,
+                self.sandbox,
+                snap,
+                self.checkpoint,
+                self.drop_early,
             )
         except Stopped:
             raise
         except Exception as exc:  # this source failed; the others still count
             label = f"{snap.source} snapshot {snap.short_id}"
-            tested = [Step("restore", False, f"{label}: {one_line(exc)}", 0.0)]
+            return [Step("restore", False, f"{label}: {one_line(exc)}", 0.0)]
+
+    def _record(self, snap: Snapshot, tested: list[Step]) -> None:
+        """A tested source's steps and how it did."""
         self.steps += tested
         bad = next((t for t in tested if not t.ok), None)
         self.sources[snap.source] = {
@@ -334,6 +378,13 @@ def _not_started(config: Config, reason: str, started_at: datetime, start: float
     )
 
 
+def _restores_databases(config: Config, snap: Snapshot) -> bool:
+    """Whether a snapshot is tested database by database (else as files)."""
+    assert config.backup is not None
+    source = next((s for s in config.backup.sources if s.name == snap.source), None)
+    return source is not None and data_source(source).holds_databases and _holds_databases(snap)
+
+
 def _test_snapshot(
     repo: Repository,
     config: Config,
@@ -341,6 +392,7 @@ def _test_snapshot(
     sandbox: LocalSandbox,
     snap: Snapshot,
     checkpoint: Callable[[], None],
+    drop_early: bool = False,
 ) -> list[Step]:
     assert config.backup is not None
     source = next((s for s in config.backup.sources if s.name == snap.source), None)
@@ -374,33 +426,52 @@ def _test_snapshot(
         verified = verify_files(repo, snap, target)
         verified.summary = f"{label}: {verified.summary}"
         return [restored, verified]
-    steps = []
+    steps: list[Step] = []
     for database in sorted(snap.facts.get("databases", {})):
         checkpoint()
-        start = time.monotonic()
+        known = len(sandbox.databases)
         target = handler.scratch_target(sandbox, f"{snap.source}-{database}")
-        recovery = restore_database(
-            repo, snap, database, target, source, sandbox.directory / ".work", create=True
-        )
-        step = Step(
-            "database",
-            recovery.ok,
-            f"{label} {database}: "
-            + ("facts match" if recovery.ok else "; ".join(recovery.problems[:3])),
-            time.monotonic() - start,
-            {"tables": len(recovery.actual.tables)},
-        )
-        steps.append(step)
-        if not step.ok:
+        try:
+            steps += _test_database(repo, plan, snap, database, source, handler, target, sandbox)
+        finally:
+            for _, name in sandbox.databases[known:] if drop_early else ():
+                sandbox.drop_soon(name)
+        if not steps[-1].ok:
             return steps
-        if plan.verify.sql and handler.accepts_sql_assertions:
-            password = resolve_secret(file=plan.sandbox.postgres_password_file)
-            sql = run_sql_assertions(target, password, plan.verify.sql, 300)
-            sql.summary = f"{label} {database}: {sql.summary}"
-            steps.append(sql)
-            if not sql.ok:
-                return steps
     return steps
+
+
+def _test_database(
+    repo: Repository,
+    plan: RestoreTestConfig,
+    snap: Snapshot,
+    database: str,
+    source: Any,
+    handler: DataSource,
+    target: str,
+    sandbox: LocalSandbox,
+) -> list[Step]:
+    """One database restored into `target` and checked against its facts (and the SQL
+    assertions); the last step is the first that failed, if any."""
+    label = f"{snap.source} snapshot {snap.short_id}"
+    start = time.monotonic()
+    recovery = restore_database(
+        repo, snap, database, target, source, sandbox.directory / ".work", create=True
+    )
+    step = Step(
+        "database",
+        recovery.ok,
+        f"{label} {database}: "
+        + ("facts match" if recovery.ok else "; ".join(recovery.problems[:3])),
+        time.monotonic() - start,
+        {"tables": len(recovery.actual.tables)},
+    )
+    if not step.ok or not (plan.verify.sql and handler.accepts_sql_assertions):
+        return [step]
+    password = resolve_secret(file=plan.sandbox.postgres_password_file)
+    sql = run_sql_assertions(target, password, plan.verify.sql, 300)
+    sql.summary = f"{label} {database}: {sql.summary}"
+    return [step, sql]
 
 
 def _holds_databases(snap: Snapshot) -> bool:

@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -61,6 +62,8 @@ class LocalSandbox:
     run_id: str
     databases: list[tuple[str, str]] = field(default_factory=list)
     _running: int | None = field(default=None, repr=False)
+    _drops: dict[str, _Drop] = field(default_factory=dict, repr=False)
+    _naming: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def directory(self) -> Path:
@@ -95,28 +98,58 @@ class LocalSandbox:
 
     def new_database(self, kind: str) -> str:
         """A fresh scratch database name, dropped at teardown by its kind."""
-        name = f"{DB_PREFIX}{self.run_id}_{len(self.databases)}"
-        name = re.sub(r"[^a-z0-9_]", "_", name.lower())[:63]
-        self.databases.append((kind, name))
+        with self._naming:
+            name = f"{DB_PREFIX}{self.run_id}_{len(self.databases)}"
+            name = re.sub(r"[^a-z0-9_]", "_", name.lower())[:63]
+            self.databases.append((kind, name))
         return name
+
+    def drop_soon(self, name: str) -> None:
+        """Start dropping a scratch database nothing needs any more, in the background:
+        the server's work (PostgreSQL checkpoints on every DROP DATABASE) then overlaps
+        what the run does next. Teardown waits for it and reports how it went."""
+        kind = next(k for k, n in self.databases if n == name)
+        self._drops[name] = _Drop(self.config, kind, name)
 
     def keep_until(self, until: datetime) -> None:
         (self.directory / KEEP_MARKER).write_text(until.isoformat())
         self.release()
 
     def teardown(self) -> list[str]:
-        """Remove the directory and drop the databases; returns problems (never raises)."""
+        """Remove the directory and drop the databases, the drops running while the
+        directory is removed; returns problems (never raises)."""
         problems = []
         self.release()
+        for kind, name in self.databases:
+            if name not in self._drops:
+                self._drops[name] = _Drop(self.config, kind, name)
         remove_tree(self.directory)
         if self.directory.exists():
             problems.append(f"{self.directory}: could not be removed")
-        for kind, name in self.databases:
-            try:
-                _drop(self.config, kind, name)
-            except Exception as exc:  # teardown goes on whatever one drop does
-                problems.append(f"cannot drop {kind} database {name}: {exc}")
+        for drop in self._drops.values():
+            problems += drop.wait()
         return problems
+
+
+class _Drop:
+    """One scratch database being dropped on a thread of its own."""
+
+    def __init__(self, config: Sandbox, kind: str, name: str) -> None:
+        self.kind, self.name = kind, name
+        self.problem: str | None = None
+        self.thread = threading.Thread(target=self._run, args=(config,), daemon=True)
+        self.thread.start()
+
+    def _run(self, config: Sandbox) -> None:
+        try:
+            _drop(config, self.kind, self.name)
+        except Exception as exc:  # teardown goes on whatever one drop does
+            self.problem = f"cannot drop {self.kind} database {self.name}: {exc}"
+
+    def wait(self) -> list[str]:
+        """Wait for the drop; its problem, if any."""
+        self.thread.join()
+        return [self.problem] if self.problem else []
 
 
 def sweep(config: Sandbox, timeout: timedelta, now: datetime | None = None) -> list[str]:

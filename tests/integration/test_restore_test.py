@@ -18,6 +18,7 @@ import pytest
 
 from agents.backup.runner import init_repository, open_repository, run_backup
 from agents.config import Config, Sandbox, parse_config
+from agents.restore_test import runner
 from agents.restore_test.runner import run_restore_test
 from agents.restore_test.sandbox import LocalSandbox, new_run_id, sweep
 from agents.state import StateDB
@@ -101,6 +102,35 @@ def test_good_snapshot_passes_every_step_and_leaves_nothing(
     assert result.details["rto_seconds"] > 0 and result.details["rpo_seconds"] >= 0
     assert result.details["coverage"] == 1.0
     assert list((tmp_path / "sandbox").iterdir()) == []
+    assert set(scratch_databases()) == before
+
+
+@pytest.mark.parametrize("commands", [False, True])
+def test_scratch_database_is_dropped_once_nothing_needs_it(
+    pg_database: services.Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, commands: bool
+) -> None:
+    """Without verify commands (which may look at it) and without a kept sandbox, the
+    scratch database starts going as soon as it is verified, before the pack data is;
+    with commands it waits for teardown. Nothing is left either way."""
+    extra = '  verify: {commands: [["true"]]}' if commands else ""
+    path = setup(tmp_path, pg_database, restore_extra=extra)
+    events: list[str] = []
+    drop_soon, verify_data = runner.LocalSandbox.drop_soon, runner.verify_data
+
+    def dropping(sandbox: LocalSandbox, name: str) -> None:
+        events.append("drop")
+        drop_soon(sandbox, name)
+
+    def verifying(*args: object) -> object:
+        events.append("data")
+        return verify_data(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner.LocalSandbox, "drop_soon", dropping)
+    monkeypatch.setattr(runner, "verify_data", verifying)
+    before = set(scratch_databases())
+    result = run(path)
+    assert result.ok, result.summary
+    assert events == (["data"] if commands else ["drop", "data"])
     assert set(scratch_databases()) == before
 
 

@@ -12,10 +12,15 @@ tools through the environment, never the command line.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import itertools
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -34,9 +39,12 @@ from agents.backup.sources import (
     schema_fingerprint,
 )
 from agents.backup.sources.base import DatabaseSource, Dump, RestoreOptions, ScratchSpace
+from agents.backup.sources.pg_archive import HeadReader
 from agents.config import PostgresSource, Sandbox, resolve_secret
 
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
+_COUNTS_PER_QUERY = 500  # count(*) columns of one UNION ALL statement
+_PIPE_WRITE_BYTES = 2**20  # a dump is written into pg_restore in pieces of about this size
 
 
 def backup(source: PostgresSource, store: Store, workdir: Path) -> SourceDump:
@@ -56,21 +64,22 @@ def backup(source: PostgresSource, store: Store, workdir: Path) -> SourceDump:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
             base = [_tool(source, "pg_dump"), f"--dbname={dsn}", f"--snapshot={snapshot}"]
-            if source.format == "directory":
-                stored = _store_directory(base, env, store, workdir, database, what)
-            else:
-                argv = [*base, "--format=custom", "--compress=0"]
-                with dump_process(argv, env, f"{what} ({database})") as stream:
-                    stored = [store(f"{database}.pgdump", stream)]
-            schema = _schema_sql(base, env, f"{what} ({database})")
-            facts = table_facts(conn, source.exact_counts_below_rows)
+            # the schema is dumped while the data is, and the rows counted, in one snapshot
+            with _SchemaDump(base, env, f"{what} ({database})") as schema:
+                if source.format == "directory":
+                    stored = _store_directory(base, env, store, workdir, database, what)
+                else:
+                    argv = [*base, "--format=custom", "--compress=0"]
+                    with dump_process(argv, env, f"{what} ({database})") as stream:
+                        stored = [store(f"{database}.pgdump", stream)]
+                facts = table_facts(conn, source.exact_counts_below_rows)
             conn.execute("COMMIT")
         result.entries += [s.entry for s in stored]
         custom = source.format == "custom"
         result.databases[database] = DatabaseFacts(
             tables=facts["tables"],
             estimated_tables=tuple(facts["estimated_tables"]),
-            schema_fingerprint=schema_fingerprint(schema),
+            schema_fingerprint=schema_fingerprint(schema.sql),
             dump=DumpFacts(
                 bytes=sum(s.size for s in stored),
                 sha256=stored[0].sha256 if custom else None,
@@ -89,47 +98,90 @@ def backup(source: PostgresSource, store: Store, workdir: Path) -> SourceDump:
 
 
 def inspect(dsn: str, password: str | None = None, pg_bin_dir: Path | None = None) -> DatabaseFacts:
-    """Facts of a live database (a restored copy), computed like those at backup time."""
+    """Facts of a live database (a restored copy), computed like those at backup time.
+
+    The schema dump runs while the rows are counted, both in one exported snapshot."""
     with _connect(dsn, password, "postgres") as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
         pg_dump = str(pg_bin_dir / "pg_dump") if pg_bin_dir else "pg_dump"
         base = [pg_dump, f"--dbname={dsn}", f"--snapshot={snapshot}"]
-        schema = _schema_sql(base, _env(password), "postgres")
-        facts = table_facts(conn, exact_below=None)
+        with _SchemaDump(base, _env(password), "postgres") as schema:
+            facts = table_facts(conn, exact_below=None)
         conn.execute("COMMIT")
     return DatabaseFacts(
         tables=facts["tables"],
         estimated_tables=tuple(facts["estimated_tables"]),
-        schema_fingerprint=schema_fingerprint(schema),
+        schema_fingerprint=schema_fingerprint(schema.sql),
     )
 
 
+def restore_stream(
+    chunks: Iterable[bytes],
+    dsn: str,
+    password: str | None,
+    workdir: Path,
+    jobs: int = 2,
+    pg_bin_dir: Path | None = None,
+) -> None:
+    """pg_restore a custom-format dump into an existing database as it is read.
+
+    The dump goes straight into pg_restore's standard input, so reading it from the
+    repository and loading it into the server run at the same time. pg_restore takes
+    parallel jobs only from a file: when the post-data section (indexes, constraints)
+    has several items, the stream restores pre-data and data, and the post-data
+    section follows with `jobs` from a file holding the archive's head, which has
+    every post-data definition. An archive whose head this version cannot read is
+    written to a file and restored from there."""
+    chunks = iter(chunks)
+    reader = HeadReader()
+    for data in chunks:
+        if reader.feed(data):
+            break
+    head = reader.head
+    first = bytes(reader.buffer)
+    if head is None:
+        with tempfile.TemporaryDirectory(prefix="restore-", dir=workdir) as tmp:
+            path = Path(tmp) / "dump.pgdump"
+            with open(path, "wb") as handle:
+                for data in itertools.chain([first], chunks):
+                    handle.write(data)
+            restore_dump(path, dsn, password, jobs, pg_bin_dir)
+        return
+    split = jobs > 1 and head.post_data_items > 1
+    sections = ["--section=pre-data", "--section=data"] if split else []
+    _pipe_into(
+        [*_restore_argv(dsn, pg_bin_dir), *sections],
+        _env(password),
+        itertools.chain([first], chunks),
+    )
+    if split:
+        with tempfile.TemporaryDirectory(prefix="restore-", dir=workdir) as tmp:
+            path = Path(tmp) / "head.pgdump"
+            path.write_bytes(first[: head.toc_end])
+            restore_dump(path, dsn, password, jobs, pg_bin_dir, ("--section=post-data",))
+
+
 def restore_dump(
-    dump_path: Path, dsn: str, password: str | None, jobs: int = 2, pg_bin_dir: Path | None = None
+    dump_path: Path,
+    dsn: str,
+    password: str | None,
+    jobs: int = 2,
+    pg_bin_dir: Path | None = None,
+    sections: tuple[str, ...] = (),
 ) -> None:
     """pg_restore a custom-format dump file (or directory) into an existing database."""
-    pg_restore = str(pg_bin_dir / "pg_restore") if pg_bin_dir else "pg_restore"
-    argv = [
-        pg_restore,
-        f"--dbname={dsn}",
-        "--no-owner",
-        "--no-privileges",
-        "--exit-on-error",
-        f"--jobs={max(1, jobs)}",
-        str(dump_path),
-    ]
+    argv = [*_restore_argv(dsn, pg_bin_dir), *sections, f"--jobs={max(1, jobs)}", str(dump_path)]
     proc = subprocess.run(argv, env=_env(password), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        raise SourceError(f"pg_restore failed: {lines[-1] if lines else proc.returncode}")
+        raise _restore_failed(proc.stderr, proc.returncode)
 
 
 def prepare_database(
     admin_dsn: str, name: str, password: str | None, create: bool, force: bool
-) -> None:
+) -> bool:
     """Make the target database ready: created when asked, refused when it holds
-    anything unless forced (then dropped and created afresh)."""
+    anything unless forced (then dropped and created afresh). Whether it was created."""
     with _connect(admin_dsn, password, "postgres", autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname=%s", (name,)).fetchone()
         if exists:
@@ -150,6 +202,8 @@ def prepare_database(
             if not create and not force:
                 raise SourceError(f"target database {name} does not exist; use --create")
             conn.execute(f'CREATE DATABASE "{_ident(name)}"')
+            return True
+    return False
 
 
 def drop_database(admin_dsn: str, name: str, password: str | None) -> None:
@@ -159,7 +213,11 @@ def drop_database(admin_dsn: str, name: str, password: str | None) -> None:
 
 
 def table_facts(conn: psycopg.Connection[Any], exact_below: int | None) -> dict[str, Any]:
-    """Row count of every user table (estimates above `exact_below` rows, flagged)."""
+    """Row count of every user table (estimates above `exact_below` rows, flagged).
+
+    The exact counts are read in one statement per batch of tables (a `count(*)` per
+    table under UNION ALL), so the server can scan a large table with parallel
+    workers and many small tables cost one round trip, not one each."""
     rows = conn.execute(
         "SELECT n.nspname, c.relname, c.reltuples::bigint FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -169,14 +227,22 @@ def table_facts(conn: psycopg.Connection[Any], exact_below: int | None) -> dict[
     ).fetchall()
     tables: dict[str, int] = {}
     estimated: list[str] = []
+    exact: list[tuple[str, str, str]] = []
     for schema, table, estimate in rows:
         name = f"{schema}.{table}"
+        tables[name] = int(estimate)
         if exact_below is not None and estimate > exact_below:
-            tables[name] = int(estimate)
             estimated.append(name)
-            continue
-        query = f'SELECT count(*) FROM "{_ident(schema)}"."{_ident(table)}"'
-        tables[name] = int(conn.execute(query).fetchone()[0])  # type: ignore[index]
+        else:
+            exact.append((name, schema, table))
+    for start in range(0, len(exact), _COUNTS_PER_QUERY):
+        batch = exact[start : start + _COUNTS_PER_QUERY]
+        query = " UNION ALL ".join(
+            f'SELECT {i}, count(*) FROM "{_ident(schema)}"."{_ident(table)}"'
+            for i, (_, schema, table) in enumerate(batch)
+        )
+        for i, count in conn.execute(query).fetchall():
+            tables[batch[i][0]] = int(count)
     return {"tables": tables, "estimated_tables": estimated}
 
 
@@ -259,13 +325,95 @@ def _store_directory(
         shutil.rmtree(target, ignore_errors=True)
 
 
-def _schema_sql(base: list[str], env: dict[str, str], what: str) -> str:
-    argv = [*base, "--schema-only", "--no-owner", "--no-privileges"]
-    proc = subprocess.run(argv, env=env, capture_output=True, check=False)
-    if proc.returncode != 0:
-        lines = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise SourceError(f"{what}: schema dump failed: {lines[-1] if lines else proc.returncode}")
-    return proc.stdout.decode()
+class _SchemaDump:
+    """`pg_dump --schema-only` running in the background while the caller dumps the data
+    or counts rows; its SQL is in `sql` once the block ends (SourceError when it failed)."""
+
+    def __init__(self, base: list[str], env: dict[str, str], what: str) -> None:
+        self.argv = [*base, "--schema-only", "--no-owner", "--no-privileges"]
+        self.env = env
+        self.what = what
+        self.sql = ""
+
+    def __enter__(self) -> _SchemaDump:
+        self.proc = _start(
+            self.argv, self.what, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=self.env
+        )
+        self.output: list[tuple[bytes, bytes]] = []
+        self.reader = threading.Thread(
+            target=lambda: self.output.append(self.proc.communicate()), daemon=True
+        )
+        self.reader.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            self.proc.kill()
+        self.reader.join()
+        self.proc.wait()
+        if exc[0] is not None:
+            return
+        out, err = self.output[0] if self.output else (b"", b"")
+        if self.proc.returncode != 0:
+            lines = err.decode(errors="replace").strip().splitlines()
+            reason = lines[-1] if lines else self.proc.returncode
+            raise SourceError(f"{self.what}: schema dump failed: {reason}")
+        self.sql = out.decode()
+
+
+def _start(argv: list[str], what: str, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start a PostgreSQL tool with its standard error captured."""
+    try:
+        return subprocess.Popen(argv, stderr=subprocess.PIPE, **kwargs)
+    except FileNotFoundError:
+        raise SourceError(f"{what}: {argv[0]} is not installed") from None
+
+
+def _restore_argv(dsn: str, pg_bin_dir: Path | None) -> list[str]:
+    pg_restore = str(pg_bin_dir / "pg_restore") if pg_bin_dir else "pg_restore"
+    return [pg_restore, f"--dbname={dsn}", "--no-owner", "--no-privileges", "--exit-on-error"]
+
+
+def _restore_failed(stderr: str, code: int) -> SourceError:
+    lines = stderr.strip().splitlines()
+    return SourceError(f"pg_restore failed: {lines[-1] if lines else f'exit code {code}'}")
+
+
+def _pipe_into(argv: list[str], env: dict[str, str], chunks: Iterable[bytes]) -> None:
+    """Run pg_restore with `chunks` as its standard input, in writes of about
+    `_PIPE_WRITE_BYTES`; a pg_restore that fails (and stops reading) or a dump that
+    cannot be read ends both, with one line saying why."""
+    proc = _start(argv, "pg_restore", stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+    assert proc.stdin is not None and proc.stderr is not None
+    errors: list[bytes] = []
+    reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    with contextlib.suppress(OSError):  # a larger pipe: fewer switches between the two
+        fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_WRITE_BYTES)
+    try:
+        batch: list[bytes] = []
+        size = 0
+        try:
+            for data in chunks:
+                batch.append(data)
+                size += len(data)
+                if size >= _PIPE_WRITE_BYTES:
+                    proc.stdin.write(b"".join(batch))
+                    batch, size = [], 0
+            proc.stdin.write(b"".join(batch))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # pg_restore stopped reading: its exit status and stderr say why
+    except BaseException:
+        proc.kill()
+        raise
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
+        code = proc.wait()
+        reader.join(5)
+    if code != 0:
+        raise _restore_failed(b"".join(errors).decode(errors="replace"), code)
 
 
 def _env(password: str | None) -> dict[str, str]:
@@ -304,17 +452,24 @@ class PostgresDataSource(DatabaseSource):
         if not name:
             raise BackupError(f"--to must name the target database, e.g. postgresql://host/{name}")
         admin = with_database(target, "postgres")
-        prepare_database(admin, name, password, options.create, options.force)
-        with tempfile.TemporaryDirectory(prefix="restore-", dir=workdir) as tmp:
+        created = prepare_database(admin, name, password, options.create, options.force)
+        try:
             if len(dump.entries) == 1:
-                path = Path(tmp) / "dump.pgdump"
-                dump.write(dump.entries[0], path)
+                restore_stream(
+                    dump.stream(), target, password, workdir, options.jobs, source.pg_bin_dir
+                )
             else:
-                path = Path(tmp) / "dump"
-                path.mkdir()
-                for entry in dump.entries:
-                    dump.write(entry, path / entry.path.rsplit("/", 1)[-1])
-            restore_dump(path, target, password, options.jobs, source.pg_bin_dir)
+                with tempfile.TemporaryDirectory(prefix="restore-", dir=workdir) as tmp:
+                    path = Path(tmp) / "dump"
+                    path.mkdir()
+                    for entry in dump.entries:
+                        dump.write(entry, path / entry.path.rsplit("/", 1)[-1])
+                    restore_dump(path, target, password, options.jobs, source.pg_bin_dir)
+        except BaseException:
+            if created:  # a half-restored database this restore made would pass for a copy
+                with contextlib.suppress(Exception):
+                    drop_database(admin, name, password)
+            raise
         return inspect(target, password, source.pg_bin_dir)
 
     def scratch_target(self, space: ScratchSpace, label: str) -> str:
