@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "agents.results": 0,
     "agents.records": 0,
     "agents.logs": 0,
+    "agents.paths": 0,
     # 1 configuration
     "agents.config": 1,
     # 2 rooms: each does one kind of work

@@ -42,11 +42,14 @@ def load(ctx: click.Context, config_file: Path | None) -> Config:
 
 
 def load_unlocking(ctx: click.Context, config_file: Path | None) -> Config:
-    """`load`, then start unlocking the repository key on a thread (`backup.unlock`), so
-    the command's imports and preparations run while scrypt does: call it before them."""
-    config = load(ctx, config_file)
+    """Start unlocking the repository key on a thread (`backup.unlock`), from the config
+    file as it is, then `load` it: the config's validation and the command's imports
+    run while scrypt does. Call it before the command imports its room."""
     from agents.backup import unlock
+    from agents.paths import config_path
 
+    unlock.begin_early(config_path(config_file))
+    config = load(ctx, config_file)
     unlock.begin(config.backup)
     return config
 

@@ -12,18 +12,16 @@ from pydantic import BaseModel, ValidationError
 
 from agents.config.errors import ConfigError, error_lines, kind_of, one_line
 from agents.config.models.agent import Config
+from agents.paths import CONFIG_ENV, DEFAULT_CONFIG_PATH, config_path
 
-DEFAULT_CONFIG_PATH = Path("/etc/opsagent/config.yml")
-CONFIG_ENV = "OPSAGENT_CONFIG"
-
-
-def config_path(explicit: str | os.PathLike[str] | None) -> Path:
-    """Where the config is: `--config`, then $OPSAGENT_CONFIG, then /etc/opsagent/config.yml."""
-    if explicit:
-        return Path(explicit)
-    if os.environ.get(CONFIG_ENV):
-        return Path(os.environ[CONFIG_ENV])
-    return DEFAULT_CONFIG_PATH
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG_PATH",
+    "config_path",
+    "load_config",
+    "parse",
+    "parse_config",
+]
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

@@ -10,7 +10,7 @@ import pytest
 from agents.backup import unlock
 from agents.backup.errors import BackupError, WrongKey
 from agents.backup.runner import init_repository, open_repository
-from agents.config import BackupConfig, ConfigError, parse_config
+from agents.config import BackupConfig, ConfigError, load_config, parse_config
 
 
 def _config(tmp: Path, password: str, repository: Path | None = None) -> BackupConfig:
@@ -63,3 +63,63 @@ def test_a_config_that_cannot_start_an_unlock_is_left_to_open(tmp_path: Path) ->
     assert unlock.take(cfg, "pw") is None
     with pytest.raises(ConfigError, match="secret file does not exist"):
         open_repository(cfg)  # the error it always gave
+
+
+def _config_file(tmp: Path, password: str, mode: int = 0o600) -> Path:
+    key = tmp / "early.key"
+    key.write_text(password + "\n")
+    key.chmod(mode)
+    path = tmp / "early.yml"
+    path.write_text(
+        f"host: h\nstate_dir: {tmp / 'state'}\nbackup:\n"
+        f"  repository: {tmp / 'repo'}\n  password_file: {key}\n"
+        f"  sources: [{{name: s, kind: files, paths: [{tmp}]}}]\n"
+    )
+    return path
+
+
+def test_an_early_unlock_is_used_when_the_validated_config_agrees(tmp_path: Path) -> None:
+    """Started from the raw YAML before validation; handed out for the same repository
+    and password, and it opens the same key as the synchronous path."""
+    path = _config_file(tmp_path, "early password")
+    config = load_config(path)
+    assert config.backup is not None
+    made = init_repository(config.backup, "h")
+    unlock.begin_early(path)
+    assert ("early", str(tmp_path / "repo"), "early password") in unlock._started
+    unlock.begin(config.backup)  # already started early: not started twice
+    assert (id(config.backup), "early password") not in unlock._started
+    repo = open_repository(config.backup)
+    assert repo.key_id == made.key_id and repo.crypto.master == made.crypto.master
+    assert not any(k[0] == "early" for k in unlock._started)  # taken
+
+
+def test_an_early_unlock_for_another_password_is_not_used(tmp_path: Path) -> None:
+    path = _config_file(tmp_path, "first")
+    config = load_config(path)
+    assert config.backup is not None
+    init_repository(config.backup, "h")
+    unlock.begin_early(path)
+    Path(str(config.backup.password_file)).write_text("second\n")  # changed since
+    with pytest.raises(WrongKey):
+        open_repository(config.backup)  # asked with "second", never given the early key
+    unlock._started.clear()
+
+
+@pytest.mark.parametrize(
+    "case", ["group-readable secret", "s3 repository", "env secret", "no backup", "bad yaml"]
+)
+def test_an_early_unlock_starts_only_from_a_plain_local_config(tmp_path: Path, case: str) -> None:
+    path = _config_file(tmp_path, "pw", mode=0o640 if case == "group-readable secret" else 0o600)
+    text = path.read_text()
+    if case == "s3 repository":
+        text = text.replace(f"repository: {tmp_path / 'repo'}", "repository: s3://bucket/p")
+    elif case == "env secret":
+        text = text.replace("password_file:", "password: ${PW}\n  x_password_file:")
+    elif case == "no backup":
+        text = "host: h\n"
+    elif case == "bad yaml":
+        text = "backup: [unclosed\n"
+    path.write_text(text)
+    unlock.begin_early(path)
+    assert unlock._started == {}

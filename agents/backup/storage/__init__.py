@@ -8,8 +8,12 @@ S3 comes wrapped in `RetryingStorage` (storage/retry.py), which retries its tran
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from agents.backup.storage.base import ObjectInfo, ObjectKind, Storage
-from agents.config import S3Config
+
+if TYPE_CHECKING:  # imported where used: a local repository needs no config models
+    from agents.config import S3Config
 
 __all__ = ["ObjectInfo", "ObjectKind", "Storage", "open_storage"]
 
@@ -21,6 +25,7 @@ def open_storage(url: str, s3: S3Config | None = None) -> Storage:
     if url.startswith("s3://"):
         from agents.backup.storage.retry import RetryingStorage
         from agents.backup.storage.s3 import S3Storage
+        from agents.config import S3Config
 
         bucket, _, prefix = url[5:].partition("/")
         config = s3 or S3Config()
