@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agents.backup.errors import NotFound, StorageError
-from agents.backup.storage.base import ObjectInfo, ObjectKind
+from agents.backup.storage.base import STREAM_BLOCK, ObjectInfo, ObjectKind
 
 
 class LocalStorage:
@@ -47,6 +47,28 @@ class LocalStorage:
             raise NotFound(f"{self.url}: {key} does not exist") from None
         except OSError as exc:
             raise StorageError(f"{self.url}: cannot read {key}: {exc.strerror or exc}") from None
+
+    def stream(self, key: str, start: int, length: int) -> Iterator[bytes]:
+        try:
+            handle = open(self._path(key), "rb")  # noqa: SIM115 (closed below, a generator)
+        except FileNotFoundError:
+            raise NotFound(f"{self.url}: {key} does not exist") from None
+        except OSError as exc:
+            raise StorageError(f"{self.url}: cannot read {key}: {exc.strerror or exc}") from None
+        with handle:
+            handle.seek(start)
+            left = length
+            while left > 0:
+                try:
+                    data = handle.read(min(STREAM_BLOCK, left))
+                except OSError as exc:
+                    raise StorageError(
+                        f"{self.url}: cannot read {key}: {exc.strerror or exc}"
+                    ) from None
+                if not data:
+                    return  # shorter than asked: the caller sees fewer bytes, as with `get`
+                left -= len(data)
+                yield data
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         directory = prefix.rpartition("/")[0]

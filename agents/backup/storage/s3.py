@@ -29,7 +29,7 @@ import botocore.config
 import botocore.exceptions
 
 from agents.backup.errors import NotFound, StorageError
-from agents.backup.storage.base import ObjectInfo, ObjectKind
+from agents.backup.storage.base import STREAM_BLOCK, ObjectInfo, ObjectKind
 from agents.backup.storage.retry import retry_call, transient
 from agents.config import S3Config, resolve_secret
 
@@ -157,6 +157,36 @@ class S3Storage:
             return body
 
         return self._call(f"read {key}", read)
+
+    def stream(self, key: str, start: int, length: int) -> Iterator[bytes]:
+        if length <= 0:
+            return
+        args = {
+            "Bucket": self.bucket,
+            "Key": self.prefix + key,
+            "Range": f"bytes={start}-{start + length - 1}",
+        }
+        what = f"read {key}"
+
+        def begin() -> Any:
+            response = self.client.get_object(**args)
+            if int(response.get("ContentLength", -1)) != length:  # cut short, or no range
+                response["Body"].close()
+                raise _ShortRead(
+                    f"asked {length} bytes, the reply has {response.get('ContentLength')}"
+                )
+            return response["Body"]
+
+        body = self._call(what, begin)
+        try:
+            left = length
+            while left:
+                size = min(STREAM_BLOCK, left)
+                block = self._call(what, lambda n=size: _read_some(body, n))
+                left -= len(block)
+                yield block
+        finally:
+            body.close()
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         # Paged by hand: each page's request is retried on its own (`_request`), so a
@@ -402,6 +432,15 @@ class S3Storage:
 
 class _ShortRead(Exception):
     pass
+
+
+def _read_some(body: Any, size: int) -> bytes:
+    """Up to `size` bytes of a streamed reply; a reply that ends early is a short read
+    (transient: the stream resumes where it stopped)."""
+    block = body.read(size)
+    if not block:
+        raise _ShortRead("the reply ended early")
+    return bytes(block)
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:
