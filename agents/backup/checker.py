@@ -2,9 +2,10 @@
 
 Structure: every index file opens, every indexed pack exists and is large enough,
 every snapshot opens and every blob it references is indexed. Data (`--read-data`,
-or a subset such as `10%` or `3/7`): each selected pack is downloaded, its SHA-256
-compared with its name, its header authenticated, and every indexed blob decrypted
-and hash-checked. A damaged pack is named with the snapshots that use it.
+or a subset such as `10%` or `3/7`): each selected pack is downloaded (streamed,
+several at once), its SHA-256 compared with its name, its header authenticated, and
+every indexed blob decrypted and hash-checked. A damaged pack is named with the
+snapshots that use it.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ and `..` components are refused, every parent directory is resolved and must lie
 inside the target, files are created with O_NOFOLLOW, and symbolic links are made
 last so that no link can redirect a later write. Existing files are never
 overwritten unless asked. Data is fetched pack by pack (a pack is downloaded once
-however many files it feeds) on a small pool of workers.
+however many files it feeds) on a small pool of workers, each run of a pack streamed
+with one request and its blobs written as they arrive, while the files are created.
 
 Each file is written under a temporary name in its directory and given its name
 only when complete, so no file ever looks whole when it is not. With `overwrite`

@@ -6,7 +6,8 @@ fallback to single deletes, multipart uploads aborted on failure and listed as
 leftovers, deletes verified, cold storage classes never used for metadata. Each
 request's failure is translated to one line in `_call`; throttling, 5xx, dropped
 connections and short bodies are marked transient, and `RetryingStorage`
-(storage/retry.py) retries the operation (one request: a small put, a get, a stat).
+(storage/retry.py) retries the operation (one request: a small put, a get, a stat;
+a stream cut part-way resumes with a ranged GET for the rest).
 An operation made of several requests (multipart upload, paged listing, delete and
 its verification, version removal) retries each request with the same policy
 (`_request`), so a late failure does not start it over.
