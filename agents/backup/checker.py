@@ -396,13 +396,12 @@ def _read_pack(
     digest = hashlib.sha256()
     opened: dict[bytes, str] = {}
     try:
-        if size is None:
-            size = repo.storage.stat(key).size
-        for block in repo.storage.stream(key, 0, size):
+        for block in repo.storage.stream(key, 0, size):  # to the end when size is unknown
             digest.update(block)
             outcome.bytes_read += len(block)
             _open_all(repo, pack_id, cutter.feed(block), opened)
         _open_all(repo, pack_id, cutter.finish(), opened)
+        size = outcome.bytes_read if size is None else size
         tail = cutter.tail
         if len(tail) < min(4, size):  # the stream stopped short of the length field
             tail = repo.storage.get(key, size - min(size, _HEADER_KEPT))

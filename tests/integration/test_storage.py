@@ -64,6 +64,8 @@ def test_stream_gives_a_range_in_blocks(storage: Storage) -> None:
     assert len(blocks) == 4 and all(len(b) <= STREAM_BLOCK for b in blocks)
     assert b"".join(storage.stream("data/aa/pack", 1000, 5000)) == body[1000:6000]
     assert list(storage.stream("data/aa/pack", 10, 0)) == []
+    assert b"".join(storage.stream("data/aa/pack")) == body  # to the end, size unknown
+    assert b"".join(storage.stream("data/aa/pack", 1000)) == body[1000:]
     with pytest.raises(NotFound):
         list(storage.stream("data/aa/missing", 0, 10))
 
@@ -216,8 +218,11 @@ def test_s3_stream_resumes_where_a_fault_cut_it(
         storage.put("data/bb/pack", body, ObjectKind.DATA)
         plan.forced = ["reset", "truncate", "503", "drop"]
         assert b"".join(storage.stream("data/bb/pack", 5, len(body) - 5)) == body[5:]
+        plan.forced = ["truncate", "reset"]  # no length asked: the Content-Range tells
+        assert b"".join(storage.stream("data/bb/pack")) == body
         gets = [r for r in proxy.requests if r.method == "GET"]
         assert [r.fault for r in gets[:4]] == ["reset", "truncate", "503", "drop"]
+        assert [r.fault for r in gets[5:7]] == ["truncate", "reset"]
         assert all(r.headers.get("Range", "").startswith("bytes=") for r in gets)
     finally:
         proxy.stop()

@@ -41,10 +41,11 @@ class Storage(Protocol):
         """Read an object or a byte range of it; raises NotFound."""
         ...
 
-    def stream(self, key: str, start: int, length: int) -> Iterator[bytes]:
-        """A byte range of an object in blocks of at most STREAM_BLOCK bytes, in order,
-        read with one request: a whole pack costs one GET, yet memory holds one block.
-        Raises NotFound; a range past the end gives what exists or fails, as `get` does."""
+    def stream(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """A byte range of an object (to its end when length is None) in blocks of at most
+        STREAM_BLOCK bytes, in order, read with one request: a whole pack costs one GET,
+        yet memory holds one block. Raises NotFound; a range past the end gives what
+        exists or fails, as `get` does."""
         ...
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:

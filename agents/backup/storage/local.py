@@ -48,7 +48,7 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"{self.url}: cannot read {key}: {exc.strerror or exc}") from None
 
-    def stream(self, key: str, start: int, length: int) -> Iterator[bytes]:
+    def stream(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         try:
             handle = open(self._path(key), "rb")  # noqa: SIM115 (closed below, a generator)
         except FileNotFoundError:
@@ -57,17 +57,18 @@ class LocalStorage:
             raise StorageError(f"{self.url}: cannot read {key}: {exc.strerror or exc}") from None
         with handle:
             handle.seek(start)
-            left = length
-            while left > 0:
+            left = -1 if length is None else length  # -1: to the end
+            while left:
                 try:
-                    data = handle.read(min(STREAM_BLOCK, left))
+                    data = handle.read(STREAM_BLOCK if left < 0 else min(STREAM_BLOCK, left))
                 except OSError as exc:
                     raise StorageError(
                         f"{self.url}: cannot read {key}: {exc.strerror or exc}"
                     ) from None
                 if not data:
-                    return  # shorter than asked: the caller sees fewer bytes, as with `get`
-                left -= len(data)
+                    return  # the end (shorter than asked: fewer bytes, as with `get`)
+                if left > 0:
+                    left -= len(data)
                 yield data
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:

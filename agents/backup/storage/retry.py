@@ -88,7 +88,7 @@ class RetryingStorage:
         """Read an object or a byte range of it; raises NotFound at once."""
         return retry_call(lambda: self.inner.get(key, start, length), self.attempts)
 
-    def stream(self, key: str, start: int, length: int) -> Iterator[bytes]:
+    def stream(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         """A byte range in blocks; a stream cut by a transient failure is resumed where it
         stopped (a new ranged request for the rest), so no byte is given twice or left
         out. Attempts count failures in a row: a stream that keeps advancing goes on."""
@@ -96,7 +96,8 @@ class RetryingStorage:
         failures = 0
         while True:
             try:
-                for block in self.inner.stream(key, start + done, length - done):
+                rest = None if length is None else length - done
+                for block in self.inner.stream(key, start + done, rest):
                     done += len(block)
                     failures = 0
                     yield block

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import re
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -159,32 +160,26 @@ class S3Storage:
 
         return self._call(f"read {key}", read)
 
-    def stream(self, key: str, start: int, length: int) -> Iterator[bytes]:
-        if length <= 0:
+    def stream(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        if length is not None and length <= 0:
             return
-        args = {
-            "Bucket": self.bucket,
-            "Key": self.prefix + key,
-            "Range": f"bytes={start}-{start + length - 1}",
-        }
+        end = "" if length is None else str(start + length - 1)
+        args = {"Bucket": self.bucket, "Key": self.prefix + key, "Range": f"bytes={start}-{end}"}
         what = f"read {key}"
 
         def begin() -> Any:
             response = self.client.get_object(**args)
-            if int(response.get("ContentLength", -1)) != length:  # cut short, or no range
+            if not _whole_reply(response, start, length):
                 response["Body"].close()
-                raise _ShortRead(
-                    f"asked {length} bytes, the reply has {response.get('ContentLength')}"
-                )
+                raise _ShortRead(f"the reply to bytes={start}-{end} is not that range")
             return response["Body"]
 
         body = self._call(what, begin)
         try:
-            left = length
-            while left:
-                size = min(STREAM_BLOCK, left)
-                block = self._call(what, lambda n=size: _read_some(body, n))
-                left -= len(block)
+            while True:
+                block = self._call(what, lambda: _read_some(body, STREAM_BLOCK))
+                if not block:
+                    return
                 yield block
         finally:
             body.close()
@@ -436,12 +431,24 @@ class _ShortRead(Exception):
 
 
 def _read_some(body: Any, size: int) -> bytes:
-    """Up to `size` bytes of a streamed reply; a reply that ends early is a short read
-    (transient: the stream resumes where it stopped)."""
-    block = body.read(size)
-    if not block:
-        raise _ShortRead("the reply ended early")
-    return bytes(block)
+    """Up to `size` bytes of a streamed reply, b"" at its end; a reply that ends before
+    its Content-Length raises (botocore checks it), a transient failure: the stream
+    resumes where it stopped."""
+    return bytes(body.read(size))
+
+
+def _whole_reply(response: dict[str, Any], start: int, length: int | None) -> bool:
+    """Whether a ranged GET's reply holds the whole range asked: its Content-Range says
+    so (to the object's end when `length` is None) and its Content-Length agrees. A
+    proxy that cuts a body short behind a matching Content-Length fails this."""
+    size = int(response.get("ContentLength", -1))
+    match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", str(response.get("ContentRange", "")))
+    if match is None:  # a store that ignores ranges sends the whole object
+        return start == 0 and (length is None or size == length)
+    first, last, total = (int(g) for g in match.groups())
+    if first != start or size != last - first + 1:
+        return False
+    return size == length if length is not None else last + 1 == total
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:
