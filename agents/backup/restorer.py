@@ -103,8 +103,10 @@ class _Pending:
     item: _Target
     temp: Path
     problem: str = ""
-    made: bool = False  # the temporary exists: readers may write into it
-    ready: threading.Event = field(default_factory=threading.Event)  # made, or never will be
+    tried: bool = False  # the temporary was made, or failed to be (`error`)
+    made: bool = False
+    error: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one thread makes it
 
 
 def plan(
@@ -268,9 +270,9 @@ def _write_files(
     `.damaged` name); `pending` holds the temporaries not yet named, `created` gets the
     files restored whole (hard links are made to them).
 
-    The reads start before the temporaries are made: this thread creates them in the
-    order the readers need them, and a reader waits for a file's temporary before
-    writing into it, so making thousands of files overlaps the download."""
+    The reads start at once: the reader that first has data for a file makes its
+    temporary, so making thousands of files overlaps the download (restic does the
+    same); files no reader made (no readable data) are made here afterwards."""
     wanted: dict[bytes, list[tuple[_Pending, int]]] = defaultdict(list)
     sizes: dict[bytes, int] = {}
     jobs: list[_Pending] = []
@@ -296,25 +298,28 @@ def _write_files(
         jobs.append(job)
         job.problem = _locate(repo, item.entry, job, wanted, sizes)
 
-    runs = _plan_runs(repo, wanted)
     failed: dict[bytes, str] = {}
-    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="restore") as pool:
-        futures = [
-            pool.submit(_fetch, repo, pack_id, run, wanted, sizes, progress, failed)
-            for pack_id, run in runs
-        ]
-        try:
-            for job in _creation_order(jobs, runs, wanted):
-                _create(job, pending, result)
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-        finally:
-            for job in jobs:  # a reader never waits for a file that will not come
-                job.ready.set()
-        for future in futures:
-            future.result()
+    try:
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="restore") as pool:
+            futures = [
+                pool.submit(_fetch, repo, pack_id, run, wanted, sizes, progress, failed, pending)
+                for pack_id, run in _plan_runs(repo, wanted)
+            ]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:  # storage unreachable, disk full: the rest is not read
+                for future in futures:
+                    future.cancel()
+                raise
+    finally:
+        pending[:] = [job for job in jobs if job.made]  # in file order, for the naming
+    for job in jobs:
+        if not job.tried:
+            _create(job, pending)
+        if job.error:
+            result.errors.append(f"{job.item.entry.path}: {job.error}")
+    pending[:] = [job for job in jobs if job.made]
     for blob_id, reason in failed.items():
         for job, _ in wanted[blob_id]:
             job.problem = job.problem or reason
@@ -328,38 +333,25 @@ def _write_files(
         progress(0, 1)
 
 
-def _create(job: _Pending, pending: list[_Pending], result: RestoreResult) -> None:
+def _create(job: _Pending, pending: list[_Pending]) -> bool:
     """Make the job's temporary at its full size (never through a link, never over a
-    file), then let the readers write into it."""
-    try:
-        fd = os.open(job.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except OSError as exc:
-        result.errors.append(f"{job.item.entry.path}: {exc.strerror}")
-        return
-    pending.append(job)
-    try:
-        os.ftruncate(fd, job.item.entry.size)
-    finally:
-        os.close(fd)
-    job.made = True
-    job.ready.set()
-
-
-def _creation_order(
-    jobs: list[_Pending],
-    runs: list[tuple[str, list[tuple[Location, bytes]]]],
-    wanted: dict[bytes, list[tuple[_Pending, int]]],
-) -> list[_Pending]:
-    """The jobs in the order the readers first write into them, then those with no data."""
-    order: list[_Pending] = []
-    seen: set[int] = set()
-    for _, run in runs:
-        for _, blob_id in run:
-            for job, _ in wanted[blob_id]:
-                if id(job) not in seen:
-                    seen.add(id(job))
-                    order.append(job)
-    return order + [job for job in jobs if id(job) not in seen]
+    file), once, whichever thread asks first; True when it exists."""
+    with job.lock:
+        if job.tried:
+            return job.made
+        job.tried = True
+        try:
+            fd = os.open(job.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            job.error = str(exc.strerror)
+            return False
+        pending.append(job)
+        job.made = True
+        try:
+            os.ftruncate(fd, job.item.entry.size)
+        finally:
+            os.close(fd)
+        return True
 
 
 def _locate(
@@ -471,6 +463,7 @@ def _fetch(
     sizes: dict[bytes, int],
     progress: ProgressFn,
     failed: dict[bytes, str],
+    pending: list[_Pending],
 ) -> None:
     """Read one run of a pack with one streamed request and write each blob at its file
     offsets as soon as its bytes are in: each is opened (authenticated, decompressed,
@@ -495,8 +488,7 @@ def _fetch(
             failed[blob_id] = f"blob {blob_id.hex()[:12]} has an unexpected size"
             return
         for job, offset in wanted[blob_id]:
-            job.ready.wait()
-            if job.made:
+            if _create(job, pending):
                 _write_at(job.temp, plain, offset)
                 progress(len(plain), 0)
 
