@@ -2,29 +2,35 @@
 
 Structure: every index file opens, every indexed pack exists and is large enough,
 every snapshot opens and every blob it references is indexed. Data (`--read-data`,
-or a subset such as `10%` or `3/7`): each selected pack is downloaded, its SHA-256
-compared with its name, its header authenticated, and every indexed blob decrypted
-and hash-checked. A damaged pack is named with the snapshots that use it.
+or a subset such as `10%` or `3/7`): each selected pack is downloaded (streamed,
+several at once), its SHA-256 compared with its name, its header authenticated, and
+every indexed blob decrypted and hash-checked. A damaged pack is named with the
+snapshots that use it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import re
-from collections import defaultdict
-from collections.abc import Callable
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from agents.backup.errors import BackupError, IntegrityError, NotFound, StorageError
 from agents.backup.index import Index, Location
-from agents.backup.pack import pack_key, read_header, verify_pack_hash
+from agents.backup.pack import header_length, pack_key, read_header
+from agents.backup.packstream import BlobCutter
 from agents.backup.repository import Repository, SnapshotGone
 from agents.backup.snapshot import Snapshot
 from agents.records.backup import RepositoryCheck
 from agents.units import few
 
 ProgressFn = Callable[[int, int], None]
+READERS = 4  # packs read at once: overlaps the network with hashing and decryption
+_HEADER_KEPT = 1 << 20  # tail bytes kept for the header; a longer one is read again
 
 
 @dataclass
@@ -245,18 +251,50 @@ def _read_data(
     progress: ProgressFn,
     report: CheckReport,
 ) -> None:
-    """`--read-data`: download and verify each selected pack; its damaged blobs are added
-    to `packs.bad_blobs`."""
-    for pack_id in select_packs(sorted(packs.indexed_packs), chosen):
-        error, damaged = _read_pack(repo, pack_id, packs.by_pack[pack_id], report)
+    """`--read-data`: download and verify each selected pack, several at once (each in
+    ranges, so memory stays bounded); its damaged blobs are added to `packs.bad_blobs`.
+    Results are taken in pack order, so the report reads the same however the reads
+    interleave."""
+    selected = select_packs(sorted(packs.indexed_packs), chosen)
+
+    def read(pack_id: str) -> _PackRead:
+        return _read_pack(repo, pack_id, packs.by_pack[pack_id], packs.stored.get(pack_id))
+
+    for pack_id, outcome in _bounded_map(read, selected, READERS):
+        outcome.apply(report)
         progress(packs.stored.get(pack_id, 0), 1)
-        if error:
+        if outcome.error:
             report.errors.append(
-                f"{error} (run `opsagent backup repair packs {pack_id[:12]}`,"
+                f"{outcome.error} (run `opsagent backup repair packs {pack_id[:12]}`,"
                 " `opsagent backup run`, then `opsagent backup repair snapshots`)"
             )
             report.bad_packs.setdefault(pack_id, [])
-            packs.bad_blobs |= damaged
+            packs.bad_blobs |= outcome.damaged
+
+
+def _bounded_map(
+    fn: Callable[[str], _PackRead], items: list[str], workers: int
+) -> Iterator[tuple[str, _PackRead]]:
+    """(item, fn(item)) in order, `workers` at a time: no more reads in flight (and in
+    memory) than that, whatever the number of packs."""
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="check") as pool:
+        inflight: deque[tuple[str, Future[_PackRead]]] = deque()
+        queue = iter(items)
+        try:
+            for item in queue:
+                inflight.append((item, pool.submit(fn, item)))
+                if len(inflight) >= workers:
+                    break
+            while inflight:
+                item, future = inflight.popleft()
+                result = future.result()
+                for following in queue:
+                    inflight.append((following, pool.submit(fn, following)))
+                    break
+                yield item, result
+        finally:
+            for _, future in inflight:  # stopped early (an error, a closed generator)
+                future.cancel()
 
 
 def _name_damage(
@@ -312,62 +350,111 @@ def read_pack(
     repo: Repository, pack_id: str, blobs: list[tuple[bytes, Location]]
 ) -> tuple[str | None, int]:
     """Verify one pack given its indexed blobs: (problem or None, bytes read)."""
-    report = CheckReport()
-    error, _ = _read_pack(repo, pack_id, blobs, report)
-    return error, report.bytes_read
+    outcome = _read_pack(repo, pack_id, blobs)
+    return outcome.error, outcome.bytes_read
 
 
 def damaged_blobs(
     repo: Repository, pack_id: str, blobs: list[tuple[bytes, Location]]
 ) -> tuple[str | None, set[bytes]]:
     """Download one pack and check each indexed blob: (first problem, damaged blob IDs)."""
-    return _read_pack(repo, pack_id, blobs, CheckReport())
+    outcome = _read_pack(repo, pack_id, blobs)
+    return outcome.error, outcome.damaged
+
+
+@dataclass
+class _PackRead:
+    """What reading one pack found; applied to the report on the caller's thread."""
+
+    error: str | None = None
+    damaged: set[bytes] = field(default_factory=set)
+    bytes_read: int = 0
+    read: bool = False  # the whole pack was downloaded
+    warning: str = ""
+
+    def apply(self, report: CheckReport) -> None:
+        """Count the read and note the warning in the report."""
+        report.packs_read += self.read
+        report.bytes_read += self.bytes_read
+        if self.warning:
+            report.warnings.append(self.warning)
 
 
 def _read_pack(
-    repo: Repository, pack_id: str, blobs: list[tuple[bytes, Location]], report: CheckReport
-) -> tuple[str | None, set[bytes]]:
-    """Check every blob of a pack; a pack that cannot be read loses all of them."""
+    repo: Repository, pack_id: str, blobs: list[tuple[bytes, Location]], size: int | None = None
+) -> _PackRead:
+    """Check every blob of a pack; a pack that cannot be read loses all of them.
+
+    The pack is read with one streamed request: every byte goes through its SHA-256, each
+    blob is opened (authenticated, decompressed, hash-checked) as soon as its last byte
+    is in, and only what a later blob or the header still needs is kept, so memory stays
+    bounded whatever the pack size (`BlobCutter`)."""
     every = {blob_id for blob_id, _ in blobs}
+    key = pack_key(pack_id)
+    outcome = _PackRead()
+    cutter = BlobCutter(0, blobs, keep_tail=_HEADER_KEPT)
+    digest = hashlib.sha256()
+    opened: dict[bytes, str] = {}
     try:
-        data = repo.storage.get(pack_key(pack_id))
+        for block in repo.storage.stream(key, 0, size):  # to the end when size is unknown
+            digest.update(block)
+            outcome.bytes_read += len(block)
+            _open_all(repo, pack_id, cutter.feed(block), opened)
+        _open_all(repo, pack_id, cutter.finish(), opened)
+        size = outcome.bytes_read if size is None else size
+        tail = cutter.tail
+        if len(tail) < min(4, size):  # the stream stopped short of the length field
+            tail = repo.storage.get(key, size - min(size, _HEADER_KEPT))
     except NotFound:
-        return f"pack {pack_id[:12]} is missing", every
+        return _PackRead(f"pack {pack_id[:12]} is missing", every, outcome.bytes_read)
     except StorageError as exc:
-        return f"pack {pack_id[:12]}: {exc}", set()
-    report.packs_read += 1
-    report.bytes_read += len(data)
+        return _PackRead(f"pack {pack_id[:12]}: {exc}", set(), outcome.bytes_read)
+    outcome.read = True
+    hash_ok = outcome.bytes_read == size and digest.hexdigest() == pack_id
     problems: list[str] = []
-    damaged: set[bytes] = set()
     try:
-        verify_pack_hash(data, pack_id)
-        hash_ok = True
-    except IntegrityError:
-        hash_ok = False
-    try:
-        listed = {e.id for e in read_header(repo.crypto, data, pack_id)}
+        need = header_length(tail, pack_id) + 4
+        if len(tail) < need <= size:  # a header longer than the kept tail: read it again
+            tail = repo.storage.get(key, size - need, need)
+        listed = {e.id for e in read_header(repo.crypto, tail, pack_id, size)}
     except IntegrityError as exc:
         problems.append(str(exc))
         listed = every
-    for blob_id, loc in blobs:
+    except StorageError as exc:  # NotFound too: deleted while being read
+        problems.append(f"pack {pack_id[:12]}: {exc}")
+        listed = every
+    for blob_id, _ in blobs:
         if blob_id not in listed:
             problems.append(f"pack {pack_id[:12]} lacks blob {blob_id.hex()[:12]}")
-            damaged.add(blob_id)
-            continue
-        try:
-            repo.open_blob(blob_id, data[loc.offset : loc.offset + loc.length], pack_id)
-        except IntegrityError as exc:
-            problems.append(str(exc))
-            damaged.add(blob_id)
+            outcome.damaged.add(blob_id)
+        elif opened.get(blob_id):
+            problems.append(opened[blob_id])
+            outcome.damaged.add(blob_id)
     if problems and not hash_ok:
         problems.insert(0, f"pack {pack_id[:12]} does not match its hash (corrupted)")
     if not problems:
         if not hash_ok:  # what is damaged is no longer indexed (`repair index --read-data`)
-            report.warnings.append(
+            outcome.warning = (
                 f"pack {pack_id[:12]} does not match its hash, but every blob the index lists"
                 f" in it reads correctly; `opsagent backup repair packs {pack_id[:12]}`"
                 " rewrites it"
             )
-        return None, set()
+        return outcome
     more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-    return problems[0] + more, damaged
+    outcome.error = problems[0] + more
+    return outcome
+
+
+def _open_all(
+    repo: Repository,
+    pack_id: str,
+    cut: Iterator[tuple[bytes, Location, memoryview]],
+    opened: dict[bytes, str],
+) -> None:
+    """Open each blob cut from the stream: blob -> why it does not open ("" if it does)."""
+    for blob_id, _, sealed in cut:
+        try:
+            repo.open_blob(blob_id, sealed, pack_id)  # type: ignore[arg-type]
+            opened[blob_id] = ""
+        except IntegrityError as exc:
+            opened[blob_id] = str(exc)

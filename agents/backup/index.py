@@ -24,6 +24,7 @@ _MAGIC = b"OAIX1\n"
 _ASSOCIATED = b"opsagent-index"
 _ENTRY = struct.Struct("<32sIIIB")
 _MAX_INDEX_BYTES = 1 << 31
+_TYPES = {int(t): t for t in BlobType}  # a dict lookup, not an enum call, per entry
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,9 @@ def decode_index(
         if len(rest) % _ENTRY.size:
             raise ValueError("truncated entries")
         packs: dict[str, list[PackEntry]] = {p: [] for p in pack_ids}
-        for offset in range(0, len(rest), _ENTRY.size):
-            blob_id, number, blob_offset, length, kind = _ENTRY.unpack_from(rest, offset)
-            packs[pack_ids[number]].append(PackEntry(BlobType(kind), blob_id, blob_offset, length))
+        lists = [packs[p] for p in pack_ids]
+        for blob_id, number, blob_offset, length, kind in _ENTRY.iter_unpack(rest):
+            lists[number].append(PackEntry(_TYPES[kind], blob_id, blob_offset, length))
     except (
         ValueError,
         KeyError,

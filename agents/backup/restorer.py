@@ -5,7 +5,8 @@ and `..` components are refused, every parent directory is resolved and must lie
 inside the target, files are created with O_NOFOLLOW, and symbolic links are made
 last so that no link can redirect a later write. Existing files are never
 overwritten unless asked. Data is fetched pack by pack (a pack is downloaded once
-however many files it feeds) on a small pool of workers.
+however many files it feeds) on a small pool of workers, each run of a pack streamed
+with one request and its blobs written as they arrive, while the files are created.
 
 Each file is written under a temporary name in its directory and given its name
 only when complete, so no file ever looks whole when it is not. With `overwrite`
@@ -40,6 +41,7 @@ import errno
 import os
 import secrets
 import stat
+import threading
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,12 +51,14 @@ from pathlib import Path, PurePosixPath
 from agents.backup.errors import BackupError, IntegrityError, NotFound, RestoreRefused
 from agents.backup.index import Location
 from agents.backup.pack import pack_key
+from agents.backup.packstream import BlobCutter
 from agents.backup.repository import Repository
 from agents.backup.snapshot import Snapshot, TreeEntry
 
 ProgressFn = Callable[[int, int], None]
 RUN_GAP = 1 << 20
-RUN_MAX = 8 << 20  # bounds each worker's buffer: memory stays flat whatever the pack size
+RUN_MAX = 64 << 20  # a pack (16 MiB by default) is one run; memory is bounded by streaming
+READERS = 4  # runs read at once: the network overlaps decryption and writing
 DAMAGED_SUFFIX = ".damaged"
 _TEMP_PREFIX = ".opsagent-restore-"
 _NODE_KINDS = {"fifo": stat.S_IFIFO, "chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK}
@@ -99,6 +103,10 @@ class _Pending:
     item: _Target
     temp: Path
     problem: str = ""
+    tried: bool = False  # the temporary was made, or failed to be (`error`)
+    made: bool = False
+    error: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one thread makes it
 
 
 def plan(
@@ -140,7 +148,7 @@ def restore(
     include: list[str] | None = None,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
-    workers: int = 4,
+    workers: int = READERS,
 ) -> RestoreResult:
     """Restore the snapshot (or its `include` paths) into `target`; what could not be
     restored is in the result (refused, kept existing, errors, damaged), never raised.
@@ -260,36 +268,58 @@ def _write_files(
 ) -> None:
     """Write each file under a temporary name, fill it, then give it its name (or its
     `.damaged` name); `pending` holds the temporaries not yet named, `created` gets the
-    files restored whole (hard links are made to them)."""
+    files restored whole (hard links are made to them).
+
+    The reads start at once: the reader that first has data for a file makes its
+    temporary, so making thousands of files overlaps the download (restic does the
+    same); files no reader made (no readable data) are made here afterwards."""
     wanted: dict[bytes, list[tuple[_Pending, int]]] = defaultdict(list)
     sizes: dict[bytes, int] = {}
+    jobs: list[_Pending] = []
+    # a directory found inside the target stays so while files are written: this loop
+    # makes only files (O_EXCL, O_NOFOLLOW), links come last; checked once, not per file
+    verified: set[Path] = set()
     for item in files:
-        if not _inside(root, item.path.parent, result):
-            continue
-        try:
-            item.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            result.errors.append(f"{item.entry.path}: {exc.strerror}")
-            continue
-        if not _inside(root, item.path.parent, result):
-            continue
+        if item.path.parent not in verified:
+            if not _inside(root, item.path.parent, result):
+                continue
+            try:
+                item.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                result.errors.append(f"{item.entry.path}: {exc.strerror}")
+                continue
+            if not _inside(root, item.path.parent, result):
+                continue
+            verified.add(item.path.parent)
         if not overwrite and os.path.lexists(item.path):
             result.skipped_existing.append(item.entry.path)
             continue
         job = _Pending(item, item.path.with_name(_TEMP_PREFIX + secrets.token_hex(8)))
-        try:
-            fd = os.open(job.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            result.errors.append(f"{item.entry.path}: {exc.strerror}")
-            continue
-        pending.append(job)
-        try:
-            os.ftruncate(fd, item.entry.size)
-        finally:
-            os.close(fd)
+        jobs.append(job)
         job.problem = _locate(repo, item.entry, job, wanted, sizes)
 
-    failed = _fill(repo, wanted, sizes, progress, workers)
+    failed: dict[bytes, str] = {}
+    try:
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="restore") as pool:
+            futures = [
+                pool.submit(_fetch, repo, pack_id, run, wanted, sizes, progress, failed, pending)
+                for pack_id, run in _plan_runs(repo, wanted)
+            ]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:  # storage unreachable, disk full: the rest is not read
+                for future in futures:
+                    future.cancel()
+                raise
+    finally:
+        pending[:] = [job for job in jobs if job.made]  # in file order, for the naming
+    for job in jobs:
+        if not job.tried:
+            _create(job, pending)
+        if job.error:
+            result.errors.append(f"{job.item.entry.path}: {job.error}")
+    pending[:] = [job for job in jobs if job.made]
     for blob_id, reason in failed.items():
         for job, _ in wanted[blob_id]:
             job.problem = job.problem or reason
@@ -301,6 +331,27 @@ def _write_files(
         finally:
             job.temp.unlink(missing_ok=True)
         progress(0, 1)
+
+
+def _create(job: _Pending, pending: list[_Pending]) -> bool:
+    """Make the job's temporary at its full size (never through a link, never over a
+    file), once, whichever thread asks first; True when it exists."""
+    with job.lock:
+        if job.tried:
+            return job.made
+        job.tried = True
+        try:
+            fd = os.open(job.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            job.error = str(exc.strerror)
+            return False
+        pending.append(job)
+        job.made = True
+        try:
+            os.ftruncate(fd, job.item.entry.size)
+        finally:
+            os.close(fd)
+        return True
 
 
 def _locate(
@@ -389,55 +440,66 @@ def _link_new(temp: Path, path: Path) -> None:
     os.unlink(temp)
 
 
-def _fill(
-    repo: Repository,
-    wanted: dict[bytes, list[tuple[_Pending, int]]],
-    sizes: dict[bytes, int],
-    progress: ProgressFn,
-    workers: int,
-) -> dict[bytes, str]:
-    """Download each needed pack once and write its blobs at their file offsets.
-
-    Returns the blobs that could not be read (missing pack, failed authentication,
-    wrong size) with the reason; their ranges stay zero. A storage failure other than
-    a missing object (unreachable, denied) still stops the restore: it is not damage.
-    """
-    by_pack: dict[str, list[bytes]] = defaultdict(list)
+def _plan_runs(
+    repo: Repository, wanted: dict[bytes, list[tuple[_Pending, int]]]
+) -> list[tuple[str, list[tuple[Location, bytes]]]]:
+    """The needed parts of the packs: (pack, its blobs in a run), each run read once."""
+    by_pack: dict[str, list[tuple[Location, bytes]]] = defaultdict(list)
     for blob_id in wanted:
         location = repo.location(blob_id)
         assert location is not None
-        by_pack[location.pack].append(blob_id)
-    failed: dict[bytes, str] = {}
+        by_pack[location.pack].append((location, blob_id))
+    runs: list[tuple[str, list[tuple[Location, bytes]]]] = []
+    for pack_id, located in by_pack.items():
+        runs += [(pack_id, run) for run in _runs(sorted(located, key=lambda i: i[0].offset))]
+    return runs
 
-    def fetch(pack_id: str) -> None:
-        key = pack_key(pack_id)
-        located = [(repo.location(b), b) for b in by_pack[pack_id]]
-        for run in _runs(sorted(located, key=lambda item: item[0].offset)):  # type: ignore[arg-type,union-attr]
-            first = run[0][0]
-            span_end = run[-1][0].offset + run[-1][0].length
-            try:
-                data = repo.storage.get(key, first.offset, span_end - first.offset)
-            except NotFound:
-                failed.update((b, f"pack {pack_id[:12]} is missing") for _, b in run)
-                continue
-            for loc, blob_id in run:
-                start = loc.offset - first.offset
-                try:
-                    plain = repo.open_blob(blob_id, data[start : start + loc.length], pack_id)
-                except IntegrityError as exc:
-                    failed[blob_id] = str(exc)
-                    continue
-                if len(plain) != sizes[blob_id]:
-                    failed[blob_id] = f"blob {blob_id.hex()[:12]} has an unexpected size"
-                    continue
-                for job, offset in wanted[blob_id]:
-                    _write_at(job.temp, plain, offset)
-                    progress(len(plain), 0)
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for future in [pool.submit(fetch, p) for p in by_pack]:
-            future.result()
-    return failed
+def _fetch(
+    repo: Repository,
+    pack_id: str,
+    run: list[tuple[Location, bytes]],
+    wanted: dict[bytes, list[tuple[_Pending, int]]],
+    sizes: dict[bytes, int],
+    progress: ProgressFn,
+    failed: dict[bytes, str],
+    pending: list[_Pending],
+) -> None:
+    """Read one run of a pack with one streamed request and write each blob at its file
+    offsets as soon as its bytes are in: each is opened (authenticated, decompressed,
+    hash-checked) first, so memory holds a block and part of a blob, never a pack.
+
+    A blob that cannot be read (missing pack, failed authentication, wrong size) goes
+    to `failed` with the reason; its ranges stay zero. A storage failure other than a
+    missing object (unreachable, denied) still stops the restore: it is not damage."""
+    first = run[0][0].offset
+    end = max(loc.offset + loc.length for loc, _ in run)
+    cutter = BlobCutter(first, [(blob_id, loc) for loc, blob_id in run])
+    done: set[bytes] = set()
+
+    def deliver(blob_id: bytes, sealed: memoryview) -> None:
+        done.add(blob_id)
+        try:
+            plain = repo.open_blob(blob_id, sealed, pack_id)  # type: ignore[arg-type]
+        except IntegrityError as exc:
+            failed[blob_id] = str(exc)
+            return
+        if len(plain) != sizes[blob_id]:
+            failed[blob_id] = f"blob {blob_id.hex()[:12]} has an unexpected size"
+            return
+        for job, offset in wanted[blob_id]:
+            if _create(job, pending):
+                _write_at(job.temp, plain, offset)
+                progress(len(plain), 0)
+
+    try:
+        for block in repo.storage.stream(pack_key(pack_id), first, end - first):
+            for blob_id, _, sealed in cutter.feed(block):
+                deliver(blob_id, sealed)
+        for blob_id, _, sealed in cutter.finish():  # the pack ends early: these fail
+            deliver(blob_id, sealed)
+    except NotFound:
+        failed.update((b, f"pack {pack_id[:12]} is missing") for _, b in run if b not in done)
 
 
 def _write_at(path: Path, data: bytes, offset: int) -> None:
@@ -452,8 +514,9 @@ def _write_at(path: Path, data: bytes, offset: int) -> None:
 
 
 def _runs(located: list[tuple[Location, bytes]]) -> list[list[tuple[Location, bytes]]]:
-    """Group a pack's needed blobs (sorted by offset) into runs fetched with one ranged
-    GET each: neighbours closer than RUN_GAP are read through rather than split."""
+    """Group a pack's needed blobs (sorted by offset) into runs read with one request
+    each: neighbours closer than RUN_GAP are read through rather than split, and a run
+    stops at RUN_MAX bytes so that the workers share a large pack."""
     runs: list[list[tuple[Location, bytes]]] = []
     for loc, blob_id in located:
         last = runs[-1] if runs else None

@@ -159,3 +159,45 @@ def test_local_storage_is_not_wrapped_and_has_no_lock_or_versions(tmp_path: Path
     assert storage.retention("data/x") is None
     storage.delete_versions(["data/x"])
     assert storage.get("data/x") == b"x"
+
+
+class CutStream(Flaky):
+    """A backend whose streams break off after `cut` bytes, transiently, `failures` times."""
+
+    def __init__(self, body: bytes, cut: int, failures: int, error: StorageError | None = None):
+        super().__init__(failures, error)
+        self.body = body
+        self.cut = cut
+        self.asked: list[tuple[int, int]] = []
+
+    def stream(self, key: str, start: int, length: int) -> Iterator[bytes]:
+        self.asked.append((start, length))
+        self.calls += 1
+        end = start + length
+        if self.calls <= self.failures:
+            end = min(end, start + self.cut)
+        for at in range(start, end, 7):
+            yield self.body[at : min(at + 7, end)]
+        if end < start + length:
+            raise self.error or transient(StorageError("cut"))
+
+
+def test_a_cut_stream_resumes_where_it_stopped(_no_sleep: list[float]) -> None:
+    body = bytes(range(100))
+    inner = CutStream(body, cut=30, failures=3)
+    storage = RetryingStorage(inner, attempts=2)  # failures in a row, not in all
+    assert b"".join(storage.stream("k", 10, 85)) == body[10:95]
+    assert inner.asked == [(10, 85), (40, 55), (70, 25)]
+
+
+def test_a_stream_failing_in_a_row_gives_up_and_other_errors_at_once(
+    _no_sleep: list[float],
+) -> None:
+    inner = CutStream(bytes(100), cut=0, failures=10)
+    with pytest.raises(StorageError, match="cut"):
+        list(RetryingStorage(inner, attempts=3).stream("k", 0, 100))
+    assert len(inner.asked) == 3
+    denied = CutStream(bytes(100), cut=20, failures=10, error=StorageError("denied"))
+    with pytest.raises(StorageError, match="denied"):
+        list(RetryingStorage(denied, attempts=3).stream("k", 0, 100))
+    assert len(denied.asked) == 1

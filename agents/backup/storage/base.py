@@ -9,6 +9,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+STREAM_BLOCK = 1 << 20  # bytes a `Storage.stream` block holds at most
+
 
 class ObjectKind(StrEnum):
     """What an object is: packs may go to a colder storage class, metadata never."""
@@ -37,6 +39,13 @@ class Storage(Protocol):
 
     def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         """Read an object or a byte range of it; raises NotFound."""
+        ...
+
+    def stream(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """A byte range of an object (to its end when length is None) in blocks of at most
+        STREAM_BLOCK bytes, in order, read with one request: a whole pack costs one GET,
+        yet memory holds one block. Raises NotFound; a range past the end gives what
+        exists or fails, as `get` does."""
         ...
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:

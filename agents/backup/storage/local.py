@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agents.backup.errors import NotFound, StorageError
-from agents.backup.storage.base import ObjectInfo, ObjectKind
+from agents.backup.storage.base import STREAM_BLOCK, ObjectInfo, ObjectKind
 
 
 class LocalStorage:
@@ -47,6 +47,29 @@ class LocalStorage:
             raise NotFound(f"{self.url}: {key} does not exist") from None
         except OSError as exc:
             raise StorageError(f"{self.url}: cannot read {key}: {exc.strerror or exc}") from None
+
+    def stream(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        try:
+            handle = open(self._path(key), "rb")  # noqa: SIM115 (closed below, a generator)
+        except FileNotFoundError:
+            raise NotFound(f"{self.url}: {key} does not exist") from None
+        except OSError as exc:
+            raise StorageError(f"{self.url}: cannot read {key}: {exc.strerror or exc}") from None
+        with handle:
+            handle.seek(start)
+            left = -1 if length is None else length  # -1: to the end
+            while left:
+                try:
+                    data = handle.read(STREAM_BLOCK if left < 0 else min(STREAM_BLOCK, left))
+                except OSError as exc:
+                    raise StorageError(
+                        f"{self.url}: cannot read {key}: {exc.strerror or exc}"
+                    ) from None
+                if not data:
+                    return  # the end (shorter than asked: fewer bytes, as with `get`)
+                if left > 0:
+                    left -= len(data)
+                yield data
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         directory = prefix.rpartition("/")[0]

@@ -88,6 +88,28 @@ class RetryingStorage:
         """Read an object or a byte range of it; raises NotFound at once."""
         return retry_call(lambda: self.inner.get(key, start, length), self.attempts)
 
+    def stream(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """A byte range in blocks; a stream cut by a transient failure is resumed where it
+        stopped (a new ranged request for the rest), so no byte is given twice or left
+        out. Attempts count failures in a row: a stream that keeps advancing goes on."""
+        done = 0
+        failures = 0
+        while True:
+            try:
+                rest = None if length is None else length - done
+                for block in self.inner.stream(key, start + done, rest):
+                    done += len(block)
+                    failures = 0
+                    yield block
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                failures += 1
+                if failures >= self.attempts:
+                    raise _settled(exc) from None
+            time.sleep(backoff(failures))
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object under prefix; a listing that fails part-way starts again and
         skips the keys already given, so none is given twice or left out."""

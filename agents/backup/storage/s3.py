@@ -6,7 +6,8 @@ fallback to single deletes, multipart uploads aborted on failure and listed as
 leftovers, deletes verified, cold storage classes never used for metadata. Each
 request's failure is translated to one line in `_call`; throttling, 5xx, dropped
 connections and short bodies are marked transient, and `RetryingStorage`
-(storage/retry.py) retries the operation (one request: a small put, a get, a stat).
+(storage/retry.py) retries the operation (one request: a small put, a get, a stat;
+a stream cut part-way resumes with a ranged GET for the rest).
 An operation made of several requests (multipart upload, paged listing, delete and
 its verification, version removal) retries each request with the same policy
 (`_request`), so a late failure does not start it over.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import re
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -29,7 +31,7 @@ import botocore.config
 import botocore.exceptions
 
 from agents.backup.errors import NotFound, StorageError
-from agents.backup.storage.base import ObjectInfo, ObjectKind
+from agents.backup.storage.base import STREAM_BLOCK, ObjectInfo, ObjectKind
 from agents.backup.storage.retry import retry_call, transient
 from agents.config import S3Config, resolve_secret
 
@@ -157,6 +159,30 @@ class S3Storage:
             return body
 
         return self._call(f"read {key}", read)
+
+    def stream(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        if length is not None and length <= 0:
+            return
+        end = "" if length is None else str(start + length - 1)
+        args = {"Bucket": self.bucket, "Key": self.prefix + key, "Range": f"bytes={start}-{end}"}
+        what = f"read {key}"
+
+        def begin() -> Any:
+            response = self.client.get_object(**args)
+            if not _whole_reply(response, start, length):
+                response["Body"].close()
+                raise _ShortRead(f"the reply to bytes={start}-{end} is not that range")
+            return response["Body"]
+
+        body = self._call(what, begin)
+        try:
+            while True:
+                block = self._call(what, lambda: _read_some(body, STREAM_BLOCK))
+                if not block:
+                    return
+                yield block
+        finally:
+            body.close()
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         # Paged by hand: each page's request is retried on its own (`_request`), so a
@@ -402,6 +428,27 @@ class S3Storage:
 
 class _ShortRead(Exception):
     pass
+
+
+def _read_some(body: Any, size: int) -> bytes:
+    """Up to `size` bytes of a streamed reply, b"" at its end; a reply that ends before
+    its Content-Length raises (botocore checks it), a transient failure: the stream
+    resumes where it stopped."""
+    return bytes(body.read(size))
+
+
+def _whole_reply(response: dict[str, Any], start: int, length: int | None) -> bool:
+    """Whether a ranged GET's reply holds the whole range asked: its Content-Range says
+    so (to the object's end when `length` is None) and its Content-Length agrees. A
+    proxy that cuts a body short behind a matching Content-Length fails this."""
+    size = int(response.get("ContentLength", -1))
+    match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", str(response.get("ContentRange", "")))
+    if match is None:  # a store that ignores ranges sends the whole object
+        return start == 0 and (length is None or size == length)
+    first, last, total = (int(g) for g in match.groups())
+    if first != start or size != last - first + 1:
+        return False
+    return size == length if length is not None else last + 1 == total
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:
