@@ -61,7 +61,7 @@ def begin(cfg: BackupConfig | None) -> None:
         storage = open_storage(cfg.repository, cfg.s3)
     except Exception:  # reported in one line where the repository is opened
         return
-    _started[(id(cfg), password)] = (storage, _start(storage, password))
+    _started[_key(cfg, password)] = (storage, _start(storage, password))
 
 
 def begin_early(config_file: Path) -> None:
@@ -90,10 +90,17 @@ def begin_early(config_file: Path) -> None:
 
 def take(cfg: BackupConfig, password: str) -> tuple[Storage, Future[Found]] | None:
     """The storage and pending unlock started for this config and password, if any."""
-    started = _started.pop((id(cfg), password), None)
+    started = _started.pop(_key(cfg, password), None)
     if started is None and not cfg.repository.startswith("s3://"):
         started = _started.pop(("early", cfg.repository, password), None)
     return started
+
+
+def _key(cfg: BackupConfig, password: str) -> tuple[object, ...]:
+    """What an unlock is for: the repository, its S3 settings and the password (never
+    an object's identity: in one process, a later config may reuse a freed one's)."""
+    s3 = cfg.s3.model_dump_json() if cfg.s3 is not None else ""
+    return ("validated", cfg.repository, s3, password)
 
 
 def _start(storage: Storage, password: str) -> Future[Found]:

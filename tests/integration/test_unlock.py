@@ -88,7 +88,7 @@ def test_an_early_unlock_is_used_when_the_validated_config_agrees(tmp_path: Path
     unlock.begin_early(path)
     assert ("early", str(tmp_path / "repo"), "early password") in unlock._started
     unlock.begin(config.backup)  # already started early: not started twice
-    assert (id(config.backup), "early password") not in unlock._started
+    assert not any(k[0] == "validated" for k in unlock._started)
     repo = open_repository(config.backup)
     assert repo.key_id == made.key_id and repo.crypto.master == made.crypto.master
     assert not any(k[0] == "early" for k in unlock._started)  # taken
@@ -123,3 +123,22 @@ def test_an_early_unlock_starts_only_from_a_plain_local_config(tmp_path: Path, c
     path.write_text(text)
     unlock.begin_early(path)
     assert unlock._started == {}
+
+
+def test_an_unlock_is_keyed_by_what_it_opens_not_by_object_identity(tmp_path: Path) -> None:
+    """A command that failed before opening leaves its unlock behind; in one process
+    (the crash tests run the CLI in-process) a later config object may reuse the freed
+    one's identity. So an unlock is found by repository, S3 settings and password: an
+    equal config gets it, another repository with the same password never does."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = _config(tmp_path / "one", "pw")
+    two = _config(tmp_path / "two", "pw")
+    init_repository(one, "h")
+    init_repository(two, "h")
+    unlock.begin(one)  # left untaken
+    assert unlock.take(two, "pw") is None
+    same_as_one = _config(tmp_path / "one", "pw")  # another object, the same config
+    assert same_as_one is not one
+    assert unlock.take(same_as_one, "pw") is not None
+    unlock._started.clear()
