@@ -11,7 +11,7 @@ from pathlib import Path
 
 from agents.backup.archiver import WHOLE_READ, Archiver
 from agents.backup.runner import init_repository, open_repository, run_backup
-from tests.integration.test_files_source import load, write_config
+from tests.integration.test_files_source import backed_up_twice, load, write_config
 
 
 class ShortReads(io.RawIOBase):
@@ -73,13 +73,7 @@ def test_unchanged_files_under_nested_and_repeated_source_paths_are_reused(
     (source / "top.txt").write_text("top\n")
     (source / "inner" / "deep.txt").write_text("deep\n")
     paths = [source / "inner", source, source]
-    config = load(write_config(tmp_path, [{"name": "files", "paths": paths}]))
-    assert config.backup is not None
-    init_repository(config.backup, config.host)
-    for _ in range(2):
-        results: list = []
-        assert run_backup(config, emit=results.append).ok
-    details = results[0].details
+    details = backed_up_twice(load(write_config(tmp_path, [{"name": "files", "paths": paths}])))
     assert details["files"] == 5  # deep.txt under each of the three paths, top.txt twice
     assert (details["files_reused"], details["bytes_read"]) == (5, 0), details
 

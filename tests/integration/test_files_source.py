@@ -81,6 +81,17 @@ def cli(*args: str, user: tuple[str, dict[str, str]] | None = None) -> subproces
     )
 
 
+def backed_up_twice(config: Config) -> dict[str, Any]:
+    """Init the repository and back up twice; the second run's source details (the run
+    that had the first as its parent)."""
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    for _ in range(2):
+        results: list = []
+        assert run_backup(config, emit=results.append).ok
+    return results[0].details
+
+
 def inside(target: Path, source: Path) -> Path:
     """Where a source path lands in a restore target (paths are stored from the root)."""
     return target / str(source).lstrip("/")
@@ -482,12 +493,7 @@ def test_the_parent_is_read_in_step_with_the_walk(tmp_path: Path) -> None:
     _make_tricky_tree(one)
     _make_tricky_tree(two)
     config = load(write_config(tmp_path, [{"name": "files", "paths": [one, two]}]))
-    assert config.backup is not None
-    init_repository(config.backup, config.host)
-    for _ in range(2):
-        results: list = []
-        assert run_backup(config, emit=results.append).ok
-    details = results[0].details
+    details = backed_up_twice(config)
     assert details["files"] == 18 and details["files_reused"] == 18, details
     assert details["bytes_read"] == 0 and details["warnings"] == []
     swapped = load(write_config(tmp_path, [{"name": "files", "paths": [two, one]}], "s.yml"))
