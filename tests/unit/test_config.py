@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from agents.config import (
 from agents.records.base import DEFER_BUILD
 from agents.results import Severity
 from agents.units import format_duration, parse_duration, parse_size
+from tests.support.probe import run_probe
 
 
 def errors(text: str) -> list[str]:
@@ -94,14 +94,7 @@ def test_loading_a_config_leaves_holidays_and_plugins_alone() -> None:
         "plugins = os.environ.get('PYDANTIC_DISABLE_PLUGINS')\n"
         "print(json.dumps([sorted(sys.modules), built, plugins]))\n"
     )
-    ran = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-        check=True,
-    )
-    modules, built, plugins = json.loads(ran.stdout)
+    modules, built, plugins = run_probe(probe)
     assert [m for m in modules if m.split(".")[0] == "holidays"] == []
     assert built == (["Config"] if DEFER_BUILD else built)
     assert plugins == "__all__"
@@ -501,8 +494,6 @@ def test_garbage_text_never_crashes(text: str) -> None:
 
 
 def test_cli_config_check_exit_codes(tmp_path: Path) -> None:
-    import subprocess
-    import sys
 
     bad = tmp_path / "bad.yml"
     bad.write_text("backup: {repository: /r, retention: {keep_daily: -1}}\n")

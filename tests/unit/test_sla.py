@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -16,6 +15,7 @@ from hypothesis import strategies as st
 from agents.cases.sla import DEFAULT_TARGETS, BusinessCalendar, due_times
 from agents.config import Calendar, Config, ConfigError, Holidays, load_config
 from agents.results import Severity
+from tests.support.probe import run_probe
 
 TORONTO = ZoneInfo("America/Toronto")
 CALENDAR = BusinessCalendar.from_config(
@@ -134,14 +134,7 @@ def test_the_agent_asks_a_child_for_holidays_and_gets_the_same_days() -> None:
     """The agent computes public holidays in a child process, so the first case it opens
     does not load every country of the `holidays` package into it for good; the days are
     the package's (Christmas, Boxing Day and its observed Monday)."""
-    ran = subprocess.run(
-        [sys.executable, "-c", AGENT_PROBE],
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-        check=True,
-    )
-    business_days, loaded = json.loads(ran.stdout)
+    business_days, loaded = run_probe(AGENT_PROBE)
     assert business_days == [True, False, False, False, True]
     assert loaded is False
 
