@@ -3,8 +3,9 @@
 The dashboards are kept in the repository as JSON, so Grafana provisioning needs nothing
 but the files; this script is their source. Edit here, run
 `python deploy/grafana/generate.py`, and commit both; the test suite fails when the JSON
-is not what this script writes, and runs every panel query against a real Prometheus
-scraping a real agent.
+is not what this script writes, runs every Prometheus panel query against a real
+Prometheus scraping a real agent, and every SQL panel query (the case store dashboard),
+expanded as Grafana expands it, against a real PostgreSQL case store.
 
 Plain dictionaries, no dashboard library: the JSON model used (schemaVersion 39) is small
 and stable, and one dependency fewer is one upgrade fewer.
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 DATASOURCE = {"type": "prometheus", "uid": "opsagent-prometheus"}
-# the case store, read directly (provisioning/datasources/opsagent.yml; Grafana before 10
+# the case store, read directly (provisioning/datasources/opsagent.yml; Grafana before 10.2.3
 # calls the type `postgres`)
 CASE_STORE = {"type": "grafana-postgresql-datasource", "uid": "opsagent-cases-pg"}
 HERE = Path(__file__).resolve().parent
