@@ -95,8 +95,10 @@ class Store:
         return _select(self.reader_dsn, self.sql(title, ref, **values))
 
 
-def _select(dsn: str, sql: str) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn, connect_timeout=10) as db:
+def _select(dsn: str, sql: str, zone: str = "UTC") -> list[dict[str, Any]]:
+    """The rows of a query, in a session of the given time zone (the server's default
+    is whatever its postgresql.conf says; Grafana does not set one)."""
+    with psycopg.connect(dsn, connect_timeout=10, options=f"-c TimeZone={zone}") as db:
         cursor = db.execute(sql)
         names = [c.name for c in cursor.description or []]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -248,6 +250,11 @@ def _fill(database: services.Database, psql: str) -> Store:
     cases.acknowledge(i, month + span / 4, "carl")
     case("G", Severity.CRITICAL, "h1", "db down", month + span / 2, now + 3 * H, now + 23 * H)
     cases.reopen(j, month + span * 3 / 4, "carl")
+    # K: two hours before midnight UTC on the last day of three months back, already the
+    # next month in India: UTC decides, whatever the database session's zone
+    k = case("K", Severity.MODERATE, "h2", "late night failover", m2 - 2 * H, m2 + D, m2 + 10 * D)
+    cases.acknowledge(k, m2 - H, "dan")
+    cases.resolve(k, m2 + D, "dan", None)
 
     applied = subprocess.run(
         [
@@ -341,6 +348,54 @@ def test_every_panel_query_runs_as_the_read_only_role(store: Store) -> None:
             _select(store.reader_dsn, f"SELECT 1 WHERE 'x' IN ({variable['allValue']})")
 
 
+def test_figures_do_not_depend_on_the_sessions_time_zone(store: Store) -> None:
+    """Months and days are UTC's whatever the server's zone: a case opened late on the
+    last day of a month in Toronto is still counted in the month UTC says."""
+    for title in ("SLA compliance by month", "Cases opened per day", "Recent cases"):
+        sql = store.sql(title)
+        utc = _select(store.reader_dsn, sql)
+        assert utc
+        for zone in ("America/Toronto", "Asia/Kolkata"):
+            assert _select(store.reader_dsn, sql, zone) == utc, (title, zone)
+
+
+def test_an_empty_store_gives_zeros_not_errors() -> None:
+    """A new store (no case yet, so no severity or host to choose): every panel runs."""
+    generate = _generator()
+    model = generate.render(generate.case_store())
+    with services.postgres_database(f"opsagent_t_{uuid.uuid4().hex[:10]}") as database:
+        CaseStore(database.dsn)  # creates the tables
+        applied = subprocess.run(
+            [
+                "psql",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-q",
+                "-d",
+                database.dsn,
+                "-f",
+                str(GRAFANA / "cases-readonly.sql"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert applied.returncode == 0, applied.stderr
+        reader = database.dsn.replace("postgres@", "grafana_cases@", 1)
+        variables = model["templating"]["list"]
+        values = {"severity": [ALL], "host": [ALL], "search": ""}
+        now = datetime.now(UTC)
+        results = {}
+        for panel in model["panels"]:
+            for target in panel.get("targets", []):
+                sql = expand(target["rawSql"], variables, values, now - 90 * D, now)
+                results[panel["title"]] = _select(reader, sql)
+        assert results["Open cases"] == [{"open cases": 0}]
+        assert results["Targets missed this month"] == [{"missed": 0}]
+        assert results["Median time to respond (this month)"] == [{"median": None}]
+        assert results["Recent cases"] == [] and results["SLA compliance by month"] == []
+
+
 def test_variables_list_severities_by_rank_and_hosts(store: Store) -> None:
     by_name = {v["name"]: v for v in store.model["templating"]["list"]}
     severities = [r["severity"] for r in _select(store.reader_dsn, by_name["severity"]["query"])]
@@ -399,7 +454,7 @@ def test_recent_cases_search_filter_and_time_range(store: Store) -> None:
         return [by_id[r["case"]] for r in store.rows("Recent cases", **values)]
 
     # opened from three months back to now, newest case number first
-    assert keys() == ["G", "I", "H", "J", "F", "E", "D", "C", "B", "A"]
+    assert keys() == ["K", "G", "I", "H", "J", "F", "E", "D", "C", "B", "A"]
     assert keys(search="db's") == ["B"]  # a quote in the search box
     assert keys(search="H3") == ["I", "J", "F"]  # hosts, any case
     assert keys(search="unique-fp") == ["D"]  # fingerprints
@@ -444,6 +499,7 @@ def test_sla_compliance_by_month_worked_out_by_hand(store: Store) -> None:
     assert got == {
         (m1, "critical"): (2, 1, 1, half, 1, 1, half),  # A met both, B missed both
         (m1, "major"): (1, 1, 0, full, 1, 0, full),  # C
+        (m1, "moderate"): (1, 1, 0, full, 1, 0, full),  # K, two hours before m2 began
         (m2, "major"): (2, 1, 1, half, 2, 0, full),  # D met both, E responded late
         (m2, "minor"): (1, 1, 0, full, 0, 1, none),  # F never resolved
         # this month, by the start of the clock (J's reopening): pending is left out
@@ -511,6 +567,7 @@ def test_missed_targets_and_cases_opened_per_day(store: Store) -> None:
         (store.m1 + 2 * D, "critical", 1),
         (store.m1 + 9 * D, "critical", 1),
         (store.m1 + 14 * D, "major", 1),
+        (store.m2 - D, "moderate", 1),  # K
     ]
 
 
@@ -534,7 +591,7 @@ def test_the_read_only_role_cannot_write_or_read_beyond_cases(store: Store, stat
     with pytest.raises(psycopg.Error) as raised:
         _select(store.reader_dsn, statement)
     assert type(raised.value).__name__ in {"InsufficientPrivilege", "ReadOnlySqlTransaction"}
-    assert _select(store.admin_dsn, "SELECT count(*) AS n FROM cases") == [{"n": 10}]
+    assert _select(store.admin_dsn, "SELECT count(*) AS n FROM cases") == [{"n": 11}]
 
 
 def test_a_search_box_attack_is_a_literal_and_the_role_a_wall(store: Store) -> None:
@@ -556,7 +613,7 @@ def test_a_search_box_attack_is_a_literal_and_the_role_a_wall(store: Store) -> N
     # refused by the read-only session (and, with it turned off, by the missing grant:
     # test_the_read_only_role_cannot_write_or_read_beyond_cases)
     assert type(raised.value).__name__ in {"ReadOnlySqlTransaction", "InsufficientPrivilege"}
-    assert _select(store.admin_dsn, "SELECT count(*) AS n FROM cases") == [{"n": 10}]
+    assert _select(store.admin_dsn, "SELECT count(*) AS n FROM cases") == [{"n": 11}]
 
 
 def test_readonly_sql_runs_twice_and_the_datasource_keeps_no_secret(store: Store) -> None:
