@@ -994,15 +994,17 @@ ORDER BY month DESC, {RANK}"""
                                 "  SELECT id, severity, host, title, 'resolution',"
                                 " resolution_due, resolved\n"
                                 "  FROM o WHERE resolution = 'missed'\n"
-                                ") AS m\nWHERE $__timeFilter(due)\nORDER BY due DESC, id"
+                                ") AS m\nWHERE $__timeFilter(due)\n"
+                                "ORDER BY due DESC, id\nLIMIT 1000"
                             )
                         ],
                         kind="table",
                         width=12,
                         custom={"filterable": True},
                         columns={"late by": [{"id": "unit", "value": "s"}]},
-                        description="Every target due in the time range and missed;"
-                        " 'late by' counts to now for what is still not done.",
+                        description="Targets due in the time range and missed, latest"
+                        " first (at most 1000); 'late by' counts to now for what is still"
+                        " not done.",
                     ),
                 ],
             ),
