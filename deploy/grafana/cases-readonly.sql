@@ -18,9 +18,12 @@ BEGIN
 END
 $$;
 
--- read-only sessions by default, and no dashboard query runs for more than 30 s
+-- read-only sessions by default, no dashboard query runs for more than 30 s, and a
+-- backslash in a search box is a backslash even where the server still treats it as an
+-- escape (standard_conforming_strings = off): Grafana doubles quotes, not backslashes
 ALTER ROLE grafana_cases SET default_transaction_read_only = on;
 ALTER ROLE grafana_cases SET statement_timeout = '30s';
+ALTER ROLE grafana_cases SET standard_conforming_strings = on;
 
 DO $$
 BEGIN

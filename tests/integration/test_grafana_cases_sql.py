@@ -459,6 +459,7 @@ def test_recent_cases_search_filter_and_time_range(store: Store) -> None:
     assert keys(search="H3") == ["I", "J", "F"]  # hosts, any case
     assert keys(search="unique-fp") == ["D"]  # fingerprints
     assert keys(search="db") == ["G", "B"]
+    assert keys(search="%") == [] and keys(search="_") == []  # plain text, not a pattern
     assert keys(severity=["major", "minor"], host=["h1"]) == ["E", "C"]
     assert keys(start=store.m2, end=store.month) == ["J", "F", "E", "D"]
     rows = {r["case"]: r for r in store.rows("Recent cases")}
@@ -614,6 +615,24 @@ def test_a_search_box_attack_is_a_literal_and_the_role_a_wall(store: Store) -> N
     # test_the_read_only_role_cannot_write_or_read_beyond_cases)
     assert type(raised.value).__name__ in {"ReadOnlySqlTransaction", "InsufficientPrivilege"}
     assert _select(store.admin_dsn, "SELECT count(*) AS n FROM cases") == [{"n": 11}]
+
+
+def test_a_backslash_cannot_end_the_literal_even_with_old_string_rules(store: Store) -> None:
+    """Grafana doubles quotes, not backslashes: were the database still reading
+    backslash escapes (standard_conforming_strings = off), `\\'` would close the
+    literal. The role turns standard strings on for its own sessions."""
+    name = store.admin_dsn.rpartition("/")[2]
+    with psycopg.connect(store.admin_dsn, autocommit=True) as db:
+        db.execute(f'ALTER DATABASE "{name}" SET standard_conforming_strings = off')
+    try:
+        with psycopg.connect(store.admin_dsn) as db:
+            assert db.execute("SHOW standard_conforming_strings").fetchone() == ("off",)
+        attack = "\\')) > 0 OR true --"  # with backslash escapes: every case
+        assert store.rows("Recent cases", search=attack) == []
+        assert store.rows("Recent cases", search="\\") == []
+    finally:
+        with psycopg.connect(store.admin_dsn, autocommit=True) as db:
+            db.execute(f'ALTER DATABASE "{name}" RESET standard_conforming_strings')
 
 
 def test_readonly_sql_runs_twice_and_the_datasource_keeps_no_secret(store: Store) -> None:
