@@ -73,6 +73,7 @@ class Dashboard:
 
 
 def _datasource(panel: Panel) -> dict[str, str]:
+    """The data source a panel's queries go to: the case store for SQL, else Prometheus."""
     return CASE_STORE if isinstance(panel.queries[0], Sql) else DATASOURCE
 
 
@@ -176,8 +177,9 @@ def render(dashboard: Dashboard) -> dict[str, Any]:
             }
         )
     templating += dashboard.variables
+    # each dashboard opens on its own default range (months here, hours there)
     links: list[dict[str, Any]] = [
-        {"title": title, "type": "link", "url": f"/d/{uid}", "keepTime": True}
+        {"title": title, "type": "link", "url": f"/d/{uid}", "keepTime": False}
         for title, uid in dashboard.links
     ]
     links.append(
@@ -735,14 +737,17 @@ def _compliance(target: str) -> str:
 
 
 def _seconds(expr: str) -> str:
+    """An interval in seconds, as float8 (what percentile_cont and round take)."""
     return f"extract(epoch FROM {expr})::float8"
 
 
 def _median(expr: str, quantile: float = 0.5) -> str:
+    """A continuous (interpolated) quantile of an interval, in seconds."""
     return f"percentile_cont({quantile}) WITHIN GROUP (ORDER BY {_seconds(expr)})"
 
 
 def _thresholds(*steps: tuple[float | None, str]) -> dict[str, Any]:
+    """A column's colour steps, from the lowest (value None) up."""
     return {
         "id": "thresholds",
         "value": {
