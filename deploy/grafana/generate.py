@@ -3,8 +3,9 @@
 The dashboards are kept in the repository as JSON, so Grafana provisioning needs nothing
 but the files; this script is their source. Edit here, run
 `python deploy/grafana/generate.py`, and commit both; the test suite fails when the JSON
-is not what this script writes, and runs every panel query against a real Prometheus
-scraping a real agent.
+is not what this script writes, runs every Prometheus panel query against a real
+Prometheus scraping a real agent, and every SQL panel query (the case store dashboard),
+expanded as Grafana expands it, against a real PostgreSQL case store.
 
 Plain dictionaries, no dashboard library: the JSON model used (schemaVersion 39) is small
 and stable, and one dependency fewer is one upgrade fewer.
@@ -19,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 DATASOURCE = {"type": "prometheus", "uid": "opsagent-prometheus"}
+# the case store, read directly (provisioning/datasources/opsagent.yml; Grafana before 10.2.3
+# calls the type `postgres`)
+CASE_STORE = {"type": "grafana-postgresql-datasource", "uid": "opsagent-cases-pg"}
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "dashboards"
 
@@ -31,9 +35,17 @@ class Query:
 
 
 @dataclass
+class Sql:
+    """A query of the case store in SQL, with Grafana's macros and `$variables`."""
+
+    sql: str
+    format: str = "table"  # table | time_series
+
+
+@dataclass
 class Panel:
     title: str
-    queries: list[Query]
+    queries: list[Query] | list[Sql]
     kind: str = "timeseries"  # timeseries | stat | table | bargauge
     unit: str = "short"
     width: int = 12
@@ -43,6 +55,9 @@ class Panel:
     # test accepts no series for these and only checks that the queries run
     may_be_empty: bool = False
     thresholds: list[tuple[float, str]] = field(default_factory=list)
+    # per-column settings of a table (Grafana field overrides), by column name
+    columns: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    custom: dict[str, Any] = field(default_factory=dict)  # e.g. filterable table headers
 
 
 @dataclass
@@ -52,9 +67,26 @@ class Dashboard:
     description: str
     rows: list[tuple[str, list[Panel]]]
     host_variable: bool = False
+    variables: list[dict[str, Any]] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)  # (title, uid) of others
+    time_from: str = "now-24h"
 
 
-def _target(query: Query, ref: str) -> dict[str, Any]:
+def _datasource(panel: Panel) -> dict[str, str]:
+    """The data source a panel's queries go to: the case store for SQL, else Prometheus."""
+    return CASE_STORE if isinstance(panel.queries[0], Sql) else DATASOURCE
+
+
+def _target(query: Query | Sql, ref: str) -> dict[str, Any]:
+    if isinstance(query, Sql):
+        return {
+            "datasource": CASE_STORE,
+            "editorMode": "code",
+            "format": query.format,
+            "rawQuery": True,
+            "rawSql": query.sql,
+            "refId": ref,
+        }
     target: dict[str, Any] = {
         "datasource": DATASOURCE,
         "expr": query.expr,
@@ -75,7 +107,7 @@ def _panel(panel: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
         "type": panel.kind,
         "title": panel.title,
         "description": panel.description,
-        "datasource": DATASOURCE,
+        "datasource": _datasource(panel),
         "gridPos": {"x": x, "y": y, "w": panel.width, "h": panel.height},
         "targets": [_target(q, chr(ord("A") + i)) for i, q in enumerate(panel.queries)],
         "fieldConfig": {
@@ -83,11 +115,16 @@ def _panel(panel: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
                 "unit": panel.unit,
                 "thresholds": {"mode": "absolute", "steps": steps},
             },
-            "overrides": [],
+            "overrides": [
+                {"matcher": {"id": "byName", "options": name}, "properties": properties}
+                for name, properties in panel.columns.items()
+            ],
         },
         "options": {},
     }
-    if panel.kind == "table":
+    if panel.custom:
+        out["fieldConfig"]["defaults"]["custom"] = panel.custom
+    if panel.kind == "table" and isinstance(panel.queries[0], Query):
         out["transformations"] = [{"id": "merge", "options": {}}]
     if panel.kind == "stat":
         out["options"] = {"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "background"}
@@ -139,6 +176,20 @@ def render(dashboard: Dashboard) -> dict[str, Any]:
                 "multi": False,
             }
         )
+    templating += dashboard.variables
+    # each dashboard opens on its own default range (months here, hours there)
+    links: list[dict[str, Any]] = [
+        {"title": title, "type": "link", "url": f"/d/{uid}", "keepTime": False}
+        for title, uid in dashboard.links
+    ]
+    links.append(
+        {
+            "title": "opsagent dashboards",
+            "type": "dashboards",
+            "tags": ["opsagent"],
+            "asDropdown": True,
+        }
+    )
     return {
         "uid": dashboard.uid,
         "title": dashboard.title,
@@ -149,17 +200,10 @@ def render(dashboard: Dashboard) -> dict[str, Any]:
         "version": 1,
         "editable": False,
         "refresh": "1m",
-        "time": {"from": "now-24h", "to": "now"},
+        "time": {"from": dashboard.time_from, "to": "now"},
         "templating": {"list": templating},
         "annotations": {"list": []},
-        "links": [
-            {
-                "title": "opsagent dashboards",
-                "type": "dashboards",
-                "tags": ["opsagent"],
-                "asDropdown": True,
-            }
-        ],
+        "links": links,
         "panels": panels,
     }
 
@@ -539,6 +583,7 @@ def dashboards() -> list[Dashboard]:
         uid="opsagent-cases",
         title="opsagent / Cases and SLA",
         description="Open cases by severity, SLA breaches, time to respond and resolve.",
+        links=[("Cases (case store)", "opsagent-case-store")],
         rows=[
             (
                 "Cases",
@@ -641,7 +686,420 @@ def dashboards() -> list[Dashboard]:
             ),
         ],
     )
-    return [fleet, host, backups, cases]
+    return [fleet, host, backups, cases, case_store()]
+
+
+# --- the case store dashboard: SQL on the case store's PostgreSQL tables ------------------
+#
+# Times are ISO-8601 text with an offset in the store, cast with ::timestamptz. Months are
+# calendar months in UTC (date_trunc): Grafana's $__timeGroup has no calendar month ('1M'
+# is a fixed number of seconds). A target is met when the case was responded to
+# (acknowledged or resolved, whichever came first) or resolved no later than its due
+# time, missed when that happened later or the due time passed with the case still
+# waiting, and pending otherwise; compliance is met / (met + missed).
+
+OPEN = "('open', 'acknowledged', 'reopened')"
+PICKED = "severity IN ($severity) AND host IN ($host)"
+SEARCH = "strpos(lower(title || ' ' || host || ' ' || fingerprint), lower('$search')) > 0"
+RANK = "array_position(ARRAY['critical', 'major', 'moderate', 'minor'], severity)"
+MONTH_START = "date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+# every picked case with its clocks and the outcome of each target
+OUTCOMES = f"""WITH c AS (
+  SELECT id, severity, status, title, host, source, fingerprint, occurrences,
+    first_seen::timestamptz AS opened,
+    coalesce(clock_start, first_seen)::timestamptz AS started,
+    response_due::timestamptz AS response_due,
+    resolution_due::timestamptz AS resolution_due,
+    acknowledged_at::timestamptz AS acknowledged, acknowledged_by,
+    least(acknowledged_at::timestamptz, resolved_at::timestamptz) AS responded,
+    resolved_at::timestamptz AS resolved
+  FROM cases
+  WHERE {PICKED}
+), o AS (
+  SELECT c.*,
+    CASE WHEN responded <= response_due THEN 'met'
+      WHEN responded IS NOT NULL OR response_due < now() THEN 'missed'
+      ELSE 'pending' END AS response,
+    CASE WHEN resolved <= resolution_due THEN 'met'
+      WHEN resolved IS NOT NULL OR resolution_due < now() THEN 'missed'
+      ELSE 'pending' END AS resolution
+  FROM c
+)
+"""
+
+
+def _compliance(target: str) -> str:
+    """Percent of a target's decided outcomes that were met (NULL when none is decided)."""
+    return (
+        f"round(100.0 * count(*) FILTER (WHERE {target} = 'met')"
+        f" / nullif(count(*) FILTER (WHERE {target} <> 'pending'), 0), 1)"
+    )
+
+
+def _seconds(expr: str) -> str:
+    """An interval in seconds, as float8 (what percentile_cont and round take)."""
+    return f"extract(epoch FROM {expr})::float8"
+
+
+def _median(expr: str, quantile: float = 0.5) -> str:
+    """A continuous (interpolated) quantile of an interval, in seconds."""
+    return f"percentile_cont({quantile}) WITHIN GROUP (ORDER BY {_seconds(expr)})"
+
+
+def _thresholds(*steps: tuple[float | None, str]) -> dict[str, Any]:
+    """A column's colour steps, from the lowest (value None) up."""
+    return {
+        "id": "thresholds",
+        "value": {
+            "mode": "absolute",
+            "steps": [{"color": color, "value": value} for value, color in steps],
+        },
+    }
+
+
+# a time left: red once overdue, orange within 4 h, green beyond
+TIME_LEFT = [
+    {"id": "unit", "value": "s"},
+    _thresholds((None, "red"), (0, "orange"), (4 * 3600, "green")),
+    {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+]
+OUTCOME = [
+    {
+        "id": "mappings",
+        "value": [
+            {
+                "type": "value",
+                "options": {
+                    "met": {"color": "green", "index": 0},
+                    "missed": {"color": "red", "index": 1},
+                    "pending": {"color": "blue", "index": 2},
+                },
+            }
+        ],
+    },
+    {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+]
+PERCENT = [
+    {"id": "unit", "value": "percent"},
+    _thresholds((None, "red"), (80, "orange"), (95, "green")),
+    {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+]
+
+
+def _variable(name: str, label: str, column: str, order: str) -> dict[str, Any]:
+    """A multi-value variable of the values of a column; "All" is a subquery, so an
+    empty store or a thousand hosts still make a valid, short `IN (...)`."""
+    sql = f"SELECT {column} FROM cases GROUP BY {column} ORDER BY {order}"
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": CASE_STORE,
+        "query": sql,
+        "definition": sql,
+        "refresh": 1,
+        "sort": 0,
+        "multi": True,
+        "includeAll": True,
+        "allValue": f"SELECT {column} FROM cases",
+        "current": {"text": ["All"], "value": ["$__all"]},
+    }
+
+
+def case_store() -> Dashboard:
+    """The case store read directly: what is open and how long it has left, every case
+    searchable, and the service levels month by month (tested in
+    tests/integration/test_grafana_cases_sql.py against a real store)."""
+    monthly = f"""{OUTCOMES}SELECT to_char(month, 'YYYY-MM') AS "month", severity,"""
+    by_month = f"""FROM (SELECT o.*, date_trunc('month', started AT TIME ZONE 'UTC') AS month
+  FROM o) AS m
+WHERE $__timeFilter(started)
+GROUP BY month, severity
+ORDER BY month DESC, {RANK}"""
+    return Dashboard(
+        uid="opsagent-case-store",
+        title="opsagent / Cases (case store)",
+        description="The PostgreSQL case store read directly: open cases and their time"
+        " left, every case searchable, SLA compliance and time to respond by month.",
+        time_from="now-6M/M",
+        links=[("Cases and SLA (Prometheus)", "opsagent-cases")],
+        variables=[
+            _variable("severity", "Severity", "severity", RANK),
+            _variable("host", "Host", "host", "host"),
+            {
+                "name": "search",
+                "label": "Search title, host, fingerprint",
+                "type": "textbox",
+                "query": "",
+                "current": {"text": "", "value": ""},
+            },
+        ],
+        rows=[
+            (
+                "Now",
+                [
+                    Panel(
+                        "Open cases",
+                        [
+                            Sql(
+                                f'SELECT count(*) AS "open cases" FROM cases\n'
+                                f"WHERE status IN {OPEN} AND {PICKED}"
+                            )
+                        ],
+                        kind="stat",
+                        width=6,
+                        height=4,
+                    ),
+                    Panel(
+                        "Overdue now",
+                        [
+                            Sql(
+                                f'SELECT count(*) AS "overdue" FROM cases\n'
+                                f"WHERE status IN {OPEN} AND {PICKED}\n"
+                                "  AND ((acknowledged_at IS NULL"
+                                " AND response_due::timestamptz < now())\n"
+                                "    OR resolution_due::timestamptz < now())"
+                            )
+                        ],
+                        kind="stat",
+                        width=6,
+                        height=4,
+                        thresholds=[(1, "red")],
+                        description="Open cases past their response (not yet acknowledged)"
+                        " or resolution due time.",
+                    ),
+                    Panel(
+                        "Targets missed this month",
+                        [
+                            Sql(
+                                f"{OUTCOMES}SELECT"
+                                f" count(*) FILTER (WHERE response = 'missed'"
+                                f" AND response_due >= {MONTH_START})\n"
+                                f"  + count(*) FILTER (WHERE resolution = 'missed'"
+                                f' AND resolution_due >= {MONTH_START}) AS "missed"\n'
+                                "FROM o"
+                            )
+                        ],
+                        kind="stat",
+                        width=6,
+                        height=4,
+                        thresholds=[(1, "red")],
+                        description="Response and resolution targets due this calendar"
+                        " month (UTC) and missed: done late, or still not done.",
+                    ),
+                    Panel(
+                        "Median time to respond (this month)",
+                        [
+                            Sql(
+                                f"{OUTCOMES}SELECT {_median('responded - started')}"
+                                ' AS "median"\n'
+                                f"FROM o WHERE responded IS NOT NULL"
+                                f" AND started >= {MONTH_START}"
+                            )
+                        ],
+                        kind="stat",
+                        unit="s",
+                        width=6,
+                        height=4,
+                        description="From the clock's start (opening or reopening) to the"
+                        " acknowledgement or resolution, cases started this month (UTC).",
+                    ),
+                    Panel(
+                        "Open cases with time left",
+                        [
+                            Sql(
+                                'SELECT id AS "case", severity, status, title, host,\n'
+                                '  first_seen::timestamptz AS "opened",\n'
+                                "  CASE WHEN acknowledged_at IS NULL THEN round("
+                                + _seconds("response_due::timestamptz - now()")
+                                + ') END AS "respond within",\n'
+                                "  round("
+                                + _seconds("resolution_due::timestamptz - now()")
+                                + ') AS "resolve within",\n'
+                                '  response_due::timestamptz AS "response due",\n'
+                                '  resolution_due::timestamptz AS "resolution due",\n'
+                                '  acknowledged_by AS "acknowledged by"\n'
+                                f"FROM cases\nWHERE status IN {OPEN} AND {PICKED}"
+                                f" AND {SEARCH}\n"
+                                "ORDER BY least(CASE WHEN acknowledged_at IS NULL"
+                                " THEN response_due::timestamptz END,"
+                                " resolution_due::timestamptz), id"
+                            )
+                        ],
+                        kind="table",
+                        width=24,
+                        height=9,
+                        custom={"filterable": True},
+                        columns={
+                            "respond within": [
+                                *TIME_LEFT,
+                                {"id": "noValue", "value": "responded"},
+                            ],
+                            "resolve within": TIME_LEFT,
+                        },
+                        description="Most urgent first. Time left to respond (blank once"
+                        " acknowledged) and to resolve; negative and red when overdue.",
+                    ),
+                ],
+            ),
+            (
+                "Cases",
+                [
+                    Panel(
+                        "Recent cases",
+                        [
+                            Sql(
+                                f'{OUTCOMES}SELECT id AS "case", opened, severity, status,'
+                                " title, host, source, occurrences,\n"
+                                '  acknowledged, acknowledged_by AS "by", resolved,'
+                                " response, resolution, fingerprint\n"
+                                f"FROM o\nWHERE $__timeFilter(opened) AND {SEARCH}\n"
+                                "ORDER BY id DESC\nLIMIT 1000"
+                            )
+                        ],
+                        kind="table",
+                        width=24,
+                        height=12,
+                        custom={"filterable": True},
+                        columns={"response": OUTCOME, "resolution": OUTCOME},
+                        description="Cases opened in the time range, newest first; the"
+                        " Search box matches title, host and fingerprint, and every"
+                        " column header filters.",
+                    ),
+                    Panel(
+                        "Cases opened per day",
+                        [
+                            Sql(
+                                "SELECT $__timeGroupAlias(opened, '1d'), severity AS metric,"
+                                ' count(*) AS "cases"\n'
+                                "FROM (SELECT first_seen::timestamptz AS opened, severity"
+                                f" FROM cases\n  WHERE {PICKED}) AS c\n"
+                                "WHERE $__timeFilter(opened)\nGROUP BY 1, 2\nORDER BY 1",
+                                format="time_series",
+                            )
+                        ],
+                        width=12,
+                        custom={"drawStyle": "bars", "fillOpacity": 80},
+                        description="Days in UTC.",
+                    ),
+                    Panel(
+                        "Missed targets",
+                        [
+                            Sql(
+                                f'{OUTCOMES}SELECT id AS "case", severity, host, title,'
+                                ' target, due, done AS "done at",\n'
+                                "  round("
+                                + _seconds("coalesce(done, now()) - due")
+                                + ') AS "late by"\n'
+                                "FROM (\n"
+                                "  SELECT id, severity, host, title, 'response' AS target,"
+                                " response_due AS due, responded AS done\n"
+                                "  FROM o WHERE response = 'missed'\n"
+                                "  UNION ALL\n"
+                                "  SELECT id, severity, host, title, 'resolution',"
+                                " resolution_due, resolved\n"
+                                "  FROM o WHERE resolution = 'missed'\n"
+                                ") AS m\nWHERE $__timeFilter(due)\n"
+                                "ORDER BY due DESC, id\nLIMIT 1000"
+                            )
+                        ],
+                        kind="table",
+                        width=12,
+                        custom={"filterable": True},
+                        columns={"late by": [{"id": "unit", "value": "s"}]},
+                        description="Targets due in the time range and missed, latest"
+                        " first (at most 1000); 'late by' counts to now for what is still"
+                        " not done.",
+                    ),
+                ],
+            ),
+            (
+                "Service levels by month",
+                [
+                    Panel(
+                        "SLA compliance by month",
+                        [
+                            Sql(
+                                f'{monthly} count(*) AS "cases",\n'
+                                "  count(*) FILTER (WHERE response = 'met')"
+                                ' AS "responses met",\n'
+                                "  count(*) FILTER (WHERE response = 'missed')"
+                                ' AS "responses missed",\n'
+                                f'  {_compliance("response")} AS "response compliance",\n'
+                                "  count(*) FILTER (WHERE resolution = 'met')"
+                                ' AS "resolutions met",\n'
+                                "  count(*) FILTER (WHERE resolution = 'missed')"
+                                ' AS "resolutions missed",\n'
+                                f'  {_compliance("resolution")} AS "resolution compliance"\n'
+                                f"{by_month}"
+                            )
+                        ],
+                        kind="table",
+                        width=14,
+                        height=10,
+                        columns={
+                            "response compliance": PERCENT,
+                            "resolution compliance": PERCENT,
+                        },
+                        description="Cases by the month (UTC) their clock started, per"
+                        " severity. Compliance: met / (met + missed); pending targets"
+                        " (not yet due, not yet done) are left out.",
+                    ),
+                    Panel(
+                        "Response compliance by month",
+                        [
+                            Sql(
+                                f"{OUTCOMES}SELECT date_trunc('month', started AT TIME ZONE"
+                                " 'UTC') AT TIME ZONE 'UTC' AS \"time\", severity AS metric,\n"
+                                f'  {_compliance("response")} AS "compliance"\n'
+                                "FROM o\nWHERE $__timeFilter(started)\n"
+                                "GROUP BY 1, 2\nORDER BY 1",
+                                format="time_series",
+                            )
+                        ],
+                        unit="percent",
+                        width=10,
+                        height=10,
+                        custom={"drawStyle": "bars", "fillOpacity": 80},
+                    ),
+                    Panel(
+                        "Time to respond and resolve by month",
+                        [
+                            Sql(
+                                f"{monthly}\n"
+                                '  count(responded) AS "responded",\n'
+                                f"  {_median('responded - started')}"
+                                ' AS "median time to respond",\n'
+                                f"  {_median('responded - started', 0.9)}"
+                                ' AS "p90 time to respond",\n'
+                                '  count(resolved) AS "resolved",\n'
+                                f"  {_median('resolved - started')}"
+                                ' AS "median time to resolve",\n'
+                                f"  {_median('resolved - started', 0.9)}"
+                                ' AS "p90 time to resolve"\n'
+                                f"{by_month}"
+                            )
+                        ],
+                        kind="table",
+                        width=24,
+                        height=10,
+                        columns={
+                            name: [{"id": "unit", "value": "s"}]
+                            for name in (
+                                "median time to respond",
+                                "p90 time to respond",
+                                "median time to resolve",
+                                "p90 time to resolve",
+                            )
+                        },
+                        description="Wall-clock time from the clock's start, cases by the"
+                        " month (UTC) their clock started; the policy's targets may count"
+                        " business hours only.",
+                    ),
+                ],
+            ),
+        ],
+    )
 
 
 def write(out: Path = OUT) -> list[Path]:
