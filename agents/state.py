@@ -327,6 +327,17 @@ class StateDB:
             rows = db.execute(query, (*args, limit)).fetchall()
         return [CheckResult.from_dict(json.loads(r[0])) for r in rows]
 
+    def runs_between(self, kind: str, since: datetime, until: datetime) -> list[CheckResult]:
+        """The kept runs of one kind that started in [since, until), oldest first: what a
+        report over a period reads."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT result FROM runs WHERE kind=? AND started_at >= ? AND started_at < ?"
+                " ORDER BY started_at, id",
+                (kind, _iso(since), _iso(until)),
+            ).fetchall()
+        return [CheckResult.from_dict(json.loads(r[0])) for r in rows]
+
     # --- audit ----------------------------------------------------------------------
 
     def audit(
