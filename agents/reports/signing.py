@@ -165,7 +165,9 @@ def verify(doc: Any, expected_public: bytes | None = None) -> str:
         value = base64.b64decode(str(signature["value"]), validate=True)
         embedded = Ed25519PublicKey.from_public_bytes(public)
     except (binascii.Error, ValueError):
-        raise SignatureInvalid("the signature or its public key is not valid base64") from None
+        raise SignatureInvalid(
+            "the signature or its public key is malformed (not base64 of an Ed25519 key)"
+        ) from None
     if expected_public is not None and public != expected_public:
         raise SignatureInvalid(
             f"signed by another key: {key_id(public)}, expected {key_id(expected_public)}"
