@@ -38,7 +38,7 @@ def report() -> None:
     """Recovery and service-level reports for auditors and clients, signed."""
 
 
-def _period(since: str, until: str | None) -> tuple[datetime, datetime]:
+def period(since: str, until: str | None) -> tuple[datetime, datetime]:
     from agents.units import parse_duration
 
     try:
@@ -51,7 +51,7 @@ def _period(since: str, until: str | None) -> tuple[datetime, datetime]:
     return end - window, end
 
 
-def _sign_and_emit(
+def sign_and_emit(
     doc: dict[str, Any],
     key_file: Path | None,
     default_key: Path,
@@ -106,10 +106,10 @@ def report_recovery(
     """Recovery evidence: every restore test, pack coverage, failures and their cases."""
     from agents.reports.gather import default_key_file, recovery_document
 
-    start, end = _period(since, until)
+    start, end = period(since, until)
     config = load(ctx, config_file)
     doc = recovery_document(config, start, end, source)
-    _sign_and_emit(doc, key_file, default_key_file(config), out_file, as_json)
+    sign_and_emit(doc, key_file, default_key_file(config), out_file, as_json)
 
 
 @report.command("sla")
@@ -144,11 +144,11 @@ def report_sla(
     """Service levels per severity, the calendar used, breaches and their timelines."""
     from agents.reports.gather import default_key_file, parse_labels, sla_document
 
-    start, end = _period(since, until)
+    start, end = period(since, until)
     wanted = parse_labels(labels)
     config = load(ctx, config_file)
     doc = sla_document(config, start, end, wanted, inventory_file)
-    _sign_and_emit(doc, key_file, default_key_file(config), out_file, as_json)
+    sign_and_emit(doc, key_file, default_key_file(config), out_file, as_json)
 
 
 @report.group("key")

@@ -112,7 +112,7 @@ def build_recovery(inputs: RecoveryInputs) -> dict[str, Any]:
         hosts=hosts,
         repository=inputs.repository,
         filters={"source": inputs.source},
-        headline=_headline(rows, failures, coverage, inputs),
+        headline=headline(rows, failures, coverage, inputs),
         empty=empty,
     )
     doc["recovery"] = {
@@ -301,7 +301,7 @@ def _within(at: datetime | None, end: datetime, window: timedelta) -> bool:
     return at is not None and end - window < at <= end
 
 
-def _headline(
+def headline(
     rows: list[dict[str, Any]],
     failures: list[dict[str, Any]],
     coverage: dict[str, Any],
