@@ -366,12 +366,13 @@ def fleet_report_recovery(
     fails is a row with its error. Signed with the operator's key."""
     from datetime import UTC, datetime
 
-    from agents.cli.report import period, sign_and_emit
+    from agents.cli.report import check_out, period, sign_and_emit
     from agents.fleet.runner import last_line, opsagent_command
     from agents.reports.merge import merge_recovery
     from agents.reports.signing import KEY_FILE_NAME
 
     start, end = period(since, until)
+    check_out(out_file)
     args = ["report", "recovery", "--since", since, "--until", end.isoformat(), "--json"]
     args += ["--source", source] if source else []
     inventory, results, _ = _execute(

@@ -47,8 +47,19 @@ def period(since: str, until: str | None) -> tuple[datetime, datetime]:
         raise click.BadParameter(str(exc), param_hint="--since") from None
     if window <= timedelta(0):
         raise click.BadParameter("must be a positive duration", param_hint="--since")
-    end = parse_time(until) if until else datetime.now(UTC)
+    try:
+        end = parse_time(until) if until else datetime.now(UTC)
+    except click.BadParameter as exc:
+        raise click.BadParameter(exc.message, param_hint="--until") from None
     return end - window, end
+
+
+def check_out(out_file: Path | None) -> None:
+    """Refuse an --out of another format before any work is done."""
+    from agents.reports.files import FORMATS
+
+    if out_file is not None and out_file.suffix.lower() not in FORMATS:
+        raise click.BadParameter("takes a .json or .html file", param_hint="--out")
 
 
 def sign_and_emit(
@@ -107,6 +118,7 @@ def report_recovery(
     from agents.reports.gather import default_key_file, recovery_document
 
     start, end = period(since, until)
+    check_out(out_file)
     config = load(ctx, config_file)
     doc = recovery_document(config, start, end, source)
     sign_and_emit(doc, key_file, default_key_file(config), out_file, as_json)
@@ -145,6 +157,7 @@ def report_sla(
     from agents.reports.gather import default_key_file, parse_labels, sla_document
 
     start, end = period(since, until)
+    check_out(out_file)
     wanted = parse_labels(labels)
     config = load(ctx, config_file)
     doc = sla_document(config, start, end, wanted, inventory_file)

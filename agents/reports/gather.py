@@ -4,7 +4,7 @@ repository, fleet inventory) and build the document; the CLI signs and writes it
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ def recovery_document(
             source=source,
             hosts=[config.host],
             repository=repository,
+            generated_at=datetime.now(UTC),
         )
     )
 
@@ -110,6 +111,7 @@ def sla_document(
             until=until,
             hosts=hosts,
             labels=labels or {},
+            generated_at=datetime.now(UTC),
         )
     )
 

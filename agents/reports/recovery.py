@@ -54,8 +54,7 @@ class RecoveryInputs:
 
 def build_recovery(inputs: RecoveryInputs) -> dict[str, Any]:
     """The recovery report document (unsigned)."""
-    now = inputs.generated_at or inputs.until
-    case_of = _case_finder(inputs.cases, now)
+    case_of = _case_finder(inputs.cases, inputs.until)  # targets judged at the period's end
     sources: dict[tuple[str, str], dict[str, Any]] = {}
     failures: list[dict[str, Any]] = []
     rto_series: list[dict[str, Any]] = []
@@ -106,7 +105,7 @@ def build_recovery(inputs: RecoveryInputs) -> dict[str, Any]:
     hosts = sorted({r.host for r in inputs.runs}) or inputs.hosts
     doc = envelope(
         "recovery",
-        generated_at=now,
+        generated_at=inputs.generated_at or inputs.until,
         since=inputs.since,
         until=inputs.until,
         hosts=hosts,

@@ -668,3 +668,49 @@ restore_test:
     # the same repository, the same fingerprint; the report never holds the key itself
     again = json.loads(cli("report", "recovery", "--config", str(path), "--json").stdout)
     assert again["repository"]["key_fingerprint"] == fingerprint
+
+
+def test_bad_input_is_one_line_and_an_exit_code(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(f"host: h\nstate_dir: {tmp_path / 'state'}\n")
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(INVENTORY.format(known=tmp_path / "known_hosts"))
+    not_json = tmp_path / "notes.json"
+    not_json.write_text("{ not json")
+    for args, code, line in (
+        (
+            ["report", "recovery", "--config", str(config), "--out", "r.txt"],
+            2,
+            "Error: Invalid value for --out: takes a .json or .html file",
+        ),
+        (
+            ["report", "recovery", "--config", str(config), "--until", "soon"],
+            2,
+            "Error: Invalid value for --until: expected ISO 8601, got 'soon'",
+        ),
+        (
+            ["report", "sla", "--config", str(config), "--label", "client"],
+            2,
+            "opsagent: --label takes key=value, got 'client'",
+        ),
+        (
+            ["report", "key", "show", "--config", str(config)],
+            2,
+            f"opsagent: {tmp_path / 'state' / 'report-signing.key'}: no signing key"
+            " (create one with `opsagent report key init`)",
+        ),
+        (
+            ["report", "verify", str(not_json)],
+            1,
+            f"opsagent: {not_json}: not a report (neither JSON nor HTML)",
+        ),
+        (
+            ["report", "verify", str(config), "--public-key", "AAAA"],
+            2,
+            "opsagent: the public key has 3 bytes, an Ed25519 key has 32",
+        ),
+    ):
+        proc = cli(*args)
+        assert proc.returncode == code, (args, proc.stderr)
+        assert proc.stderr.strip().splitlines()[-1] == line
+        assert "Traceback" not in proc.stderr
