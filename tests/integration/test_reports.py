@@ -714,3 +714,65 @@ def test_bad_input_is_one_line_and_an_exit_code(tmp_path: Path) -> None:
         assert proc.returncode == code, (args, proc.stderr)
         assert proc.stderr.strip().splitlines()[-1] == line
         assert "Traceback" not in proc.stderr
+
+
+def test_real_database_restore_test_shows_what_was_compared(
+    tmp_path: Path, pg_database: Any
+) -> None:
+    """A real PostgreSQL backup and restore test with an SQL assertion: the report gives
+    the tables counted, the schema fingerprint recorded at backup time and the assertion."""
+    import psycopg
+
+    from agents.backup.runner import init_repository, open_repository, run_backup
+    from agents.config import parse_config
+    from agents.restore_test.runner import run_restore_test
+    from tests.support import services
+
+    with psycopg.connect(pg_database.dsn, autocommit=True) as conn:
+        conn.execute("create table invoices (id serial primary key, amount int)")
+        conn.execute("create table clients (id serial primary key, name text)")
+        conn.execute("insert into invoices (amount) select i from generate_series(1, 50) i")
+    (tmp_path / "repo.key").write_text("pw\n")
+    path = tmp_path / "config.yml"
+    path.write_text(
+        f"""
+host: db-host
+state_dir: {tmp_path / "state"}
+backup:
+  repository: {tmp_path / "repo"}
+  password_file: {tmp_path / "repo.key"}
+  sources:
+    - {{name: app, kind: postgres, dsn: "{pg_database.dsn}", globals: false}}
+restore_test:
+  sandbox: {{kind: local, root: {tmp_path / "sandbox"}, postgres_dsn: "{services.PG_ADMIN_DSN}"}}
+  verify: {{sql: ["select count(*) = 50 from invoices"]}}
+"""
+    )
+    config = parse_config(path.read_text(), str(path))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    assert run_backup(config).ok
+    result = run_restore_test(config, StateDB(config.state_db))
+    assert result.ok, result.summary
+    StateDB(config.state_db).record_result(result)
+    (snapshot,) = [
+        open_repository(config.backup).load_snapshot(s)
+        for s in open_repository(config.backup).snapshot_ids()
+    ]
+    facts = next(iter(snapshot.facts["databases"].values()))
+
+    proc = cli("report", "recovery", "--config", str(path), "--since", "1d", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = valid(json.loads(proc.stdout))
+    (source,) = doc["recovery"]["sources"]
+    (row,) = source["runs"]
+    assert (source["name"], source["kind"], source["passed"]) == ("app", "postgres", 1)
+    assert row["compared"] == {
+        "files_rechunked": None,
+        "tables_counted": 2,
+        "schema_fingerprint": facts["schema_fingerprint"],
+        "sql_assertions": 1,
+    }
+    assert facts["schema_fingerprint"]
+    assert [s["name"] for s in row["steps"]] == ["database", "sql", "data"]
+    assert row["snapshot"] == snapshot.id[:8]
