@@ -323,6 +323,8 @@ def headline(
         parts.append(
             f"{percent_text(coverage['percent'])} of packs re-read in the last {days:g} days"
         )
+    elif inputs.repository is not None:
+        parts.append("pack coverage unknown (the repository could not be read)")
     worst = max((r["worst_rto_seconds"] for r in rows if r["worst_rto_seconds"]), default=None)
     if worst is not None:
         target = inputs.rto_target

@@ -14,7 +14,7 @@ import yaml
 
 from agents.cases.store import CaseStore
 from agents.state import StateDB
-from tests.integration.test_reports import SCHEMA, write_recovery_history
+from tests.support.reports import SCHEMA, write_recovery_history
 from tests.support.services import SshServer
 
 REPO = Path(__file__).resolve().parents[2]
