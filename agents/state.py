@@ -338,6 +338,13 @@ class StateDB:
             ).fetchall()
         return [CheckResult.from_dict(json.loads(r[0])) for r in rows]
 
+    def first_run_at(self) -> datetime | None:
+        """When the oldest kept run started: the history is trimmed (MAX_RUN_ROWS), so a
+        report over a longer period says from when it has facts."""
+        with self._connect() as db:
+            row = db.execute("SELECT MIN(started_at) FROM runs").fetchone()
+        return _parse(row[0]) if row else None
+
     # --- audit ----------------------------------------------------------------------
 
     def audit(

@@ -64,6 +64,7 @@ def recovery_document(
             hosts=[config.host],
             repository=repository,
             generated_at=datetime.now(UTC),
+            history_from=state.first_run_at(),
         )
     )
 

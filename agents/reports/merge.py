@@ -27,6 +27,7 @@ def merge_recovery(
     rto_series: list[dict[str, Any]] = []
     coverages: list[dict[str, Any]] = []
     repositories: list[Any] = []
+    kept: list[str] = []  # each host's oldest kept run: the latest bounds the fleet's facts
     for host, doc, error in answers:
         key_id = None
         if error is None:
@@ -40,6 +41,8 @@ def merge_recovery(
         failures += rec["failures"]
         rto_series += [{**p, "host": host} for p in rec["rto_series"]]
         coverages.append(rec["coverage"])
+        if rec.get("history_from"):
+            kept.append(rec["history_from"])
         repositories.append(doc.get("repository"))
         worst = [s["worst_rto_seconds"] for s in mine if s["worst_rto_seconds"] is not None]
         per_host.append(
@@ -89,6 +92,7 @@ def merge_recovery(
         "coverage": coverage,
         "rto_series": rto_series,
         "failures": failures,
+        "history_from": max(kept) if kept else None,
     }
     doc["per_host"] = per_host
     return doc

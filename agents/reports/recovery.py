@@ -50,6 +50,7 @@ class RecoveryInputs:
     hosts: list[str] = field(default_factory=list)  # when no run names one
     repository: dict[str, Any] | None = None
     generated_at: datetime | None = None
+    history_from: datetime | None = None  # the oldest run the state keeps (StateDB.first_run_at)
 
 
 def build_recovery(inputs: RecoveryInputs) -> dict[str, Any]:
@@ -119,6 +120,7 @@ def build_recovery(inputs: RecoveryInputs) -> dict[str, Any]:
         "coverage": coverage,
         "rto_series": rto_series,
         "failures": failures,
+        "history_from": iso(inputs.history_from),
     }
     return doc
 
@@ -311,7 +313,13 @@ def headline(
     period = f"{inputs.since.date().isoformat()} to {inputs.until.date().isoformat()}"
     scope = f" of source {inputs.source}" if inputs.source else ""
     if not rows and not failures:
-        return f"No restore tests{scope} in the period {period}"
+        kept = inputs.history_from
+        note = (
+            f" (history kept from {kept.date().isoformat()})"
+            if kept and kept > inputs.since
+            else ""
+        )
+        return f"No restore tests{scope} in the period {period}{note}"
     tests = sum(r["tests"] for r in rows)
     passed = sum(r["passed"] for r in rows)
     parts = [
@@ -332,6 +340,9 @@ def headline(
             f"worst RTO {duration_text(worst)}"
             + (f" (target {duration_text(target)})" if target else " (no target set)")
         )
+    kept = inputs.history_from
+    if kept is not None and kept > inputs.since:
+        parts.append(f"history kept from {kept.date().isoformat()}")
     return "; ".join(parts)
 
 

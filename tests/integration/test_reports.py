@@ -412,6 +412,10 @@ def test_signed_recovery_report_verifies_and_fails_when_changed(tmp_path: Path) 
         "2 sources, 10 restore tests, 8 passed, 2 failures (1 resolved within target,"
         " 1 resolved late); worst RTO 9m12s (target 6h)"
     )
+    assert doc["recovery"]["history_from"] == "2026-08-01T10:00:00+00:00"
+    longer = json.loads(cli("report", "recovery", *common, "--since", "200d", "--json").stdout)
+    assert longer["headline"].endswith("; history kept from 2026-08-01")
+    assert longer["recovery"]["sources"][0]["tests"] == 6  # the run of 1 August too
     unsigned_file = tmp_path / "unsigned.json"
     unsigned_file.write_text(unsigned.stdout)
     proc = cli("report", "verify", str(unsigned_file))
