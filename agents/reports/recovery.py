@@ -68,21 +68,8 @@ def build_recovery(inputs: RecoveryInputs) -> dict[str, Any]:
             failures.append(_failure(run, None, run.summary, case))
         for name in sorted(names):
             row = _source_run(run, name, tested[name], inputs, case)
-            entry = sources.setdefault(
-                (run.host, name),
-                {
-                    "name": name,
-                    "kind": inputs.source_kinds.get(name),
-                    "host": run.host,
-                    "tests": 0,
-                    "passed": 0,
-                    "failed": 0,
-                    "worst_rto_seconds": None,
-                    "rto_target_seconds": inputs.rto_target,
-                    "rpo_target_seconds": inputs.rpo_target,
-                    "runs": [],
-                },
-            )
+            key = (run.host, name)
+            entry = sources.get(key) or sources.setdefault(key, _source(run.host, name, inputs))
             entry["tests"] += 1
             entry["passed" if row["ok"] else "failed"] += 1
             entry["runs"].append(row)
@@ -123,6 +110,22 @@ def build_recovery(inputs: RecoveryInputs) -> dict[str, Any]:
         "history_from": iso(inputs.history_from),
     }
     return doc
+
+
+def _source(host: str, name: str, inputs: RecoveryInputs) -> dict[str, Any]:
+    """A source's row before its runs are counted in."""
+    return {
+        "name": name,
+        "kind": inputs.source_kinds.get(name),
+        "host": host,
+        "tests": 0,
+        "passed": 0,
+        "failed": 0,
+        "worst_rto_seconds": None,
+        "rto_target_seconds": inputs.rto_target,
+        "rpo_target_seconds": inputs.rpo_target,
+        "runs": [],
+    }
 
 
 def _source_run(
