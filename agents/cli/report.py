@@ -85,7 +85,7 @@ def sign_and_emit(
         )
     if out_file is not None:
         text = render(doc, out_file)
-        out_file.write_text(text, encoding="utf-8")
+        out_file.write_bytes(text.encode("utf-8"))  # byte for byte what verify renders
         click.echo(f"{out_file}: {doc['headline']}", err=as_json)
     if as_json:
         print_json(doc)

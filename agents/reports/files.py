@@ -41,7 +41,7 @@ def render(doc: dict[str, Any], path: Path) -> str:
 def verify_file(path: Path, expected_public: bytes | None = None) -> tuple[str, dict[str, Any]]:
     """(key id, document) of a signed report file; SignatureInvalid (one line) if not."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")  # as written: no newline translation
     except UnicodeDecodeError:
         raise SignatureInvalid(f"{path}: not a report (not UTF-8 text)") from None
     if path.suffix.lower() in (".html", ".htm") or text.lstrip().startswith("<"):
