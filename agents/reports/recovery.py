@@ -13,6 +13,7 @@ RTO is the run's: the wall time from the first byte restored to the last verific
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -278,12 +279,13 @@ def _coverage(inputs: RecoveryInputs) -> dict[str, Any]:
     else:
         days_to_full = 1.0  # no budget: the next daily run reads every stale pack
     series = []
+    times = sorted(at for at in read_at if at is not None)  # counted by bisection per day
     day = inputs.since.astimezone(UTC).date()
     last = (inputs.until - timedelta(microseconds=1)).astimezone(UTC).date()
     while day <= last:
         midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
         end = min(midnight + timedelta(days=1), inputs.until)
-        count = sum(1 for at in read_at if _within(at, end, window))
+        count = bisect_right(times, end) - bisect_right(times, end - window)
         series.append(
             {
                 "date": day.isoformat(),
