@@ -79,8 +79,8 @@ def repository_facts(repo: Any, url: str) -> dict[str, Any]:
 
 def case_facts(case: Any, now: datetime) -> dict[str, Any]:
     """A case as a report shows it: its clocks, how long it took to respond and to
-    resolve (wall clock, from its opening), and whether each target was met (null while
-    the clock still runs)."""
+    resolve (wall clock, from its opening), and whether each target was met by `now`
+    (the end of the period; null while the clock still runs then)."""
     responded, resolved = case.acknowledged_at, case.resolved_at
     return {
         "id": case.id,
@@ -111,9 +111,12 @@ def _seconds(start: datetime, end: datetime | None) -> float | None:
 
 
 def _met(done: datetime | None, due: datetime, now: datetime) -> bool | None:
-    if done is not None:
-        return done <= due
-    return False if now > due else None
+    """Met (done by the due time), missed (the due time passed before `now`, the end of
+    the period, without it), or null: still running at `now`, so a miss after the
+    period belongs to a later period's report."""
+    if done is not None and done <= due:
+        return True
+    return False if due < now else None
 
 
 def quantile(values: list[float], q: float) -> float | None:

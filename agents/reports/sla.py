@@ -54,10 +54,7 @@ def build_sla(inputs: SlaInputs) -> dict[str, Any]:
         if (wanted is None or c.host.lower() in wanted) and c.first_seen < inputs.until
     ]
     opened = [c for c in scoped if c.first_seen >= inputs.since]
-    breached = {
-        c.id: inputs.recorded_breaches.get(c.id, set()) | missed_targets(c, inputs.until)
-        for c in opened
-    }
+    breached = {c.id: _recorded(c.id, inputs) | missed_targets(c, inputs.until) for c in opened}
     breached = {k: v for k, v in breached.items() if v}
     calendar = BusinessCalendar.from_config(inputs.config.calendar)
     rows = [r.to_dict() for r in sla_rows(opened, breached, inputs.since)]
@@ -98,6 +95,17 @@ def build_sla(inputs: SlaInputs) -> dict[str, Any]:
         "responses": [_response(c, inputs.until) for c in sorted(opened, key=_opened)],
     }
     return doc
+
+
+def _recorded(case_id: int, inputs: SlaInputs) -> set[str]:
+    """The breaches the store recorded for a case before the end of the period."""
+    if not inputs.recorded_breaches.get(case_id):
+        return set()
+    return {
+        str(e.text)
+        for e in inputs.timeline(case_id)
+        if e.kind == "sla breached" and e.at < inputs.until
+    }
 
 
 def _opened(case: Any) -> tuple[datetime, int]:

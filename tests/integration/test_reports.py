@@ -295,6 +295,33 @@ def test_sla_report_figures_worked_out_by_hand(store_url: str) -> None:
     assert weekly["2026-W48"] == (0, 0)
 
 
+def test_a_breach_recorded_after_the_period_is_not_in_it(tmp_path: Path) -> None:
+    """The upkeep records c3's missed response at 09:30Z; a period ending at 09:00Z (the
+    due time, clock still running) has no breach, one ending at 09:45Z has it."""
+    store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}")
+    ids = write_cases(store)
+
+    def critical(until: str) -> dict[str, Any]:
+        doc = build_sla(
+            SlaInputs(
+                cases=store.cases(),
+                recorded_breaches=store.breached_cases(),
+                timeline=store.events,
+                config=CasesConfig(),
+                since=SLA_SINCE,
+                until=t(until),
+            )
+        )
+        return doc["sla"]
+
+    early = critical("2026-11-01T09:00:00+00:00")
+    assert early["rows"][0]["breached"] == 0 and early["breaches"] == []
+    assert early["responses"][-1]["met"] is None  # not acknowledged yet, not yet due
+    late = critical("2026-11-01T09:45:00+00:00")
+    assert [b["id"] for b in late["breaches"]] == [ids["c3"]]
+    assert late["breaches"][0]["missed"] == ["response"]
+
+
 def test_sla_report_empty_period(tmp_path: Path) -> None:
     store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}")
     doc = sla_doc(store)
