@@ -327,6 +327,24 @@ class StateDB:
             rows = db.execute(query, (*args, limit)).fetchall()
         return [CheckResult.from_dict(json.loads(r[0])) for r in rows]
 
+    def runs_between(self, kind: str, since: datetime, until: datetime) -> list[CheckResult]:
+        """The kept runs of one kind that started in [since, until), oldest first: what a
+        report over a period reads."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT result FROM runs WHERE kind=? AND started_at >= ? AND started_at < ?"
+                " ORDER BY started_at, id",
+                (kind, _iso(since), _iso(until)),
+            ).fetchall()
+        return [CheckResult.from_dict(json.loads(r[0])) for r in rows]
+
+    def first_run_at(self) -> datetime | None:
+        """When the oldest kept run started: the history is trimmed (MAX_RUN_ROWS), so a
+        report over a longer period says from when it has facts."""
+        with self._connect() as db:
+            row = db.execute("SELECT MIN(started_at) FROM runs").fetchone()
+        return _parse(row[0]) if row else None
+
     # --- audit ----------------------------------------------------------------------
 
     def audit(

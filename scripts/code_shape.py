@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "agents.pipeline": 3,
     "agents.jobs": 3,
     "agents.status": 3,
+    "agents.reports": 3,
     # 4 drivers: the daemon, the fleet, the demo
     "agents.daemon": 4,
     "agents.fleet": 4,

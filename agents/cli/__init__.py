@@ -130,4 +130,5 @@ _COMMANDS: dict[str, tuple[str, str]] = {  # name -> (module in agents.cli, attr
     "restore-test": ("restore_test", "restore_test"),
     "cases": ("cases", "cases"),
     "fleet": ("fleet", "fleet"),
+    "report": ("report", "report"),
 }

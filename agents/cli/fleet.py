@@ -329,6 +329,68 @@ def fleet_restore_test_run(ctx: click.Context, **opts: Any) -> None:
     _finish(ctx, results, opts["as_json"])
 
 
+@fleet.group("report")
+def fleet_report() -> None:
+    """Reports gathered from many hosts and merged into one."""
+
+
+@fleet_report.command("recovery")
+@selection_options
+@click.option("--since", default="90d", show_default=True, help="Length of the period.")
+@click.option("--until", default=None, help="End of the period, ISO 8601 (default: now).")
+@click.option("--source", default=None, help="Only this backup source.")
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the report to FILE.html or FILE.json.",
+)
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Signing key (default: the inventory's state_dir/report-signing.key).",
+)
+@click.pass_context
+def fleet_report_recovery(
+    ctx: click.Context,
+    since: str,
+    until: str | None,
+    source: str | None,
+    out_file: Path | None,
+    key_file: Path | None,
+    **opts: Any,
+) -> None:
+    """Each host's recovery report over SSH, merged with a per-host table; a host that
+    fails is a row with its error. Signed with the operator's key."""
+    from datetime import UTC, datetime
+
+    from agents.cli.report import check_out, period, sign_and_emit
+    from agents.fleet.runner import last_line, opsagent_command
+    from agents.reports.merge import merge_recovery
+    from agents.reports.signing import KEY_FILE_NAME
+
+    start, end = period(since, until)
+    check_out(out_file)
+    args = ["report", "recovery", "--since", since, "--until", end.isoformat(), "--json"]
+    args += ["--source", source] if source else []
+    inventory, results, _ = _execute(
+        opts, "report recovery", lambda t: opsagent_command(t, *args), parse=json.loads
+    )
+    answers = []
+    for r in results:
+        answered = r.ok and isinstance(r.data, dict)
+        why = r.error or last_line(r.stderr) or f"{r.status}, exit {r.exit_code}"
+        answers.append((r.host, r.data if answered else None, None if answered else why))
+    doc = merge_recovery(answers, start, end, datetime.now(UTC), source)
+    for row in doc["per_host"]:
+        if not row["ok"]:
+            click.echo(f"opsagent: {row['host']}: {row['error']}", err=True)
+    default_key = inventory.state_dir.expanduser() / KEY_FILE_NAME
+    sign_and_emit(doc, key_file, default_key, out_file, opts["as_json"])
+
+
 @fleet.command("upgrade")
 @selection_options
 @click.option("--to", "version", required=True, help="The version to install.")

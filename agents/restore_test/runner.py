@@ -228,6 +228,7 @@ class _Run:
         bad = next((t for t in tested if not t.ok), None)
         self.sources[snap.source] = {
             "snapshot": snap.id,
+            "snapshot_time": snap.time.isoformat(),  # its age at the test (reports)
             "ok": bad is None,
             "summary": bad.summary if bad else "restored and verified",
         }
@@ -464,7 +465,10 @@ def _test_database(
         f"{label} {database}: "
         + ("facts match" if recovery.ok else "; ".join(recovery.problems[:3])),
         time.monotonic() - start,
-        {"tables": len(recovery.actual.tables)},
+        {
+            "tables": len(recovery.actual.tables),
+            "schema_fingerprint": recovery.actual.schema_fingerprint,
+        },
     )
     if not step.ok or not (plan.verify.sql and handler.accepts_sql_assertions):
         return [step]

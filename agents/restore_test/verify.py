@@ -160,7 +160,13 @@ def run_sql_assertions(dsn: str, password: str | None, queries: list[str], timeo
             f"assertion failed: {' '.join(str(exc).split())[:200]}",
             time.monotonic() - start,
         )
-    return Step("sql", True, f"{len(queries)} assertion(s) true", time.monotonic() - start)
+    return Step(
+        "sql",
+        True,
+        f"{len(queries)} assertion(s) true",
+        time.monotonic() - start,
+        {"assertions": len(queries)},
+    )
 
 
 def run_commands(

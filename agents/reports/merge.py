@@ -1,0 +1,150 @@
+"""One recovery report for a fleet: each host's own report (as `opsagent report recovery
+--json` printed it on the host) merged, with one `per_host` row each. A host that did
+not answer, answered something that is not a report, or whose signature does not hold
+is a row with its error; the others still make the report."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from agents.reports.document import envelope
+from agents.reports.recovery import RecoveryInputs, headline
+from agents.reports.signing import SignatureInvalid, verify
+
+
+def merge_recovery(
+    answers: list[tuple[str, Any, str | None]],
+    since: datetime,
+    until: datetime,
+    generated_at: datetime,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """(host, its report or None, its error or None) of every host -> the fleet's report."""
+    per_host: list[dict[str, Any]] = []
+    sources: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    rto_series: list[dict[str, Any]] = []
+    coverages: list[dict[str, Any]] = []
+    repositories: list[Any] = []
+    kept: list[str] = []  # each host's oldest kept run: the latest bounds the fleet's facts
+    for host, doc, error in answers:
+        key_id = None
+        if error is None:
+            error, key_id = _check(doc)
+        if error is not None:
+            per_host.append(_row(host, False, error))
+            continue
+        rec = doc["recovery"]
+        mine = rec["sources"]
+        sources += mine
+        failures += rec["failures"]
+        rto_series += [{**p, "host": host} for p in rec["rto_series"]]
+        coverages.append(rec["coverage"])
+        if rec.get("history_from"):
+            kept.append(rec["history_from"])
+        repositories.append(doc.get("repository"))
+        worst = [s["worst_rto_seconds"] for s in mine if s["worst_rto_seconds"] is not None]
+        per_host.append(
+            {
+                **_row(host, True, None),
+                "sources": len(mine),
+                "tests": sum(s["tests"] for s in mine),
+                "passed": sum(s["passed"] for s in mine),
+                "failed": sum(s["failed"] for s in mine),
+                "coverage_percent": rec["coverage"]["percent"],
+                "worst_rto_seconds": max(worst) if worst else None,
+                "key_id": key_id,
+                "repository": doc.get("repository"),
+            }
+        )
+    sources.sort(key=lambda s: (s["host"], s["name"]))
+    failures.sort(key=lambda f: (f["at"], f["host"]))
+    rto_series.sort(key=lambda p: (p["at"], p["host"]))
+    coverage = _coverage(coverages)
+    targets = {s["rto_target_seconds"] for s in sources}
+    inputs = RecoveryInputs(
+        runs=[],
+        cases=[],
+        since=since,
+        until=until,
+        rto_target=targets.pop() if len(targets) == 1 else None,
+        source=source,
+    )
+    answered = [r for r in per_host if r["ok"]]
+    text = headline(sources, failures, coverage, inputs)
+    down = len(per_host) - len(answered)
+    prefix = f"{len(per_host)} hosts" + (f" ({down} did not answer)" if down else "")
+    distinct = {repr(r) for r in repositories}
+    doc = envelope(
+        "recovery",
+        generated_at=generated_at,
+        since=since,
+        until=until,
+        hosts=[r["host"] for r in per_host],
+        repository=repositories[0] if len(distinct) == 1 else None,
+        filters={"source": source},
+        headline=f"{prefix}: {text}",
+        empty=not sources and not failures,
+    )
+    doc["recovery"] = {
+        "sources": sources,
+        "coverage": coverage,
+        "rto_series": rto_series,
+        "failures": failures,
+        "history_from": max(kept) if kept else None,
+    }
+    doc["per_host"] = per_host
+    return doc
+
+
+def _check(doc: Any) -> tuple[str | None, str | None]:
+    """(error, key id) of one host's answer: a recovery report, its signature holding."""
+    if not isinstance(doc, dict) or doc.get("kind") != "recovery" or "recovery" not in doc:
+        return "the host did not answer with a recovery report", None
+    if doc.get("signature") is None:
+        return None, None  # the host has no signing key: unsigned, and the row says so
+    try:
+        return None, verify(doc)
+    except SignatureInvalid as exc:
+        return f"the host's report does not verify: {exc}", None
+
+
+def _row(host: str, ok: bool, error: str | None) -> dict[str, Any]:
+    return {
+        "host": host,
+        "ok": ok,
+        "error": error,
+        "sources": None,
+        "tests": None,
+        "passed": None,
+        "failed": None,
+        "coverage_percent": None,
+        "worst_rto_seconds": None,
+        "key_id": None,
+    }
+
+
+def _coverage(coverages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The hosts' coverage together: packs summed, each day's share weighted by packs."""
+    known = [c for c in coverages if c.get("packs_total") is not None]
+    total = sum(c["packs_total"] for c in known)
+    read = sum(c["packs_read_in_period"] for c in known)
+    days = [c["days_to_full"] for c in known if c["days_to_full"] is not None]
+    by_day: dict[str, float] = {}
+    for c in known:
+        for point in c["series"]:
+            by_day[point["date"]] = by_day.get(point["date"], 0.0) + (
+                point["percent"] * c["packs_total"]
+            )
+    return {
+        "packs_total": total if known else None,
+        "packs_read_in_period": read if known else None,
+        "percent": (round(100.0 * read / total, 1) if total else 100.0) if known else None,
+        "window_days": max((c["window_days"] for c in coverages), default=0),
+        "days_to_full": max(days) if days else None,
+        "series": [
+            {"date": d, "percent": round(v / total, 1) if total else 100.0}
+            for d, v in sorted(by_day.items())
+        ],
+    }
