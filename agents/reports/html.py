@@ -143,7 +143,7 @@ def _header(doc: dict[str, Any], title: str) -> str:
     period = _dict(doc.get("period"))
     days = _num(period.get("days"))
     since, until = period.get("since"), period.get("until")
-    span = f"{_e(utc_time(since))} → {_e(utc_time(until))}"
+    span = f"{_when(since)} → {_when(until)}"
     if days is not None:
         span += f" ({_e(_count(days))} days)"
     hosts = [h for h in (_text(x) for x in _list(doc.get("hosts"))) if h]
@@ -155,7 +155,7 @@ def _header(doc: dict[str, Any], title: str) -> str:
         ("Repository", _t(_text(repo.get("url")))),
         ("Repository key", _code(repo.get("key_fingerprint"))),
         ("Signature", _signature(doc.get("signature"))),
-        ("Generated", _e(utc_time(doc.get("generated_at")))),
+        ("Generated", _when(doc.get("generated_at"))),
     ]
     filters = _filters(_dict(doc.get("filters")))
     if filters:
@@ -321,7 +321,7 @@ def _failures(failures: list[dict[str, Any]]) -> str:
     for f in failures:
         case = _dict(f.get("case"))
         rows.append(
-            f'<tr class="fail"><td>{_e(utc_time(f.get("at")))}</td>'
+            f'<tr class="fail"><td>{_when(f.get("at"))}</td>'
             f"<td>{_t(_text(f.get('source')))}</td><td>{_t(_text(f.get('host')))}</td>"
             f"<td>{_t(_text(f.get('summary')))}</td><td>{_case_ref(case)}</td>"
             f"<td>{_case_clock(case, 'response')}</td>"
@@ -336,8 +336,9 @@ def _runs(sources: list[dict[str, Any]]) -> str:
         runs = _dicts(src.get("runs"))
         failed = [r for r in runs if r.get("ok") is not True]
         columns = ["When", "Snapshot", "RPO", "RTO / target", "Steps", "Compared", "Result"]
-        table = _table(columns, [_run_row(r) for r in runs], "No runs.")
-        summary = f"{_source_name(src)} on {_t(_text(src.get('host')))}: {len(runs)} tests"
+        host = _text(src.get("host"))
+        table = _table(columns, [_run_row(r, host) for r in runs], "No runs.")
+        summary = f"{_source_name(src)} on {_t(host)}: {len(runs)} tests"
         if failed:
             summary += f', <span class="bad">{len(failed)} not passed</span>'
         blocks.append(
@@ -346,19 +347,22 @@ def _runs(sources: list[dict[str, Any]]) -> str:
     return _section("runs", "Restore tests", "".join(blocks) or "<p>No sources.</p>")
 
 
-def _run_row(run: dict[str, Any]) -> str:
+def _run_row(run: dict[str, Any], source_host: str | None) -> str:
+    """One restore test; its host is named only when it is not the source's."""
     ok = run.get("ok")
     snapshot = _code(run.get("snapshot"))
     taken = run.get("snapshot_time")
     if taken is not None:
         age = human_duration(run.get("snapshot_age_seconds"))
-        snapshot += f"<br><small>taken {_e(utc_time(taken))}, age {_e(age)}</small>"
+        snapshot += f"<br><small>taken {_when(taken)}, age {_e(age)}</small>"
     result = "passed" if ok is True else ("FAILED" if ok is False else "unknown")
     case = _dict(run.get("case"))
     if case:
         result += f"<br><small>{_case_ref(case)}</small>"
     host = _text(run.get("host"))
-    when = _e(utc_time(run.get("at"))) + (f"<br><small>{_t(host)}</small>" if host else "")
+    when = _when(run.get("at"))
+    if host and host != source_host:
+        when += f"<br><small>on {_t(host)}</small>"
     return (
         f'<tr class="{"pass" if ok is True else "fail"}"><td>{when}</td><td>{snapshot}</td>'
         f'<td class="nw">{_e(human_duration(run.get("rpo_seconds")))}</td>'
@@ -376,9 +380,15 @@ def _steps(steps: list[dict[str, Any]]) -> str:
         ok = step.get("ok")
         mark = '<span class="ok">✓</span>' if ok is True else '<span class="bad">✗</span>'
         summary = _text(step.get("summary"))
+        # a passed step's summary says what was checked (kept as a tooltip and in the JSON);
+        # a failed one's says what went wrong, which belongs on the page and on paper
+        tip = f' title="{_e(summary)}"' if summary and ok is True else ""
+        name = _text(step.get("name")) or ""
+        line = ' class="nw"' if len(name) <= 24 else ""  # a long name may wrap, no other
         items.append(
-            f"<li>{mark} {_t(_text(step.get('name')))} {_e(human_duration(step.get('seconds')))}"
-            + (f" <small>{_t(summary)}</small>" if summary else "")
+            f"<li{line}{tip}>{mark} {_t(name)} "
+            f"{_e(human_duration(step.get('seconds')))}"
+            + (f'<br><small class="why">{_t(summary)}</small>' if tip == "" and summary else "")
             + "</li>"
         )
     return f'<ul class="steps">{"".join(items)}</ul>'
@@ -393,9 +403,11 @@ def _compared(compared: dict[str, Any]) -> str:
     ):
         if _num(compared.get(key)) is not None:
             shown.append(f"{_e(_count(compared.get(key)))} {words}")
-    if _text(compared.get("schema_fingerprint")):
-        shown.append(f"schema {_code(compared.get('schema_fingerprint'))}")
-    return "<br>".join(shown) or DASH
+    fingerprint = _text(compared.get("schema_fingerprint"))
+    if fingerprint:
+        short = fingerprint if len(fingerprint) <= 20 else fingerprint[:19] + "…"
+        shown.append(f'schema <code title="{_e(fingerprint)}">{_t(short)}</code>')
+    return "<br>".join(f'<span class="nw">{item}</span>' for item in shown) or DASH
 
 
 # --- service levels -----------------------------------------------------------------------
@@ -497,6 +509,9 @@ def _sla_charts(sla: dict[str, Any]) -> str:
 
 def _weekly_chart(weeks: list[dict[str, Any]]) -> str:
     names = [_text(w.get("week")) or "?" for w in weeks]
+    years = {n[:5] for n in names if len(n) == 8 and n[4:6] == "-W"}
+    if len(years) == 1 and all(n[:5] in years for n in names):
+        names = [n[5:] for n in names]  # one year: `W45`, the period above says which
     opened = tuple(_num(w.get("opened")) for w in weeks)
     resolved = tuple(_num(w.get("resolved")) for w in weeks)
     desc = f"{len(weeks)} weeks; " + (
@@ -551,13 +566,13 @@ def _breaches(breaches: list[dict[str, Any]]) -> str:
             ("Severity", _t(_text(case.get("severity")))),
             ("Status", _t(_text(case.get("status")))),
             ("Host", _t(_text(case.get("host")))),
-            ("Opened", _e(utc_time(case.get("opened")))),
+            ("Opened", _when(case.get("opened"))),
             ("Response", _case_clock(case, "response")),
             ("Resolution", _case_clock(case, "resolution")),
         ]
         rows = "".join(f"<dt>{n}</dt><dd>{v}</dd>" for n, v in facts)
         events = "".join(
-            f"<li><time>{_e(utc_time(e.get('at')))}</time> "
+            f"<li><time>{_when(e.get('at'))}</time> "
             f"<strong>{_t(_text(e.get('kind')))}</strong>"
             + (f" by {_t(_text(e.get('actor')))}" if _text(e.get("actor")) else "")
             + (f": {_t(_text(e.get('text')))}" if _text(e.get("text")) else "")
@@ -658,7 +673,7 @@ def _case_clock(case: dict[str, Any], which: str) -> str:
     elif met is False:
         text += ' <span class="bad">missed</span>'
     if due is not None:
-        text += f"<br><small>due {_e(utc_time(due))}</small>"
+        text += f"<br><small>due {_when(due)}</small>"
     return text
 
 
@@ -666,6 +681,15 @@ def _ordered(keys: Any) -> list[str]:
     """Severities critical → minor first, then any other in name order."""
     names = [str(k) for k in keys]
     return [s for s in SEVERITIES if s in names] + sorted(n for n in names if n not in SEVERITIES)
+
+
+def _when(value: Any) -> str:
+    """A time for a table cell: date and time each kept on one line."""
+    text = utc_time(value)
+    if _time(value) is None:
+        return _e(text)
+    day, _, clock = text.partition(" ")
+    return f'<span class="nw">{day}</span> <span class="nw">{clock}</span>'
 
 
 def _count(value: Any) -> str:
@@ -791,6 +815,7 @@ tr.fail td:first-child{box-shadow:inset 3px 0 var(--bad)}
 .ok{color:var(--ok)}
 .bad{color:var(--bad);font-weight:600}
 ul.steps{margin:0;padding:0;list-style:none}
+ul.steps small.why{white-space:normal}
 ol.timeline{margin:.3em 0 1em;padding-left:1.4em}
 ol.timeline time{font-variant-numeric:tabular-nums;color:var(--muted)}
 details{margin:.4em 0;border:1px solid var(--line);border-radius:6px;padding:.3em .6em}
@@ -809,7 +834,8 @@ svg.chart .no-data{fill:var(--muted);font-size:15px}
 svg.chart polyline.series{fill:none;stroke:var(--c);stroke-width:1.6;stroke-linejoin:round}
 svg.chart .dot,svg.chart .bar{fill:var(--c);stroke:none}
 svg.chart line.target{stroke:var(--c,var(--fg));stroke-width:1.4;stroke-dasharray:7 4}
-svg.chart text.target-label{fill:var(--c,currentColor);font-weight:600}
+svg.chart text.target-label{fill:var(--c,currentColor);font-weight:600;paint-order:stroke;
+stroke:var(--bg);stroke-width:3px;stroke-linejoin:round}
 svg.chart .miss{fill:none;stroke:var(--bad);stroke-width:1.8}
 svg.chart .value{font-size:10px}
 .s0{--c:var(--c0)}.s1{--c:var(--c1)}.s2{--c:var(--c2)}.s3{--c:var(--c3)}

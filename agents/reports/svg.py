@@ -25,6 +25,7 @@ RIGHT = 18
 BOTTOM = 40
 LEGEND_ROW = 20
 COLOURS = 8
+MAX_DOTS = 40  # a longer line is drawn without a marker on every point (missed ones keep a ring)
 SHAPES = ("circle", "square", "triangle", "diamond")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _DAY = 86400.0
@@ -137,9 +138,11 @@ def line_chart(
                     path = " ".join(f"{_n(x_at(p.x))},{_n(scale(p.y))}" for p in run)  # type: ignore[arg-type]
                     parts.append(f'<polyline class="series {css}" points="{path}"/>')
         shape = SHAPES[index % len(SHAPES)]
+        dots = not one.line or len(drawn) <= MAX_DOTS
         for p in drawn:
             cx, cy = x_at(p.x), scale(p.y)  # type: ignore[arg-type]
-            parts.append(_marker(shape, cx, cy, css))
+            if dots:
+                parts.append(_marker(shape, cx, cy, css))
             if p.missed:
                 parts.append(f'<circle class="miss" cx="{_n(cx)}" cy="{_n(cy)}" r="6.5"/>')
     parts.append("</svg>")
@@ -168,7 +171,8 @@ def bar_chart(
     plot = WIDTH - LEFT - RIGHT
     group = plot / len(categories)
     bar = group * 0.8 / max(len(bars), 1)
-    every = max(1, math.ceil(len(categories) / 14))
+    widest = 6.6 * max(len(name) for name in categories) + 10  # labels must not overlap
+    every = max(1, math.ceil(widest / group))
     labels = [
         (LEFT + group * (i + 0.5), name)
         for i, name in enumerate(categories)

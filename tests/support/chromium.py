@@ -46,6 +46,7 @@ class Chromium:
         self._next_id = 0
         self._done = threading.Condition()
         self._closed = False
+        self._targets: dict[str, str] = {}
         commands_read, self._commands = _high_pipe()
         self._replies_fd, replies_write = _high_pipe()
         args = [
@@ -123,6 +124,7 @@ class Chromium:
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})[
             "sessionId"
         ]
+        self._targets[session] = target
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.send(f"{domain}.enable", session=session)
         self.send(
@@ -131,6 +133,10 @@ class Chromium:
             session,
         )
         return session
+
+    def close_page(self, session: str) -> None:
+        """Close a tab opened with open_page."""
+        self.send("Target.closeTarget", {"targetId": self._targets.pop(session)})
 
     def navigate(self, session: str, url: str) -> None:
         """Open `url` and wait for its load event."""

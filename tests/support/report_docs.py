@@ -134,6 +134,7 @@ def sla_doc() -> dict[str, Any]:
                 "met": seconds <= target,
             }
         )
+    r12, r19 = responses[12]["opened"], responses[19]["opened"]
     doc["sla"] = {
         "calendar": {
             "description": "Mon-Fri 08:00-18:00 America/Toronto, CA-ON public holidays",
@@ -150,13 +151,13 @@ def sla_doc() -> dict[str, Any]:
         ],
         "breaches": [
             {
-                **_case(112, "Disk full on db1, PostgreSQL read-only", False, "critical"),
-                "timeline": _timeline(responses[12]["opened"], 6 * 3600, 20 * 3600),
+                **_case(112, "Disk full on db1, PostgreSQL read-only", False, "critical", r12),
+                "timeline": _timeline(r12, 5 * 3600, 40 * 3600),
             },
             {
-                **_case(119, "Backups of web1 late two days running", True, "major"),
+                **_case(119, "Backups of web1 late two days running", True, "major", r19),
                 "response_met": False,
-                "timeline": _timeline(responses[19]["opened"], 11 * 3600, 26 * 3600),
+                "timeline": _timeline(r19, 5 * 3600, 7200),
             },
         ],
         "weekly": [
@@ -369,8 +370,10 @@ def _fail(run: dict[str, Any], step: str, case: dict[str, Any]) -> None:
             break
 
 
-def _case(number: int, title: str, within: bool, severity: str = "major") -> dict[str, Any]:
-    opened = UNTIL - timedelta(days=40 - number)
+def _case(
+    number: int, title: str, within: bool, severity: str = "major", opened_at: str = ""
+) -> dict[str, Any]:
+    opened = datetime.fromisoformat(opened_at) if opened_at else UNTIL - timedelta(days=40 - number)
     response = 1800.0 if within else 5 * 3600.0
     resolution = 7200.0 if within else 40 * 3600.0
     return {
