@@ -384,7 +384,8 @@ def _steps(steps: list[dict[str, Any]]) -> str:
         # a failed one's says what went wrong, which belongs on the page and on paper
         tip = f' title="{_e(summary)}"' if summary and ok is True else ""
         name = _text(step.get("name")) or ""
-        line = ' class="nw"' if len(name) <= 24 else ""  # a long name may wrap, no other
+        short = len(printable(name)) <= 16  # a long (or escaped) name may wrap, no other
+        line = ' class="nw"' if short else ""
         items.append(
             f"<li{line}{tip}>{mark} {_t(name)} "
             f"{_e(human_duration(step.get('seconds')))}"
@@ -402,12 +403,12 @@ def _compared(compared: dict[str, Any]) -> str:
         ("sql_assertions", "SQL assertions"),
     ):
         if _num(compared.get(key)) is not None:
-            shown.append(f"{_e(_count(compared.get(key)))} {words}")
+            shown.append(f'<span class="nw">{_e(_count(compared.get(key)))} {words}</span>')
     fingerprint = _text(compared.get("schema_fingerprint"))
     if fingerprint:
         short = fingerprint if len(fingerprint) <= 20 else fingerprint[:19] + "…"
         shown.append(f'schema <code title="{_e(fingerprint)}">{_t(short)}</code>')
-    return "<br>".join(f'<span class="nw">{item}</span>' for item in shown) or DASH
+    return "<br>".join(shown) or DASH
 
 
 # --- service levels -----------------------------------------------------------------------

@@ -84,9 +84,11 @@ def test_a_report_shows_its_headline_and_every_chart(
             f"""(() => {{
               const svg = document.getElementById({json.dumps(chart_id)});
               const box = svg.getBoundingClientRect();
-              const marks = [...svg.querySelectorAll('.dot, .bar, polyline')]
+              const marks = [...svg.querySelectorAll('.dot, .bar')]
                 .filter(m => {{ const b = m.getBoundingClientRect();
-                                return b.width > 0 && b.height > 0; }}).length;
+                                return b.width > 0 && b.height > 0; }}).length
+                + [...svg.querySelectorAll('polyline')]
+                  .reduce((n, line) => n + line.points.numberOfItems, 0);
               return {{width: box.width, height: box.height, marks,
                        fill: getComputedStyle(svg.querySelector('.dot, .bar')).fill}};
             }})()""",
