@@ -39,7 +39,7 @@ _DURATION_TICKS = (
 
 def render_html(doc: dict[str, Any]) -> str:
     """The report as one HTML5 page; any field may be null or missing and is shown as such."""
-    doc = doc if isinstance(doc, dict) else {}
+    doc = _as_json(doc if isinstance(doc, dict) else {})
     kind = _text(doc.get("kind"))
     title = _text(doc.get("title")) or _TITLES.get(kind or "", "opsagent report")
     parts = [_header(doc, title)]
@@ -129,6 +129,13 @@ def _page(title: str, version: str | None, body: str, embedded: str) -> str:
         f'<script type="application/json" id="{DOCUMENT_ID}">{embedded}</script>\n'
         "</body>\n</html>\n"
     )
+
+
+def _as_json(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document as JSON would carry it (string keys, lists, no objects), so the page and
+    its embedded copy show the same thing whatever a caller passed."""
+    loaded: dict[str, Any] = json.loads(json.dumps(doc, ensure_ascii=False, default=str))
+    return loaded
 
 
 def _embed(doc: dict[str, Any]) -> str:
@@ -442,7 +449,9 @@ def _calendar(cal: dict[str, Any], targets: dict[str, Any]) -> str:
     trs = []
     for severity in _ordered(targets):
         t = _dict(targets[severity])
-        clock = {True: "business hours", False: "around the clock"}.get(t.get("business"), DASH)
+        business = t.get("business")
+        clock = "business hours" if business is True else DASH
+        clock = "around the clock" if business is False else clock
         trs.append(
             f"<tr><td>{_t(severity)}</td><td>{_target(t, 'response')}</td>"
             f"<td>{_target(t, 'resolution')}</td><td>{clock}</td></tr>"

@@ -30,6 +30,8 @@ SHAPES = ("circle", "square", "triangle", "diamond")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _DAY = 86400.0
 _MONDAY = 4 * _DAY  # 1970-01-01 was a Thursday: weekly ticks fall on Mondays
+_FIRST = datetime(2, 1, 1, tzinfo=UTC).timestamp()
+_LAST = datetime(9998, 1, 1, tzinfo=UTC).timestamp()
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,7 @@ def bar_chart(
 
 def time_ticks(low: float, high: float) -> list[tuple[float, str]]:
     """Up to 8 ticks on a UTC time axis, on round hours, days, Mondays or month starts."""
+    low, high = max(low, _FIRST), min(high, _LAST)  # a date must stay a date after padding
     span = max(high - low, 1.0)
     for step in (3600, 6 * 3600, _DAY, 2 * _DAY, 7 * _DAY, 14 * _DAY):
         if span / step <= 7:

@@ -16,6 +16,8 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agents.reports import svg
 from agents.reports.html import extract_document, human_duration, render_html, utc_time
@@ -193,19 +195,54 @@ def test_an_empty_period_says_so_instead_of_drawing_empty_charts(kind: str, mess
 
 def test_nulls_anywhere_do_not_break_the_page() -> None:
     """Every leaf null at once, then each field name null everywhere, then wrong types."""
-    docs = [report_docs.recovery_doc(), report_docs.sla_doc(), report_docs.fleet_doc()]
+    docs = [report_docs.sla_doc(), report_docs.fleet_doc()]  # the fleet's holds a recovery
     variants: list[Any] = [None, {}, {"kind": "recovery"}, {"kind": "sla", "sla": None}]
     for doc in docs:
         variants.append(_nulled(doc, lambda key: True))
         for key in sorted(_keys(doc) - {"schema"}):
             variants.append(_nulled(doc, lambda k, key=key: k == key))
             variants.append(_replaced(doc, key, "nonsense"))
-            variants.append(_replaced(doc, key, float("nan")))
     for variant in variants:
         page = render_html(variant)
         assert 'id="headline"' in page and page.endswith("</html>\n")
         if isinstance(variant, dict) and variant.get("schema"):
             assert _canonical(extract_document(page)) == _canonical(variant)
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=30)
+    | st.sampled_from(["2026-11-03T14:05:00+00:00", "0001-01-01T00:00:00+00:00", "2026-W45"]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_value_anywhere_renders(data: st.DataObject) -> None:
+    """Whatever a field holds, in any report kind, the page renders and embeds it."""
+    doc = data.draw(st.sampled_from([DOCS["recovery"], DOCS["sla"], DOCS["fleet"]]))()
+    paths = sorted(_paths(doc), key=str)
+    for _ in range(data.draw(st.integers(1, 4))):
+        _set(doc, data.draw(st.sampled_from(paths)), data.draw(JSON_VALUES))
+    page = render_html(doc)
+    assert 'id="headline"' in page and page.endswith("</html>\n")
+
+
+def test_a_python_only_document_renders_as_its_json() -> None:
+    """Tuples and non-string keys (never in a parsed document) show as JSON would carry them."""
+    doc = report_docs.recovery_doc()
+    odd = copy.deepcopy(doc)
+    odd["hosts"] = tuple(odd["hosts"])
+    odd["filters"]["labels"] = {7: "x"}
+    doc["filters"]["labels"] = {"7": "x"}
+    assert render_html(odd) == render_html(doc)
 
 
 def test_the_page_loads_nothing_and_runs_nothing() -> None:
@@ -299,6 +336,17 @@ def test_a_line_chart_draws_any_number_of_points(points: list[svg.Point]) -> Non
             assert "No data in this period" in chart
 
 
+@pytest.mark.parametrize(
+    "at", ["0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59+00:00", "2026-11-03T00:00:00+00:00"]
+)
+def test_a_time_axis_survives_the_ends_of_the_calendar(at: str) -> None:
+    doc = report_docs.unsigned(report_docs.recovery_doc())
+    doc["recovery"]["rto_series"] = [{"at": at, "source": "a", "rto_seconds": 5.0}]
+    doc["recovery"]["coverage"]["series"] = [{"date": at[:10], "percent": 5.0}]
+    page = render_html(doc)
+    assert _svg(page, "chart-rto").count('class="dot s0"') == 2  # the point and the legend
+
+
 def test_a_null_breaks_a_line_rather_than_bridging_it() -> None:
     points = [svg.Point(float(i), None if i == 3 else 5.0) for i in range(7)]
     chart = svg.line_chart("c", "T", "D", [svg.Series("a", tuple(points))], svg.Axis(str))
@@ -369,3 +417,30 @@ def _replaced(value: Any, key: str, new: Any) -> Any:
 def _canonical(doc: Any) -> str:
     """Documents compared as canonical JSON: NaN is not equal to itself, its text is."""
     return json.dumps(doc, sort_keys=True)
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a document, down to three items of each list."""
+    found = [path] if path else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value[:3]):
+            found += _paths(item, (*path, index))
+    return found
+
+
+def _set(doc: Any, path: tuple[Any, ...], value: Any) -> None:
+    """Put a value at a path, if an earlier change left the path in place."""
+    for key in path[:-1]:
+        if not isinstance(doc, dict | list):
+            return
+        try:
+            doc = doc[key]
+        except (KeyError, IndexError, TypeError):
+            return
+    last = path[-1]
+    fits = isinstance(doc, list) and isinstance(last, int) and last < len(doc)
+    if isinstance(doc, dict) or fits:
+        doc[last] = value
