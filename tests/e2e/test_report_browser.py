@@ -215,3 +215,22 @@ def _keep(browser: Chromium, page: str, name: str) -> None:
     browser.color_scheme(page, "dark")
     Path(folder, f"report-{name}-dark.png").write_bytes(browser.screenshot(page, scale=0.75))
     browser.color_scheme(page, "light")
+
+
+def test_the_watch_sees_console_errors_and_requests(browser: Chromium, tmp_path: Path) -> None:
+    """The checks above could pass by seeing nothing: a page that logs an error, throws and
+    fetches an image must show up in both."""
+    bad = tmp_path / "bad.html"
+    bad.write_text(
+        '<!DOCTYPE html><img src="http://127.0.0.1:9/x.png">'
+        "<script>console.error('seen'); throw new Error('thrown')</script>"
+    )
+    session = browser.open_page()
+    before = len(browser.problems())
+    try:
+        browser.navigate(session, bad.as_uri())
+        found = browser.problems()[before:]
+        assert any("seen" in p for p in found) and any("thrown" in p for p in found), found
+        assert "http://127.0.0.1:9/x.png" in browser.requests()
+    finally:
+        browser.close_page(session)

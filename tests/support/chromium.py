@@ -200,7 +200,9 @@ class Chromium:
             ):
                 found.append("console: " + json.dumps(params.get("args"))[:300])
             elif event["method"] == "Runtime.exceptionThrown":
-                found.append("exception: " + json.dumps(params.get("exceptionDetails"))[:300])
+                details = params.get("exceptionDetails", {})
+                thrown = details.get("exception", {}).get("description") or details.get("text")
+                found.append(f"exception: {thrown}")
             elif event["method"] == "Log.entryAdded" and params["entry"]["level"] == "error":
                 found.append(f"log: {params['entry'].get('text')} {params['entry'].get('url')}")
         return found
