@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents.reports import svg
-from agents.units import printable
+from agents.units import few, printable
 
 DOCUMENT_ID = "opsagent-report"
 SEVERITIES = ("critical", "major", "minor")
@@ -269,11 +269,12 @@ def _rto_chart(points: list[dict[str, Any]]) -> str:
             targets[target].append(name)
     names = list(by_source)
     one = len(targets) == 1
+    # a target line takes its source's colour only when it is that source's alone
     lines = [
         svg.Target(
             value,
-            f"target {human_duration(value)}" + ("" if one else ": " + ", ".join(who)),
-            None if one else names.index(who[0]),
+            f"target {human_duration(value)}" + ("" if one else ": " + few(who, 2)),
+            names.index(who[0]) if len(who) == 1 and not one else None,
         )
         for value, who in sorted(targets.items())
     ]

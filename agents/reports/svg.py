@@ -139,7 +139,7 @@ def line_chart(
                 if len(run) > 1:
                     path = " ".join(f"{_n(x_at(p.x))},{_n(scale(p.y))}" for p in run)  # type: ignore[arg-type]
                     parts.append(f'<polyline class="series {css}" points="{path}"/>')
-        shape = SHAPES[index % len(SHAPES)]
+        shape = _shape(index)
         dots = not one.line or len(drawn) <= MAX_DOTS
         for p in drawn:
             cx, cy = x_at(p.x), scale(p.y)  # type: ignore[arg-type]
@@ -291,7 +291,7 @@ def _legend(items: list[tuple[int, str]], extra: list[tuple[str, str]]) -> tuple
     """The legend in rows above the plot; returns the plot's top and the legend's markup."""
     x, row, parts = float(LEFT), 0, []
     entries: list[tuple[str, str, str]] = [
-        (f"s{i % COLOURS}", SHAPES[i % len(SHAPES)], name) for i, name in items
+        (f"s{i % COLOURS}", _shape(i), name) for i, name in items
     ]
     entries += [(css, "ring", name) for css, name in extra]
     for css, shape, name in entries:
@@ -346,6 +346,12 @@ def _no_data(top: float) -> str:
         f'height="{PLOT_HEIGHT}"/><text class="no-data" x="{_n((WIDTH + LEFT - RIGHT) / 2)}" '
         f'y="{_n(top + PLOT_HEIGHT / 2)}" text-anchor="middle">No data in this period</text>'
     )
+
+
+def _shape(index: int) -> str:
+    """A series' marker: the shape moves on once the colours come round again, so the first
+    32 series all look different."""
+    return SHAPES[(index + index // COLOURS) % len(SHAPES)]
 
 
 def _marker(shape: str, x: float, y: float, css: str) -> str:

@@ -347,6 +347,15 @@ def test_a_time_axis_survives_the_ends_of_the_calendar(at: str) -> None:
     assert _svg(page, "chart-rto").count('class="dot s0"') == 2  # the point and the legend
 
 
+def test_twenty_sources_look_twenty_ways() -> None:
+    series = [svg.Series(f"s{i}", (svg.Point(1.7e9, float(i + 1)),)) for i in range(20)]
+    chart = svg.line_chart("c", "T", "D", series, AXIS)
+    legend = chart[chart.index('<g class="legend">') : chart.index("</g>")]
+    marks = re.findall(r'<(circle|rect|polygon) class="dot (s\d)"(?: points="([^"]*)")?', legend)
+    looks = {(tag, css, points.count(",")) for tag, css, points in marks}  # 3 or 4 corners
+    assert len(marks) == 20 and len(looks) == 20
+
+
 def test_a_null_breaks_a_line_rather_than_bridging_it() -> None:
     points = [svg.Point(float(i), None if i == 3 else 5.0) for i in range(7)]
     chart = svg.line_chart("c", "T", "D", [svg.Series("a", tuple(points))], svg.Axis(str))
