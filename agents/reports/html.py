@@ -267,7 +267,7 @@ def _rto_chart(points: list[dict[str, Any]]) -> str:
         by_source.setdefault(name, []).append(svg.Point(at, rto, missed))
         if target is not None and name not in targets.setdefault(target, []):
             targets[target].append(name)
-    names = list(by_source)
+    names = sorted(by_source)
     one = len(targets) == 1
     # a target line takes its source's colour only when it is that source's alone
     lines = [
@@ -278,7 +278,7 @@ def _rto_chart(points: list[dict[str, Any]]) -> str:
         )
         for value, who in sorted(targets.items())
     ]
-    series = [svg.Series(n, tuple(sorted(ps, key=lambda q: q.x))) for n, ps in by_source.items()]
+    series = [svg.Series(n, tuple(sorted(by_source[n], key=lambda q: q.x))) for n in names]
     known = [p.y for s in series for p in s.points if p.y is not None]
     missed = sum(p.missed for s in series for p in s.points)
     desc = (
