@@ -18,6 +18,8 @@ have pg_dump || missing+=(postgresql-client)
 have mariadb-dump || missing+=(mariadb-client)
 have restic || missing+=(restic)
 have prometheus-node-exporter || missing+=(prometheus-node-exporter)
+# The HTML reports are opened, screenshotted and printed to PDF by Debian's Chromium.
+have /usr/bin/chromium || missing+=(chromium)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
