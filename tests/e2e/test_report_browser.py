@@ -235,3 +235,75 @@ def test_the_watch_sees_console_errors_and_requests(browser: Chromium, tmp_path:
         assert "http://127.0.0.1:9/x.png" in browser.requests()
     finally:
         browser.close_page(session)
+
+
+def test_reports_made_by_the_cli_from_real_history_verify_open_and_catch_changes(
+    browser: Chromium, page: str, tmp_path: Path
+) -> None:
+    """The whole path: restore-test runs and cases written through the state database and
+    case store, `opsagent report recovery|sla --out X.html` signed with a key made by
+    `report key init`, `report verify` on the HTML, the page in Chromium (headline,
+    charts, no console error), and one changed character, in the visible page or in the
+    document it embeds, failing verification."""
+    from agents.cases.store import CaseStore
+    from agents.state import StateDB
+    from tests.support.reports import write_recovery_history
+
+    state_dir = tmp_path / "state"
+    cases_url = f"sqlite:///{tmp_path / 'cases.db'}"
+    write_recovery_history(StateDB(state_dir / "state.db"), CaseStore(cases_url))
+    config = tmp_path / "config.yml"
+    config.write_text(
+        f"host: web1\nstate_dir: {state_dir}\ncases: {{store: '{cases_url}'}}\n"
+        "restore_test: {max_rto: 6h}\n"
+    )
+    period = ["--config", str(config), "--until", "2026-12-02T20:00:00+00:00"]
+    assert _cli("report", "key", "init", "--config", str(config)).returncode == 0
+    for kind, charts in (("recovery", ("chart-rto", "chart-coverage")), ("sla", ())):
+        out = tmp_path / f"{kind}.html"
+        made = _cli("report", kind, *period, "--since", "90d", "--out", str(out))
+        assert made.returncode == 0, made.stderr
+        ok = _cli("report", "verify", str(out))
+        assert ok.returncode == 0, ok.stderr
+        doc = json.loads(_cli("report", kind, *period, "--since", "90d", "--json").stdout)
+        assert ok.stdout.startswith(f"valid, signed by key_id {doc['signature']['key_id']}")
+
+        browser.navigate(page, out.as_uri())
+        headline = browser.evaluate(page, "document.getElementById('headline').textContent")
+        assert headline == doc["headline"] and headline
+        for chart_id in charts:
+            marks = browser.evaluate(
+                page, f"document.querySelectorAll('#{chart_id} .dot, #{chart_id} polyline').length"
+            )
+            assert marks > 0, chart_id
+
+        text = out.read_text(encoding="utf-8")
+        body_end = text.index('<script type="application/json"')
+        in_headline = re.search(r'id="headline"[^>]*>[^<\d]*(\d)', text)
+        assert in_headline is not None and in_headline.start(1) < body_end
+        in_document = re.search(r'":(\d)', text[body_end:])
+        assert in_document is not None
+        for where, at in (
+            ("headline", in_headline.start(1)),
+            ("document", body_end + in_document.start(1)),
+        ):
+            digit = "3" if text[at] != "3" else "4"
+            changed = tmp_path / f"{kind}-{where}.html"
+            changed.write_text(text[:at] + digit + text[at + 1 :], encoding="utf-8")
+            bad = _cli("report", "verify", str(changed))
+            assert bad.returncode == 1, (where, bad.stdout)
+            assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def _cli(*args: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "agents", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+        check=False,
+    )
