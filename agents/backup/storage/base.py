@@ -88,8 +88,10 @@ class Storage(Protocol):
         """Every object whose key starts with prefix (all pages)."""
         ...
 
-    def delete(self, keys: list[str]) -> None:
-        """Remove objects (missing ones are fine) and verify they are gone."""
+    def delete(self, keys: list[str], verify: bool = True) -> None:
+        """Remove objects (missing ones are fine) and verify they are gone (one more
+        request each on S3; `verify=False` where one left behind is harmless: a lock,
+        stale once its process is gone)."""
         ...
 
     def stat(self, key: str) -> ObjectInfo:
