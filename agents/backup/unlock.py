@@ -23,7 +23,9 @@ again with the validated config's storage, so its error is the one people see.
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import json
 import os
 import re
@@ -31,10 +33,11 @@ import stat
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.backup.crypto import MasterKey, unwrap_master_key
+from agents.backup.crypto import MasterKey, derive_key, kdf_params, unwrap_master_key
 from agents.backup.errors import NotFound, WrongKey
 from agents.backup.storage import S3Endpoint, Storage, open_s3_reader, open_storage
 
@@ -42,6 +45,8 @@ if TYPE_CHECKING:
     from agents.config import BackupConfig
 
 Found = tuple[str, MasterKey] | None  # (key ID, master key), or no key file opens
+Params = tuple[bytes, int, int, int]  # a key file's salt and scrypt n, r, p
+DEFAULT_STATE_DIR = "/var/lib/opsagent"  # the config's default (a test holds them equal)
 # an early S3 unlock has no storage yet: `take` makes it from the validated config
 _started: dict[tuple[object, ...], tuple[Storage | None, Future[Found]]] = {}
 
@@ -70,15 +75,40 @@ _EARLY_S3_KEYS = frozenset(
 EARLY_S3_ATTEMPTS = 8  # S3Config.max_attempts' default (a test holds them equal)
 
 
-def open_any_key(storage: Storage, password: str) -> Found:
+def open_any_key(storage: Storage, password: str, head: HeadStart | None = None) -> Found:
     """The first key file the password opens: (key ID, master key)."""
+    return _search(storage, password, head)[0]
+
+
+def _search(storage: Storage, password: str, head: HeadStart | None) -> tuple[Found, Params | None]:
+    """`open_any_key`, and the derivation inputs of the key file that opened."""
     for info in storage.list("keys/"):
         try:
-            master = unwrap_master_key(json.loads(storage.get(info.key)), password)
+            keyfile = json.loads(storage.get(info.key))
+            derived = head.derived_for(keyfile) if head is not None else None
+            master = unwrap_master_key(keyfile, password, derived)
         except (WrongKey, ValueError, NotFound):
             continue
-        return info.key.rsplit("/", 1)[-1], master
-    return None
+        return (info.key.rsplit("/", 1)[-1], master), kdf_params(keyfile)
+    return None, None
+
+
+@dataclass(frozen=True)
+class HeadStart:
+    """The derivation begun, before the key objects are even listed, from the salt and
+    parameters of the key file that opened this repository last time (`_hint_file`).
+    Used only for a key file with exactly those inputs: the key is the one
+    `unwrap_master_key` would derive, so a stale or planted hint costs a derivation,
+    never a different key."""
+
+    params: Params
+    derived: Future[bytes]
+
+    def derived_for(self, keyfile: dict[str, Any]) -> bytes | None:
+        """The derived key if this key file's inputs are the hint's, else None."""
+        if kdf_params(keyfile) != self.params:
+            return None
+        return self.derived.result()
 
 
 def begin(cfg: BackupConfig | None) -> None:
@@ -95,37 +125,105 @@ def begin(cfg: BackupConfig | None) -> None:
         storage = open_storage(cfg.repository, cfg.s3)
     except Exception:  # reported in one line where the repository is opened
         return
-    _started[_key(cfg, password)] = (storage, _start(lambda: storage, password))
+    _started[_key(cfg, password)] = (
+        storage,
+        _start(functools.partial(open_any_key, storage, password)),
+    )
 
 
 def begin_early(config_file: Path) -> None:
     """Start unlocking the repository a config file names, before it is validated: a
     local or S3 repository with a password file (mode 0600 or stricter), for S3 with
-    its credentials from `${ENV}` references or such files; nothing else."""
+    its credentials from `${ENV}` references or such files; nothing else. For S3 the
+    derivation starts at once from the last unlock's salt when known (`HeadStart`)."""
     try:
         import yaml
 
-        backup = yaml.safe_load(config_file.read_text(encoding="utf-8"))["backup"]
+        raw = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+        backup = raw["backup"]
         repository, password_file = backup["repository"], backup["password_file"]
         if not isinstance(repository, str) or not isinstance(password_file, str):
             return
         if "${" in repository:
             return
         password = _owner_only(password_file)
+        if not password:
+            return
         if repository.startswith("s3://"):
             endpoint = _early_endpoint(backup.get("s3"))
             if endpoint is None:
                 return
             where: tuple[Any, ...] | None = endpoint.identity()
             storage = None  # made on the thread: boto3's import and client take time
-            make = functools.partial(open_s3_reader, repository, endpoint, EARLY_S3_ATTEMPTS)
+            hint = _hint_file(raw.get("state_dir", DEFAULT_STATE_DIR), repository, where)
+            search = functools.partial(
+                _early_s3, repository, endpoint, password, hint, _head_start(hint, password)
+            )
         else:
             where, storage = None, open_storage(repository)
-            make = functools.partial(_given, storage)
+            search = functools.partial(open_any_key, storage, password)
     except Exception:  # anything unusual: the validated config takes its normal way
         return
-    if password:
-        _started[("early", repository, where, password)] = (storage, _start(make, password))
+    _started[("early", repository, where, password)] = (storage, _start(search))
+
+
+def _early_s3(
+    repository: str,
+    endpoint: S3Endpoint,
+    password: str,
+    hint: Path | None,
+    head: HeadStart | None,
+) -> Found:
+    """On the unlock thread: the client, the key objects, the key; the hint updated."""
+    storage = open_s3_reader(repository, endpoint, EARLY_S3_ATTEMPTS)
+    found, params = _search(storage, password, head)
+    if params is not None and hint is not None and (head is None or head.params != params):
+        _write_hint(hint, params)
+    return found
+
+
+def _hint_file(state_dir: object, repository: str, where: object) -> Path | None:
+    """Where the derivation inputs of this repository's last unlock are kept."""
+    if not isinstance(state_dir, str):
+        return None
+    name = hashlib.sha256(repr((repository, where)).encode()).hexdigest()[:32]
+    return Path(state_dir) / "cache" / f"unlock-{name}.json"
+
+
+def _head_start(hint: Path | None, password: str) -> HeadStart | None:
+    """Begin the derivation from a hint's salt and parameters, on its own thread."""
+    if hint is None:
+        return None
+    try:
+        params = kdf_params(json.loads(hint.read_text(encoding="utf-8")))
+    except (OSError, ValueError, WrongKey, AttributeError):
+        return None
+    derived: Future[bytes] = Future()
+
+    def work() -> None:
+        try:
+            derived.set_result(derive_key(password, params))
+        except BaseException as exc:
+            derived.set_exception(exc)
+
+    threading.Thread(target=work, name="unlock-derive", daemon=True).start()
+    return HeadStart(params, derived)
+
+
+def _write_hint(hint: Path, params: Params) -> None:
+    """Keep a key file's salt and scrypt parameters (no key: they are in the bucket for
+    anyone who can list it) for the next command's head start; owner-only."""
+    salt, n, r, p = params
+    body = {"kdf": "scrypt", "n": n, "r": r, "p": p, "salt": base64.b64encode(salt).decode()}
+    try:
+        hint.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temporary = hint.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(body, handle)
+        os.replace(temporary, hint)
+    except OSError:
+        pass  # only a head start lost
 
 
 def take(cfg: BackupConfig, password: str) -> tuple[Storage, Future[Found]] | None:
@@ -220,16 +318,12 @@ def _early_secret(s3: dict[str, Any], name: str) -> str | None:
     return os.environ[match.group(1)]
 
 
-def _given(storage: Storage) -> Storage:
-    return storage
-
-
-def _start(make: Callable[[], Storage], password: str) -> Future[Found]:
+def _start(search: Callable[[], Found]) -> Future[Found]:
     pending: Future[Found] = Future()
 
     def work() -> None:
         try:
-            pending.set_result(open_any_key(make(), password))
+            pending.set_result(search())
         except BaseException as exc:  # handed to whoever takes the result
             pending.set_exception(exc)
 
@@ -258,4 +352,4 @@ def _or_again(early: Future[Found], storage: Storage, password: str) -> Future[F
     return pending
 
 
-__all__ = ["Found", "begin", "begin_early", "open_any_key", "take"]
+__all__ = ["Found", "HeadStart", "begin", "begin_early", "open_any_key", "take"]

@@ -3,8 +3,12 @@ opens, and hands its failures to `Repository.open`, which reports them as before
 
 from __future__ import annotations
 
+import base64
+import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +16,13 @@ from agents.backup import unlock
 from agents.backup.errors import BackupError, StorageError, WrongKey
 from agents.backup.runner import init_repository, open_repository
 from agents.backup.storage import s3 as s3_backend
-from agents.config import BackupConfig, ConfigError, S3Config, load_config, parse_config
+from agents.config import (
+    BackupConfig,
+    ConfigError,
+    S3Config,
+    load_config,
+    parse_config,
+)
 from tests.support.services import S3Server
 
 
@@ -337,3 +347,54 @@ def test_the_early_s3_defaults_are_the_configs() -> None:
     assert s3_backend.ClientLimits() == s3_backend.ClientLimits.of(default)
     assert unlock._early_endpoint(None) == s3_backend.S3Endpoint.of(default)
     assert set(S3Config.model_fields) > unlock._EARLY_S3_KEYS
+
+
+def _derivations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The threads each scrypt derivation runs on, from now on."""
+    from agents.backup import crypto
+
+    names: list[str] = []
+    real = crypto._derive
+
+    def counted(*args: Any) -> bytes:
+        names.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(crypto, "_derive", counted)
+    return names
+
+
+@pytest.mark.usefixtures("s3_env")
+@pytest.mark.parametrize("hint", ["kept by the last unlock", "planted with another salt"])
+def test_an_early_s3_unlock_starts_deriving_from_the_last_unlocks_salt(
+    tmp_path: Path,
+    s3_server: S3Server,
+    s3_bucket: str,
+    hint: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first early unlock keeps the key file's salt and scrypt parameters (no key)
+    in the state directory; the next derives from them before the key objects are
+    listed. A hint with other inputs is never used for the key: it costs a derivation."""
+    path = _s3_file(tmp_path, s3_server, s3_bucket)
+    config = load_config(path)
+    assert config.backup is not None
+    made = init_repository(config.backup, "h")
+    unlock.begin_early(path)  # no hint yet: derives after reading the key object
+    assert open_repository(config.backup).crypto.master == made.crypto.master
+    (kept,) = (tmp_path / "state" / "cache").glob("unlock-*.json")
+    assert kept.stat().st_mode & 0o777 == 0o600
+    body = json.loads(kept.read_text())
+    assert set(body) == {"kdf", "n", "r", "p", "salt"}  # never the wrapped key
+    if hint == "planted with another salt":
+        body["salt"] = base64.b64encode(b"\0" * 16).decode()
+        kept.write_text(json.dumps(body))
+    threads = _derivations(monkeypatch)
+    unlock.begin_early(path)
+    repo = open_repository(config.backup)
+    assert repo.crypto.master == made.crypto.master and repo.key_id == made.key_id
+    if hint == "kept by the last unlock":
+        assert threads == ["unlock-derive"]  # one derivation, begun from the hint
+    else:
+        assert sorted(threads) == ["unlock", "unlock-derive"]  # wasted, then the real one
+        assert json.loads(kept.read_text())["salt"] != body["salt"]  # corrected
