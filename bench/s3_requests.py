@@ -10,12 +10,17 @@ and tool the requests by kind: method and what the key is (`config`, `keys/`,
 `DELETE (batch)`, bucket-level requests as `bucket`.
 
     .venv/bin/python bench/s3_requests.py [--size-mib 256] [--restore] [--json FILE]
+        [--code DIR]
+
+`--code DIR` counts another checkout's requests (e.g. the main branch's), run with
+DIR on the path and as the working directory (`python -m agents` looks there first).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -50,6 +55,8 @@ def classify(method: str, target: str, repo_prefix: str) -> str:
     key = key.removeprefix(repo_prefix)
     if method == "POST" and "delete" in query:
         return "DELETE (batch)"
+    if not key and "uploads" in query:
+        return "LIST multipart uploads"
     if "uploads" in query or "uploadId" in query:
         return f"{method} multipart {_kind(key)}"
     if not key:
@@ -92,10 +99,14 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--restore", action="store_true", help="also restore and check")
     parser.add_argument("--json", type=Path, default=None, help="write the counts here")
+    parser.add_argument("--code", type=Path, default=ROOT, help="the checkout to measure")
     args = parser.parse_args()
+    code = args.code.resolve()
     with tempfile.TemporaryDirectory(prefix="opsagent-s3req-") as tmp:
         work = Path(tmp)
-        env = installed_like(dict(__import__("os").environ))
+        env = installed_like(dict(os.environ))
+        env["PYTHONPATH"] = str(code)
+        os.chdir(code)
         data = work / "data"
         make_data(data, args.size_mib)
         s3 = services.start_s3(work)
@@ -141,6 +152,7 @@ def main() -> None:
                     counts[step][tool.name] = requests_since(s3.process.log, offset, prefix, bucket)
         finally:
             s3.process.stop()
+    print(f"opsagent code: {code}\n")
     print(report(counts))
     if args.json:
         args.json.write_text(

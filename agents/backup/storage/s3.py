@@ -107,7 +107,8 @@ def client_for(endpoint: S3Endpoint, limits: ClientLimits) -> Any:
                     retries={"total_max_attempts": 1, "mode": "standard"},
                     connect_timeout=limits.connect_timeout,
                     read_timeout=limits.read_timeout,
-                    max_pool_connections=max(10, limits.max_concurrency * 2),
+                    # a backup reads index files and snapshots at once, GET_MANY each
+                    max_pool_connections=max(20, limits.max_concurrency * 2),
                     s3={"addressing_style": "path" if endpoint.path_style else "auto"},
                     request_checksum_calculation="when_required",
                     response_checksum_validation="when_required",
