@@ -216,7 +216,9 @@ def _write_hint(hint: Path, params: Params) -> None:
     salt, n, r, p = params
     body = {"kdf": "scrypt", "n": n, "r": r, "p": p, "salt": base64.b64encode(salt).decode()}
     try:
-        hint.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not hint.parent.parent.is_dir():
+            return  # the state directory is made by the agent, never as a side effect here
+        hint.parent.mkdir(mode=0o700, exist_ok=True)
         temporary = hint.with_suffix(f".{os.getpid()}.tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -380,6 +380,10 @@ def test_an_early_s3_unlock_starts_deriving_from_the_last_unlocks_salt(
     config = load_config(path)
     assert config.backup is not None
     made = init_repository(config.backup, "h")
+    unlock.begin_early(path)  # no state directory: nothing kept, none made
+    assert open_repository(config.backup).crypto.master == made.crypto.master
+    assert not (tmp_path / "state").exists()
+    (tmp_path / "state").mkdir()
     unlock.begin_early(path)  # no hint yet: derives after reading the key object
     assert open_repository(config.backup).crypto.master == made.crypto.master
     (kept,) = (tmp_path / "state" / "cache").glob("unlock-*.json")
