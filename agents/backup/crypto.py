@@ -100,15 +100,35 @@ def wrap_master_key(master: MasterKey, password: str, host: str, user: str) -> d
     }
 
 
-def unwrap_master_key(keyfile: dict[str, Any], password: str) -> MasterKey:
-    """Open one key file with a password; raises WrongKey."""
+def kdf_params(keyfile: dict[str, Any]) -> tuple[bytes, int, int, int]:
+    """A key file's derivation inputs besides the password: (salt, n, r, p); raises
+    WrongKey when the derivation is not ours or its parameters are out of range."""
     try:
         if keyfile.get("kdf") != "scrypt":
             raise WrongKey(f"unsupported key derivation {keyfile.get('kdf')!r}")
         n, r, p = int(keyfile["n"]), int(keyfile["r"]), int(keyfile["p"])
         if not (2**10 <= n <= 2**22 and 1 <= r <= 32 and 1 <= p <= 16):
             raise WrongKey("key file has out-of-range scrypt parameters")
-        kek = _derive(password, base64.b64decode(keyfile["salt"]), n, r, p)
+        return base64.b64decode(keyfile["salt"]), n, r, p
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise WrongKey(f"malformed key file: {exc}") from None
+
+
+def derive_key(password: str, params: tuple[bytes, int, int, int]) -> bytes:
+    """The password-derived key for a key file's `kdf_params` (scrypt: the slow part)."""
+    salt, n, r, p = params
+    return _derive(password, salt, n, r, p)
+
+
+def unwrap_master_key(
+    keyfile: dict[str, Any], password: str, derived: bytes | None = None
+) -> MasterKey:
+    """Open one key file with a password; raises WrongKey. `derived` is
+    `derive_key(password, kdf_params(keyfile))` when already computed (an unlock's head
+    start): only the derivation is saved, the key file is opened the same way."""
+    params = kdf_params(keyfile)
+    try:
+        kek = derived if derived is not None else derive_key(password, params)
         blob = base64.b64decode(keyfile["data"])
         plain = AESGCM(kek).decrypt(blob[:NONCE], blob[NONCE:], b"opsagent-key")
     except InvalidTag:

@@ -115,6 +115,11 @@ class Repository:
         self.damaged_snapshots: dict[str, str] = {}  # snapshots that did not open -> why
         self.mentioned_packs: set[str] = set()  # packs any index file names
         self.foreign_objects: list[str] = []  # objects under data/ that are not packs
+        # what the last listings of data/ and snapshots/ found, plus what this process
+        # wrote since: a backup's closing figures without listing again (None: not listed)
+        self.listed_packs: dict[str, int] | None = None
+        self.listed_snapshots: set[str] | None = None
+        self._snapshots_ahead: Future[_SnapshotListing] | None = None
         self._index_loaded = False
         self._dctx = threading.local()
 
@@ -284,26 +289,24 @@ class Repository:
         """
         if self._index_loaded and present is None and not refresh:
             return self.index
-        if present is None:  # a blob is read from a pack that exists, never a lost one
-            present = set(self.stored_packs())
         files: dict[str, tuple[dict[str, list[PackEntry]], list[str]]] = {}
-        names: list[str] = []
         damaged: dict[str, str] = {}
-        for info in self.storage.list("index/"):
-            name = info.key.rsplit("/", 1)[-1]
-            if not _PACK_NAME.fullmatch(name):  # a "folder" key, a stray file: not ours
-                if info.key not in self.foreign_objects:
-                    self.foreign_objects.append(info.key)
-                continue
-            names.append(name)
-        for name, sealed in _get_many(self.storage, [f"index/{n}" for n in names]):
-            if sealed is None:
-                continue  # deleted by a prune since the listing
-            try:
-                files[name] = decode_index(self.crypto, sealed, name)
-            except IntegrityError as exc:
-                damaged[name] = str(exc)
-                log.warning("%s; ignored (rebuild with `opsagent backup repair index`)", exc)
+        # a blob is read from a pack that exists, never a lost one: without `present`,
+        # data/ is listed, alongside (one round trip, not two before the index reads)
+        with ThreadPoolExecutor(1, thread_name_prefix="list") as pool:
+            packs = pool.submit(_list_packs, self.storage) if present is None else None
+            names, stray = _list_names(self.storage, "index/")
+            for name, sealed in _get_many(self.storage, [f"index/{n}" for n in names]):
+                if sealed is None:
+                    continue  # deleted by a prune since the listing
+                try:
+                    files[name] = decode_index(self.crypto, sealed, name)
+                except IntegrityError as exc:
+                    damaged[name] = str(exc)
+                    log.warning("%s; ignored (rebuild with `opsagent backup repair index`)", exc)
+            if packs is not None:
+                present = set(self._took_packs(*packs.result()))
+        self._note_foreign(stray)
         superseded = {s for _, sup in files.values() for s in sup}
         self.mentioned_packs = {p for packs, _ in files.values() for p in packs}
         self.index = Index()
@@ -327,23 +330,57 @@ class Repository:
     def stored_packs(self) -> dict[str, int]:
         """Every pack in storage: ID -> size. An object under `data/` that is not named
         like a pack is no pack (`foreign_objects` lists them; nothing deletes them)."""
-        packs: dict[str, int] = {}
-        self.foreign_objects = []
-        for info in self.storage.list("data/"):
-            name = info.key.rsplit("/", 1)[-1]
-            if _PACK_NAME.fullmatch(name) and info.key == pack_key(name):
-                packs[name] = info.size
-            else:
-                self.foreign_objects.append(info.key)
+        return self._took_packs(*_list_packs(self.storage))
+
+    def _took_packs(self, packs: dict[str, int], foreign: list[str]) -> dict[str, int]:
+        """A listing of data/ (`_list_packs`) taken in: its foreign objects noted."""
+        self.foreign_objects = list(foreign)
+        self.listed_packs = dict(packs)
         return packs
 
-    def reconcile(self, write: bool = True) -> ReconcileReport:
+    def _note_foreign(self, keys: list[str]) -> None:
+        for key in keys:
+            if key not in self.foreign_objects:
+                self.foreign_objects.append(key)
+
+    def note_pack(self, pack_id: str, size: int) -> None:
+        """A pack this process stored (for `repository_bytes`)."""
+        if self.listed_packs is not None:
+            self.listed_packs[pack_id] = size
+
+    def repository_bytes(self) -> int:
+        """Bytes of all packs: as the last listing of data/ found them (a backup lists
+        it under its lock when it starts) plus the packs this process stored since; a
+        listing when there was none. Another process's writes since then show in the
+        next run's figure."""
+        packs = self.listed_packs if self.listed_packs is not None else self.stored_packs()
+        return sum(packs.values())
+
+    def snapshot_count(self) -> int:
+        """Snapshots: as the last listing found them plus the ones saved since (a
+        listing when there was none)."""
+        if self.listed_snapshots is None:
+            self.snapshot_ids()
+        return len(self.listed_snapshots or ())
+
+    def reconcile(self, write: bool = True, snapshots_ahead: bool = False) -> ReconcileReport:
         """Make the index match storage before writing: entries for packs that no longer
         exist are dropped (their blobs are stored again if needed, never referenced in
         vain), and packs no index knows (left by a killed backup or prune) are indexed
-        from their own headers, so their data is not uploaded again."""
-        stored = self.stored_packs()
-        self.load_index(present=set(stored))
+        from their own headers, so their data is not uploaded again.
+
+        data/ is listed alongside index/; with `snapshots_ahead` (a backup, which reads
+        them next) the snapshots are listed and read meanwhile too, for `snapshots`."""
+        if snapshots_ahead:
+            reader = ThreadPoolExecutor(1, thread_name_prefix="snapshots")
+            self._snapshots_ahead = reader.submit(_read_snapshots, self.storage)
+            reader.shutdown(wait=False)
+        try:
+            self.load_index(refresh=True)
+        except BaseException:
+            self._snapshots_ahead = None  # never read later by a command without the lock
+            raise
+        stored = dict(self.listed_packs or {})
         report = ReconcileReport(stored=stored, damaged_index=dict(self.damaged_index))
         # a pack only a superseded file names is garbage a prune has not yet deleted
         known = self.index.packs() | self.mentioned_packs
@@ -439,6 +476,8 @@ class Repository:
         sealed = self.crypto.seal(plain, _SNAPSHOT_ASSOCIATED)
         snapshot_id = hashlib.sha256(sealed).hexdigest()
         self.storage.put(f"snapshots/{snapshot_id}", sealed)
+        if self.listed_snapshots is not None:
+            self.listed_snapshots.add(snapshot_id)
         return replace(snapshot, id=snapshot_id)
 
     def load_snapshot(self, snapshot_id: str, sealed: bytes | None = None) -> Snapshot:
@@ -463,13 +502,9 @@ class Repository:
     def snapshot_ids(self) -> list[str]:
         """Every snapshot object's ID. Other names under `snapshots/` (an S3 console's
         "folder" key, a stray file) are no snapshots: listed in `foreign_objects`."""
-        ids = []
-        for info in self.storage.list("snapshots/"):
-            name = info.key.rsplit("/", 1)[-1]
-            if _PACK_NAME.fullmatch(name):
-                ids.append(name)
-            elif info.key not in self.foreign_objects:
-                self.foreign_objects.append(info.key)
+        ids, stray = _list_names(self.storage, "snapshots/")
+        self._note_foreign(stray)
+        self.listed_snapshots = set(ids)
         return ids
 
     def snapshots(self) -> list[Snapshot]:
@@ -478,11 +513,17 @@ class Repository:
         forget; `opsagent backup forget ID` removes it."""
         found = []
         self.damaged_snapshots = {}
-        ids = self.snapshot_ids()
-        for key, sealed in _get_many(self.storage, [f"snapshots/{i}" for i in ids]):
+        ahead, self._snapshots_ahead = self._snapshots_ahead, None
+        if ahead is not None:  # listed and read by `reconcile`, under the same lock
+            ids, stray, objects = ahead.result()
+            self._note_foreign(stray)
+            self.listed_snapshots = set(ids)
+        else:
+            ids = self.snapshot_ids()
+            objects = _get_many(self.storage, [f"snapshots/{i}" for i in ids])
+        for snapshot_id, sealed in objects:
             if sealed is None:
                 continue  # deleted since the listing; any other storage error stops here
-            snapshot_id = key.rsplit("/", 1)[-1]
             try:
                 found.append(self.load_snapshot(snapshot_id, sealed))
             except IntegrityError as exc:
@@ -688,6 +729,7 @@ class BlobWriter:
     def _upload(self, pack: FinishedPack) -> FinishedPack:
         try:
             self.repo.storage.put(pack_key(pack.id), pack.data, ObjectKind.DATA)
+            self.repo.note_pack(pack.id, len(pack.data))
             return FinishedPack(pack.id, b"", pack.entries)
         finally:
             self._upload_slots.release()
@@ -718,6 +760,41 @@ class BlobWriter:
         counts = self._counts
         for name, value in delta.items():
             counts[name] += value
+
+
+_SnapshotListing = tuple[list[str], list[str], list[tuple[str, bytes | None]]]
+
+
+def _list_names(storage: Storage, prefix: str) -> tuple[list[str], list[str]]:
+    """The names under index/ or snapshots/ that are ours (64 hex digits), and the keys
+    that are not (an S3 console's "folder" key, a stray file)."""
+    names, stray = [], []
+    for info in storage.list(prefix):
+        name = info.key.rsplit("/", 1)[-1]
+        if _PACK_NAME.fullmatch(name):
+            names.append(name)
+        else:
+            stray.append(info.key)
+    return names, stray
+
+
+def _list_packs(storage: Storage) -> tuple[dict[str, int], list[str]]:
+    """Every pack under data/ (ID -> size), and the keys there that are no packs."""
+    packs: dict[str, int] = {}
+    stray = []
+    for info in storage.list("data/"):
+        name = info.key.rsplit("/", 1)[-1]
+        if _PACK_NAME.fullmatch(name) and info.key == pack_key(name):
+            packs[name] = info.size
+        else:
+            stray.append(info.key)
+    return packs, stray
+
+
+def _read_snapshots(storage: Storage) -> _SnapshotListing:
+    """Snapshot names, stray keys under snapshots/, and every snapshot object read."""
+    ids, stray = _list_names(storage, "snapshots/")
+    return ids, stray, list(_get_many(storage, [f"snapshots/{i}" for i in ids]))
 
 
 def _get_many(storage: Storage, keys: list[str]) -> Iterator[tuple[str, bytes | None]]:

@@ -106,7 +106,7 @@ def run_backup(
     repo = repo or open_repository(cfg)
     results: list[CheckResult] = []
     with repo.lock(exclusive=False) as lock:
-        reconciled = repo.reconcile()
+        reconciled = repo.reconcile(snapshots_ahead=True)
         previous = repo.snapshots()
         health = _repository_health(config, repo, reconciled, started_at)
         for source in sources:
@@ -142,8 +142,9 @@ def _run_result(
     start: float,
 ) -> CheckResult:
     """The run's result summing up its sources' results and the repository's size."""
-    snapshots = len(repo.snapshot_ids())
-    repository_bytes = sum(info.size for info in repo.storage.list("data/"))
+    # from the listings made under the lock plus this run's writes: no LIST at the end
+    snapshots = repo.snapshot_count()
+    repository_bytes = repo.repository_bytes()
     failed = [r for r in results if not r.ok]
     stats = {r.name: BackupSourceDetails.of(r) for r in results}
 

@@ -80,9 +80,9 @@ def _child(argv: list[str], crash_after: int, env: dict[str, str], pipe) -> None
             _put(self, key, data, *args, **kwargs)
             operation_done()
 
-        def counted_delete(self, keys, _delete=delete):  # type: ignore[no-untyped-def]
+        def counted_delete(self, keys, verify=True, *, _delete=delete):  # type: ignore[no-untyped-def]
             for key in keys:
-                _delete(self, [key])
+                _delete(self, [key], verify)
                 operation_done()
 
         cls.put = counted_put  # type: ignore[method-assign]

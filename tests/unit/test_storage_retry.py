@@ -50,7 +50,7 @@ class Flaky:
             raise transient(StorageError("flaky: listing cut"))
         yield ObjectInfo("c", 1)
 
-    def delete(self, keys: list[str]) -> None:
+    def delete(self, keys: list[str], verify: bool = True) -> None:
         self._maybe_fail()
 
     def stat(self, key: str) -> ObjectInfo:

@@ -3,11 +3,15 @@ backends can import them without importing the package that imports the backends
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from agents.config import S3Config
 
 STREAM_BLOCK = 1 << 20  # bytes a `Storage.stream` block holds at most
 
@@ -26,6 +30,38 @@ class ObjectInfo:
     # when the storage last wrote it, by the storage's clock (None if unknown): lock
     # staleness is judged by it, so a host whose clock is wrong cannot fake an old lock
     modified: datetime | None = None
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    """Where a client connects and as whom: what decides which objects a read sees.
+
+    `identity` is what an early unlock (`backup.unlock`) is matched by; the secret is
+    in it only as a digest and never in the repr."""
+
+    endpoint_url: str | None
+    region: str
+    path_style: bool
+    access_key_id: str | None
+    secret_access_key: str | None = field(repr=False)
+
+    @classmethod
+    def of(cls, config: S3Config) -> S3Endpoint:
+        """The endpoint an S3 config names, its credentials resolved (`${ENV}` or file)."""
+        from agents.config import resolve_secret
+
+        return cls(
+            config.endpoint_url,
+            config.region,
+            config.path_style,
+            resolve_secret(config.access_key_id, config.access_key_id_file),
+            resolve_secret(config.secret_access_key, config.secret_access_key_file),
+        )
+
+    def identity(self) -> tuple[Any, ...]:
+        """Endpoint, region, addressing, key ID and a digest of the secret."""
+        digest = hashlib.sha256((self.secret_access_key or "").encode()).hexdigest()
+        return (self.endpoint_url, self.region, self.path_style, self.access_key_id, digest)
 
 
 class Storage(Protocol):
@@ -52,8 +88,10 @@ class Storage(Protocol):
         """Every object whose key starts with prefix (all pages)."""
         ...
 
-    def delete(self, keys: list[str]) -> None:
-        """Remove objects (missing ones are fine) and verify they are gone."""
+    def delete(self, keys: list[str], verify: bool = True) -> None:
+        """Remove objects (missing ones are fine) and verify they are gone (one more
+        request each on S3; `verify=False` where one left behind is harmless: a lock,
+        stale once its process is gone)."""
         ...
 
     def stat(self, key: str) -> ObjectInfo:

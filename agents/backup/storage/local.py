@@ -90,7 +90,7 @@ class LocalStorage:
                         continue
                     yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
-    def delete(self, keys: list[str]) -> None:
+    def delete(self, keys: list[str], verify: bool = True) -> None:
         for key in keys:
             path = self._path(key)
             try:

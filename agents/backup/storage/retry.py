@@ -128,10 +128,10 @@ class RetryingStorage:
                     raise _settled(exc) from None
             time.sleep(backoff(attempt))
 
-    def delete(self, keys: list[str]) -> None:
+    def delete(self, keys: list[str], verify: bool = True) -> None:
         """Remove objects and verify they are gone; a retry deletes them all again
         (deleting a missing object is fine)."""
-        retry_call(lambda: self.inner.delete(keys), self.attempts)
+        retry_call(lambda: self.inner.delete(keys, verify), self.attempts)
 
     def stat(self, key: str) -> ObjectInfo:
         """Size of one object; raises NotFound at once."""

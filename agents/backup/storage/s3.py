@@ -23,17 +23,20 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 import botocore.config
 import botocore.exceptions
 
 from agents.backup.errors import NotFound, StorageError
-from agents.backup.storage.base import STREAM_BLOCK, ObjectInfo, ObjectKind
+from agents.backup.storage.base import STREAM_BLOCK, ObjectInfo, ObjectKind, S3Endpoint
 from agents.backup.storage.retry import retry_call, transient
-from agents.config import S3Config, resolve_secret
+
+if TYPE_CHECKING:  # imported when used: an early unlock opens keys before the config models
+    from agents.config import S3Config
 
 T = TypeVar("T")
 
@@ -64,40 +67,49 @@ _CLIENTS: dict[tuple[Any, ...], Any] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
-def _client(config: S3Config, key_id: str | None, secret: str | None) -> Any:
+@dataclass(frozen=True)
+class ClientLimits:
+    """How a client waits and how many connections it keeps (S3Config's fields)."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_concurrency: int = 4
+
+    @classmethod
+    def of(cls, config: S3Config) -> ClientLimits:
+        return cls(
+            config.connect_timeout.total_seconds(),
+            config.read_timeout.total_seconds(),
+            config.max_concurrency,
+        )
+
+
+def client_for(endpoint: S3Endpoint, limits: ClientLimits) -> Any:
     """One boto3 client per endpoint, credentials and settings, for the process's life.
 
     A client loads botocore's service model (megabytes of JSON); the daemon opens the
     repository for every job, and a client per open made the agent's memory grow with
-    each backup. Clients are thread-safe; creating them is not, hence the lock. The
-    secret is part of the key only as a digest."""
-    digest = hashlib.sha256((secret or "").encode()).hexdigest()
-    key = (
-        config.endpoint_url,
-        config.region,
-        key_id,
-        digest,
-        config.connect_timeout,
-        config.read_timeout,
-        config.max_concurrency,
-        config.path_style,
-    )
+    each backup. An early unlock makes the client a command's repository then uses.
+    Clients are thread-safe; creating them is not, hence the lock. The secret is part
+    of the key only as a digest."""
+    key = (*endpoint.identity(), limits)
     with _CLIENTS_LOCK:
         client = _CLIENTS.get(key)
         if client is None:
             client = boto3.session.Session().client(
                 "s3",
-                endpoint_url=config.endpoint_url,
-                region_name=config.region,
-                aws_access_key_id=key_id,
-                aws_secret_access_key=secret,
+                endpoint_url=endpoint.endpoint_url,
+                region_name=endpoint.region,
+                aws_access_key_id=endpoint.access_key_id,
+                aws_secret_access_key=endpoint.secret_access_key,
                 config=botocore.config.Config(
                     # every retry is ours (storage/retry.py), so attempts do not multiply
                     retries={"total_max_attempts": 1, "mode": "standard"},
-                    connect_timeout=config.connect_timeout.total_seconds(),
-                    read_timeout=config.read_timeout.total_seconds(),
-                    max_pool_connections=max(10, config.max_concurrency * 2),
-                    s3={"addressing_style": "path" if config.path_style else "auto"},
+                    connect_timeout=limits.connect_timeout,
+                    read_timeout=limits.read_timeout,
+                    # a backup reads index files and snapshots at once, GET_MANY each
+                    max_pool_connections=max(20, limits.max_concurrency * 2),
+                    s3={"addressing_style": "path" if endpoint.path_style else "auto"},
                     request_checksum_calculation="when_required",
                     response_checksum_validation="when_required",
                 ),
@@ -111,16 +123,25 @@ class S3Storage:
     which adds the retries."""
 
     def __init__(self, bucket: str, prefix: str, config: S3Config) -> None:
+        self._place(bucket, prefix, S3Endpoint.of(config), ClientLimits.of(config))
+        self.config = config
+        self.attempts = config.max_attempts
+
+    @classmethod
+    def reader(cls, bucket: str, prefix: str, endpoint: S3Endpoint, attempts: int) -> S3Storage:
+        """A storage that only lists and reads, made without the config models (which an
+        early unlock runs before): default client limits, no write settings."""
+        storage = cls.__new__(cls)
+        storage._place(bucket, prefix, endpoint, ClientLimits())
+        storage.attempts = attempts
+        return storage
+
+    def _place(self, bucket: str, prefix: str, endpoint: S3Endpoint, limits: ClientLimits) -> None:
         self.bucket = bucket
         self.prefix = f"{prefix}/" if prefix else ""
-        self.config = config
         self.url = f"s3://{bucket}/{prefix}".rstrip("/")
-        self.endpoint = config.endpoint_url or f"AWS S3 ({config.region})"
-        self.client = _client(
-            config,
-            resolve_secret(config.access_key_id, config.access_key_id_file),
-            resolve_secret(config.secret_access_key, config.secret_access_key_file),
-        )
+        self.endpoint = endpoint.endpoint_url or f"AWS S3 ({endpoint.region})"
+        self.client = client_for(endpoint, limits)
 
     # --- interface ---------------------------------------------------------------------
 
@@ -198,7 +219,7 @@ class S3Storage:
                 return
             args["ContinuationToken"] = page["NextContinuationToken"]
 
-    def delete(self, keys: list[str]) -> None:
+    def delete(self, keys: list[str], verify: bool = True) -> None:
         for start in range(0, len(keys), 1000):
             batch = keys[start : start + 1000]
             objects = {"Objects": [{"Key": self.prefix + k} for k in batch], "Quiet": True}
@@ -227,7 +248,7 @@ class S3Storage:
                             Bucket=self.bucket, Key=self.prefix + k
                         ),
                     )
-        for key in keys:
+        for key in keys if verify else ():
             if self._exists(key):
                 raise StorageError(f"{self.url}: {key} still exists after delete")
 
@@ -407,7 +428,7 @@ class S3Storage:
         """One request of an operation made of several (pages, parts, batches), retried
         here with RetryingStorage's policy: a failure late in a long operation does not
         start it over. A failure that used up its attempts is final, never retried again."""
-        return retry_call(lambda: self._call(what, fn, raw), self.config.max_attempts)
+        return retry_call(lambda: self._call(what, fn, raw), self.attempts)
 
     def _error(self, what: str, exc: Exception) -> StorageError:
         where = f"bucket {self.bucket} at {self.endpoint}"
