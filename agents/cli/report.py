@@ -51,7 +51,12 @@ def period(since: str, until: str | None) -> tuple[datetime, datetime]:
         end = parse_time(until) if until else datetime.now(UTC)
     except click.BadParameter as exc:
         raise click.BadParameter(exc.message, param_hint="--until") from None
-    return end - window, end
+    try:
+        return end - window, end
+    except OverflowError:
+        raise click.BadParameter(
+            "the period would start before year 1", param_hint="--until"
+        ) from None
 
 
 def check_out(out_file: Path | None) -> None:

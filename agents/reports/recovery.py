@@ -13,6 +13,7 @@ RTO is the run's: the wall time from the first byte restored to the last verific
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -65,7 +66,7 @@ def build_recovery(inputs: RecoveryInputs) -> dict[str, Any]:
         tested = details.get("sources") or {}
         names = [n for n in tested if inputs.source in (None, n)]
         case = case_of(run) if not run.ok else None
-        if not tested and inputs.source is None:  # failed before any source was tested
+        if not tested and not run.ok and inputs.source is None:  # failed before any source
             failures.append(_failure(run, None, run.summary, case))
         for name in sorted(names):
             row = _source_run(run, name, tested[name], inputs, case)
@@ -79,12 +80,12 @@ def build_recovery(inputs: RecoveryInputs) -> dict[str, Any]:
                 entry["worst_rto_seconds"] = max(worst or 0.0, row["rto_seconds"])
             if not row["ok"]:
                 failures.append(_failure(run, name, _source_summary(run, tested[name]), case))
-        if names and details.get("rto_seconds") is not None:
+        if names and _seconds(details.get("rto_seconds")) is not None:
             rto_series.append(
                 {
                     "at": iso(run.started_at),
                     "source": ",".join(sorted(names)),
-                    "rto_seconds": float(details["rto_seconds"]),
+                    "rto_seconds": _seconds(details["rto_seconds"]),
                     "target_seconds": inputs.rto_target,
                 }
             )
@@ -154,13 +155,13 @@ def _source_run(
         "snapshot_time": iso(snapshot_time),
         "snapshot_age_seconds": None if age is None else round(age, 1),
         "rpo_seconds": round(age, 1) if age is not None else details.get("rpo_seconds"),
-        "rto_seconds": None if rto is None else float(rto),
+        "rto_seconds": _seconds(rto),
         "rto_target_seconds": inputs.rto_target,
         "steps": [
             {
                 "name": s.get("name"),
                 "ok": bool(s.get("ok")),
-                "seconds": float(s.get("seconds") or 0.0),
+                "seconds": _seconds(s.get("seconds")) or 0.0,
                 "summary": s.get("summary", ""),
             }
             for s in steps
@@ -373,6 +374,16 @@ def _failures_text(failures: list[dict[str, Any]]) -> str:
         return f"{noun}{every} resolved within target"
     mix = ", ".join(f"{n} {what}" for what, n in kinds.items() if n)
     return f"{noun} ({mix})"
+
+
+def _seconds(value: Any) -> float | None:
+    """A recorded duration as the document holds it: a finite number, else unknown (a
+    NaN or an infinity is no figure, and no JSON either)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def _parse(text: Any) -> datetime | None:

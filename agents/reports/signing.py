@@ -16,6 +16,7 @@ import binascii
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from agents.errors import OpsagentError
 
 ALGORITHM = "ed25519"
+SIGNATURE_FIELDS = {"algorithm", "key_id", "public_key", "value"}
 KEY_FILE_NAME = "report-signing.key"  # under the config's state_dir by default
 
 
@@ -90,7 +92,10 @@ def create_key(path: Path, force: bool = False) -> Ed25519PrivateKey:
 def load_key(path: Path) -> Ed25519PrivateKey:
     """The private key of `path`; refuses a file others can read."""
     try:
-        mode = path.stat().st_mode & 0o077
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a device or a FIFO would be read forever
+            raise SigningError(f"{path}: the signing key is not a regular file")
+        mode = info.st_mode & 0o077
         data = path.read_bytes()
     except FileNotFoundError:
         raise SigningError(
@@ -158,6 +163,9 @@ def verify(doc: Any, expected_public: bytes | None = None) -> str:
     signature = doc.get("signature")
     if not isinstance(signature, dict) or not signature.get("value"):
         raise SignatureInvalid("not signed: the document has no signature")
+    unknown = sorted(set(signature) - SIGNATURE_FIELDS)
+    if unknown:  # nothing beside the signature is signed: it must not look signed
+        raise SignatureInvalid(f"the signature has unknown field(s): {', '.join(unknown)}")
     if signature.get("algorithm") != ALGORITHM:
         raise SignatureInvalid(f"unknown signature algorithm {signature.get('algorithm')!r}")
     try:

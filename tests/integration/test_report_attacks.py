@@ -1,0 +1,208 @@
+"""Attacks on signed reports, from the user's side: tampering `report verify` must catch
+(duplicate keys, unsigned fields beside the signature), files that are not reports
+(deep nesting, devices), hostile state databases (non-finite figures, garbled run
+records, passed runs without sources) and out-of-range periods. Every case runs the
+real CLI over a real state database and case store and reads its exit code and stderr."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.cases.store import CaseStore
+from agents.state import StateDB
+from tests.support.reports import valid, write_recovery_history
+
+REPO = Path(__file__).resolve().parents[2]
+UNTIL = "2026-12-02T20:00:00+00:00"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agents", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
+    )
+
+
+def one_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a refused command (no traceback)."""
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> dict[str, Path]:
+    """A host with the restore-test history of the report tests and a signing key."""
+    state_dir = tmp_path / "state"
+    write_recovery_history(
+        StateDB(state_dir / "state.db"), CaseStore(f"sqlite:///{tmp_path / 'cases.db'}")
+    )
+    config = tmp_path / "config.yml"
+    config.write_text(
+        f"host: web1\nstate_dir: {state_dir}\n"
+        f"cases: {{store: 'sqlite:///{tmp_path / 'cases.db'}'}}\n"
+        "restore_test: {max_rto: 6h}\n"
+    )
+    assert cli("report", "key", "init", "--config", str(config)).returncode == 0
+    return {"config": config, "state": state_dir / "state.db", "dir": tmp_path}
+
+
+def signed_report(host: dict[str, Path]) -> Path:
+    out = host["dir"] / "report.json"
+    proc = cli(
+        "report", "recovery", "--config", str(host["config"]), "--until", UNTIL, "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_a_duplicate_key_is_refused_not_resolved_to_the_signed_value(
+    host: dict[str, Path],
+) -> None:
+    """`{"headline": "FAKE", "headline": "<signed>"}`: Python keeps the last (signed) one,
+    a viewer or another parser may show the first. The file is ambiguous: refused."""
+    out = signed_report(host)
+    text = out.read_text()
+    assert cli("report", "verify", str(out)).returncode == 0
+    forged = host["dir"] / "forged.json"
+    forged.write_text(
+        text.replace(
+            '"headline": ', '"headline": "0 failures, all restore tests passed", "headline": ', 1
+        )
+    )
+    proc = cli("report", "verify", str(forged))
+    assert proc.returncode == 1
+    assert one_line(proc) == f"opsagent: {forged}: not a report (duplicate key 'headline')"
+
+
+def test_fields_beside_the_signature_are_refused(host: dict[str, Path]) -> None:
+    """The `signature` object is not covered by the signature: a field added there (a
+    signer's name) would read as signed. The schema allows only the four keys."""
+    out = signed_report(host)
+    doc = json.loads(out.read_text())
+    doc["signature"]["signer"] = "Big Four Auditors LLP"
+    forged = host["dir"] / "forged.json"
+    forged.write_text(json.dumps(doc))
+    proc = cli("report", "verify", str(forged))
+    assert proc.returncode == 1
+    assert one_line(proc) == "opsagent: the signature has unknown field(s): signer"
+
+
+def test_files_that_are_not_reports_are_one_line(host: dict[str, Path]) -> None:
+    """A deeply nested document, a device that never ends, and a key file that is a
+    device: each refused at once in one line, never a traceback or a hang."""
+    deep = host["dir"] / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    proc = cli("report", "verify", str(deep))
+    assert proc.returncode == 1
+    assert one_line(proc) == f"opsagent: {deep}: not a report (nested too deeply)"
+
+    proc = cli("report", "verify", "/dev/zero")
+    assert proc.returncode == 1
+    assert one_line(proc) == "opsagent: /dev/zero: not a report (not a regular file)"
+
+    proc = cli(
+        "report", "recovery", "--config", str(host["config"]), "--key-file", "/dev/zero", "--json"
+    )
+    assert proc.returncode == 2
+    assert one_line(proc) == "opsagent: /dev/zero: the signing key is not a regular file"
+
+
+def add_run(state: Path, result: str, status: str = "ok") -> None:
+    """One restore-test row written as it lies in the state database."""
+    with sqlite3.connect(state) as db:
+        db.execute(
+            "INSERT INTO runs (name, kind, started_at, status, duration_seconds, result)"
+            " VALUES ('restore_test', 'restore_test', '2026-12-02T07:00:00+00:00', ?, 1.0, ?)",
+            (status, result),
+        )
+
+
+def last_run(state: Path) -> dict[str, Any]:
+    with sqlite3.connect(state) as db:
+        (text,) = db.execute("SELECT result FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+    return json.loads(text)
+
+
+def strict_json(text: str) -> Any:
+    """JSON as the standard has it: NaN and Infinity are not numbers."""
+
+    def refuse(word: str) -> Any:
+        raise AssertionError(f"{word} in the document")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_non_finite_rto_is_unknown_not_nan(host: dict[str, Path]) -> None:
+    """A run whose RTO reads NaN: the document stays JSON (null, not NaN, which other
+    verifiers cannot parse) and its figures still add up."""
+    run = last_run(host["state"])
+    run["details"]["rto_seconds"] = float("nan")
+    add_run(host["state"], json.dumps(run))
+    proc = cli("report", "recovery", "--config", str(host["config"]), "--until", UNTIL, "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = valid(strict_json(proc.stdout))
+    assert [r["rto_seconds"] for r in doc["recovery"]["sources"][0]["runs"]][-1] is None
+    assert doc["recovery"]["sources"][0]["worst_rto_seconds"] == 552.0
+
+
+def test_a_passed_run_without_sources_is_not_a_failure(host: dict[str, Path]) -> None:
+    """A run recorded as passed but naming no source: it must not appear as a failure
+    ("2 snapshot(s) restored and verified" under failures, 3 failures of 10 tests)."""
+    run = last_run(host["state"])
+    run["details"].pop("sources")
+    add_run(host["state"], json.dumps(run))
+    proc = cli("report", "recovery", "--config", str(host["config"]), "--until", UNTIL, "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = valid(json.loads(proc.stdout))
+    assert len(doc["recovery"]["failures"]) == 2
+    assert doc["headline"].startswith(
+        "2 sources, 10 restore tests, 8 passed, 2 failures (1 resolved within target,"
+        " 1 resolved late)"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a garbled restore-test record in the state database (not JSON, details or"
+    " steps of the wrong type, a naive or infinite time) crashes the report with a"
+    " traceback; needs a decision on how an unreadable run is shown (a failure? a"
+    " warning field in the schema?)",
+)
+def test_a_garbled_run_record_does_not_crash_the_report(host: dict[str, Path]) -> None:
+    """One corrupt row must not cost the whole period's evidence."""
+    run = last_run(host["state"])
+    run["details"]["steps"] = [1, "x", None]
+    add_run(host["state"], json.dumps(run))
+    add_run(host["state"], "{garbled", status="failed")
+    proc = cli("report", "recovery", "--config", str(host["config"]), "--until", UNTIL, "--json")
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    valid(json.loads(proc.stdout))
+
+
+def test_a_period_before_year_one_is_refused(host: dict[str, Path]) -> None:
+    proc = cli(
+        "report",
+        "recovery",
+        "--config",
+        str(host["config"]),
+        "--until",
+        "0001-01-01T00:00:00+00:00",
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "Error: Invalid value for --until: the period would start before year 1"
+    )
