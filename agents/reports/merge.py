@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from agents.reports.document import envelope
+from agents.reports.document import envelope, iso
 from agents.reports.recovery import RecoveryInputs, headline
 from agents.reports.signing import SignatureInvalid, verify
 
@@ -28,10 +28,11 @@ def merge_recovery(
     coverages: list[dict[str, Any]] = []
     repositories: list[Any] = []
     kept: list[str] = []  # each host's oldest kept run: the latest bounds the fleet's facts
+    names = {host for host, _, _ in answers}
     for host, doc, error in answers:
         key_id = None
         if error is None:
-            error, key_id = _check(doc)
+            error, key_id = _check(doc, names - {host}, (iso(since), iso(until)), source)
         if error is not None:
             per_host.append(_row(host, False, error))
             continue
@@ -98,10 +99,26 @@ def merge_recovery(
     return doc
 
 
-def _check(doc: Any) -> tuple[str | None, str | None]:
-    """(error, key id) of one host's answer: a recovery report, its signature holding."""
+def _check(
+    doc: Any, others: set[str], asked: tuple[str | None, str | None], source: str | None
+) -> tuple[str | None, str | None]:
+    """(error, key id) of one host's answer: a recovery report of the period and source
+    asked for, naming no other host of the fleet, its signature holding. A signed report
+    replayed from another period, or another host's report passed off as this one's,
+    verifies; only its contents tell."""
     if not isinstance(doc, dict) or doc.get("kind") != "recovery" or "recovery" not in doc:
         return "the host did not answer with a recovery report", None
+    theirs = sorted(others.intersection(doc.get("hosts") or []))
+    if theirs:
+        return f"the host answered with the report of {', '.join(theirs)}", None
+    period = doc.get("period") or {}
+    if (period.get("since"), period.get("until")) != asked:
+        return (
+            f"the host's report covers {period.get('since')} to {period.get('until')},"
+            " not the period asked for"
+        ), None
+    if (doc.get("filters") or {}).get("source") != source:
+        return "the host's report is not of the source asked for", None
     if doc.get("signature") is None:
         return None, None  # the host has no signing key: unsigned, and the row says so
     try:
