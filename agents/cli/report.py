@@ -233,7 +233,13 @@ def report_key_show(
     default=None,
     help="The signer's public key (base64 as `report key show` prints it, or a file).",
 )
-@key_file_option
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A signing key whose public key must have signed (default: none, the key the"
+    " report carries, which proves no signer).",
+)
 @click.pass_context
 def report_verify(
     ctx: click.Context, file: Path, public_key: str | None, key_file: Path | None
