@@ -174,23 +174,33 @@ def test_a_passed_run_without_sources_is_not_a_failure(host: dict[str, Path]) ->
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a garbled restore-test record in the state database (not JSON, details or"
-    " steps of the wrong type, a naive or infinite time) crashes the report with a"
-    " traceback; needs a decision on how an unreadable run is shown (a failure? a"
-    " warning field in the schema?)",
-)
-def test_a_garbled_run_record_does_not_crash_the_report(host: dict[str, Path]) -> None:
-    """One corrupt row must not cost the whole period's evidence."""
+def test_garbled_run_records_are_failures_not_a_crash(host: dict[str, Path]) -> None:
+    """Rows of the wrong shape (not JSON, steps that are not objects, a naive snapshot
+    time, an RTO beyond any duration): each is a failure saying its record is unreadable,
+    the other runs keep their figures, and the document stays valid JSON."""
     run = last_run(host["state"])
-    run["details"]["steps"] = [1, "x", None]
-    add_run(host["state"], json.dumps(run))
-    add_run(host["state"], "{garbled", status="failed")
+    steps = json.loads(json.dumps(run))
+    steps["details"]["steps"] = [1, "x", None]
+    naive = json.loads(json.dumps(run))
+    naive["details"]["sources"]["db"]["snapshot_time"] = "2026-12-02T05:00:00"
+    huge = json.loads(json.dumps(run))
+    huge["details"]["rto_seconds"] = 1e308
+    for result in ("{garbled", json.dumps(steps), json.dumps(naive), json.dumps(huge)):
+        add_run(host["state"], result)
     proc = cli("report", "recovery", "--config", str(host["config"]), "--until", UNTIL, "--json")
-    assert "Traceback" not in proc.stderr
     assert proc.returncode == 0, proc.stderr
-    valid(json.loads(proc.stdout))
+    doc = valid(strict_json(proc.stdout))
+    unreadable = [f for f in doc["recovery"]["failures"] if "unreadable" in f["summary"]]
+    assert sorted(f["summary"].rpartition(" ")[2] for f in unreadable) == [
+        "(AttributeError)",
+        "(JSONDecodeError)",
+        "(TypeError)",
+    ]
+    assert all(f["host"] == "web1" and f["source"] is None for f in unreadable)
+    db = doc["recovery"]["sources"][0]
+    assert (db["name"], db["tests"], db["passed"]) == ("db", 6, 5)  # + the huge RTO's run
+    assert db["runs"][-1]["rto_seconds"] is None and db["worst_rto_seconds"] == 552.0
+    assert doc["headline"].startswith("2 sources, 12 restore tests, 10 passed, 5 failures")
 
 
 def test_a_period_before_year_one_is_refused(host: dict[str, Path]) -> None:
