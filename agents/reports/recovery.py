@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agents.reports.document import (
+    case_as_of,
     case_facts,
     duration_text,
     envelope,
@@ -263,7 +264,7 @@ def _case_finder(cases: Iterable[Any], now: datetime) -> Any:
             if case.first_seen <= run.started_at + slack and (
                 case.resolved_at is None or case.resolved_at >= run.started_at
             ):
-                return case_facts(case, now)
+                return case_facts(case_as_of(case, now), now)  # as it stood then
         return None
 
     return case_of

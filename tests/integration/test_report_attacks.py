@@ -216,3 +216,68 @@ def test_a_period_before_year_one_is_refused(host: dict[str, Path]) -> None:
     assert proc.stderr.strip().splitlines()[-1] == (
         "Error: Invalid value for --until: the period would start before year 1"
     )
+
+
+def test_an_sla_report_shows_each_case_as_it_stood_at_the_periods_end(tmp_path: Path) -> None:
+    """A report ending 28 December, made after the minor case was acknowledged (30th)
+    and the major one resolved (29th): neither happened in the period. The response is
+    still running (not met), the breach shows the case unresolved and its timeline stops
+    at the period's end, so last month's report does not change when made again."""
+    from agents.config import CasesConfig
+    from agents.reports.sla import SlaInputs, build_sla
+    from tests.integration.test_reports import t, write_cases
+
+    store = CaseStore(f"sqlite:///{tmp_path / 'cases.db'}")
+    ids = write_cases(store)
+    until = t("2026-12-28T00:00:00+00:00")
+    doc = valid(
+        build_sla(
+            SlaInputs(
+                cases=store.cases(),
+                recorded_breaches=store.breached_cases(),
+                timeline=store.events,
+                config=CasesConfig(),
+                since=t("2026-11-28T00:00:00+00:00"),
+                until=until,
+            )
+        )
+    )
+    sla = doc["sla"]
+    (breach,) = sla["breaches"]
+    assert breach["id"] == ids["c4"] and breach["missed"] == ["resolution"]
+    assert (breach["status"], breach["resolved_at"], breach["resolution_seconds"]) == (
+        "acknowledged",
+        None,
+        None,
+    )
+    assert [e["kind"] for e in breach["timeline"]] == ["opened", "acknowledged"]
+    assert all(t(e["at"]) < until for e in breach["timeline"])
+    c5 = {r["case"]: r for r in sla["responses"]}[ids["c5"]]
+    assert (c5["response_seconds"], c5["met"]) == (None, None)
+    minor = {r["severity"]: r for r in sla["rows"]}["minor"]
+    assert minor["cases"] == 1 and minor["respond_median_seconds"] is None
+    weekly = {w["week"]: w["resolved"] for w in sla["weekly"]}
+    assert sum(weekly.values()) == 0  # c4's resolution on the 29th is not in the period
+
+
+def test_a_recovery_report_shows_a_failures_case_as_it_stood_at_the_periods_end(
+    host: dict[str, Path],
+) -> None:
+    """The failure of 1 December 06:00 was resolved on the 2nd, after a period ending
+    on the 1st at noon: in that period its case is still open, not "resolved late"."""
+    proc = cli(
+        "report", "recovery", "--config", str(host["config"]),
+        "--until", "2026-12-01T12:00:00+00:00", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = valid(json.loads(proc.stdout))
+    assert doc["headline"].startswith(
+        "2 sources, 8 restore tests, 6 passed, 2 failures (1 resolved within target, 1 open)"
+    )
+    case = doc["recovery"]["failures"][-1]["case"]
+    assert (case["status"], case["resolved_at"], case["resolution_met"]) == (
+        "acknowledged",
+        None,
+        None,
+    )
+    assert case["response_met"] is False  # acknowledged 5 h after: late, inside the period
