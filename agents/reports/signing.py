@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -73,17 +74,24 @@ def create_key(path: Path, force: bool = False) -> Ed25519PrivateKey:
     )
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temp = path.with_name(f".{path.name}.new")
-        temp.unlink(missing_ok=True)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if not force and path.exists():  # another init won the race
-            temp.unlink()
-            raise SigningError(f"{path}: a signing key exists already; --force replaces it")
-        os.replace(temp, path)
+    except OSError as exc:
+        raise SigningError(f"{path}: cannot write the signing key: {exc.strerror}") from None
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
+        temp = Path(name)  # a name of its own: a concurrent init cannot take it over
+        try:
+            with os.fdopen(fd, "wb") as handle:  # mkstemp: mode 0600
+                handle.write(pem)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if force:
+                os.replace(temp, path)
+            else:
+                os.link(temp, path)  # only if nothing is there: the key printed is the one kept
+        finally:
+            temp.unlink(missing_ok=True)
+    except FileExistsError:
+        raise SigningError(f"{path}: a signing key exists already; --force replaces it") from None
     except OSError as exc:
         raise SigningError(f"{path}: cannot write the signing key: {exc.strerror}") from None
     return key

@@ -281,3 +281,32 @@ def test_a_recovery_report_shows_a_failures_case_as_it_stood_at_the_periods_end(
         None,
     )
     assert case["response_met"] is False  # acknowledged 5 h after: late, inside the period
+
+
+def test_concurrent_key_inits_keep_the_key_the_winner_printed(tmp_path: Path) -> None:
+    """Several `report key init` at once (two shells, a retried deployment): exactly one
+    succeeds, and the public key it printed, the one the operator hands out, is the one
+    on disk. A shared temporary name let a loser's key replace the winner's file."""
+    for round_ in range(5):
+        key = tmp_path / f"k{round_}" / "report.key"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "agents", "report", "key", "init", "--key-file", str(key)],
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(8)
+        ]
+        outs = [(p.communicate(timeout=120), p.returncode) for p in procs]
+        won = [out for (out, _), code in outs if code == 0]
+        assert len(won) == 1, outs
+        losers = [err.strip() for (_, err), code in outs if code != 0]
+        assert set(losers) == {
+            f"opsagent: {key}: a signing key exists already; --force replaces it"
+        }
+        shown = cli("report", "key", "show", "--key-file", str(key), "--json")
+        assert f"public_key: {json.loads(shown.stdout)['public_key']}" in won[0]
+        assert [p.name for p in key.parent.iterdir()] == ["report.key"]  # no temporary left
+        assert key.stat().st_mode & 0o777 == 0o600
