@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from agents.reports.document import envelope, iso
+from agents.reports.document import SCHEMA, envelope, iso
 from agents.reports.recovery import RecoveryInputs, headline
 from agents.reports.signing import SignatureInvalid, verify
 
@@ -36,29 +36,22 @@ def merge_recovery(
         if error is not None:
             per_host.append(_row(host, False, error))
             continue
+        try:
+            row = _host_row(host, doc, key_id, since, until, source)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            # e.g. another opsagent version's document: a row, not a crash of the fleet's
+            why = f"{type(exc).__name__}: {exc}"[:200]
+            per_host.append(_row(host, False, f"the host's report is not readable ({why})"))
+            continue
         rec = doc["recovery"]
-        mine = rec["sources"]
-        sources += mine
+        sources += rec["sources"]
         failures += rec["failures"]
         rto_series += [{**p, "host": host} for p in rec["rto_series"]]
         coverages.append(rec["coverage"])
         if rec.get("history_from"):
             kept.append(rec["history_from"])
         repositories.append(doc.get("repository"))
-        worst = [s["worst_rto_seconds"] for s in mine if s["worst_rto_seconds"] is not None]
-        per_host.append(
-            {
-                **_row(host, True, None),
-                "sources": len(mine),
-                "tests": sum(s["tests"] for s in mine),
-                "passed": sum(s["passed"] for s in mine),
-                "failed": sum(s["failed"] for s in mine),
-                "coverage_percent": rec["coverage"]["percent"],
-                "worst_rto_seconds": max(worst) if worst else None,
-                "key_id": key_id,
-                "repository": doc.get("repository"),
-            }
-        )
+        per_host.append(row)
     sources.sort(key=lambda s: (s["host"], s["name"]))
     failures.sort(key=lambda f: (f["at"], f["host"]))
     rto_series.sort(key=lambda p: (p["at"], p["host"]))
@@ -99,6 +92,41 @@ def merge_recovery(
     return doc
 
 
+def _host_row(
+    host: str,
+    doc: dict[str, Any],
+    key_id: str | None,
+    since: datetime,
+    until: datetime,
+    source: str | None,
+) -> dict[str, Any]:
+    """One host's per_host row; raises when its report lacks what the merge reads (the
+    merge's own steps are tried on it alone first)."""
+    rec = doc["recovery"]
+    mine, failed, points = rec["sources"], rec["failures"], rec["rto_series"]
+    for item, keys in (
+        [(s, ("host", "name")) for s in mine]
+        + [(f, ("at", "host")) for f in failed]
+        + [(p, ("at",)) for p in points]
+    ):
+        if not all(isinstance(item[k], str) for k in keys):
+            raise TypeError(f"{', '.join(keys)} must be text")
+    coverage = _coverage([rec["coverage"]])
+    headline(mine, failed, coverage, RecoveryInputs([], [], since, until, source=source))
+    worst = [s["worst_rto_seconds"] for s in mine if s["worst_rto_seconds"] is not None]
+    return {
+        **_row(host, True, None),
+        "sources": len(mine),
+        "tests": sum(int(s["tests"]) for s in mine),
+        "passed": sum(int(s["passed"]) for s in mine),
+        "failed": sum(int(s["failed"]) for s in mine),
+        "coverage_percent": rec["coverage"]["percent"],
+        "worst_rto_seconds": max(worst) if worst else None,
+        "key_id": key_id,
+        "repository": doc.get("repository"),
+    }
+
+
 def _check(
     doc: Any, others: set[str], asked: tuple[str | None, str | None], source: str | None
 ) -> tuple[str | None, str | None]:
@@ -108,6 +136,8 @@ def _check(
     verifies; only its contents tell."""
     if not isinstance(doc, dict) or doc.get("kind") != "recovery" or "recovery" not in doc:
         return "the host did not answer with a recovery report", None
+    if doc.get("schema") != SCHEMA:
+        return f"the host's report is {doc.get('schema')!r}, not {SCHEMA} (another version)", None
     theirs = sorted(others.intersection(doc.get("hosts") or []))
     if theirs:
         return f"the host answered with the report of {', '.join(theirs)}", None

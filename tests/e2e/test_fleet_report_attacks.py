@@ -1,8 +1,8 @@
 """`opsagent fleet report recovery` against hosts that misbehave, over a real OpenSSH
 server: one answers with another host's signed report (its tests would count twice),
 one replays its own signed report of another period, one answers text, one runs an
-opsagent without `report`. Each is a row with its error; the honest host's figures
-stand alone in the merged report."""
+opsagent without `report`, two answer documents of another format. Each is a row with
+its error; the honest host's figures stand alone in the merged report."""
 
 from __future__ import annotations
 
@@ -34,6 +34,19 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=300,
         check=False,
     )
+
+
+# a recovery report in name only (another build's format): the merge must not crash on it
+SKEWED = {
+    "schema": "opsagent-report/1",
+    "kind": "recovery",
+    "hosts": ["skewed"],
+    "period": {"since": "2026-09-03T20:00:00+00:00", "until": UNTIL},
+    "filters": {"source": None},
+    "signature": None,
+    "recovery": {"tests": 99},
+}
+V2 = {**SKEWED, "schema": "opsagent-report/2"}
 
 
 def fake(script: str) -> str:
@@ -99,6 +112,8 @@ def test_hosts_that_lie_or_answer_garbage_are_rows_with_their_error(
             {"name": "web2", "opsagent": fake(f"cat {now}")},  # web1's report, as its own
             {"name": "text", "opsagent": fake("echo all good")},
             {"name": "old", "opsagent": fake("echo 'Error: No such command report.' >&2; exit 2")},
+            {"name": "skewed", "opsagent": fake(f"echo {shlex.quote(json.dumps(SKEWED))}")},
+            {"name": "v2", "opsagent": fake(f"echo {shlex.quote(json.dumps(V2))}")},
         ],
         "liars",
     )
@@ -108,11 +123,16 @@ def test_hosts_that_lie_or_answer_garbage_are_rows_with_their_error(
     assert rows["web2"]["error"] == "the host answered with the report of web1"
     assert rows["text"]["ok"] is False and rows["old"]["ok"] is False
     assert "No such command" in rows["old"]["error"]
+    assert rows["skewed"]["ok"] is False
+    assert rows["skewed"]["error"] == "the host's report is not readable (KeyError: 'sources')"
+    assert rows["v2"]["error"] == (
+        "the host's report is 'opsagent-report/2', not opsagent-report/1 (another version)"
+    )
     assert "opsagent: web2: the host answered with the report of web1" in proc.stderr
     assert sum(s["tests"] for s in doc["recovery"]["sources"]) == 10  # web1's, once
     assert len(doc["recovery"]["failures"]) == 2
     assert doc["headline"].startswith(
-        "4 hosts (3 did not answer): 2 sources, 10 restore tests, 8 passed, 2 failures"
+        "6 hosts (5 did not answer): 2 sources, 10 restore tests, 8 passed, 2 failures"
     )
 
     # web1 replays its own signed report of an earlier period: the signature holds,
