@@ -46,6 +46,8 @@ def verify_file(path: Path, expected_public: bytes | None = None) -> tuple[str, 
         text = path.read_bytes().decode("utf-8")  # as written: no newline translation
     except UnicodeDecodeError:
         raise SignatureInvalid(f"{path}: not a report (not UTF-8 text)") from None
+    except OSError as exc:
+        raise SignatureInvalid(f"{path}: cannot read the report: {exc.strerror}") from None
     if path.suffix.lower() in (".html", ".htm") or text.lstrip().startswith("<"):
         html = _html()
         try:

@@ -113,6 +113,10 @@ def test_files_that_are_not_reports_are_one_line(host: dict[str, Path]) -> None:
     assert proc.returncode == 1
     assert one_line(proc) == "opsagent: /dev/zero: not a report (not a regular file)"
 
+    proc = cli("report", "verify", "/proc/self/mem")  # a file whose read fails
+    assert proc.returncode == 1
+    assert one_line(proc) == "opsagent: /proc/self/mem: cannot read the report: Input/output error"
+
     proc = cli(
         "report", "recovery", "--config", str(host["config"]), "--key-file", "/dev/zero", "--json"
     )
