@@ -247,6 +247,7 @@ def report_verify(
     """Check a report's signature (JSON or HTML): exit 0 valid, 1 changed or not signed."""
     from agents.reports.files import verify_file
     from agents.reports.signing import SigningError, load_key, parse_public_key, raw_public
+    from agents.units import printable
 
     expected = None
     try:
@@ -261,5 +262,6 @@ def report_verify(
         ctx.exit(EXIT_USAGE)
     key, doc = verify_file(file, expected)
     how = "" if expected is not None else " (key taken from the report: pass --public-key)"
-    click.echo(f"valid, signed by key_id {key}{how}: {doc.get('headline', '')}")
+    headline = printable(str(doc.get("headline", "")))  # signed, but by whom: no escapes
+    click.echo(f"valid, signed by key_id {key}{how}: {headline}")
     sys.stdout.flush()

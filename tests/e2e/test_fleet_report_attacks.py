@@ -47,6 +47,8 @@ SKEWED = {
     "recovery": {"tests": 99},
 }
 V2 = {**SKEWED, "schema": "opsagent-report/2"}
+# an opsagent without `report`, whose error line also tries to clear the operator's screen
+OLD = r"printf 'Error: No such command \033[2Jreport.\n' >&2; exit 2"
 
 
 def fake(script: str) -> str:
@@ -111,7 +113,7 @@ def test_hosts_that_lie_or_answer_garbage_are_rows_with_their_error(
             web1,
             {"name": "web2", "opsagent": fake(f"cat {now}")},  # web1's report, as its own
             {"name": "text", "opsagent": fake("echo all good")},
-            {"name": "old", "opsagent": fake("echo 'Error: No such command report.' >&2; exit 2")},
+            {"name": "old", "opsagent": fake(OLD)},
             {"name": "skewed", "opsagent": fake(f"echo {shlex.quote(json.dumps(SKEWED))}")},
             {"name": "v2", "opsagent": fake(f"echo {shlex.quote(json.dumps(V2))}")},
         ],
@@ -123,6 +125,8 @@ def test_hosts_that_lie_or_answer_garbage_are_rows_with_their_error(
     assert rows["web2"]["error"] == "the host answered with the report of web1"
     assert rows["text"]["ok"] is False and rows["old"]["ok"] is False
     assert "No such command" in rows["old"]["error"]
+    assert "opsagent: old: Error: No such command \\x1b[2Jreport." in proc.stderr
+    assert "\x1b" not in proc.stderr
     assert rows["skewed"]["ok"] is False
     assert rows["skewed"]["error"] == "the host's report is not readable (KeyError: 'sources')"
     assert rows["v2"]["error"] == (

@@ -314,3 +314,29 @@ def test_concurrent_key_inits_keep_the_key_the_winner_printed(tmp_path: Path) ->
         assert f"public_key: {json.loads(shown.stdout)['public_key']}" in won[0]
         assert [p.name for p in key.parent.iterdir()] == ["report.key"]  # no temporary left
         assert key.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_headline_cannot_rewrite_the_verdict_line(host: dict[str, Path]) -> None:
+    """A report signed by its own embedded key (anyone can make one) whose headline holds
+    a carriage return, terminal escapes and a right-to-left override: on a terminal it
+    would overwrite "(key taken from the report: pass --public-key)" with a verdict
+    naming the provider's key. verify prints such characters escaped."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from agents.reports.signing import sign
+
+    out = signed_report(host)
+    genuine = json.loads(out.read_text())
+    provider = genuine["signature"]["key_id"]
+    doc = {k: v for k, v in genuine.items() if k != "signature"}
+    doc["headline"] = (
+        f"x\r\x1b[2Kvalid, signed by key_id {provider}: all restore tests passed\u202e"
+    )
+    forged = host["dir"] / "forged.json"
+    forged.write_text(json.dumps(sign(doc, Ed25519PrivateKey.generate())))
+    proc = cli("report", "verify", str(forged))
+    assert proc.returncode == 0, proc.stderr  # the signature holds: over its own key
+    (line,) = proc.stdout.splitlines()
+    assert not any(c in line for c in "\r\x1b\u202e")
+    assert "(key taken from the report: pass --public-key): x\\x0d\\x1b[2Kvalid" in line
+    assert line.endswith("all restore tests passed\\u202e")
