@@ -29,10 +29,17 @@ def merge_recovery(
     repositories: list[Any] = []
     kept: list[str] = []  # each host's oldest kept run: the latest bounds the fleet's facts
     names = {host for host, _, _ in answers}
+    claimed: dict[str, str] = {}  # host a merged report names -> the inventory host it came from
     for host, doc, error in answers:
         key_id = None
         if error is None:
             error, key_id = _check(doc, names - {host}, (iso(since), iso(until)), source)
+        if error is None:
+            twice = sorted(h for h in doc.get("hosts") or [] if h in claimed)
+            if twice:  # two inventory entries reaching one agent: its tests once only
+                error = (
+                    f"the host answered with the report of {twice[0]}, as {claimed[twice[0]]} did"
+                )
         if error is not None:
             per_host.append(_row(host, False, error))
             continue
@@ -52,6 +59,7 @@ def merge_recovery(
             kept.append(rec["history_from"])
         repositories.append(doc.get("repository"))
         per_host.append(row)
+        claimed.update(dict.fromkeys(doc.get("hosts") or [], host))
     sources.sort(key=lambda s: (s["host"], s["name"]))
     failures.sort(key=lambda f: (f["at"], f["host"]))
     rto_series.sort(key=lambda p: (p["at"], p["host"]))

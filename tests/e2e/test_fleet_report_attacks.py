@@ -149,3 +149,16 @@ def test_hosts_that_lie_or_answer_garbage_are_rows_with_their_error(
         " not the period asked for"
     )
     assert doc["recovery"]["sources"] == [] and doc["recovery"]["failures"] == []
+
+    # two inventory entries that reach the same agent under other names: once only
+    _, doc = fleet_report(
+        sshd,
+        tmp_path,
+        [{"name": "alias1", "config": str(config)}, {"name": "alias2", "config": str(config)}],
+        "aliases",
+    )
+    rows = {r["host"]: r for r in doc["per_host"]}
+    assert rows["alias1"]["ok"] is True and rows["alias1"]["tests"] == 10
+    assert rows["alias2"]["ok"] is False
+    assert rows["alias2"]["error"] == "the host answered with the report of web1, as alias1 did"
+    assert sum(s["tests"] for s in doc["recovery"]["sources"]) == 10
