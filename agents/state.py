@@ -6,6 +6,7 @@ It is what lets a restarted daemon know that the 02:00 backup never ran, and wha
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.errors import OpsagentError
-from agents.results import CheckResult
+from agents.results import CheckResult, Severity, Status
 
 SCHEMA_VERSION = 5
 
@@ -327,16 +328,20 @@ class StateDB:
             rows = db.execute(query, (*args, limit)).fetchall()
         return [CheckResult.from_dict(json.loads(r[0])) for r in rows]
 
-    def runs_between(self, kind: str, since: datetime, until: datetime) -> list[CheckResult]:
+    def runs_between(
+        self, kind: str, since: datetime, until: datetime, host: str = ""
+    ) -> list[CheckResult]:
         """The kept runs of one kind that started in [since, until), oldest first: what a
-        report over a period reads."""
+        report over a period reads. A row whose result cannot be read stays in, as a
+        failed run of `host` saying so: evidence that cannot be read proves nothing, and
+        one bad row must not cost the period's report."""
         with self._connect() as db:
             rows = db.execute(
-                "SELECT result FROM runs WHERE kind=? AND started_at >= ? AND started_at < ?"
-                " ORDER BY started_at, id",
+                "SELECT name, started_at, result FROM runs"
+                " WHERE kind=? AND started_at >= ? AND started_at < ? ORDER BY started_at, id",
                 (kind, _iso(since), _iso(until)),
             ).fetchall()
-        return [CheckResult.from_dict(json.loads(r[0])) for r in rows]
+        return [_run_of(kind, host, *row) for row in rows]
 
     def first_run_at(self) -> datetime | None:
         """When the oldest kept run started: the history is trimmed (MAX_RUN_ROWS), so a
@@ -431,3 +436,32 @@ def _iso(value: datetime) -> str:
 
 def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def _run_of(kind: str, host: str, name: str, started_at: str, result: str) -> CheckResult:
+    """One kept run, or a failed stand-in naming why its record is unreadable."""
+    try:
+        run = CheckResult.from_dict(json.loads(result))
+        if run.started_at.tzinfo is not None:
+            return run
+        return dataclasses.replace(run, started_at=run.started_at.replace(tzinfo=UTC))
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        why = type(exc).__name__
+    return CheckResult(
+        name=name,
+        kind=kind,
+        host=host,
+        status=Status.FAILED,
+        severity=Severity.CRITICAL,
+        summary=f"the run's record in the state database is unreadable ({why})",
+        started_at=_aware(started_at),
+    )
+
+
+def _aware(text: str) -> datetime:
+    """A kept run's start as its row has it, in UTC when the row gives no zone."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return datetime.fromtimestamp(0, UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

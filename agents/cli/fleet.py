@@ -370,6 +370,7 @@ def fleet_report_recovery(
     from agents.fleet.runner import last_line, opsagent_command
     from agents.reports.merge import merge_recovery
     from agents.reports.signing import KEY_FILE_NAME
+    from agents.units import printable
 
     start, end = period(since, until)
     check_out(out_file)
@@ -386,7 +387,8 @@ def fleet_report_recovery(
     doc = merge_recovery(answers, start, end, datetime.now(UTC), source)
     for row in doc["per_host"]:
         if not row["ok"]:
-            click.echo(f"opsagent: {row['host']}: {row['error']}", err=True)
+            # the error may quote the host's own output: no escapes onto this terminal
+            click.echo(f"opsagent: {row['host']}: {printable(row['error'])}", err=True)
     default_key = inventory.state_dir.expanduser() / KEY_FILE_NAME
     sign_and_emit(doc, key_file, default_key, out_file, opts["as_json"])
 

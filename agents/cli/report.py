@@ -51,7 +51,12 @@ def period(since: str, until: str | None) -> tuple[datetime, datetime]:
         end = parse_time(until) if until else datetime.now(UTC)
     except click.BadParameter as exc:
         raise click.BadParameter(exc.message, param_hint="--until") from None
-    return end - window, end
+    try:
+        return end - window, end
+    except OverflowError:
+        raise click.BadParameter(
+            "the period would start before year 1", param_hint="--until"
+        ) from None
 
 
 def check_out(out_file: Path | None) -> None:
@@ -228,7 +233,13 @@ def report_key_show(
     default=None,
     help="The signer's public key (base64 as `report key show` prints it, or a file).",
 )
-@key_file_option
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A signing key whose public key must have signed (default: none, the key the"
+    " report carries, which proves no signer).",
+)
 @click.pass_context
 def report_verify(
     ctx: click.Context, file: Path, public_key: str | None, key_file: Path | None
@@ -236,6 +247,7 @@ def report_verify(
     """Check a report's signature (JSON or HTML): exit 0 valid, 1 changed or not signed."""
     from agents.reports.files import verify_file
     from agents.reports.signing import SigningError, load_key, parse_public_key, raw_public
+    from agents.units import printable
 
     expected = None
     try:
@@ -250,5 +262,6 @@ def report_verify(
         ctx.exit(EXIT_USAGE)
     key, doc = verify_file(file, expected)
     how = "" if expected is not None else " (key taken from the report: pass --public-key)"
-    click.echo(f"valid, signed by key_id {key}{how}: {doc.get('headline', '')}")
+    headline = printable(str(doc.get("headline", "")))  # signed, but by whom: no escapes
+    click.echo(f"valid, signed by key_id {key}{how}: {headline}")
     sys.stdout.flush()

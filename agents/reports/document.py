@@ -8,6 +8,7 @@ repository's key fingerprint says which repository the recovery facts are about.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from datetime import UTC, datetime, timedelta
@@ -75,6 +76,28 @@ def repository_facts(repo: Any, url: str) -> dict[str, Any]:
     """The `repository` object of an opened repository: its URL and key fingerprint."""
     material = repo.crypto.blob_id(b"opsagent-report/1 key fingerprint")
     return {"url": url, "key_fingerprint": key_fingerprint(str(repo.info.get("id", "")), material)}
+
+
+def case_as_of(case: Any, until: datetime) -> Any:
+    """The case as it stood at the end of the period: a response or resolution made
+    later is not in it, so a report of last month says the same when made again. (A
+    case reopened after the period keeps its new clocks: the store keeps no older.)"""
+    acknowledged = case.acknowledged_at if _before(case.acknowledged_at, until) else None
+    resolved = case.resolved_at if _before(case.resolved_at, until) else None
+    if (acknowledged, resolved) == (case.acknowledged_at, case.resolved_at):
+        return case
+    status = "resolved" if resolved else "acknowledged" if acknowledged else "open"
+    return dataclasses.replace(
+        case,
+        acknowledged_at=acknowledged,
+        acknowledged_by=case.acknowledged_by if acknowledged else None,
+        resolved_at=resolved,
+        status=status,
+    )
+
+
+def _before(moment: datetime | None, until: datetime) -> bool:
+    return moment is not None and moment < until
 
 
 def case_facts(case: Any, now: datetime) -> dict[str, Any]:

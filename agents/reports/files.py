@@ -40,10 +40,14 @@ def render(doc: dict[str, Any], path: Path) -> str:
 
 def verify_file(path: Path, expected_public: bytes | None = None) -> tuple[str, dict[str, Any]]:
     """(key id, document) of a signed report file; SignatureInvalid (one line) if not."""
+    if not path.is_file():  # a device or a FIFO would be read forever
+        raise SignatureInvalid(f"{path}: not a report (not a regular file)")
     try:
         text = path.read_bytes().decode("utf-8")  # as written: no newline translation
     except UnicodeDecodeError:
         raise SignatureInvalid(f"{path}: not a report (not UTF-8 text)") from None
+    except OSError as exc:
+        raise SignatureInvalid(f"{path}: cannot read the report: {exc.strerror}") from None
     if path.suffix.lower() in (".html", ".htm") or text.lstrip().startswith("<"):
         html = _html()
         try:
@@ -58,10 +62,29 @@ def verify_file(path: Path, expected_public: bytes | None = None) -> tuple[str, 
             )
         return key, doc
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise SignatureInvalid(f"{path}: not a report (duplicate key {exc.args[0]!r})") from None
+    except RecursionError:
+        raise SignatureInvalid(f"{path}: not a report (nested too deeply)") from None
     except ValueError:
         raise SignatureInvalid(f"{path}: not a report (neither JSON nor HTML)") from None
     return verify(doc, expected_public), doc
+
+
+class _DuplicateKey(ValueError):
+    """A JSON object naming one key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique: with a key twice, Python keeps the last value
+    while a viewer may show the first, so what is signed and what is read could differ."""
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise _DuplicateKey(key)
+        doc[key] = value
+    return doc
 
 
 def _html() -> Any:

@@ -43,7 +43,7 @@ def recovery_document(
     if source is not None and kinds and source not in kinds:
         raise ReportError(f"no source {source!r} in the config (known: {', '.join(kinds)})")
     state = StateDB(config.state_db)
-    runs = state.runs_between("restore_test", since, until)
+    runs = state.runs_between("restore_test", since, until, host=config.host)
     store = case_store(config)
     cases = [c for c in store.cases(since=since) if c.source == RESTORE_TEST_SOURCE]
     packs, repository = _repository(config)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from agents.reports.document import envelope
+from agents.reports.document import SCHEMA, envelope, iso
 from agents.reports.recovery import RecoveryInputs, headline
 from agents.reports.signing import SignatureInvalid, verify
 
@@ -28,36 +28,38 @@ def merge_recovery(
     coverages: list[dict[str, Any]] = []
     repositories: list[Any] = []
     kept: list[str] = []  # each host's oldest kept run: the latest bounds the fleet's facts
+    names = {host for host, _, _ in answers}
+    claimed: dict[str, str] = {}  # host a merged report names -> the inventory host it came from
     for host, doc, error in answers:
         key_id = None
         if error is None:
-            error, key_id = _check(doc)
+            error, key_id = _check(doc, names - {host}, (iso(since), iso(until)), source)
+        if error is None:
+            twice = sorted(h for h in doc.get("hosts") or [] if h in claimed)
+            if twice:  # two inventory entries reaching one agent: its tests once only
+                error = (
+                    f"the host answered with the report of {twice[0]}, as {claimed[twice[0]]} did"
+                )
         if error is not None:
             per_host.append(_row(host, False, error))
             continue
+        try:
+            row = _host_row(host, doc, key_id, since, until, source)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            # e.g. another opsagent version's document: a row, not a crash of the fleet's
+            why = f"{type(exc).__name__}: {exc}"[:200]
+            per_host.append(_row(host, False, f"the host's report is not readable ({why})"))
+            continue
         rec = doc["recovery"]
-        mine = rec["sources"]
-        sources += mine
+        sources += rec["sources"]
         failures += rec["failures"]
         rto_series += [{**p, "host": host} for p in rec["rto_series"]]
         coverages.append(rec["coverage"])
         if rec.get("history_from"):
             kept.append(rec["history_from"])
         repositories.append(doc.get("repository"))
-        worst = [s["worst_rto_seconds"] for s in mine if s["worst_rto_seconds"] is not None]
-        per_host.append(
-            {
-                **_row(host, True, None),
-                "sources": len(mine),
-                "tests": sum(s["tests"] for s in mine),
-                "passed": sum(s["passed"] for s in mine),
-                "failed": sum(s["failed"] for s in mine),
-                "coverage_percent": rec["coverage"]["percent"],
-                "worst_rto_seconds": max(worst) if worst else None,
-                "key_id": key_id,
-                "repository": doc.get("repository"),
-            }
-        )
+        per_host.append(row)
+        claimed.update(dict.fromkeys(doc.get("hosts") or [], host))
     sources.sort(key=lambda s: (s["host"], s["name"]))
     failures.sort(key=lambda f: (f["at"], f["host"]))
     rto_series.sort(key=lambda p: (p["at"], p["host"]))
@@ -98,10 +100,63 @@ def merge_recovery(
     return doc
 
 
-def _check(doc: Any) -> tuple[str | None, str | None]:
-    """(error, key id) of one host's answer: a recovery report, its signature holding."""
+def _host_row(
+    host: str,
+    doc: dict[str, Any],
+    key_id: str | None,
+    since: datetime,
+    until: datetime,
+    source: str | None,
+) -> dict[str, Any]:
+    """One host's per_host row; raises when its report lacks what the merge reads (the
+    merge's own steps are tried on it alone first)."""
+    rec = doc["recovery"]
+    mine, failed, points = rec["sources"], rec["failures"], rec["rto_series"]
+    for item, keys in (
+        [(s, ("host", "name")) for s in mine]
+        + [(f, ("at", "host")) for f in failed]
+        + [(p, ("at",)) for p in points]
+    ):
+        if not all(isinstance(item[k], str) for k in keys):
+            raise TypeError(f"{', '.join(keys)} must be text")
+    coverage = _coverage([rec["coverage"]])
+    headline(mine, failed, coverage, RecoveryInputs([], [], since, until, source=source))
+    worst = [s["worst_rto_seconds"] for s in mine if s["worst_rto_seconds"] is not None]
+    return {
+        **_row(host, True, None),
+        "sources": len(mine),
+        "tests": sum(int(s["tests"]) for s in mine),
+        "passed": sum(int(s["passed"]) for s in mine),
+        "failed": sum(int(s["failed"]) for s in mine),
+        "coverage_percent": rec["coverage"]["percent"],
+        "worst_rto_seconds": max(worst) if worst else None,
+        "key_id": key_id,
+        "repository": doc.get("repository"),
+    }
+
+
+def _check(
+    doc: Any, others: set[str], asked: tuple[str | None, str | None], source: str | None
+) -> tuple[str | None, str | None]:
+    """(error, key id) of one host's answer: a recovery report of the period and source
+    asked for, naming no other host of the fleet, its signature holding. A signed report
+    replayed from another period, or another host's report passed off as this one's,
+    verifies; only its contents tell."""
     if not isinstance(doc, dict) or doc.get("kind") != "recovery" or "recovery" not in doc:
         return "the host did not answer with a recovery report", None
+    if doc.get("schema") != SCHEMA:
+        return f"the host's report is {doc.get('schema')!r}, not {SCHEMA} (another version)", None
+    theirs = sorted(others.intersection(doc.get("hosts") or []))
+    if theirs:
+        return f"the host answered with the report of {', '.join(theirs)}", None
+    period = doc.get("period") or {}
+    if (period.get("since"), period.get("until")) != asked:
+        return (
+            f"the host's report covers {period.get('since')} to {period.get('until')},"
+            " not the period asked for"
+        ), None
+    if (doc.get("filters") or {}).get("source") != source:
+        return "the host's report is not of the source asked for", None
     if doc.get("signature") is None:
         return None, None  # the host has no signing key: unsigned, and the row says so
     try:

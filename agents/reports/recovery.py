@@ -13,6 +13,7 @@ RTO is the run's: the wall time from the first byte restored to the last verific
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agents.reports.document import (
+    case_as_of,
     case_facts,
     duration_text,
     envelope,
@@ -61,14 +63,17 @@ def build_recovery(inputs: RecoveryInputs) -> dict[str, Any]:
     failures: list[dict[str, Any]] = []
     rto_series: list[dict[str, Any]] = []
     for run in sorted(inputs.runs, key=lambda r: r.started_at):
-        details = run.details
-        tested = details.get("sources") or {}
-        names = [n for n in tested if inputs.source in (None, n)]
         case = case_of(run) if not run.ok else None
-        if not tested and inputs.source is None:  # failed before any source was tested
+        try:
+            tested, made, point = _read_run(run, inputs, case)
+        except (AttributeError, TypeError, ValueError, KeyError, OverflowError) as exc:
+            # a record of the wrong shape: listed, never a crash and never a pass
+            why = f"the run's record in the state database is unreadable ({type(exc).__name__})"
+            failures.append(_failure(run, None, why, case or case_of(run)))
+            continue
+        if not tested and not run.ok and inputs.source is None:  # failed before any source
             failures.append(_failure(run, None, run.summary, case))
-        for name in sorted(names):
-            row = _source_run(run, name, tested[name], inputs, case)
+        for name, row, summary in made:
             key = (run.host, name)
             entry = sources.get(key) or sources.setdefault(key, _source(run.host, name, inputs))
             entry["tests"] += 1
@@ -78,16 +83,9 @@ def build_recovery(inputs: RecoveryInputs) -> dict[str, Any]:
                 worst = entry["worst_rto_seconds"]
                 entry["worst_rto_seconds"] = max(worst or 0.0, row["rto_seconds"])
             if not row["ok"]:
-                failures.append(_failure(run, name, _source_summary(run, tested[name]), case))
-        if names and details.get("rto_seconds") is not None:
-            rto_series.append(
-                {
-                    "at": iso(run.started_at),
-                    "source": ",".join(sorted(names)),
-                    "rto_seconds": float(details["rto_seconds"]),
-                    "target_seconds": inputs.rto_target,
-                }
-            )
+                failures.append(_failure(run, name, summary, case))
+        if point is not None:
+            rto_series.append(point)
     rows = sorted(sources.values(), key=lambda s: (s["host"], s["name"]))
     coverage = _coverage(inputs)
     empty = not rows and not failures
@@ -111,6 +109,30 @@ def build_recovery(inputs: RecoveryInputs) -> dict[str, Any]:
         "history_from": iso(inputs.history_from),
     }
     return doc
+
+
+def _read_run(
+    run: CheckResult, inputs: RecoveryInputs, case: dict[str, Any] | None
+) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any], str]], dict[str, Any] | None]:
+    """(sources the run tested, (name, row, failure summary) of each one reported, its RTO
+    point or None); raises on a record of the wrong shape before anything is counted."""
+    details = run.details
+    tested = details.get("sources") or {}
+    names = [n for n in tested if inputs.source in (None, n)]
+    made = [
+        (name, _source_run(run, name, tested[name], inputs, case), "") for name in sorted(names)
+    ]
+    made = [(n, row, "" if row["ok"] else _source_summary(run, tested[n])) for n, row, _ in made]
+    rto = _seconds(details.get("rto_seconds"))
+    point = None
+    if names and rto is not None:
+        point = {
+            "at": iso(run.started_at),
+            "source": ",".join(sorted(names)),
+            "rto_seconds": rto,
+            "target_seconds": inputs.rto_target,
+        }
+    return tested, made, point
 
 
 def _source(host: str, name: str, inputs: RecoveryInputs) -> dict[str, Any]:
@@ -154,13 +176,13 @@ def _source_run(
         "snapshot_time": iso(snapshot_time),
         "snapshot_age_seconds": None if age is None else round(age, 1),
         "rpo_seconds": round(age, 1) if age is not None else details.get("rpo_seconds"),
-        "rto_seconds": None if rto is None else float(rto),
+        "rto_seconds": _seconds(rto),
         "rto_target_seconds": inputs.rto_target,
         "steps": [
             {
                 "name": s.get("name"),
                 "ok": bool(s.get("ok")),
-                "seconds": float(s.get("seconds") or 0.0),
+                "seconds": _seconds(s.get("seconds")) or 0.0,
                 "summary": s.get("summary", ""),
             }
             for s in steps
@@ -242,7 +264,7 @@ def _case_finder(cases: Iterable[Any], now: datetime) -> Any:
             if case.first_seen <= run.started_at + slack and (
                 case.resolved_at is None or case.resolved_at >= run.started_at
             ):
-                return case_facts(case, now)
+                return case_facts(case_as_of(case, now), now)  # as it stood then
         return None
 
     return case_of
@@ -373,6 +395,20 @@ def _failures_text(failures: list[dict[str, Any]]) -> str:
         return f"{noun}{every} resolved within target"
     mix = ", ".join(f"{n} {what}" for what, n in kinds.items() if n)
     return f"{noun} ({mix})"
+
+
+_LONGEST = timedelta.max.total_seconds()  # beyond it no duration can be written
+
+
+def _seconds(value: Any) -> float | None:
+    """A recorded duration as the document holds it: a finite number, else unknown (a
+    NaN or an infinity is no figure, and no JSON either; nor is a time longer than any
+    duration)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return seconds if math.isfinite(seconds) and abs(seconds) < _LONGEST else None
 
 
 def _parse(text: Any) -> datetime | None:

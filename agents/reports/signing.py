@@ -16,6 +16,8 @@ import binascii
 import hashlib
 import json
 import os
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from agents.errors import OpsagentError
 
 ALGORITHM = "ed25519"
+SIGNATURE_FIELDS = {"algorithm", "key_id", "public_key", "value"}
 KEY_FILE_NAME = "report-signing.key"  # under the config's state_dir by default
 
 
@@ -71,17 +74,24 @@ def create_key(path: Path, force: bool = False) -> Ed25519PrivateKey:
     )
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temp = path.with_name(f".{path.name}.new")
-        temp.unlink(missing_ok=True)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if not force and path.exists():  # another init won the race
-            temp.unlink()
-            raise SigningError(f"{path}: a signing key exists already; --force replaces it")
-        os.replace(temp, path)
+    except OSError as exc:
+        raise SigningError(f"{path}: cannot write the signing key: {exc.strerror}") from None
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
+        temp = Path(name)  # a name of its own: a concurrent init cannot take it over
+        try:
+            with os.fdopen(fd, "wb") as handle:  # mkstemp: mode 0600
+                handle.write(pem)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if force:
+                os.replace(temp, path)
+            else:
+                os.link(temp, path)  # only if nothing is there: the key printed is the one kept
+        finally:
+            temp.unlink(missing_ok=True)
+    except FileExistsError:
+        raise SigningError(f"{path}: a signing key exists already; --force replaces it") from None
     except OSError as exc:
         raise SigningError(f"{path}: cannot write the signing key: {exc.strerror}") from None
     return key
@@ -90,7 +100,10 @@ def create_key(path: Path, force: bool = False) -> Ed25519PrivateKey:
 def load_key(path: Path) -> Ed25519PrivateKey:
     """The private key of `path`; refuses a file others can read."""
     try:
-        mode = path.stat().st_mode & 0o077
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a device or a FIFO would be read forever
+            raise SigningError(f"{path}: the signing key is not a regular file")
+        mode = info.st_mode & 0o077
         data = path.read_bytes()
     except FileNotFoundError:
         raise SigningError(
@@ -158,6 +171,9 @@ def verify(doc: Any, expected_public: bytes | None = None) -> str:
     signature = doc.get("signature")
     if not isinstance(signature, dict) or not signature.get("value"):
         raise SignatureInvalid("not signed: the document has no signature")
+    unknown = sorted(set(signature) - SIGNATURE_FIELDS)
+    if unknown:  # nothing beside the signature is signed: it must not look signed
+        raise SignatureInvalid(f"the signature has unknown field(s): {', '.join(unknown)}")
     if signature.get("algorithm") != ALGORITHM:
         raise SignatureInvalid(f"unknown signature algorithm {signature.get('algorithm')!r}")
     try:

@@ -24,7 +24,14 @@ from agents.cases.sla import (
     target_for,
 )
 from agents.config import CasesConfig
-from agents.reports.document import case_facts, envelope, iso, missed_targets, percent_text
+from agents.reports.document import (
+    case_as_of,
+    case_facts,
+    envelope,
+    iso,
+    missed_targets,
+    percent_text,
+)
 from agents.results import Severity
 from agents.units import format_duration
 
@@ -49,7 +56,7 @@ def build_sla(inputs: SlaInputs) -> dict[str, Any]:
     now = inputs.generated_at or inputs.until
     wanted = None if inputs.hosts is None else {h.lower() for h in inputs.hosts}
     scoped = [
-        c
+        case_as_of(c, inputs.until)
         for c in inputs.cases
         if (wanted is None or c.host.lower() in wanted) and c.first_seen < inputs.until
     ]
@@ -70,6 +77,7 @@ def build_sla(inputs: SlaInputs) -> dict[str, Any]:
                 "timeline": [
                     {"at": iso(e.at), "kind": e.kind, "actor": e.actor, "text": e.text}
                     for e in events
+                    if e.at < inputs.until  # what happened after the period is not in it
                 ],
             }
         )
