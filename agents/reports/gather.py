@@ -42,6 +42,8 @@ def recovery_document(
     kinds = {s.name: s.kind for s in config.backup.sources} if config.backup else {}
     if source is not None and kinds and source not in kinds:
         raise ReportError(f"no source {source!r} in the config (known: {', '.join(kinds)})")
+    _must_exist(config.state_db, "state database", "state_dir")
+    _must_exist_store(config)
     state = StateDB(config.state_db)
     runs = state.runs_between("restore_test", since, until, host=config.host)
     store = case_store(config)
@@ -67,6 +69,21 @@ def recovery_document(
             history_from=state.first_run_at(),
         )
     )
+
+
+def _must_exist(path: Path, what: str, setting: str) -> None:
+    """Refuse a report from a file the agent never wrote: a mistyped path would otherwise
+    make an empty database and a signed report of "no restore tests"."""
+    if not path.exists():
+        raise ReportError(f"{path}: no {what} there (is {setting} in the config right?)")
+
+
+def _must_exist_store(config: Config) -> None:
+    """The SQLite case store must exist already; a PostgreSQL one is checked by connecting."""
+    from agents.cases.store.db import sqlite_path
+
+    if config.cases_store.startswith("sqlite:"):
+        _must_exist(sqlite_path(config.cases_store), "case store", "cases.store")
 
 
 def _repository(config: Config) -> tuple[dict[str, int] | None, dict[str, Any] | None]:
@@ -101,6 +118,7 @@ def sla_document(
     from agents.cases.service import case_store
 
     hosts = _labelled_hosts(labels, inventory_file) if labels else None
+    _must_exist_store(config)
     store = case_store(config)
     return build_sla(
         SlaInputs(

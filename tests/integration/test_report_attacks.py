@@ -340,3 +340,28 @@ def test_a_headline_cannot_rewrite_the_verdict_line(host: dict[str, Path]) -> No
     assert not any(c in line for c in "\r\x1b\u202e")
     assert "(key taken from the report: pass --public-key): x\\x0d\\x1b[2Kvalid" in line
     assert line.endswith("all restore tests passed\\u202e")
+
+
+def test_a_mistyped_state_dir_or_case_store_is_refused_not_reported_empty(
+    host: dict[str, Path],
+) -> None:
+    """A report from a state database or SQLite case store that does not exist would be a
+    signed "no restore tests" built from files the report itself created: refused in one
+    line, and nothing is created."""
+    config = host["config"]
+    text = config.read_text()
+    typo = host["dir"] / "stat"
+    config.write_text(text.replace(f"state_dir: {host['state'].parent}", f"state_dir: {typo}"))
+    proc = cli("report", "recovery", "--config", str(config), "--until", UNTIL, "--json")
+    assert proc.returncode == 2, proc.stdout
+    assert one_line(proc) == (
+        f"opsagent: {typo / 'state.db'}: no state database there"
+        " (is state_dir in the config right?)"
+    )
+    assert not typo.exists()
+    store = host["dir"] / "cases.db"
+    config.write_text(text.replace(str(store), str(host["dir"] / "case.db")))
+    proc = cli("report", "sla", "--config", str(config), "--until", UNTIL, "--json")
+    assert proc.returncode == 2
+    assert one_line(proc).endswith("no case store there (is cases.store in the config right?)")
+    assert not (host["dir"] / "case.db").exists()
