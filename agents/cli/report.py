@@ -29,7 +29,8 @@ out_option = click.option(
 until_option = click.option(
     "--until",
     default=None,
-    help="End of the period, ISO 8601 (default: now); the period is --since before it.",
+    help="End of the period, ISO 8601, UTC unless it names a zone (default: now);"
+    " the period is --since before it.",
 )
 
 
