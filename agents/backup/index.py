@@ -12,6 +12,7 @@ import json
 import struct
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import zstandard
@@ -77,6 +78,27 @@ class Index:
                     e.id, ((high | e.offset << _FIELD_BITS | e.length) << _TYPE_BITS) | e.type
                 )
 
+    def add_file(self, opened: IndexFile, present: set[str] | None) -> None:
+        """Merge a checked index file's entries for the packs in `present` (all if None)."""
+        with self._lock:
+            numbers: list[int | None] = []
+            for pack_id in opened.packs:
+                if present is not None and pack_id not in present:
+                    numbers.append(None)
+                    continue
+                number = self._pack_numbers.get(pack_id)
+                if number is None:
+                    number = self._pack_numbers[pack_id] = len(self._pack_ids)
+                    self._pack_ids.append(pack_id)
+                numbers.append(number << (2 * _FIELD_BITS))
+            setdefault = self._blobs.setdefault
+            for blob_id, local, offset, length, kind in _ENTRY.iter_unpack(opened.entries):
+                high = numbers[local]
+                if high is not None:
+                    setdefault(
+                        blob_id, ((high | offset << _FIELD_BITS | length) << _TYPE_BITS) | kind
+                    )
+
     def discard(self, blob_id: bytes) -> None:
         """Forget a blob found damaged, so this process stores it again rather than
         referencing the damaged copy."""
@@ -117,10 +139,18 @@ def encode_index(
     return crypto.seal(zstandard.ZstdCompressor(level=3).compress(bytes(body)), _ASSOCIATED)
 
 
-def decode_index(
-    crypto: Crypto, sealed: bytes, name: str
-) -> tuple[dict[str, list[PackEntry]], list[str]]:
-    """Open an index file: pack ID -> entries, and the index files it supersedes."""
+@dataclass(frozen=True)
+class IndexFile:
+    """One opened index file, its entries still in the file's binary form: a repository
+    merges them straight into its Index, without an object per entry on the way."""
+
+    packs: list[str]
+    supersedes: list[str]
+    entries: bytes  # _ENTRY records: blob ID, pack number, offset, length, type
+
+
+def read_index_file(crypto: Crypto, sealed: bytes, name: str) -> IndexFile:
+    """Open and check an index file; IntegrityError (one line) when it is not whole."""
     plain = crypto.open(sealed, _ASSOCIATED, f"index {name[:12]}")
     try:
         body = zstandard.ZstdDecompressor().decompress(plain, max_output_size=_MAX_INDEX_BYTES)
@@ -134,10 +164,10 @@ def decode_index(
         rest = body[start + hlen :]
         if len(rest) % _ENTRY.size:
             raise ValueError("truncated entries")
-        packs: dict[str, list[PackEntry]] = {p: [] for p in pack_ids}
-        lists = [packs[p] for p in pack_ids]
-        for blob_id, number, blob_offset, length, kind in _ENTRY.iter_unpack(rest):
-            lists[number].append(PackEntry(_TYPES[kind], blob_id, blob_offset, length))
+        count = len(pack_ids)
+        for _, number, _, _, kind in _ENTRY.iter_unpack(rest):
+            if number >= count or kind not in _TYPES:
+                raise ValueError(f"entry names pack {number} of {count} or type {kind}")
     except (
         ValueError,
         KeyError,
@@ -148,4 +178,4 @@ def decode_index(
         zstandard.ZstdError,
     ) as exc:
         raise IntegrityError(f"index {name[:12]} is malformed: {exc}") from None
-    return packs, supersedes
+    return IndexFile(pack_ids, supersedes, rest)

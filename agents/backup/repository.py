@@ -36,7 +36,7 @@ from pyfastcdc import FastCDC
 
 from agents.backup.crypto import Crypto, MasterKey, dumps, unwrap_master_key, wrap_master_key
 from agents.backup.errors import BackupError, IntegrityError, NotFound, WrongKey
-from agents.backup.index import Index, Location, decode_index, encode_index
+from agents.backup.index import Index, IndexFile, Location, encode_index, read_index_file
 from agents.backup.locks import RepositoryLock
 from agents.backup.pack import (
     BlobType,
@@ -289,7 +289,7 @@ class Repository:
         """
         if self._index_loaded and present is None and not refresh:
             return self.index
-        files: dict[str, tuple[dict[str, list[PackEntry]], list[str]]] = {}
+        files: dict[str, IndexFile] = {}
         damaged: dict[str, str] = {}
         # a blob is read from a pack that exists, never a lost one: without `present`,
         # data/ is listed, alongside (one round trip, not two before the index reads)
@@ -300,24 +300,22 @@ class Repository:
                 if sealed is None:
                     continue  # deleted by a prune since the listing
                 try:
-                    files[name] = decode_index(self.crypto, sealed, name)
+                    files[name] = read_index_file(self.crypto, sealed, name)
                 except IntegrityError as exc:
                     damaged[name] = str(exc)
                     log.warning("%s; ignored (rebuild with `opsagent backup repair index`)", exc)
             if packs is not None:
                 present = set(self._took_packs(*packs.result()))
         self._note_foreign(stray)
-        superseded = {s for _, sup in files.values() for s in sup}
-        self.mentioned_packs = {p for packs, _ in files.values() for p in packs}
+        superseded = {s for opened in files.values() for s in opened.supersedes}
+        self.mentioned_packs = {p for opened in files.values() for p in opened.packs}
         self.index = Index()
         self.index_files = {}
-        for name, (packs, _) in files.items():
+        for name, opened in files.items():
             if name in superseded:
                 continue
-            self.index_files[name] = list(packs)
-            for pack_id, entries in packs.items():
-                if present is None or pack_id in present:
-                    self.index.add_pack(pack_id, entries)
+            self.index_files[name] = list(opened.packs)
+            self.index.add_file(opened, present)
         self.all_index_files = names
         self.damaged_index = damaged
         self._index_loaded = True

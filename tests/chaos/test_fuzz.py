@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.backup.errors import BackupError
-from agents.backup.index import decode_index
+from agents.backup.index import read_index_file
 from agents.backup.pack import BlobType
 from agents.backup.repository import _SNAPSHOT_ASSOCIATED, Repository
 from agents.backup.restorer import restore
@@ -154,7 +154,7 @@ def test_hostile_index_files(repo: Repository, body: bytes) -> None:
     sealed = repo.crypto.seal(zstandard.ZstdCompressor().compress(body), index_module._ASSOCIATED)
     started = time.monotonic()
     try:
-        decode_index(repo.crypto, sealed, "f" * 64)
+        read_index_file(repo.crypto, sealed, "f" * 64)
     except OpsagentError as exc:
         _one_line(exc)
     assert time.monotonic() - started < 5
