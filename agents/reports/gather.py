@@ -43,11 +43,17 @@ def recovery_document(
     if source is not None and kinds and source not in kinds:
         raise ReportError(f"no source {source!r} in the config (known: {', '.join(kinds)})")
     _must_exist(config.state_db, "state database", "state_dir")
-    _must_exist_store(config)
     state = StateDB(config.state_db)
     runs = state.runs_between("restore_test", since, until, host=config.host)
-    store = case_store(config)
-    cases = [c for c in store.cases(since=since) if c.source == RESTORE_TEST_SOURCE]
+    cases: list[Any] = []
+    if _store_missing(config):  # no case was ever opened here: failures stand alone
+        log.warning(
+            "%s: no case store there; failures are listed without cases",
+            _sqlite_file(config),
+        )
+    else:
+        store = case_store(config)
+        cases = [c for c in store.cases(since=since) if c.source == RESTORE_TEST_SOURCE]
     packs, repository = _repository(config)
     return build_recovery(
         RecoveryInputs(
@@ -80,10 +86,19 @@ def _must_exist(path: Path, what: str, setting: str) -> None:
 
 def _must_exist_store(config: Config) -> None:
     """The SQLite case store must exist already; a PostgreSQL one is checked by connecting."""
+    if _store_missing(config):
+        _must_exist(_sqlite_file(config), "case store", "cases.store")
+
+
+def _store_missing(config: Config) -> bool:
+    """A SQLite case store that was never created (opening it would create it)."""
+    return config.cases_store.startswith("sqlite:") and not _sqlite_file(config).exists()
+
+
+def _sqlite_file(config: Config) -> Path:
     from agents.cases.store.db import sqlite_path
 
-    if config.cases_store.startswith("sqlite:"):
-        _must_exist(sqlite_path(config.cases_store), "case store", "cases.store")
+    return sqlite_path(config.cases_store)
 
 
 def _repository(config: Config) -> tuple[dict[str, int] | None, dict[str, Any] | None]:
