@@ -25,7 +25,7 @@ from tests.support.reports import restore_run, write_recovery_history
 REPO = Path(__file__).resolve().parents[2]
 UNTIL = "2026-12-02T20:00:00+00:00"
 HOSTILE = (
-    "</script><script>alert(1)</script><!-- ]]> javascript:alert(2) \u202egnp.exe \x00"
+    "</script><script>window.opsagentRan=1</script><!-- ]]> javascript:alert(2) \u202egnp.exe \x00"
     " \udcff <img src=http://127.0.0.1:9/x> "
 )
 
@@ -181,3 +181,27 @@ def test_every_change_a_viewer_could_see_fails_verification(
         proc = cli("report", "verify", str(path))
         assert proc.returncode == 1, f"{name}: {proc.stdout}"
         assert one_line(proc).startswith(f"opsagent: {path}: "), name
+
+
+def test_a_json_report_under_a_name_a_browser_shows_as_a_page_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A signed JSON report saved as report.shtml once verified as valid while Chromium
+    (which maps .shtml and .shtm to text/html) ran the script in its case titles."""
+    write_hostile_history(tmp_path, filler=10)
+    config = configure(tmp_path)
+    signed = tmp_path / "report.json"
+    out = ("--out", str(signed))
+    proc = cli("report", "recovery", "--config", str(config), "--until", UNTIL, *out)
+    assert proc.returncode == 0, proc.stderr
+    assert "<script>" in signed.read_text(encoding="utf-8")  # JSON keeps the data's markup
+    assert cli("report", "verify", str(signed)).returncode == 0
+    for name in ("report.shtml", "report.shtm", "report.xhtml", "report.svg", "report"):
+        renamed = tmp_path / name
+        renamed.write_bytes(signed.read_bytes())
+        proc = cli("report", "verify", str(renamed))
+        assert proc.returncode == 1, name
+        assert one_line(proc) == (
+            f"opsagent: {renamed}: not a report (a JSON report is verified only in a .json"
+            " file; a browser could show this one as a page)"
+        )
