@@ -34,6 +34,8 @@ PROBE = """(() => ({
   ran: typeof window.opsagentRan,
   footer: !!document.querySelector('footer'),
   width: document.documentElement.scrollWidth,
+  tallest: Math.max(...[...document.querySelectorAll('table')].map(
+      t => t.getBoundingClientRect().height)),
 }))()"""
 
 
@@ -74,6 +76,8 @@ def test_a_page_made_from_a_hostile_history_is_inert_in_chromium(
     assert found["scripts"] == 1 and found["injected"] == 0 and found["handlers"] == 0
     assert found["ran"] == "undefined" and found["footer"] is True
     assert found["width"] <= 800  # 100 kB words wrap instead of widening the page
+    # and are cut at 1,000 characters: a 100 kB source name was a table 66,000 px tall
+    assert found["tallest"] < 5000, found["tallest"]
     browser.close_page(session)
     assert cli("report", "verify", str(out)).returncode == 0
 

@@ -71,7 +71,7 @@ def write_hostile_history(tmp_path: Path, filler: int = 100_000) -> None:
         run = restore_run(at, 400.0, fail=fail)
         details = dict(run.details)
         details["sources"] = dict(details["sources"])
-        details["sources"][HOSTILE] = details["sources"].pop("db")
+        details["sources"][text] = details["sources"].pop("db")
         details["steps"] = [{**s, "summary": text + s["summary"]} for s in details["steps"]]
         run = replace(run, summary=text + run.summary, details=details)
         state.record_result(run)
@@ -85,9 +85,14 @@ class Tags(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []  # what the page shows, outside the embedded document
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        if self.lasttag != "script":
+            self.text.append(data)
 
 
 def test_hostile_strings_and_a_non_utf8_file_name_make_an_inert_page_that_verifies(
@@ -114,7 +119,13 @@ def test_hostile_strings_and_a_non_utf8_file_name_make_an_inert_page_that_verifi
         assert script == {"type": "application/json", "id": "opsagent-report"}
         urls = {"href", "src", "xlink:href", "action", "formaction", "srcset"}
         assert not [a for _, attrs in parser.tags for a in attrs if a in urls]
+        shown = "".join(parser.text)
         assert "\x00" not in page and "\u202e" not in page.split("<script")[0]
+        # 100 kB strings are cut on the page and whole in the embedded document
+        assert "W" * 1001 not in shown
+        if kind == "recovery":
+            assert "W" * 100_000 in page
+            assert "characters, in the embedded document)" in shown
     # the JSON the recovery report prints carries the file name's byte as U+FFFD
     proc = cli("report", "recovery", "--config", str(config), "--until", UNTIL, "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
