@@ -77,9 +77,11 @@ def sign_and_emit(
 ) -> None:
     """Sign with the key (a missing default key: unsigned, with a warning), then write
     --out, print --json, or print the headline."""
+    from agents.reports.document import without_surrogates
     from agents.reports.files import render
     from agents.reports.signing import load_key, sign
 
+    doc = without_surrogates(doc)
     path = key_file or default_key
     if key_file is not None or path.exists():
         doc = sign(doc, load_key(path))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,21 @@ from agents import __version__
 from agents.units import format_duration
 
 SCHEMA = "opsagent-report/1"
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def without_surrogates(value: Any) -> Any:
+    """The value with every lone surrogate (a non-UTF-8 file name's byte, decoded with
+    surrogateescape) as U+FFFD, so the document can be written as UTF-8 and signed."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {without_surrogates(k): without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_surrogates(v) for v in value]
+    return value
+
+
 TITLES = {"recovery": "Recovery evidence", "sla": "Service levels"}
 
 

@@ -2,7 +2,9 @@
 
 Verifying JSON checks the signature over the document. Verifying HTML takes the signed
 document it embeds, checks its signature, and renders it again: the file must be
-exactly that rendering, so a figure changed anywhere in the HTML fails too.
+exactly that rendering, so a figure changed anywhere in the HTML fails too. A JSON
+document is verified only in a file named .json: under a name a browser renders as a
+page (.shtml, .shtm, .xhtml ...) its strings would be live markup.
 """
 
 from __future__ import annotations
@@ -61,6 +63,13 @@ def verify_file(path: Path, expected_public: bytes | None = None) -> tuple[str, 
                 " (changed after it was made)"
             )
         return key, doc
+    if path.suffix.lower() != ".json":
+        # a browser shows report.shtml (or a file a web server calls text/html) as a page:
+        # the data's strings would be live markup, beside a verdict of valid
+        raise SignatureInvalid(
+            f"{path}: not a report (a JSON report is verified only in a .json file;"
+            " a browser could show this one as a page)"
+        )
     try:
         doc = json.loads(text, object_pairs_hook=_unique_keys)
     except _DuplicateKey as exc:

@@ -26,6 +26,7 @@ from agents.units import few, printable
 DOCUMENT_ID = "opsagent-report"
 SEVERITIES = ("critical", "major", "minor")
 DASH = "—"
+SHOWN_CHARACTERS = 1000  # of one data string; the embedded document has them all
 _EMBED = re.compile(
     r'<script type="application/json" id="opsagent-report">(.*?)</script>', re.DOTALL
 )
@@ -734,8 +735,13 @@ def _t(text: str | None) -> str:
     cannot reorder what surrounds it."""
     if not text:
         return DASH
+    more = ""
+    if len(text) > SHOWN_CHARACTERS:  # a 100 kB name would be a cell dozens of screens tall
+        hidden = len(text) - SHOWN_CHARACTERS
+        more = f" <small>(+{hidden} characters, in the embedded document)</small>"
+        text = text[:SHOWN_CHARACTERS] + "…"
     escaped = _e(text)
-    return escaped if text.isascii() else f"<bdi>{escaped}</bdi>"
+    return (escaped if text.isascii() else f"<bdi>{escaped}</bdi>") + more
 
 
 def _e(text: str) -> str:
