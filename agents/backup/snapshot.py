@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _decode = json.JSONDecoder().decode
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TreeEntry:
     """One file-system object as stored: paths are relative, `/`-separated.
 
@@ -100,6 +101,10 @@ class TreeEntry:
                 f"entry type {data.get('type')!r} is unknown to this agent"
                 " (written by a newer one?)"
             )
+        # the same few owner and type names on every line: one string each, not one a file
+        for name in ("type", "user", "group"):
+            if type(data.get(name)) is str:
+                data[name] = sys.intern(data[name])
         data["chunks"] = tuple(map(str, data.get("chunks", ())))
         data["chunk_sizes"] = tuple(map(int, data.get("chunk_sizes", ())))
         if "xattrs" in data:
