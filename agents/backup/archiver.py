@@ -95,14 +95,13 @@ def walk(
         except OSError as exc:
             report.unreadable.append(f"{shown(top)}: {exc.strerror}")
             continue
-        for item in _walk_one(top, st, st.st_dev, exclude, one_file_system, report):
-            yield WalkItem(item.path, item.rel, item.st, number) if number else item
+        yield from _walk_one(top, st, number, exclude, one_file_system, report)
 
 
 def _walk_one(
     path: str,
     st: os.stat_result,
-    device: int,
+    root: int,
     exclude: list[str],
     one_file_system: bool,
     report: WalkReport,
@@ -110,7 +109,9 @@ def _walk_one(
     """Depth first in name order. Strings and `os.scandir`, not `Path` objects: with
     hundreds of thousands of files, the per-name overhead is the walk's cost. A stack of
     directory listings, not recursion: a tree nested deeper than Python's recursion
-    limit (anyone who can write to the source can make one) is walked like any other."""
+    limit (anyone who can write to the source can make one) is walked like any other.
+    `root` is the source path's rank, carried by every item."""
+    device = st.st_dev
     stack: list[Iterator[tuple[str, os.stat_result]]] = [iter(((path, st),))]
     while stack:
         for path, st in stack[-1]:
@@ -125,7 +126,7 @@ def _walk_one(
             ):  # sockets: a process makes its own when it listens
                 report.warnings.append(f"{shown(path)}: special file skipped")
                 continue
-            yield WalkItem(path, path.lstrip("/"), st)
+            yield WalkItem(path, path.lstrip("/"), st, root)
             if not stat.S_ISDIR(mode) or (one_file_system and st.st_dev != device):
                 continue
             children = _listing(path, report)
