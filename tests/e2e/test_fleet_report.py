@@ -37,7 +37,7 @@ def test_fleet_recovery_report_merges_hosts_and_keeps_failed_ones(
         StateDB(tmp_path / "web1" / "state.db"),
         CaseStore(f"sqlite:///{tmp_path / 'web1' / 'cases.db'}"),
     )
-    (tmp_path / "web2").mkdir()
+    StateDB(tmp_path / "web2" / "state.db")  # an agent that ran, with no restore test yet
     host_key = subprocess.run(
         [sys.executable, "-m", "agents", "report", "key", "init", "--config", str(configs["web1"])],
         capture_output=True,
