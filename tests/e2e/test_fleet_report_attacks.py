@@ -17,23 +17,13 @@ import yaml
 
 from agents.cases.store import CaseStore
 from agents.state import StateDB
+from tests.support.reports import run_cli as cli
 from tests.support.reports import valid, write_recovery_history
 from tests.support.services import SshServer
 
 REPO = Path(__file__).resolve().parents[2]
 UNTIL = "2026-12-02T20:00:00+00:00"
 AGENT = f"env PYTHONPATH={REPO} {sys.executable} -m agents"
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agents", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-        check=False,
-    )
 
 
 # a recovery report in name only (another build's format): the merge must not crash on it

@@ -247,7 +247,7 @@ def test_reports_made_by_the_cli_from_real_history_verify_open_and_catch_changes
     document it embeds, failing verification."""
     from agents.cases.store import CaseStore
     from agents.state import StateDB
-    from tests.support.reports import write_recovery_history
+    from tests.support.reports import run_cli, write_recovery_history
 
     state_dir = tmp_path / "state"
     cases_url = f"sqlite:///{tmp_path / 'cases.db'}"
@@ -258,14 +258,14 @@ def test_reports_made_by_the_cli_from_real_history_verify_open_and_catch_changes
         "restore_test: {max_rto: 6h}\n"
     )
     period = ["--config", str(config), "--until", "2026-12-02T20:00:00+00:00"]
-    assert _cli("report", "key", "init", "--config", str(config)).returncode == 0
+    assert run_cli("report", "key", "init", "--config", str(config)).returncode == 0
     for kind, charts in (("recovery", ("chart-rto", "chart-coverage")), ("sla", ())):
         out = tmp_path / f"{kind}.html"
-        made = _cli("report", kind, *period, "--since", "90d", "--out", str(out))
+        made = run_cli("report", kind, *period, "--since", "90d", "--out", str(out))
         assert made.returncode == 0, made.stderr
-        ok = _cli("report", "verify", str(out))
+        ok = run_cli("report", "verify", str(out))
         assert ok.returncode == 0, ok.stderr
-        doc = json.loads(_cli("report", kind, *period, "--since", "90d", "--json").stdout)
+        doc = json.loads(run_cli("report", kind, *period, "--since", "90d", "--json").stdout)
         assert ok.stdout.startswith(f"valid, signed by key_id {doc['signature']['key_id']}")
 
         browser.navigate(page, out.as_uri())
@@ -290,20 +290,6 @@ def test_reports_made_by_the_cli_from_real_history_verify_open_and_catch_changes
             digit = "3" if text[at] != "3" else "4"
             changed = tmp_path / f"{kind}-{where}.html"
             changed.write_text(text[:at] + digit + text[at + 1 :], encoding="utf-8")
-            bad = _cli("report", "verify", str(changed))
+            bad = run_cli("report", "verify", str(changed))
             assert bad.returncode == 1, (where, bad.stdout)
             assert len(bad.stderr.strip().splitlines()) == 1
-
-
-def _cli(*args: str) -> Any:
-    import subprocess
-    import sys
-
-    return subprocess.run(
-        [sys.executable, "-m", "agents", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).resolve().parents[2],
-        check=False,
-    )

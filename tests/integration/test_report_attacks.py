@@ -17,29 +17,15 @@ import pytest
 
 from agents.cases.store import CaseStore
 from agents.state import StateDB
-from tests.support.reports import valid, write_recovery_history
-
-REPO = Path(__file__).resolve().parents[2]
-UNTIL = "2026-12-02T20:00:00+00:00"
+from tests.support.reports import one_line, run_cli, valid, write_recovery_history
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agents", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        check=False,
-    )
+    return run_cli(*args, timeout=120)
 
 
-def one_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The single stderr line of a refused command (no traceback)."""
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
+REPO = Path(__file__).resolve().parents[2]
+UNTIL = "2026-12-02T20:00:00+00:00"
 
 
 @pytest.fixture

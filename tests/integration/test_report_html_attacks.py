@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
@@ -20,7 +19,12 @@ from agents.cases.rules import CaseRules
 from agents.cases.store import CaseStore
 from agents.config import CasesConfig
 from agents.state import StateDB
-from tests.support.reports import restore_run, write_recovery_history
+from tests.support.reports import one_line, restore_run, run_cli, write_recovery_history
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, timeout=180)
+
 
 REPO = Path(__file__).resolve().parents[2]
 UNTIL = "2026-12-02T20:00:00+00:00"
@@ -28,25 +32,6 @@ HOSTILE = (
     "</script><script>window.opsagentRan=1</script><!-- ]]> javascript:alert(2) \u202egnp.exe \x00"
     " \udcff <img src=http://127.0.0.1:9/x> "
 )
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agents", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=REPO,
-        check=False,
-    )
-
-
-def one_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The single stderr line of a refused command (no traceback)."""
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr[-2000:]
-    return lines[0]
 
 
 def configure(tmp_path: Path) -> Path:

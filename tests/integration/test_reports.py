@@ -6,8 +6,6 @@ verified by `opsagent report verify`."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,9 @@ from tests.support.reports import (
     t,
     valid,
     write_recovery_history,
+)
+from tests.support.reports import (
+    run_cli as cli,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -331,18 +332,6 @@ def test_sla_report_empty_period(tmp_path: Path) -> None:
 
 
 # --- the command line: --label on the shared store, signing, verify ------------------
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agents", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-        env=env,
-        check=False,
-    )
 
 
 INVENTORY = """

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,29 @@ REPO = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((REPO / "docs/report-schema.json").read_text())
 UNTIL = datetime(2026, 12, 2, 20, 0, tzinfo=UTC)
 SNAP_FILES, SNAP_DB = "f1e2d3c4b5a69788", "0a1b2c3d4e5f6071"
+
+
+def run_cli(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`opsagent ARGS` in a new process from this checkout, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "agents", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env,
+        check=False,
+    )
+
+
+def one_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a refused command (no traceback)."""
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr[-2000:]
+    return lines[0]
 
 
 def valid(doc: dict[str, Any]) -> dict[str, Any]:
