@@ -612,28 +612,33 @@ def bench_s3(work: Path, data: Path, env: dict[str, str]) -> list[Row]:
     """opsagent and restic into buckets of the same moto S3 server (borg has no S3)."""
     s3 = services.start_s3(work)
     try:
-        client = s3.client()
-        client.create_bucket(Bucket="bench-ops")
-        client.create_bucket(Bucket="bench-restic")
-        s3_env = {
-            **env,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "OPSAGENT_BENCH_AK": "testing",
-            "OPSAGENT_BENCH_SK": "testing",
-        }
-        block = (
-            f"s3: {{endpoint_url: '{s3.endpoint_url}', path_style: true,"
-            " access_key_id: '${OPSAGENT_BENCH_AK}',"
-            " secret_access_key: '${OPSAGENT_BENCH_SK}'}"
-        )
-        tools: list[Tool] = [
-            Opsagent(s3_env, work, "s3://bench-ops/repo", data, block),
-            Restic(s3_env, f"s3:{s3.endpoint_url}/bench-restic", data),
-        ]
-        return bench_location("s3", work, data, tools)
+        return bench_location("s3", work, data, s3_tools(s3, env, work, data))
     finally:
         s3.process.stop()
+
+
+def s3_tools(s3: services.S3Server, env: dict[str, str], work: Path, data: Path) -> list[Tool]:
+    """opsagent and restic, each with its bucket made on the S3 server and its
+    credentials in the environment (opsagent's through `${VAR}` in its config)."""
+    client = s3.client()
+    client.create_bucket(Bucket="bench-ops")
+    client.create_bucket(Bucket="bench-restic")
+    s3_env = {
+        **env,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "OPSAGENT_BENCH_AK": "testing",
+        "OPSAGENT_BENCH_SK": "testing",
+    }
+    block = (
+        f"s3: {{endpoint_url: '{s3.endpoint_url}', path_style: true,"
+        " access_key_id: '${OPSAGENT_BENCH_AK}',"
+        " secret_access_key: '${OPSAGENT_BENCH_SK}'}"
+    )
+    return [
+        Opsagent(s3_env, work, "s3://bench-ops/repo", data, block),
+        Restic(s3_env, f"s3:{s3.endpoint_url}/bench-restic", data),
+    ]
 
 
 if __name__ == "__main__":

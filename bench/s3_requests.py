@@ -33,12 +33,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from backup_vs_restic import (  # noqa: E402
-    Opsagent,
-    Restic,
     Tool,
     change_five_percent,
     installed_like,
     make_data,
+    s3_tools,
 )
 
 from tests.support import services  # noqa: E402
@@ -111,24 +110,10 @@ def main() -> None:
         make_data(data, args.size_mib)
         s3 = services.start_s3(work)
         try:
-            client = s3.client()
-            client.create_bucket(Bucket="bench-ops")
-            client.create_bucket(Bucket="bench-restic")
-            s3_env = {
-                **env,
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "OPSAGENT_BENCH_AK": "testing",
-                "OPSAGENT_BENCH_SK": "testing",
-            }
-            block = (
-                f"s3: {{endpoint_url: '{s3.endpoint_url}', path_style: true,"
-                " access_key_id: '${OPSAGENT_BENCH_AK}',"
-                " secret_access_key: '${OPSAGENT_BENCH_SK}'}"
-            )
+            ops, restic = s3_tools(s3, env, work, data)
             tools: list[tuple[Tool, str, str]] = [
-                (Opsagent(s3_env, work, "s3://bench-ops/repo", data, block), "bench-ops", "repo/"),
-                (Restic(s3_env, f"s3:{s3.endpoint_url}/bench-restic", data), "bench-restic", ""),
+                (ops, "bench-ops", "repo/"),
+                (restic, "bench-restic", ""),
             ]
             steps = [
                 ("init", "init"),
