@@ -201,21 +201,20 @@ def test_missing_pack_damages_only_the_files_it_holds(tmp_path: Path) -> None:
 
 
 def test_a_blob_missing_from_the_index_damages_its_file(tmp_path: Path) -> None:
+    from dataclasses import replace
+
     source, config_path, config = setup_repo(tmp_path)
     assert config.backup is not None
     repo = open_repository(config.backup)
     snap = repo.find_snapshot("latest")
     note = next(e for e in repo.read_tree(snap) if e.path.endswith("notes/n03.txt"))
     entries = [
-        TreeEntry(**{**e.__dict__, "chunks": ("ab" * 32,)}) if e.path == note.path else e
-        for e in repo.read_tree(snap)
+        replace(e, chunks=("ab" * 32,)) if e.path == note.path else e for e in repo.read_tree(snap)
     ]
     with repo.writer() as writer:
         lines = "".join(e.to_json() + "\n" for e in entries).encode()
         tree = writer.add(BlobType.TREE, lines).hex()
         writer.flush()
-    from dataclasses import replace
-
     repo.save_snapshot(replace(snap, id="", tree=(tree,), time=snap.time.replace(year=2099)))
     target = tmp_path / "out"
     proc = cli(config_path, "restore", "latest", "--to", str(target), "--json")
