@@ -549,28 +549,44 @@ class Repository:
             raise BackupError(f"snapshot ID prefix {ref!r} is ambiguous ({len(matches)} match)")
         return self.load_snapshot(matches[0])
 
-    def read_tree(self, snapshot: Snapshot, lost: list[str] | None = None) -> Iterator[TreeEntry]:
+    def read_tree(
+        self,
+        snapshot: Snapshot,
+        lost: list[str] | None = None,
+        keep: TreeBlobs | None = None,
+    ) -> Iterator[TreeEntry]:
         """The snapshot's entries in stored order; blank lines are skipped (older versions
         stored an empty tree as one newline). A tree blob that cannot be read or a
         malformed entry is an IntegrityError, unless `lost` is given: then it is skipped
-        with the lines it cuts through and described there (repairs, partial restores)."""
-        for lines in self._tree_line_batches(snapshot, lost):
+        with the lines it cuts through and described there (repairs, partial restores).
+        `keep` holds blobs for a later pass over the same tree (see TreeBlobs)."""
+        for lines in self._tree_line_batches(snapshot, lost, keep):
             yield from _tree_entries(lines, snapshot, lost)
 
-    def read_tree_lines(self, snapshot: Snapshot) -> Iterator[bytes]:
+    def read_tree_lines(
+        self,
+        snapshot: Snapshot,
+        lost: list[str] | None = None,
+        keep: TreeBlobs | None = None,
+    ) -> Iterator[bytes]:
         """The snapshot's tree lines as stored, undecoded (blank ones included); a tree
-        blob that cannot be read is an IntegrityError. One blob is held at a time."""
-        for lines in self._tree_line_batches(snapshot, None):
+        blob that cannot be read is an IntegrityError (with `lost`: skipped, as in
+        `read_tree`). One blob is held at a time, and those `keep` takes."""
+        for lines in self._tree_line_batches(snapshot, lost, keep):
             yield from lines
 
     def _tree_line_batches(
-        self, snapshot: Snapshot, lost: list[str] | None
+        self, snapshot: Snapshot, lost: list[str] | None, keep: TreeBlobs | None = None
     ) -> Iterator[list[bytes]]:
         pending: list[bytes] = []  # the line under way; a dump's chunk list spans many blobs
         broken = False  # the previous blob was lost: the next one starts mid-line
         for number, blob_hex in enumerate(snapshot.tree):
             try:
-                data = self.load_blob(_tree_blob_id(blob_hex, snapshot))
+                data = keep.get(blob_hex) if keep is not None else None
+                if data is None:
+                    data = self.load_blob(_tree_blob_id(blob_hex, snapshot))
+                    if keep is not None:
+                        keep.put(blob_hex, data)
             except IntegrityError:
                 if lost is None:
                     raise
@@ -821,6 +837,24 @@ def _exists(storage: Storage, key: str) -> bool:
     except NotFound:
         return False
     return True
+
+
+class TreeBlobs:
+    """Tree blobs kept for a second pass over the same tree, up to `limit` bytes: a
+    small tree is read from storage once, a large one again rather than held whole."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held = 0
+        self._blobs: dict[str, bytes] = {}
+
+    def get(self, blob_hex: str) -> bytes | None:
+        return self._blobs.get(blob_hex)
+
+    def put(self, blob_hex: str, data: bytes) -> None:
+        if self._held + len(data) <= self.limit:
+            self._blobs[blob_hex] = data
+            self._held += len(data)
 
 
 def _tree_blob_id(blob_hex: str, snapshot: Snapshot) -> bytes:

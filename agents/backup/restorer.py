@@ -4,9 +4,11 @@ Whatever the manifest says, nothing is written outside the target: absolute path
 and `..` components are refused, every parent directory is resolved and must lie
 inside the target, files are created with O_NOFOLLOW, and symbolic links are made
 last so that no link can redirect a later write. Existing files are never
-overwritten unless asked. Data is fetched pack by pack (a pack is downloaded once
-however many files it feeds) on a small pool of workers, each run of a pack streamed
-with one request and its blobs written as they arrive, while the files are created.
+overwritten unless asked. Files are restored in batches in the tree's order (memory
+holds one batch's plan, whatever the number of files); within a batch data is fetched
+pack by pack (each needed run of a pack is read once however many files it feeds) on
+a small pool of workers, each run streamed with one request and its blobs written as
+they arrive, while the files are created.
 
 Each file is written under a temporary name in its directory and given its name
 only when complete, so no file ever looks whole when it is not. With `overwrite`
@@ -46,19 +48,23 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from json.decoder import scanstring
 from pathlib import Path, PurePosixPath
 
 from agents.backup.errors import BackupError, IntegrityError, NotFound, RestoreRefused
 from agents.backup.index import Location
 from agents.backup.pack import pack_key
 from agents.backup.packstream import BlobCutter
-from agents.backup.repository import Repository
-from agents.backup.snapshot import Snapshot, TreeEntry
+from agents.backup.repository import Repository, TreeBlobs
+from agents.backup.snapshot import Snapshot, TreeEntry, decode_tree_line
 
 ProgressFn = Callable[[int, int], None]
 RUN_GAP = 1 << 20
 RUN_MAX = 64 << 20  # a pack (16 MiB by default) is one run; memory is bounded by streaming
 READERS = 4  # runs read at once: the network overlaps decryption and writing
+BATCH_FILES = 4096  # files planned, fetched and named at a time: memory holds one batch
+BATCH_BYTES = 256 << 20  # ... or fewer files holding this much data
+TREE_KEEP = 4 << 20  # a tree up to this size is read from storage once for both passes
 DAMAGED_SUFFIX = ".damaged"
 _TEMP_PREFIX = ".opsagent-restore-"
 _NODE_KINDS = {"fifo": stat.S_IFIFO, "chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK}
@@ -123,22 +129,28 @@ def plan(
     if not include:
         return entries
     wanted = [p.strip("/") for p in include]
-
-    def matches(e: TreeEntry, w: str) -> bool:
-        return e.path == w or e.path.startswith(w + "/") or w.startswith(e.path + "/")
-
     unmatched = [
         p
         for p, w in zip(include, wanted, strict=True)
         if not any(e.path == w or e.path.startswith(w + "/") for e in entries)
     ]
     if unmatched:
-        raise RestoreRefused(
-            f"--include {', '.join(repr(p) for p in unmatched)} matches nothing in snapshot"
-            f" {snapshot.short_id}; see its paths with `opsagent backup show"
-            f" {snapshot.short_id} --ls`"
-        )
-    return [e for e in entries if any(matches(e, w) for w in wanted)]
+        raise _unmatched(snapshot, unmatched)
+    return [e for e in entries if _included(e.path, wanted)]
+
+
+def _included(path: str, wanted: list[str]) -> bool:
+    """Whether an entry is restored for these includes: the path itself, what is under
+    it, and the directories above it (their metadata)."""
+    return any(path == w or path.startswith(w + "/") or w.startswith(path + "/") for w in wanted)
+
+
+def _unmatched(snapshot: Snapshot, unmatched: list[str]) -> RestoreRefused:
+    return RestoreRefused(
+        f"--include {', '.join(repr(p) for p in unmatched)} matches nothing in snapshot"
+        f" {snapshot.short_id}; see its paths with `opsagent backup show"
+        f" {snapshot.short_id} --ls`"
+    )
 
 
 def restore(
@@ -152,28 +164,87 @@ def restore(
 ) -> RestoreResult:
     """Restore the snapshot (or its `include` paths) into `target`; what could not be
     restored is in the result (refused, kept existing, errors, damaged), never raised.
-    Raises RestoreRefused before writing anything for a bad target or include."""
+    Raises RestoreRefused before writing anything for a bad target or include.
+
+    The tree is read twice and never held: a first pass refuses an include that matches
+    nothing and finds the directories (made first) and the first links hard links name;
+    the second restores its files in batches of BATCH_FILES (or BATCH_BYTES), so memory
+    holds one batch's plan, not one object per file of the snapshot. Directories, links
+    and device nodes are kept for the end (their metadata, and links made last)."""
     progress = progress or (lambda b, f: None)
     result = RestoreResult()
-    lost_tree: list[str] = []
-    entries = plan(repo, snapshot, include, lost_tree)
-    for part in lost_tree:
-        result.damaged.append(Damaged(part, "this part of the file list is damaged or missing", ""))
+    keep = TreeBlobs(TREE_KEEP)
+    firsts, tree_dirs = _survey(repo, snapshot, include, keep)
+    wanted = [p.strip("/") for p in include] if include else None
     root = _prepare_target(target)
-    dirs, files, links, nodes = _sort_entries(root, entries, result)
-    files, hard_links = _split_hard_links(files)
-    _make_dirs(root, dirs, result)
-    pending: list[_Pending] = []
-    created: list[_Target] = []
+    lost_tree: list[str] = []
+    dirs: list[_Target] = []
+    for entry in tree_dirs:
+        if wanted is None or _included(entry.path, wanted):
+            rel = _safe_relative(entry.path)
+            if rel is None:
+                result.refused.append(entry.path)
+                continue
+            item = _Target(root / rel, entry)
+            _make_dir(root, item, result)
+            dirs.append(item)
+    del tree_dirs
+    links: list[_Target] = []
+    nodes: list[_Target] = []
+    hard_links: list[_Target] = []
+    planned: set[str] = set()  # first links this run writes: their hard links are linked
+    made: dict[str, Path] = {}  # those of them written whole
+    pending: list[_Pending] = []  # temporaries not yet named, removed after a failure
+    damaged: list[_Pending] = []  # named last, once every name they could take is known
+    batch: list[_Target] = []
     try:
-        reserved = {item.path for item in dirs + files + links + nodes + hard_links}
-        _write_files(
-            repo, root, files, overwrite, progress, workers, result, pending, created, reserved
-        )
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="restore") as pool:
+            batch_bytes = 0
+            for entry in repo.read_tree(snapshot, lost_tree, keep):
+                if entry.type == "dir" or (
+                    wanted is not None and not _included(entry.path, wanted)
+                ):
+                    continue  # directories were made first
+                rel = _safe_relative(entry.path)
+                if rel is None:
+                    result.refused.append(entry.path)
+                    continue
+                item = _Target(root / rel, entry)
+                if entry.type == "symlink":
+                    links.append(item)
+                elif entry.type != "file":
+                    nodes.append(item)
+                elif entry.link_to and entry.link_to in planned:
+                    hard_links.append(item)
+                else:
+                    if not entry.link_to and entry.path in firsts:
+                        planned.add(entry.path)
+                    batch.append(item)
+                    batch_bytes += entry.size
+                    if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
+                        _write_files(repo, root, batch, overwrite, progress, pool, result, pending)
+                        _name_batch(pending, overwrite, progress, result, made, firsts, damaged)
+                        batch, batch_bytes = [], 0
+            _write_files(repo, root, batch, overwrite, progress, pool, result, pending)
+            _name_batch(pending, overwrite, progress, result, made, firsts, damaged)
+        for part in lost_tree:
+            result.damaged.append(
+                Damaged(part, "this part of the file list is damaged or missing", "")
+            )
+        if damaged:
+            reserved = _names_taken(repo, snapshot, root, wanted, damaged, keep)
+            while damaged:
+                job = damaged.pop()
+                try:
+                    _name(job, overwrite, result, reserved)
+                finally:
+                    job.temp.unlink(missing_ok=True)
+                progress(0, 1)
+            pending.clear()
     finally:
         for job in pending:  # after a failure that stopped the restore: no temporary left
             job.temp.unlink(missing_ok=True)
-    _make_hard_links(root, hard_links, created, overwrite, result)
+    _make_hard_links(root, hard_links, made, overwrite, result)
     _make_nodes(root, nodes, overwrite, result)
     _make_symlinks(root, links, overwrite, result)
     for item in sorted(dirs, key=lambda d: -len(d.path.parts)):
@@ -183,35 +254,83 @@ def restore(
     return result
 
 
-def _sort_entries(
-    root: Path, entries: list[TreeEntry], result: RestoreResult
-) -> tuple[list[_Target], list[_Target], list[_Target], list[_Target]]:
-    """The entries' targets under `root` by type: dirs, files, symlinks, other nodes; a
-    path that would leave the target is refused."""
-    dirs: list[_Target] = []
-    files: list[_Target] = []
-    links: list[_Target] = []
-    nodes: list[_Target] = []
-    for entry in entries:
+def _survey(
+    repo: Repository, snapshot: Snapshot, include: list[str] | None, keep: TreeBlobs
+) -> tuple[set[str], list[TreeEntry]]:
+    """The first pass: refuse an include that matches nothing (before anything is
+    written); return the paths hard links name as their first link, and the
+    directories (made before any file, as the file system's allocator places files
+    best when their directories exist first). Only lines that can answer are decoded:
+    a directory, a line with `link_to`, and while an include is unmatched, each line's
+    path (its first field)."""
+    wanted = [p.strip("/") for p in include or ()]
+    unmatched = dict(zip(wanted, include or (), strict=True))
+    firsts: set[str] = set()
+    dirs: list[TreeEntry] = []
+    for line in repo.read_tree_lines(snapshot, [], keep):
+        if b'"link_to":' in line or b'"type":"dir"' in line:
+            entry = _decoded(line)
+            if entry is not None and entry.link_to:
+                firsts.add(entry.link_to)
+            if entry is not None and entry.type == "dir":
+                dirs.append(entry)
+        path = _line_path(line) if unmatched else None
+        if path is not None:
+            for w in [w for w in unmatched if path == w or path.startswith(w + "/")]:
+                del unmatched[w]
+    if unmatched:
+        raise _unmatched(snapshot, list(unmatched.values()))
+    return firsts, dirs
+
+
+def _decoded(line: bytes) -> TreeEntry | None:
+    try:
+        return decode_tree_line(line)
+    except (ValueError, TypeError):  # the restore's own pass reports it
+        return None
+
+
+def _line_path(line: bytes) -> str | None:
+    """An entry's path read from its line without decoding the rest (the path is written
+    first); other lines are decoded whole."""
+    if line.startswith(b'{"path":"'):
+        with contextlib.suppress(ValueError):
+            return scanstring(line.decode("utf-8", "surrogateescape"), 9)[0]
+    entry = _decoded(line)
+    return entry.path if entry is not None else None
+
+
+def _names_taken(
+    repo: Repository,
+    snapshot: Snapshot,
+    root: Path,
+    wanted: list[str] | None,
+    damaged: list[_Pending],
+    keep: TreeBlobs,
+) -> set[Path]:
+    """Every name the snapshot gives in the damaged files' directories: a `.damaged`
+    file never takes a name the snapshot itself has (one more pass, only after damage)."""
+    parents = {job.item.path.parent for job in damaged}
+    taken: set[Path] = set()
+    for entry in repo.read_tree(snapshot, [], keep):
         rel = _safe_relative(entry.path)
-        if rel is None:
-            result.refused.append(entry.path)
+        if rel is None or (wanted is not None and not _included(entry.path, wanted)):
             continue
-        item = _Target(root / rel, entry)
-        {"dir": dirs, "file": files, "symlink": links}.get(entry.type, nodes).append(item)
-    return dirs, files, links, nodes
+        path = root / rel
+        if path.parent in parents:
+            taken.add(path)
+    return taken
 
 
-def _make_dirs(root: Path, dirs: list[_Target], result: RestoreResult) -> None:
-    """Create the snapshot's directories (their metadata is applied last)."""
-    for item in dirs:
-        if _inside(root, item.path, result):
-            try:
-                item.path.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                result.errors.append(f"{item.entry.path}: {exc.strerror}")
-                continue
-            result.dirs += 1
+def _make_dir(root: Path, item: _Target, result: RestoreResult) -> None:
+    """Create one of the snapshot's directories (its metadata is applied last)."""
+    if _inside(root, item.path, result):
+        try:
+            item.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            result.errors.append(f"{item.entry.path}: {exc.strerror}")
+            return
+        result.dirs += 1
 
 
 def _make_symlinks(
@@ -260,15 +379,13 @@ def _write_files(
     files: list[_Target],
     overwrite: bool,
     progress: ProgressFn,
-    workers: int,
+    pool: ThreadPoolExecutor,
     result: RestoreResult,
     pending: list[_Pending],
-    created: list[_Target],
-    reserved: set[Path],
 ) -> None:
-    """Write each file under a temporary name, fill it, then give it its name (or its
-    `.damaged` name); `pending` holds the temporaries not yet named, `created` gets the
-    files restored whole (hard links are made to them).
+    """Write each file of a batch under a temporary name and fill it; `pending` gets the
+    temporaries made (in file order), each with its `problem` when some data could not
+    be read. `_name_batch` then gives them their names.
 
     The reads start at once: the reader that first has data for a file makes its
     temporary, so making thousands of files overlaps the download (restic does the
@@ -276,6 +393,7 @@ def _write_files(
     wanted: dict[bytes, list[tuple[_Pending, int]]] = defaultdict(list)
     sizes: dict[bytes, int] = {}
     jobs: list[_Pending] = []
+    made_before = [job for job in pending]  # earlier batches' damaged files, named last
     # a directory found inside the target stays so while files are written: this loop
     # makes only files (O_EXCL, O_NOFOLLOW), links come last; checked once, not per file
     verified: set[Path] = set()
@@ -300,37 +418,58 @@ def _write_files(
 
     failed: dict[bytes, str] = {}
     try:
-        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="restore") as pool:
-            futures = [
-                pool.submit(_fetch, repo, pack_id, run, wanted, sizes, progress, failed, pending)
-                for pack_id, run in _plan_runs(repo, wanted)
-            ]
-            try:
-                for future in futures:
+        futures = [
+            pool.submit(_fetch, repo, pack_id, run, wanted, sizes, progress, failed, pending)
+            for pack_id, run in _plan_runs(repo, wanted)
+        ]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:  # storage unreachable, disk full: the rest is not read
+            for future in futures:
+                future.cancel()
+            for future in futures:  # none may make a temporary after the clean-up
+                with contextlib.suppress(BaseException):
                     future.result()
-            except BaseException:  # storage unreachable, disk full: the rest is not read
-                for future in futures:
-                    future.cancel()
-                raise
+            raise
     finally:
-        pending[:] = [job for job in jobs if job.made]  # in file order, for the naming
+        pending[:] = made_before + [job for job in jobs if job.made]  # in file order
     for job in jobs:
         if not job.tried:
             _create(job, pending)
         if job.error:
             result.errors.append(f"{job.item.entry.path}: {job.error}")
-    pending[:] = [job for job in jobs if job.made]
+    pending[:] = made_before + [job for job in jobs if job.made]
     for blob_id, reason in failed.items():
         for job, _ in wanted[blob_id]:
             job.problem = job.problem or reason
-    while pending:
-        job = pending.pop()
+
+
+def _name_batch(
+    pending: list[_Pending],
+    overwrite: bool,
+    progress: ProgressFn,
+    result: RestoreResult,
+    made: dict[str, Path],
+    firsts: set[str],
+    damaged: list[_Pending],
+) -> None:
+    """Name the batch's whole files; a damaged one stays pending for the end, when the
+    names it must not take are known. `made` gets the first links of hard links
+    restored whole. Afterwards `pending` holds the damaged files only."""
+    held = {id(job) for job in damaged}
+    batch = [job for job in pending if id(job) not in held]
+    damaged += [job for job in batch if job.problem]
+    for job in reversed(batch):
+        if job.problem:
+            continue
         try:
-            if _name(job, overwrite, result, reserved):
-                created.append(job.item)
+            if _name(job, overwrite, result, set()) and job.item.entry.path in firsts:
+                made[job.item.entry.path] = job.item.path
         finally:
             job.temp.unlink(missing_ok=True)
         progress(0, 1)
+    pending[:] = damaged
 
 
 def _create(job: _Pending, pending: list[_Pending]) -> bool:
@@ -561,24 +700,14 @@ def _apply_metadata(path: Path, entry: TreeEntry, follow: bool) -> None:
         pass  # metadata is best effort; the data is what matters
 
 
-def _split_hard_links(files: list[_Target]) -> tuple[list[_Target], list[_Target]]:
-    """(files to write, hard links to make): a file whose first link is restored in this
-    run too is linked to it rather than written again."""
-    planned = {item.entry.path for item in files if not item.entry.link_to}
-    written = [i for i in files if i.entry.link_to not in planned]
-    linked = [i for i in files if i.entry.link_to in planned]
-    return written, linked
-
-
 def _make_hard_links(
     root: Path,
     linked: list[_Target],
-    created: list[_Target],
+    made: dict[str, Path],
     overwrite: bool,
     result: RestoreResult,
 ) -> None:
-    """Link each to its first link as just restored; nothing outside the target."""
-    made = {item.entry.path: item.path for item in created}
+    """Link each to its first link as just restored (`made`); nothing outside the target."""
     for item in linked:
         entry = item.entry
         first = made.get(entry.link_to)
