@@ -31,7 +31,8 @@ Missing parents of the target are created, as restic does.
 
 Hard links, FIFOs and device nodes are made by their own helpers after the files are
 written and before the symbolic links: a hard link is made to its first link when that
-was restored in the same run (else it is an error), device nodes only as root (else a
+was restored whole in the same run (else it is written from its own chunk list, as a
+file of its own, or a `.damaged` copy), device nodes only as root (else a
 warning), and link()/mknod() never follow a last component. Extended attributes are
 set without following links; one the target cannot take is a warning.
 """
@@ -145,7 +146,14 @@ def _included(path: str, wanted: list[str]) -> bool:
     return any(path == w or path.startswith(w + "/") or w.startswith(path + "/") for w in wanted)
 
 
-def _unmatched(snapshot: Snapshot, unmatched: list[str]) -> RestoreRefused:
+def _unmatched(snapshot: Snapshot, unmatched: list[str], lost: int = 0) -> RestoreRefused:
+    if lost:  # not a typo, perhaps: the entries may be in the part that cannot be read
+        return RestoreRefused(
+            f"--include {', '.join(repr(p) for p in unmatched)} matches nothing in the"
+            f" readable part of snapshot {snapshot.short_id}: {lost} part(s) of its file"
+            " list are damaged or missing (run `opsagent backup check`); restore without"
+            " --include to get every readable entry"
+        )
     return RestoreRefused(
         f"--include {', '.join(repr(p) for p in unmatched)} matches nothing in snapshot"
         f" {snapshot.short_id}; see its paths with `opsagent backup show"
@@ -227,6 +235,13 @@ def restore(
                         batch, batch_bytes = [], 0
             _write_files(repo, root, batch, overwrite, progress, pool, result, pending)
             _name_batch(pending, overwrite, progress, result, made, firsts, damaged)
+            # a link whose first link was not restored whole (damaged, kept existing,
+            # failed) is written from its own chunk list, as a file of its own
+            orphans = _make_hard_links(root, hard_links, made, overwrite, result)
+            for start in range(0, len(orphans), BATCH_FILES):
+                part = orphans[start : start + BATCH_FILES]
+                _write_files(repo, root, part, overwrite, progress, pool, result, pending)
+                _name_batch(pending, overwrite, progress, result, made, firsts, damaged)
         for part in lost_tree:
             result.damaged.append(
                 Damaged(part, "this part of the file list is damaged or missing", "")
@@ -244,7 +259,6 @@ def restore(
     finally:
         for job in pending:  # after a failure that stopped the restore: no temporary left
             job.temp.unlink(missing_ok=True)
-    _make_hard_links(root, hard_links, made, overwrite, result)
     _make_nodes(root, nodes, overwrite, result)
     _make_symlinks(root, links, overwrite, result)
     for item in sorted(dirs, key=lambda d: -len(d.path.parts)):
@@ -267,7 +281,8 @@ def _survey(
     unmatched = dict(zip(wanted, include or (), strict=True))
     firsts: set[str] = set()
     dirs: list[TreeEntry] = []
-    for line in repo.read_tree_lines(snapshot, [], keep):
+    lost: list[str] = []
+    for line in repo.read_tree_lines(snapshot, lost, keep):
         if b'"link_to":' in line or b'"type":"dir"' in line:
             entry = _decoded(line)
             if entry is not None and entry.link_to:
@@ -279,7 +294,7 @@ def _survey(
             for w in [w for w in unmatched if path == w or path.startswith(w + "/")]:
                 del unmatched[w]
     if unmatched:
-        raise _unmatched(snapshot, list(unmatched.values()))
+        raise _unmatched(snapshot, list(unmatched.values()), len(lost))
     return firsts, dirs
 
 
@@ -293,7 +308,7 @@ def _decoded(line: bytes) -> TreeEntry | None:
 def _line_path(line: bytes) -> str | None:
     """An entry's path read from its line without decoding the rest (the path is written
     first); other lines are decoded whole."""
-    if line.startswith(b'{"path":"'):
+    if line.startswith(b'{"path":"') and line.count(b'"path":') == 1:  # else: decoded
         with contextlib.suppress(ValueError):
             return scanstring(line.decode("utf-8", "surrogateescape"), 9)[0]
     entry = _decoded(line)
@@ -308,13 +323,14 @@ def _names_taken(
     damaged: list[_Pending],
     keep: TreeBlobs,
 ) -> set[Path]:
-    """Every name the snapshot gives in the damaged files' directories: a `.damaged`
-    file never takes a name the snapshot itself has (one more pass, only after damage)."""
+    """Every name the snapshot gives in the damaged files' directories, included or not:
+    a `.damaged` file never takes a name the snapshot itself has (one more pass, only
+    after damage)."""
     parents = {job.item.path.parent for job in damaged}
     taken: set[Path] = set()
-    for entry in repo.read_tree(snapshot, [], keep):
-        rel = _safe_relative(entry.path)
-        if rel is None or (wanted is not None and not _included(entry.path, wanted)):
+    for entry in repo.read_tree(snapshot, [], keep):  # not only the included: a later
+        rel = _safe_relative(entry.path)  # restore of the rest must find its names free
+        if rel is None:
             continue
         path = root / rel
         if path.parent in parents:
@@ -706,18 +722,16 @@ def _make_hard_links(
     made: dict[str, Path],
     overwrite: bool,
     result: RestoreResult,
-) -> None:
-    """Link each to its first link as just restored (`made`); nothing outside the target."""
+) -> list[_Target]:
+    """Link each to its first link as just restored (`made`); nothing outside the target.
+    Returns the links whose first link this run did not restore whole: linking to what
+    has that name could join a stranger, so they are to be written as files."""
+    orphans: list[_Target] = []
     for item in linked:
         entry = item.entry
         first = made.get(entry.link_to)
-        if first is None and os.path.lexists(item.path):
-            result.skipped_existing.append(entry.path)
-            continue
-        if first is None:  # not made by this restore: linking to it could join a stranger
-            result.errors.append(
-                f"{entry.path}: not restored: its first link {entry.link_to} was not"
-            )
+        if first is None:
+            orphans.append(item)
             continue
         if not _parent_inside(root, item.path, result):
             continue
@@ -733,6 +747,7 @@ def _make_hard_links(
             continue
         result.files += 1
         result.bytes += entry.size
+    return orphans
 
 
 def _make_nodes(root: Path, nodes: list[_Target], overwrite: bool, result: RestoreResult) -> None:

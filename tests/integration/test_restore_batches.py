@@ -180,3 +180,94 @@ def test_a_storage_failure_in_a_later_batch_leaves_no_temporary(
     assert len(written) >= BATCH * 3  # the earlier batches were named, whole
     for path in written:
         assert path.read_bytes() == (source / path.relative_to(out)).read_bytes()
+
+
+def _flip_blob(tmp_path: Path, repo: Repository, blob_hex: str) -> None:
+    """Flip one byte in the middle of a stored blob (its pack stays in place)."""
+    location = repo.location(bytes.fromhex(blob_hex))
+    assert location is not None
+    pack = tmp_path / "repo" / "data" / location.pack[:2] / location.pack
+    with pack.open("r+b") as handle:
+        handle.seek(location.offset + location.length // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+def _entry_of(repo: Repository, suffix: str) -> Any:
+    (entry,) = [e for e in repo.read_tree(repo.find_snapshot("latest")) if e.path.endswith(suffix)]
+    return entry
+
+
+def test_a_hard_link_to_a_damaged_file_is_a_damaged_copy_too(
+    tmp_path: Path, batches: list[int]
+) -> None:
+    """Found by the attack: the link was dropped with an error, not listed as damaged."""
+    source = _source(tmp_path)
+    repo = _backup(tmp_path, source)
+    _flip_blob(tmp_path, repo, _entry_of(repo, "/d0/f0.bin").chunks[0])
+    target = tmp_path / "out"
+    result = restorer.restore(repo, repo.find_snapshot("latest"), target)
+    out = target / str(source).lstrip("/")
+    assert result.errors == []
+    assert sorted(Path(d.written_as).name for d in result.damaged) == [
+        "f0.bin.damaged",
+        "z-link.bin.damaged",
+    ]
+    assert not (out / "d0" / "f0.bin").exists() and not (out / "d4" / "z-link.bin").exists()
+    assert (out / "d4" / "z-link.bin.damaged").stat().st_size == 2_000
+
+
+def test_a_hard_link_whose_first_link_is_kept_existing_is_its_own_file(
+    tmp_path: Path, batches: list[int]
+) -> None:
+    """Found by the attack: after a killed restore, a rerun lost the link. It must never
+    be linked to what already had the first link's name (a stranger's file)."""
+    source = _source(tmp_path)
+    repo = _backup(tmp_path, source)
+    target = tmp_path / "out"
+    out = target / str(source).lstrip("/")
+    (out / "d0").mkdir(parents=True)
+    (out / "d0" / "f0.bin").write_bytes(b"a stranger's file")
+    result = restorer.restore(repo, repo.find_snapshot("latest"), target)
+    assert result.errors == [] and result.damaged == []
+    assert result.skipped_existing == [str(source / "d0" / "f0.bin").lstrip("/")]
+    link = out / "d4" / "z-link.bin"
+    assert link.read_bytes() == (source / "d0" / "f0.bin").read_bytes()
+    assert link.stat().st_ino != (out / "d0" / "f0.bin").stat().st_ino
+    assert (out / "d0" / "f0.bin").read_bytes() == b"a stranger's file"
+
+
+def test_an_included_damaged_file_leaves_the_excluded_names_free(
+    tmp_path: Path, batches: list[int]
+) -> None:
+    """Found by the attack: `--include X` wrote `X.damaged` over the name of a real,
+    excluded entry, which a later full restore then kept as "existing"."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "X").write_bytes(os.urandom(30_000))
+    (source / "X.damaged").write_bytes(b"a real file with that name")
+    repo = _backup(tmp_path, source)
+    _flip_blob(tmp_path, repo, _entry_of(repo, "/X").chunks[0])
+    target = tmp_path / "out"
+    snapshot = repo.find_snapshot("latest")
+    result = restorer.restore(repo, snapshot, target, include=[str(source / "X")])
+    out = target / str(source).lstrip("/")
+    (damaged,) = result.damaged
+    assert damaged.written_as == str(out / "X.damaged.1")
+    again = restorer.restore(repo, snapshot, target)
+    assert (out / "X.damaged").read_bytes() == b"a real file with that name"
+    assert again.skipped_existing == []
+
+
+def test_an_include_in_a_damaged_file_list_says_so_not_typo(
+    tmp_path: Path, batches: list[int]
+) -> None:
+    """Found by the attack: it was refused as "matches nothing", as for a typo."""
+    source = _source(tmp_path)
+    repo = _backup(tmp_path, source)
+    snapshot = repo.find_snapshot("latest")
+    _flip_blob(tmp_path, repo, snapshot.tree[-1])
+    with pytest.raises(RestoreRefused, match=r"readable part .* damaged or missing"):
+        restorer.restore(repo, snapshot, tmp_path / "out", include=[str(source / "d4")])
+    assert not (tmp_path / "out").exists()
