@@ -133,7 +133,7 @@ def plan(
     unmatched = [
         p
         for p, w in zip(include, wanted, strict=True)
-        if not any(e.path == w or e.path.startswith(w + "/") for e in entries)
+        if not any(_under(e.path, w) for e in entries)
     ]
     if unmatched:
         raise _unmatched(snapshot, unmatched)
@@ -143,7 +143,12 @@ def plan(
 def _included(path: str, wanted: list[str]) -> bool:
     """Whether an entry is restored for these includes: the path itself, what is under
     it, and the directories above it (their metadata)."""
-    return any(path == w or path.startswith(w + "/") or w.startswith(path + "/") for w in wanted)
+    return any(_under(path, w) or _under(w, path) for w in wanted)
+
+
+def _under(path: str, top: str) -> bool:
+    """Whether `path` is `top` or lies under it (`a/bc` is not under `a/b`)."""
+    return path == top or path.startswith(top + "/")
 
 
 def _unmatched(snapshot: Snapshot, unmatched: list[str], lost: int = 0) -> RestoreRefused:
@@ -188,12 +193,8 @@ def restore(
     lost_tree: list[str] = []
     dirs: list[_Target] = []
     for entry in tree_dirs:
-        if wanted is None or _included(entry.path, wanted):
-            rel = _safe_relative(entry.path)
-            if rel is None:
-                result.refused.append(entry.path)
-                continue
-            item = _Target(root / rel, entry)
+        item = _target(root, entry, wanted, result)
+        if item is not None:
             _make_dir(root, item, result)
             dirs.append(item)
     del tree_dirs
@@ -207,17 +208,18 @@ def restore(
     batch: list[_Target] = []
     try:
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="restore") as pool:
+
+            def write(files: list[_Target]) -> None:
+                _write_files(repo, root, files, overwrite, progress, pool, result, pending)
+                _name_batch(pending, overwrite, progress, result, made, firsts, damaged)
+
             batch_bytes = 0
             for entry in repo.read_tree(snapshot, lost_tree, keep):
-                if entry.type == "dir" or (
-                    wanted is not None and not _included(entry.path, wanted)
-                ):
-                    continue  # directories were made first
-                rel = _safe_relative(entry.path)
-                if rel is None:
-                    result.refused.append(entry.path)
+                if entry.type == "dir":
+                    continue  # made first
+                item = _target(root, entry, wanted, result)
+                if item is None:
                     continue
-                item = _Target(root / rel, entry)
                 if entry.type == "symlink":
                     links.append(item)
                 elif entry.type != "file":
@@ -230,18 +232,14 @@ def restore(
                     batch.append(item)
                     batch_bytes += entry.size
                     if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
-                        _write_files(repo, root, batch, overwrite, progress, pool, result, pending)
-                        _name_batch(pending, overwrite, progress, result, made, firsts, damaged)
+                        write(batch)
                         batch, batch_bytes = [], 0
-            _write_files(repo, root, batch, overwrite, progress, pool, result, pending)
-            _name_batch(pending, overwrite, progress, result, made, firsts, damaged)
+            write(batch)
             # a link whose first link was not restored whole (damaged, kept existing,
             # failed) is written from its own chunk list, as a file of its own
             orphans = _make_hard_links(root, hard_links, made, overwrite, result)
             for start in range(0, len(orphans), BATCH_FILES):
-                part = orphans[start : start + BATCH_FILES]
-                _write_files(repo, root, part, overwrite, progress, pool, result, pending)
-                _name_batch(pending, overwrite, progress, result, made, firsts, damaged)
+                write(orphans[start : start + BATCH_FILES])
         for part in lost_tree:
             result.damaged.append(
                 Damaged(part, "this part of the file list is damaged or missing", "")
@@ -268,6 +266,20 @@ def restore(
     return result
 
 
+def _target(
+    root: Path, entry: TreeEntry, wanted: list[str] | None, result: RestoreResult
+) -> _Target | None:
+    """Where an entry the includes take goes under `root`; None when not included, or
+    when its path would leave the target (refused, listed)."""
+    if wanted is not None and not _included(entry.path, wanted):
+        return None
+    rel = _safe_relative(entry.path)
+    if rel is None:
+        result.refused.append(entry.path)
+        return None
+    return _Target(root / rel, entry)
+
+
 def _survey(
     repo: Repository, snapshot: Snapshot, include: list[str] | None, keep: TreeBlobs
 ) -> tuple[set[str], list[TreeEntry]]:
@@ -283,15 +295,18 @@ def _survey(
     dirs: list[TreeEntry] = []
     lost: list[str] = []
     for line in repo.read_tree_lines(snapshot, lost, keep):
+        entry = None
         if b'"link_to":' in line or b'"type":"dir"' in line:
             entry = _decoded(line)
             if entry is not None and entry.link_to:
                 firsts.add(entry.link_to)
             if entry is not None and entry.type == "dir":
                 dirs.append(entry)
-        path = _line_path(line) if unmatched else None
+        if not unmatched:
+            continue
+        path = entry.path if entry is not None else _line_path(line)
         if path is not None:
-            for w in [w for w in unmatched if path == w or path.startswith(w + "/")]:
+            for w in [w for w in unmatched if _under(path, w)]:
                 del unmatched[w]
     if unmatched:
         raise _unmatched(snapshot, list(unmatched.values()), len(lost))
@@ -409,7 +424,7 @@ def _write_files(
     wanted: dict[bytes, list[tuple[_Pending, int]]] = defaultdict(list)
     sizes: dict[bytes, int] = {}
     jobs: list[_Pending] = []
-    made_before = [job for job in pending]  # earlier batches' damaged files, named last
+    made_before = list(pending)  # earlier batches' damaged files, named last
     # a directory found inside the target stays so while files are written: this loop
     # makes only files (O_EXCL, O_NOFOLLOW), links come last; checked once, not per file
     verified: set[Path] = set()

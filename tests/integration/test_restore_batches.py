@@ -88,6 +88,23 @@ def _source(tmp_path: Path) -> Path:
     return source
 
 
+def _flip_blob(tmp_path: Path, repo: Repository, blob_hex: str) -> None:
+    """Flip one byte in the middle of a stored blob (its pack stays in place)."""
+    location = repo.location(bytes.fromhex(blob_hex))
+    assert location is not None
+    pack = tmp_path / "repo" / "data" / location.pack[:2] / location.pack
+    with pack.open("r+b") as handle:
+        handle.seek(location.offset + location.length // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+def _entry_of(repo: Repository, suffix: str) -> Any:
+    (entry,) = [e for e in repo.read_tree(repo.find_snapshot("latest")) if e.path.endswith(suffix)]
+    return entry
+
+
 def test_a_batched_restore_is_the_source_byte_for_byte(tmp_path: Path, batches: list[int]) -> None:
     source = _source(tmp_path)
     repo = _backup(tmp_path, source)
@@ -134,15 +151,7 @@ def test_a_damaged_copy_waits_for_a_later_batch_to_take_its_own_name(
     (source / "a.damaged").write_bytes(b"a real file with that name")
     repo = _backup(tmp_path, source)
     snapshot = repo.find_snapshot("latest")
-    (entry,) = [e for e in repo.read_tree(snapshot) if e.path.endswith("/a")]
-    location = repo.location(bytes.fromhex(entry.chunks[0]))
-    assert location is not None
-    pack = tmp_path / "repo" / "data" / location.pack[:2] / location.pack
-    with pack.open("r+b") as handle:
-        handle.seek(location.offset + location.length // 2)
-        byte = handle.read(1)
-        handle.seek(-1, os.SEEK_CUR)
-        handle.write(bytes([byte[0] ^ 0xFF]))
+    _flip_blob(tmp_path, repo, _entry_of(repo, "/a").chunks[0])
     target = tmp_path / "out"
     result = restorer.restore(repo, snapshot, target)
     out = target / str(source).lstrip("/")
@@ -180,23 +189,6 @@ def test_a_storage_failure_in_a_later_batch_leaves_no_temporary(
     assert len(written) >= BATCH * 3  # the earlier batches were named, whole
     for path in written:
         assert path.read_bytes() == (source / path.relative_to(out)).read_bytes()
-
-
-def _flip_blob(tmp_path: Path, repo: Repository, blob_hex: str) -> None:
-    """Flip one byte in the middle of a stored blob (its pack stays in place)."""
-    location = repo.location(bytes.fromhex(blob_hex))
-    assert location is not None
-    pack = tmp_path / "repo" / "data" / location.pack[:2] / location.pack
-    with pack.open("r+b") as handle:
-        handle.seek(location.offset + location.length // 2)
-        byte = handle.read(1)
-        handle.seek(-1, os.SEEK_CUR)
-        handle.write(bytes([byte[0] ^ 0xFF]))
-
-
-def _entry_of(repo: Repository, suffix: str) -> Any:
-    (entry,) = [e for e in repo.read_tree(repo.find_snapshot("latest")) if e.path.endswith(suffix)]
-    return entry
 
 
 def test_a_hard_link_to_a_damaged_file_is_a_damaged_copy_too(
