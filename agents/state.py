@@ -135,7 +135,8 @@ class StateDB:
         """Switch to WAL and migrate. Two processes creating the database at once can get
         "database is locked" from the journal-mode switch, which SQLite does not retry
         through the busy timeout, or both read version 0 and the second finds the tables
-        made: retry for up to 30 seconds (the retry reads the version the other wrote)."""
+        made (or a column added: "duplicate column name"): retry for up to 30 seconds. Each
+        step commits with its version, so the retry reads the version the other wrote."""
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -144,7 +145,9 @@ class StateDB:
                     self._migrate(db)
                 return
             except sqlite3.OperationalError as exc:
-                racing = "locked" in str(exc) or "already exists" in str(exc)
+                racing = any(
+                    words in str(exc) for words in ("locked", "already exists", "duplicate column")
+                )
                 if not racing or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)

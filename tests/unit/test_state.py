@@ -86,3 +86,36 @@ def test_an_older_agent_refuses_a_newer_database(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert "upgrade opsagent" in out.stderr
+
+
+_RACER = """
+import sys, time
+from pathlib import Path
+from agents.state import StateDB
+start = Path(sys.argv[2])
+while not start.exists():
+    time.sleep(0.001)
+StateDB(Path(sys.argv[1]))
+"""
+
+
+def test_agents_starting_together_create_one_database_without_error(tmp_path: Path) -> None:
+    """Two agents on one state directory start at once: each may read the schema version
+    before the other's migrations commit, then find a table made or a column added.
+    Every one must open the database (the loser retries and reads the new version)."""
+    for round_ in range(6):
+        path = tmp_path / f"state{round_}.db"
+        go = tmp_path / f"go{round_}"
+        racers = [
+            subprocess.Popen(
+                [sys.executable, "-c", _RACER, str(path), str(go)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(6)
+        ]
+        go.touch()
+        for racer in racers:
+            _, err = racer.communicate(timeout=120)
+            assert racer.returncode == 0, err
+        assert StateDB(path).meta("schema_version") == str(SCHEMA_VERSION)
