@@ -7,11 +7,19 @@ SHA256 form, so a person can compare it with `ssh-keygen -lf`); it is never adde
 `fetch_host_key` is what `opsagent fleet trust` uses to show a key to a person.
 Connections go through a jump host when the target says so (ProxyJump), send
 keepalives, and every wait is bounded (connect, banner, auth, command).
+
+A command cut at its timeout or on cancel is stopped there, with its children: sshd
+without a pty leaves a command running when its channel closes, so every command is
+sent behind a small `sh` guard that, when the command's stdin ends while the command
+still runs (the client cut it, or the connection is gone), sends TERM to the session's
+process group and KILL `STOP_GRACE` seconds later. Without a pty, so stdout and stderr
+stay apart.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import socket
 import threading
@@ -230,62 +238,106 @@ def close(client: paramiko.SSHClient) -> None:
         jump.close()
 
 
+STOP_GRACE = 3  # seconds from TERM to KILL for a command that was cut
+
+# Run by the login shell before the command, in the same process group (sshd gives each
+# session its own). It waits for EOF on the command's stdin, which the client never
+# writes to: EOF comes when the client cuts the command or the connection is lost, and
+# also after the login shell ended by itself (sshd closes stdin then), so it stops the
+# group only while that shell ($PPID, the command's shell) still runs. One line with no
+# quote or backslash that a login shell would change, so sh gets it as written; its
+# output goes to /dev/null and the login shell runs the command as it always did, so
+# stdout, stderr and the exit status are the command's own. A process that leaves the
+# group (setsid) is out of its reach, as it is of a terminal's hangup.
+_GUARD = (
+    'sh -c \'p=$PPID; exec 3<&0 >/dev/null 2>&1; (cat <&3; kill -0 "$p" || exit 0;'
+    f' trap "" TERM; kill -s TERM 0; sleep {STOP_GRACE}; kill -s KILL 0) &\'; '
+)
+
+
 @dataclass
 class Output:
-    """What a remote command gave: exit code (None when cut), stdout, stderr."""
+    """What a remote command gave: exit code (None when cut), stdout, stderr; a cut
+    command is `stopped` once nothing of it holds its output any more."""
 
     exit_code: int | None
     stdout: str
     stderr: str
     timed_out: bool = False
+    stopped: bool = False
 
 
 def run(
     client: paramiko.SSHClient, command: str, timeout: float, cancel: threading.Event
 ) -> Output:
     """Run a command, reading stdout and stderr as they come; cut at the timeout or on
-    cancel (the channel is closed, which ends the remote command's session)."""
+    cancel, which stops the command and its children there (TERM, then KILL)."""
     transport = client.get_transport()
     if transport is None:
         raise SSHError("connection closed")
     channel = transport.open_session(timeout=30)
     channel.settimeout(0.2)
-    channel.exec_command(command)
+    channel.exec_command(_GUARD + command)
     out = bytearray()
     err = bytearray()
     deadline = time.monotonic() + timeout
-    while True:
-        progressed = False
-        while channel.recv_ready():
-            out += channel.recv(65536)
-            progressed = True
-        while channel.recv_stderr_ready():
-            err += channel.recv_stderr(65536)
-            progressed = True
-        # sshd may send the exit status before the last of the output (stderr drained
-        # from the child's pipe after it exited): done only once the channel's EOF came
-        if (
-            channel.exit_status_ready()
-            and (channel.eof_received or channel.closed)
-            and not channel.recv_ready()
-            and not channel.recv_stderr_ready()
-        ):
-            break
+    while not _read(channel, out, err):
         if cancel.is_set() or time.monotonic() > deadline:
-            channel.close()
-            return Output(None, out.decode(errors="replace"), err.decode(errors="replace"), True)
-        if not progressed:
-            try:
-                data = channel.recv(65536)
-            except TimeoutError:  # socket.timeout: nothing within 0.2 s
-                continue
-            if data:
-                out += data
-            else:
-                time.sleep(0.05)  # stdout closed; the exit status is on its way
+            stopped = _stop(channel, out, err)
+            return Output(None, _decoded(out), _decoded(err), timed_out=True, stopped=stopped)
     code = channel.recv_exit_status()
     channel.close()
-    return Output(code, out.decode(errors="replace"), err.decode(errors="replace"))
+    return Output(code, _decoded(out), _decoded(err))
+
+
+def _read(channel: paramiko.Channel, out: bytearray, err: bytearray) -> bool:
+    """Add what stdout and stderr have (waiting up to the channel's timeout when nothing
+    has come); True once the command has ended and everything is read."""
+    progressed = False
+    while channel.recv_ready():
+        out += channel.recv(65536)
+        progressed = True
+    while channel.recv_stderr_ready():
+        err += channel.recv_stderr(65536)
+        progressed = True
+    # sshd may send the exit status before the last of the output (stderr drained
+    # from the child's pipe after it exited): done only once the channel's EOF came
+    if (
+        channel.exit_status_ready()
+        and (channel.eof_received or channel.closed)
+        and not channel.recv_ready()
+        and not channel.recv_stderr_ready()
+    ):
+        return True
+    if not progressed:
+        try:
+            data = channel.recv(65536)
+        except TimeoutError:  # socket.timeout: nothing within 0.2 s
+            return False
+        if data:
+            out += data
+        else:
+            time.sleep(0.05)  # stdout closed; the exit status is on its way
+    return False
+
+
+def _stop(channel: paramiko.Channel, out: bytearray, err: bytearray) -> bool:
+    """Cut a command: EOF on its stdin makes the guard stop it; keep what it says while
+    it goes. True when sshd closed the channel within the grace and a margin, which
+    it does once every process of the command has let go of its output."""
+    deadline = time.monotonic() + STOP_GRACE + 2
+    # a connection that is gone makes sshd close the command's stdin: the guard stops it
+    with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
+        channel.shutdown_write()
+        while not channel.closed and time.monotonic() < deadline:
+            _read(channel, out, err)
+    stopped = channel.closed
+    channel.close()
+    return stopped
+
+
+def _decoded(data: bytearray) -> str:
+    return data.decode(errors="replace")
 
 
 def fetch_host_key(address: str, port: int, timeout: float = 10.0) -> paramiko.PKey:

@@ -206,7 +206,8 @@ def _host_result(
     parse: Callable[[str], Any] | None,
 ) -> HostResult:
     """What the command gave: ok or failed by its exit code, timeout or cancelled when
-    cut, with the parsed --json output when there is a parser and it parses."""
+    cut (saying so when it was not seen to end there), with the parsed --json output
+    when there is a parser and it parses."""
     result = HostResult(
         target.name,
         target.address,
@@ -223,6 +224,8 @@ def _host_result(
             if cancel.is_set()
             else f"{target.name}: timed out after {timeout:.0f}s"
         )
+        if not output.stopped:
+            result.error += "; not seen to end when stopped, it may still be running there"
     if parse is not None and output.stdout.strip():
         with contextlib.suppress(ValueError):
             result.data = parse(output.stdout)

@@ -317,6 +317,84 @@ def test_a_hung_command_is_cut_at_its_timeout(fleet: Fleet) -> None:
     assert out.returncode == 1
 
 
+def test_a_timed_out_command_is_stopped_there(fleet: Fleet, tmp_path: Path) -> None:
+    """sshd without a pty leaves a command running when its channel closes: the cut
+    must stop it there, not only stop waiting for it."""
+    pid = tmp_path / "sleep.pid"
+    proc = _exec_in_background(
+        fleet,
+        "--host",
+        "app-01",
+        "--timeout",
+        "5",
+        "--json",
+        "--",
+        f"echo $$ > {pid}; exec sleep 300",
+    )
+    pids = _pids(pid)
+    try:
+        out, err = proc.communicate(timeout=120)
+        host = json.loads(out)["hosts"][0]
+        assert host["status"] == "timeout", err
+        assert host["error"] == "app-01: timed out after 5s", "and seen to end there"
+        assert _still_running(pids) == []
+    finally:
+        _kill(pids)
+
+
+def test_a_cut_command_s_children_are_stopped_too(fleet: Fleet, tmp_path: Path) -> None:
+    parent, child, last = (tmp_path / f"{n}.pid" for n in ("sh", "child", "last"))
+    command = (
+        f"sh -c 'echo $$ > {parent}; sleep 300 & echo $! > {child};"
+        f' sh -c "echo \\$\\$ > {last}; exec sleep 300"\''
+    )
+    proc = _exec_in_background(fleet, "--host", "app-01", "--timeout", "5", "--json", "--", command)
+    pids = _pids(parent, child, last)
+    try:
+        out, err = proc.communicate(timeout=120)
+        assert json.loads(out)["hosts"][0]["status"] == "timeout", err
+        assert _still_running(pids) == []
+    finally:
+        _kill(pids)
+
+
+def test_a_cut_command_that_ignores_term_is_killed(fleet: Fleet, tmp_path: Path) -> None:
+    parent, child = tmp_path / "sh.pid", tmp_path / "child.pid"
+    command = f"sh -c 'trap \"\" TERM; echo $$ > {parent}; sleep 300 & echo $! > {child}; wait'"
+    proc = _exec_in_background(fleet, "--host", "app-01", "--timeout", "5", "--json", "--", command)
+    pids = _pids(parent, child)
+    try:
+        out, err = proc.communicate(timeout=120)
+        host = json.loads(out)["hosts"][0]
+        assert host["status"] == "timeout", err
+        assert host["error"] == "app-01: timed out after 5s", "and seen to end there"
+        assert _still_running(pids) == []
+    finally:
+        _kill(pids)
+
+
+def test_what_a_finished_command_left_running_is_left_alone(fleet: Fleet, tmp_path: Path) -> None:
+    """Only a cut command is stopped: a command that ended by itself may leave a
+    process behind on purpose, as it could before."""
+    pid = tmp_path / "kept.pid"
+    out = fleet.run(
+        "exec",
+        "--host",
+        "app-01",
+        "--json",
+        "--",
+        f"nohup sleep 300 >/dev/null 2>&1 & echo $! > {pid}; echo done",
+    )
+    pids = _pids(pid)
+    try:
+        host = json.loads(out.stdout)["hosts"][0]
+        assert host["status"] == "ok" and host["stdout"] == "done\n", out.stderr
+        time.sleep(2)  # the guard sees its EOF when the session ends; give it time to act
+        assert _still_running(pids, within=0) == pids
+    finally:
+        _kill(pids)
+
+
 def test_parallelism_bound_is_respected_on_the_servers(fleet: Fleet) -> None:
     log = fleet.root / "concurrency.log"
     command = (
@@ -379,6 +457,28 @@ def test_ctrl_c_cancels_the_remaining_hosts_cleanly(fleet: Fleet) -> None:
     assert len(hosts) == 6
     assert all(h["status"] == "cancelled" for h in hosts), hosts
     assert "Traceback" not in err
+
+
+def test_ctrl_c_stops_the_running_commands_there(fleet: Fleet, tmp_path: Path) -> None:
+    pid = tmp_path / "sh.pid"
+    kids = tmp_path / "kids.pid"
+    proc = _exec_in_background(
+        fleet,
+        "--host",
+        "app-01",
+        "--json",
+        "--",
+        f"sh -c 'sleep 300 & echo $! > {kids}; echo $$ > {pid}; exec sleep 301'",
+    )
+    pids = _pids(pid, kids)
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        host = json.loads(out)["hosts"][0]
+        assert host["status"] == "cancelled" and host["error"] == "app-01: cancelled", err
+        assert _still_running(pids) == []
+    finally:
+        _kill(pids)
 
 
 def test_history_records_every_fleet_command(fleet: Fleet) -> None:
@@ -561,3 +661,59 @@ def test_checks_backup_and_restore_test_over_the_fleet(fleet: Fleet, tmp_path: P
         assert out.returncode == 0, out.stdout + out.stderr
         host = json.loads(out.stdout)["hosts"][0]
         assert host["host"] == "app-01" and check(host["data"]), host
+
+
+def _exec_in_background(fleet: Fleet, *args: str) -> subprocess.Popen[str]:
+    """`fleet exec` started as a person would: Ctrl-C (SIGINT) at its default."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "fleet",
+            "exec",
+            "--inventory",
+            str(fleet.inventory),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def _pids(*files: Path, within: float = 60) -> list[int]:
+    """The process ids a remote command wrote to these files, once it has written all."""
+    deadline = time.monotonic() + within
+    while not all(f.exists() and f.read_text().strip() for f in files):
+        assert time.monotonic() < deadline, f"the remote command never wrote {files}"
+        time.sleep(0.1)
+    return [int(f.read_text()) for f in files]
+
+
+def _still_running(pids: list[int], within: float = 30) -> list[int]:
+    """Those of `pids` still running after polling for up to `within` seconds (the
+    sshd runs on this machine, so its processes are ours to see)."""
+    deadline = time.monotonic() + within
+    while True:
+        running = [p for p in pids if _running(p)]
+        if not running or time.monotonic() >= deadline:
+            return running
+        time.sleep(0.2)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie may wait long for its reaper)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _kill(pids: list[int]) -> None:
+    """Leave nothing behind when a test fails."""
+    for pid in pids:
+        if _running(pid):
+            os.kill(pid, signal.SIGKILL)
