@@ -33,7 +33,10 @@ class FleetDefaults(Model):
     )
     command_timeout: Duration = Field(
         default=timedelta(minutes=10),
-        description="A command running longer on a host is cut (--timeout).",
+        description=(
+            "A command running longer on a host is cut (--timeout) and stopped there with"
+            " its children (TERM, then KILL 3 s later)."
+        ),
     )
     keepalive: Duration = Field(
         default=timedelta(seconds=15), description="SSH keepalive interval."
