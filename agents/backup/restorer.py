@@ -1,14 +1,21 @@
 """Restore a snapshot's files into a target directory, safely.
 
 Whatever the manifest says, nothing is written outside the target: absolute paths
-and `..` components are refused, every parent directory is resolved and must lie
-inside the target, files are created with O_NOFOLLOW, and symbolic links are made
-last so that no link can redirect a later write. Existing files are never
-overwritten unless asked. Files are restored in batches in the tree's order (memory
-holds one batch's plan, whatever the number of files); within a batch data is fetched
-pack by pack (each needed run of a pack is read once however many files it feeds) on
-a small pool of workers, each run streamed with one request and its blobs written as
-they arrive, while the files are created.
+and `..` components are refused, and every write goes through a handle on its
+directory (openat, mkdirat, linkat, renameat, symlinkat, mknodat), each directory
+opened from its parent's handle one name at a time without following a link. A
+symbolic link where the snapshot has a directory is refused with all under it (listed
+once); a directory swapped for a link while the restore runs cannot redirect a write,
+as the handle holds the directory that was opened. Files are created with O_EXCL and
+O_NOFOLLOW, and symbolic links are made last. Existing files are never overwritten
+unless asked. Files are restored in batches in the tree's order (memory holds one
+batch's plan, and the handles of at most DIRS_HELD directories, whatever the size of
+the snapshot); within a batch data is fetched pack by pack (each needed run of a pack
+is read once however many files it feeds) on a small pool of workers, each run
+streamed with one request and its blobs written as they arrive, while the files are
+created. Metadata is set through handles too (of the file, or an O_PATH handle via
+/proc/self/fd, so Linux's /proc is needed for the metadata of links, nodes and
+directories).
 
 Each file is written under a temporary name in its directory and given its name
 only when complete, so no file ever looks whole when it is not. With `overwrite`
@@ -42,10 +49,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import posixpath
 import secrets
 import stat
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -65,9 +73,12 @@ RUN_MAX = 64 << 20  # a pack (16 MiB by default) is one run; memory is bounded b
 READERS = 4  # runs read at once: the network overlaps decryption and writing
 BATCH_FILES = 4096  # files planned, fetched and named at a time: memory holds one batch
 BATCH_BYTES = 256 << 20  # ... or fewer files holding this much data
+DIRS_HELD = 256  # ... or files in this many directories (a handle open on each)
 TREE_KEEP = 4 << 20  # a tree up to this size is read from storage once for both passes
 DAMAGED_SUFFIX = ".damaged"
 _TEMP_PREFIX = ".opsagent-restore-"
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _NODE_KINDS = {"fifo": stat.S_IFIFO, "chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK}
 
 
@@ -99,7 +110,7 @@ class RestoreResult:
 
 @dataclass
 class _Target:
-    path: Path
+    rel: PurePosixPath  # where the entry goes, under the target
     entry: TreeEntry
 
 
@@ -108,12 +119,111 @@ class _Pending:
     """A file being written under a temporary name until its data is all in."""
 
     item: _Target
-    temp: Path
+    temp: str  # the temporary's name, in the file's directory
+    dir_fd: int  # that directory's handle: open while the file's batch is written
     problem: str = ""
     tried: bool = False  # the temporary was made, or failed to be (`error`)
     made: bool = False
     error: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)  # one thread makes it
+
+
+class _Dirs:
+    """Handles on the target's directories, each opened from its parent's handle one
+    name at a time with O_NOFOLLOW: a link in the target cannot lead a write out of it,
+    and a directory swapped for a link after it was opened changes nothing (the handle
+    holds the directory). O_PATH handles need no read permission, as paths did not.
+
+    The handles are kept in an LRU of `keep`; those `hold` names (the directories of
+    the batch being written, used by the reader threads) are never closed. A directory
+    that could not be had fails again without a new try (reported once)."""
+
+    def __init__(self, root: Path, keep: int = DIRS_HELD + 128) -> None:
+        self.root = root
+        self.root_fd = os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW)  # resolved already
+        self.reported: set[str] = set()
+        self._open: OrderedDict[PurePosixPath, int] = OrderedDict()
+        self._held: set[PurePosixPath] = set()
+        self._failed: dict[PurePosixPath, OSError] = {}
+        self._keep = max(keep, 2)
+
+    def __enter__(self) -> _Dirs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self._open.values():
+            os.close(fd)
+        self._open.clear()
+        os.close(self.root_fd)
+
+    def hold(self, rels: set[PurePosixPath]) -> None:
+        """Keep these directories' handles open (until the next `hold`)."""
+        self._held = rels
+
+    def get(self, rel: PurePosixPath, create: bool = True) -> int:
+        """The handle of directory `rel` (made, mode 0700 until its metadata is set, when
+        missing and `create`); OSError naming the first part that failed, relative to the
+        target, with ELOOP when it is a symbolic link."""
+        fd = self._open.get(rel)
+        if fd is not None:
+            self._open.move_to_end(rel)
+            return fd
+        steps = []  # down from the nearest directory already open
+        while rel.parts and rel not in self._open:
+            steps.append(rel)
+            rel = rel.parent
+        fd = self.root_fd if not rel.parts else self._open[rel]
+        for step in reversed(steps):
+            fd = self._step(fd, step, create)
+        return fd
+
+    def _step(self, parent: int, rel: PurePosixPath, create: bool) -> int:
+        failed = self._failed.get(rel)
+        if failed is not None:
+            raise failed
+        try:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(rel.name, 0o700, dir_fd=parent)
+            fd = os.open(rel.name, _DIR_FLAGS, dir_fd=parent)
+        except OSError as exc:
+            code, reason = exc.errno or errno.EIO, exc.strerror or str(exc)
+            with contextlib.suppress(OSError):
+                if stat.S_ISLNK(os.stat(rel.name, dir_fd=parent, follow_symlinks=False).st_mode):
+                    code, reason = errno.ELOOP, "a symbolic link"
+            self._failed[rel] = OSError(code, reason, str(rel))
+            raise self._failed[rel] from None
+        self._open[rel] = fd
+        if len(self._open) > self._keep:
+            for old in self._open:  # the least recently used not held
+                if old not in self._held:
+                    os.close(self._open.pop(old))
+                    break
+        return fd
+
+
+class _Batch:
+    """The files to write next, written when BATCH_FILES of them, BATCH_BYTES of data or
+    DIRS_HELD directories are reached (or on `flush`)."""
+
+    def __init__(self, write: Callable[[list[_Target]], None]) -> None:
+        self._write = write
+        self.files: list[_Target] = []
+        self._dirs: set[PurePosixPath] = set()
+        self._bytes = 0
+
+    def add(self, item: _Target) -> None:
+        if item.rel.parent not in self._dirs and len(self._dirs) >= DIRS_HELD:
+            self.flush()
+        self.files.append(item)
+        self._dirs.add(item.rel.parent)
+        self._bytes += item.entry.size
+        if len(self.files) >= BATCH_FILES or self._bytes >= BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        files, self.files, self._dirs, self._bytes = self.files, [], set(), 0
+        self._write(files)
 
 
 def plan(
@@ -129,7 +239,7 @@ def plan(
     entries = list(repo.read_tree(snapshot, lost))
     if not include:
         return entries
-    wanted = [p.strip("/") for p in include]
+    wanted = _wanted(include)
     unmatched = [
         p
         for p, w in zip(include, wanted, strict=True)
@@ -140,6 +250,12 @@ def plan(
     return [e for e in entries if _included(e.path, wanted)]
 
 
+def _wanted(include: list[str]) -> list[str]:
+    """The include paths as the snapshot spells paths: relative, without `.`, `..` or
+    doubled slashes (`/a//b/./c/` is `a/b/c`), never above the root."""
+    return [posixpath.normpath("/" + p).lstrip("/") for p in include]
+
+
 def _included(path: str, wanted: list[str]) -> bool:
     """Whether an entry is restored for these includes: the path itself, what is under
     it, and the directories above it (their metadata)."""
@@ -147,8 +263,9 @@ def _included(path: str, wanted: list[str]) -> bool:
 
 
 def _under(path: str, top: str) -> bool:
-    """Whether `path` is `top` or lies under it (`a/bc` is not under `a/b`)."""
-    return path == top or path.startswith(top + "/")
+    """Whether `path` is `top` or lies under it (`a/bc` is not under `a/b`; everything
+    is under the root, "")."""
+    return not top or path == top or path.startswith(top + "/")
 
 
 def _unmatched(snapshot: Snapshot, unmatched: list[str], lost: int = 0) -> RestoreRefused:
@@ -181,103 +298,115 @@ def restore(
 
     The tree is read twice and never held: a first pass refuses an include that matches
     nothing and finds the directories (made first) and the first links hard links name;
-    the second restores its files in batches of BATCH_FILES (or BATCH_BYTES), so memory
-    holds one batch's plan, not one object per file of the snapshot. Directories, links
-    and device nodes are kept for the end (their metadata, and links made last)."""
+    the second restores its files in batches (`_Batch`), so memory holds one batch's
+    plan, not one object per file of the snapshot. Directories, links and device nodes
+    are kept for the end (their metadata, and links made last)."""
     progress = progress or (lambda b, f: None)
     result = RestoreResult()
     keep = TreeBlobs(TREE_KEEP)
     firsts, tree_dirs = _survey(repo, snapshot, include, keep)
-    wanted = [p.strip("/") for p in include] if include else None
-    root = _prepare_target(target)
-    lost_tree: list[str] = []
-    dirs: list[_Target] = []
-    for entry in tree_dirs:
-        item = _target(root, entry, wanted, result)
-        if item is not None:
-            _make_dir(root, item, result)
-            dirs.append(item)
-    del tree_dirs
-    links: list[_Target] = []
-    nodes: list[_Target] = []
-    hard_links: list[_Target] = []
-    planned: set[str] = set()  # first links this run writes: their hard links are linked
-    made: dict[str, Path] = {}  # those of them written whole
-    pending: list[_Pending] = []  # temporaries not yet named, removed after a failure
-    damaged: list[_Pending] = []  # named last, once every name they could take is known
-    batch: list[_Target] = []
-    try:
-        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="restore") as pool:
+    wanted = _wanted(include) if include else None
+    with _Dirs(_prepare_target(target)) as dirs:
+        made_dirs: list[_Target] = []
+        for entry in tree_dirs:
+            item = _target(entry, wanted, result)
+            if item is not None and _open_dir(dirs, item.rel, result) is not None:
+                result.dirs += 1
+                made_dirs.append(item)
+        del tree_dirs
+        links: list[_Target] = []
+        nodes: list[_Target] = []
+        hard_links: list[_Target] = []
+        planned: set[str] = set()  # first links this run writes: their hard links are linked
+        made: dict[str, PurePosixPath] = {}  # those of them written whole
+        pending: list[_Pending] = []  # temporaries not yet named, removed after a failure
+        damaged: list[_Pending] = []  # named last, once every name they could take is known
+        lost_tree: list[str] = []
+        try:
+            with ThreadPoolExecutor(max(1, workers), thread_name_prefix="restore") as pool:
 
-            def write(files: list[_Target]) -> None:
-                _write_files(repo, root, files, overwrite, progress, pool, result, pending)
-                _name_batch(pending, overwrite, progress, result, made, firsts, damaged)
+                def write(files: list[_Target]) -> None:
+                    _write_files(repo, dirs, files, overwrite, progress, pool, result, pending)
+                    _name_batch(dirs, pending, overwrite, progress, result, made, firsts, damaged)
 
-            batch_bytes = 0
-            for entry in repo.read_tree(snapshot, lost_tree, keep):
-                if entry.type == "dir":
-                    continue  # made first
-                item = _target(root, entry, wanted, result)
-                if item is None:
-                    continue
-                if entry.type == "symlink":
-                    links.append(item)
-                elif entry.type != "file":
-                    nodes.append(item)
-                elif entry.link_to and entry.link_to in planned:
-                    hard_links.append(item)
-                else:
-                    if not entry.link_to and entry.path in firsts:
-                        planned.add(entry.path)
-                    batch.append(item)
-                    batch_bytes += entry.size
-                    if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
-                        write(batch)
-                        batch, batch_bytes = [], 0
-            write(batch)
-            # a link whose first link was not restored whole (damaged, kept existing,
-            # failed) is written from its own chunk list, as a file of its own
-            orphans = _make_hard_links(root, hard_links, made, overwrite, result)
-            for start in range(0, len(orphans), BATCH_FILES):
-                write(orphans[start : start + BATCH_FILES])
-        for part in lost_tree:
-            result.damaged.append(
-                Damaged(part, "this part of the file list is damaged or missing", "")
-            )
-        if damaged:
-            reserved = _names_taken(repo, snapshot, root, wanted, damaged, keep)
-            while damaged:
-                job = damaged.pop()
-                try:
-                    _name(job, overwrite, result, reserved)
-                finally:
-                    job.temp.unlink(missing_ok=True)
-                progress(0, 1)
-            pending.clear()
-    finally:
-        for job in pending:  # after a failure that stopped the restore: no temporary left
-            job.temp.unlink(missing_ok=True)
-    _make_nodes(root, nodes, overwrite, result)
-    _make_symlinks(root, links, overwrite, result)
-    for item in sorted(dirs, key=lambda d: -len(d.path.parts)):
-        if item.path.is_dir() and not item.path.is_symlink():
-            _apply_xattrs(item.path, item.entry, result)
-            _apply_metadata(item.path, item.entry, follow=True)
+                batch = _Batch(write)
+                for entry in repo.read_tree(snapshot, lost_tree, keep):
+                    if entry.type == "dir":
+                        continue  # made first
+                    item = _target(entry, wanted, result)
+                    if item is None:
+                        continue
+                    if entry.type == "symlink":
+                        links.append(item)
+                    elif entry.type != "file":
+                        nodes.append(item)
+                    elif entry.link_to and entry.link_to in planned:
+                        hard_links.append(item)
+                    else:
+                        if not entry.link_to and entry.path in firsts:
+                            planned.add(entry.path)
+                        batch.add(item)
+                batch.flush()
+                # a link whose first link was not restored whole (damaged, kept existing,
+                # failed) is written from its own chunk list, as a file of its own
+                for item in _make_hard_links(dirs, hard_links, made, overwrite, result):
+                    batch.add(item)
+                if batch.files:
+                    batch.flush()
+            for part in lost_tree:
+                result.damaged.append(
+                    Damaged(part, "this part of the file list is damaged or missing", "")
+                )
+            if damaged:
+                reserved = _names_taken(repo, snapshot, damaged, keep)
+                dirs.hold(set())
+                while damaged:
+                    job = damaged.pop()
+                    try:
+                        _name(dirs, job, overwrite, result, reserved)
+                    finally:
+                        _drop(dirs, job)
+                    progress(0, 1)
+                pending.clear()
+        finally:
+            for job in pending:  # after a failure that stopped the restore: none left
+                _drop(dirs, job)
+        _make_nodes(dirs, nodes, overwrite, result)
+        _make_symlinks(dirs, links, overwrite, result)
+        for item in sorted(made_dirs, key=lambda d: -len(d.rel.parts)):
+            with contextlib.suppress(OSError):  # gone or swapped since: nothing to set
+                _apply_at(dirs.get(item.rel, create=False), None, item.entry, result)
     return result
 
 
-def _target(
-    root: Path, entry: TreeEntry, wanted: list[str] | None, result: RestoreResult
-) -> _Target | None:
-    """Where an entry the includes take goes under `root`; None when not included, or
-    when its path would leave the target (refused, listed)."""
+def _target(entry: TreeEntry, wanted: list[str] | None, result: RestoreResult) -> _Target | None:
+    """Where an entry the includes take goes under the target; None when not included,
+    or when its path would leave the target (refused, listed)."""
     if wanted is not None and not _included(entry.path, wanted):
         return None
     rel = _safe_relative(entry.path)
     if rel is None:
         result.refused.append(entry.path)
         return None
-    return _Target(root / rel, entry)
+    return _Target(rel, entry)
+
+
+def _open_dir(dirs: _Dirs, rel: PurePosixPath, result: RestoreResult) -> int | None:
+    """The handle of a directory to write into, made if missing; None when it cannot be
+    had, reported once per directory: a symbolic link on the way is refused (it could
+    lead out of the target, and is refused even when it would not), anything else (a
+    file in the way, no permission) is an error."""
+    try:
+        return dirs.get(rel)
+    except OSError as exc:
+        where = str(exc.filename)
+        if where not in dirs.reported:
+            dirs.reported.add(where)
+            if exc.errno == errno.ELOOP:
+                result.refused.append(where)
+            else:
+                result.errors.append(f"{where}: {exc.strerror}")
+        return None
 
 
 def _survey(
@@ -289,7 +418,7 @@ def _survey(
     best when their directories exist first). Only lines that can answer are decoded:
     a directory, a line with `link_to`, and while an include is unmatched, each line's
     path (its first field)."""
-    wanted = [p.strip("/") for p in include or ()]
+    wanted = _wanted(include or [])
     unmatched = dict(zip(wanted, include or (), strict=True))
     firsts: set[str] = set()
     dirs: list[TreeEntry] = []
@@ -331,60 +460,18 @@ def _line_path(line: bytes) -> str | None:
 
 
 def _names_taken(
-    repo: Repository,
-    snapshot: Snapshot,
-    root: Path,
-    wanted: list[str] | None,
-    damaged: list[_Pending],
-    keep: TreeBlobs,
-) -> set[Path]:
+    repo: Repository, snapshot: Snapshot, damaged: list[_Pending], keep: TreeBlobs
+) -> set[PurePosixPath]:
     """Every name the snapshot gives in the damaged files' directories, included or not:
     a `.damaged` file never takes a name the snapshot itself has (one more pass, only
     after damage)."""
-    parents = {job.item.path.parent for job in damaged}
-    taken: set[Path] = set()
+    parents = {job.item.rel.parent for job in damaged}
+    taken: set[PurePosixPath] = set()
     for entry in repo.read_tree(snapshot, [], keep):  # not only the included: a later
         rel = _safe_relative(entry.path)  # restore of the rest must find its names free
-        if rel is None:
-            continue
-        path = root / rel
-        if path.parent in parents:
-            taken.add(path)
+        if rel is not None and rel.parent in parents:
+            taken.add(rel)
     return taken
-
-
-def _make_dir(root: Path, item: _Target, result: RestoreResult) -> None:
-    """Create one of the snapshot's directories (its metadata is applied last)."""
-    if _inside(root, item.path, result):
-        try:
-            item.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            result.errors.append(f"{item.entry.path}: {exc.strerror}")
-            return
-        result.dirs += 1
-
-
-def _make_symlinks(
-    root: Path, links: list[_Target], overwrite: bool, result: RestoreResult
-) -> None:
-    """Create the symbolic links; an existing one is kept unless `overwrite`."""
-    for item in links:
-        if not _inside(root, item.path.parent, result):
-            continue
-        try:
-            item.path.parent.mkdir(parents=True, exist_ok=True)
-            if overwrite and item.path.is_symlink():
-                item.path.unlink()
-            os.symlink(item.entry.target, item.path)
-        except FileExistsError:
-            result.skipped_existing.append(item.entry.path)
-            continue
-        except OSError as exc:
-            result.errors.append(f"{item.entry.path}: {exc.strerror}")
-            continue
-        _apply_xattrs(item.path, item.entry, result)
-        _apply_metadata(item.path, item.entry, follow=False)
-        result.symlinks += 1
 
 
 def _prepare_target(target: Path) -> Path:
@@ -406,7 +493,7 @@ def _prepare_target(target: Path) -> Path:
 
 def _write_files(
     repo: Repository,
-    root: Path,
+    dirs: _Dirs,
     files: list[_Target],
     overwrite: bool,
     progress: ProgressFn,
@@ -420,30 +507,21 @@ def _write_files(
 
     The reads start at once: the reader that first has data for a file makes its
     temporary, so making thousands of files overlaps the download (restic does the
-    same); files no reader made (no readable data) are made here afterwards."""
+    same); files no reader made (no readable data) are made here afterwards. The
+    readers write through the directories' handles, held open for the batch."""
     wanted: dict[bytes, list[tuple[_Pending, int]]] = defaultdict(list)
     sizes: dict[bytes, int] = {}
     jobs: list[_Pending] = []
     made_before = list(pending)  # earlier batches' damaged files, named last
-    # a directory found inside the target stays so while files are written: this loop
-    # makes only files (O_EXCL, O_NOFOLLOW), links come last; checked once, not per file
-    verified: set[Path] = set()
+    dirs.hold({item.rel.parent for item in files})
     for item in files:
-        if item.path.parent not in verified:
-            if not _inside(root, item.path.parent, result):
-                continue
-            try:
-                item.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                result.errors.append(f"{item.entry.path}: {exc.strerror}")
-                continue
-            if not _inside(root, item.path.parent, result):
-                continue
-            verified.add(item.path.parent)
-        if not overwrite and os.path.lexists(item.path):
+        dir_fd = _open_dir(dirs, item.rel.parent, result)
+        if dir_fd is None:
+            continue
+        if not overwrite and _exists(dir_fd, item.rel.name):
             result.skipped_existing.append(item.entry.path)
             continue
-        job = _Pending(item, item.path.with_name(_TEMP_PREFIX + secrets.token_hex(8)))
+        job = _Pending(item, _TEMP_PREFIX + secrets.token_hex(8), dir_fd)
         jobs.append(job)
         job.problem = _locate(repo, item.entry, job, wanted, sizes)
 
@@ -477,11 +555,12 @@ def _write_files(
 
 
 def _name_batch(
+    dirs: _Dirs,
     pending: list[_Pending],
     overwrite: bool,
     progress: ProgressFn,
     result: RestoreResult,
-    made: dict[str, Path],
+    made: dict[str, PurePosixPath],
     firsts: set[str],
     damaged: list[_Pending],
 ) -> None:
@@ -495,10 +574,10 @@ def _name_batch(
         if job.problem:
             continue
         try:
-            if _name(job, overwrite, result, set()) and job.item.entry.path in firsts:
-                made[job.item.entry.path] = job.item.path
+            if _name(dirs, job, overwrite, result, set()) and job.item.entry.path in firsts:
+                made[job.item.entry.path] = job.item.rel
         finally:
-            job.temp.unlink(missing_ok=True)
+            _drop(dirs, job)
         progress(0, 1)
     pending[:] = damaged
 
@@ -511,7 +590,7 @@ def _create(job: _Pending, pending: list[_Pending]) -> bool:
             return job.made
         job.tried = True
         try:
-            fd = os.open(job.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            fd = os.open(job.temp, _NEW_FILE, 0o600, dir_fd=job.dir_fd)
         except OSError as exc:
             job.error = str(exc.strerror)
             return False
@@ -550,21 +629,31 @@ def _locate(
     return problem
 
 
-def _name(job: _Pending, overwrite: bool, result: RestoreResult, reserved: set[Path]) -> bool:
+def _name(
+    dirs: _Dirs, job: _Pending, overwrite: bool, result: RestoreResult, reserved: set[PurePosixPath]
+) -> bool:
     """Give a filled temporary its name: the entry's name when whole (True), `.damaged`
-    if not."""
-    entry, path = job.item.entry, job.item.path
-    if job.problem:
-        written = _link_unused(job.temp, path.name + DAMAGED_SUFFIX, reserved)
-        result.damaged.append(Damaged(entry.path, job.problem, str(written or "")))
-        return False
-    _apply_xattrs(job.temp, entry, result)
-    _apply_metadata(job.temp, entry, follow=True)
+    if not. The directory's handle is had again: a damaged file is named at the end."""
+    entry, rel = job.item.entry, job.item.rel
+    dir_fd: int | None = None
     try:
-        if overwrite:
-            os.replace(job.temp, path)  # replaces a link itself, never writes through it
+        dir_fd = dirs.get(rel.parent, create=False)
+    except OSError as exc:  # the directory went away meanwhile
+        gone = str(exc.strerror)
+    if job.problem:
+        written = None if dir_fd is None else _link_unused(dir_fd, job.temp, rel, reserved)
+        shown = str(dirs.root / written) if written is not None else ""
+        result.damaged.append(Damaged(entry.path, job.problem, shown))
+        return False
+    if dir_fd is None:
+        result.errors.append(f"{entry.path}: {gone}")
+        return False
+    _apply_at(dir_fd, job.temp, entry, result)
+    try:
+        if overwrite:  # replaces a link itself, never writes through it
+            os.replace(job.temp, rel.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         else:
-            _link_new(job.temp, path)
+            _link_new(dir_fd, job.temp, rel.name)
     except FileExistsError:
         result.skipped_existing.append(entry.path)
         return False
@@ -576,15 +665,18 @@ def _name(job: _Pending, overwrite: bool, result: RestoreResult, reserved: set[P
     return True
 
 
-def _link_unused(temp: Path, name: str, reserved: set[Path]) -> Path | None:
-    """Name the temporary `name`, or `name.1`, `name.2`...: the first that is free and
-    that no entry of the snapshot itself will take."""
+def _link_unused(
+    dir_fd: int, temp: str, rel: PurePosixPath, reserved: set[PurePosixPath]
+) -> PurePosixPath | None:
+    """Name the temporary `<name>.damaged`, or `.damaged.1`, `.damaged.2`...: the first
+    that is free and that no entry of the snapshot itself will take."""
+    name = rel.name + DAMAGED_SUFFIX
     for n in range(100):
-        candidate = temp.with_name(name if n == 0 else f"{name}.{n}")
+        candidate = rel.with_name(name if n == 0 else f"{name}.{n}")
         if candidate in reserved:
             continue
         try:
-            _link_new(temp, candidate)
+            _link_new(dir_fd, temp, candidate.name)
         except FileExistsError:
             continue
         except OSError:
@@ -593,21 +685,27 @@ def _link_unused(temp: Path, name: str, reserved: set[Path]) -> Path | None:
     return None
 
 
-def _link_new(temp: Path, path: Path) -> None:
-    """Give `temp` the name `path` only if nothing has it (FileExistsError otherwise):
+def _link_new(dir_fd: int, temp: str, name: str) -> None:
+    """Give `temp` the name `name` only if nothing has it (FileExistsError otherwise):
     a hard link is atomic; on file systems without them, check then rename."""
     try:
-        os.link(temp, path, follow_symlinks=False)
+        os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
     except FileExistsError:
         raise
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
             raise
-        if os.path.lexists(path):
-            raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
-        os.rename(temp, path)
+        if _exists(dir_fd, name):
+            raise FileExistsError(errno.EEXIST, "File exists", name) from None
+        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         return
-    os.unlink(temp)
+    os.unlink(temp, dir_fd=dir_fd)
+
+
+def _drop(dirs: _Dirs, job: _Pending) -> None:
+    """Remove the job's temporary if it is still there."""
+    with contextlib.suppress(OSError):
+        os.unlink(job.temp, dir_fd=dirs.get(job.item.rel.parent, create=False))
 
 
 def _plan_runs(
@@ -659,7 +757,7 @@ def _fetch(
             return
         for job, offset in wanted[blob_id]:
             if _create(job, pending):
-                _write_at(job.temp, plain, offset)
+                _write_at(job, plain, offset)
                 progress(len(plain), 0)
 
     try:
@@ -672,15 +770,16 @@ def _fetch(
         failed.update((b, f"pack {pack_id[:12]} is missing") for _, b in run if b not in done)
 
 
-def _write_at(path: Path, data: bytes, offset: int) -> None:
+def _write_at(job: _Pending, data: bytes, offset: int) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+        fd = os.open(job.temp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=job.dir_fd)
         try:
             os.pwrite(fd, data, offset)
         finally:
             os.close(fd)
     except OSError as exc:  # a full disk or a failing one: nothing more can be written
-        raise BackupError(f"cannot write {path.parent}: {exc.strerror}") from None
+        where = job.item.rel.parent
+        raise BackupError(f"cannot write into the target's {where}: {exc.strerror}") from None
 
 
 def _runs(located: list[tuple[Location, bytes]]) -> list[list[tuple[Location, bytes]]]:
@@ -711,30 +810,46 @@ def _safe_relative(path: str) -> PurePosixPath | None:
     return rel
 
 
-def _inside(root: Path, path: Path, result: RestoreResult) -> bool:
-    """Refuse a path whose resolved location (links followed) leaves the target."""
-    resolved = Path(os.path.realpath(path))
-    if resolved == root or root in resolved.parents:
-        return True
-    result.refused.append(str(path))
-    return False
-
-
-def _apply_metadata(path: Path, entry: TreeEntry, follow: bool) -> None:
+def _apply_at(dir_fd: int, name: str | None, entry: TreeEntry, result: RestoreResult) -> None:
+    """Set the entry's extended attributes, owner, mode and times on `name` in the
+    directory, or on the directory itself when None; never through a link: a symbolic
+    link gets its attributes, owner and times on itself. Metadata is best effort (the
+    data is what matters); an attribute the target cannot take is a warning."""
+    if name is None:
+        _apply_to(f"/proc/self/fd/{dir_fd}", entry, result)  # the handle's own directory
+        return
     try:
-        if os.geteuid() == 0:
-            os.chown(path, entry.uid, entry.gid, follow_symlinks=follow)
-        if follow:
-            os.chmod(path, stat.S_IMODE(entry.mode))
-        os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=follow)
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
-        pass  # metadata is best effort; the data is what matters
+        return
+    try:
+        if not stat.S_ISLNK(os.fstat(fd).st_mode):
+            _apply_to(f"/proc/self/fd/{fd}", entry, result)  # the very inode opened
+            return
+    finally:
+        os.close(fd)
+    _apply_xattrs(f"/proc/self/fd/{dir_fd}/{name}", entry, result, follow=False)
+    with contextlib.suppress(OSError):
+        if os.geteuid() == 0:
+            os.chown(name, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
+        times = (entry.mtime_ns, entry.mtime_ns)
+        os.utime(name, ns=times, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _apply_to(handle: str, entry: TreeEntry, result: RestoreResult) -> None:
+    """Metadata through an O_PATH handle's /proc/self/fd link (followed to the inode)."""
+    _apply_xattrs(handle, entry, result, follow=True)
+    with contextlib.suppress(OSError):
+        if os.geteuid() == 0:  # before the mode: chown clears the set-id bits
+            os.chown(handle, entry.uid, entry.gid)
+        os.chmod(handle, stat.S_IMODE(entry.mode))
+        os.utime(handle, ns=(entry.mtime_ns, entry.mtime_ns))
 
 
 def _make_hard_links(
-    root: Path,
+    dirs: _Dirs,
     linked: list[_Target],
-    made: dict[str, Path],
+    made: dict[str, PurePosixPath],
     overwrite: bool,
     result: RestoreResult,
 ) -> list[_Target]:
@@ -743,17 +858,26 @@ def _make_hard_links(
     has that name could join a stranger, so they are to be written as files."""
     orphans: list[_Target] = []
     for item in linked:
-        entry = item.entry
+        entry, rel = item.entry, item.rel
         first = made.get(entry.link_to)
         if first is None:
             orphans.append(item)
             continue
-        if not _parent_inside(root, item.path, result):
+        dirs.hold({rel.parent, first.parent})
+        dir_fd = _open_dir(dirs, rel.parent, result)
+        if dir_fd is None:
             continue
-        if overwrite:
-            _remove_non_directory(item.path)
         try:
-            os.link(first, item.path, follow_symlinks=False)
+            first_fd = dirs.get(first.parent, create=False)
+            if overwrite:
+                _remove_non_directory(dir_fd, rel.name)
+            os.link(
+                first.name,
+                rel.name,
+                src_dir_fd=first_fd,
+                dst_dir_fd=dir_fd,
+                follow_symlinks=False,
+            )
         except FileExistsError:
             result.skipped_existing.append(entry.path)
             continue
@@ -762,22 +886,24 @@ def _make_hard_links(
             continue
         result.files += 1
         result.bytes += entry.size
+    dirs.hold(set())
     return orphans
 
 
-def _make_nodes(root: Path, nodes: list[_Target], overwrite: bool, result: RestoreResult) -> None:
+def _make_nodes(dirs: _Dirs, nodes: list[_Target], overwrite: bool, result: RestoreResult) -> None:
     """FIFOs always, device nodes as root only (the kernel allows no one else)."""
     for item in nodes:
-        entry = item.entry
+        entry, rel = item.entry, item.rel
         if entry.type != "fifo" and os.geteuid() != 0:
             result.warnings.append(f"{entry.path}: device node not restored: needs root")
             continue
-        if not _parent_inside(root, item.path, result):
+        dir_fd = _open_dir(dirs, rel.parent, result)
+        if dir_fd is None:
             continue
         if overwrite:
-            _remove_non_directory(item.path)
+            _remove_non_directory(dir_fd, rel.name)
         try:
-            os.mknod(item.path, _NODE_KINDS[entry.type] | 0o600, entry.rdev)
+            os.mknod(rel.name, _NODE_KINDS[entry.type] | 0o600, entry.rdev, dir_fd=dir_fd)
         except FileExistsError:
             result.skipped_existing.append(entry.path)
             continue
@@ -787,31 +913,60 @@ def _make_nodes(root: Path, nodes: list[_Target], overwrite: bool, result: Resto
         except OSError as exc:
             result.errors.append(f"{entry.path}: {exc.strerror}")
             continue
-        _apply_xattrs(item.path, entry, result)
-        _apply_metadata(item.path, entry, follow=True)
+        _apply_at(dir_fd, rel.name, entry, result)
         result.specials += 1
 
 
-def _parent_inside(root: Path, path: Path, result: RestoreResult) -> bool:
-    """Create the parent directory if it is (and stays) inside the target."""
-    if not _inside(root, path.parent, result):
+def _make_symlinks(
+    dirs: _Dirs, links: list[_Target], overwrite: bool, result: RestoreResult
+) -> None:
+    """Create the symbolic links; an existing one is kept unless `overwrite`."""
+    for item in links:
+        entry, rel = item.entry, item.rel
+        dir_fd = _open_dir(dirs, rel.parent, result)
+        if dir_fd is None:
+            continue
+        try:
+            if overwrite and _is_link(dir_fd, rel.name):
+                os.unlink(rel.name, dir_fd=dir_fd)
+            os.symlink(entry.target, rel.name, dir_fd=dir_fd)
+        except FileExistsError:
+            result.skipped_existing.append(entry.path)
+            continue
+        except OSError as exc:
+            result.errors.append(f"{entry.path}: {exc.strerror}")
+            continue
+        _apply_at(dir_fd, rel.name, entry, result)
+        result.symlinks += 1
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return _inside(root, path.parent, result)
+    return True
 
 
-def _remove_non_directory(path: Path) -> None:
+def _is_link(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _remove_non_directory(dir_fd: int, name: str) -> None:
     """Make room for an overwrite; a directory in the way is left (creation then fails)."""
     with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
-        os.unlink(path)
+        os.unlink(name, dir_fd=dir_fd)
 
 
-def _apply_xattrs(path: Path, entry: TreeEntry, result: RestoreResult) -> None:
-    """Set the entry's extended attributes, links not followed; one the target file system
-    or our privileges do not allow is a warning: the data is what matters."""
+def _apply_xattrs(where: str, entry: TreeEntry, result: RestoreResult, follow: bool) -> None:
+    """Set the entry's extended attributes; one the target file system or our privileges
+    do not allow is a warning: the data is what matters."""
     for name, value in entry.xattrs:
         try:
-            os.setxattr(path, name, value, follow_symlinks=False)
+            os.setxattr(where, name, value, follow_symlinks=follow)
         except OSError as exc:
             result.warnings.append(
                 f"{entry.path}: extended attribute {name} not restored: {exc.strerror}"

@@ -58,7 +58,10 @@ def restore_cmd(
     written, and an --include that matches nothing, are refused before anything is
     written (exit 1). An existing file, or a symbolic link, where a file goes is kept
     (listed as "kept existing", exit 0) unless --overwrite, which replaces it (a link
-    is replaced, never written through).
+    is replaced, never written through). A path that would leave the target (`..`,
+    absolute) is refused, and so is a symbolic link in the target where the snapshot
+    has a directory, with all under it (listed once): writes go through directory
+    handles, never through a link.
 
     Damaged data (a blob that fails authentication or is missing from the index, a
     missing pack) never stops a restore: every other file comes back whole, and each
@@ -121,7 +124,7 @@ def _show_files_restored(outcome: FilesRestored, as_json: bool) -> None:
         f" from snapshot {outcome.snapshot.short_id} into {directory}"
     )
     for path in result.refused:
-        click.echo(f"refused (outside the target): {shown(path)}", err=True)
+        click.echo(f"refused (would leave the target, or a link): {shown(path)}", err=True)
     for path in result.skipped_existing:
         click.echo(f"kept existing (use --overwrite): {shown(path)}", err=True)
     for line in result.errors:

@@ -230,6 +230,22 @@ def test_a_hard_link_whose_first_link_is_kept_existing_is_its_own_file(
     assert (out / "d0" / "f0.bin").read_bytes() == b"a stranger's file"
 
 
+def test_an_include_is_matched_however_it_is_spelled(tmp_path: Path) -> None:
+    """Doubled slashes, `.`, `..` and a trailing slash name the same path; `/` is
+    everything. The plan (dry run) and the restore agree."""
+    source = _source(tmp_path)
+    repo = _backup(tmp_path, source)
+    snapshot = repo.find_snapshot("latest")
+    d1 = str(source / "d1")
+    for spelled in (d1.replace("/", "//") + "/", d1 + "/./", d1 + "/../d1", "/" + d1):
+        target = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        planned = restorer.plan(repo, snapshot, [spelled])
+        result = restorer.restore(repo, snapshot, target, include=[spelled])
+        assert result.files == 7 == sum(e.type == "file" for e in planned), spelled
+    everything = restorer.restore(repo, snapshot, tmp_path / "all", include=["/"])
+    assert everything.files == 36 and everything.refused == []
+
+
 def test_an_included_damaged_file_leaves_the_excluded_names_free(
     tmp_path: Path, batches: list[int]
 ) -> None:

@@ -1,0 +1,208 @@
+"""A process that can write into the restore's target races it: once a directory is
+made (or found) and checked, it swaps the directory for a symbolic link to a place
+outside the target. Every write of the restore goes through a handle on its directory,
+so nothing outside changes, whichever step the swap comes before: the file data, the
+hard links, the FIFOs, the symbolic links, or the directories' metadata at the end.
+A link already in the target where the snapshot has a directory is refused once, with
+all under it. The restore also runs as the unprivileged service user."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.backup import restorer
+from tests.integration.test_restore_batches import _backup, _contents
+from tests.support import unprivileged
+
+STAGES = ["_fetch", "_make_hard_links", "_make_nodes", "_make_symlinks", "metadata"]
+
+
+def _source(tmp_path: Path) -> Path:
+    """`d` holds a file whose name also exists outside, a hard-linked pair, a FIFO, a
+    symbolic link and a subdirectory; `d` and `d/sub` have modes of their own."""
+    source = tmp_path / "source"
+    sub = source / "d" / "sub"
+    sub.mkdir(parents=True)
+    (source / "d" / "victim").write_bytes(b"from the snapshot\n")
+    (source / "d" / "h1").write_bytes(os.urandom(3000))
+    os.link(source / "d" / "h1", source / "d" / "h2")
+    os.mkfifo(source / "d" / "fifo")
+    (source / "d" / "lnk").symlink_to("victim")
+    (sub / "deep.bin").write_bytes(os.urandom(5000))
+    (source / "d" / "victim").chmod(0o640)
+    sub.chmod(0o750)
+    (source / "d").chmod(0o751)
+    return source
+
+
+def _outside(tmp_path: Path) -> tuple[Path, dict[str, tuple[object, ...]], tuple[int, int]]:
+    """A directory the restore must never touch, what it holds, and its own mode and
+    time."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_bytes(b"secret\n")
+    (outside / "victim").chmod(0o600)
+    (outside / "sub").mkdir(mode=0o700)
+    os.utime(outside, ns=(10**18, 10**18))
+    st = outside.stat()
+    return outside, _contents(outside), (st.st_mode, st.st_mtime_ns)
+
+
+def _swap_before(
+    monkeypatch: pytest.MonkeyPatch, stage: str, directory: Path, outside: Path
+) -> list[str]:
+    """At the first call of `stage`, move `directory` aside (inside the target) and put
+    a symbolic link to `outside` in its place; returns where the swap happened."""
+    swapped: list[str] = []
+
+    def swap() -> None:
+        if not swapped:
+            directory.rename(directory.with_name("moved-away"))
+            directory.symlink_to(outside)
+            swapped.append(stage)
+
+    name = "_apply_at" if stage == "metadata" else stage
+    real: Callable[..., Any] = getattr(restorer, name)
+
+    def hooked(*args: Any, **kwargs: Any) -> Any:
+        if stage != "metadata" or args[1] is None:  # a directory's metadata: the last step
+            swap()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(restorer, name, hooked)
+    return swapped
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["keep", "overwrite"])
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_directory_swapped_for_a_link_mid_restore_changes_nothing_outside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str, overwrite: bool
+) -> None:
+    source = _source(tmp_path)
+    repo = _backup(tmp_path, source)
+    outside, before, own = _outside(tmp_path)
+    target = tmp_path / "target"
+    inner = target / source.relative_to("/") / "d"
+    swapped = _swap_before(monkeypatch, stage, inner, outside)
+    restorer.restore(repo, repo.find_snapshot("latest"), target, overwrite=overwrite)
+    assert swapped == [stage], "the race was not run"
+    assert _contents(outside) == before
+    st = outside.stat()
+    assert (st.st_mode, st.st_mtime_ns) == own
+    # what the restore wrote went into the directory it had opened, now moved aside
+    moved = inner.with_name("moved-away")
+    assert (moved / "sub").is_dir()
+    if stage == "metadata":  # everything was in place before the swap: all of it whole
+        assert _contents(moved) == _contents(source / "d")
+        assert stat.S_IMODE(moved.stat().st_mode) == 0o751
+
+
+def test_the_swap_between_batches_changes_nothing_outside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of one file: the swap comes after the first batch was named, when the
+    next batch's directory handle is taken again from the cache or the target."""
+    monkeypatch.setattr(restorer, "BATCH_FILES", 1)
+    monkeypatch.setattr(restorer, "DIRS_HELD", 1)
+    source = _source(tmp_path)
+    repo = _backup(tmp_path, source)
+    outside, before, _ = _outside(tmp_path)
+    target = tmp_path / "target"
+    inner = target / source.relative_to("/") / "d"
+    name_batch = restorer._name_batch
+    calls: list[int] = []
+
+    def hooked(*args: Any) -> None:
+        name_batch(*args)
+        calls.append(1)
+        if len(calls) == 1:
+            inner.rename(inner.with_name("moved-away"))
+            inner.symlink_to(outside)
+
+    monkeypatch.setattr(restorer, "_name_batch", hooked)
+    restorer.restore(repo, repo.find_snapshot("latest"), target, overwrite=True)
+    assert len(calls) > 2
+    assert _contents(outside) == before
+
+
+def test_a_link_in_the_target_where_the_snapshot_has_a_directory_is_refused_once(
+    tmp_path: Path,
+) -> None:
+    """Whether it points out of the target or into it, it is refused, listed once (not
+    once per file under it), and the rest of the snapshot is restored."""
+    source = _source(tmp_path)
+    (source / "e").mkdir()
+    (source / "e" / "fine.txt").write_text("fine\n")
+    repo = _backup(tmp_path, source)
+    outside, before, _ = _outside(tmp_path)
+    for pointing in (outside, Path("e")):
+        target = tmp_path / f"target-{pointing.name}"
+        base = target / source.relative_to("/")
+        base.mkdir(parents=True)
+        (base / "d").symlink_to(pointing)
+        result = restorer.restore(repo, repo.find_snapshot("latest"), target, overwrite=True)
+        assert result.refused == [str(source.relative_to("/") / "d")]
+        assert (base / "e" / "fine.txt").read_text() == "fine\n"
+        assert (base / "d").is_symlink() and _contents(outside) == before
+        assert not (base / "e" / "victim").exists()
+
+
+def test_an_unprivileged_restore_brings_back_modes_links_and_fifos(
+    repo_for_nobody: tuple[Path, Path, Path],
+) -> None:
+    """As the service user, through the CLI: directory handles without read permission
+    on the directories (O_PATH), modes set through /proc, a read-only directory set
+    last."""
+    runner = unprivileged.interpreter()
+    if runner is None:
+        pytest.skip("no interpreter the unprivileged user can run")
+    python, env = runner
+    config, source, target = repo_for_nobody
+    proc = subprocess.run(
+        [python, "-m", "agents", "restore", "latest", "--to", str(target), "--config", str(config)],
+        env=env,
+        user=unprivileged.NOBODY,
+        group=unprivileged.NOBODY,
+        extra_groups=[],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    restored = target / source.relative_to("/")
+    assert _contents(restored) == _contents(source)
+    assert stat.S_IMODE((restored / "ro").stat().st_mode) == 0o555
+    assert os.stat(restored / "d" / "h1").st_ino == os.stat(restored / "d" / "h2").st_ino
+
+
+@pytest.fixture
+def repo_for_nobody() -> Iterator[tuple[Path, Path, Path]]:
+    """A repository, its config and key, a source and a target, all the service user's,
+    in a directory it can reach (pytest's own temporary root is root's alone)."""
+    base = Path(tempfile.mkdtemp(prefix="opsagent-race-", dir="/tmp"))
+    base.chmod(0o755)
+    source = _source(base)
+    ro = source / "ro"
+    ro.mkdir()
+    (ro / "inside.txt").write_text("in a read-only directory\n")
+    ro.chmod(0o555)
+    _backup(base, source)
+    target = base / "target"
+    target.mkdir()
+    for path in [base, *base.rglob("*")]:
+        os.chown(path, unprivileged.NOBODY, unprivileged.NOBODY, follow_symlinks=False)
+    yield base / "c.yml", source, target
+    for path in [base, *base.rglob("*")]:  # the read-only directories, to remove them
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o755)
+    shutil.rmtree(base)
