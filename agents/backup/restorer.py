@@ -18,10 +18,17 @@ created. Metadata is set through handles too (of the file, or an O_PATH handle v
 directories).
 
 Each file is written under a temporary name in its directory and given its name
-only when complete, so no file ever looks whole when it is not. With `overwrite`
-the rename replaces whatever has the name (a symbolic link is replaced, never
-written through); without it an existing name (a link too) is kept. A restore killed
-midway leaves `.opsagent-restore-*` temporaries, never a partial file under its name.
+only when complete, so no file ever looks whole when it is not. The temporary is
+reopened for each write only if its name still leads to the very file made (same
+device and inode, O_NOFOLLOW, O_NONBLOCK), and its metadata is set and its name
+linked through that handle (link of /proc/self/fd/N): a process that replaces it
+with a link to another file, a symbolic link or a FIFO fails that one file (an
+error), and nothing is written, chmod'ed or linked through the replacement. With
+`overwrite` the rename replaces whatever has the name (a symbolic link is replaced,
+never written through); without it an existing name (a link too) is kept. A restore
+killed midway leaves `.opsagent-restore-*` temporaries, never a partial file under
+its name. The soft open-file limit is raised to the hard one, and the directory
+handles kept open are sized to it.
 
 Damaged data never stops a restore: a blob that fails authentication, a blob the
 index does not know, or a missing pack damages only the files that need it. Such a
@@ -38,8 +45,9 @@ Missing parents of the target are created, as restic does.
 
 Hard links, FIFOs and device nodes are made by their own helpers after the files are
 written and before the symbolic links: a hard link is made to its first link when that
-was restored whole in the same run (else it is written from its own chunk list, as a
-file of its own, or a `.damaged` copy), device nodes only as root (else a
+was restored whole in the same run and its name still leads to that inode (else it is
+written from its own chunk list, as a file of its own, or a `.damaged` copy), device
+nodes only as root (else a
 warning), and link()/mknod() never follow a last component. Extended attributes are
 set without following links; one the target cannot take is a warning.
 """
@@ -50,6 +58,7 @@ import contextlib
 import errno
 import os
 import posixpath
+import resource
 import secrets
 import stat
 import threading
@@ -78,6 +87,7 @@ TREE_KEEP = 4 << 20  # a tree up to this size is read from storage once for both
 DAMAGED_SUFFIX = ".damaged"
 _TEMP_PREFIX = ".opsagent-restore-"
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_REPLACED = "its temporary file was replaced while the restore ran (another process writes here)"
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _NODE_KINDS = {"fifo": stat.S_IFIFO, "chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK}
 
@@ -124,7 +134,8 @@ class _Pending:
     problem: str = ""
     tried: bool = False  # the temporary was made, or failed to be (`error`)
     made: bool = False
-    error: str = ""
+    inode: tuple[int, int] = (0, 0)  # (device, inode) of the temporary made: reopened only if
+    error: str = ""  # it is still that file (a name swapped for a link to another is refused)
     lock: threading.Lock = field(default_factory=threading.Lock)  # one thread makes it
 
 
@@ -139,6 +150,8 @@ class _Dirs:
     that could not be had fails again without a new try (reported once)."""
 
     def __init__(self, root: Path, keep: int = DIRS_HELD + 128) -> None:
+        keep = min(keep, max(4, (_open_file_limit() - 64) // 2))
+        self.max_held = max(1, keep // 2)  # a batch's directories: the rest of `keep`
         self.root = root
         self.root_fd = os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW)  # resolved already
         self.reported: set[str] = set()
@@ -177,6 +190,18 @@ class _Dirs:
             fd = self._step(fd, step, create)
         return fd
 
+    def _open_at(self, parent: int, name: str) -> int:
+        """Open a directory handle; out of file descriptors, close the handles not held
+        and try once more."""
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+        for old in [r for r in self._open if r not in self._held and self._open[r] != parent]:
+            os.close(self._open.pop(old))
+        return os.open(name, _DIR_FLAGS, dir_fd=parent)
+
     def _step(self, parent: int, rel: PurePosixPath, create: bool) -> int:
         failed = self._failed.get(rel)
         if failed is not None:
@@ -185,8 +210,10 @@ class _Dirs:
             if create:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(rel.name, 0o700, dir_fd=parent)
-            fd = os.open(rel.name, _DIR_FLAGS, dir_fd=parent)
+            fd = self._open_at(parent, rel.name)
         except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise OSError(exc.errno, exc.strerror, str(rel)) from None  # not lasting
             code, reason = exc.errno or errno.EIO, exc.strerror or str(exc)
             with contextlib.suppress(OSError):
                 if stat.S_ISLNK(os.stat(rel.name, dir_fd=parent, follow_symlinks=False).st_mode):
@@ -202,18 +229,31 @@ class _Dirs:
         return fd
 
 
+def _open_file_limit() -> int:
+    """The open-file limit, its soft value raised to the hard one first (as Go programs,
+    restic among them, do at start): a restore keeps directory handles open."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return 1 << 20 if soft == resource.RLIM_INFINITY else soft
+
+
 class _Batch:
     """The files to write next, written when BATCH_FILES of them, BATCH_BYTES of data or
-    DIRS_HELD directories are reached (or on `flush`)."""
+    `max_dirs` directories (DIRS_HELD, fewer under a low open-file limit) are reached
+    (or on `flush`)."""
 
-    def __init__(self, write: Callable[[list[_Target]], None]) -> None:
+    def __init__(self, write: Callable[[list[_Target]], None], max_dirs: int) -> None:
         self._write = write
+        self._max_dirs = max_dirs
         self.files: list[_Target] = []
         self._dirs: set[PurePosixPath] = set()
         self._bytes = 0
 
     def add(self, item: _Target) -> None:
-        if item.rel.parent not in self._dirs and len(self._dirs) >= DIRS_HELD:
+        if item.rel.parent not in self._dirs and len(self._dirs) >= self._max_dirs:
             self.flush()
         self.files.append(item)
         self._dirs.add(item.rel.parent)
@@ -252,8 +292,10 @@ def plan(
 
 def _wanted(include: list[str]) -> list[str]:
     """The include paths as the snapshot spells paths: relative, without `.`, `..` or
-    doubled slashes (`/a//b/./c/` is `a/b/c`), never above the root."""
-    return [posixpath.normpath("/" + p).lstrip("/") for p in include]
+    doubled slashes (`/a//b/./c/` is `a/b/c`, `/` is everything); one that climbs above
+    the root (`..`, `a/../..`) keeps its `..` and so matches nothing (refused)."""
+    normal = [posixpath.normpath(p.strip("/") or ".") for p in include]
+    return ["" if p == "." else p for p in normal]
 
 
 def _included(path: str, wanted: list[str]) -> bool:
@@ -318,7 +360,7 @@ def restore(
         nodes: list[_Target] = []
         hard_links: list[_Target] = []
         planned: set[str] = set()  # first links this run writes: their hard links are linked
-        made: dict[str, PurePosixPath] = {}  # those of them written whole
+        made: dict[str, tuple[PurePosixPath, tuple[int, int]]] = {}  # written whole: inode
         pending: list[_Pending] = []  # temporaries not yet named, removed after a failure
         damaged: list[_Pending] = []  # named last, once every name they could take is known
         lost_tree: list[str] = []
@@ -329,7 +371,7 @@ def restore(
                     _write_files(repo, dirs, files, overwrite, progress, pool, result, pending)
                     _name_batch(dirs, pending, overwrite, progress, result, made, firsts, damaged)
 
-                batch = _Batch(write)
+                batch = _Batch(write, min(DIRS_HELD, dirs.max_held))
                 for entry in repo.read_tree(snapshot, lost_tree, keep):
                     if entry.type == "dir":
                         continue  # made first
@@ -560,7 +602,7 @@ def _name_batch(
     overwrite: bool,
     progress: ProgressFn,
     result: RestoreResult,
-    made: dict[str, PurePosixPath],
+    made: dict[str, tuple[PurePosixPath, tuple[int, int]]],
     firsts: set[str],
     damaged: list[_Pending],
 ) -> None:
@@ -569,13 +611,15 @@ def _name_batch(
     restored whole. Afterwards `pending` holds the damaged files only."""
     held = {id(job) for job in damaged}
     batch = [job for job in pending if id(job) not in held]
-    damaged += [job for job in batch if job.problem]
+    damaged += [job for job in batch if job.problem and not job.error]
     for job in reversed(batch):
-        if job.problem:
+        if job.problem or job.error:
+            if job.error:
+                _drop(dirs, job)
             continue
         try:
             if _name(dirs, job, overwrite, result, set()) and job.item.entry.path in firsts:
-                made[job.item.entry.path] = job.item.rel
+                made[job.item.entry.path] = (job.item.rel, job.inode)
         finally:
             _drop(dirs, job)
         progress(0, 1)
@@ -597,10 +641,37 @@ def _create(job: _Pending, pending: list[_Pending]) -> bool:
         pending.append(job)
         job.made = True
         try:
+            st = os.fstat(fd)
+            job.inode = (st.st_dev, st.st_ino)
             os.ftruncate(fd, job.item.entry.size)
         finally:
             os.close(fd)
         return True
+
+
+class _Replaced(Exception):
+    """A temporary's name no longer leads to the file the restore made."""
+
+
+def _reopen(job: _Pending, flags: int) -> int:
+    """Open the job's temporary again, by name but only if it is still the file made
+    (same device and inode, a regular file): a process writing into the target may
+    have put a link to another file, a symbolic link or a FIFO in its place, and
+    nothing is ever written, chmod'ed or linked through that. O_NONBLOCK: a FIFO
+    cannot hang the restore."""
+    try:
+        fd = os.open(
+            job.temp, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=job.dir_fd
+        )
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EROFS, errno.EMFILE):
+            raise
+        raise _Replaced from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != job.inode:
+        os.close(fd)
+        raise _Replaced
+    return fd
 
 
 def _locate(
@@ -633,50 +704,58 @@ def _name(
     dirs: _Dirs, job: _Pending, overwrite: bool, result: RestoreResult, reserved: set[PurePosixPath]
 ) -> bool:
     """Give a filled temporary its name: the entry's name when whole (True), `.damaged`
-    if not. The directory's handle is had again: a damaged file is named at the end."""
+    if not. The directory's handle is had again (a damaged file is named at the end);
+    the metadata is set on, and the name linked to, the very file written (through its
+    handle), never to what its temporary's name may lead to by then."""
     entry, rel = job.item.entry, job.item.rel
-    dir_fd: int | None = None
     try:
         dir_fd = dirs.get(rel.parent, create=False)
-    except OSError as exc:  # the directory went away meanwhile
-        gone = str(exc.strerror)
-    if job.problem:
-        written = None if dir_fd is None else _link_unused(dir_fd, job.temp, rel, reserved)
-        shown = str(dirs.root / written) if written is not None else ""
-        result.damaged.append(Damaged(entry.path, job.problem, shown))
-        return False
-    if dir_fd is None:
-        result.errors.append(f"{entry.path}: {gone}")
-        return False
-    _apply_at(dir_fd, job.temp, entry, result)
-    try:
-        if overwrite:  # replaces a link itself, never writes through it
-            os.replace(job.temp, rel.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        fd = _reopen(job, os.O_RDONLY)
+    except (OSError, _Replaced) as exc:  # its directory or its temporary went away
+        why = exc.strerror if isinstance(exc, OSError) else _REPLACED
+        if job.problem:
+            result.damaged.append(Damaged(entry.path, job.problem, ""))
         else:
-            _link_new(dir_fd, job.temp, rel.name)
+            result.errors.append(f"{entry.path}: {why}")
+        return False
+    try:
+        if job.problem:
+            written = _link_unused(fd, dir_fd, rel, reserved, job.temp)
+            shown = str(dirs.root / written) if written is not None else ""
+            result.damaged.append(Damaged(entry.path, job.problem, shown))
+            return False
+        _apply_fd(fd, entry, result)
+        if overwrite:  # replaces a link itself, never writes through it
+            fresh = _TEMP_PREFIX + secrets.token_hex(8)
+            _link_fd(fd, dir_fd, fresh, job.temp)
+            os.replace(fresh, rel.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        else:
+            _link_fd(fd, dir_fd, rel.name, job.temp)
     except FileExistsError:
         result.skipped_existing.append(entry.path)
         return False
     except OSError as exc:
         result.errors.append(f"{entry.path}: {exc.strerror}")
         return False
+    finally:
+        os.close(fd)
     result.files += 1
     result.bytes += entry.size
     return True
 
 
 def _link_unused(
-    dir_fd: int, temp: str, rel: PurePosixPath, reserved: set[PurePosixPath]
+    fd: int, dir_fd: int, rel: PurePosixPath, reserved: set[PurePosixPath], temp: str
 ) -> PurePosixPath | None:
-    """Name the temporary `<name>.damaged`, or `.damaged.1`, `.damaged.2`...: the first
-    that is free and that no entry of the snapshot itself will take."""
+    """Name the file `<name>.damaged`, or `.damaged.1`, `.damaged.2`...: the first that
+    is free and that no entry of the snapshot itself will take."""
     name = rel.name + DAMAGED_SUFFIX
     for n in range(100):
         candidate = rel.with_name(name if n == 0 else f"{name}.{n}")
         if candidate in reserved:
             continue
         try:
-            _link_new(dir_fd, temp, candidate.name)
+            _link_fd(fd, dir_fd, candidate.name, temp)
         except FileExistsError:
             continue
         except OSError:
@@ -685,21 +764,30 @@ def _link_unused(
     return None
 
 
-def _link_new(dir_fd: int, temp: str, name: str) -> None:
-    """Give `temp` the name `name` only if nothing has it (FileExistsError otherwise):
-    a hard link is atomic; on file systems without them, check then rename."""
+def _link_fd(fd: int, dir_fd: int, name: str, temp: str = "") -> None:
+    """Give the open file `fd` the name `name` only if nothing has it (FileExistsError
+    otherwise): link(2) of the handle's own inode (/proc/self/fd), atomic. On a file
+    system without hard links (vfat, some FUSE), its temporary `temp` is renamed."""
     try:
-        os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd)  # follows to the inode
     except FileExistsError:
         raise
     except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+        if not temp or exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
             raise
         if _exists(dir_fd, name):
             raise FileExistsError(errno.EEXIST, "File exists", name) from None
         os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        return
-    os.unlink(temp, dir_fd=dir_fd)
+
+
+def _apply_fd(fd: int, entry: TreeEntry, result: RestoreResult) -> None:
+    """A file's attributes, owner, mode and times, set through its handle."""
+    _apply_xattrs(fd, entry, result, follow=True)
+    with contextlib.suppress(OSError):  # best effort: the data is what matters
+        if os.geteuid() == 0:  # before the mode: chown clears the set-id bits
+            os.fchown(fd, entry.uid, entry.gid)
+        os.fchmod(fd, stat.S_IMODE(entry.mode))
+        os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
 
 
 def _drop(dirs: _Dirs, job: _Pending) -> None:
@@ -771,15 +859,24 @@ def _fetch(
 
 
 def _write_at(job: _Pending, data: bytes, offset: int) -> None:
+    """Write a blob into the job's temporary; a temporary replaced meanwhile fails that
+    file alone (its error), a write that fails (a full disk) stops the restore."""
+    if job.error:
+        return
     try:
-        fd = os.open(job.temp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=job.dir_fd)
-        try:
-            os.pwrite(fd, data, offset)
-        finally:
-            os.close(fd)
+        fd = _reopen(job, os.O_WRONLY)
+    except _Replaced:
+        job.error = _REPLACED
+        return
+    except OSError as exc:
+        raise BackupError(f"cannot write into the target: {exc.strerror}") from None
+    try:
+        os.pwrite(fd, data, offset)
     except OSError as exc:  # a full disk or a failing one: nothing more can be written
         where = job.item.rel.parent
         raise BackupError(f"cannot write into the target's {where}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def _runs(located: list[tuple[Location, bytes]]) -> list[list[tuple[Location, bytes]]]:
@@ -849,17 +946,19 @@ def _apply_to(handle: str, entry: TreeEntry, result: RestoreResult) -> None:
 def _make_hard_links(
     dirs: _Dirs,
     linked: list[_Target],
-    made: dict[str, PurePosixPath],
+    made: dict[str, tuple[PurePosixPath, tuple[int, int]]],
     overwrite: bool,
     result: RestoreResult,
 ) -> list[_Target]:
-    """Link each to its first link as just restored (`made`); nothing outside the target.
-    Returns the links whose first link this run did not restore whole: linking to what
-    has that name could join a stranger, so they are to be written as files."""
+    """Link each to its first link as just restored (`made`), if its name still leads to
+    the file restored (its inode), linking that inode through a handle; nothing outside
+    the target. Returns the links whose first link this run did not restore whole, or
+    whose name leads elsewhere by now: linking to a stranger is never done, they are
+    to be written as files."""
     orphans: list[_Target] = []
     for item in linked:
         entry, rel = item.entry, item.rel
-        first = made.get(entry.link_to)
+        first, inode = made.get(entry.link_to, (None, (0, 0)))
         if first is None:
             orphans.append(item)
             continue
@@ -868,26 +967,36 @@ def _make_hard_links(
         if dir_fd is None:
             continue
         try:
-            first_fd = dirs.get(first.parent, create=False)
+            first_fd = _open_inode(dirs.get(first.parent, create=False), first.name, inode)
+        except OSError:
+            orphans.append(item)
+            continue
+        try:
             if overwrite:
                 _remove_non_directory(dir_fd, rel.name)
-            os.link(
-                first.name,
-                rel.name,
-                src_dir_fd=first_fd,
-                dst_dir_fd=dir_fd,
-                follow_symlinks=False,
-            )
+            _link_fd(first_fd, dir_fd, rel.name)
         except FileExistsError:
             result.skipped_existing.append(entry.path)
             continue
         except OSError as exc:
             result.errors.append(f"{entry.path}: {exc.strerror}")
             continue
+        finally:
+            os.close(first_fd)
         result.files += 1
         result.bytes += entry.size
     dirs.hold(set())
     return orphans
+
+
+def _open_inode(dir_fd: int, name: str, inode: tuple[int, int]) -> int:
+    """An O_PATH handle on `name` if it is still the regular file `inode`; OSError if not."""
+    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) == inode:
+        return fd
+    os.close(fd)
+    raise OSError(errno.ESTALE, "not the file restored", name)
 
 
 def _make_nodes(dirs: _Dirs, nodes: list[_Target], overwrite: bool, result: RestoreResult) -> None:
@@ -961,7 +1070,7 @@ def _remove_non_directory(dir_fd: int, name: str) -> None:
         os.unlink(name, dir_fd=dir_fd)
 
 
-def _apply_xattrs(where: str, entry: TreeEntry, result: RestoreResult, follow: bool) -> None:
+def _apply_xattrs(where: str | int, entry: TreeEntry, result: RestoreResult, follow: bool) -> None:
     """Set the entry's extended attributes; one the target file system or our privileges
     do not allow is a warning: the data is what matters."""
     for name, value in entry.xattrs:

@@ -9,9 +9,11 @@ all under it. The restore also runs as the unprivileged service user."""
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 
 from agents.backup import restorer
+from agents.backup.errors import RestoreRefused
 from tests.integration.test_restore_batches import _backup, _contents
 from tests.support import unprivileged
 
@@ -206,3 +209,151 @@ def repo_for_nobody() -> Iterator[tuple[Path, Path, Path]]:
         if path.is_dir() and not path.is_symlink():
             path.chmod(0o755)
     shutil.rmtree(base)
+
+
+def _replace(path: Path, how: str, outside_file: Path) -> None:
+    """Put something else under `path`'s name: a hard link to a file outside, a
+    symbolic link to it, or a FIFO."""
+    swap = path.with_name(path.name + ".swap")
+    if how == "hardlink":
+        os.link(outside_file, swap)
+    elif how == "symlink":
+        swap.symlink_to(outside_file)
+    else:
+        os.mkfifo(swap)
+    swap.rename(path)
+
+
+@pytest.mark.timeout(120)  # a FIFO opened for writing would hang the restore
+@pytest.mark.parametrize("how", ["hardlink", "symlink", "fifo"])
+@pytest.mark.parametrize("when", ["before-data", "before-naming"])
+def test_a_temporary_replaced_mid_restore_fails_that_file_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, when: str
+) -> None:
+    """The restore's `.opsagent-restore-*` temporary of `d/victim` is replaced after it
+    was made: before its data is written, or once it is whole and before it gets its
+    name and metadata. Nothing is written, chmod'ed or linked through the replacement:
+    the outside file keeps its bytes and mode, no restored name leads to it, the
+    restore goes on and lists that one file as an error."""
+    source = _source(tmp_path)
+    repo = _backup(tmp_path, source)
+    outside, before, _ = _outside(tmp_path)
+    target = tmp_path / "target"
+    done: list[str] = []
+
+    def swap(dir_fd: int, temp: str) -> None:
+        _replace(Path(f"/proc/self/fd/{dir_fd}").resolve() / temp, how, outside / "victim")
+        done.append(temp)
+
+    if when == "before-data":
+        create = restorer._create
+
+        def hooked_create(job: Any, pending: list[Any]) -> bool:
+            made = create(job, pending)
+            if made and job.item.rel.name == "victim" and not done:
+                swap(job.dir_fd, job.temp)
+            return made
+
+        monkeypatch.setattr(restorer, "_create", hooked_create)
+    else:
+        name_batch = restorer._name_batch
+
+        def hooked_name(dirs: Any, pending: list[Any], *rest: Any) -> None:
+            for job in pending:
+                if job.item.rel.name == "victim" and not done:
+                    swap(job.dir_fd, job.temp)
+            name_batch(dirs, pending, *rest)
+
+        monkeypatch.setattr(restorer, "_name_batch", hooked_name)
+    result = restorer.restore(repo, repo.find_snapshot("latest"), target, overwrite=True)
+    assert done, "the temporary was not replaced"
+    assert _contents(outside) == before
+    assert oct((outside / "victim").stat().st_mode) == oct(0o100600)
+    restored = target / source.relative_to("/") / "d"
+    assert [e for e in result.errors if "replaced" in e] == [
+        f"{source.relative_to('/')}/d/victim: its temporary file was replaced while the"
+        " restore ran (another process writes here)"
+    ]
+    assert not (restored / "victim").exists()
+    assert (restored / "h1").read_bytes() == (source / "d" / "h1").read_bytes()
+    assert (restored / "sub" / "deep.bin").read_bytes() == (source / "d/sub/deep.bin").read_bytes()
+    outside_inode = (outside / "victim").stat().st_ino
+    assert all(p.lstat().st_ino != outside_inode for p in target.rglob("*"))
+
+
+def test_a_first_link_replaced_before_its_hard_links_is_never_linked_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`d/h1` is restored, then replaced by a hard link to a file outside before `d/h2`
+    is linked to it: `d/h2` is written from its own data instead, never linked to the
+    stranger."""
+    source = _source(tmp_path)
+    repo = _backup(tmp_path, source)
+    outside, before, _ = _outside(tmp_path)
+    target = tmp_path / "target"
+    restored = target / source.relative_to("/") / "d"
+    make_hard_links = restorer._make_hard_links
+    firsts = {"h1", "h2"}
+
+    def hooked(dirs: Any, linked: list[Any], *rest: Any) -> Any:
+        (first,) = [p for p in ("h1", "h2") if (restored / p).exists()]
+        firsts.discard(first)
+        _replace(restored / first, "hardlink", outside / "victim")
+        return make_hard_links(dirs, linked, *rest)
+
+    monkeypatch.setattr(restorer, "_make_hard_links", hooked)
+    result = restorer.restore(repo, repo.find_snapshot("latest"), target)
+    (second,) = firsts
+    assert result.errors == []
+    assert (restored / second).read_bytes() == (source / "d" / "h1").read_bytes()
+    assert (restored / second).stat().st_ino != (outside / "victim").stat().st_ino
+    assert _contents(outside) == before
+
+
+@pytest.mark.parametrize("limit", [32, 64])
+def test_a_low_open_file_limit_still_restores_everything(tmp_path: Path, limit: int) -> None:
+    """400 directories, one 150 levels deep, restored by the CLI under a hard open-file
+    limit of 32 or 64: directory handles are kept within it, nothing is lost."""
+    source = tmp_path / "source"
+    for n in range(400):
+        (source / f"d{n:03}").mkdir(parents=True)
+        (source / f"d{n:03}" / "f").write_text(f"{n}\n")
+    deep = source.joinpath(*[f"l{n}" for n in range(150)])
+    deep.mkdir(parents=True)
+    (deep / "bottom").write_text("bottom\n")
+    _backup(tmp_path, source)
+    target = tmp_path / "target"
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    config = str(tmp_path / "c.yml")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents",
+            "restore",
+            "latest",
+            "--to",
+            str(target),
+            "--config",
+            config,
+        ],
+        preexec_fn=limited,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _contents(target / source.relative_to("/")) == _contents(source)
+
+
+def test_an_include_climbing_above_the_root_is_refused(tmp_path: Path) -> None:
+    source = _source(tmp_path)
+    repo = _backup(tmp_path, source)
+    snapshot = repo.find_snapshot("latest")
+    for include in ("..", "../..", "a/../..", "../" + str(source).lstrip("/")):
+        with pytest.raises(RestoreRefused, match="matches nothing"):
+            restorer.restore(repo, snapshot, tmp_path / "out", include=[include])
+    assert not (tmp_path / "out").exists()
