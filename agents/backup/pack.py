@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import BinaryIO
 
 from agents.backup.crypto import OVERHEAD, Crypto
 from agents.backup.errors import IntegrityError
@@ -39,6 +41,8 @@ class FinishedPack:
     id: str
     data: bytes | bytearray  # the builder's own buffer: a 16 MiB pack is not copied
     entries: list[PackEntry]
+    file: BinaryIO | None = None  # or the spool file holding the pack (`data` is empty)
+    size: int = 0
 
 
 def header_size(blobs: int) -> int:
@@ -53,12 +57,19 @@ def pack_key(pack_id: str) -> str:
 class PackBuilder:
     """Accumulates sealed blobs until the pack is full, in one buffer allocated once at
     the pack's size: each sealed blob is freed once copied in, and the finished pack is
-    that buffer (cut to its length), so a pack is never copied whole."""
+    that buffer (cut to its length), so a pack is never copied whole.
 
-    def __init__(self, capacity: int = 0) -> None:
+    With a `spool` (a storage's, see `LocalStorage.spool`: it makes a file) the blobs are
+    written to a file instead and hashed as they go: memory holds no pack at all, and
+    the storage links the file into place without a copy."""
+
+    def __init__(self, capacity: int = 0, spool: Callable[[], BinaryIO] | None = None) -> None:
         self._capacity = capacity
         self._data = bytearray()  # allocated by the first blob: most packs never start
         self._entries: list[PackEntry] = []
+        self._make_spool = spool  # called at the first blob, likewise
+        self._spool: BinaryIO | None = None
+        self._hash = hashlib.sha256()
         self.size = 0
 
     def __len__(self) -> int:
@@ -66,23 +77,35 @@ class PackBuilder:
 
     def add(self, blob_type: BlobType, blob_id: bytes, sealed: bytes) -> None:
         self._entries.append(PackEntry(blob_type, blob_id, self.size, len(sealed)))
-        if not self._data:
-            self._data = bytearray(self._capacity)
         end = self.size + len(sealed)
-        if end <= len(self._data):
-            self._data[self.size : end] = sealed
+        if self._make_spool is not None:
+            if self._spool is None:
+                self._spool = self._make_spool()
+            self._spool.write(sealed)
+            self._hash.update(sealed)
         else:
-            del self._data[self.size :]
-            self._data += sealed
+            if not self._data:
+                self._data = bytearray(self._capacity)
+            if end <= len(self._data):
+                self._data[self.size : end] = sealed
+            else:
+                del self._data[self.size :]
+                self._data += sealed
         self.size = end
 
     def finish(self, crypto: Crypto) -> FinishedPack:
         header = b"".join(_ENTRY.pack(e.type, e.id, e.offset, e.length) for e in self._entries)
         sealed_header = crypto.seal(header, _HEADER_ASSOCIATED)
+        tail = sealed_header + struct.pack("<I", len(sealed_header))
+        if self._spool is not None:
+            spool, self._spool = self._spool, None
+            spool.write(tail)
+            self._hash.update(tail)
+            size = self.size + len(tail)
+            return FinishedPack(self._hash.hexdigest(), b"", list(self._entries), spool, size)
         data, self._data = self._data, bytearray()
         del data[self.size :]
-        data += sealed_header
-        data += struct.pack("<I", len(sealed_header))
+        data += tail
         return FinishedPack(hashlib.sha256(data).hexdigest(), data, list(self._entries))
 
 

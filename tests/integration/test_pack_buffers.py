@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,3 +60,74 @@ def test_pack_buffer_is_stored_byte_for_byte(
     stored = storage.get(pack_key(pack.id))
     assert hashlib.sha256(stored).hexdigest() == pack.id
     assert read_header(crypto, stored, pack.id) == pack.entries
+
+
+def test_a_spooled_pack_is_the_buffered_pack_and_is_linked_into_place(tmp_path: Path) -> None:
+    """A local repository spools packs to an unnamed file: the same blobs give the same
+    bytes (so the same pack ID) as the buffer, and storing it leaves no temporary."""
+    storage = open_storage(str(tmp_path / "repo"))
+    crypto = Crypto(MasterKey.generate())
+    buffered, spooled = PackBuilder(1 << 20), PackBuilder(spool=storage.spool)  # type: ignore[attr-defined]
+    for _ in range(5):
+        data = os.urandom(300_000)
+        blob_id = crypto.blob_id(data)
+        sealed = crypto.seal(data, blob_id)
+        buffered.add(BlobType.DATA, blob_id, sealed)
+        spooled.add(BlobType.DATA, blob_id, sealed)
+    from_buffer = buffered.finish(crypto)
+    header = read_header(crypto, bytes(from_buffer.data), from_buffer.id)
+    nonce_free = [(e.type, e.id, e.offset, e.length) for e in header]
+    from_spool = spooled.finish(crypto)
+    assert from_spool.data == b"" and from_spool.file is not None
+    assert from_spool.size == len(from_buffer.data)
+    assert [(e.type, e.id, e.offset, e.length) for e in from_spool.entries] == nonce_free
+    with from_spool.file:
+        storage.put_file(pack_key(from_spool.id), from_spool.file, ObjectKind.DATA)  # type: ignore[attr-defined]
+    stored = storage.get(pack_key(from_spool.id))
+    assert hashlib.sha256(stored).hexdigest() == from_spool.id
+    blobs_end = from_spool.entries[-1].offset + from_spool.entries[-1].length
+    assert stored[:blobs_end] == bytes(from_buffer.data)[:blobs_end]  # the same sealed blobs
+    assert read_header(crypto, stored, from_spool.id) == from_spool.entries
+    assert sorted(p.name for p in (tmp_path / "repo").rglob(".tmp-*")) == []
+
+
+def test_a_backup_killed_mid_pack_leaves_no_spool_file_behind(tmp_path: Path) -> None:
+    """kill -9 while packs are being written: the unnamed spool files vanish with the
+    process; the repository holds only whole packs, and a rerun completes and checks."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for n in range(12):
+        (source / f"f{n}.bin").write_bytes(os.urandom(3 << 20))
+    key = tmp_path / "key"
+    key.write_text("correct horse battery staple\n")
+    key.chmod(0o600)
+    config = tmp_path / "c.yml"
+    config.write_text(
+        f"host: h\nstate_dir: {tmp_path / 'state'}\nbackup:\n  repository: {tmp_path / 'repo'}\n"
+        f"  password_file: {key}\n  pack_size: 4MiB\n"
+        f"  sources: [{{name: files, kind: files, paths: ['{source}']}}]\n"
+    )
+
+    def opsagent(*argv: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agents", *argv, "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    assert opsagent("backup", "init").wait(120) == 0
+    run = opsagent("backup", "run")
+    data = tmp_path / "repo" / "data"
+    deadline = time.monotonic() + 120
+    while run.poll() is None and time.monotonic() < deadline:
+        if any(p.is_file() and not p.name.startswith(".") for p in data.rglob("*")):
+            break  # a pack is stored, others are being spooled
+        time.sleep(0.01)
+    assert run.poll() is None, "the backup ended before it could be killed"
+    run.send_signal(signal.SIGKILL)
+    run.wait(60)
+    assert [p.name for p in data.rglob(".tmp-*")] == []
+    assert opsagent("backup", "run").wait(300) == 0
+    check = opsagent("backup", "check", "--read-data")
+    assert check.wait(300) == 0, check.stderr.read() if check.stderr else ""  # type: ignore[union-attr]
+    assert [p.name for p in data.rglob(".tmp-*")] == []

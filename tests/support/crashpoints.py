@@ -2,8 +2,9 @@
 
 A command runs in a child forked from a clean, single-threaded fork server that has
 already imported opsagent (so a trial costs milliseconds, not an interpreter start).
-In the child, every backend's `put` and `delete` are wrapped: each stored object and
-each deleted key is one operation, and after the k-th the child sends itself SIGKILL:
+In the child, every backend's `put`, `put_file` and `delete` are wrapped: each stored
+object and each deleted key is one operation, and after the k-th the child sends itself
+SIGKILL:
 no `finally`, no lock release, no cleanup, exactly like `kill -9` or a power cut
 between two requests. Deletes of several keys are split into one call per key, so a
 kill can land between any two of them (an S3 batch delete is not atomic either).
@@ -87,6 +88,14 @@ def _child(argv: list[str], crash_after: int, env: dict[str, str], pipe) -> None
 
         cls.put = counted_put  # type: ignore[method-assign]
         cls.delete = counted_delete  # type: ignore[method-assign]
+
+    put_file = LocalStorage.put_file  # a pack spooled to a file: one stored object too
+
+    def counted_put_file(self, key, handle, *args, **kwargs):  # type: ignore[no-untyped-def]
+        put_file(self, key, handle, *args, **kwargs)
+        operation_done()
+
+    LocalStorage.put_file = counted_put_file  # type: ignore[method-assign]
 
     from agents.cli import cli
 

@@ -106,6 +106,11 @@ class Storage(Protocol):
         """Remove every stored version of the keys (a versioned bucket keeps old ones)."""
         ...
 
+    # Optional, for a backend that can write a pack from a file without a copy (a local
+    # directory): `spool() -> BinaryIO` gives an unnamed file the pack is written to, and
+    # `put_file(key, handle, kind)` stores it whole and durably. The writer uses them
+    # when present (`getattr`), and a pack buffer in memory with `put` otherwise.
+
     def leftovers(self) -> list[str]:
         """Incomplete uploads a failed run left behind (multipart uploads on S3)."""
         ...

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from agents.backup.errors import NotFound, StorageError
 from agents.backup.storage.base import STREAM_BLOCK, ObjectInfo, ObjectKind
@@ -31,6 +34,43 @@ class LocalStorage:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"{self.url}: cannot write {key}: {exc.strerror or exc}") from None
+
+    def spool(self) -> BinaryIO:
+        """An unnamed file on the repository's file system for a pack being written
+        (O_TMPFILE where the file system has it): `put_file` links it into place without
+        a copy, and a crash leaves nothing behind. Memory then holds no pack."""
+        directory = self.root / "data"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            return tempfile.TemporaryFile(dir=directory, prefix=".tmp-", buffering=1 << 20)
+        except OSError as exc:
+            raise StorageError(
+                f"{self.url}: cannot write in data/: {exc.strerror or exc}"
+            ) from None
+
+    def put_file(self, key: str, handle: BinaryIO, kind: ObjectKind = ObjectKind.DATA) -> None:
+        """Store a file from `spool` whole and durably: fsync, link it in under a
+        temporary name (copied where it cannot be linked), rename."""
+        path = self._path(key)
+        tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+            try:
+                os.link(f"/proc/self/fd/{handle.fileno()}", tmp)
+            except OSError:  # a named temporary already unlinked, or no /proc: copy it
+                handle.seek(0)
+                with open(tmp, "wb") as out:
+                    shutil.copyfileobj(handle, out, 1 << 20)
+                    out.flush()
+                    os.fsync(out.fileno())
             os.chmod(tmp, 0o600)
             os.replace(tmp, path)
             _fsync_dir(path.parent)

@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from agents.backup.storage.base import ObjectInfo, ObjectKind, Storage
 
@@ -83,6 +83,15 @@ class RetryingStorage:
     def put(self, key: str, data: bytes, kind: ObjectKind = ObjectKind.META) -> None:
         """Store an object; a retry writes it whole again (writes are idempotent)."""
         retry_call(lambda: self.inner.put(key, data, kind), self.attempts)
+
+    @property
+    def spool(self) -> Callable[[], BinaryIO] | None:
+        """The backend's spool for packs being written, if it has one (see put_file)."""
+        return getattr(self.inner, "spool", None)
+
+    def put_file(self, key: str, handle: BinaryIO, kind: ObjectKind = ObjectKind.DATA) -> None:
+        """Store a file made by `spool`; a retry stores it whole again."""
+        retry_call(lambda: self.inner.put_file(key, handle, kind), self.attempts)  # type: ignore[attr-defined]
 
     def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         """Read an object or a byte range of it; raises NotFound at once."""
