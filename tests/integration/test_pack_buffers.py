@@ -83,6 +83,9 @@ def test_a_spooled_pack_is_the_buffered_pack_and_is_linked_into_place(tmp_path: 
     assert [(e.type, e.id, e.offset, e.length) for e in from_spool.entries] == nonce_free
     with from_spool.file:
         storage.put_file(pack_key(from_spool.id), from_spool.file, ObjectKind.DATA)  # type: ignore[attr-defined]
+        spooled_inode = os.fstat(from_spool.file.fileno()).st_ino
+    # linked into place, not copied: the stored pack is the spool file itself
+    assert (tmp_path / "repo" / pack_key(from_spool.id)).stat().st_ino == spooled_inode
     stored = storage.get(pack_key(from_spool.id))
     assert hashlib.sha256(stored).hexdigest() == from_spool.id
     blobs_end = from_spool.entries[-1].offset + from_spool.entries[-1].length

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
@@ -48,31 +49,42 @@ class LocalStorage:
         directory = self.root / "data"
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            return tempfile.TemporaryFile(dir=directory, prefix=".tmp-", buffering=1 << 20)
+            try:  # not tempfile's: it adds O_EXCL, which makes the file unlinkable
+                fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+                return tempfile.TemporaryFile(dir=directory, prefix=".tmp-")  # copied
+            return os.fdopen(fd, "w+b", buffering=1 << 20)
         except OSError as exc:
             raise StorageError(
                 f"{self.url}: cannot write in data/: {exc.strerror or exc}"
             ) from None
 
     def put_file(self, key: str, handle: BinaryIO, kind: ObjectKind = ObjectKind.DATA) -> None:
-        """Store a file from `spool` whole and durably: fsync, link it in under a
-        temporary name (copied where it cannot be linked), rename."""
+        """Store a file from `spool` whole and durably: fsync, then link it in under its
+        key at once (no named temporary a kill could leave); when the key exists, or
+        the file cannot be linked (copied then), through a temporary and a rename."""
         path = self._path(key)
         tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             handle.flush()
+            os.fchmod(handle.fileno(), 0o600)
             os.fsync(handle.fileno())
             try:
-                os.link(f"/proc/self/fd/{handle.fileno()}", tmp)
+                _link_open_file(handle.fileno(), path)
+            except FileExistsError:  # stored before: replaced whole, as `put` does
+                _link_open_file(handle.fileno(), tmp)
+                os.replace(tmp, path)
             except OSError:  # a named temporary already unlinked, or no /proc: copy it
                 handle.seek(0)
                 with open(tmp, "wb") as out:
                     shutil.copyfileobj(handle, out, 1 << 20)
                     out.flush()
                     os.fsync(out.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
+                os.chmod(tmp, 0o600)
+                os.replace(tmp, path)
             _fsync_dir(path.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -159,6 +171,17 @@ class LocalStorage:
         return sorted(
             p.relative_to(self.root).as_posix() for p in self.root.rglob(".tmp-*") if p.is_file()
         )
+
+
+def _link_open_file(fd: int, path: Path) -> None:
+    """Give an open (unnamed) file the name `path`: linkat of its /proc/self/fd link,
+    followed (os.link without a directory handle would call link(2), which links the
+    /proc link itself and fails)."""
+    directory = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(f"/proc/self/fd/{fd}", path.name, dst_dir_fd=directory)
+    finally:
+        os.close(directory)
 
 
 def _fsync_dir(path: Path) -> None:
