@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -134,3 +135,16 @@ def test_a_backup_killed_mid_pack_leaves_no_spool_file_behind(tmp_path: Path) ->
     check = opsagent("backup", "check", "--read-data")
     assert check.wait(300) == 0, check.stderr.read() if check.stderr else ""  # type: ignore[union-attr]
     assert [p.name for p in data.rglob(".tmp-*")] == []
+
+
+def test_a_spool_file_that_cannot_be_linked_is_copied_whole(tmp_path: Path) -> None:
+    """On a file system without O_TMPFILE the spool is an unlinked temporary (and one
+    opened with O_EXCL can never be linked): `put_file` copies it, byte for byte, and
+    leaves no temporary."""
+    storage = open_storage(str(tmp_path / "repo"))
+    payload = os.urandom(3 << 20)
+    with tempfile.TemporaryFile(dir=tmp_path) as handle:  # O_TMPFILE|O_EXCL: unlinkable
+        handle.write(payload)
+        storage.put_file("data/ab/copied", handle, ObjectKind.DATA)  # type: ignore[attr-defined]
+    assert storage.get("data/ab/copied") == payload
+    assert [p.name for p in (tmp_path / "repo").rglob(".tmp-*")] == []

@@ -7,7 +7,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -31,12 +31,7 @@ class LocalStorage:
         tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
+            _store(tmp, path, lambda out: out.write(data))
             _fsync_dir(path.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -79,12 +74,7 @@ class LocalStorage:
                 os.replace(tmp, path)
             except OSError:  # a named temporary already unlinked, or no /proc: copy it
                 handle.seek(0)
-                with open(tmp, "wb") as out:
-                    shutil.copyfileobj(handle, out, 1 << 20)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.chmod(tmp, 0o600)
-                os.replace(tmp, path)
+                _store(tmp, path, lambda out: shutil.copyfileobj(handle, out, 1 << 20))
             _fsync_dir(path.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -171,6 +161,16 @@ class LocalStorage:
         return sorted(
             p.relative_to(self.root).as_posix() for p in self.root.rglob(".tmp-*") if p.is_file()
         )
+
+
+def _store(tmp: Path, path: Path, fill: Callable[[BinaryIO], object]) -> None:
+    """Write `tmp` with `fill`, fsync it, make it 0600 and rename it over `path`."""
+    with open(tmp, "wb") as out:
+        fill(out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
 
 
 def _link_open_file(fd: int, path: Path) -> None:
