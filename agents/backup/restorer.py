@@ -709,7 +709,7 @@ def _name(
     handle), never to what its temporary's name may lead to by then."""
     entry, rel = job.item.entry, job.item.rel
     try:
-        dir_fd = dirs.get(rel.parent, create=False)
+        dir_fd = job.dir_fd = dirs.get(rel.parent, create=False)  # its batch's may be closed
         fd = _reopen(job, os.O_RDONLY)
     except (OSError, _Replaced) as exc:  # its directory or its temporary went away
         why = exc.strerror if isinstance(exc, OSError) else _REPLACED

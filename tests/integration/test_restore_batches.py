@@ -279,3 +279,23 @@ def test_an_include_in_a_damaged_file_list_says_so_not_typo(
     with pytest.raises(RestoreRefused, match=r"readable part .* damaged or missing"):
         restorer.restore(repo, snapshot, tmp_path / "out", include=[str(source / "d4")])
     assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_copy_is_named_after_its_directory_handle_was_closed(
+    tmp_path: Path, batches: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a low open-file limit few directory handles stay open: a damaged file of the
+    first batch, named at the end, gets its directory's handle again (the one its batch
+    used is closed by then, its number perhaps another directory's)."""
+    monkeypatch.setattr(restorer, "_open_file_limit", lambda: 72)  # 4 handles kept
+    source = _source(tmp_path)
+    repo = _backup(tmp_path, source)
+    _flip_blob(tmp_path, repo, _entry_of(repo, "/d0/f3.bin").chunks[0])
+    target = tmp_path / "out"
+    result = restorer.restore(repo, repo.find_snapshot("latest"), target)
+    out = target / str(source).lstrip("/")
+    (damaged,) = result.damaged
+    assert damaged.written_as == str(out / "d0" / "f3.bin.damaged")
+    assert (out / "d0" / "f3.bin.damaged").stat().st_size == (source / "d0/f3.bin").stat().st_size
+    assert (out / "d4" / "f6.bin").read_bytes() == (source / "d4" / "f6.bin").read_bytes()
+    assert len(batches) >= 5 and not list(target.rglob(".opsagent-restore-*"))
