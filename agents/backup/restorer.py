@@ -724,7 +724,7 @@ def _name(
             shown = str(dirs.root / written) if written is not None else ""
             result.damaged.append(Damaged(entry.path, job.problem, shown))
             return False
-        _apply_fd(fd, entry, result)
+        _apply_to(fd, entry, result)
         if overwrite:  # replaces a link itself, never writes through it
             fresh = _TEMP_PREFIX + secrets.token_hex(8)
             _link_fd(fd, dir_fd, fresh, job.temp)
@@ -778,16 +778,6 @@ def _link_fd(fd: int, dir_fd: int, name: str, temp: str = "") -> None:
         if _exists(dir_fd, name):
             raise FileExistsError(errno.EEXIST, "File exists", name) from None
         os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-
-
-def _apply_fd(fd: int, entry: TreeEntry, result: RestoreResult) -> None:
-    """A file's attributes, owner, mode and times, set through its handle."""
-    _apply_xattrs(fd, entry, result, follow=True)
-    with contextlib.suppress(OSError):  # best effort: the data is what matters
-        if os.geteuid() == 0:  # before the mode: chown clears the set-id bits
-            os.fchown(fd, entry.uid, entry.gid)
-        os.fchmod(fd, stat.S_IMODE(entry.mode))
-        os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
 
 
 def _drop(dirs: _Dirs, job: _Pending) -> None:
@@ -933,8 +923,9 @@ def _apply_at(dir_fd: int, name: str | None, entry: TreeEntry, result: RestoreRe
         os.utime(name, ns=times, dir_fd=dir_fd, follow_symlinks=False)
 
 
-def _apply_to(handle: str, entry: TreeEntry, result: RestoreResult) -> None:
-    """Metadata through an O_PATH handle's /proc/self/fd link (followed to the inode)."""
+def _apply_to(handle: str | int, entry: TreeEntry, result: RestoreResult) -> None:
+    """Metadata through a file's own handle, or an O_PATH handle's /proc/self/fd link
+    (followed to the inode)."""
     _apply_xattrs(handle, entry, result, follow=True)
     with contextlib.suppress(OSError):
         if os.geteuid() == 0:  # before the mode: chown clears the set-id bits
