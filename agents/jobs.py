@@ -104,7 +104,8 @@ def backup_job(config: Config) -> Job | None:
 
     def body(ctx: JobContext) -> CheckResult:
         assert config.backup is not None
-        repo = open_repository(config.backup)  # once for backup and forget: the key costs
+        # once for backup and forget: the key costs
+        repo = open_repository(config.backup, config.state_dir)
         result = run_backup(config, emit=ctx.emit, should_stop=lambda: ctx.stopping, repo=repo)
         if result.ok and config.backup.retention is not None:
             forgotten = run_guarded(

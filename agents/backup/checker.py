@@ -15,7 +15,7 @@ import math
 import random
 import re
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -98,7 +98,9 @@ def run_check(
     subset: str | None = None,
     progress: ProgressFn | None = None,
 ) -> CheckReport:
-    """`backup check`: `check` under the shared lock, so no prune deletes what it reads."""
+    """`backup check`: `check` under the shared lock, so no prune deletes what it reads.
+    It reads what storage holds, never a local copy (cache.py)."""
+    repo.cache = None
     with repo.lock(exclusive=False):
         return check(repo, read_data, subset, progress)
 

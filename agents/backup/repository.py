@@ -34,6 +34,7 @@ from typing import Any, Literal
 import zstandard
 from pyfastcdc import FastCDC
 
+from agents.backup.cache import Kind, ObjectCache
 from agents.backup.crypto import Crypto, MasterKey, dumps, unwrap_master_key, wrap_master_key
 from agents.backup.errors import BackupError, IntegrityError, NotFound, WrongKey
 from agents.backup.index import Index, IndexFile, Location, encode_index, read_index_file
@@ -120,6 +121,8 @@ class Repository:
         self.listed_packs: dict[str, int] | None = None
         self.listed_snapshots: set[str] | None = None
         self._snapshots_ahead: Future[_SnapshotListing] | None = None
+        # a local copy of index files, snapshots and trees (S3; see cache.py), or None
+        self.cache: ObjectCache | None = None
         self._index_loaded = False
         self._dctx = threading.local()
 
@@ -296,7 +299,7 @@ class Repository:
         with ThreadPoolExecutor(1, thread_name_prefix="list") as pool:
             packs = pool.submit(_list_packs, self.storage) if present is None else None
             names, stray = _list_names(self.storage, "index/")
-            for name, sealed in _get_many(self.storage, [f"index/{n}" for n in names]):
+            for name, sealed in self._objects("index", names):
                 if sealed is None:
                     continue  # deleted by a prune since the listing
                 try:
@@ -371,7 +374,7 @@ class Repository:
         them next) the snapshots are listed and read meanwhile too, for `snapshots`."""
         if snapshots_ahead:
             reader = ThreadPoolExecutor(1, thread_name_prefix="snapshots")
-            self._snapshots_ahead = reader.submit(_read_snapshots, self.storage)
+            self._snapshots_ahead = reader.submit(self._read_snapshots)
             reader.shutdown(wait=False)
         try:
             self.load_index(refresh=True)
@@ -425,6 +428,11 @@ class Repository:
         return FastCDC(avg, min_size=low, max_size=high, seed=self.crypto.master.chunker_seed)
 
     def load_blob(self, blob_id: bytes) -> bytes:
+        sealed, pack_id = self._read_sealed(blob_id)
+        return self.open_blob(blob_id, sealed, pack_id)
+
+    def _read_sealed(self, blob_id: bytes) -> tuple[bytes, str]:
+        """A blob's sealed bytes, read from its pack, and the pack's ID."""
         location = self.load_index().get(blob_id)
         if location is None:
             raise IntegrityError(f"blob {blob_id.hex()[:12]} is not in the index (missing data)")
@@ -434,7 +442,25 @@ class Repository:
             raise IntegrityError(
                 f"pack {location.pack[:12]} holding blob {blob_id.hex()[:12]} is missing"
             ) from None
-        return self.open_blob(blob_id, sealed, location.pack)
+        return sealed, location.pack
+
+    def _load_tree(self, blob_hex: str, snapshot: Snapshot) -> bytes:
+        """A tree blob, from the cache when it holds a copy that opens and matches its ID
+        (one that does not is dropped), else from its pack, then copied to the cache."""
+        blob_id = _tree_blob_id(blob_hex, snapshot)
+        cache = self.cache
+        if cache is None:
+            return self.load_blob(blob_id)
+        sealed = cache.get("trees", blob_hex, hashed=False)
+        if sealed is not None:
+            try:
+                return self._open_blob(blob_id, sealed, "(local cache)")
+            except IntegrityError:
+                cache.drop("trees", blob_hex)
+        sealed, pack_id = self._read_sealed(blob_id)
+        data = self.open_blob(blob_id, sealed, pack_id)
+        cache.put("trees", blob_hex, sealed, hashed=False)
+        return data
 
     def open_blob(self, blob_id: bytes, sealed: bytes, pack_id: str) -> bytes:
         """Decrypt, decompress and hash-check one sealed blob. A blob that fails is dropped
@@ -474,6 +500,8 @@ class Repository:
         sealed = self.crypto.seal(plain, _SNAPSHOT_ASSOCIATED)
         snapshot_id = hashlib.sha256(sealed).hexdigest()
         self.storage.put(f"snapshots/{snapshot_id}", sealed)
+        if self.cache is not None:
+            self.cache.put("snapshots", snapshot_id, sealed)
         if self.listed_snapshots is not None:
             self.listed_snapshots.add(snapshot_id)
         return replace(snapshot, id=snapshot_id)
@@ -481,10 +509,14 @@ class Repository:
     def load_snapshot(self, snapshot_id: str, sealed: bytes | None = None) -> Snapshot:
         """A snapshot by ID (`sealed`: its object, when already read)."""
         if sealed is None:
+            sealed = self.cache.get("snapshots", snapshot_id) if self.cache is not None else None
+        if sealed is None:
             try:
                 sealed = self.storage.get(f"snapshots/{snapshot_id}")
             except NotFound:
                 raise SnapshotGone(f"snapshot {snapshot_id[:8]} does not exist") from None
+            if self.cache is not None:
+                self.cache.put("snapshots", snapshot_id, sealed)
         if hashlib.sha256(sealed).hexdigest() != snapshot_id:
             raise IntegrityError(f"snapshot {snapshot_id[:8]} does not match its hash")
         plain = self.crypto.open(sealed, _SNAPSHOT_ASSOCIATED, f"snapshot {snapshot_id[:8]}")
@@ -518,7 +550,7 @@ class Repository:
             self.listed_snapshots = set(ids)
         else:
             ids = self.snapshot_ids()
-            objects = _get_many(self.storage, [f"snapshots/{i}" for i in ids])
+            objects = self._objects("snapshots", ids)
         for snapshot_id, sealed in objects:
             if sealed is None:
                 continue  # deleted since the listing; any other storage error stops here
@@ -526,7 +558,35 @@ class Repository:
                 found.append(self.load_snapshot(snapshot_id, sealed))
             except IntegrityError as exc:
                 self.damaged_snapshots[snapshot_id] = str(exc)
+        if self.cache is not None:  # the trees of snapshots no longer listed go
+            self.cache.keep_only("trees", (blob for s in found for blob in s.tree))
         return sorted(found, key=lambda s: s.time)
+
+    def _read_snapshots(self) -> _SnapshotListing:
+        """Snapshot names, stray keys under snapshots/, and every snapshot object read."""
+        ids, stray = _list_names(self.storage, "snapshots/")
+        return ids, stray, list(self._objects("snapshots", ids))
+
+    def _objects(self, kind: Kind, names: list[str]) -> Iterator[tuple[str, bytes | None]]:
+        """(name, object) for each listed index file or snapshot: the local copy when the
+        cache has one, else read from storage (GET_MANY at a time) and copied; None for
+        one deleted since the listing. Copies of objects not listed are removed."""
+        cache = self.cache
+        if cache is None:
+            yield from _get_many(self.storage, [f"{kind}/{n}" for n in names])
+            return
+        cache.keep_only(kind, names)
+        missing = []
+        for name in names:
+            data = cache.get(kind, name)
+            if data is None:
+                missing.append(name)
+            else:
+                yield name, data
+        for name, data in _get_many(self.storage, [f"{kind}/{n}" for n in missing]):
+            if data is not None:
+                cache.put(kind, name, data)
+            yield name, data
 
     def find_snapshot(
         self, ref: str, source: str | None = None, host: str | None = None
@@ -584,7 +644,7 @@ class Repository:
             try:
                 data = keep.get(blob_hex) if keep is not None else None
                 if data is None:
-                    data = self.load_blob(_tree_blob_id(blob_hex, snapshot))
+                    data = self._load_tree(blob_hex, snapshot)
                     if keep is not None:
                         keep.put(blob_hex, data)
             except IntegrityError:
@@ -612,6 +672,8 @@ class Repository:
         sealed = encode_index(self.crypto, packs, list(supersedes))
         name = hashlib.sha256(sealed).hexdigest()
         self.storage.put(f"index/{name}", sealed)
+        if self.cache is not None:
+            self.cache.put("index", name, sealed)
         self.index_files[name] = list(packs)
         self.all_index_files.append(name)
         self.mentioned_packs.update(packs)
@@ -727,6 +789,9 @@ class BlobWriter:
         blob_type, blob_id, pending, raw_size = self._inflight.popleft()
         sealed = pending if isinstance(pending, bytes) else pending.result()
         self._builder.add(blob_type, blob_id, sealed)
+        if blob_type == BlobType.TREE and self.repo.cache is not None and not self.repack:
+            # the next backup reads this tree as its parent's
+            self.repo.cache.put("trees", blob_id.hex(), sealed, hashed=False)
         self._bump(blobs_new=1, bytes_new=raw_size, bytes_stored=len(sealed))
         if self._builder.size >= self.pack_size:
             self._ship()
@@ -813,12 +878,6 @@ def _list_packs(storage: Storage) -> tuple[dict[str, int], list[str]]:
         else:
             stray.append(info.key)
     return packs, stray
-
-
-def _read_snapshots(storage: Storage) -> _SnapshotListing:
-    """Snapshot names, stray keys under snapshots/, and every snapshot object read."""
-    ids, stray = _list_names(storage, "snapshots/")
-    return ids, stray, list(_get_many(storage, [f"snapshots/{i}" for i in ids]))
 
 
 def _get_many(storage: Storage, keys: list[str]) -> Iterator[tuple[str, bytes | None]]:

@@ -215,7 +215,7 @@ def run_restore(
     `progress` shows a files restore advancing."""
     if config.backup is None:
         raise BackupError("no backup section in the config")
-    repo = open_repository(config.backup)
+    repo = open_repository(config.backup, config.state_dir)
     snap = repo.find_snapshot(request.snapshot, source=request.source)
     for damaged_id in repo.damaged_snapshots if request.snapshot == "latest" else ():
         warn(

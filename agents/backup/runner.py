@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from agents import __version__
@@ -49,8 +50,12 @@ def repository_password(cfg: BackupConfig) -> str:
     return password
 
 
-def open_repository(cfg: BackupConfig) -> Repository:
-    """Open the configured repository, with the unlock `unlock.begin` started if any."""
+def open_repository(cfg: BackupConfig, state_dir: Path | None = None) -> Repository:
+    """Open the configured repository, with the unlock `unlock.begin` started if any.
+
+    With `state_dir`, an S3 repository reads its index files, snapshots and trees
+    through the local cache there (`backup.local_cache`; see cache.py); a command that
+    must see what storage holds (check, the restore test) passes none."""
     password = repository_password(cfg)
     started = unlock.take(cfg, password)
     if started is not None:
@@ -58,6 +63,10 @@ def open_repository(cfg: BackupConfig) -> Repository:
     else:
         repo = Repository.open(open_storage(cfg.repository, cfg.s3), password)
     repo.lock_wait = cfg.lock_wait.total_seconds()
+    if state_dir is not None and cfg.local_cache and cfg.repository.startswith("s3://"):
+        from agents.backup.cache import ObjectCache
+
+        repo.cache = ObjectCache.for_repository(state_dir, repo.info)
     return repo
 
 
@@ -103,7 +112,7 @@ def run_backup(
     sources = _chosen_sources(cfg, only)
     started_at = datetime.now(UTC)
     start = time.monotonic()
-    repo = repo or open_repository(cfg)
+    repo = repo or open_repository(cfg, config.state_dir)
     results: list[CheckResult] = []
     with repo.lock(exclusive=False) as lock:
         reconciled = repo.reconcile(snapshots_ahead=True)
@@ -409,7 +418,7 @@ def run_forget(
     started_at = datetime.now(UTC)
     start = time.monotonic()
     report = forget(
-        repo or open_repository(cfg),
+        repo or open_repository(cfg, config.state_dir),
         cfg.retention,
         dry_run,
         delete_old_versions=cfg.prune.delete_old_versions,

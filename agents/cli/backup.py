@@ -167,7 +167,7 @@ def backup_snapshots(
     from agents.backup.runner import open_repository
     from agents.units import format_size
 
-    repo = open_repository(backup_config(config))
+    repo = open_repository(backup_config(config), config.state_dir)
     snaps = [
         s
         for s in repo.snapshots()
@@ -221,7 +221,7 @@ def backup_show(
     from agents.backup.snapshot import shown
 
     config = load(ctx, config_file)
-    repo = open_repository(backup_config(config))
+    repo = open_repository(backup_config(config), config.state_dir)
     snap = repo.find_snapshot(snapshot, source=source)
     record = snap.files_record(repo.read_tree(snap)) if list_files else snap.record()
     if as_json:
@@ -350,7 +350,7 @@ def _forget_named(config: Config, refs: list[str], dry_run: bool, as_json: bool)
     from agents.backup.runner import open_repository
 
     cfg = backup_config(config)
-    repo = open_repository(cfg)
+    repo = open_repository(cfg, config.state_dir)
     if dry_run:
         plan = plan_forget_snapshots(repo, refs)
         if as_json:

@@ -260,6 +260,11 @@ class BackupConfig(Model):
         default=timedelta(minutes=10),
         description="How long a job waits for another process's conflicting lock.",
     )
+    local_cache: bool = Field(
+        default=True,
+        description="Keep copies of an S3 repository's index files, snapshots and trees "
+        "in state_dir/cache (never used by check or the restore test).",
+    )
 
     @field_validator("repository")
     @classmethod
