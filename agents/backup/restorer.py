@@ -965,15 +965,11 @@ def _make_hard_links(
         try:
             if overwrite:
                 _remove_non_directory(dir_fd, rel.name)
-            _link_fd(first_fd, dir_fd, rel.name)
-        except FileExistsError:
-            result.skipped_existing.append(entry.path)
-            continue
-        except OSError as exc:
-            result.errors.append(f"{entry.path}: {exc.strerror}")
-            continue
+            made_link = _created(entry, result, _link_fd, first_fd, dir_fd, rel.name)
         finally:
             os.close(first_fd)
+        if not made_link:
+            continue
         result.files += 1
         result.bytes += entry.size
     dirs.hold(set())
@@ -1026,18 +1022,33 @@ def _make_symlinks(
         dir_fd = _open_dir(dirs, rel.parent, result)
         if dir_fd is None:
             continue
-        try:
-            if overwrite and _is_link(dir_fd, rel.name):
-                os.unlink(rel.name, dir_fd=dir_fd)
-            os.symlink(entry.target, rel.name, dir_fd=dir_fd)
-        except FileExistsError:
-            result.skipped_existing.append(entry.path)
-            continue
-        except OSError as exc:
-            result.errors.append(f"{entry.path}: {exc.strerror}")
+        if not _created(entry, result, _symlink, entry.target, dir_fd, rel.name, overwrite):
             continue
         _apply_at(dir_fd, rel.name, entry, result)
         result.symlinks += 1
+
+
+def _symlink(target: str, dir_fd: int, name: str, overwrite: bool) -> None:
+    """A symbolic link; with `overwrite` it replaces a link of that name (nothing else)."""
+    if overwrite and _is_link(dir_fd, name):
+        os.unlink(name, dir_fd=dir_fd)
+    os.symlink(target, name, dir_fd=dir_fd)
+
+
+def _created(
+    entry: TreeEntry, result: RestoreResult, make: Callable[..., object], *args: object
+) -> bool:
+    """Make one name with `make(*args)`: a name that exists already is skipped (listed
+    as such), any other failure is that entry's error; True when made."""
+    try:
+        make(*args)
+    except FileExistsError:
+        result.skipped_existing.append(entry.path)
+        return False
+    except OSError as exc:
+        result.errors.append(f"{entry.path}: {exc.strerror}")
+        return False
+    return True
 
 
 def _exists(dir_fd: int, name: str) -> bool:
