@@ -123,6 +123,7 @@ class Repository:
         self._snapshots_ahead: Future[_SnapshotListing] | None = None
         # a local copy of index files, snapshots and trees (S3; see cache.py), or None
         self.cache: ObjectCache | None = None
+        self._listed_sizes: dict[str, int] = {}  # "index/<name>" -> size, as last listed
         self._index_loaded = False
         self._dctx = threading.local()
 
@@ -298,7 +299,7 @@ class Repository:
         # data/ is listed, alongside (one round trip, not two before the index reads)
         with ThreadPoolExecutor(1, thread_name_prefix="list") as pool:
             packs = pool.submit(_list_packs, self.storage) if present is None else None
-            names, stray = _list_names(self.storage, "index/")
+            names, stray = _list_names(self.storage, "index/", self._listed_sizes)
             for name, sealed in self._objects("index", names):
                 if sealed is None:
                     continue  # deleted by a prune since the listing
@@ -445,13 +446,15 @@ class Repository:
         return sealed, location.pack
 
     def _load_tree(self, blob_hex: str, snapshot: Snapshot) -> bytes:
-        """A tree blob, from the cache when it holds a copy that opens and matches its ID
-        (one that does not is dropped), else from its pack, then copied to the cache."""
+        """A tree blob, from the cache when it holds a copy of the indexed length that
+        opens and matches its ID (one that does not is dropped), else from its pack,
+        then copied to the cache."""
         blob_id = _tree_blob_id(blob_hex, snapshot)
         cache = self.cache
-        if cache is None:
+        location = self.load_index().get(blob_id) if cache is not None else None
+        if cache is None or location is None:  # a tree the index lacks fails as without
             return self.load_blob(blob_id)
-        sealed = cache.get("trees", blob_hex, hashed=False)
+        sealed = cache.get("trees", blob_hex, hashed=False, size=location.length)
         if sealed is not None:
             try:
                 return self._open_blob(blob_id, sealed, "(local cache)")
@@ -508,8 +511,9 @@ class Repository:
 
     def load_snapshot(self, snapshot_id: str, sealed: bytes | None = None) -> Snapshot:
         """A snapshot by ID (`sealed`: its object, when already read)."""
-        if sealed is None:
-            sealed = self.cache.get("snapshots", snapshot_id) if self.cache is not None else None
+        size = self._listed_sizes.get(f"snapshots/{snapshot_id}")
+        if sealed is None and self.cache is not None and size is not None:
+            sealed = self.cache.get("snapshots", snapshot_id, size=size)
         if sealed is None:
             try:
                 sealed = self.storage.get(f"snapshots/{snapshot_id}")
@@ -532,7 +536,7 @@ class Repository:
     def snapshot_ids(self) -> list[str]:
         """Every snapshot object's ID. Other names under `snapshots/` (an S3 console's
         "folder" key, a stray file) are no snapshots: listed in `foreign_objects`."""
-        ids, stray = _list_names(self.storage, "snapshots/")
+        ids, stray = _list_names(self.storage, "snapshots/", self._listed_sizes)
         self._note_foreign(stray)
         self.listed_snapshots = set(ids)
         return ids
@@ -564,7 +568,7 @@ class Repository:
 
     def _read_snapshots(self) -> _SnapshotListing:
         """Snapshot names, stray keys under snapshots/, and every snapshot object read."""
-        ids, stray = _list_names(self.storage, "snapshots/")
+        ids, stray = _list_names(self.storage, "snapshots/", self._listed_sizes)
         return ids, stray, list(self._objects("snapshots", ids))
 
     def _objects(self, kind: Kind, names: list[str]) -> Iterator[tuple[str, bytes | None]]:
@@ -578,7 +582,7 @@ class Repository:
         cache.keep_only(kind, names)
         missing = []
         for name in names:
-            data = cache.get(kind, name)
+            data = cache.get(kind, name, size=self._listed_sizes.get(f"{kind}/{name}", -1))
             if data is None:
                 missing.append(name)
             else:
@@ -854,14 +858,18 @@ class BlobWriter:
 _SnapshotListing = tuple[list[str], list[str], list[tuple[str, bytes | None]]]
 
 
-def _list_names(storage: Storage, prefix: str) -> tuple[list[str], list[str]]:
+def _list_names(
+    storage: Storage, prefix: str, sizes: dict[str, int]
+) -> tuple[list[str], list[str]]:
     """The names under index/ or snapshots/ that are ours (64 hex digits), and the keys
-    that are not (an S3 console's "folder" key, a stray file)."""
+    that are not (an S3 console's "folder" key, a stray file); `sizes` gets each name's
+    size, under `prefix + name`."""
     names, stray = [], []
     for info in storage.list(prefix):
         name = info.key.rsplit("/", 1)[-1]
         if _PACK_NAME.fullmatch(name):
             names.append(name)
+            sizes[prefix + name] = info.size
         else:
             stray.append(info.key)
     return names, stray

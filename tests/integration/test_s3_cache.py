@@ -5,6 +5,7 @@ never used, another host's forget is followed, and check reads the bucket itself
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -102,8 +103,9 @@ def test_a_nightly_backup_reads_no_index_snapshot_or_tree_from_the_bucket(
         assert gets["GET data/"] >= 1, kinds
 
 
+@pytest.mark.parametrize("tree_damage", ["another tree's", "one byte flipped"])
 def test_a_damaged_or_planted_copy_is_read_from_the_bucket_again(
-    s3_server: services.S3Server, s3_bucket: str, tmp_path: Path
+    s3_server: services.S3Server, s3_bucket: str, tmp_path: Path, tree_damage: str
 ) -> None:
     proxy = FaultProxy(s3_server.port).start()
     try:
@@ -120,12 +122,15 @@ def test_a_damaged_or_planted_copy_is_read_from_the_bucket_again(
                 path.write_bytes(bytes(data))
         # every tree copy replaced by another tree's sealed bytes: they decrypt with the
         # key, but not as the blob their name says
-        first = (cache.root / "trees" / trees[0]).read_bytes()
-        for name in trees[1:]:
-            (cache.root / "trees" / name).write_bytes(first)
-        (cache.root / "trees" / trees[0]).write_bytes(
-            (cache.root / "trees" / trees[1]).read_bytes()
-        )
+        originals = [(cache.root / "trees" / name).read_bytes() for name in trees]
+        if tree_damage == "another tree's":  # valid sealed bytes, of another blob
+            for name, other in zip(trees, originals[1:] + originals[:1], strict=True):
+                (cache.root / "trees" / name).write_bytes(other)
+        else:  # the right length, one byte flipped: only opening it can tell
+            for name, data in zip(trees, originals, strict=True):
+                flipped = bytearray(data)
+                flipped[len(flipped) // 2] ^= 0x01
+                (cache.root / "trees" / name).write_bytes(bytes(flipped))
         kinds = _reads(config, proxy)
     finally:
         proxy.stop()
@@ -220,3 +225,38 @@ def test_a_repository_id_from_the_bucket_is_never_a_path(
     assert repo.cache is None
     assert run_backup(config).ok
     assert not (tmp_path / "escaped").exists() and not (tmp_path.parent / "escaped").exists()
+
+
+@pytest.mark.timeout(180)  # the first version blocked for ever opening a FIFO
+def test_fifos_and_directories_planted_as_copies_cost_only_requests(
+    s3_server: services.S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    """Every copy replaced by a FIFO or a directory (from the attack on the first
+    version: backups and restores hung, or the cache was given up for good)."""
+    config = _backed_up_twice(tmp_path, s3_server.endpoint_url, s3_bucket)
+    cache = _cache(config)
+    held = {kind: cache.names(kind) for kind in ("index", "snapshots", "trees")}
+    for number, (kind, names) in enumerate(held.items()):
+        for name in names:
+            path = cache.root / kind / name
+            path.unlink()
+            if number % 2:
+                os.mkfifo(path)
+            else:
+                (path / "planted").mkdir(parents=True)
+    assert run_backup(config).ok
+    assert {kind: cache.names(kind) >= names for kind, names in held.items()} == {
+        "index": True,
+        "snapshots": True,
+        "trees": True,
+    }
+    assert config.backup is not None
+    latest = open_repository(config.backup, config.state_dir).snapshots()[-1]
+    held["trees"] = set(latest.tree)  # the older snapshots' trees were not read
+    for kind, names in held.items():  # real copies again, in use
+        assert all((cache.root / kind / name).is_file() for name in names), kind
+    target = tmp_path / "restored"
+    run_restore(config, RestoreRequest(snapshot="latest", target=str(target)))
+    assert fingerprint(target / (tmp_path / "src").relative_to("/")) == fingerprint(
+        tmp_path / "src"
+    )
