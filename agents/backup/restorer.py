@@ -17,8 +17,11 @@ created. Metadata is set through handles too (of the file, or an O_PATH handle v
 /proc/self/fd, so Linux's /proc is needed for the metadata of links, nodes and
 directories).
 
-Each file is written under a temporary name in its directory and given its name
-only when complete, so no file ever looks whole when it is not. The temporary is
+Each file is written unnamed in its directory (O_TMPFILE, held open) and given its
+name only when complete, so no file ever looks whole when it is not: nothing can be
+swapped for it, and a killed restore leaves nothing of it. Where the file system has
+no O_TMPFILE, or the open-file limit leaves no room for the handles, a file is
+written under a temporary name instead. That temporary is
 reopened for each write only if its name still leads to the very file made (same
 device and inode, O_NOFOLLOW, O_NONBLOCK), and its metadata is set and its name
 linked through that handle (link of /proc/self/fd/N): a process that replaces it
@@ -26,9 +29,9 @@ with a link to another file, a symbolic link or a FIFO fails that one file (an
 error), and nothing is written, chmod'ed or linked through the replacement. With
 `overwrite` the rename replaces whatever has the name (a symbolic link is replaced,
 never written through); without it an existing name (a link too) is kept. A restore
-killed midway leaves `.opsagent-restore-*` temporaries, never a partial file under
-its name. The soft open-file limit is raised to the hard one, and the directory
-handles kept open are sized to it.
+killed midway leaves at most `.opsagent-restore-*` temporaries (of files written
+named), never a partial file under its name. The soft open-file limit is raised to
+the hard one, and the directory handles and unnamed files kept open are sized to it.
 
 Damaged data never stops a restore: a blob that fails authentication, a blob the
 index does not know, or a missing pack damages only the files that need it. Such a
@@ -89,6 +92,10 @@ _TEMP_PREFIX = ".opsagent-restore-"
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _REPLACED = "its temporary file was replaced while the restore ran (another process writes here)"
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_ANONYMOUS_FILE = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC  # no O_EXCL: it is linked
+# files are written as unnamed files (O_TMPFILE) held open until named, while the
+# open-file limit leaves room for them (`_Unnamed`); else under a temporary name
+ANONYMOUS_TEMPORARIES = True
 _NODE_KINDS = {"fifo": stat.S_IFIFO, "chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK}
 
 
@@ -124,13 +131,41 @@ class _Target:
     entry: TreeEntry
 
 
+class _Unnamed:
+    """How many files may be written unnamed at once: each holds a file descriptor from
+    its first data until it is named (a damaged one, until the end). Beyond that, or
+    where the file system has no O_TMPFILE, files get a temporary name instead."""
+
+    def __init__(self, limit: int) -> None:
+        self._left = limit if ANONYMOUS_TEMPORARIES else 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._left <= 0:
+                return False
+            self._left -= 1
+            return True
+
+    def give(self, unsupported: bool = False) -> None:
+        with self._lock:
+            self._left = -(1 << 30) if unsupported else self._left + 1
+
+
 @dataclass
 class _Pending:
-    """A file being written under a temporary name until its data is all in."""
+    """A file being written until its data is all in: an unnamed file (O_TMPFILE) held
+    open, or a file under a temporary name reopened for each write.
+
+    Unnamed, nothing can be swapped for it and a killed restore leaves nothing behind;
+    it also saves two directory updates and a reopen per write, the bulk of a small
+    file's cost."""
 
     item: _Target
-    temp: str  # the temporary's name, in the file's directory
+    temp: str  # the temporary's name, in the file's directory (unused when unnamed)
     dir_fd: int  # that directory's handle: open while the file's batch is written
+    unnamed: _Unnamed | None = None  # where an unnamed file's descriptor is accounted
+    fd: int = -1  # the unnamed file, open until `_drop`
     problem: str = ""
     tried: bool = False  # the temporary was made, or failed to be (`error`)
     made: bool = False
@@ -150,8 +185,12 @@ class _Dirs:
     that could not be had fails again without a new try (reported once)."""
 
     def __init__(self, root: Path, keep: int = DIRS_HELD + 128) -> None:
-        keep = min(keep, max(4, (_open_file_limit() - 64) // 2))
+        limit = _open_file_limit()
+        keep = min(keep, max(4, (limit - 64) // 2))
         self.max_held = max(1, keep // 2)  # a batch's directories: the rest of `keep`
+        # descriptors left for files written unnamed (`_Unnamed`): half the limit, less
+        # the directories', none under a low limit
+        self.spare = max(0, min(BATCH_FILES, (limit - 64) // 2 - keep))
         self.root = root
         self.root_fd = os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW)  # resolved already
         self.reported: set[str] = set()
@@ -366,9 +405,12 @@ def restore(
         lost_tree: list[str] = []
         try:
             with ThreadPoolExecutor(max(1, workers), thread_name_prefix="restore") as pool:
+                unnamed = _Unnamed(dirs.spare)
 
                 def write(files: list[_Target]) -> None:
-                    _write_files(repo, dirs, files, overwrite, progress, pool, result, pending)
+                    _write_files(
+                        repo, dirs, files, overwrite, progress, pool, result, pending, unnamed
+                    )
                     _name_batch(dirs, pending, overwrite, progress, result, made, firsts, damaged)
 
                 batch = _Batch(write, min(DIRS_HELD, dirs.max_held))
@@ -542,10 +584,11 @@ def _write_files(
     pool: ThreadPoolExecutor,
     result: RestoreResult,
     pending: list[_Pending],
+    unnamed: _Unnamed,
 ) -> None:
-    """Write each file of a batch under a temporary name and fill it; `pending` gets the
-    temporaries made (in file order), each with its `problem` when some data could not
-    be read. `_name_batch` then gives them their names.
+    """Write each file of a batch, unnamed or under a temporary name, and fill it;
+    `pending` gets the temporaries made (in file order), each with its `problem` when
+    some data could not be read. `_name_batch` then gives them their names.
 
     The reads start at once: the reader that first has data for a file makes its
     temporary, so making thousands of files overlaps the download (restic does the
@@ -563,7 +606,7 @@ def _write_files(
         if not overwrite and _exists(dir_fd, item.rel.name):
             result.skipped_existing.append(item.entry.path)
             continue
-        job = _Pending(item, _TEMP_PREFIX + secrets.token_hex(8), dir_fd)
+        job = _Pending(item, _TEMP_PREFIX + secrets.token_hex(8), dir_fd, unnamed)
         jobs.append(job)
         job.problem = _locate(repo, item.entry, job, wanted, sizes)
 
@@ -633,11 +676,13 @@ def _create(job: _Pending, pending: list[_Pending]) -> bool:
         if job.tried:
             return job.made
         job.tried = True
-        try:
-            fd = os.open(job.temp, _NEW_FILE, 0o600, dir_fd=job.dir_fd)
-        except OSError as exc:
-            job.error = str(exc.strerror)
-            return False
+        fd = _create_unnamed(job)
+        if fd < 0:
+            try:
+                fd = os.open(job.temp, _NEW_FILE, 0o600, dir_fd=job.dir_fd)
+            except OSError as exc:
+                job.error = str(exc.strerror)
+                return False
         pending.append(job)
         job.made = True
         try:
@@ -645,8 +690,22 @@ def _create(job: _Pending, pending: list[_Pending]) -> bool:
             job.inode = (st.st_dev, st.st_ino)
             os.ftruncate(fd, job.item.entry.size)
         finally:
-            os.close(fd)
+            if fd != job.fd:
+                os.close(fd)
         return True
+
+
+def _create_unnamed(job: _Pending) -> int:
+    """The job's file made unnamed in its directory and kept open (`job.fd`), if the
+    descriptor budget allows and the file system can; else -1."""
+    if job.unnamed is None or not job.unnamed.take():
+        return -1
+    try:
+        job.fd = os.open(".", _ANONYMOUS_FILE, 0o600, dir_fd=job.dir_fd)
+    except OSError as exc:
+        job.unnamed.give(unsupported=exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL))
+        return -1
+    return job.fd
 
 
 class _Replaced(Exception):
@@ -710,7 +769,7 @@ def _name(
     entry, rel = job.item.entry, job.item.rel
     try:
         dir_fd = job.dir_fd = dirs.get(rel.parent, create=False)  # its batch's may be closed
-        fd = _reopen(job, os.O_RDONLY)
+        fd = job.fd if job.fd >= 0 else _reopen(job, os.O_RDONLY)
     except (OSError, _Replaced) as exc:  # its directory or its temporary went away
         why = exc.strerror if isinstance(exc, OSError) else _REPLACED
         if job.problem:
@@ -718,19 +777,20 @@ def _name(
         else:
             result.errors.append(f"{entry.path}: {why}")
         return False
+    temp = job.temp if job.fd < 0 else ""  # an unnamed file has no name to rename
     try:
         if job.problem:
-            written = _link_unused(fd, dir_fd, rel, reserved, job.temp)
+            written = _link_unused(fd, dir_fd, rel, reserved, temp)
             shown = str(dirs.root / written) if written is not None else ""
             result.damaged.append(Damaged(entry.path, job.problem, shown))
             return False
         _apply_to(fd, entry, result)
         if overwrite:  # replaces a link itself, never writes through it
             fresh = _TEMP_PREFIX + secrets.token_hex(8)
-            _link_fd(fd, dir_fd, fresh, job.temp)
+            _link_fd(fd, dir_fd, fresh, temp)
             os.replace(fresh, rel.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         else:
-            _link_fd(fd, dir_fd, rel.name, job.temp)
+            _link_fd(fd, dir_fd, rel.name, temp)
     except FileExistsError:
         result.skipped_existing.append(entry.path)
         return False
@@ -738,7 +798,8 @@ def _name(
         result.errors.append(f"{entry.path}: {exc.strerror}")
         return False
     finally:
-        os.close(fd)
+        if fd != job.fd:  # reopened here; an unnamed file is closed by `_drop`
+            os.close(fd)
     result.files += 1
     result.bytes += entry.size
     return True
@@ -781,7 +842,14 @@ def _link_fd(fd: int, dir_fd: int, name: str, temp: str = "") -> None:
 
 
 def _drop(dirs: _Dirs, job: _Pending) -> None:
-    """Remove the job's temporary if it is still there."""
+    """Remove the job's temporary if it is still there; an unnamed one is closed (and is
+    gone unless it was named)."""
+    if job.fd >= 0:
+        fd, job.fd = job.fd, -1
+        os.close(fd)
+        assert job.unnamed is not None
+        job.unnamed.give()
+        return
     with contextlib.suppress(OSError):
         os.unlink(job.temp, dir_fd=dirs.get(job.item.rel.parent, create=False))
 
@@ -852,6 +920,13 @@ def _write_at(job: _Pending, data: bytes, offset: int) -> None:
     """Write a blob into the job's temporary; a temporary replaced meanwhile fails that
     file alone (its error), a write that fails (a full disk) stops the restore."""
     if job.error:
+        return
+    if job.fd >= 0:  # unnamed: nobody else can reach it
+        try:
+            os.pwrite(job.fd, data, offset)
+        except OSError as exc:
+            where = job.item.rel.parent
+            raise BackupError(f"cannot write into the target's {where}: {exc.strerror}") from None
         return
     try:
         fd = _reopen(job, os.O_WRONLY)

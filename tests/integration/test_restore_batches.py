@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -299,3 +302,38 @@ def test_a_damaged_copy_is_named_after_its_directory_handle_was_closed(
     assert (out / "d0" / "f3.bin.damaged").stat().st_size == (source / "d0/f3.bin").stat().st_size
     assert (out / "d4" / "f6.bin").read_bytes() == (source / "d4" / "f6.bin").read_bytes()
     assert len(batches) >= 5 and not list(target.rglob(".opsagent-restore-*"))
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.3])
+def test_a_restore_killed_midway_leaves_no_temporary_and_no_partial_file(
+    tmp_path: Path, delay: float
+) -> None:
+    """SIGKILL while files are being written: files are written unnamed (O_TMPFILE), so
+    nothing of the killed run is left but whole files under their names (named
+    temporaries used to stay behind); a rerun restores the rest."""
+    source = tmp_path / "source"
+    for d in range(30):
+        (source / f"d{d}").mkdir(parents=True)
+        for n in range(200):
+            (source / f"d{d}" / f"f{n}").write_bytes(os.urandom(1000 + 37 * n))
+    (source / "big.bin").write_bytes(os.urandom(8 << 20))
+    _backup(tmp_path, source)
+    target = tmp_path / "target"
+    command = [sys.executable, "-m", "agents", "restore", "latest", "--to", str(target)]
+    command += ["--config", str(tmp_path / "c.yml")]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not target.exists() and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(delay)
+    assert proc.poll() is None, "the restore finished before it could be killed"
+    proc.kill()
+    proc.wait(timeout=60)
+    assert list(target.rglob(".opsagent-restore-*")) == []
+    restored = target / source.relative_to("/")
+    for path in restored.rglob("*"):
+        if path.is_file():
+            original = source / path.relative_to(restored)
+            assert path.read_bytes() == original.read_bytes(), path
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _contents(restored) == _contents(source)
