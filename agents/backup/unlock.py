@@ -24,6 +24,7 @@ again with the validated config's storage, so its error is the one people see.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import json
@@ -195,7 +196,7 @@ def _head_start(hint: Path | None, password: str) -> HeadStart | None:
     if hint is None:
         return None
     try:
-        params = kdf_params(json.loads(hint.read_text(encoding="utf-8")))
+        params = kdf_params(json.loads(_read_small(hint)))
     except (OSError, ValueError, WrongKey, AttributeError):
         return None
     derived: Future[bytes] = Future()
@@ -210,22 +211,49 @@ def _head_start(hint: Path | None, password: str) -> HeadStart | None:
     return HeadStart(params, derived)
 
 
+def _read_small(path: Path, limit: int = 4096) -> bytes:
+    """A small regular file's bytes: never a link, a FIFO (which would block) or more
+    than `limit` bytes; OSError or ValueError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        data = os.read(fd, limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError("too large")
+    return data
+
+
+_NO_FOLLOW_DIRECTORY = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def _write_hint(hint: Path, params: Params) -> None:
     """Keep a key file's salt and scrypt parameters (no key: they are in the bucket for
     anyone who can list it) for the next command's head start; owner-only."""
     salt, n, r, p = params
     body = {"kdf": "scrypt", "n": n, "r": r, "p": p, "salt": base64.b64encode(salt).decode()}
+    cache = state = -1
     try:
-        if not hint.parent.parent.is_dir():
-            return  # the state directory is made by the agent, never as a side effect here
-        hint.parent.mkdir(mode=0o700, exist_ok=True)
-        temporary = hint.with_suffix(f".{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # the state directory is made by the agent, never as a side effect here; below
+        # it nothing is followed: a link planted there cannot lead the write out
+        state = os.open(hint.parent.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(hint.parent.name, 0o700, dir_fd=state)
+        cache = os.open(hint.parent.name, _NO_FOLLOW_DIRECTORY, dir_fd=state)
+        temporary = f"{hint.stem}.{os.getpid()}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
+        fd = os.open(temporary, flags | os.O_CLOEXEC, 0o600, dir_fd=cache)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(body, handle)
-        os.replace(temporary, hint)
+        os.replace(temporary, hint.name, src_dir_fd=cache, dst_dir_fd=cache)
     except OSError:
         pass  # only a head start lost
+    finally:
+        for handle_fd in (cache, state):
+            if handle_fd >= 0:
+                os.close(handle_fd)
 
 
 def take(cfg: BackupConfig, password: str) -> tuple[Storage, Future[Found]] | None:

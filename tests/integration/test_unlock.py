@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -402,3 +403,38 @@ def test_an_early_s3_unlock_starts_deriving_from_the_last_unlocks_salt(
     else:
         assert sorted(threads) == ["unlock", "unlock-derive"]  # wasted, then the real one
         assert json.loads(kept.read_text())["salt"] != body["salt"]  # corrected
+
+
+@pytest.mark.usefixtures("s3_env")
+@pytest.mark.timeout(120)  # a FIFO read without O_NONBLOCK would block for ever
+@pytest.mark.parametrize("planted", ["cache is a link", "hint is a FIFO", "hint is a link"])
+def test_a_hint_is_never_written_or_read_through_what_is_planted(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, planted: str
+) -> None:
+    """Below the state directory nothing is followed (an attack on the S3 cache found the
+    hint written through a linked `cache`): the unlock still opens the key, nothing is
+    written where a link leads, and a FIFO never blocks the command."""
+    path = _s3_file(tmp_path, s3_server, s3_bucket)
+    config = load_config(path)
+    assert config.backup is not None
+    made = init_repository(config.backup, "h")
+    state, outside = tmp_path / "state", tmp_path / "outside"
+    state.mkdir()
+    outside.mkdir()
+    secret = outside / "secret"
+    secret.write_text("not the agent's\n")
+    if planted == "cache is a link":
+        (state / "cache").symlink_to(outside)
+    else:
+        unlock.begin_early(path)  # keeps a hint, whose name is then taken
+        assert open_repository(config.backup).crypto.master == made.crypto.master
+        (kept,) = (state / "cache").glob("unlock-*.json")
+        kept.unlink()
+        if planted == "hint is a FIFO":
+            os.mkfifo(kept)
+        else:
+            kept.symlink_to(secret)
+    unlock.begin_early(path)
+    assert open_repository(config.backup).crypto.master == made.crypto.master
+    assert sorted(p.name for p in outside.iterdir()) == ["secret"]
+    assert secret.read_text() == "not the agent's\n"
