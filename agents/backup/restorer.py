@@ -96,6 +96,7 @@ _ANONYMOUS_FILE = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC  # no O_EXCL: it is 
 # files are written as unnamed files (O_TMPFILE) held open until named, while the
 # open-file limit leaves room for them (`_Unnamed`); else under a temporary name
 ANONYMOUS_TEMPORARIES = True
+_NODE_REPLACED = "replaced while the restore ran (another process writes here); not restored"
 _NODE_KINDS = {"fifo": stat.S_IFIFO, "chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK}
 
 
@@ -427,6 +428,8 @@ def restore(
                     elif entry.link_to and entry.link_to in planned:
                         hard_links.append(item)
                     else:
+                        if entry.link_to:  # its first link is not restored (--include)
+                            result.warnings.append(_unlinked(entry))
                         if not entry.link_to and entry.path in firsts:
                             planned.add(entry.path)
                         batch.add(item)
@@ -434,6 +437,8 @@ def restore(
                 # a link whose first link was not restored whole (damaged, kept existing,
                 # failed) is written from its own chunk list, as a file of its own
                 for item in _make_hard_links(dirs, hard_links, made, overwrite, result):
+                    if item.entry.link_to not in made:
+                        result.warnings.append(_unlinked(item.entry))
                     batch.add(item)
                 if batch.files:
                     batch.flush()
@@ -461,6 +466,16 @@ def restore(
             with contextlib.suppress(OSError):  # gone or swapped since: nothing to set
                 _apply_at(dirs.get(item.rel, create=False), None, item.entry, result)
     return result
+
+
+def _unlinked(entry: TreeEntry) -> str:
+    """The warning for a hard link written as a file of its own."""
+    return (
+        f"{entry.path}: written as a file of its own, not as a hard link to"
+        f" {entry.link_to}, which this restore did not write (not included, kept"
+        " existing, damaged or failed); restore it too, with --overwrite into this"
+        " target or into a fresh one, for the links"
+    )
 
 
 def _target(entry: TreeEntry, wanted: list[str] | None, result: RestoreResult) -> _Target | None:
@@ -972,22 +987,32 @@ def _safe_relative(path: str) -> PurePosixPath | None:
     return rel
 
 
-def _apply_at(dir_fd: int, name: str | None, entry: TreeEntry, result: RestoreResult) -> None:
+def _apply_at(
+    dir_fd: int, name: str | None, entry: TreeEntry, result: RestoreResult, made: int = 0
+) -> bool:
     """Set the entry's extended attributes, owner, mode and times on `name` in the
     directory, or on the directory itself when None; never through a link: a symbolic
     link gets its attributes, owner and times on itself. Metadata is best effort (the
-    data is what matters); an attribute the target cannot take is a warning."""
+    data is what matters); an attribute the target cannot take is a warning.
+
+    `made`: the type (S_IFIFO, S_IFCHR...) of the node this process just made under
+    `name`; metadata is set only if the name still leads to a node of that type owned
+    by this process (False otherwise): a writer in the target that swapped its own
+    file in (a rename exchange) never gets it chowned or chmod'ed."""
     if name is None:
         _apply_to(f"/proc/self/fd/{dir_fd}", entry, result)  # the handle's own directory
-        return
+        return True
     try:
         fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
-        return
+        return not made
     try:
-        if not stat.S_ISLNK(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if made and (stat.S_IFMT(st.st_mode) != made or st.st_uid != os.geteuid()):
+            return False
+        if not stat.S_ISLNK(st.st_mode):
             _apply_to(f"/proc/self/fd/{fd}", entry, result)  # the very inode opened
-            return
+            return True
     finally:
         os.close(fd)
     _apply_xattrs(f"/proc/self/fd/{dir_fd}/{name}", entry, result, follow=False)
@@ -996,6 +1021,7 @@ def _apply_at(dir_fd: int, name: str | None, entry: TreeEntry, result: RestoreRe
             os.chown(name, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
         times = (entry.mtime_ns, entry.mtime_ns)
         os.utime(name, ns=times, dir_fd=dir_fd, follow_symlinks=False)
+    return True
 
 
 def _apply_to(handle: str | int, entry: TreeEntry, result: RestoreResult) -> None:
@@ -1084,7 +1110,9 @@ def _make_nodes(dirs: _Dirs, nodes: list[_Target], overwrite: bool, result: Rest
         except OSError as exc:
             result.errors.append(f"{entry.path}: {exc.strerror}")
             continue
-        _apply_at(dir_fd, rel.name, entry, result)
+        if not _apply_at(dir_fd, rel.name, entry, result, made=_NODE_KINDS[entry.type]):
+            result.errors.append(f"{entry.path}: {_NODE_REPLACED}")
+            continue
         result.specials += 1
 
 

@@ -367,3 +367,64 @@ def test_an_include_climbing_above_the_root_is_refused(tmp_path: Path) -> None:
         with pytest.raises(RestoreRefused, match="matches nothing"):
             restorer.restore(repo, snapshot, tmp_path / "out", include=[include])
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the swapped-in file belongs to another user")
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_node_swapped_after_it_is_made_never_gets_its_metadata(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overwrite: bool
+) -> None:
+    """An attack on the restore as root found this: right after the FIFO `d/fifo` is
+    made, another user's executable is swapped in under its name (a rename exchange);
+    root then chowned and chmod'ed that file. The metadata now goes only to a node of
+    the type made, owned by the restoring user; the swap is that entry's error."""
+    source = _source(tmp_path)
+    repo = _backup(tmp_path, source)
+    target = tmp_path / "target"
+    planted = tmp_path / "planted"
+    planted.write_text("echo attacker code\n")
+    os.chown(planted, 65534, 65534)
+    planted.chmod(0o4755)  # after the chown, which clears the setuid bit
+    real_mknod = os.mknod
+
+    def mknod_then_swap(name: Any, *args: Any, **kwargs: Any) -> None:
+        real_mknod(name, *args, **kwargs)
+        if name == "fifo":
+            dir_fd = kwargs["dir_fd"]
+            os.unlink(name, dir_fd=dir_fd)
+            os.rename(planted, f"/proc/self/fd/{dir_fd}/{name}")
+
+    monkeypatch.setattr(restorer.os, "mknod", mknod_then_swap)
+    result = restorer.restore(repo, repo.find_snapshot("latest"), target, overwrite=overwrite)
+    swapped = target / source.relative_to("/") / "d" / "fifo"
+    st = swapped.lstat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o4755)
+    assert [e for e in result.errors if "fifo" in e] == [
+        f"{source.relative_to('/')}/d/fifo: replaced while the restore ran (another"
+        " process writes here); not restored"
+    ]
+    assert result.specials == 0
+
+
+def test_a_rerun_says_which_hard_links_it_could_not_restore_as_links(tmp_path: Path) -> None:
+    """A rerun after a killed restore (first links whole, their other links not yet
+    made) keeps the first link and writes the other as a file of its own: the attack
+    found this silent. It is a warning now, and a rerun with --overwrite links it."""
+    source = _source(tmp_path)
+    repo = _backup(tmp_path, source)
+    snapshot = repo.find_snapshot("latest")
+    (second,) = [e for e in repo.read_tree(snapshot) if e.link_to]
+    target = tmp_path / "target"
+    assert restorer.restore(repo, snapshot, target).warnings == []
+    (target / second.path).unlink()  # where a kill between naming and linking leaves it
+    again = restorer.restore(repo, snapshot, target)
+    assert [w for w in again.warnings if "hard link" in w] == [
+        f"{second.path}: written as a file of its own, not as a hard link to"
+        f" {second.link_to}, which this restore did not write (not included, kept"
+        " existing, damaged or failed); restore it too, with --overwrite into this"
+        " target or into a fresh one, for the links"
+    ]
+    assert (target / second.path).stat().st_ino != (target / second.link_to).stat().st_ino
+    fixed = restorer.restore(repo, snapshot, target, overwrite=True)
+    assert fixed.warnings == []
+    assert (target / second.path).stat().st_ino == (target / second.link_to).stat().st_ino
