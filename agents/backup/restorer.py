@@ -800,24 +800,29 @@ def _name(
             result.damaged.append(Damaged(entry.path, job.problem, shown))
             return False
         _apply_to(fd, entry, result)
-        if overwrite:  # replaces a link itself, never writes through it
-            fresh = _TEMP_PREFIX + secrets.token_hex(8)
-            _link_fd(fd, dir_fd, fresh, temp)
-            os.replace(fresh, rel.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        else:
-            _link_fd(fd, dir_fd, rel.name, temp)
-    except FileExistsError:
-        result.skipped_existing.append(entry.path)
-        return False
-    except OSError as exc:
+        named = _created(entry, result, _link_name, fd, dir_fd, rel.name, temp, overwrite)
+    except OSError as exc:  # naming the damaged file
         result.errors.append(f"{entry.path}: {exc.strerror}")
         return False
     finally:
         if fd != job.fd:  # reopened here; an unnamed file is closed by `_drop`
             os.close(fd)
+    if not named:
+        return False
     result.files += 1
     result.bytes += entry.size
     return True
+
+
+def _link_name(fd: int, dir_fd: int, name: str, temp: str, overwrite: bool) -> None:
+    """Link the open file under `name`; with `overwrite` through a fresh name and a
+    rename, which replaces a link itself and never writes through it."""
+    if overwrite:
+        fresh = _TEMP_PREFIX + secrets.token_hex(8)
+        _link_fd(fd, dir_fd, fresh, temp)
+        os.replace(fresh, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    else:
+        _link_fd(fd, dir_fd, name, temp)
 
 
 def _link_unused(
