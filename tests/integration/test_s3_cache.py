@@ -15,44 +15,11 @@ from agents.backup.checker import run_check
 from agents.backup.restore import RestoreRequest, run_restore
 from agents.backup.runner import init_repository, open_repository, run_backup
 from agents.backup.storage import open_storage
-from agents.config import Config, parse_config
-from tests.integration.test_s3_round_trips import _kind
+from agents.config import Config
+from tests.integration.test_s3_round_trips import _config, _kind, _s3_credentials  # noqa: F401
 from tests.support import services
 from tests.support.faultproxy import FaultProxy
 from tests.support.trees import fingerprint, make_tree
-
-
-@pytest.fixture(autouse=True)
-def _s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPSAGENT_T_AK", "testing")
-    monkeypatch.setenv("OPSAGENT_T_SK", "testing")
-
-
-def _config(
-    tmp_path: Path,
-    endpoint: str,
-    bucket: str,
-    source: Path,
-    state: str = "state",
-    cache: bool = True,
-) -> Config:
-    key = tmp_path / "repo.key"
-    key.write_text("correct horse battery staple\n")
-    key.chmod(0o600)
-    text = f"""
-host: test-host
-state_dir: {tmp_path / state}
-backup:
-  repository: "s3://{bucket}/repo"
-  password_file: {key}
-  s3: {{endpoint_url: '{endpoint}', path_style: true, access_key_id: '${{OPSAGENT_T_AK}}',
-        secret_access_key: '${{OPSAGENT_T_SK}}'}}
-  pack_size: 1MiB
-  lock_wait: 0s
-  local_cache: {"true" if cache else "false"}
-  sources: [{{name: files, kind: files, paths: ["{source}"]}}]
-"""
-    return parse_config(text, "c.yml")
 
 
 def _cache(config: Config) -> ObjectCache:

@@ -25,13 +25,20 @@ def _s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPSAGENT_T_SK", "testing")
 
 
-def _config(tmp_path: Path, endpoint: str, bucket: str, source: Path) -> Config:
+def _config(
+    tmp_path: Path,
+    endpoint: str,
+    bucket: str,
+    source: Path,
+    state: str = "state",
+    cache: bool = True,
+) -> Config:
     key = tmp_path / "repo.key"
     key.write_text("correct horse battery staple\n")
     key.chmod(0o600)
     text = f"""
 host: test-host
-state_dir: {tmp_path / "state"}
+state_dir: {tmp_path / state}
 backup:
   repository: "s3://{bucket}/repo"
   password_file: {key}
@@ -39,6 +46,7 @@ backup:
         secret_access_key: '${{OPSAGENT_T_SK}}'}}
   pack_size: 1MiB
   lock_wait: 0s
+  local_cache: {"true" if cache else "false"}
   sources: [{{name: files, kind: files, paths: ["{source}"]}}]
 """
     return parse_config(text, "c.yml")
