@@ -33,7 +33,7 @@ import json
 import os
 import pwd
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -50,6 +50,8 @@ ProgressFn = Callable[[int, int], None]  # (bytes, files) done since last call
 _SPECIAL_TYPES = {stat.S_IFIFO: "fifo", stat.S_IFCHR: "chardev", stat.S_IFBLK: "blockdev"}
 _XATTRS = hasattr(os, "listxattr")  # Linux only; elsewhere none are recorded
 WHOLE_READ = 8 * 2**20  # files up to this size are read in one call (see store_file)
+# a regular file is opened without following a link or blocking (see Archiver._read_file)
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 
 
 @dataclass
@@ -251,9 +253,12 @@ class Archiver:
         A seekable file of at most `WHOLE_READ` bytes (`size_hint`, from its stat) is
         read in one call and cut in memory: the streaming chunker's per-stream buffer
         costs more than the work on small files, and both cut the same bytes alike."""
+        return self._store_chunks(self._cut(handle, size_hint))
+
+    def _store_chunks(self, cut: Iterable[Chunk]) -> tuple[list[str], list[int]]:
         chunks: list[str] = []
         sizes: list[int] = []
-        for chunk in self._cut(handle, size_hint):
+        for chunk in cut:
             data = bytes(chunk.data)
             chunks.append(self.writer.add(BlobType.DATA, data).hex())
             sizes.append(len(data))
@@ -354,25 +359,55 @@ class Archiver:
     def _read_file(
         self, item: WalkItem, common: dict[str, object], result: ArchiveResult
     ) -> TreeEntry | None:
+        """Read and store a regular file the walk listed. Opened without following a
+        link and without blocking, and checked after reading to be a regular file: a
+        writer in the source who swaps the file for a link, a FIFO or a directory
+        meanwhile gets a warning and no entry, never another file read in its place (a
+        root backup through a link to /etc/shadow) or a backup that hangs on a FIFO. A
+        file replaced by another (saved by a rename over it) is stored with the new
+        file's owner and mode, and the walk's times and inode, so the next backup
+        reads it again."""
         try:
-            handle = open(item.path, "rb", buffering=0)  # noqa: SIM115 - closed below
+            fd = os.open(item.path, _READ_FLAGS)
         except FileNotFoundError:
             result.warnings.append(f"{shown(item.path)}: vanished during backup")
             return None
         except OSError as exc:
-            result.unreadable.append(f"{shown(item.path)}: {exc.strerror}")
+            if exc.errno == errno.ELOOP:  # O_NOFOLLOW: a link now, where the walk saw a file
+                result.warnings.append(f"{shown(item.path)}: replaced during backup, skipped")
+            else:
+                result.unreadable.append(f"{shown(item.path)}: {exc.strerror}")
             return None
-        with handle:
+        failed: OSError | None = None
+        try:
             try:
-                chunks, sizes = self.store_file(handle, item.st.st_size)
+                chunks, sizes = self._store_fd(fd, item.st.st_size)
             except OSError as exc:
-                result.unreadable.append(f"{shown(item.path)}: read failed: {exc.strerror}")
-                return None
-            after = os.fstat(handle.fileno())
+                failed = exc
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        st = item.st
+        if not stat.S_ISREG(after.st_mode):
+            result.warnings.append(f"{shown(item.path)}: replaced during backup, skipped")
+            return None
+        replaced = (after.st_dev, after.st_ino) != (st.st_dev, st.st_ino)
+        if replaced:
+            common = {
+                **common,
+                "mode": stat.S_IMODE(after.st_mode),
+                "uid": after.st_uid,
+                "gid": after.st_gid,
+                "user": _user(after.st_uid),
+                "group": _group(after.st_gid),
+            }
+        if failed is not None:
+            result.unreadable.append(f"{shown(item.path)}: read failed: {failed.strerror}")
+            return None
         size = sum(sizes)
         result.bytes_read += size
         self.progress(0, 1)
-        if (after.st_size, after.st_mtime_ns) != (item.st.st_size, item.st.st_mtime_ns):
+        if replaced or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
             result.warnings.append(f"{shown(item.path)}: changed during backup")
         return TreeEntry(
             type="file",
@@ -381,6 +416,38 @@ class Archiver:
             chunk_sizes=tuple(sizes),
             **common,  # type: ignore[arg-type]
         )
+
+    def _store_fd(self, fd: int, size: int) -> tuple[list[str], list[int]]:
+        """`store_file` for an open descriptor, without a file object where the file is
+        small (a file object costs an fstat and more Python than reading the file)."""
+        if size <= WHOLE_READ:
+            data = _read_whole(fd, size)
+            if data is not None:
+                return self._store_chunks(self.chunker.cut_buf(data))
+            os.lseek(fd, 0, os.SEEK_SET)  # grew since its stat: stream it
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return [], []  # swapped since listed (a FIFO would not stream): the caller says so
+        with io.FileIO(fd, "rb", closefd=False) as handle:
+            return self._store_chunks(self.chunker.cut_stream(handle))
+
+
+def _read_whole(fd: int, size: int) -> bytes | None:
+    """A file of `size` bytes (its stat's) by one read call when it gives them all, more
+    calls only after a short one (FUSE with direct I/O, a signal mid-read: taken for the
+    end, it would store the file cut short); None when the file holds more than `size`
+    (it grew since its stat). A file that grew only after the first call gives `size`
+    bytes, as it would have at its stat, and the check after reading warns of it."""
+    data = os.read(fd, size + 1)
+    if len(data) >= size:
+        return data if len(data) == size else None
+    parts, got = [data], len(data)
+    while got <= size:
+        more = os.read(fd, size + 1 - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts) if got <= size else None
 
 
 def _read_up_to(handle: Any, limit: int) -> bytes | bytearray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import BinaryIO
@@ -77,6 +77,18 @@ class PackBuilder:
 
     def add(self, blob_type: BlobType, blob_id: bytes, sealed: bytes) -> None:
         self._entries.append(PackEntry(blob_type, blob_id, self.size, len(sealed)))
+        self._append(sealed)
+
+    def add_many(self, blobs: Iterable[tuple[BlobType, bytes]], sealed: list[bytes]) -> None:
+        """Several blobs at once: one copy (or write) and one hash update for all, where
+        a pack of small files' blobs cost one of each per blob."""
+        offset = self.size
+        for (blob_type, blob_id), data in zip(blobs, sealed, strict=True):
+            self._entries.append(PackEntry(blob_type, blob_id, offset, len(data)))
+            offset += len(data)
+        self._append(sealed[0] if len(sealed) == 1 else b"".join(sealed))
+
+    def _append(self, sealed: bytes) -> None:
         end = self.size + len(sealed)
         if self._make_spool is not None:
             if self._spool is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -15,9 +16,12 @@ from pathlib import Path
 import pytest
 
 from agents.backup.crypto import Crypto, MasterKey
-from agents.backup.pack import BlobType, PackBuilder, pack_key, read_header
+from agents.backup.pack import BlobType, PackBuilder, header_size, pack_key, read_header
+from agents.backup.repository import BATCH_BLOBS, CHUNK_MAX, SMALL_BLOB
+from agents.backup.runner import init_repository, open_repository
 from agents.backup.storage import ObjectKind, open_storage
 from agents.config import S3Config
+from tests.integration.test_files_source import load, write_config
 from tests.support import services
 
 
@@ -148,3 +152,37 @@ def test_a_spool_file_that_cannot_be_linked_is_copied_whole(tmp_path: Path) -> N
         storage.put_file("data/ab/copied", handle, ObjectKind.DATA)  # type: ignore[attr-defined]
     assert storage.get("data/ab/copied") == payload
     assert [p.name for p in (tmp_path / "repo").rglob(".tmp-*")] == []
+
+
+def test_small_blobs_sealed_in_batches_are_each_stored_once_and_read_back(tmp_path: Path) -> None:
+    """Blobs up to SMALL_BLOB are sealed in batches (one zstd call each) and a batch goes
+    whole into one pack: with packs far smaller than a batch's worth of blobs, every
+    blob, compressible or not, empty, repeated within its batch or large between small
+    ones, must be stored once, read back exact, and no pack may outgrow its buffer."""
+    config = load(write_config(tmp_path, [{"name": "files", "paths": [tmp_path]}]))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    repo = open_repository(config.backup)
+    rng = random.Random(5)
+    blobs: list[bytes] = [b""]
+    for n in range(1500):
+        size = rng.randrange(SMALL_BLOB + 1)
+        blobs.append(rng.randbytes(size) if n % 2 else bytes([n % 251]) * size)
+        if n % 97 == 0:
+            blobs.append(rng.randbytes(SMALL_BLOB + 1 + rng.randrange(CHUNK_MAX - SMALL_BLOB)))
+        if n % 13 == 0:
+            blobs.append(blobs[rng.randrange(len(blobs))])  # stored already, or pending
+    pack_size = 256 * 1024
+    with repo.writer(pack_size=pack_size) as writer:
+        ids = [writer.add(BlobType.DATA, data) for data in blobs]
+        stats = writer.flush()
+    unique = set(ids)
+    assert (stats.blobs_new, stats.blobs_reused) == (len(unique), len(blobs) - len(unique))
+    assert stats.blobs_new > 10 * stats.packs  # a batch went whole into each pack
+    assert stats.bytes_stored > 100 * pack_size
+    repo = open_repository(config.backup)
+    for blob_id, data in zip(ids, blobs, strict=True):
+        assert repo.load_blob(blob_id) == data
+    packs = list(repo.storage.list("data/"))
+    assert len(packs) == stats.packs
+    assert max(p.size for p in packs) <= pack_size + CHUNK_MAX + 1024 + header_size(BATCH_BLOBS)
