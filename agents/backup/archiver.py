@@ -14,11 +14,13 @@ again. Sockets are skipped with a warning (restic: records all of these, sockets
 File names are kept as bytes (see `snapshot`).
 
 What goes wrong: files that vanish or change while read are warnings listed in the
-snapshot; unreadable files and directories that cannot be listed or stat'ed are listed
-and fail the source unless it tolerates them (restic: "at least one source file could
-not be read", exit 3); a missing source path fails the source (the snapshot of the
-other paths is kept), and when no source path exists no snapshot is written at all
-(restic: "all source directories/files do not exist").
+snapshot, and so is a file swapped for a link, FIFO or directory after the walk listed
+it, which is never read through the swap (`Archiver._read_file`); unreadable files and
+directories that cannot be listed or stat'ed are listed and fail the source unless it
+tolerates them (restic: "at least one source file could not be read", exit 3); a
+missing source path fails the source (the snapshot of the other paths is kept), and
+when no source path exists no snapshot is written at all (restic: "all source
+directories/files do not exist").
 """
 
 from __future__ import annotations

@@ -751,7 +751,10 @@ class BlobWriter:
         # a backend that can spool (a local directory) gets packs written to a file
         # as they fill, so memory holds no pack; another (S3) gets the buffer
         self._spool = getattr(repo.storage, "spool", None)
-        self._builder = PackBuilder(self._pack_capacity, self._spool)
+        # data and tree blobs go to packs of their own, as restic's do: a lost or damaged
+        # data pack then costs the files whose data it held, never a snapshot's tree
+        # (which would leave nothing to name what was lost)
+        self._builders = {kind: self._new_builder(kind) for kind in BlobType}
         self._uploads: list[Future[FinishedPack]] = []
         self._unindexed: dict[str, list[PackEntry]] = {}
         self._cctx = threading.local()
@@ -769,7 +772,7 @@ class BlobWriter:
             return blob_id
         self._pending.add(blob_id)
         queued = _Queued(blob_type, blob_id, len(data))
-        if len(data) > SMALL_BLOB:
+        if len(data) > SMALL_BLOB or blob_type is not BlobType.DATA:  # batches: data only
             self._submit([queued], [data])
         else:
             self._batch.append(queued)
@@ -784,8 +787,9 @@ class BlobWriter:
         self._submit_batch()
         while self._inflight:
             self._drain_one()
-        if len(self._builder):
-            self._ship()
+        for kind, builder in self._builders.items():
+            if len(builder):
+                self._ship(kind)
         self._wait_uploads()
         self._write_index()
         return self.stats
@@ -838,7 +842,9 @@ class BlobWriter:
         blob), which is shipped once full."""
         queued, future = self._inflight.popleft()
         sealed = future.result()
-        self._builder.add_many(((q.type, q.id) for q in queued), sealed)
+        kind = queued[0].type  # a job's blobs are of one type
+        builder = self._builders[kind]
+        builder.add_many(((q.type, q.id) for q in queued), sealed)
         cache = self.repo.cache if not self.repack else None
         for blob, data in zip(queued, sealed, strict=True):
             if blob.type == BlobType.TREE and cache is not None:
@@ -849,12 +855,12 @@ class BlobWriter:
             bytes_new=sum(q.size for q in queued),
             bytes_stored=sum(map(len, sealed)),
         )
-        if self._builder.size >= self.pack_size:
-            self._ship()
+        if builder.size >= self.pack_size:
+            self._ship(kind)
 
-    def _ship(self) -> None:
-        pack = self._builder.finish(self.repo.crypto)
-        self._builder = PackBuilder(self._pack_capacity, self._spool)
+    def _ship(self, kind: BlobType) -> None:
+        pack = self._builders[kind].finish(self.repo.crypto)
+        self._builders[kind] = self._new_builder(kind)
         self._check_failed_uploads()
         self._upload_slots.acquire()
         self._uploads.append(self._upload_pool.submit(self._upload, pack))
@@ -867,8 +873,16 @@ class BlobWriter:
         if len(self._unindexed) >= INDEX_EVERY_PACKS:
             self._write_index()
 
+    def _new_builder(self, kind: BlobType) -> PackBuilder:
+        # a tree pack's buffer grows as needed: most hold a few small trees, and a buffer
+        # of a whole pack's size would be touched whole when made; packs are hashed by
+        # the uploading thread (`_upload`)
+        capacity = self._pack_capacity if kind is BlobType.DATA else 0
+        return PackBuilder(capacity, self._spool, hashed=False)
+
     def _upload(self, pack: FinishedPack) -> FinishedPack:
         try:
+            pack = pack.named()  # hashed here, off the thread that fills the packs
             if pack.file is not None:
                 with pack.file:  # closed once stored: an unnamed spool file is then gone
                     self.repo.storage.put_file(pack_key(pack.id), pack.file, ObjectKind.DATA)  # type: ignore[attr-defined]

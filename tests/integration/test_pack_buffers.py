@@ -158,7 +158,8 @@ def test_small_blobs_sealed_in_batches_are_each_stored_once_and_read_back(tmp_pa
     """Blobs up to SMALL_BLOB are sealed in batches (one zstd call each) and a batch goes
     whole into one pack: with packs far smaller than a batch's worth of blobs, every
     blob, compressible or not, empty, repeated within its batch or large between small
-    ones, must be stored once, read back exact, and no pack may outgrow its buffer."""
+    ones, must be stored once, read back exact, and no pack may outgrow its buffer.
+    Tree blobs go to packs that hold no data (a lost data pack costs no tree)."""
     config = load(write_config(tmp_path, [{"name": "files", "paths": [tmp_path]}]))
     assert config.backup is not None
     init_repository(config.backup, config.host)
@@ -173,8 +174,10 @@ def test_small_blobs_sealed_in_batches_are_each_stored_once_and_read_back(tmp_pa
         if n % 13 == 0:
             blobs.append(blobs[rng.randrange(len(blobs))])  # stored already, or pending
     pack_size = 256 * 1024
+    # trees among them, small and large: packs of their own, whatever the order
+    types = [BlobType.TREE if n % 50 == 7 else BlobType.DATA for n in range(len(blobs))]
     with repo.writer(pack_size=pack_size) as writer:
-        ids = [writer.add(BlobType.DATA, data) for data in blobs]
+        ids = [writer.add(kind, data) for kind, data in zip(types, blobs, strict=True)]
         stats = writer.flush()
     unique = set(ids)
     assert (stats.blobs_new, stats.blobs_reused) == (len(unique), len(blobs) - len(unique))
@@ -183,6 +186,49 @@ def test_small_blobs_sealed_in_batches_are_each_stored_once_and_read_back(tmp_pa
     repo = open_repository(config.backup)
     for blob_id, data in zip(ids, blobs, strict=True):
         assert repo.load_blob(blob_id) == data
+    kinds_by_pack: dict[str, set[BlobType]] = {}
+    for blob_id in unique:
+        location = repo.location(blob_id)
+        assert location is not None
+        kinds_by_pack.setdefault(location.pack, set()).add(location.type)
+    assert all(len(kinds) == 1 for kinds in kinds_by_pack.values())
+    assert {BlobType.TREE} in kinds_by_pack.values()
     packs = list(repo.storage.list("data/"))
     assert len(packs) == stats.packs
     assert max(p.size for p in packs) <= pack_size + CHUNK_MAX + 1024 + header_size(BATCH_BLOBS)
+
+
+@pytest.mark.parametrize("spooled", [False, True])
+def test_a_pack_left_unhashed_by_its_builder_is_named_by_its_bytes(
+    spooled: bool, tmp_path: Path
+) -> None:
+    """BlobWriter's builders leave the pack's SHA-256 to the uploading thread
+    (`FinishedPack.named`): it must be the hash of every byte stored, the spool file
+    read back from its start whatever its position."""
+    storage = open_storage(str(tmp_path / "repo"))
+    crypto = Crypto(MasterKey.generate())
+    spool = storage.spool if spooled else None  # type: ignore[attr-defined]
+    unhashed, hashed = PackBuilder(1 << 20, spool, hashed=False), PackBuilder(1 << 20, spool)
+    blobs = [os.urandom(200_000) for _ in range(4)]
+    for data in blobs:
+        blob_id = crypto.blob_id(data)
+        sealed = crypto.seal(data, blob_id)
+        unhashed.add_many([(BlobType.DATA, blob_id)], [sealed])
+        hashed.add(BlobType.DATA, blob_id, sealed)
+    pack = unhashed.finish(crypto)
+    assert pack.id == ""
+    named = pack.named()
+    if spooled:
+        assert named.file is not None
+        with named.file:
+            named.file.seek(12345)
+            assert named.named() is named  # named once
+            stored = (named.file.seek(0), named.file.read())[1]
+    else:
+        stored = bytes(named.data)
+    assert named.id == hashlib.sha256(stored).hexdigest()
+    assert read_header(crypto, stored, named.id) == named.entries
+    other = hashed.finish(crypto)  # the header's nonce differs: the entries do not
+    if other.file is not None:
+        other.file.close()
+    assert other.id and other.entries == named.entries
