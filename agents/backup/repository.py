@@ -715,14 +715,13 @@ class BlobWriter:
 
     `add` is called from one thread. Compression and encryption run on a thread pool
     (zstd and AES release the GIL); finished packs upload on another, with a bounded
-    number in flight so memory stays bounded whatever the input size. Small blobs (the
-    contents of small files, trees) go to the pool in batches compressed by one zstd
+    number in flight so memory stays bounded whatever the input size. Small data blobs
+    (the contents of small files) go to the pool in batches compressed by one zstd
     call: sealed one by one on the adding thread, they took a quarter of a small-file
     backup's single busy core, and handed over one by one, the hand-offs cost more than
-    the work. A backend with a
-    `spool` (a local directory) has packs written to unnamed files as they fill and
-    linked into place (`put_file`), so memory holds no pack at all: 36 MiB less at
-    200,000 files.
+    the work. A backend with a `spool` (a local directory) has packs written to unnamed
+    files as they fill and linked into place (`put_file`), so memory holds no pack at
+    all: 36 MiB less at 200,000 files.
     """
 
     def __init__(self, repo: Repository, level: int, pack_size: int, repack: bool = False) -> None:
@@ -737,8 +736,10 @@ class BlobWriter:
         workers = max(2, os.cpu_count() or 2)
         self._seal_pool = ThreadPoolExecutor(workers, thread_name_prefix="seal")
         self._upload_pool = ThreadPoolExecutor(2, thread_name_prefix="upload")
-        # memory: at most UPLOAD_SLOTS finished packs, the one being filled and
-        # 2 x workers blobs being sealed; enough to keep both cores and the link busy
+        # memory: at most UPLOAD_SLOTS finished packs, the ones being filled, the batch
+        # being gathered and 2 x workers jobs (a blob up to CHUNK_MAX, or a batch up to
+        # BATCH_BYTES plus one small blob) being sealed; enough to keep both cores and
+        # the link busy
         self._upload_slots = threading.BoundedSemaphore(UPLOAD_SLOTS)
         # jobs handed to the seal pool, in order: each job's blobs (type, ID, raw size)
         # and the future of their sealed bytes; a job is one large blob or a batch
