@@ -26,6 +26,7 @@ directories/files do not exist").
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import fnmatch
 import grp
@@ -34,6 +35,7 @@ import itertools
 import json
 import os
 import pwd
+import resource
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -54,6 +56,8 @@ _XATTRS = hasattr(os, "listxattr")  # Linux only; elsewhere none are recorded
 WHOLE_READ = 8 * 2**20  # files up to this size are read in one call (see store_file)
 # a regular file is opened without following a link or blocking (see Archiver._read_file)
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+_DIR_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_DIRECTORY
+_PROC_FD = os.path.isdir("/proc/self/fd")  # Linux: a path through a directory handle
 
 
 @dataclass
@@ -78,10 +82,22 @@ class ArchiveResult(WalkReport):
 
 @dataclass(frozen=True, slots=True)
 class WalkItem:
-    path: str  # absolute, as the kernel takes it
+    path: str  # absolute, for people and excludes
     rel: str
     st: os.stat_result
     root: int = 0  # which of the source paths it is under
+    # the directory holding it, opened by the walk and open while the item is handled,
+    # and its name there; None for a source path itself (opened by its path)
+    dir_fd: int | None = None
+    name: str = ""
+
+    @property
+    def at(self) -> str:
+        """A path to the object that follows no link the walk did not (its directory by
+        handle, through /proc), for the calls that take no directory handle."""
+        if self.dir_fd is None or not _PROC_FD:
+            return self.path
+        return f"/proc/self/fd/{self.dir_fd}/{self.name}"
 
 
 def walk(
@@ -89,6 +105,7 @@ def walk(
 ) -> Iterator[WalkItem]:
     """Every object under the paths, sorted, excludes applied; what cannot be taken
     (missing source paths, unreadable directories, sockets) goes to the report."""
+    _raise_open_file_limit()
     for number, root in enumerate(paths):
         top = str(root.absolute())
         try:
@@ -103,73 +120,146 @@ def walk(
 
 
 def _walk_one(
-    path: str,
-    st: os.stat_result,
+    top: str,
+    top_st: os.stat_result,
     root: int,
     exclude: list[str],
     one_file_system: bool,
     report: WalkReport,
 ) -> Iterator[WalkItem]:
-    """Depth first in name order. Strings and `os.scandir`, not `Path` objects: with
-    hundreds of thousands of files, the per-name overhead is the walk's cost. A stack of
-    directory listings, not recursion: a tree nested deeper than Python's recursion
-    limit (anyone who can write to the source can make one) is walked like any other.
-    `root` is the source path's rank, carried by every item."""
-    device = st.st_dev
-    stack: list[Iterator[tuple[str, os.stat_result]]] = [iter(((path, st),))]
-    while stack:
-        for path, st in stack[-1]:
-            if exclude and _excluded(path, exclude):
-                continue
-            mode = st.st_mode
-            if not (
-                stat.S_ISREG(mode)
-                or stat.S_ISDIR(mode)
-                or stat.S_ISLNK(mode)
-                or stat.S_IFMT(mode) in _SPECIAL_TYPES
-            ):  # sockets: a process makes its own when it listens
-                report.warnings.append(f"{shown(path)}: special file skipped")
-                continue
-            yield WalkItem(path, path.lstrip("/"), st, root)
-            if not stat.S_ISDIR(mode) or (one_file_system and st.st_dev != device):
-                continue
-            children = _listing(path, report)
-            if children is not None:  # walked before the rest of this directory
-                stack.append(_children(children, device, one_file_system, report))
-                break
-        else:
-            stack.pop()
-
-
-def _listing(path: str, report: WalkReport) -> list[os.DirEntry[str]] | None:
-    """A directory's entries sorted by name; None when it cannot be listed."""
+    """Depth first in name order, through directory handles: each directory is opened
+    from its parent's handle without following a link and checked to be the one listed,
+    and everything in it is stat'ed, read and listed through that handle. So a writer
+    in the source who swaps a directory for a link to /etc after the walk listed it
+    gets nothing from /etc (by paths, the walk would stat and read /etc's files under
+    the names it listed), and paths longer than PATH_MAX are backed up like any other.
+    A stack of listings, not recursion (a tree nested deeper than Python's recursion
+    limit is walked like any other); one handle a level is held, the open-file limit
+    raised to its hard value for it. Strings and `os.scandir`, not `Path` objects: with
+    hundreds of thousands of files, the per-name overhead is the walk's cost."""
+    device = top_st.st_dev
+    # (handle, its path, its entries still to walk); the source path has no handle
+    stack: list[tuple[int | None, str, Iterator[tuple[str, os.stat_result]]]] = [
+        (None, top, iter(((top, top_st),)))
+    ]
     try:
-        with os.scandir(path) as listing:
-            return sorted(listing, key=_name)
+        while stack:
+            dir_fd, dir_path, entries = stack[-1]
+            for name, st in entries:
+                path = name if dir_fd is None else _join(dir_path, name)
+                if exclude and _excluded(path, exclude):
+                    continue
+                mode = st.st_mode
+                if not (
+                    stat.S_ISREG(mode)
+                    or stat.S_ISDIR(mode)
+                    or stat.S_ISLNK(mode)
+                    or stat.S_IFMT(mode) in _SPECIAL_TYPES
+                ):  # sockets: a process makes its own when it listens
+                    report.warnings.append(f"{shown(path)}: special file skipped")
+                    continue
+                yield WalkItem(path, path.lstrip("/"), st, root, dir_fd, name)
+                if not stat.S_ISDIR(mode) or (one_file_system and st.st_dev != device):
+                    continue
+                fd = _open_dir(dir_fd, name, path, st, report)
+                if fd is None:
+                    continue
+                children = _listing(fd, path, report)
+                if children is None:
+                    os.close(fd)
+                    continue
+                # walked before the rest of this directory
+                stack.append(
+                    (fd, path, _children(fd, path, children, device, one_file_system, report))
+                )
+                break
+            else:
+                stack.pop()
+                if dir_fd is not None:
+                    os.close(dir_fd)
+    finally:  # the walk stopped early (an interrupted backup): close what is open
+        for dir_fd, _, _ in stack:
+            if dir_fd is not None:
+                os.close(dir_fd)
+
+
+def _join(directory: str, name: str) -> str:
+    return f"{directory}{name}" if directory.endswith("/") else f"{directory}/{name}"
+
+
+def _open_dir(
+    dir_fd: int | None, name: str, path: str, st: os.stat_result, report: WalkReport
+) -> int | None:
+    """A handle on the directory the walk stat'ed, from its parent's handle, no link
+    followed; None (and why, in the report) when it cannot be opened or is no longer
+    that directory."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
         report.warnings.append(f"{shown(path)}: vanished during backup")
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # a link or a file there now
+            report.warnings.append(f"{shown(path)}: replaced during backup, skipped")
+        elif exc.errno == errno.EMFILE:
+            report.unreadable.append(
+                f"{shown(path)}: cannot list directory: more levels of directories than"
+                " the open-file limit allows (raise `ulimit -n`)"
+            )
+        else:
+            report.unreadable.append(f"{shown(path)}: cannot list directory: {exc.strerror}")
+        return None
+    opened = os.fstat(fd)
+    if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        report.warnings.append(f"{shown(path)}: replaced during backup, skipped")
+        return None
+    return fd
+
+
+def _listing(fd: int, path: str, report: WalkReport) -> list[os.DirEntry[str]] | None:
+    """A directory's entries sorted by name; None when it cannot be listed."""
+    try:
+        with os.scandir(fd) as listing:
+            return sorted(listing, key=_name)
     except OSError as exc:
         report.unreadable.append(f"{shown(path)}: cannot list directory: {exc.strerror}")
     return None
 
 
 def _children(
-    children: list[os.DirEntry[str]], device: int, one_file_system: bool, report: WalkReport
+    fd: int,
+    path: str,
+    children: list[os.DirEntry[str]],
+    device: int,
+    one_file_system: bool,
+    report: WalkReport,
 ) -> Iterator[tuple[str, os.stat_result]]:
-    """Each entry with its stat, taken when the walk comes to it."""
+    """Each entry's name with its stat (through the directory's handle), taken when the
+    walk comes to it."""
     for child in children:
+        name = child.name
         try:
-            child_st = child.stat(follow_symlinks=False)
+            child_st = os.stat(name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
-            report.warnings.append(f"{shown(child.path)}: vanished during backup")
+            report.warnings.append(f"{shown(_join(path, name))}: vanished during backup")
             continue
         except OSError as exc:
-            report.unreadable.append(f"{shown(child.path)}: {exc.strerror}")
+            report.unreadable.append(f"{shown(_join(path, name))}: {exc.strerror}")
             continue
         if one_file_system and stat.S_ISDIR(child_st.st_mode) and child_st.st_dev != device:
-            report.warnings.append(f"{shown(child.path)}: on another file system, skipped")
+            report.warnings.append(f"{shown(_join(path, name))}: on another file system, skipped")
             continue
-        yield child.path, child_st
+        yield name, child_st
+
+
+def _raise_open_file_limit() -> None:
+    """The soft open-file limit raised to the hard one (as Go programs, restic among
+    them, do at start): the walk holds a handle for each level of directories."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _name(entry: os.DirEntry[str]) -> str:
@@ -297,13 +387,13 @@ class Archiver:
             "group": _group(st.st_gid),
             "inode": st.st_ino,
             "ctime_ns": st.st_ctime_ns,
-            "xattrs": _xattrs(item.path, result),
+            "xattrs": _xattrs(item.at, item.path, result),
         }
         if stat.S_ISDIR(st.st_mode):
             return _made(TreeEntry(type="dir", **common))  # type: ignore[arg-type]
         if stat.S_ISLNK(st.st_mode):
             try:
-                target = os.readlink(item.path)
+                target = os.readlink(item.name, dir_fd=item.dir_fd)
             except OSError as exc:
                 result.warnings.append(f"{shown(item.path)}: cannot read link: {exc.strerror}")
                 return None
@@ -370,7 +460,7 @@ class Archiver:
         file's owner and mode, and the walk's times and inode, so the next backup
         reads it again."""
         try:
-            fd = os.open(item.path, _READ_FLAGS)
+            fd = os.open(item.name, _READ_FLAGS, dir_fd=item.dir_fd)
         except FileNotFoundError:
             result.warnings.append(f"{shown(item.path)}: vanished during backup")
             return None
@@ -673,13 +763,14 @@ class _LineReader(io.RawIOBase):
         return n
 
 
-def _xattrs(path: str, report: WalkReport) -> tuple[tuple[str, bytes], ...]:
+def _xattrs(at: str, path: str, report: WalkReport) -> tuple[tuple[str, bytes], ...]:
     """The object's extended attributes (links not followed), sorted by name; none where
-    the platform or file system has no such thing."""
+    the platform or file system has no such thing. `at` reaches the object (see
+    `WalkItem.at`), `path` names it."""
     if not _XATTRS:
         return ()
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(at, follow_symlinks=False)
     except OSError as exc:
         if exc.errno not in (errno.ENOTSUP, errno.ENOENT):
             report.warnings.append(
@@ -689,7 +780,7 @@ def _xattrs(path: str, report: WalkReport) -> tuple[tuple[str, bytes], ...]:
     pairs: list[tuple[str, bytes]] = []
     for name in sorted(names):
         try:
-            pairs.append((name, os.getxattr(path, name, follow_symlinks=False)))
+            pairs.append((name, os.getxattr(at, name, follow_symlinks=False)))
         except OSError as exc:
             if exc.errno != errno.ENODATA:  # ENODATA: removed since listed
                 report.warnings.append(

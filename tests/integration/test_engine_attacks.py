@@ -19,7 +19,7 @@ import pytest
 from agents.backup import archiver as archiver_module
 from agents.backup.archiver import WHOLE_READ, Archiver, WalkItem, _read_whole
 from agents.backup.runner import init_repository, open_repository, run_backup
-from tests.integration.test_files_source import backed_up_twice, load, write_config
+from tests.integration.test_files_source import backed_up_twice, cli, inside, load, write_config
 
 
 class ShortReads(io.RawIOBase):
@@ -242,3 +242,133 @@ def test_a_whole_read_continues_after_short_reads_and_sees_growth() -> None:
     assert read_with_writer([b"a" * 100, b"b" * 157], 256) is None  # grew by one byte
     assert read_with_writer([b"a" * 100], 256) == b"a" * 100  # shrank: what is there
     assert read_with_writer([], 0) == b""
+
+
+def _all_blobs(repo: Any) -> Iterator[bytes]:
+    for ids in repo.load_index().blob_packs().values():
+        for blob_id in ids:
+            yield repo.load_blob(blob_id)
+
+
+@pytest.mark.parametrize("moment", ["after its listing", "before it is opened"])
+def test_a_directory_swapped_for_a_link_leads_the_walk_nowhere_else(
+    moment: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer in the source renames a directory away and puts a link to a directory
+    outside (holding a file of the same name) in its place: after the walk listed it,
+    or after its lstat and before the walk opened it. By paths, the walk would stat
+    and read the outside file under the listed name; through directory handles it
+    reads what it listed, or skips the directory with a warning, and the outside
+    file's bytes are nowhere in the repository."""
+    source = tmp_path / "src"
+    (source / "d").mkdir(parents=True)
+    (source / "d" / "f.txt").write_bytes(b"mine\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f.txt").write_bytes(b"SECRET outside the source\n")
+    swapped = source / "d"
+
+    def swap() -> None:
+        swapped.rename(source / "d.moved")
+        swapped.symlink_to(outside)
+
+    if moment == "after its listing":
+        real_listing = archiver_module._listing
+
+        def listing(fd: int, path: str, report: Any) -> Any:
+            entries = real_listing(fd, path, report)
+            if path == str(swapped):
+                swap()
+            return entries
+
+        monkeypatch.setattr(archiver_module, "_listing", listing)
+    else:
+        real_open = archiver_module._open_dir
+
+        def open_dir(dir_fd: Any, name: str, path: str, st: Any, report: Any) -> Any:
+            if path == str(swapped):
+                swap()
+            return real_open(dir_fd, name, path, st, report)
+
+        monkeypatch.setattr(archiver_module, "_open_dir", open_dir)
+    config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    results: list = []
+    run = run_backup(config, emit=results.append)
+    assert run.ok, run.summary
+    repo = open_repository(config.backup)
+    assert not any(b"SECRET" in blob for blob in _all_blobs(repo))
+    snapshot = repo.find_snapshot(results[0].details["snapshot"])
+    files = {e.path: e for e in repo.read_tree(snapshot) if e.type == "file"}
+    listed = str(swapped / "f.txt").lstrip("/")
+    if moment == "after its listing":  # read through the handle of the directory listed
+        entry = files[listed]
+        assert b"".join(repo.load_blob(bytes.fromhex(c)) for c in entry.chunks) == b"mine\n"
+    else:
+        assert listed not in files
+        warning = f"{swapped}: replaced during backup, skipped"
+        assert warning in results[0].details["warnings"]
+
+
+def test_paths_longer_than_path_max_are_backed_up_and_restored(tmp_path: Path) -> None:
+    """PATH_MAX (4096) bounds one call's path, not a tree: anyone who can write to the
+    source can nest long names deeper than that. By paths, the walk could stat nothing
+    down there and the source failed; through directory handles it is a tree like any
+    other, and the restore (through handles too) brings it back."""
+    source = tmp_path / "src"
+    source.mkdir()
+    names = [f"level{n:02d}-" + "x" * 200 for n in range(25)]  # 5,200 bytes of path
+    fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in names:
+            os.mkdir(name, dir_fd=fd)
+            below = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = below
+        out = os.open("deep.txt", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd)
+        os.write(out, b"below PATH_MAX\n")
+        os.fchmod(out, 0o640)
+        os.close(out)
+        os.symlink("deep.txt", "link", dir_fd=fd)
+    finally:
+        os.close(fd)
+    config_path = write_config(tmp_path, [{"name": "files", "paths": [source]}])
+    config = load(config_path)
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    results: list = []
+    run = run_backup(config, emit=results.append)
+    assert run.ok, run.summary
+    assert (results[0].details["files"], results[0].details["dirs"]) == (1, 26)
+    target = tmp_path / "restored"
+    proc = cli("restore", "latest", "--to", str(target), "--config", str(config_path))
+    assert proc.returncode == 0, proc.stderr
+    fd = os.open(inside(target, source), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in names:
+            below = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = below
+        handle = os.open("deep.txt", os.O_RDONLY, dir_fd=fd)
+        try:
+            assert os.read(handle, 100) == b"below PATH_MAX\n"
+            assert stat.S_IMODE(os.fstat(handle).st_mode) == 0o640
+        finally:
+            os.close(handle)
+        assert os.readlink("link", dir_fd=fd) == "deep.txt"
+    finally:
+        os.close(fd)
+    _remove_long(source, names)  # through handles: rmtree would need the long paths
+
+
+def _remove_long(top: Path, names: list[str]) -> None:
+    fds = [os.open(top, os.O_RDONLY | os.O_DIRECTORY)]
+    for name in names:
+        fds.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+    os.unlink("deep.txt", dir_fd=fds[-1])
+    os.unlink("link", dir_fd=fds[-1])
+    for parent, name in reversed(list(zip(fds[:-1], names, strict=True))):
+        os.rmdir(name, dir_fd=parent)
+    for fd in fds:
+        os.close(fd)
