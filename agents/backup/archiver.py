@@ -404,6 +404,10 @@ class Archiver:
             return _made(TreeEntry(type=special, rdev=rdev, **common))  # type: ignore[arg-type]
         key = (st.st_dev, st.st_ino)
         first = links.get(key) if st.st_nlink > 1 else None
+        if first is not None and (first.ctime_ns, first.size) != (st.st_ctime_ns, st.st_size):
+            # the inode number of a file deleted since, reused by a new file (or the
+            # file changed between its links): read it, do not take it for a link
+            first = None
         if first is not None:  # a hard link of a file already in this tree: not read again
             self.progress(st.st_size, 1)
             return _made(

@@ -372,3 +372,39 @@ def _remove_long(top: Path, names: list[str]) -> None:
         os.rmdir(name, dir_fd=parent)
     for fd in fds:
         os.close(fd)
+
+
+def test_a_hard_link_changed_after_its_first_link_was_stored_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hard links are found by inode: a later link of an inode already stored reuses
+    the first link's chunks. If the file changed between the walk's two visits (or a
+    deleted file's inode number was reused by a new one, which an attacker can arrange),
+    those chunks are not its content: it must be read, so the restore gives what the
+    source held at its visit, not the first link's bytes."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "1-first").write_bytes(b"before\n")
+    os.link(source / "1-first", source / "2-second")
+    real_walk = archiver_module.walk
+
+    def changing_walk(*args: Any, **kwargs: Any) -> Iterator[WalkItem]:
+        for item in real_walk(*args, **kwargs):
+            yield item  # handled (stored) by the backup before the walk goes on
+            if item.path == str(source / "1-first"):
+                (source / "2-second").write_bytes(b"after, and longer\n")
+
+    monkeypatch.setattr(archiver_module, "walk", changing_walk)
+    config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    results: list = []
+    assert run_backup(config, emit=results.append).ok
+    repo = open_repository(config.backup)
+    snapshot = repo.find_snapshot(results[0].details["snapshot"])
+    content = {
+        os.path.basename(e.path): b"".join(repo.load_blob(bytes.fromhex(c)) for c in e.chunks)
+        for e in repo.read_tree(snapshot)
+        if e.type == "file"
+    }
+    assert content == {"1-first": b"before\n", "2-second": b"after, and longer\n"}
