@@ -394,8 +394,14 @@ class Archiver:
         if stat.S_ISLNK(st.st_mode):
             try:
                 target = os.readlink(item.name, dir_fd=item.dir_fd)
+            except FileNotFoundError:
+                result.warnings.append(f"{shown(item.path)}: vanished during backup")
+                return None
             except OSError as exc:
-                result.warnings.append(f"{shown(item.path)}: cannot read link: {exc.strerror}")
+                why = "replaced during backup, skipped"  # EINVAL: no link there any more
+                if exc.errno != errno.EINVAL:
+                    why = f"cannot read link: {exc.strerror}"
+                result.warnings.append(f"{shown(item.path)}: {why}")
                 return None
             return _made(TreeEntry(type="symlink", target=target, **common))  # type: ignore[arg-type]
         special = _SPECIAL_TYPES.get(stat.S_IFMT(st.st_mode))

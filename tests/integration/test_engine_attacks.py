@@ -154,7 +154,13 @@ def _rename_over(path: Path, secret: Path) -> None:
     new.rename(path)
 
 
+def _link_to_file(path: Path, secret: Path) -> None:
+    path.unlink()
+    path.write_bytes(b"a file where the walk saw a link\n")
+
+
 SWAPS = {
+    "was-link": _link_to_file,  # a symbolic link when listed
     "link.txt": _swap_to_link,
     "fifo.txt": _swap_to_fifo,
     "dir.txt": _swap_to_dir,
@@ -176,7 +182,10 @@ def test_a_file_swapped_after_the_walk_listed_it_is_never_read_through(
     source.mkdir()
     secret = tmp_path / "secret.txt"
     secret.write_bytes(b"SECRET outside the source\n" * 100)
+    (source / "was-link").symlink_to("kept.txt")
     for name in SWAPS:
+        if name == "was-link":
+            continue
         size = WHOLE_READ + 4096 if name.startswith("big") else 2000
         (source / name).write_bytes(b"o" * size)
         (source / name).chmod(0o644)
@@ -186,7 +195,7 @@ def test_a_file_swapped_after_the_walk_listed_it_is_never_read_through(
     def racing_walk(*args: Any, **kwargs: Any) -> Iterator[WalkItem]:
         for item in real_walk(*args, **kwargs):
             swap = SWAPS.get(os.path.basename(item.path))
-            if swap is not None and stat.S_ISREG(item.st.st_mode):
+            if swap is not None:
                 swap(Path(item.path), secret)  # after its lstat, before it is read
             yield item
 
@@ -198,7 +207,7 @@ def test_a_file_swapped_after_the_walk_listed_it_is_never_read_through(
     run = run_backup(config, emit=results.append)
     assert run.ok, run.summary
     warnings = results[0].details["warnings"]
-    for name in ("link.txt", "fifo.txt", "dir.txt", "big-fifo.bin"):
+    for name in ("link.txt", "fifo.txt", "dir.txt", "big-fifo.bin", "was-link"):
         assert f"{source / name}: replaced during backup, skipped" in warnings, warnings
     assert f"{source / 'renamed.txt'}: changed during backup" in warnings, warnings
     repo = open_repository(config.backup)
