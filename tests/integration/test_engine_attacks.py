@@ -259,7 +259,9 @@ def _all_blobs(repo: Any) -> Iterator[bytes]:
             yield repo.load_blob(blob_id)
 
 
-@pytest.mark.parametrize("moment", ["after its listing", "before it is opened"])
+@pytest.mark.parametrize(
+    "moment", ["after its listing", "before it is opened", "for a file before it is opened"]
+)
 def test_a_directory_swapped_for_a_link_leads_the_walk_nowhere_else(
     moment: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -279,7 +281,10 @@ def test_a_directory_swapped_for_a_link_leads_the_walk_nowhere_else(
 
     def swap() -> None:
         swapped.rename(source / "d.moved")
-        swapped.symlink_to(outside)
+        if moment.startswith("for a file"):  # the attack helper's: it failed the source
+            swapped.write_bytes(b"a file where the walk saw a directory\n")
+        else:
+            swapped.symlink_to(outside)
 
     if moment == "after its listing":
         real_listing = archiver_module._listing
