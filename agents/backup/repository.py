@@ -732,7 +732,6 @@ class BlobWriter:
         # the index to its caller: `written` collects the new packs' entries
         self.repack = repack
         self.written: dict[str, list[PackEntry]] = {}
-        self._pack_capacity = pack_size + CHUNK_MAX + 1024  # a full pack's last blob fits
         workers = max(2, os.cpu_count() or 2)
         self._seal_pool = ThreadPoolExecutor(workers, thread_name_prefix="seal")
         self._upload_pool = ThreadPoolExecutor(2, thread_name_prefix="upload")
@@ -838,9 +837,9 @@ class BlobWriter:
         return sealed
 
     def _drain_one(self) -> None:
-        """The oldest job's blobs into the pack being filled (a batch goes whole into
-        one pack: it is far smaller than the slack a pack's buffer keeps for its last
-        blob), which is shipped once full."""
+        """The oldest job's blobs into the pack being filled, which is shipped once
+        full. A batch goes whole into one pack, so a pack ends at most a batch (about
+        BATCH_BYTES) past `pack_size`, as it could end a large blob past it."""
         queued, future = self._inflight.popleft()
         sealed = future.result()
         kind = queued[0].type  # a job's blobs are of one type
@@ -875,11 +874,9 @@ class BlobWriter:
             self._write_index()
 
     def _new_builder(self, kind: BlobType) -> PackBuilder:
-        # a tree pack's buffer grows as needed: most hold a few small trees, and a buffer
-        # of a whole pack's size would be touched whole when made; packs are hashed by
-        # the uploading thread (`_upload`)
-        capacity = self._pack_capacity if kind is BlobType.DATA else 0
-        return PackBuilder(capacity, self._spool, hashed=False)
+        # buffers grow as blobs come (see PackBuilder), and packs are hashed by the
+        # uploading thread (`_upload`)
+        return PackBuilder(0, self._spool, hashed=False)
 
     def _upload(self, pack: FinishedPack) -> FinishedPack:
         try:
