@@ -19,7 +19,14 @@ import pytest
 from agents.backup import archiver as archiver_module
 from agents.backup.archiver import WHOLE_READ, Archiver, WalkItem, _read_whole
 from agents.backup.runner import init_repository, open_repository, run_backup
-from tests.integration.test_files_source import backed_up_twice, cli, inside, load, write_config
+from tests.integration.test_files_source import (
+    backed_up_once,
+    backed_up_twice,
+    cli,
+    inside,
+    load,
+    write_config,
+)
 
 
 class ShortReads(io.RawIOBase):
@@ -114,15 +121,8 @@ def test_a_tree_deeper_than_the_recursion_limit_is_backed_up(tmp_path: Path) -> 
     chain = _deep_chain(source, depth)
     try:
         (chain[-1] / "f.txt").write_text("at the bottom\n")
-        config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
-        assert config.backup is not None
-        init_repository(config.backup, config.host)
-        results: list = []
-        run = run_backup(config, emit=results.append)
-        assert run.ok, run.summary
-        assert (results[0].details["files"], results[0].details["dirs"]) == (1, depth + 1)
-        repo = open_repository(config.backup)
-        snapshot = repo.find_snapshot(results[0].details["snapshot"])
+        repo, snapshot, details = backed_up_once(tmp_path, source)
+        assert (details["files"], details["dirs"]) == (1, depth + 1)
         (bottom,) = [e for e in repo.read_tree(snapshot) if e.type == "file"]
         assert bottom.path == str(chain[-1] / "f.txt").lstrip("/")
         data = b"".join(repo.load_blob(bytes.fromhex(c)) for c in bottom.chunks)
@@ -200,18 +200,11 @@ def test_a_file_swapped_after_the_walk_listed_it_is_never_read_through(
             yield item
 
     monkeypatch.setattr(archiver_module, "walk", racing_walk)
-    config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
-    assert config.backup is not None
-    init_repository(config.backup, config.host)
-    results: list = []
-    run = run_backup(config, emit=results.append)
-    assert run.ok, run.summary
-    warnings = results[0].details["warnings"]
+    repo, snapshot, details = backed_up_once(tmp_path, source)
+    warnings = details["warnings"]
     for name in ("link.txt", "fifo.txt", "dir.txt", "big-fifo.bin", "was-link"):
         assert f"{source / name}: replaced during backup, skipped" in warnings, warnings
     assert f"{source / 'renamed.txt'}: changed during backup" in warnings, warnings
-    repo = open_repository(config.backup)
-    snapshot = repo.find_snapshot(results[0].details["snapshot"])
     files = {
         os.path.basename(e.path): (e, b"".join(repo.load_blob(bytes.fromhex(c)) for c in e.chunks))
         for e in repo.read_tree(snapshot)
@@ -305,15 +298,8 @@ def test_a_directory_swapped_for_a_link_leads_the_walk_nowhere_else(
             return real_open(dir_fd, name, path, st, report)
 
         monkeypatch.setattr(archiver_module, "_open_dir", open_dir)
-    config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
-    assert config.backup is not None
-    init_repository(config.backup, config.host)
-    results: list = []
-    run = run_backup(config, emit=results.append)
-    assert run.ok, run.summary
-    repo = open_repository(config.backup)
+    repo, snapshot, details = backed_up_once(tmp_path, source)
     assert not any(b"SECRET" in blob for blob in _all_blobs(repo))
-    snapshot = repo.find_snapshot(results[0].details["snapshot"])
     files = {e.path: e for e in repo.read_tree(snapshot) if e.type == "file"}
     listed = str(swapped / "f.txt").lstrip("/")
     if moment == "after its listing":  # read through the handle of the directory listed
@@ -322,7 +308,7 @@ def test_a_directory_swapped_for_a_link_leads_the_walk_nowhere_else(
     else:
         assert listed not in files
         warning = f"{swapped}: replaced during backup, skipped"
-        assert warning in results[0].details["warnings"]
+        assert warning in details["warnings"]
 
 
 def test_paths_longer_than_path_max_are_backed_up_and_restored(tmp_path: Path) -> None:
@@ -409,13 +395,7 @@ def test_a_hard_link_changed_after_its_first_link_was_stored_is_read_again(
                 (source / "2-second").write_bytes(b"after, and longer\n")
 
     monkeypatch.setattr(archiver_module, "walk", changing_walk)
-    config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
-    assert config.backup is not None
-    init_repository(config.backup, config.host)
-    results: list = []
-    assert run_backup(config, emit=results.append).ok
-    repo = open_repository(config.backup)
-    snapshot = repo.find_snapshot(results[0].details["snapshot"])
+    repo, snapshot, _ = backed_up_once(tmp_path, source)
     content = {
         os.path.basename(e.path): b"".join(repo.load_blob(bytes.fromhex(c)) for c in e.chunks)
         for e in repo.read_tree(snapshot)

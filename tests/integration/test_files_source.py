@@ -81,6 +81,19 @@ def cli(*args: str, user: tuple[str, dict[str, str]] | None = None) -> subproces
     )
 
 
+def backed_up_once(work: Path, source: Path) -> tuple[Repository, Snapshot, dict[str, Any]]:
+    """Init a repository under `work` and back up `source` once: the repository, the
+    snapshot and the source's details."""
+    config = load(write_config(work, [{"name": "files", "paths": [source]}]))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    results: list = []
+    run = run_backup(config, emit=results.append)
+    assert run.ok, run.summary
+    repo = open_repository(config.backup)
+    return repo, repo.find_snapshot(results[0].details["snapshot"]), results[0].details
+
+
 def backed_up_twice(config: Config) -> dict[str, Any]:
     """Init the repository and back up twice; the second run's source details (the run
     that had the first as its parent)."""
