@@ -268,7 +268,11 @@ def backup_check(
     """Check the repository's structure (and data with --read-data); exit 1 on damage."""
     config = load_unlocking(ctx, config_file)
     from agents.backup.checker import run_check
+    from agents.backup.heap import keep_freed_memory
     from agents.backup.runner import open_repository
+
+    if read_data or read_data_subset is not None:
+        keep_freed_memory()  # every pack is read into fresh buffers
 
     repo = open_repository(backup_config(config))
     with progress_bar("check", enabled=not as_json) as advance:

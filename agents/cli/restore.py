@@ -72,7 +72,10 @@ def restore_cmd(
     listed as damaged too, and every entry in the readable parts is restored.
     """
     config = load_unlocking(ctx, config_file)
+    from agents.backup.heap import keep_freed_memory
     from agents.backup.restore import FilesPlan, FilesRestored, RestoreRequest, run_restore
+
+    keep_freed_memory()  # every blob is read into fresh buffers
 
     backup_config(config)
     request = RestoreRequest(
