@@ -117,6 +117,8 @@ def test_a_tree_deeper_than_the_recursion_limit_is_backed_up(tmp_path: Path) -> 
     (PATH_MAX is per call, not per tree): the walk must not need a frame per level."""
     source = tmp_path / "src"
     source.mkdir()
+    raised = sys.getrecursionlimit()  # an earlier test or library may have raised it,
+    sys.setrecursionlimit(1000)  # and a deeper chain of full paths would pass PATH_MAX
     depth = sys.getrecursionlimit() + 200
     chain = _deep_chain(source, depth)
     try:
@@ -129,6 +131,7 @@ def test_a_tree_deeper_than_the_recursion_limit_is_backed_up(tmp_path: Path) -> 
         assert data == b"at the bottom\n"
     finally:
         _remove_chain(chain)
+        sys.setrecursionlimit(raised)
 
 
 def _swap_to_link(path: Path, secret: Path) -> None:
