@@ -93,14 +93,15 @@ def test_unchanged_files_under_nested_and_repeated_source_paths_are_reused(
     assert (details["files_reused"], details["bytes_read"]) == (5, 0), details
 
 
-def _deep_chain(top: Path, depth: int) -> list[Path]:
-    """Directories `top/d/d/...`, `depth` levels, made without recursion."""
-    chain, path = [], top
+def _deep_chain(top: Path, depth: int, chain: list[Path]) -> None:
+    """Directories `top/d/d/...`, `depth` levels, made without recursion; `chain` gets
+    each as it is made (a failure midway leaves what to remove: pytest's own clean-up
+    of old temporary directories recurses, and fails on a chain this deep)."""
+    path = top
     for _ in range(depth):
         path = path / "d"
         path.mkdir()
         chain.append(path)
-    return chain
 
 
 def _remove_chain(chain: list[Path]) -> None:
@@ -120,8 +121,9 @@ def test_a_tree_deeper_than_the_recursion_limit_is_backed_up(tmp_path: Path) -> 
     raised = sys.getrecursionlimit()  # an earlier test or library may have raised it,
     sys.setrecursionlimit(1000)  # and a deeper chain of full paths would pass PATH_MAX
     depth = sys.getrecursionlimit() + 200
-    chain = _deep_chain(source, depth)
+    chain: list[Path] = []
     try:
+        _deep_chain(source, depth, chain)
         (chain[-1] / "f.txt").write_text("at the bottom\n")
         repo, snapshot, details = backed_up_once(tmp_path, source)
         assert (details["files"], details["dirs"]) == (1, depth + 1)
