@@ -22,7 +22,8 @@ _SETTINGS = ((_M_TRIM_THRESHOLD, 512 << 20), (_M_TOP_PAD, 64 << 20), (_M_MMAP_TH
 
 def keep_freed_memory() -> bool:
     """Tell glibc's malloc to keep freed memory for reuse; False where the C library
-    has no `mallopt` (musl, other systems), which changes nothing else."""
+    has no `mallopt` (musl, other systems) or refuses a setting: a restore or check
+    then runs as before, only slower."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
