@@ -347,11 +347,15 @@ class Archiver:
         costs more than the work on small files, and both cut the same bytes alike."""
         return self._store_chunks(self._cut(handle, size_hint))
 
-    def _store_chunks(self, cut: Iterable[Chunk]) -> tuple[list[str], list[int]]:
+    def _store_chunks(self, cut: Iterable[Chunk], copy: bool = True) -> tuple[list[str], list[int]]:
+        """Store the chunks `cut` gives. Each is copied out of the chunker's buffer,
+        which the streaming chunker reuses; `copy=False` keeps the views where the
+        buffer is a file read whole into an immutable `bytes` (a copy less of every
+        such chunk, and its fresh pages)."""
         chunks: list[str] = []
         sizes: list[int] = []
         for chunk in cut:
-            data = bytes(chunk.data)
+            data = bytes(chunk.data) if copy else chunk.data
             chunks.append(self.writer.add(BlobType.DATA, data).hex())
             sizes.append(len(data))
             self.progress(len(data), 0)
@@ -525,7 +529,7 @@ class Archiver:
         if size <= WHOLE_READ:
             data = _read_whole(fd, size)
             if data is not None:
-                return self._store_chunks(self.chunker.cut_buf(data))
+                return self._store_chunks(self.chunker.cut_buf(data), copy=False)
             os.lseek(fd, 0, os.SEEK_SET)  # grew since its stat: stream it
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return [], []  # swapped since listed (a FIFO would not stream): the caller says so

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import BinaryIO
@@ -55,8 +55,10 @@ class FinishedPack:
             return replace(self, id=hashlib.sha256(self.data).hexdigest())
         digest = hashlib.sha256()
         self.file.seek(0)
-        while block := self.file.read(1 << 20):
-            digest.update(block)
+        block = bytearray(1 << 20)  # one buffer read into again: no fresh pages a MiB
+        view = memoryview(block)
+        while got := self.file.readinto(block):
+            digest.update(view[:got])
         return replace(self, id=digest.hexdigest())
 
 
@@ -105,7 +107,9 @@ class PackBuilder:
         self._entries.append(PackEntry(blob_type, blob_id, self.size, len(sealed)))
         self._append(sealed)
 
-    def add_many(self, blobs: Iterable[tuple[BlobType, bytes]], sealed: list[bytes]) -> None:
+    def add_many(
+        self, blobs: Iterable[tuple[BlobType, bytes]], sealed: Sequence[bytes | bytearray]
+    ) -> None:
         """Several blobs at once: one copy (or write) and one hash update for all, where
         a pack of small files' blobs cost one of each per blob."""
         offset = self.size
@@ -114,7 +118,7 @@ class PackBuilder:
             offset += len(data)
         self._append(sealed[0] if len(sealed) == 1 else b"".join(sealed))
 
-    def _append(self, sealed: bytes) -> None:
+    def _append(self, sealed: bytes | bytearray) -> None:
         end = self.size + len(sealed)
         if self._make_spool is not None:
             if self._spool is None:

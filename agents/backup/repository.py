@@ -74,6 +74,7 @@ SMALL_BLOB = 64 * 1024
 BATCH_BYTES = 512 * 1024
 BATCH_BLOBS = 256
 _RAW, _ZSTD = b"\x00", b"\x01"
+Blob = bytes | memoryview  # a blob's bytes, or a read-only view of a file read whole
 _SNAPSHOT_ASSOCIATED = b"opsagent-snapshot"
 _MAX_BLOB = 64 * 2**20
 _PACK_NAME = re.compile(r"[0-9a-f]{64}")
@@ -745,7 +746,7 @@ class BlobWriter:
         self._inflight: deque[tuple[list[_Queued], Future[list[bytes]]]] = deque()
         self._max_inflight = workers * 2
         self._batch: list[_Queued] = []  # small blobs not yet handed to the pool
-        self._batch_data: list[bytes] = []
+        self._batch_data: list[Blob] = []
         self._batch_bytes = 0
         self._pending: set[bytes] = set()
         # a backend that can spool (a local directory) gets packs written to a file
@@ -764,8 +765,10 @@ class BlobWriter:
     def stats(self) -> WriteStats:
         return WriteStats(**self._counts)
 
-    def add(self, blob_type: BlobType, data: bytes) -> bytes:
-        """Store a blob unless the repository already has it; returns its ID."""
+    def add(self, blob_type: BlobType, data: Blob) -> bytes:
+        """Store a blob unless the repository already has it; returns its ID. `data` may
+        be a view of a larger immutable buffer (a file read whole): it is kept, not
+        copied, until sealed."""
         blob_id = self.repo.crypto.blob_id(data)
         if (not self.repack and blob_id in self.repo.index) or blob_id in self._pending:
             self._bump(blobs_reused=1)
@@ -812,16 +815,18 @@ class BlobWriter:
             self._submit(self._batch, self._batch_data)
             self._batch, self._batch_data, self._batch_bytes = [], [], 0
 
-    def _submit(self, queued: list[_Queued], data: list[bytes]) -> None:
+    def _submit(self, queued: list[_Queued], data: list[Blob]) -> None:
         """Hand blobs to the seal pool; past the bound, take in the oldest job first."""
         future = self._seal_pool.submit(self._seal, [q.id for q in queued], data)
         self._inflight.append((queued, future))
         while len(self._inflight) > self._max_inflight:
             self._drain_one()
 
-    def _seal(self, blob_ids: list[bytes], data: list[bytes]) -> list[bytes]:
+    def _seal(self, blob_ids: list[bytes], data: list[Blob]) -> list[bytearray]:
         """Each blob compressed (unless that saves under 3 %) and encrypted. A batch is
-        compressed by one call, which holds the GIL once instead of once a blob."""
+        compressed by one call, which holds the GIL once instead of once a blob. Each
+        sealed blob is encrypted into its own buffer (`Crypto.seal_blob`): every copy of
+        a blob costs a backup fresh pages, 4 GiB of them at 1 GiB stored before."""
         cctx = getattr(self._cctx, "value", None)
         if cctx is None:
             cctx = self._cctx.value = zstandard.ZstdCompressor(level=self.level)
@@ -829,7 +834,7 @@ class BlobWriter:
             compressed: Iterable[Any] = [cctx.compress(data[0])]
         else:
             compressed = cctx.multi_compress_to_buffer(data, threads=0)
-        seal = self.repo.crypto.seal
+        seal = self.repo.crypto.seal_blob
         sealed = []
         for blob_id, raw, packed in zip(blob_ids, data, compressed, strict=True):
             plain = _ZSTD + packed if len(packed) < len(raw) * 0.97 else _RAW + raw

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from agents.backup.crypto import Crypto, MasterKey
+from agents.backup.errors import IntegrityError
 from agents.backup.pack import BlobType, PackBuilder, header_size, pack_key, read_header
 from agents.backup.repository import BATCH_BLOBS, CHUNK_MAX, SMALL_BLOB
 from agents.backup.runner import init_repository, open_repository
@@ -232,3 +233,27 @@ def test_a_pack_left_unhashed_by_its_builder_is_named_by_its_bytes(
     if other.file is not None:
         other.file.close()
     assert other.id and other.entries == named.entries
+
+
+@pytest.mark.parametrize("encrypt_into", [True, False])
+def test_a_blob_sealed_into_its_own_buffer_opens_like_any_sealed_blob(
+    encrypt_into: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`seal_blob` (the backup's path: nonce and ciphertext in one new buffer, from a
+    view of a file read whole) writes what `seal` writes, with cryptography's
+    `encrypt_into` and without it (older releases)."""
+    from agents.backup import crypto as crypto_module
+
+    monkeypatch.setattr(crypto_module, "_ENCRYPT_INTO", encrypt_into)
+    crypto = Crypto(MasterKey.generate())
+    whole = os.urandom(3 << 20)
+    view = memoryview(whole)[1 << 20 :]
+    blob_id = crypto.blob_id(view)
+    sealed = crypto.seal_blob(view, blob_id)
+    assert isinstance(sealed, bytearray)
+    assert len(sealed) == len(view) + 28
+    assert crypto.open(bytes(sealed), blob_id) == whole[1 << 20 :]
+    again = crypto.seal_blob(view, blob_id)
+    assert again[:12] != sealed[:12]  # a fresh nonce each time
+    with pytest.raises(IntegrityError):
+        crypto.open(bytes(sealed), b"another blob's ID")
