@@ -111,8 +111,11 @@ def backup_run(
     config = load_unlocking(ctx, config_file)
     from rich.console import Console
 
+    from agents.backup.heap import keep_freed_memory
     from agents.backup.runner import run_backup
     from agents.records.backup import BackupRun
+
+    keep_freed_memory(pad=32 << 20, trim=None)  # every chunk is copied into fresh buffers
 
     at = parse_time(when) if when else None
     if at is not None and at > datetime.now(UTC) + timedelta(minutes=5):
