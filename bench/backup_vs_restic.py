@@ -58,7 +58,13 @@ def run(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = N
     The peak comes from GNU time, which forks the command from its own 1 MiB process:
     a child forked straight from this (larger) Python process would report at least
     this process's RSS, since Linux keeps the high-water mark across exec.
+
+    Dirty pages are written out first: otherwise the command would pay for writing
+    back what ran before it (the data set just generated or copied, the previous
+    tool's repository) while it reads and writes its own: the first tool of the first
+    step, opsagent, was timed while the kernel wrote out the data set just made.
     """
+    os.sync()
     with tempfile.NamedTemporaryFile() as errors, tempfile.NamedTemporaryFile("r") as peak:
         measured = [GNU_TIME, "-f", "%M", "-o", peak.name, "--", *argv] if GNU_TIME else argv
         start = time.perf_counter()
