@@ -18,6 +18,7 @@ from agents.cli.common import (
     backup_config,
     config_option,
     exit_for,
+    import_while_unlocking,
     json_option,
     load,
     load_unlocking,
@@ -116,6 +117,8 @@ def backup_run(
     from agents.records.backup import BackupRun
 
     keep_freed_memory(pad=32 << 20, trim=None)  # every chunk is copied into fresh buffers
+    if when is None:
+        import_while_unlocking()  # for `record_outcome`, below
 
     at = parse_time(when) if when else None
     if at is not None and at > datetime.now(UTC) + timedelta(minutes=5):
