@@ -58,12 +58,20 @@ def restore_test_run(
     from rich.console import Console
     from rich.table import Table
 
+    from agents.config import RestoreTestConfig
     from agents.records import RestoreTestDetails
     from agents.records.backup import JobResult
     from agents.restore_test.runner import run_restore_test
     from agents.state import StateDB
 
     config = load(ctx, config_file)
+    plan = config.restore_test or RestoreTestConfig()
+    if plan.sandbox.kind == "local" or sandbox_kind == "local":  # else the sandbox host's
+        from agents.backup import unlock
+        from agents.backup.heap import keep_freed_memory
+
+        unlock.begin(config.backup)  # scrypt runs while the sandbox is swept
+        keep_freed_memory()  # every blob restored, re-read and checked lands in new buffers
     state = StateDB(config.state_db)
     result = run_guarded(
         "restore_test",
