@@ -100,22 +100,24 @@ def backup_job(config: Config) -> Job | None:
     """The daily backup of every source; caught up at start when stale."""
     if config.backup is None or config.backup.schedule is None or not config.backup.sources:
         return None
+    from agents.backup.heap import memory_kept_for_job
     from agents.backup.runner import open_repository, run_backup, run_forget
 
     def body(ctx: JobContext) -> CheckResult:
         assert config.backup is not None
-        # once for backup and forget: the key costs
-        repo = open_repository(config.backup, config.state_dir)
-        result = run_backup(config, emit=ctx.emit, should_stop=lambda: ctx.stopping, repo=repo)
-        if result.ok and config.backup.retention is not None:
-            forgotten = run_guarded(
-                "forget",
-                "forget",
-                config.host,
-                Severity.MAJOR,
-                lambda: run_forget(config, repo=repo)[0],
-            )
-            ctx.emit(forgotten)
+        with memory_kept_for_job():
+            # once for backup and forget: the key costs
+            repo = open_repository(config.backup, config.state_dir)
+            result = run_backup(config, emit=ctx.emit, should_stop=lambda: ctx.stopping, repo=repo)
+            if result.ok and config.backup.retention is not None:
+                forgotten = run_guarded(
+                    "forget",
+                    "forget",
+                    config.host,
+                    Severity.MAJOR,
+                    lambda: run_forget(config, repo=repo)[0],
+                )
+                ctx.emit(forgotten)
         return result
 
     return Job(
@@ -133,13 +135,18 @@ def prune_job(config: Config) -> Job | None:
     """Prune on its own (weekly by default) schedule."""
     if config.backup is None or config.backup.prune.schedule is None:
         return None
+    from agents.backup.heap import memory_kept_for_job
     from agents.backup.runner import run_prune
+
+    def body(ctx: JobContext) -> CheckResult:
+        with memory_kept_for_job():
+            return run_prune(config)
 
     return Job(
         name="prune",
         kind="prune",
         schedule=config.backup.prune.schedule,
-        body=lambda ctx: run_prune(config),
+        body=body,
         severity=Severity.MAJOR,
         catch_up=True,
         resource="repository",
@@ -150,6 +157,7 @@ def restore_test_job(config: Config, state: StateDB | None = None) -> Job | None
     """The scheduled restore test (daily by default), caught up at start when stale."""
     if config.backup is None or not config.backup.sources:
         return None
+    from agents.backup.heap import memory_kept_for_job
     from agents.config import RestoreTestConfig
     from agents.restore_test.runner import run_restore_test
 
@@ -159,7 +167,8 @@ def restore_test_job(config: Config, state: StateDB | None = None) -> Job | None
 
     def body(ctx: JobContext) -> CheckResult:
         assert state is not None
-        return run_restore_test(config, state, should_stop=lambda: ctx.stopping)
+        with memory_kept_for_job():
+            return run_restore_test(config, state, should_stop=lambda: ctx.stopping)
 
     return Job(
         name="restore_test",

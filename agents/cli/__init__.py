@@ -99,7 +99,10 @@ def _tune_malloc() -> None:
     glibc raises its mmap threshold each time a large block is freed, so after the
     first 16 MiB pack every chunk and pack buffer comes from per-thread heap arenas
     that keep their memory: a first backup held 180-200 MiB instead of 145. A fixed
-    threshold and two arenas keep the peak at what is in use."""
+    threshold and two arenas keep the peak at what is in use. The commands (and the
+    agent's jobs) that move a repository's data set their own, for the time they run
+    (`agents.backup.heap`): every buffer past this threshold is mapped and faulted in
+    anew, three times the time a restore test takes."""
     if sys.platform != "linux":
         return
     import ctypes

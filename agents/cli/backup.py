@@ -393,10 +393,12 @@ def backup_prune(
     ctx: click.Context, config_file: Path | None, dry_run: bool, as_json: bool
 ) -> None:
     """Delete and repack data no snapshot references (exclusive lock)."""
+    from agents.backup.heap import keep_freed_memory
     from agents.backup.runner import run_prune
     from agents.records.backup import JobResult
 
     config = load(ctx, config_file)
+    keep_freed_memory()  # repacking reads and writes every blob it keeps in new buffers
     with progress_bar("prune", enabled=not as_json) as advance:
         result = run_prune(config, dry_run, advance)
     if not dry_run:
