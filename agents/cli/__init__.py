@@ -87,10 +87,26 @@ def cli(ctx: click.Context, log_format: str | None, log_level: str | None) -> No
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Console-script entry point."""
+    """Console-script entry point: runs one command, then the process ends."""
     _tune_malloc()
-    cli.main(args=list(argv) if argv is not None else None, prog_name="opsagent")
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="opsagent")
+    finally:
+        _no_collection_at_exit()
     raise SystemExit(0)
+
+
+def _no_collection_at_exit() -> None:
+    """Leave what is still alive to reference counting at exit. The interpreter's
+    shutdown runs the cyclic garbage collector over every object left (botocore's
+    service models, pydantic's validators, a repository's index): 0.15-0.3 s after a
+    backup has finished, more than a third of an unchanged one. Frozen objects are
+    still freed, their files closed, by reference counting and the exit handlers (log
+    flushing among them); only cycles among them are not collected, which exit does
+    not promise to finalize anyway."""
+    import gc
+
+    gc.freeze()
 
 
 def _tune_malloc() -> None:
