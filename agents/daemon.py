@@ -308,10 +308,9 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     core); with a worker thread per job run, freed memory stays spread over them and the
     daemon's RSS climbs for hours before it levels off. Returns whether the cap was set."""
     import ctypes
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL("libc.so.6")  # find_library would fork `ldconfig -p`
         return bool(libc.mallopt(-8, arenas))  # M_ARENA_MAX
     except (OSError, AttributeError):  # not glibc: nothing to do
         return False

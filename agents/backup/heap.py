@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import threading
 from collections.abc import Iterator
@@ -110,9 +111,17 @@ def _trim_thread_arenas() -> None:
         thread.join()
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """glibc by its soname; another C library by `find_library`, which runs
+    `ldconfig -p` (a fork of this process) and so is asked only when that fails."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        pass
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
     except OSError:
         return None
 
