@@ -84,7 +84,10 @@ def give_memory_back() -> bool:
         libc.malloc_trim(ctypes.c_size_t(0))
     except AttributeError:
         return False
-    _trim_thread_arenas()
+    try:
+        _trim_thread_arenas()
+    except Exception:  # never the job's failure: its memory is only kept longer
+        return False
     return True
 
 
@@ -104,10 +107,15 @@ def _trim_thread_arenas() -> None:
         with contextlib.suppress(threading.BrokenBarrierError):
             barrier.wait(timeout=5)
 
-    threads = [threading.Thread(target=poke, name="arena-trim") for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
+    started = []
+    try:
+        for _ in range(count):
+            thread = threading.Thread(target=poke, name="arena-trim", daemon=True)
+            thread.start()
+            started.append(thread)
+    except RuntimeError:  # no more threads (a task limit): those started stop waiting
+        barrier.abort()
+    for thread in started:
         thread.join()
 
 
