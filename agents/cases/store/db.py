@@ -4,9 +4,11 @@ replaced, so an outage of the store ends by itself; and the per-fingerprint lock
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +19,13 @@ from agents.cases.store.schema import migrate, placeholders
 
 
 class Database:
-    """The bottom layer of `CaseStore`: its URL's database, reached through `_tx`."""
+    """The bottom layer of `CaseStore`: its URL's database, reached through `_tx`.
+
+    Every connection still open at exit is closed (`_close_at_exit`): the command-line
+    process exits without a final garbage collection (`agents.cli._no_collection_at_exit`),
+    which was what closed a SQLite connection still referenced from a cycle, and one
+    left open leaves the committed cases in the `-wal` file beside the database, not in
+    it (a copy of `cases.db` alone then has no cases)."""
 
     url: str
     kind: str  # "sqlite" or "postgres"
@@ -31,15 +39,20 @@ class Database:
             import psycopg
 
             # no statement waits for ever on a lock another session holds
-            return psycopg.connect(
+            conn = psycopg.connect(
                 self.url,
                 autocommit=True,
                 connect_timeout=10,
                 options="-c statement_timeout=60000 -c lock_timeout=30000",
             )
+            _open.add(conn)
+            return conn
         path = sqlite_path(self.url)
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(
+            path, timeout=30, isolation_level=None, check_same_thread=False, factory=_SQLite
+        )
+        _open.add(db)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA busy_timeout=30000")
         return db
@@ -116,6 +129,22 @@ class Database:
         already does)."""
         if self.kind == "postgres":
             db.execute("SELECT pg_advisory_xact_lock(72115, hashtext(%s))", (fingerprint,))
+
+
+class _SQLite(sqlite3.Connection):
+    """A SQLite connection that `_open` can refer to weakly."""
+
+
+_open: weakref.WeakSet[Any] = weakref.WeakSet()  # the stores' connections not yet freed
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Close every store connection still open (SQLite then checkpoints its WAL into
+    the database file and removes it); a connection in use is left as it is."""
+    for conn in list(_open):
+        with contextlib.suppress(Exception):
+            conn.close()
 
 
 def _is_db_error(exc: BaseException) -> bool:
