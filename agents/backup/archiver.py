@@ -47,7 +47,7 @@ from pyfastcdc import Chunk
 
 from agents.backup.errors import BackupError
 from agents.backup.pack import BlobType
-from agents.backup.repository import BlobWriter, ChunkKind, Repository
+from agents.backup.repository import SMALL_BLOB, BlobWriter, ChunkKind, Repository
 from agents.backup.snapshot import Snapshot, TreeEntry, shown
 
 ProgressFn = Callable[[int, int], None]  # (bytes, files) done since last call
@@ -347,15 +347,20 @@ class Archiver:
         costs more than the work on small files, and both cut the same bytes alike."""
         return self._store_chunks(self._cut(handle, size_hint))
 
-    def _store_chunks(self, cut: Iterable[Chunk], copy: bool = True) -> tuple[list[str], list[int]]:
+    def _store_chunks(self, cut: Iterable[Chunk], whole: int = 0) -> tuple[list[str], list[int]]:
         """Store the chunks `cut` gives. Each is copied out of the chunker's buffer,
-        which the streaming chunker reuses; `copy=False` keeps the views where the
-        buffer is a file read whole into an immutable `bytes` (a copy less of every
-        such chunk, and its fresh pages)."""
+        which the streaming chunker reuses. With `whole`, the size of a file read whole
+        into an immutable `bytes`, a large chunk of it is kept as a view instead (a copy
+        less, and its fresh pages), but only one that goes to the seal pool at once
+        (past SMALL_BLOB: small ones wait in a batch) and is at least a quarter of the
+        file: a view keeps the whole file's buffer alive, and 2 KiB tails of 4 MiB
+        files, kept as views, held a backup at 1.1 GiB."""
         chunks: list[str] = []
         sizes: list[int] = []
         for chunk in cut:
-            data = bytes(chunk.data) if copy else chunk.data
+            size = len(chunk.data)
+            view = whole and size > SMALL_BLOB and 4 * size >= whole
+            data = chunk.data if view else bytes(chunk.data)
             chunks.append(self.writer.add(BlobType.DATA, data).hex())
             sizes.append(len(data))
             self.progress(len(data), 0)
@@ -529,7 +534,7 @@ class Archiver:
         if size <= WHOLE_READ:
             data = _read_whole(fd, size)
             if data is not None:
-                return self._store_chunks(self.chunker.cut_buf(data), copy=False)
+                return self._store_chunks(self.chunker.cut_buf(data), whole=len(data))
             os.lseek(fd, 0, os.SEEK_SET)  # grew since its stat: stream it
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return [], []  # swapped since listed (a FIFO would not stream): the caller says so

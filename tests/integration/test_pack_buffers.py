@@ -257,3 +257,42 @@ def test_a_blob_sealed_into_its_own_buffer_opens_like_any_sealed_blob(
     assert again[:12] != sealed[:12]  # a fresh nonce each time
     with pytest.raises(IntegrityError):
         crypto.open(bytes(sealed), b"another blob's ID")
+
+
+def test_small_tails_of_files_read_whole_do_not_hold_the_files_in_memory(tmp_path: Path) -> None:
+    """A helper's find: chunks of a file read whole were kept as views of its buffer, and
+    a small new chunk waits in a batch, so 400 files of 4 MiB of zeros (stored once)
+    with a 2 KiB random tail each held every file's buffer: a backup at 1.1 GiB. The
+    peak (the process's own high-water mark) must stay far below the data's size."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for n in range(400):
+        with open(data / f"f{n:04d}", "wb") as handle:
+            handle.truncate(4 << 20)  # sparse: quick to make, 4 MiB of zeros to read
+            handle.seek(4 << 20)
+            handle.write(os.urandom(2048))
+    config = write_config(tmp_path, [{"name": "tails", "paths": [data]}])
+    subprocess.run(
+        [sys.executable, "-m", "agents", "backup", "init", "--config", str(config)],
+        check=True,
+        capture_output=True,
+    )
+    cli = (
+        "import atexit, sys\n"
+        "def peak():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM:'):\n"
+        "            print('PEAK', line.split()[1], file=sys.stderr)\n"
+        "atexit.register(peak)\n"
+        "from agents.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", cli, "backup", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    peak_kib = int(done.stderr.split("PEAK")[-1].split()[0])
+    assert peak_kib < 400 * 1024, f"peak {peak_kib} KiB for 1.6 GiB of mostly zeros"
