@@ -27,7 +27,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # glibc's malloc.h
-_GLIBC_DEFAULT = 128 << 10  # the three settings' defaults (the threshold then adapts)
+_GLIBC_DEFAULT = 128 << 10  # glibc's trim threshold and top pad
+MAPPING_THRESHOLD = 256 << 10  # every command's own (`agents.cli._tune_malloc`)
 _TRIM_BLOCK = 96 << 10  # freed, trims its arena (64 KiB or more), not mapped (< 128 KiB)
 _jobs = 0  # jobs inside `memory_kept_for_job`
 _kept = False  # and whether it took
@@ -50,7 +51,7 @@ def keep_freed_memory(pad: int = 64 << 20, trim: int | None = 512 << 20) -> bool
 def memory_kept_for_job() -> Iterator[bool]:
     """The restore's settings while a job runs in the agent's long-running process (a
     backup, prune or restore test: 3.2 million page faults for a restore test of 384
-    MiB otherwise), then glibc's defaults again and freed memory handed back
+    MiB otherwise), then the command's settings again and freed memory handed back
     (`malloc_trim`), so the agent does not keep a job's buffers between jobs. Jobs
     that overlap share it: the last one out gives the memory back."""
     global _jobs, _kept
@@ -69,14 +70,15 @@ def memory_kept_for_job() -> Iterator[bool]:
 
 
 def give_memory_back() -> bool:
-    """glibc's default settings (fixed, no longer adapting) and every arena's free memory
+    """The settings every command starts with (glibc's trim threshold and top pad, the
+    CLI's fixed mapping threshold), and every arena's free memory
     returned to the kernel; False where that cannot be done (see `keep_freed_memory`)."""
     libc = _libc()
     if libc is None or not _mallopt(
         [
             (_M_TRIM_THRESHOLD, _GLIBC_DEFAULT),
             (_M_TOP_PAD, _GLIBC_DEFAULT),
-            (_M_MMAP_THRESHOLD, _GLIBC_DEFAULT),
+            (_M_MMAP_THRESHOLD, MAPPING_THRESHOLD),
         ]
     ):
         return False
@@ -95,9 +97,10 @@ def _trim_thread_arenas() -> None:
     """Make glibc trim the arenas the job's threads used. `malloc_trim` frees the main
     heap's top but only the bins of other arenas, whose tops (and whole spare heaps)
     glibc trims when a block is freed into them; the job's threads are gone. So as
-    many threads as glibc makes arenas (8 a core) each take an idle arena, as a new
-    thread does, and free a block there (large enough to trim, below the mapping
-    threshold), all holding theirs until every one has."""
+    many threads as glibc may make arenas (8 a core; under the agent's cap of two they
+    share them in turn) each take an arena, as a new thread does, and free a block
+    there (large enough to trim, below the mapping threshold), all holding theirs
+    until every one has."""
     count = 8 * (os.cpu_count() or 1)
     barrier = threading.Barrier(count)
 

@@ -123,9 +123,11 @@ def _tune_malloc() -> None:
         return
     import ctypes
 
+    from agents.backup.heap import MAPPING_THRESHOLD
+
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 256 * 1024)
+        libc.mallopt(_M_MMAP_THRESHOLD, MAPPING_THRESHOLD)
         libc.mallopt(_M_ARENA_MAX, 2)
     except (OSError, AttributeError):  # another C library (musl): nothing to tune
         return
