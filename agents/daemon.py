@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import schedule as schedule_lib
 from prometheus_client import CollectorRegistry
 
+from agents.backup.heap import limit_arenas
 from agents.cases.service import case_store, dispatcher
 from agents.cases.sla import holidays_in_child
 from agents.cases.store import CaseStore
@@ -303,22 +304,9 @@ def cases_job(config: Config, store: CaseStore, deliver: Dispatcher | None = Non
     )
 
 
-def limit_malloc_arenas(arenas: int = 2) -> bool:
-    """Cap glibc's malloc arenas. glibc gives new threads arenas of their own (up to 8 per
-    core); with a worker thread per job run, freed memory stays spread over them and the
-    daemon's RSS climbs for hours before it levels off. Returns whether the cap was set."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")  # find_library would fork `ldconfig -p`
-        return bool(libc.mallopt(-8, arenas))  # M_ARENA_MAX
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        return False
-
-
 def start_agent(config: Config, version: str) -> int:
     """`opsagent run`: state, exporter and scheduler wired together; returns the exit code."""
-    limit_malloc_arenas()
+    limit_arenas()
     holidays_in_child()  # the first open case must not add 17 MB to the agent for good
     # a bad secret file disables only what uses it (a notifier's sends fail alone):
     # say so at start rather than first at the moment it is needed

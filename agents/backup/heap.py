@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # glibc's malloc.h
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8  # malloc.h
 _GLIBC_DEFAULT = 128 << 10  # glibc's trim threshold and top pad
 MAPPING_THRESHOLD = 256 << 10  # every command's own (`agents.cli._tune_malloc`)
 _TRIM_BLOCK = 96 << 10  # freed, trims its arena (64 KiB or more), not mapped (< 128 KiB)
@@ -137,12 +137,20 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
+def fix_mapping_threshold() -> bool:
+    """Every command's mapping threshold (`agents.cli._tune_malloc`)."""
+    return _mallopt([(_M_MMAP_THRESHOLD, MAPPING_THRESHOLD)])
+
+
+def limit_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas. glibc gives new threads arenas of their own (up to 8 per
+    core); with a worker thread per job run, freed memory stays spread over them and the
+    agent's RSS climbs for hours before it levels off. Returns whether the cap was set."""
+    return _mallopt([(_M_ARENA_MAX, arenas)])
+
+
 def _mallopt(settings: list[tuple[int, int]]) -> bool:
-    libc = _libc()
-    try:
-        mallopt = libc.mallopt if libc is not None else None
-    except AttributeError:
-        return False
+    mallopt = getattr(_libc(), "mallopt", None)  # None: no C library, or not glibc's
     if mallopt is None:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)

@@ -121,19 +121,10 @@ def _tune_malloc() -> None:
     anew, three times the time a restore test takes."""
     if sys.platform != "linux":
         return
-    import ctypes
+    from agents.backup.heap import fix_mapping_threshold, limit_arenas
 
-    from agents.backup.heap import MAPPING_THRESHOLD
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, MAPPING_THRESHOLD)
-        libc.mallopt(_M_ARENA_MAX, 2)
-    except (OSError, AttributeError):  # another C library (musl): nothing to tune
-        return
-
-
-_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # from glibc's malloc.h
+    fix_mapping_threshold()  # each does nothing under another C library (musl)
+    limit_arenas(2)
 
 
 # --- the command groups: each module declares its commands, named here and imported
