@@ -7,32 +7,44 @@ import sys
 
 import pytest
 
-# two reader threads each make 300 buffers of 64 KiB to 8 MiB (touched whole, as a
-# decrypted blob is), three alive at a time; prints the minor page faults that cost
-_CHURN = """
-import random, resource, sys, threading
-from agents.backup.heap import keep_freed_memory
-if sys.argv[1] == "keep":  # restore and check
-    assert keep_freed_memory()
-if sys.argv[1] == "keep-less":  # backup
-    assert keep_freed_memory(pad=32 << 20, trim=None)
-def churn(seed):
+# two reader threads each make `rounds` buffers of 64 KiB to 8 MiB (touched whole, as
+# a decrypted blob is), three alive at a time
+_CHURN_IN_THREADS = """
+import random, resource, threading
+
+def churn(seed, rounds):
     rng = random.Random(seed)
     live = []
-    for _ in range(300):
+    for _ in range(rounds):
         buf = bytearray(rng.randrange(64 << 10, 8 << 20))
         buf[::4096] = b"x" * len(buf[::4096])
         live.append(buf)
         if len(live) > 3:
             live.pop(0)
+
+def churn_in_threads(seed, rounds):
+    threads = [threading.Thread(target=churn, args=(seed + n, rounds)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+"""
+
+# prints the minor page faults 2 x 300 buffers cost
+_CHURN = (
+    _CHURN_IN_THREADS
+    + """
+import sys
+from agents.backup.heap import keep_freed_memory
+if sys.argv[1] == "keep":  # restore and check
+    assert keep_freed_memory()
+if sys.argv[1] == "keep-less":  # backup
+    assert keep_freed_memory(pad=32 << 20, trim=None)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-threads = [threading.Thread(target=churn, args=(n,)) for n in range(2)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
+churn_in_threads(0, 300)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
+)
 
 
 def _faults(mode: str) -> int:
@@ -52,40 +64,28 @@ def test_freed_buffers_are_reused_instead_of_faulted_in_again(mode: str) -> None
     assert kept * 4 < default
 
 
-# a job in the agent's process: buffers churn inside `memory_kept_for_job` (one thread),
+# a job in the agent's process: 2 x 200 buffers churn inside `memory_kept_for_job`,
 # then the process's resident memory is read inside, after, and after a second job
-_JOB = """
-import random, resource, threading
+_JOB = (
+    _CHURN_IN_THREADS
+    + """
 from agents.backup.heap import memory_kept_for_job
 
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
 
-def churn(seed):
-    rng = random.Random(seed)
-    live = []
-    for _ in range(200):
-        buf = bytearray(rng.randrange(64 << 10, 8 << 20))
-        buf[::4096] = b"x" * len(buf[::4096])
-        live.append(buf)
-        if len(live) > 3:
-            live.pop(0)
-
 def job(seed):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     with memory_kept_for_job() as kept:
         assert kept
-        threads = [threading.Thread(target=churn, args=(seed + n,)) for n in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        churn_in_threads(seed, 200)
         inside = rss()
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, inside, rss()
 
 print(*job(1), *job(3))
 """
+)
 
 
 def test_a_job_in_the_agent_keeps_freed_memory_only_while_it_runs() -> None:
