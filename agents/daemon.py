@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import schedule as schedule_lib
 from prometheus_client import CollectorRegistry
 
-from agents.backup.heap import limit_arenas
+from agents.backup.heap import limit_arenas, memory_kept_for_job
 from agents.cases.service import case_store, dispatcher
 from agents.cases.sla import holidays_in_child
 from agents.cases.store import CaseStore
@@ -172,9 +173,12 @@ class Daemon:
         if job.resource is None:
             self._run_job_now(job)
             return
+        # a repository's job moves its data through new buffers: memory kept meanwhile
+        kept = memory_kept_for_job() if job.resource == "repository" else nullcontext()
         with self._resources[job.resource]:
             if not self.stop_event.is_set():
-                self._run_job_now(job)
+                with kept:
+                    self._run_job_now(job)
 
     def _run_job_now(self, job: Job) -> None:
         context = JobContext(stop=self.stop_event, emit=self.pipeline.publish)

@@ -45,7 +45,8 @@ class Job:
     run_at_start: bool = False
     history: bool = True
     # jobs naming the same resource run one after the other (backup, prune and
-    # restore test all use the repository), so they wait instead of failing on its lock
+    # restore test all use the repository), so they wait instead of failing on its lock;
+    # the repository's jobs keep freed memory while they run (`Daemon._run_job`)
     resource: str | None = None
     # the same failure again within this many seconds is logged at debug, not warning
     # (the notification pass every 5 s while the case store is down: one line a minute)
@@ -100,24 +101,22 @@ def backup_job(config: Config) -> Job | None:
     """The daily backup of every source; caught up at start when stale."""
     if config.backup is None or config.backup.schedule is None or not config.backup.sources:
         return None
-    from agents.backup.heap import memory_kept_for_job
     from agents.backup.runner import open_repository, run_backup, run_forget
 
     def body(ctx: JobContext) -> CheckResult:
         assert config.backup is not None
-        with memory_kept_for_job():
-            # once for backup and forget: the key costs
-            repo = open_repository(config.backup, config.state_dir)
-            result = run_backup(config, emit=ctx.emit, should_stop=lambda: ctx.stopping, repo=repo)
-            if result.ok and config.backup.retention is not None:
-                forgotten = run_guarded(
-                    "forget",
-                    "forget",
-                    config.host,
-                    Severity.MAJOR,
-                    lambda: run_forget(config, repo=repo)[0],
-                )
-                ctx.emit(forgotten)
+        # once for backup and forget: the key costs
+        repo = open_repository(config.backup, config.state_dir)
+        result = run_backup(config, emit=ctx.emit, should_stop=lambda: ctx.stopping, repo=repo)
+        if result.ok and config.backup.retention is not None:
+            forgotten = run_guarded(
+                "forget",
+                "forget",
+                config.host,
+                Severity.MAJOR,
+                lambda: run_forget(config, repo=repo)[0],
+            )
+            ctx.emit(forgotten)
         return result
 
     return Job(
@@ -135,18 +134,13 @@ def prune_job(config: Config) -> Job | None:
     """Prune on its own (weekly by default) schedule."""
     if config.backup is None or config.backup.prune.schedule is None:
         return None
-    from agents.backup.heap import memory_kept_for_job
     from agents.backup.runner import run_prune
-
-    def body(ctx: JobContext) -> CheckResult:
-        with memory_kept_for_job():
-            return run_prune(config)
 
     return Job(
         name="prune",
         kind="prune",
         schedule=config.backup.prune.schedule,
-        body=body,
+        body=lambda ctx: run_prune(config),
         severity=Severity.MAJOR,
         catch_up=True,
         resource="repository",
@@ -157,7 +151,6 @@ def restore_test_job(config: Config, state: StateDB | None = None) -> Job | None
     """The scheduled restore test (daily by default), caught up at start when stale."""
     if config.backup is None or not config.backup.sources:
         return None
-    from agents.backup.heap import memory_kept_for_job
     from agents.config import RestoreTestConfig
     from agents.restore_test.runner import run_restore_test
 
@@ -167,8 +160,7 @@ def restore_test_job(config: Config, state: StateDB | None = None) -> Job | None
 
     def body(ctx: JobContext) -> CheckResult:
         assert state is not None
-        with memory_kept_for_job():
-            return run_restore_test(config, state, should_stop=lambda: ctx.stopping)
+        return run_restore_test(config, state, should_stop=lambda: ctx.stopping)
 
     return Job(
         name="restore_test",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -235,6 +236,39 @@ def test_checks_share_a_bounded_pool(tmp_path: Path) -> None:
         daemon.launch(job.name)
     assert daemon.wait_idle(10)
     assert peak == 3
+
+
+def test_only_the_repository_s_jobs_keep_freed_memory_while_they_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backup, prune or restore test (resource "repository") runs inside
+    `memory_kept_for_job`, which gives the memory back when it ends; a check does not."""
+    from agents.backup import heap
+
+    calls: list[str] = []
+    monkeypatch.setattr(heap, "keep_freed_memory", lambda: calls.append("keep") or True)
+    monkeypatch.setattr(heap, "give_memory_back", lambda: calls.append("give back") or True)
+    inside: dict[str, int] = {}
+
+    def body_of(name: str) -> Callable[[JobContext], CheckResult]:
+        def body(ctx: JobContext) -> CheckResult:
+            inside[name] = heap._jobs  # jobs inside the scope as this one runs
+            return ok_result(name)
+
+        return body
+
+    every = Schedule(every=timedelta(seconds=30))
+    jobs = [
+        Job("backup", "backup", every, body_of("backup"), resource="repository"),
+        Job("disk", "disk", every, body_of("disk"), resource="checks"),
+    ]
+    daemon = Daemon(jobs, StateDB(tmp_path / "state.db"), "h")
+    for name in ("backup", "disk"):
+        daemon.launch(name)
+        assert daemon.wait_idle(10)
+    assert inside == {"backup": 1, "disk": 0}
+    assert calls == ["keep", "give back"]
+    assert heap._jobs == 0
 
 
 def test_a_check_that_keeps_passing_logs_at_debug_not_all_day(
