@@ -157,6 +157,31 @@ def test_agents_starting_together_on_a_new_store(pg_database: Any) -> None:
     assert errors == []
 
 
+def test_threads_opening_a_new_sqlite_store_together(tmp_path: Path) -> None:
+    """The agent's first jobs and its Alertmanager intake open a new SQLite store at the
+    same moment: switching it to WAL mode said "database is locked" to all but one of
+    them, at once, and the intake answered 503 (1 fresh store in 30 did it here)."""
+    errors: list[str] = []
+    for trial in range(200):
+        store = CaseStore(f"sqlite:///{tmp_path / f'cases{trial}.db'}", lazy=True)
+        start = threading.Barrier(4)
+
+        def first_use(store: CaseStore = store, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                with store.batch():
+                    store.open_case("alertmanager:x")
+            except Exception as exc:
+                errors.append(f"{store.url}: {exc}")
+
+        threads = [threading.Thread(target=first_use) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert errors == []
+
+
 def test_a_dropped_database_gets_its_tables_again(pg_database: Any) -> None:
     store = CaseStore(pg_database.dsn)
     store.record_failure(failure("a"))

@@ -8,6 +8,7 @@ import atexit
 import contextlib
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,8 +54,8 @@ class Database:
             path, timeout=30, isolation_level=None, check_same_thread=False, factory=_SQLite
         )
         _open.add(db)
-        db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA busy_timeout=30000")
+        _write_ahead(db)
         return db
 
     def _drop(self) -> None:
@@ -129,6 +130,25 @@ class Database:
         already does)."""
         if self.kind == "postgres":
             db.execute("SELECT pg_advisory_xact_lock(72115, hashtext(%s))", (fingerprint,))
+
+
+def _write_ahead(db: sqlite3.Connection, wait: float = 30.0) -> None:
+    """Put the store in WAL mode, waiting out other connections. On a new store the
+    switch needs the file to itself, and SQLite answers "database is locked" at once,
+    without its busy handler, when another connection holds it: the agent's first
+    jobs and the Alertmanager intake opening a new store together lost an alert (503)
+    that way. Once in WAL mode the switch is a no-op that never conflicts."""
+    deadline = time.monotonic() + wait
+    pause = 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 class _SQLite(sqlite3.Connection):
