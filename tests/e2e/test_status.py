@@ -366,7 +366,7 @@ def test_open_major_cases_are_problems_most_urgent_first(tmp_path: Path) -> None
         doc = json.loads(_opsagent(config, "status", "--json").stdout)
     finally:
         agent.terminate()
-        # shown on a failure: why the intake answered 503 once in a full run (session 13)
+        # the agent's log, shown on a failure (a 503 from the intake said why in it)
         print(agent.communicate(timeout=60)[1][-4000:])
     assert doc["ok"] is False and len(doc["cases"]) == 3
     assert [p["text"] for p in doc["problems"]] == [
