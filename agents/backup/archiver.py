@@ -2,8 +2,11 @@
 
 The walker knows nothing of the repository, and the repository nothing of files.
 A file whose size, mtime, ctime and inode equal its entry in the parent snapshot is
-not read again: its chunk list is reused; a parent whose tree cannot be read is a
-warning and the backup runs without it. Files are read as streams in bounded
+not read again: its chunk list is reused, and so are its extended attributes when the
+parent listed every object's (its `xattrs_listed` stat): setting or removing one
+changes the ctime, as any write does, so they are not listed again either (a syscall
+through the directory handle per file, most of an unchanged walk). A parent whose tree
+cannot be read is a warning and the backup runs without it. Files are read as streams in bounded
 buffers, so memory does not grow with file size.
 
 What is recorded: regular files, directories, symbolic links, FIFOs, character and
@@ -67,6 +70,15 @@ class WalkReport:
     warnings: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    # some object's extended attributes could not be listed or read (then the snapshot
+    # is no parent to take them from: see `Archiver._entry`)
+    xattrs_incomplete: bool = False
+
+    @property
+    def xattrs_listed(self) -> bool:
+        """Whether every object's extended attributes were taken (none on a platform
+        without them)."""
+        return _XATTRS and not self.xattrs_incomplete
 
 
 @dataclass
@@ -287,6 +299,7 @@ class Archiver:
         self.progress = progress or (lambda b, f: None)
         self.should_stop = should_stop
         self.chunker = repo.chunker_for(chunking)
+        self._parent_xattrs = False  # whether the parent listed every object's (archive)
 
     def archive(
         self,
@@ -301,6 +314,7 @@ class Archiver:
         step with the walk (both are in the same order): memory does not grow with the
         number of files. An unchanged file's line is the parent's line, not re-encoded."""
         result = ArchiveResult()
+        self._parent_xattrs = parent is not None and parent.stats.get("xattrs_listed") is True
         roots = [str(p.absolute()).lstrip("/") for p in paths]
         previous = ParentTree(self.repo, parent, roots, result)
         lines = _LineReader(self._tree_lines(paths, exclude, one_file_system, previous, result))
@@ -386,6 +400,12 @@ class Archiver:
     ) -> tuple[str, str, int] | None:
         """The object's tree line, its type and size; None when it cannot be taken."""
         st = item.st
+        unchanged = old is not None and self._unchanged(old.data, st)
+        xattrs = None
+        if unchanged and self._parent_xattrs:
+            xattrs = _parent_xattrs(old.data)  # type: ignore[union-attr]
+        if xattrs is None:
+            xattrs = _xattrs(item.at, item.path, result)
         common = {
             "path": item.rel,
             "mode": stat.S_IMODE(st.st_mode),
@@ -396,7 +416,7 @@ class Archiver:
             "group": _group(st.st_gid),
             "inode": st.st_ino,
             "ctime_ns": st.st_ctime_ns,
-            "xattrs": _xattrs(item.at, item.path, result),
+            "xattrs": xattrs,
         }
         if stat.S_ISDIR(st.st_mode):
             return _made(TreeEntry(type="dir", **common))  # type: ignore[arg-type]
@@ -435,7 +455,7 @@ class Archiver:
                     **common,  # type: ignore[arg-type]
                 )
             )
-        if old is not None and self._unchanged(old.data, st):
+        if old is not None and unchanged:
             result.files_reused += 1
             self.progress(st.st_size, 1)
             if _same_metadata(old.data, common):  # the parent's line says it all
@@ -734,27 +754,36 @@ _encode_json_str = json.JSONEncoder(ensure_ascii=False).encode
 def _file_line(line: str) -> dict[str, Any]:
     """A stored tree line decoded and checked as far as reusing it needs: the fields a
     reused file line is compared on or copied with (the rest is compared for equality
-    with what this walk found, which a malformed value never is)."""
-    data = json.loads(line)
+    with what this walk found, which a malformed value never is). Once per parent file
+    in every backup: the checks are C calls (`map`, `set`), not per-item Python."""
+    try:
+        data, end = _scan_json(line, 0)
+    except StopIteration:
+        raise ValueError("malformed tree entry") from None
+    if end != len(line) and line[end:].strip():
+        raise ValueError("malformed tree entry")
     if type(data) is not dict or type(data.get("path")) is not str:
         raise ValueError("malformed tree entry")
     if data.get("type") != "file":
         return data
     if not data.keys() <= _ENTRY_FIELDS:
         raise ValueError(f"fields {sorted(set(data) - _ENTRY_FIELDS)} are unknown to this agent")
-    numbers = (data.get(k) for k in ("size", "mtime_ns", "ctime_ns", "inode", "mode"))
     chunks, sizes = data.get("chunks"), data.get("chunk_sizes")
     if (
-        not all(type(n) is int for n in numbers)
+        set(map(type, map(data.get, _NUMBER_FIELDS))) != _INT
         or type(chunks) is not list
         or type(sizes) is not list
-        or not all(type(c) is str for c in chunks)
-        or not all(type(n) is int for n in sizes)
+        or not set(map(type, chunks)) <= _STR
+        or not set(map(type, sizes)) <= _INT
     ):
         raise ValueError(f"malformed file entry for {data['path']!r}")
     return data
 
 
+_scan_json = json.JSONDecoder().scan_once  # the C scanner: no per-line wrapper or regex
+_NUMBER_FIELDS = ("size", "mtime_ns", "ctime_ns", "inode", "mode")
+_INT = {int}
+_STR = {str}
 _ENTRY_FIELDS = frozenset(TreeEntry.__dataclass_fields__)
 
 
@@ -792,6 +821,7 @@ def _xattrs(at: str, path: str, report: WalkReport) -> tuple[tuple[str, bytes], 
         names = os.listxattr(at, follow_symlinks=False)
     except OSError as exc:
         if exc.errno not in (errno.ENOTSUP, errno.ENOENT):
+            report.xattrs_incomplete = True
             report.warnings.append(
                 f"{shown(str(path))}: cannot list extended attributes: {exc.strerror}"
             )
@@ -802,10 +832,29 @@ def _xattrs(at: str, path: str, report: WalkReport) -> tuple[tuple[str, bytes], 
             pairs.append((name, os.getxattr(at, name, follow_symlinks=False)))
         except OSError as exc:
             if exc.errno != errno.ENODATA:  # ENODATA: removed since listed
+                report.xattrs_incomplete = True
                 report.warnings.append(
                     f"{shown(str(path))}: cannot read extended attribute {name}: {exc.strerror}"
                 )
     return tuple(pairs)
+
+
+def _parent_xattrs(old: dict[str, Any]) -> tuple[tuple[str, bytes], ...] | None:
+    """The extended attributes a parent's file line records, as `_xattrs` gives them;
+    None when the line's are malformed (then they are listed again)."""
+    if "xattrs" not in old:
+        return ()
+    stored = old["xattrs"]
+    if type(stored) is not dict or not all(
+        type(name) is str and type(value) is str for name, value in stored.items()
+    ):
+        return None
+    try:
+        return tuple(
+            (name, base64.b64decode(value, validate=True)) for name, value in sorted(stored.items())
+        )
+    except ValueError:  # not base64
+        return None
 
 
 @lru_cache(maxsize=1024)

@@ -339,6 +339,8 @@ def _save_snapshot(
                 "bytes": archived.bytes,
                 "bytes_read": archived.bytes_read,
                 "files_reused": archived.files_reused,
+                # a child may take an unchanged file's extended attributes from this one
+                "xattrs_listed": archived.xattrs_listed,
                 "bytes_added": stats.bytes_new,
                 "bytes_stored": stats.bytes_stored,
                 "blobs_new": stats.blobs_new,

@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,12 +25,13 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from agents.backup.archiver import Archiver, _parent_xattrs
 from agents.backup.checker import check
 from agents.backup.pack import BlobType
 from agents.backup.repository import Repository
 from agents.backup.restorer import restore
 from agents.backup.runner import init_repository, open_repository, run_backup, run_prune
-from agents.backup.snapshot import Snapshot
+from agents.backup.snapshot import Snapshot, TreeEntry
 from agents.config import Config, parse_config
 from tests.support import unprivileged
 
@@ -406,6 +408,77 @@ def test_links_fifos_devices_and_xattrs_are_restored(tmp_path: Path) -> None:
     assert len(json.loads(again.stdout)["skipped_existing"]) == 5  # nothing replaced unasked
     report = check(repo, read_data=True)
     assert report.ok, report.errors
+
+
+def test_unchanged_files_take_their_xattrs_from_the_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file unchanged since the parent (size, times, inode) takes its extended
+    attributes from the parent's line, unlisted; one whose attribute changed (which
+    changes its ctime) is listed again, and a parent that did not list every object's
+    (an older agent's, or one that met an error) is no source for them."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("kept", "changed", "added", "plain"):
+        (source / name).write_bytes(name.encode() * 1000)
+    try:
+        os.setxattr(source / "kept", "user.k", b"\x00kept\xff")
+        os.setxattr(source / "changed", "user.c", b"before")
+    except OSError as exc:
+        if exc.errno != errno.ENOTSUP:
+            raise
+        pytest.skip(f"{tmp_path} takes no user.* extended attributes")
+    config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    listed: list[str] = []
+    real_listxattr = os.listxattr
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> list[str]:
+        listed.append(os.path.basename(path))
+        return real_listxattr(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "listxattr", counting)
+
+    def backup() -> dict[str, TreeEntry]:
+        listed.clear()
+        results: list = []
+        assert run_backup(config, emit=results.append).ok, results
+        repo = open_repository(config.backup)
+        snap = repo.find_snapshot("latest")
+        return {e.path.rsplit("/", 1)[-1]: e for e in repo.read_tree(snap)}
+
+    first = backup()
+    assert set(listed) == {"src", "kept", "changed", "added", "plain"}
+    assert first["kept"].xattrs == (("user.k", b"\x00kept\xff"),)
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    os.setxattr(source / "changed", "user.c", b"after")
+    os.setxattr(source / "added", "user.a", b"new")
+    second = backup()
+    assert set(listed) == {"src", "changed", "added"}  # the directory is always listed
+    assert second["kept"].xattrs == (("user.k", b"\x00kept\xff"),)
+    assert second["changed"].xattrs == (("user.c", b"after"),)
+    assert second["added"].xattrs == (("user.a", b"new"),)
+    assert second["plain"].xattrs == ()
+
+    # a parent without the mark: every object listed again
+    repo = open_repository(config.backup)
+    latest = repo.find_snapshot("latest")
+    assert latest.stats["xattrs_listed"] is True
+    monkeypatch.setitem(latest.stats, "xattrs_listed", False)
+    listed.clear()
+    with repo.writer() as writer:
+        archived = Archiver(repo, writer).archive([source], [], False, latest)
+    assert archived.files_reused == 4
+    assert set(listed) == {"src", "kept", "changed", "added", "plain"}
+
+
+def test_a_parent_line_with_malformed_xattrs_is_listed_again() -> None:
+    assert _parent_xattrs({"path": "a"}) == ()
+    assert _parent_xattrs({"xattrs": {"user.a": "AAE="}}) == (("user.a", b"\x00\x01"),)
+    assert _parent_xattrs({"xattrs": {"user.a": "not base64!"}}) is None
+    assert _parent_xattrs({"xattrs": {"user.a": 1}}) is None
+    assert _parent_xattrs({"xattrs": [["user.a", "AAE="]]}) is None
 
 
 @pytest.fixture
