@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from agents.backup.archiver import _file_line
 from agents.backup.snapshot import TreeEntry, decode_tree_line, encode_tree, shown
 
 # written by the version before hard links, FIFOs, devices and xattrs were recorded
@@ -78,3 +79,29 @@ def test_blank_lines_are_nothing() -> None:
 def test_what_a_newer_agent_wrote_is_a_clear_error(line: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         TreeEntry.from_json(line)
+
+
+def test_a_parent_line_is_reused_only_when_well_formed() -> None:
+    """What the next backup compares an unchanged file on, or copies, must be exactly
+    typed: anything else makes the parent unusable (a warning, every file read again)."""
+    assert _file_line(OLD_LINE)["chunks"] == ["ab"]
+    assert _file_line(OLD_LINE + "  ")["inode"] == 7  # trailing blanks, as json.loads
+    assert _file_line('{"path":"d","type":"dir","mode":"any"}')["type"] == "dir"
+    bad = [
+        "",
+        "not json",
+        "[1, 2]",
+        ' {"path":"a","type":"dir"}',  # the writer never indents a line
+        '{"path":"a","type":"dir"} trailing',
+        '{"path":1,"type":"dir"}',
+        OLD_LINE.replace('"size":3', '"size":true'),
+        OLD_LINE.replace('"size":3', '"size":3.0'),
+        OLD_LINE.replace('"mtime_ns":1,', ""),
+        OLD_LINE.replace('["ab"]', '["ab",7]'),
+        OLD_LINE.replace('"chunks":["ab"]', '"chunks":"ab"'),
+        OLD_LINE.replace("[3]", '["3"]'),
+        OLD_LINE.replace('"ctime_ns":0}', '"ctime_ns":0,"owner":"x"}'),
+    ]
+    for line in bad:
+        with pytest.raises(ValueError):
+            _file_line(line)
