@@ -473,6 +473,67 @@ def test_unchanged_files_take_their_xattrs_from_the_parent(
     assert set(listed) == {"src", "kept", "changed", "added", "plain"}
 
 
+def test_parent_lines_taken_whole_are_the_lines_the_comparison_makes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most of an incremental walk takes the parent's line as it is, undecoded, when it
+    is exactly what this file would get (`Archiver._reused_as_is`). Over names that JSON
+    escapes, names that are not UTF-8, links, attributes and files changed in each way,
+    the tree is byte for byte the one the decoding comparison makes, and the files it
+    takes whole are the unchanged plain ones."""
+    source = tmp_path / "src"
+    (source / "sub dir").mkdir(parents=True)
+    names = ['quote"d', "back\\slash", "tab\there", "ünïcødé", "new\nline", "plain", "empty"]
+    for i, name in enumerate(names):
+        (source / name).write_bytes(b"x" * (i * 40_000))
+    odd = os.fsencode(source) + b"/latin-\xe9"
+    with open(odd, "wb") as handle:
+        handle.write(b"not utf-8 name")
+    (source / "sub dir" / "deep").write_bytes(os.urandom(70_000))
+    os.link(source / "plain", source / "sub dir" / "hard")
+    os.symlink("plain", source / "link")
+    for name in ("chmod", "content", "touched", "xattr"):
+        (source / name).write_bytes(name.encode() * 5000)
+    try:
+        os.setxattr(source / "xattr", "user.a", b"1")
+        plain = {"xattr"}  # a line with attributes is decoded
+    except OSError:
+        plain = set()  # no user.* attributes here: a plain file like the others
+    config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    assert run_backup(config).ok
+    time.sleep(0.05)
+    (source / "chmod").chmod(0o600)
+    (source / "content").write_bytes(b"changed" * 5000)
+    os.utime(source / "touched", ns=(1, 1))
+
+    repo = open_repository(config.backup)
+    parent = repo.find_snapshot("latest")
+    taken: list[str] = []
+    real = Archiver._reused_as_is
+
+    def counting(self: Archiver, item: Any, line: str, result: Any) -> Any:
+        made = real(self, item, line, result)
+        if made is not None:
+            taken.append(os.path.basename(item.path))
+        return made
+
+    monkeypatch.setattr(Archiver, "_reused_as_is", counting)
+    with repo.writer() as writer:
+        whole = Archiver(repo, writer).archive([source], [], False, parent)
+    monkeypatch.setattr(Archiver, "_reused_as_is", lambda *_: None)
+    with repo.writer() as writer:
+        decoded = Archiver(repo, writer).archive([source], [], False, parent)
+    assert whole.tree == decoded.tree
+    assert whole.files_reused == decoded.files_reused == whole.files - 4  # see below
+    assert whole.warnings == decoded.warnings == []
+    # not taken whole: the hard links ("plain", "sub dir/hard"), the link, the file
+    # with an attribute, and the three changed (chmod and content read again)
+    unchanged = {*names, "latin-\udce9", "deep", "xattr"} - {"plain"} - plain
+    assert set(taken) == unchanged and len(taken) == len(unchanged)
+
+
 def test_a_parent_line_with_malformed_xattrs_is_listed_again() -> None:
     assert _parent_xattrs({"path": "a"}) == ()
     assert _parent_xattrs({"xattrs": {"user.a": "AAE="}}) == (("user.a", b"\x00\x01"),)
