@@ -402,7 +402,7 @@ class Archiver:
         """The object's tree line, its type and size; None when it cannot be taken."""
         st = item.st
         if old is not None and old.data is None:
-            made = self._reused_as_is(item, old.line, result)
+            made = self._reused_as_is(item, old, result)
             if made is not None:
                 return made
             if old.decoded() is None:
@@ -485,34 +485,36 @@ class Archiver:
         return _made(entry)
 
     def _reused_as_is(
-        self, item: WalkItem, line: str, result: ArchiveResult
+        self, item: WalkItem, old: ParentLine, result: ArchiveResult
     ) -> tuple[str, str, int] | None:
         """The parent's line itself, when it is exactly the line this file would get
         (the same type, mode, owner, times, size and inode; no link, no device, no
         extended attributes, and a parent that listed every object's) and its chunks
         are all in the index; else None, and `_entry` decodes and compares it. What
         this takes is what the decoding path would also take, without the decoding:
-        most of an unchanged walk's time was spent decoding the parent's lines."""
+        most of an unchanged walk's time was spent decoding the parent's lines. The
+        cursor checked the line up to `"type":"file"` (`old.matched`)."""
         st = item.st
         if not self._parent_xattrs or st.st_nlink != 1 or not stat.S_ISREG(st.st_mode):
             return None
-        prefix = (
-            f'{{"path":{_encode_json_str(item.rel)},"type":"file",'
-            f'"mode":{stat.S_IMODE(st.st_mode)},"mtime_ns":{st.st_mtime_ns},'
-            f'"uid":{st.st_uid},"gid":{st.st_gid},"user":{_encode_json_str(_user(st.st_uid))},'
-            f'"group":{_encode_json_str(_group(st.st_gid))},"size":{st.st_size},"chunks":['
+        line = old.line
+        rest = (
+            f',"mode":{stat.S_IMODE(st.st_mode)},"mtime_ns":{st.st_mtime_ns},'
+            f'"uid":{st.st_uid},"gid":{st.st_gid},"user":{_user_json(st.st_uid)},'
+            f'"group":{_group_json(st.st_gid)},"size":{st.st_size},"chunks":['
         )
         suffix = f'],"target":"","inode":{st.st_ino},"ctime_ns":{st.st_ctime_ns}}}\n'
-        if not (line.startswith(prefix) and line.endswith(suffix)):
+        start = old.matched
+        if not (start and line.startswith(rest, start) and line.endswith(suffix)):
             return None
-        lists = _CHUNK_LISTS.fullmatch(line, len(prefix), len(line) - len(suffix))
+        lists = _CHUNK_LISTS.fullmatch(line, start + len(rest), len(line) - len(suffix))
         if lists is None:
             return None
         chunks = lists.group(1)
-        if chunks:
-            index = self.repo.index
-            if not all(bytes.fromhex(c) in index for c in chunks[1:-1].split('","')):
-                return None
+        if chunks and not all(
+            map(self.repo.index.__contains__, map(bytes.fromhex, chunks[1:-1].split('","')))
+        ):
+            return None
         result.files_reused += 1
         self.progress(st.st_size, 1)
         return line, "file", st.st_size
@@ -661,14 +663,19 @@ class ParentLine:
     decoded. The cursor hands it over undecoded when its path matched: most lines are
     then taken whole by `Archiver._reused_as_is` without ever being decoded."""
 
-    __slots__ = ("_cursor", "data", "line")
+    __slots__ = ("_cursor", "data", "line", "matched")
 
     def __init__(
-        self, line: str, data: dict[str, Any] | None, cursor: _ParentCursor | None = None
+        self,
+        line: str,
+        data: dict[str, Any] | None,
+        cursor: _ParentCursor | None = None,
+        matched: int = 0,
     ) -> None:
         self.line = line  # as stored, with its newline
         self.data = data  # the line decoded, checked to be a well-formed file entry
         self._cursor = cursor
+        self.matched = matched  # undecoded: how far it is this path's `"type":"file"`
 
     def decoded(self) -> dict[str, Any] | None:
         """The fields; None when the line is malformed (then the parent serves no file
@@ -777,7 +784,7 @@ class _ParentCursor:
                     and text.startswith('file"', len(head))
                 ):
                     self._advance()
-                    return ParentLine(text + "\n", None, self)
+                    return ParentLine(text + "\n", None, self, len(head) + 5)
                 self._decode()
                 continue
             if key is None:
@@ -853,7 +860,7 @@ def _json_prefix(root: str) -> bytes:
     return b'{"path":' + text.encode("utf-8", "surrogateescape")
 
 
-_encode_json_str = json.JSONEncoder(ensure_ascii=False).encode
+_encode_json_str: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
 # a file line's chunk IDs and sizes, as `TreeEntry.to_json` writes them: group 1 the IDs
 _NUMBER = "(?:0|[1-9][0-9]*)"
 _CHUNK_LISTS = re.compile(
@@ -973,6 +980,16 @@ def _user(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return ""
+
+
+@lru_cache(maxsize=1024)
+def _user_json(uid: int) -> str:
+    return _encode_json_str(_user(uid))
+
+
+@lru_cache(maxsize=1024)
+def _group_json(gid: int) -> str:
+    return _encode_json_str(_group(gid))
 
 
 @lru_cache(maxsize=1024)
