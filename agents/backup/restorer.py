@@ -1020,10 +1020,11 @@ def _apply_at(
             return True
     finally:
         os.close(fd)
+    if os.geteuid() == 0:  # before the attributes, as for a file
+        with contextlib.suppress(OSError):
+            os.chown(name, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
     _apply_xattrs(f"/proc/self/fd/{dir_fd}/{name}", entry, result, follow=False)
     with contextlib.suppress(OSError):
-        if os.geteuid() == 0:
-            os.chown(name, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
         times = (entry.mtime_ns, entry.mtime_ns)
         os.utime(name, ns=times, dir_fd=dir_fd, follow_symlinks=False)
     return True
@@ -1031,11 +1032,14 @@ def _apply_at(
 
 def _apply_to(handle: str | int, entry: TreeEntry, result: RestoreResult) -> None:
     """Metadata through a file's own handle, or an O_PATH handle's /proc/self/fd link
-    (followed to the inode)."""
+    (followed to the inode). The owner comes first: chown clears the set-id bits and
+    the file capability (security.capability), so the attributes and the mode follow it.
+    The attributes come before the mode: a read-only file would refuse user.* ones."""
+    if os.geteuid() == 0:
+        with contextlib.suppress(OSError):
+            os.chown(handle, entry.uid, entry.gid)
     _apply_xattrs(handle, entry, result, follow=True)
     with contextlib.suppress(OSError):
-        if os.geteuid() == 0:  # before the mode: chown clears the set-id bits
-            os.chown(handle, entry.uid, entry.gid)
         os.chmod(handle, stat.S_IMODE(entry.mode))
         os.utime(handle, ns=(entry.mtime_ns, entry.mtime_ns))
 

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -408,6 +409,39 @@ def test_links_fifos_devices_and_xattrs_are_restored(tmp_path: Path) -> None:
     assert len(json.loads(again.stdout)["skipped_existing"]) == 5  # nothing replaced unasked
     report = check(repo, read_data=True)
     assert report.ok, report.errors
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="owners and file capabilities need root")
+def test_owner_set_id_bits_and_file_capabilities_survive_a_restore(tmp_path: Path) -> None:
+    """chown clears the set-id bits and security.capability: the restore sets the owner
+    first, then the attributes and the mode, so a setuid, capability-carrying program
+    owned by someone else comes back exactly as it was backed up."""
+    source = tmp_path / "src"
+    source.mkdir()
+    program = source / "ping"
+    program.write_bytes(b"\x7fELF not really")
+    os.chown(program, 4321, 4322)
+    program.chmod(0o4751)
+    capability = struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0)  # cap_net_raw+ep
+    try:
+        os.setxattr(program, "security.capability", capability)
+        os.setxattr(program, "trusted.origin", b"root only")
+    except OSError as exc:
+        pytest.skip(f"{tmp_path} takes no file capabilities: {exc.strerror}")
+    wanted = {n: os.getxattr(program, n) for n in ("security.capability", "trusted.origin")}
+    config_path = write_config(tmp_path, [{"name": "files", "paths": [source]}])
+    assert cli("backup", "init", "--config", str(config_path)).returncode == 0
+    done = cli("backup", "run", "--config", str(config_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    target = tmp_path / "out"
+    proc = cli("restore", "latest", "--to", str(target), "--json", "--config", str(config_path))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["warnings"] == []
+    back = inside(target, source) / "ping"
+    st_back = back.stat()
+    assert (st_back.st_uid, st_back.st_gid) == (4321, 4322)
+    assert stat.S_IMODE(st_back.st_mode) == 0o4751
+    assert {n: os.getxattr(back, n) for n in wanted} == wanted
 
 
 def test_unchanged_files_take_their_xattrs_from_the_parent(
