@@ -3,7 +3,8 @@
 The walker knows nothing of the repository, and the repository nothing of files.
 A file whose size, mtime, ctime and inode equal its entry in the parent snapshot is
 not read again: its chunk list is reused, and so are its extended attributes when the
-parent listed every object's (its `xattrs_listed` stat): setting or removing one
+parent listed every object's as this process would (its `xattrs_listed_as` stat:
+the same user, privileges and user namespace; see `xattr_lister`): setting or removing one
 changes the ctime, as any write does, so they are not listed again either (a syscall
 through the directory handle per file, most of an unchanged walk). A parent whose tree
 cannot be read is a warning and the backup runs without it. Files are read as streams in bounded
@@ -76,10 +77,10 @@ class WalkReport:
     xattrs_incomplete: bool = False
 
     @property
-    def xattrs_listed(self) -> bool:
-        """Whether every object's extended attributes were taken (none on a platform
-        without them)."""
-        return _XATTRS and not self.xattrs_incomplete
+    def xattrs_listed_as(self) -> str | None:
+        """Who listed every object's extended attributes (`xattr_lister`); None when
+        some could not be taken, or on a platform without them."""
+        return xattr_lister() if _XATTRS and not self.xattrs_incomplete else None
 
 
 @dataclass
@@ -315,7 +316,9 @@ class Archiver:
         step with the walk (both are in the same order): memory does not grow with the
         number of files. An unchanged file's line is the parent's line, not re-encoded."""
         result = ArchiveResult()
-        self._parent_xattrs = parent is not None and parent.stats.get("xattrs_listed") is True
+        self._parent_xattrs = (
+            parent is not None and parent.stats.get("xattrs_listed_as") == xattr_lister()
+        )
         roots = [str(p.absolute()).lstrip("/") for p in paths]
         previous = ParentTree(self.repo, parent, roots, result)
         lines = _LineReader(self._tree_lines(paths, exclude, one_file_system, previous, result))
@@ -954,6 +957,28 @@ def _xattrs(at: str, path: str, report: WalkReport) -> tuple[tuple[str, bytes], 
                     f"{shown(str(path))}: cannot read extended attribute {name}: {exc.strerror}"
                 )
     return tuple(pairs)
+
+
+_CAP_SYS_ADMIN = 21  # the bit in /proc/self/status's CapEff
+
+
+def xattr_lister() -> str:
+    """Who this process is to the kernel's extended-attribute listing: its effective
+    user, whether it holds CAP_SYS_ADMIN (without it `trusted.*` is not even listed)
+    and its user namespace (which maps `security.capability`). A parent's attributes
+    are taken only when the same lister listed them: a parent listed by a service user
+    holds no `trusted.*` names, and a root backup taking them from it would lose them."""
+    admin = "unknown"
+    namespace = ""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    admin = "yes" if int(line.split()[1], 16) >> _CAP_SYS_ADMIN & 1 else "no"
+        namespace = os.readlink("/proc/self/ns/user")
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"uid={os.geteuid()} cap_sys_admin={admin} userns={namespace or 'unknown'}"
 
 
 def _parent_xattrs(old: dict[str, Any]) -> tuple[tuple[str, bytes], ...] | None:

@@ -339,8 +339,9 @@ def _save_snapshot(
                 "bytes": archived.bytes,
                 "bytes_read": archived.bytes_read,
                 "files_reused": archived.files_reused,
-                # a child may take an unchanged file's extended attributes from this one
-                "xattrs_listed": archived.xattrs_listed,
+                # a child listing as the same user may take an unchanged file's extended
+                # attributes from this one (None: it may not)
+                "xattrs_listed_as": archived.xattrs_listed_as,
                 "bytes_added": stats.bytes_new,
                 "bytes_stored": stats.bytes_stored,
                 "blobs_new": stats.blobs_new,

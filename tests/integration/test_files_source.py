@@ -26,7 +26,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agents.backup.archiver import Archiver, _parent_xattrs
+from agents.backup.archiver import Archiver, _parent_xattrs, xattr_lister
 from agents.backup.checker import check
 from agents.backup.pack import BlobType
 from agents.backup.repository import Repository
@@ -495,11 +495,12 @@ def test_unchanged_files_take_their_xattrs_from_the_parent(
     assert second["added"].xattrs == (("user.a", b"new"),)
     assert second["plain"].xattrs == ()
 
-    # a parent without the mark: every object listed again
+    # a parent listed by someone else (or without the mark): every object listed again
     repo = open_repository(config.backup)
     latest = repo.find_snapshot("latest")
-    assert latest.stats["xattrs_listed"] is True
-    monkeypatch.setitem(latest.stats, "xattrs_listed", False)
+    assert latest.stats["xattrs_listed_as"] == xattr_lister()
+    other = xattr_lister().replace(f"uid={os.geteuid()} ", "uid=65534 ")
+    monkeypatch.setitem(latest.stats, "xattrs_listed_as", other)
     listed.clear()
     with repo.writer() as writer:
         archived = Archiver(repo, writer).archive([source], [], False, latest)
@@ -651,6 +652,50 @@ def test_what_an_unprivileged_agent_cannot_read_fails_the_source(shared_dir: Pat
     assert stat.S_ISFIFO((out / "pipe").lstat().st_mode)
     assert sorted(p.name for p in out.iterdir()) == ["ok.txt", "pipe", "secret"]
     assert list((out / "secret").iterdir()) == []
+
+
+def test_a_root_backup_lists_what_a_service_users_parent_could_not_see(
+    shared_dir: Path,
+) -> None:
+    """`trusted.*` attributes are not even listed without CAP_SYS_ADMIN: a snapshot the
+    service user made has none, and a later backup as root must list them again rather
+    than take the parent's (which would drop them from every backup from then on)."""
+    user = unprivileged.interpreter()
+    if user is None:
+        pytest.skip("no Python interpreter that the nobody user can run")
+    work, source = shared_dir / "work", shared_dir / "src"
+    work.mkdir()
+    source.mkdir()
+    tagged = source / "tagged"
+    tagged.write_bytes(b"data" * 1000)
+    try:
+        os.setxattr(tagged, "user.seen", b"by all")
+        os.setxattr(tagged, "trusted.hidden", b"from nobody")
+    except OSError as exc:
+        pytest.skip(f"{shared_dir} takes no user.* and trusted.* attributes: {exc.strerror}")
+    config_path = write_config(work, [{"name": "files", "paths": [source]}])
+    for path in (work, source, tagged, config_path, work / "repo.key"):
+        os.chown(path, unprivileged.NOBODY, unprivileged.NOBODY)
+    assert cli("backup", "init", "--config", str(config_path), user=user).returncode == 0
+    as_nobody = cli("backup", "run", "--config", str(config_path), user=user)
+    assert as_nobody.returncode == 0, as_nobody.stdout + as_nobody.stderr
+    as_root = cli("backup", "run", "--config", str(config_path))
+    assert as_root.returncode == 0, as_root.stdout + as_root.stderr
+
+    config = load(config_path)
+    assert config.backup is not None
+    repo = open_repository(config.backup)
+    first, second = sorted(repo.snapshots(), key=lambda s: s.time)
+    assert first.stats["xattrs_listed_as"].startswith("uid=65534 cap_sys_admin=no ")
+    assert second.stats["xattrs_listed_as"] == xattr_lister()
+    assert second.stats["files_reused"] == 1  # the data was taken from the parent...
+    entries = {e.path.rsplit("/", 1)[-1]: e for e in repo.read_tree(second)}
+    assert dict(entries["tagged"].xattrs) == {  # ...but not its attributes
+        "trusted.hidden": b"from nobody",
+        "user.seen": b"by all",
+    }
+    seen_by_nobody = {e.path.rsplit("/", 1)[-1]: e for e in repo.read_tree(first)}
+    assert dict(seen_by_nobody["tagged"].xattrs) == {"user.seen": b"by all"}
 
 
 def _make_tricky_tree(top: Path) -> None:
