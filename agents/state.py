@@ -87,6 +87,9 @@ _JOB_COLUMNS = (
 )  # meta key prefix: the last run of each systemd timer
 
 
+BUSY_TIMEOUT = 30.0  # seconds a statement waits for another process's write
+
+
 class StateError(OpsagentError):
     """The state database cannot be used; carries a one-line message."""
 
@@ -140,7 +143,7 @@ class StateDB:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with self._connect() as db:
+                with self._connect(translate=False) as db:
                     db.execute("PRAGMA journal_mode=WAL")
                     self._migrate(db)
                 return
@@ -153,11 +156,22 @@ class StateDB:
                 time.sleep(0.05)
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+    def _connect(self, translate: bool = True) -> Iterator[sqlite3.Connection]:
+        """A connection that waits up to BUSY_TIMEOUT for another writer. A database still
+        locked after that (or unreadable, or full) is a StateError naming it, a one-line
+        error for the command line and a warning where the state is secondary (the
+        audit record of an action already done), never a traceback."""
         try:
-            db.execute("PRAGMA busy_timeout=30000")
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: state database unusable: {exc}") from None
+        try:
+            db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
             yield db
+        except sqlite3.Error as exc:
+            if not translate:
+                raise
+            raise StateError(f"{self.path}: state database unusable: {exc}") from None
         finally:
             db.close()
 

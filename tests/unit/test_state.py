@@ -119,3 +119,34 @@ def test_agents_starting_together_create_one_database_without_error(tmp_path: Pa
             _, err = racer.communicate(timeout=120)
             assert racer.returncode == 0, err
         assert StateDB(path).meta("schema_version") == str(SCHEMA_VERSION)
+
+
+def test_a_database_locked_past_the_wait_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process holding the write lock past the busy wait makes every accessor
+    raise StateError naming the database (never a raw sqlite3 error, a traceback at the
+    command line), and an action already done (a case opened) is kept with a warning
+    that its audit record was not written."""
+    from agents import audit
+
+    monkeypatch.setattr(state_module, "BUSY_TIMEOUT", 0.2)
+    path = tmp_path / "state.db"
+    db = StateDB(path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # as a long write of another agent would
+    try:
+        with pytest.raises(StateError, match=f"^{path}: .*database is locked"):
+            db.audit("ann", "case open", "disk full", "ok", {})
+        with pytest.raises(StateError, match="database is locked"):
+            db.set_meta("k", "v")
+        done = []
+        with audit.action(path, "case open", "disk full", severity="critical"):
+            done.append("opened")
+        assert done == ["opened"]
+        assert "audit record not written (case open disk full)" in caplog.text
+    finally:
+        holder.rollback()
+        holder.close()
+    db.audit("ann", "case open", "disk full", "ok", {})  # the lock gone, written at once
+    assert [r.action for r in db.audit_records()] == ["case open"]
