@@ -182,6 +182,31 @@ def test_threads_opening_a_new_sqlite_store_together(tmp_path: Path) -> None:
     assert errors == []
 
 
+def test_readers_do_not_wait_for_another_agents_write(tmp_path: Path) -> None:
+    """Every read of a SQLite store took the write lock (BEGIN IMMEDIATE): while another
+    agent held it, /metrics, /status and `cases list` waited up to 30 s, past
+    Prometheus's scrape timeout, then failed. Reads now see the last committed state
+    at once (WAL) and only changes wait."""
+    import sqlite3
+
+    path = tmp_path / "cases.db"
+    store = CaseStore(f"sqlite:///{path}")
+    case, _ = store.record_failure(failure("web"))
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another agent's change, not yet committed
+    writer.execute("UPDATE cases SET title = 'uncommitted' WHERE id = ?", (case.id,))
+    try:
+        reader = CaseStore(f"sqlite:///{path}")  # a scrape, in a process of its own
+        assert [c.title for c in reader.cases()] == ["web down"]
+        assert reader.get(case.id).title == "web down"
+        assert reader.open_case("web") is not None
+        assert reader.outbox_backlog() == 0
+        assert reader.breaches() == []
+    finally:
+        writer.rollback()
+        writer.close()
+
+
 def test_a_dropped_database_gets_its_tables_again(pg_database: Any) -> None:
     store = CaseStore(pg_database.dsn)
     store.record_failure(failure("a"))

@@ -36,5 +36,5 @@ class CaseStore(Queries, Outbox):
         self._local = threading.local()
         self._ready = False
         if not lazy:
-            with self._tx():
-                pass  # connects and migrates
+            with self._tx(read=True):
+                pass  # connects, and migrates unless the tables are current

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.cases.store.errors import CaseStoreError
-from agents.cases.store.schema import migrate, placeholders
+from agents.cases.store.schema import migrate, placeholders, sqlite_current
 
 
 class Database:
@@ -74,8 +74,11 @@ class Database:
             yield
 
     @contextmanager
-    def _tx(self) -> Iterator[Any]:
+    def _tx(self, read: bool = False) -> Iterator[Any]:
         """One transaction on this thread's connection (inside `batch`, the batch's).
+        `read`: it only reads, and on SQLite starts deferred, reading the last committed
+        state at once while another agent writes (WAL), where a write transaction would
+        wait up to 30 s for the write lock: a scrape of /metrics or /status must not.
         Every database or network error becomes a one-line CaseStoreError, and a broken
         connection is replaced on the next call, so an outage of the store ends by
         itself when the store is back; tables that vanished (a database dropped and
@@ -91,7 +94,10 @@ class Database:
             db = getattr(self._local, "db", None)
             if db is None:
                 db = self._local.db = self._connect()
-            db.execute("BEGIN IMMEDIATE" if self.kind == "sqlite" else "BEGIN")
+            if not self._ready and self.kind == "sqlite" and sqlite_current(db):
+                self._ready = True
+            deferred = read and self._ready  # a migration writes
+            db.execute("BEGIN IMMEDIATE" if self.kind == "sqlite" and not deferred else "BEGIN")
         except Exception as exc:
             self._drop()
             raise CaseStoreError(

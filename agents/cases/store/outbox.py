@@ -68,7 +68,7 @@ class Outbox(Changes):
 
     def registered_notifiers(self) -> list[tuple[str, str, str, datetime]]:
         """(name, agent, severities, seen at) of every registration."""
-        with self._tx() as db:
+        with self._tx(read=True) as db:
             rows = db.execute(
                 "SELECT name, agent, severities, seen_at FROM notifiers ORDER BY name, agent"
             ).fetchall()

@@ -43,7 +43,7 @@ class OutboxReport(Changes):
             query += " AND failed_at IS NOT NULL AND resent_as IS NULL"
         query += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
-        with self._tx() as db:
+        with self._tx(read=True) as db:
             rows = db.execute(self._q(query), args).fetchall()
         return [
             Notification(
@@ -72,7 +72,7 @@ class OutboxReport(Changes):
             " FROM outbox GROUP BY notifier ORDER BY notifier"
         )
         args = [] if agent is None else [agent, agent]
-        with self._tx() as db:
+        with self._tx(read=True) as db:
             rows = db.execute(self._q(query), args).fetchall()
         return [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
@@ -83,7 +83,7 @@ class OutboxReport(Changes):
             wanted = sorted(set(names)) or [""]
             query += f" AND notifier IN ({', '.join('?' * len(wanted))})"
             args.extend(wanted)
-        with self._tx() as db:
+        with self._tx(read=True) as db:
             row = db.execute(self._q(query), args).fetchone()
         return int(row[0])
 
@@ -91,7 +91,7 @@ class OutboxReport(Changes):
         """Waiting rows per notifier that no agent has registered within LIVE_WITHIN:
         nobody running can deliver them."""
         since = iso(now - LIVE_WITHIN)
-        with self._tx() as db:
+        with self._tx(read=True) as db:
             rows = db.execute(
                 self._q(
                     "SELECT notifier, count(*) FROM outbox o"
@@ -109,7 +109,7 @@ class OutboxReport(Changes):
         critical or major case that no notifier receives."""
         recent = iso(now - FAILED_RECENT)
         stuck = iso(now - STUCK_AFTER)
-        with self._tx() as db:
+        with self._tx(read=True) as db:
             failed = db.execute(
                 self._q(
                     "SELECT o.notifier, count(*), max(o.failed_at) FROM outbox o"
@@ -140,7 +140,7 @@ class OutboxReport(Changes):
             f" fix the notifier, then `opsagent cases retry --failed`"
             for name, count, _ in failed
         ]
-        with self._tx() as db:
+        with self._tx(read=True) as db:
             # where nobody ever configured a notifier that is a choice, not a failure
             anyone = self.notifiers or db.execute("SELECT 1 FROM notifiers LIMIT 1").fetchone()
             silent = (

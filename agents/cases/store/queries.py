@@ -16,11 +16,11 @@ class Queries(OutboxReport):
     """Cases as they are now, and their history."""
 
     def get(self, case_id: int) -> Case:
-        with self._tx() as db:
+        with self._tx(read=True) as db:
             return self._get(db, case_id)
 
     def open_case(self, fingerprint: str) -> Case | None:
-        with self._tx() as db:
+        with self._tx(read=True) as db:
             row = self._open_row(db, fingerprint)
         return case_from_row(row) if row else None
 
@@ -64,7 +64,7 @@ class Queries(OutboxReport):
                 f" AND (lower(e.text) {like} OR lower(e.actor) {like})))"
             )
             args.extend([pattern] * 5)
-        with self._tx() as db:
+        with self._tx(read=True) as db:
             rows = db.execute(self._q(query + " ORDER BY id DESC"), args).fetchall()
         return [case_from_row(r) for r in rows]
 
@@ -82,7 +82,7 @@ class Queries(OutboxReport):
         )
 
     def events(self, case_id: int) -> list[Event]:
-        with self._tx() as db:
+        with self._tx(read=True) as db:
             self._get(db, case_id)
             rows = db.execute(
                 self._q(
@@ -94,7 +94,7 @@ class Queries(OutboxReport):
 
     def breached_cases(self) -> dict[int, set[str]]:
         """Case ID -> the targets it missed."""
-        with self._tx() as db:
+        with self._tx(read=True) as db:
             rows = db.execute(
                 "SELECT case_id, text FROM case_events WHERE kind = 'sla breached'"
             ).fetchall()
@@ -105,7 +105,7 @@ class Queries(OutboxReport):
 
     def breaches(self) -> list[tuple[str, str, int]]:
         """(severity, target, count) of every breach recorded."""
-        with self._tx() as db:
+        with self._tx(read=True) as db:
             rows = db.execute(
                 "SELECT c.severity, e.text, count(*) FROM case_events e"
                 " JOIN cases c ON c.id = e.case_id WHERE e.kind = 'sla breached'"

@@ -84,6 +84,16 @@ def placeholders(sql: str, kind: str) -> str:
     return sql.replace("?", "%s") if kind == "postgres" else sql
 
 
+def sqlite_current(db: Any) -> bool:
+    """Whether a SQLite store's tables are already at SCHEMA_VERSION, read without taking
+    the write lock (a migration's transaction would wait for another agent's writes)."""
+    try:
+        row = db.execute("SELECT value FROM case_meta WHERE key = 'schema_version'").fetchone()
+    except Exception:  # no table yet, or an error the migration's path reports
+        return False
+    return row is not None and row[0] == str(SCHEMA_VERSION)
+
+
 def migrate(db: Any, kind: str) -> None:
     """Bring the tables up to SCHEMA_VERSION in the caller's transaction; a store that a
     newer agent migrated is refused rather than misread."""
