@@ -197,6 +197,32 @@ def _walk_one(
                 os.close(dir_fd)
 
 
+def _distinct_roots(paths: list[Path], report: WalkReport) -> list[Path]:
+    """The source paths without those inside (or the same as) another one, each of
+    those a warning: walked twice, its files would be recorded twice in every snapshot
+    and restored twice. By name, as given (`..` resolved, links not followed: a link
+    as a source path is recorded as a link, not walked)."""
+    absolute = [os.path.abspath(p) for p in paths]
+    kept: list[Path] = []
+    for i, (path, here) in enumerate(zip(paths, absolute, strict=True)):
+        outer = next(
+            (
+                paths[j]
+                for j, other in enumerate(absolute)
+                if (other == here and j < i)
+                or (other != here and here.startswith(other.rstrip("/") + "/"))
+            ),
+            None,
+        )
+        if outer is None:
+            kept.append(path)
+        else:
+            report.warnings.append(
+                f"{shown(str(path))}: inside source path {shown(str(outer))}, backed up once"
+            )
+    return kept
+
+
 def _join(directory: str, name: str) -> str:
     return f"{directory}{name}" if directory.endswith("/") else f"{directory}/{name}"
 
@@ -316,6 +342,7 @@ class Archiver:
         step with the walk (both are in the same order): memory does not grow with the
         number of files. An unchanged file's line is the parent's line, not re-encoded."""
         result = ArchiveResult()
+        paths = _distinct_roots(paths, result)
         self._parent_xattrs = (
             parent is not None and parent.stats.get("xattrs_listed_as") == xattr_lister()
         )

@@ -78,19 +78,31 @@ def test_a_short_read_is_not_taken_for_the_end_of_a_small_file(tmp_path: Path) -
     assert stored == data
 
 
-def test_unchanged_files_under_nested_and_repeated_source_paths_are_reused(
+def test_source_paths_nested_in_or_repeating_another_are_walked_once(
     tmp_path: Path,
 ) -> None:
-    """Each source path that nests in or repeats another has a parent cursor of its own:
-    the parent's lines cannot say which of them they were stored under."""
+    """A source path inside another one, or listed twice, was walked each time: its
+    files recorded twice in every snapshot and restored twice ("kept existing"). It is
+    now walked once, under the outer path, with a warning naming both; the next backup
+    still takes every unchanged file from its parent."""
     source = tmp_path / "src"
     (source / "inner").mkdir(parents=True)
     (source / "top.txt").write_text("top\n")
     (source / "inner" / "deep.txt").write_text("deep\n")
-    paths = [source / "inner", source, source]
-    details = backed_up_twice(load(write_config(tmp_path, [{"name": "files", "paths": paths}])))
-    assert details["files"] == 5  # deep.txt under each of the three paths, top.txt twice
-    assert (details["files_reused"], details["bytes_read"]) == (5, 0), details
+    paths = [source / "inner", source, source / "inner" / ".." / ".", source]
+    config = load(write_config(tmp_path, [{"name": "files", "paths": paths}]))
+    details = backed_up_twice(config)
+    assert (details["files"], details["dirs"]) == (2, 2)
+    assert (details["files_reused"], details["bytes_read"]) == (2, 0), details
+    assert details["warnings"] == [
+        f"{source / 'inner'}: inside source path {source}, backed up once",
+        f"{source / 'inner' / '..' / '.'}: inside source path {source}, backed up once",
+        f"{source}: inside source path {source}, backed up once",
+    ]
+    assert config.backup is not None
+    repo = open_repository(config.backup)
+    paths_stored = [e.path for e in repo.read_tree(repo.find_snapshot("latest"))]
+    assert len(paths_stored) == len(set(paths_stored)) == 4
 
 
 def _deep_chain(top: Path, depth: int, chain: list[Path]) -> None:

@@ -354,21 +354,6 @@ restore_test: {snapshot: {random_within: 7d}}
             "cases: {notify: [{kind: email, smtp: 'h:25', from: a@b}]}",
             "config.yml: cases.notify[0].to: required",
         ),
-        (
-            "backup: {repository: /r, sources: [{name: f, kind: files,"
-            " paths: [/srv/a, /srv/b, /srv/a/../a/c]}]}",
-            "config.yml: backup.sources[0].paths: /srv/a/../a/c lies inside /srv/a: list each"
-            " tree once",
-        ),
-        (
-            "backup: {repository: /r, sources: [{name: f, kind: files,"
-            " paths: [/srv/a/c, /srv/a/]}]}",
-            "config.yml: backup.sources[0].paths: /srv/a/c lies inside /srv/a: list each tree once",
-        ),
-        (
-            "backup: {repository: /r, sources: [{name: f, kind: files, paths: [/srv/a, /srv/a]}]}",
-            "config.yml: backup.sources[0].paths: /srv/a is listed twice",
-        ),
         ("hots: x", "config.yml: hots: unknown key (did you mean host?)"),
         ("- a\n- b", "config.yml: (top level): must be a mapping, got a list"),
         (

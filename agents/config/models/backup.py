@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,7 +36,8 @@ class SourceBase(Model):
 class FilesSource(SourceBase):
     kind: Literal["files"] = Field(description="`files`.")
     paths: list[Path] = Field(
-        min_length=1, description="Directories and files to back up; none inside another."
+        min_length=1,
+        description="Directories and files to back up; one inside another is walked once.",
     )
     exclude: list[str] = Field(default=[], description="Glob patterns to leave out.")
     one_file_system: bool = Field(default=False, description="Do not cross mount points.")
@@ -45,25 +45,6 @@ class FilesSource(SourceBase):
         default=False,
         description="Record unreadable files and directories as warnings instead of failing.",
     )
-
-    @field_validator("paths")
-    @classmethod
-    def _not_nested(cls, paths: list[Path]) -> list[Path]:
-        """A path inside another of the same source would be walked twice: its files
-        recorded twice in every snapshot, out of the tree's order (the next backup cannot
-        match them to the parent), and restored twice."""
-        seen: dict[str, Path] = {}
-        for path in paths:
-            here = os.path.abspath(path)
-            for other, given in seen.items():
-                if here == other:
-                    raise ValueError(f"{path} is listed twice")
-                if here.startswith(other.rstrip("/") + "/"):
-                    raise ValueError(f"{path} lies inside {given}: list each tree once")
-                if other.startswith(here.rstrip("/") + "/"):
-                    raise ValueError(f"{given} lies inside {path}: list each tree once")
-            seen[here] = path
-        return paths
 
 
 class PostgresSource(SourceBase):
