@@ -731,7 +731,8 @@ class ParentTree:
     path's components), so a cursor only moves forward and memory holds one tree blob,
     not every file. Source paths that nest in or repeat another one (`/x` and `/x/y`)
     cannot be told apart by a stored name: each of those has a cursor of its own over
-    the parent, which takes the first entry stored under its name. Roots listed in
+    the parent, which takes the first entry stored under its name (`archive` walks
+    such paths once since session 15; a parent made before holds them twice). Roots listed in
     another order than the parent's only cost reading some files again. A parent that
     cannot be read, or a line that is not a well-formed entry, costs reading the
     remaining files again: a warning, never the end of the backup."""
