@@ -197,12 +197,26 @@ def _walk_one(
                 os.close(dir_fd)
 
 
+def source_path(path: Path | str) -> str:
+    """A source path as it is walked and stored: absolute, without `.` components or
+    repeated slashes (a leading `//` too), and without `..`: the part up to the last
+    `..` resolved as the kernel does (through links), the rest as given (a link as the
+    last component is recorded as a link, not followed). A path stored with `..` in it
+    could never be restored: a restore refuses every name that climbs."""
+    parts = [p for p in os.fspath(Path(path).absolute()).split("/") if p not in ("", ".")]
+    if ".." not in parts:
+        return "/" + "/".join(parts)
+    last = len(parts) - 1 - parts[::-1].index("..")
+    head = os.path.realpath("/" + "/".join(parts[: last + 1]))
+    return os.path.join(head, *parts[last + 1 :])
+
+
 def _distinct_roots(paths: list[Path], report: WalkReport) -> list[Path]:
-    """The source paths without those inside (or the same as) another one, each of
-    those a warning: walked twice, its files would be recorded twice in every snapshot
-    and restored twice. By name, as given (`..` resolved, links not followed: a link
+    """The source paths as walked (`source_path`), without those inside (or the same
+    as) another one, each of those a warning: walked twice, its files would be recorded
+    twice in every snapshot and restored twice. By name (links are not followed: a link
     as a source path is recorded as a link, not walked)."""
-    absolute = [os.path.abspath(p) for p in paths]
+    absolute = [source_path(p) for p in paths]
     kept: list[Path] = []
     for i, (path, here) in enumerate(zip(paths, absolute, strict=True)):
         outer = next(
@@ -215,7 +229,7 @@ def _distinct_roots(paths: list[Path], report: WalkReport) -> list[Path]:
             None,
         )
         if outer is None:
-            kept.append(path)
+            kept.append(Path(here))
         else:
             report.warnings.append(
                 f"{shown(str(path))}: inside source path {shown(str(outer))}, backed up once"

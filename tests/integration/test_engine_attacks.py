@@ -89,20 +89,47 @@ def test_source_paths_nested_in_or_repeating_another_are_walked_once(
     (source / "inner").mkdir(parents=True)
     (source / "top.txt").write_text("top\n")
     (source / "inner" / "deep.txt").write_text("deep\n")
-    paths = [source / "inner", source, source / "inner" / ".." / ".", source]
+    double = f"/{source}/inner"  # a leading // names the same directory
+    paths = [double, source, source / "inner" / ".." / ".", f"/{source}"]
     config = load(write_config(tmp_path, [{"name": "files", "paths": paths}]))
     details = backed_up_twice(config)
     assert (details["files"], details["dirs"]) == (2, 2)
     assert (details["files_reused"], details["bytes_read"]) == (2, 0), details
     assert details["warnings"] == [
-        f"{source / 'inner'}: inside source path {source}, backed up once",
+        f"{double}: inside source path {source}, backed up once",
         f"{source / 'inner' / '..' / '.'}: inside source path {source}, backed up once",
-        f"{source}: inside source path {source}, backed up once",
+        f"/{source}: inside source path {source}, backed up once",
     ]
     assert config.backup is not None
     repo = open_repository(config.backup)
     paths_stored = [e.path for e in repo.read_tree(repo.find_snapshot("latest"))]
     assert len(paths_stored) == len(set(paths_stored)) == 4
+
+
+def test_a_source_path_through_dot_dot_is_stored_resolved_and_restores(tmp_path: Path) -> None:
+    """`/x/link/../src` was stored with its `..`, and a restore refuses every name that
+    climbs: a backup that could never be restored. The part up to the last `..` is
+    resolved as the kernel resolves it (through the link), the rest kept as given."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "plain").write_text("plain\n")
+    elsewhere = tmp_path / "elsewhere" / "deep"
+    elsewhere.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(elsewhere)
+    (tmp_path / "elsewhere" / "src").mkdir()
+    (tmp_path / "elsewhere" / "src" / "there").write_text("through the link\n")
+    given = [tmp_path / "nb" / ".." / "src", tmp_path / "link" / ".." / "src"]
+    (tmp_path / "nb").mkdir()
+    config_path = write_config(tmp_path, [{"name": "files", "paths": given}])
+    assert cli("backup", "init", "--config", str(config_path)).returncode == 0
+    done = cli("backup", "run", "--config", str(config_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    target = tmp_path / "out"
+    back = cli("restore", "latest", "--to", str(target), "--json", "--config", str(config_path))
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert (inside(target, source) / "plain").read_text() == "plain\n"
+    beyond = inside(target, tmp_path / "elsewhere" / "src")
+    assert (beyond / "there").read_text() == "through the link\n"
 
 
 def _deep_chain(top: Path, depth: int, chain: list[Path]) -> None:

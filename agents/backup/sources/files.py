@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from agents.backup.archiver import Archiver
+from agents.backup.archiver import Archiver, source_path
 from agents.backup.repository import ChunkKind
 from agents.backup.snapshot import Snapshot
 from agents.backup.sources import DatabaseFacts
@@ -30,7 +30,7 @@ class FilesDataSource(LocalScratch):
         self.config = config
 
     def paths(self) -> tuple[str, ...]:
-        return tuple(str(p.absolute()) for p in self.config.paths)
+        return tuple(source_path(p) for p in self.config.paths)
 
     @property
     def tolerates_unreadable(self) -> bool:
