@@ -34,6 +34,7 @@ import contextlib
 import errno
 import fnmatch
 import grp
+import hashlib
 import io
 import itertools
 import json
@@ -1007,20 +1008,29 @@ _CAP_SYS_ADMIN = 21  # the bit in /proc/self/status's CapEff
 def xattr_lister() -> str:
     """Who this process is to the kernel's extended-attribute listing: its effective
     user, whether it holds CAP_SYS_ADMIN (without it `trusted.*` is not even listed)
-    and its user namespace (which maps `security.capability`). A parent's attributes
-    are taken only when the same lister listed them: a parent listed by a service user
-    holds no `trusted.*` names, and a root backup taking them from it would lose them."""
+    and its user namespace's ID maps (which map `security.capability` and ACLs). A
+    parent's attributes are taken only when the same lister listed them: a parent
+    listed by a service user holds no `trusted.*` names, and a root backup taking them
+    from it would lose them."""
     admin = "unknown"
-    namespace = ""
+    maps = "unknown"
     try:
         with open("/proc/self/status", encoding="ascii", errors="replace") as status:
             for line in status:
                 if line.startswith("CapEff:"):
                     admin = "yes" if int(line.split()[1], 16) >> _CAP_SYS_ADMIN & 1 else "no"
-        namespace = os.readlink("/proc/self/ns/user")
+        # the namespace by its ID maps, not its inode number: the kernel gives a new
+        # namespace the number of one that ended, with other maps (an ACL's IDs read
+        # as -1 where unmapped)
+        with (
+            open("/proc/self/uid_map", "rb") as uid_map,
+            open("/proc/self/gid_map", "rb") as gid_map,
+        ):
+            mapped = b" ".join(uid_map.read().split()) + b";" + b" ".join(gid_map.read().split())
+        maps = hashlib.sha256(mapped).hexdigest()[:16]
     except (OSError, ValueError, IndexError):
         pass
-    return f"uid={os.geteuid()} cap_sys_admin={admin} userns={namespace or 'unknown'}"
+    return f"uid={os.geteuid()} cap_sys_admin={admin} userns_maps={maps}"
 
 
 def _parent_xattrs(old: dict[str, Any]) -> tuple[tuple[str, bytes], ...] | None:

@@ -654,6 +654,47 @@ def test_what_an_unprivileged_agent_cannot_read_fails_the_source(shared_dir: Pat
     assert list((out / "secret").iterdir()) == []
 
 
+@pytest.mark.skipif(
+    shutil.which("unshare") is None or shutil.which("nsenter") is None,
+    reason="util-linux's unshare and nsenter are needed",
+)
+def test_user_namespaces_are_told_apart_by_their_id_maps() -> None:
+    """The lister named a user namespace by its inode number, which the kernel gives
+    again to a new namespace once the old one ended: a backup in `unshare -U -r` (only
+    root mapped, an ACL's other IDs read as -1) and a later one in a namespace mapping
+    0-65535 had the same name, and the second took the first's broken ACL."""
+    lister = [
+        sys.executable,
+        "-c",
+        "from agents.backup.archiver import xattr_lister as x; print(x())",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    only_root = subprocess.run(
+        ["unshare", "-U", "-r", *lister], capture_output=True, text=True, env=env, timeout=60
+    )
+    if only_root.returncode != 0:
+        pytest.skip(f"no user namespaces here: {only_root.stderr.strip()}")
+    holder = subprocess.Popen(["unshare", "-U", "sleep", "60"])
+    try:
+        for _ in range(100):  # until unshare has made the namespace
+            if os.readlink(f"/proc/{holder.pid}/ns/user") != os.readlink("/proc/self/ns/user"):
+                break
+            time.sleep(0.05)
+        Path(f"/proc/{holder.pid}/uid_map").write_text("0 0 65536\n")
+        Path(f"/proc/{holder.pid}/gid_map").write_text("0 0 65536\n")
+        identity = subprocess.run(
+            ["nsenter", "-U", "-t", str(holder.pid), *lister],
+            capture_output=True, text=True, env=env, timeout=60,
+        )  # fmt: skip
+    finally:
+        holder.kill()
+        holder.wait()
+    assert identity.returncode == 0, identity.stderr
+    names = {only_root.stdout.strip(), identity.stdout.strip(), xattr_lister()}
+    assert len(names) == 3, names
+    assert all(name.startswith("uid=0 cap_sys_admin=yes userns_maps=") for name in names)
+
+
 def test_a_root_backup_lists_what_a_service_users_parent_could_not_see(
     shared_dir: Path,
 ) -> None:
