@@ -95,7 +95,10 @@ class Daemon:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
-        self.state.record_daemon_start(version)
+        try:
+            self.state.record_daemon_start(version)
+        except OpsagentError as exc:  # locked past the wait: the jobs matter more
+            log.warning("daemon start not recorded: %s", exc)
         for job in self.jobs.values():
             register(self._scheduler, job.schedule).do(self.launch, job.name)
         log.info("started with %d job(s)", len(self.jobs))
@@ -224,7 +227,10 @@ class Daemon:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 log.warning("%s did not stop within %.0fs", name, self.shutdown_timeout)
-        self.state.record_daemon_stop()
+        try:
+            self.state.record_daemon_stop()
+        except OpsagentError as exc:
+            log.warning("daemon stop not recorded: %s", exc)
         log.info("stopped")
         return 0
 

@@ -12,6 +12,7 @@ the end, the textfile rewritten from the state database).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 # the fan-out's own lines keep the logger name they have always had
 log = logging.getLogger("opsagent.daemon")
 
+_UNWRITTEN_KEPT = 1000  # results kept for the state database while it refuses them
 Sink = Callable[[CheckResult], None]
 StartHook = Callable[[str], None]
 
@@ -60,6 +62,10 @@ class Pipeline:
         self.on_finish = list(on_finish)
         # where the agent's upkeep runs go besides the state database: the metrics only
         self.upkeep_sinks = list(upkeep_sinks)
+        # results the state database refused, oldest first, with the job's name
+        self._unwritten: list[tuple[Callable[[], None], str]] = []
+        self._queue_lock = threading.Lock()
+        self._writing = threading.Lock()  # held by the thread writing them
 
     @classmethod
     def for_daemon(
@@ -118,19 +124,65 @@ class Pipeline:
                 hook(job)
             except Exception:  # a start hook (heartbeat) never stops the job
                 log.exception("start hook failed for %s", job)
-        self.state.record_start(job, kind, datetime.now(UTC), upkeep=upkeep)
+        try:
+            self.state.record_start(job, kind, datetime.now(UTC), upkeep=upkeep)
+        except OpsagentError as exc:  # the job runs all the same; its result is what counts
+            log.warning("start of %s not recorded: %s", job, exc)
 
     def publish(self, result: CheckResult, keep_history: bool = True) -> None:
-        """One result: into the state database, then out to every sink."""
-        self.state.record_result(result, keep_history=keep_history)
+        """One result: into the state database, then out to every sink. A state database
+        that cannot be written (locked past the wait, read-only, full) costs a warning,
+        never the job's outcome or the other sinks (a backup already written must still
+        reach the cases and the metrics); the result is kept and written before the
+        next one (`_record`)."""
+        self._record(
+            lambda: self.state.record_result(result, keep_history=keep_history), result.name
+        )
         self._fan_out(result, self.sinks)
 
     def upkeep(self, run: CheckResult, keep_history: bool = False) -> None:
         """A run of the agent's own upkeep: into the state database as upkeep, not as a
         result (`status` reads the notification pass from there), and the metrics; never
         to the cases or the audit."""
-        self.state.record_upkeep(run, keep_history=keep_history)
+        self._record(lambda: self.state.record_upkeep(run, keep_history=keep_history), run.name)
         self._fan_out(run, self.upkeep_sinks)
+
+    def _record(self, write: Callable[[], None], name: str) -> None:
+        """Write a result to the state database after those that could not be written
+        yet, in their order (the daemon's next result retries them; a command that ends
+        first loses them, and says so)."""
+        with self._queue_lock:
+            self._unwritten.append((write, name))
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write what waits, oldest first, on one thread at a time: a job thread that
+        finds another one writing leaves its result to it (while the database is
+        locked, the daemon's jobs do not queue up behind each other's 30-second waits)."""
+        while self._writing.acquire(blocking=False):
+            try:
+                written = self._write_waiting()
+            finally:
+                self._writing.release()
+            with self._queue_lock:
+                if not written or not self._unwritten:  # else one came while releasing
+                    return
+
+    def _write_waiting(self) -> bool:
+        while True:
+            with self._queue_lock:
+                if not self._unwritten:
+                    return True
+                retry, name = self._unwritten[0]
+            try:
+                retry()
+            except OpsagentError as exc:
+                with self._queue_lock:
+                    del self._unwritten[:-_UNWRITTEN_KEPT]
+                log.warning("result of %s not recorded in the state database yet: %s", name, exc)
+                return False
+            with self._queue_lock:
+                self._unwritten.pop(0)
 
     @staticmethod
     def _fan_out(result: CheckResult, sinks: Iterable[Sink]) -> None:
@@ -148,6 +200,9 @@ class Pipeline:
 
     def finish(self) -> None:
         """What comes after the last result of a command (deliveries, the textfile)."""
+        self._flush()  # a last try
+        for name in dict.fromkeys(name for _, name in self._unwritten):
+            log.warning("result of %s lost: the state database could not be written", name)
         for step in self.on_finish:
             step()
 

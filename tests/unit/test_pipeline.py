@@ -90,3 +90,44 @@ def test_upkeep_is_stored_and_exported_but_is_no_result(tmp_path: Path) -> None:
     assert (
         'opsagent_check_up{check="cases",kind="outbox"} 0.0' in generate_latest(registry).decode()
     )
+
+
+def test_a_state_database_locked_past_the_wait_loses_no_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process held state.db's write lock past the wait: a job's start killed
+    the daemon's job thread, and a backup already written was reported failed and never
+    reached the cases (the attack's "never backed up here"). Now the job runs, every
+    sink gets the result, and the state gets it, in order, once the lock is gone."""
+    import sqlite3
+
+    from agents import state as state_module
+
+    monkeypatch.setattr(state_module, "BUSY_TIMEOUT", 0.2)
+    path = tmp_path / "state.db"
+    state = StateDB(path)
+    seen: list[str] = []
+    pipeline = Pipeline(state, sinks=[lambda r: seen.append(r.summary)])
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        pipeline.started("backup", "backup")  # no exception: the job runs
+        first = CheckResult("backup", "backup", "h", Status.FAILED, "first")
+        second = CheckResult("backup", "backup", "h", Status.OK, "second")
+        pipeline.publish(first)
+        pipeline.publish(second)
+        assert seen == ["first", "second"]  # the sinks were not held back
+        assert "result of backup not recorded in the state database yet" in caplog.text
+    finally:
+        holder.rollback()
+        holder.close()
+    assert state.job("backup") is None
+    pipeline.publish(CheckResult("backup", "backup", "h", Status.OK, "third"))
+    job = state.job("backup")
+    assert job is not None and job.last_result is not None
+    assert job.last_result.summary == "third" and job.last_status == "ok"
+    assert job.consecutive_failures == 0
+    history = sqlite3.connect(path).execute("SELECT COUNT(*) FROM runs").fetchone()
+    assert history == (3,)  # the two that waited, then the third
+    pipeline.finish()
+    assert "lost" not in caplog.text
