@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import errno
 import fnmatch
 import grp
@@ -43,6 +44,7 @@ import pwd
 import re
 import resource
 import stat
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -210,6 +212,30 @@ def source_path(path: Path | str) -> str:
     last = len(parts) - 1 - parts[::-1].index("..")
     head = os.path.realpath("/" + "/".join(parts[: last + 1]))
     return os.path.join(head, *parts[last + 1 :])
+
+
+_COARSE_NS = 1_000_000_000  # file systems with whole-second times (ext4 with 128-byte
+# inodes, ext3, FAT, some NFS servers): a ctime that is an exact second is taken as one
+_TICK_NS = 50_000_000  # more than the kernel's timestamp tick (jiffies, 4-10 ms) twice
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _settled(entry: TreeEntry) -> TreeEntry:
+    """The entry, with its ctime recorded as 0 (unknown) when a change made after its
+    data and attributes were read could still leave the file's ctime as it is: its
+    ctime is within a timestamp tick (a second, where the file system keeps whole
+    seconds) of now. Else the next backup would find size, times and inode unchanged
+    and take the data or attributes read here for good: with whole seconds, an
+    attribute set in the second the walk read the old one was never backed up (the
+    second attack). A ctime of 0 matches no file, so the next backup reads it again."""
+    ctime = entry.ctime_ns
+    window = _COARSE_NS + _TICK_NS if ctime % _COARSE_NS == 0 else _TICK_NS
+    if ctime and ctime + window > _now_ns():
+        return dataclasses.replace(entry, ctime_ns=0)
+    return entry
 
 
 def _distinct_roots(paths: list[Path], report: WalkReport) -> list[Path]:
@@ -527,7 +553,7 @@ class Archiver:
             return None
         if st.st_nlink > 1:
             links[key] = entry
-        return _made(entry)
+        return _made(_settled(entry))
 
     def _reused_as_is(
         self, item: WalkItem, old: ParentLine, result: ArchiveResult

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -446,3 +448,88 @@ def test_a_hard_link_changed_after_its_first_link_was_stored_is_read_again(
         if e.type == "file"
     }
     assert content == {"1-first": b"before\n", "2-second": b"after, and longer\n"}
+
+
+def test_a_file_changed_within_a_timestamp_tick_of_its_read_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change right after the walk read a file can leave its ctime as it was (within
+    a timestamp tick; a whole second where the file system keeps seconds): such a file
+    is recorded with ctime 0 and read again by the next backup, where taking it from
+    the parent would keep the stale data for good. One read well before is reused."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "settled").write_text("written long before the backup\n")
+    time.sleep(0.2)
+    (source / "fresh").write_text("written as the backup began\n")
+    fresh_ctime = os.stat(source / "fresh").st_ctime_ns
+    config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    # "now", as the walk finishes reading it: 10 ms after the fresh file's change
+    monkeypatch.setattr(archiver_module, "_now_ns", lambda: fresh_ctime + 10_000_000)
+    results: list = []
+    assert run_backup(config, emit=results.append).ok
+    repo = open_repository(config.backup)
+    tree = repo.read_tree(repo.find_snapshot("latest"))
+    entries = {e.path.rsplit("/", 1)[-1]: e for e in tree}
+    assert entries["fresh"].ctime_ns == 0
+    assert entries["settled"].ctime_ns == os.stat(source / "settled").st_ctime_ns
+    monkeypatch.undo()
+    results = []
+    assert run_backup(config, emit=results.append).ok
+    details = results[0].details
+    fresh_size = len("written as the backup began\n")
+    assert (details["files_reused"], details["bytes_read"]) == (1, fresh_size)
+    latest = open_repository(config.backup)
+    tree = latest.read_tree(latest.find_snapshot("latest"))
+    again = {e.path.rsplit("/", 1)[-1]: e for e in tree}
+    assert again["fresh"].ctime_ns == fresh_ctime  # settled now: the next one reuses it
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("mkfs.ext4") is None,
+    reason="a loop-mounted ext4 with whole-second times needs root and e2fsprogs",
+)
+def test_an_attribute_set_in_the_second_the_walk_read_it_is_backed_up(tmp_path: Path) -> None:
+    """The second attack, on ext4 with 128-byte inodes (whole-second times): an
+    attribute set just after the walk read it, in the same second, left size, times
+    and inode as they were, and every later backup kept the old value."""
+    image, mount = tmp_path / "ext4.img", tmp_path / "mnt"
+    mount.mkdir()
+    with open(image, "wb") as handle:
+        handle.truncate(24 << 20)
+    made = subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-I", "128", str(image)], capture_output=True, timeout=60
+    )
+    assert made.returncode == 0, made.stderr
+    mounted = subprocess.run(
+        ["mount", "-o", "loop", str(image), str(mount)], capture_output=True, timeout=60
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot loop-mount here: {mounted.stderr.decode().strip()}")
+    try:
+        target = mount / "f"
+        target.write_text("data\n")
+        config = load(write_config(tmp_path, [{"name": "files", "paths": [mount]}]))
+        assert config.backup is not None
+        init_repository(config.backup, config.host)
+        repo = open_repository(config.backup)  # the key derived before the race
+        for _ in range(10):
+            time.sleep(1.01 - time.time() % 1)  # just after a second begins
+            os.setxattr(target, "user.v", b"old")
+            first = os.stat(target).st_ctime_ns
+            assert first % 1_000_000_000 == 0  # whole seconds here
+            assert run_backup(config, repo=repo).ok
+            os.setxattr(target, "user.v", b"new")
+            if os.stat(target).st_ctime_ns == first:  # the race: set, ctime as it was
+                break
+        else:
+            pytest.skip("never backed up within one second here (a loaded machine)")
+        assert run_backup(config, repo=repo).ok
+        latest = open_repository(config.backup)
+        tree = latest.read_tree(latest.find_snapshot("latest"))
+        entries = {e.path.rsplit("/", 1)[-1]: e for e in tree}
+        assert dict(entries["f"].xattrs)["user.v"] == b"new"
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True, timeout=60)
