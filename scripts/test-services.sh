@@ -17,6 +17,8 @@ have amtool || missing+=(prometheus-alertmanager)
 have pg_dump || missing+=(postgresql-client)
 have mariadb-dump || missing+=(mariadb-client)
 have restic || missing+=(restic)
+# ACLs on restored directories (tests/integration/test_files_source.py)
+have setfacl || missing+=(acl)
 have prometheus-node-exporter || missing+=(prometheus-node-exporter)
 # The HTML reports are opened, screenshotted and printed to PDF by Debian's Chromium.
 have /usr/bin/chromium || missing+=(chromium)

@@ -1004,8 +1004,9 @@ def _apply_at(
     `name`; metadata is set only if the name still leads to a node of that type owned
     by this process (False otherwise): a writer in the target that swapped its own
     file in (a rename exchange) never gets it chowned or chmod'ed."""
-    if name is None:
-        _apply_to(f"/proc/self/fd/{dir_fd}", entry, result)  # the handle's own directory
+    if name is None:  # the handle's own directory
+        _drop_xattrs(f"/proc/self/fd/{dir_fd}", entry, result)
+        _apply_to(f"/proc/self/fd/{dir_fd}", entry, result)
         return True
     try:
         fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -1182,6 +1183,33 @@ def _remove_non_directory(dir_fd: int, name: str) -> None:
     """Make room for an overwrite; a directory in the way is left (creation then fails)."""
     with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
         os.unlink(name, dir_fd=dir_fd)
+
+
+# what a directory restored over an existing one (or made under a default ACL) must not
+# keep unless the snapshot has it: access rules and data; security.* labels stay (an
+# SELinux context is the system's), and what this process cannot list it cannot remove
+_DROPPED = ("user.", "trusted.", "system.posix_acl_access", "system.posix_acl_default")
+
+
+def _drop_xattrs(where: str, entry: TreeEntry, result: RestoreResult) -> None:
+    """Remove a directory's extended attributes that the snapshot's entry lacks: one
+    restored onto an existing directory kept that directory's ACLs (a stranger's write
+    access, inherited by every new file) and attributes (the second attack)."""
+    try:
+        present = os.listxattr(where)
+    except OSError:
+        return
+    wanted = {name for name, _ in entry.xattrs}
+    for name in present:
+        if name in wanted or not name.startswith(_DROPPED):
+            continue
+        try:
+            os.removexattr(where, name)
+        except OSError as exc:
+            if exc.errno != errno.ENODATA:
+                result.warnings.append(
+                    f"{entry.path}: extended attribute {name} not removed: {exc.strerror}"
+                )
 
 
 def _apply_xattrs(where: str | int, entry: TreeEntry, result: RestoreResult, follow: bool) -> None:

@@ -444,6 +444,44 @@ def test_owner_set_id_bits_and_file_capabilities_survive_a_restore(tmp_path: Pat
     assert {n: os.getxattr(back, n) for n in wanted} == wanted
 
 
+@pytest.mark.skipif(shutil.which("setfacl") is None, reason="setfacl (acl) is needed")
+def test_a_directory_restored_over_an_existing_one_keeps_none_of_its_attributes(
+    tmp_path: Path,
+) -> None:
+    """Restoring onto an existing directory set the snapshot's attributes and kept the
+    directory's own: an ACL giving a stranger write access (and a default ACL that
+    every new file inherits) survived a restore with --overwrite (the second attack)."""
+    source = tmp_path / "src"
+    (source / "d").mkdir(parents=True)
+    (source / "d" / "f").write_text("data\n")
+    try:
+        os.setxattr(source / "d", "user.dirattr", b"kept")
+    except OSError as exc:
+        pytest.skip(f"{tmp_path} takes no user.* extended attributes: {exc.strerror}")
+    config_path = write_config(tmp_path, [{"name": "files", "paths": [source]}])
+    assert cli("backup", "init", "--config", str(config_path)).returncode == 0
+    done = cli("backup", "run", "--config", str(config_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    target = tmp_path / "out"
+    existing = inside(target, source) / "d"
+    existing.mkdir(parents=True)
+    os.setxattr(existing, "user.old", b"stale")
+    os.setxattr(existing, "trusted.old", b"stale")
+    acl = subprocess.run(
+        ["setfacl", "-m", "u:999:rwx,d:u:999:rwx", str(existing)], capture_output=True
+    )
+    assert acl.returncode == 0, acl.stderr
+    back = cli(
+        "restore", "latest", "--to", str(target), "--overwrite", "--json",
+        "--config", str(config_path),
+    )  # fmt: skip
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert json.loads(back.stdout)["warnings"] == []
+    assert sorted(os.listxattr(existing)) == ["user.dirattr"]
+    assert os.getxattr(existing, "user.dirattr") == b"kept"
+    assert stat.S_IMODE(existing.stat().st_mode) == stat.S_IMODE((source / "d").stat().st_mode)
+
+
 def test_unchanged_files_take_their_xattrs_from_the_parent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
