@@ -104,7 +104,10 @@ class Pipeline:
         state = StateDB(config.state_db)
         timer = timer_unit()
         if timer is not None:  # how `opsagent status` knows the timers, not a daemon, run jobs
-            state.record_timer_run(timer, datetime.now(UTC))
+            try:
+                state.record_timer_run(timer, datetime.now(UTC))
+            except OpsagentError as exc:  # the job matters more than this mark
+                log.warning("run of timer %s not recorded: %s", timer, exc)
         cases = _CommandCases(config)
         finish: list[Callable[[], None]] = [cases.deliver]
         if config.exporter.textfile is not None:

@@ -88,6 +88,7 @@ _JOB_COLUMNS = (
 
 
 BUSY_TIMEOUT = 30.0  # seconds a statement waits for another process's write
+START_WAIT = 2.0  # ... and a job's start mark, which is not worth delaying the job
 
 
 class StateError(OpsagentError):
@@ -156,17 +157,20 @@ class StateDB:
                 time.sleep(0.05)
 
     @contextmanager
-    def _connect(self, translate: bool = True) -> Iterator[sqlite3.Connection]:
+    def _connect(
+        self, translate: bool = True, wait: float | None = None
+    ) -> Iterator[sqlite3.Connection]:
         """A connection that waits up to BUSY_TIMEOUT for another writer. A database still
         locked after that (or unreadable, or full) is a StateError naming it, a one-line
         error for the command line and a warning where the state is secondary (the
         audit record of an action already done), never a traceback."""
         try:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+            wait = BUSY_TIMEOUT if wait is None else min(wait, BUSY_TIMEOUT)
+            db = sqlite3.connect(self.path, timeout=wait, isolation_level=None)
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: state database unusable: {exc}") from None
         try:
-            db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+            db.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
             yield db
         except sqlite3.Error as exc:
             if not translate:
@@ -240,8 +244,10 @@ class StateDB:
     # --- jobs --------------------------------------------------------------------------
 
     def record_start(self, name: str, kind: str, when: datetime, upkeep: bool = False) -> None:
-        """A job (or, with `upkeep`, a run of the agent's own upkeep) started."""
-        with self._connect() as db:
+        """A job (or, with `upkeep`, a run of the agent's own upkeep) started. Waits a
+        short while only for another writer: a check must not start 30 s late because
+        the state is locked (its result is kept and written later, see `Pipeline`)."""
+        with self._connect(wait=START_WAIT) as db:
             db.execute(
                 "INSERT INTO jobs (name, kind, last_start, upkeep) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET last_start=excluded.last_start,"

@@ -131,3 +131,32 @@ def test_a_state_database_locked_past_the_wait_loses_no_result(
     assert history == (3,)  # the two that waited, then the third
     pipeline.finish()
     assert "lost" not in caplog.text
+
+
+def test_a_timer_run_command_starts_while_the_state_database_is_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Run by a systemd timer, a command marks the timer's run in the state database
+    first: with it locked, `backup run` exited 3 after its snapshot was written (the
+    second attack). The mark is now a warning, and the command's result is kept."""
+    import sqlite3
+
+    from agents import state as state_module
+
+    monkeypatch.setattr(state_module, "BUSY_TIMEOUT", 0.2)
+    monkeypatch.setenv("INVOCATION_ID", "abc")
+    monkeypatch.setenv("TRIGGER_UNIT", "opsagent-backup.timer")
+    config = _config(tmp_path)
+    StateDB(config.state_db)
+    holder = sqlite3.connect(config.state_db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        pipeline = Pipeline.one_shot(config)
+        pipeline.publish(_backup(Status.OK))
+    finally:
+        holder.rollback()
+        holder.close()
+    assert "run of timer opsagent-backup.timer not recorded" in caplog.text
+    pipeline.finish()  # the lock gone: the result is written
+    job = StateDB(config.state_db).job("backup")
+    assert job is not None and job.last_status == "ok"
