@@ -238,11 +238,12 @@ def _settled(entry: TreeEntry) -> TreeEntry:
     return entry
 
 
-def _distinct_roots(paths: list[Path], report: WalkReport) -> list[Path]:
-    """The source paths as walked (`source_path`), without those inside (or the same
-    as) another one, each of those a warning: walked twice, its files would be recorded
-    twice in every snapshot and restored twice. By name (links are not followed: a link
-    as a source path is recorded as a link, not walked)."""
+def _distinct_roots(
+    paths: list[Path], report: WalkReport, exclude: list[str], one_file_system: bool
+) -> list[Path]:
+    """The source paths as walked (`source_path`), without those the walk of another
+    one covers (or that repeat one), each of those a warning: walked twice, its files
+    would be recorded twice in every snapshot and restored twice."""
     absolute = [source_path(p) for p in paths]
     kept: list[Path] = []
     for i, (path, here) in enumerate(zip(paths, absolute, strict=True)):
@@ -251,7 +252,7 @@ def _distinct_roots(paths: list[Path], report: WalkReport) -> list[Path]:
                 paths[j]
                 for j, other in enumerate(absolute)
                 if (other == here and j < i)
-                or (other != here and here.startswith(other.rstrip("/") + "/"))
+                or (other != here and _covered(other, here, exclude, one_file_system))
             ),
             None,
         )
@@ -262,6 +263,38 @@ def _distinct_roots(paths: list[Path], report: WalkReport) -> list[Path]:
                 f"{shown(str(path))}: inside source path {shown(str(outer))}, backed up once"
             )
     return kept
+
+
+def _covered(outer: str, inner: str, exclude: list[str], one_file_system: bool) -> bool:
+    """Whether walking `outer` takes `inner` and all under it: `inner` is below it by
+    name, and every directory on the way down is a directory the walk enters (not a
+    link, which is recorded and not followed; not excluded; not another file system
+    with `one_file_system`), and so is `inner` itself when it is a directory. When in
+    doubt, no: walking a path twice costs a warning-free duplicate, skipping it a loss."""
+    if not inner.startswith(outer.rstrip("/") + "/"):
+        return False
+    try:
+        top = os.lstat(outer)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(top.st_mode):
+        return False
+    steps = inner[len(outer.rstrip("/")) + 1 :].split("/")
+    current = outer.rstrip("/")
+    for depth, name in enumerate(steps):
+        current = f"{current}/{name}"
+        if exclude and _excluded(current, exclude):
+            return False
+        try:
+            st = os.lstat(current)
+        except OSError:
+            return False  # let its own walk say it is missing
+        last = depth == len(steps) - 1
+        if not stat.S_ISDIR(st.st_mode) and not last:
+            return False
+        if stat.S_ISDIR(st.st_mode) and one_file_system and st.st_dev != top.st_dev:
+            return False
+    return True
 
 
 def _join(directory: str, name: str) -> str:
@@ -383,7 +416,7 @@ class Archiver:
         step with the walk (both are in the same order): memory does not grow with the
         number of files. An unchanged file's line is the parent's line, not re-encoded."""
         result = ArchiveResult()
-        paths = _distinct_roots(paths, result)
+        paths = _distinct_roots(paths, result, exclude, one_file_system)
         self._parent_xattrs = (
             parent is not None and parent.stats.get("xattrs_listed_as") == xattr_lister()
         )

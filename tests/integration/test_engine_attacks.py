@@ -108,6 +108,36 @@ def test_source_paths_nested_in_or_repeating_another_are_walked_once(
     assert len(paths_stored) == len(set(paths_stored)) == 4
 
 
+def test_a_source_path_below_a_link_is_walked_on_its_own(tmp_path: Path) -> None:
+    """`[D/lnk, D/lnk/sub]` with `lnk` a link to `D/real`: the nesting check compared
+    names, dropped `D/lnk/sub` as inside `D/lnk`, and `D/lnk` is recorded as a link,
+    not walked: the files were in no snapshot (the third attack). A path is left out
+    only when the walk of the other one enters every directory down to it."""
+    top = tmp_path / "D"
+    (top / "real" / "sub").mkdir(parents=True)
+    (top / "real" / "sub" / "file").write_text("under a link\n")
+    (top / "lnk").symlink_to(top / "real")
+    (top / "excluded" / "deep").mkdir(parents=True)
+    (top / "excluded" / "deep" / "kept").write_text("its own path\n")
+    paths = [top / "lnk", top / "lnk" / "sub", top, top / "excluded" / "deep"]
+    sources = [{"name": "files", "paths": paths, "exclude": ["excluded"]}]
+    config = load(write_config(tmp_path, sources))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    results: list = []
+    assert run_backup(config, emit=results.append).ok
+    assert results[0].details["warnings"] == [
+        f"{top / 'lnk'}: inside source path {top}, backed up once"
+    ]
+    repo = open_repository(config.backup)
+    stored = {e.path: e for e in repo.read_tree(repo.find_snapshot("latest"))}
+    rel = str(top).lstrip("/")
+    assert stored[f"{rel}/lnk"].type == "symlink"
+    assert stored[f"{rel}/lnk/sub/file"].size == len("under a link\n")
+    assert stored[f"{rel}/real/sub/file"].size == len("under a link\n")
+    assert stored[f"{rel}/excluded/deep/kept"].size == len("its own path\n")
+
+
 def test_a_source_path_through_dot_dot_is_stored_resolved_and_restores(tmp_path: Path) -> None:
     """`/x/link/../src` was stored with its `..`, and a restore refuses every name that
     climbs: a backup that could never be restored. The part up to the last `..` is
