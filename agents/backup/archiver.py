@@ -214,8 +214,9 @@ def source_path(path: Path | str) -> str:
     return os.path.join(head, *parts[last + 1 :])
 
 
-_COARSE_NS = 1_000_000_000  # file systems with whole-second times (ext4 with 128-byte
-# inodes, ext3, FAT, some NFS servers): a ctime that is an exact second is taken as one
+_SECOND_NS = 1_000_000_000  # file systems with whole-second times (ext4 with 128-byte
+# inodes, ext3, some NFS servers) or two-second ones (FAT): a ctime that is an exact
+# second (or an even one) is taken as one
 _TICK_NS = 50_000_000  # more than the kernel's timestamp tick (jiffies, 4-10 ms) twice
 
 
@@ -223,17 +224,23 @@ def _now_ns() -> int:
     return time.time_ns()
 
 
-def _settled(entry: TreeEntry) -> TreeEntry:
+def _settled(entry: TreeEntry, started: int) -> TreeEntry:
     """The entry, with its ctime recorded as 0 (unknown) when a change made after its
-    data and attributes were read could still leave the file's ctime as it is: its
-    ctime is within a timestamp tick (a second, where the file system keeps whole
-    seconds) of now. Else the next backup would find size, times and inode unchanged
-    and take the data or attributes read here for good: with whole seconds, an
-    attribute set in the second the walk read the old one was never backed up (the
-    second attack). A ctime of 0 matches no file, so the next backup reads it again."""
+    reading began (`started`, before its attributes were listed and its data read)
+    could leave the file's ctime as it is: its ctime is within a timestamp tick (a
+    second or two, where the file system keeps those) of that moment. Else the next
+    backup would find size, times and inode unchanged and take what was read here for
+    good: with whole seconds, an attribute set in the second the walk read the old one
+    was never backed up (the second attack), nor a block rewritten while a large file
+    was read (the third). A ctime of 0 matches no file: the next backup reads it again."""
     ctime = entry.ctime_ns
-    window = _COARSE_NS + _TICK_NS if ctime % _COARSE_NS == 0 else _TICK_NS
-    if ctime and ctime + window > _now_ns():
+    if ctime % (2 * _SECOND_NS) == 0:
+        window = 2 * _SECOND_NS + _TICK_NS
+    elif ctime % _SECOND_NS == 0:
+        window = _SECOND_NS + _TICK_NS
+    else:
+        window = _TICK_NS
+    if ctime and ctime + window > started:
         return dataclasses.replace(entry, ctime_ns=0)
     return entry
 
@@ -512,6 +519,7 @@ class Archiver:
             if old.decoded() is None:
                 old = None
         unchanged = old is not None and self._unchanged(old.data, st)  # type: ignore[arg-type]
+        started = _now_ns()  # before anything of it is read (see `_settled`)
         xattrs = None
         if unchanged and self._parent_xattrs:
             xattrs = _parent_xattrs(old.data)  # type: ignore[union-attr,arg-type]
@@ -556,14 +564,20 @@ class Archiver:
             first = None
         if first is not None:  # a hard link of a file already in this tree: not read again
             self.progress(st.st_size, 1)
+            # the same inode: its attributes are the first link's, as listed or taken
+            # there (this name's parent line may hold ones changed since, unnoticed)
+            linked = {**common, "xattrs": first.xattrs}
             return _made(
-                TreeEntry(
-                    type="file",
-                    size=first.size,
-                    chunks=first.chunks,
-                    chunk_sizes=first.chunk_sizes,
-                    link_to=first.path,
-                    **common,  # type: ignore[arg-type]
+                _settled(
+                    TreeEntry(
+                        type="file",
+                        size=first.size,
+                        chunks=first.chunks,
+                        chunk_sizes=first.chunk_sizes,
+                        link_to=first.path,
+                        **linked,  # type: ignore[arg-type]
+                    ),
+                    started,
                 )
             )
         if old is not None and unchanged:
@@ -586,7 +600,7 @@ class Archiver:
             return None
         if st.st_nlink > 1:
             links[key] = entry
-        return _made(_settled(entry))
+        return _made(_settled(entry, started))
 
     def _reused_as_is(
         self, item: WalkItem, old: ParentLine, result: ArchiveResult

@@ -517,6 +517,35 @@ def test_a_file_changed_within_a_timestamp_tick_of_its_read_is_read_again(
     assert again["fresh"].ctime_ns == fresh_ctime  # settled now: the next one reuses it
 
 
+def test_every_name_of_a_fresh_hard_link_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second name of a hard link kept the real ctime (and its parent line's
+    attributes) while the first was marked for reading again: a change in the same
+    second stayed out of every later snapshot under that name (the third attack).
+    Every name of the inode gets the mark, and the first name's attributes."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "hl1").write_text("linked\n")
+    os.link(source / "hl1", source / "hl2")
+    try:
+        os.setxattr(source / "hl1", "user.v", b"2")
+    except OSError as exc:
+        pytest.skip(f"{tmp_path} takes no user.* extended attributes: {exc.strerror}")
+    ctime = os.stat(source / "hl1").st_ctime_ns
+    config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    monkeypatch.setattr(archiver_module, "_now_ns", lambda: ctime + 10_000_000)
+    assert run_backup(config).ok
+    repo = open_repository(config.backup)
+    tree = repo.read_tree(repo.find_snapshot("latest"))
+    entries = {e.path.rsplit("/", 1)[-1]: e for e in tree}
+    assert entries["hl2"].link_to == entries["hl1"].path
+    assert (entries["hl1"].ctime_ns, entries["hl2"].ctime_ns) == (0, 0)
+    assert entries["hl1"].xattrs == entries["hl2"].xattrs == (("user.v", b"2"),)
+
+
 @pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("mkfs.ext4") is None,
     reason="a loop-mounted ext4 with whole-second times needs root and e2fsprogs",
