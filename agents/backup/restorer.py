@@ -388,11 +388,19 @@ def restore(
     keep = TreeBlobs(TREE_KEEP)
     firsts, tree_dirs = _survey(repo, snapshot, include, keep)
     wanted = _wanted(include) if include else None
+    dropped = _droppable(snapshot)
     with _Dirs(_prepare_target(target)) as dirs:
         made_dirs: list[_Target] = []
         for entry in tree_dirs:
             item = _target(entry, wanted, result)
-            if item is not None and _open_dir(dirs, item.rel, result) is not None:
+            if item is None:
+                continue
+            fd = _open_dir(dirs, item.rel, result)
+            if fd is not None:
+                # before anything is made in it: a default ACL the snapshot lacks (the
+                # existing directory's, or inherited from the target's) would be
+                # inherited by every file restored into it
+                _drop_xattrs(f"/proc/self/fd/{fd}", item.entry, result, dropped)
                 result.dirs += 1
                 made_dirs.append(item)
         del tree_dirs
@@ -1004,9 +1012,8 @@ def _apply_at(
     `name`; metadata is set only if the name still leads to a node of that type owned
     by this process (False otherwise): a writer in the target that swapped its own
     file in (a rename exchange) never gets it chowned or chmod'ed."""
-    if name is None:  # the handle's own directory
-        _drop_xattrs(f"/proc/self/fd/{dir_fd}", entry, result)
-        _apply_to(f"/proc/self/fd/{dir_fd}", entry, result)
+    if name is None:
+        _apply_to(f"/proc/self/fd/{dir_fd}", entry, result)  # the handle's own directory
         return True
     try:
         fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -1188,20 +1195,37 @@ def _remove_non_directory(dir_fd: int, name: str) -> None:
 # what a directory restored over an existing one (or made under a default ACL) must not
 # keep unless the snapshot has it: access rules and data; security.* labels stay (an
 # SELinux context is the system's), and what this process cannot list it cannot remove
-_DROPPED = ("user.", "trusted.", "system.posix_acl_access", "system.posix_acl_default")
+_ACLS = ("system.posix_acl_access", "system.posix_acl_default")
 
 
-def _drop_xattrs(where: str, entry: TreeEntry, result: RestoreResult) -> None:
-    """Remove a directory's extended attributes that the snapshot's entry lacks: one
-    restored onto an existing directory kept that directory's ACLs (a stranger's write
-    access, inherited by every new file) and attributes (the second attack)."""
+def _droppable(snapshot: Snapshot) -> tuple[str, ...]:
+    """The attribute names a restored directory loses when the snapshot lacks them: only
+    those its backup could see. A snapshot whose lister lacked CAP_SYS_ADMIN never saw
+    `trusted.*` (an overlay's opaque mark), one with an incomplete or unknown listing
+    says nothing of `user.*` either; the ACLs are dropped in any case (a stranger's
+    access must not survive a restore)."""
+    lister = snapshot.stats.get("xattrs_listed_as")
+    if not isinstance(lister, str):
+        return _ACLS
+    if "cap_sys_admin=yes" in lister.split():
+        return ("user.", "trusted.", *_ACLS)
+    return ("user.", *_ACLS)
+
+
+def _drop_xattrs(
+    where: str, entry: TreeEntry, result: RestoreResult, dropped: tuple[str, ...]
+) -> None:
+    """Remove a directory's extended attributes (of the `dropped` kinds) that the
+    snapshot's entry lacks: one restored onto an existing directory kept that
+    directory's ACLs (a stranger's write access, inherited by every new file) and
+    attributes (the second attack)."""
     try:
         present = os.listxattr(where)
     except OSError:
         return
     wanted = {name for name, _ in entry.xattrs}
     for name in present:
-        if name in wanted or not name.startswith(_DROPPED):
+        if name in wanted or not name.startswith(dropped):
             continue
         try:
             os.removexattr(where, name)

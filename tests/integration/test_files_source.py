@@ -6,6 +6,7 @@ source produces may poison the repository for the next backup, restore, check or
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -480,6 +481,24 @@ def test_a_directory_restored_over_an_existing_one_keeps_none_of_its_attributes(
     assert sorted(os.listxattr(existing)) == ["user.dirattr"]
     assert os.getxattr(existing, "user.dirattr") == b"kept"
     assert stat.S_IMODE(existing.stat().st_mode) == stat.S_IMODE((source / "d").stat().st_mode)
+    # the default ACL went before the files were made in it: none inherited it
+    assert os.listxattr(existing / "f") == []
+
+    # a snapshot whose lister could not see trusted.* (a service user's) says nothing
+    # of them: a root restore leaves them (an overlay's opaque mark), drops the rest
+    os.setxattr(existing, "trusted.old", b"unseen")
+    os.setxattr(existing, "user.old", b"stale")
+    config = load(config_path)
+    assert config.backup is not None
+    repo = open_repository(config.backup)
+    snapshot = repo.find_snapshot("latest")
+    lister = snapshot.stats["xattrs_listed_as"].replace("cap_sys_admin=yes", "cap_sys_admin=no")
+    as_service_user = dataclasses.replace(
+        snapshot, stats={**snapshot.stats, "xattrs_listed_as": lister}
+    )
+    done = restore(repo, as_service_user, target, overwrite=True)
+    assert done.warnings == [] and done.errors == []
+    assert sorted(os.listxattr(existing)) == ["trusted.old", "user.dirattr"]
 
 
 def test_unchanged_files_take_their_xattrs_from_the_parent(
