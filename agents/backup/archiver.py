@@ -280,11 +280,13 @@ def _covered(outer: str, inner: str, exclude: list[str], one_file_system: bool) 
     doubt, no: walking a path twice costs a warning-free duplicate, skipping it a loss."""
     if not inner.startswith(outer.rstrip("/") + "/"):
         return False
+    if exclude and _excluded(outer, exclude):  # the walk skips an excluded source path
+        return False
     try:
         top = os.lstat(outer)
     except OSError:
         return False
-    if not stat.S_ISDIR(top.st_mode):
+    if not stat.S_ISDIR(top.st_mode) or not _listable(outer):
         return False
     steps = inner[len(outer.rstrip("/")) + 1 :].split("/")
     current = outer.rstrip("/")
@@ -297,10 +299,31 @@ def _covered(outer: str, inner: str, exclude: list[str], one_file_system: bool) 
         except OSError:
             return False  # let its own walk say it is missing
         last = depth == len(steps) - 1
-        if not stat.S_ISDIR(st.st_mode) and not last:
+        if not stat.S_ISDIR(st.st_mode):
+            if not last:
+                return False
+            continue
+        if one_file_system and st.st_dev != top.st_dev:
             return False
-        if stat.S_ISDIR(st.st_mode) and one_file_system and st.st_dev != top.st_dev:
+        if not last and not _listable(current):  # the walk would stop there
             return False
+    return True
+
+
+def _listable(directory: str) -> bool:
+    """Whether this process can open and list the directory, as the walk does (a
+    directory it may only search, 0711, is a step `lstat` passes and the walk does not)."""
+    try:
+        fd = os.open(directory, _DIR_FLAGS)
+    except OSError:
+        return False
+    try:
+        with os.scandir(fd) as listing:
+            next(listing, None)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     return True
 
 

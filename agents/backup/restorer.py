@@ -1046,6 +1046,10 @@ def _apply_to(handle: str | int, entry: TreeEntry, result: RestoreResult) -> Non
     if os.geteuid() == 0:
         with contextlib.suppress(OSError):
             os.chown(handle, entry.uid, entry.gid)
+    if entry.type == "file" and not any(name == _ACLS[0] for name, _ in entry.xattrs):
+        # an ACL the file inherited from its directory's default, which it did not have
+        with contextlib.suppress(OSError):  # none (ENODATA) or none possible: as wanted
+            os.removexattr(handle, _ACLS[0])
     _apply_xattrs(handle, entry, result, follow=True)
     with contextlib.suppress(OSError):
         os.chmod(handle, stat.S_IMODE(entry.mode))
@@ -1223,9 +1227,15 @@ def _drop_xattrs(
         present = os.listxattr(where)
     except OSError:
         return
-    wanted = {name for name, _ in entry.xattrs}
+    wanted = dict(entry.xattrs)
     for name in present:
-        if name in wanted or not name.startswith(dropped):
+        if name in wanted:
+            if name in _ACLS:  # the snapshot's own now, before files inherit the other
+                with contextlib.suppress(OSError):
+                    if os.getxattr(where, name) != wanted[name]:
+                        os.setxattr(where, name, wanted[name])
+            continue
+        if not name.startswith(dropped):
             continue
         try:
             os.removexattr(where, name)

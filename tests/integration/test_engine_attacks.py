@@ -119,7 +119,8 @@ def test_a_source_path_below_a_link_is_walked_on_its_own(tmp_path: Path) -> None
     (top / "lnk").symlink_to(top / "real")
     (top / "excluded" / "deep").mkdir(parents=True)
     (top / "excluded" / "deep" / "kept").write_text("its own path\n")
-    paths = [top / "lnk", top / "lnk" / "sub", top, top / "excluded" / "deep"]
+    # an excluded source path is not walked: what is under it has its own walk
+    paths = [top / "lnk", top / "lnk" / "sub", top, top / "excluded" / "deep", top / "excluded"]
     sources = [{"name": "files", "paths": paths, "exclude": ["excluded"]}]
     config = load(write_config(tmp_path, sources))
     assert config.backup is not None
@@ -136,6 +137,35 @@ def test_a_source_path_below_a_link_is_walked_on_its_own(tmp_path: Path) -> None
     assert stored[f"{rel}/lnk/sub/file"].size == len("under a link\n")
     assert stored[f"{rel}/real/sub/file"].size == len("under a link\n")
     assert stored[f"{rel}/excluded/deep/kept"].size == len("its own path\n")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="dropping root's read-any-directory capabilities needs root and setpriv",
+)
+def test_a_source_path_below_a_directory_the_walk_cannot_list_is_walked(
+    tmp_path: Path,
+) -> None:
+    """`[src, src/locked/in]` with `locked` 0711 and another user's: the walk of `src`
+    cannot list `locked`, so `in` is walked on its own (the fourth attack: it was left
+    out as covered, and its files were in no snapshot). As root without
+    CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, as the service user runs."""
+    locked = tmp_path / "src" / "locked"
+    (locked / "in").mkdir(parents=True)
+    os.chown(locked, 4321, 4321)
+    locked.chmod(0o711)
+    probe = (
+        "from agents.backup.archiver import _covered; import sys;"
+        f"print(_covered('{tmp_path / 'src'}', '{locked / 'in'}', [], False),"
+        f" _covered('{tmp_path / 'src'}', '{locked}', [], False))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    unprivileged = subprocess.run(
+        ["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-c", probe],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert unprivileged.returncode == 0, unprivileged.stderr
+    assert unprivileged.stdout.split() == ["False", "True"]  # locked itself is taken
 
 
 def test_a_source_path_through_dot_dot_is_stored_resolved_and_restores(tmp_path: Path) -> None:

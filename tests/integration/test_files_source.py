@@ -484,6 +484,24 @@ def test_a_directory_restored_over_an_existing_one_keeps_none_of_its_attributes(
     # the default ACL went before the files were made in it: none inherited it
     assert os.listxattr(existing / "f") == []
 
+    # a default ACL of another value: the snapshot's is set before files are made
+    other = source / "d2"
+    other.mkdir()
+    (other / "plain").write_text("made before the default ACL\n")
+    made = subprocess.run(["setfacl", "-d", "-m", "g:adm:rx", str(other)], capture_output=True)
+    assert made.returncode == 0, made.stderr
+    again = cli("backup", "run", "--config", str(config_path))
+    assert again.returncode == 0, again.stdout + again.stderr
+    stale = inside(target, source) / "d2"
+    stale.mkdir()
+    made = subprocess.run(["setfacl", "-d", "-m", "u:999:rwx", str(stale)], capture_output=True)
+    assert made.returncode == 0, made.stderr
+    back = cli("restore", "latest", "--to", str(target), "--config", str(config_path))
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert os.listxattr(stale / "plain") == []  # no ACL in the source, none here
+    default = "system.posix_acl_default"
+    assert os.getxattr(stale, default) == os.getxattr(other, default)
+
     # a snapshot whose lister could not see trusted.* (a service user's) says nothing
     # of them: a root restore leaves them (an overlay's opaque mark), drops the rest
     os.setxattr(existing, "trusted.old", b"unseen")
