@@ -1230,7 +1230,9 @@ def _drop_xattrs(
     wanted = dict(entry.xattrs)
     for name in present:
         if name in wanted:
-            if name in _ACLS:  # the snapshot's own now, before files inherit the other
+            # the snapshot's default ACL now, before files inherit the other; its access
+            # ACL waits for the end with the mode (it could shut the restore out)
+            if name == _ACLS[1]:
                 with contextlib.suppress(OSError):
                     if os.getxattr(where, name) != wanted[name]:
                         os.setxattr(where, name, wanted[name])
