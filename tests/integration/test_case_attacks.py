@@ -386,7 +386,10 @@ def test_a_flapping_notifier_reopens_its_case(tmp_path: Path) -> None:
 
 def test_a_renamed_notifier_can_be_retired(tmp_path: Path) -> None:
     store = CaseStore(f"sqlite:///{tmp_path / 'c.db'}")
-    store.register_notifiers("a", [("slack", frozenset(Severity))], T)
+    # registered now: a registration older than REGISTRATION_TTL (7 days) is gone, and
+    # a fixed date here made this test fail from a week after it was written
+    registered = datetime.now(UTC) - timedelta(minutes=1)
+    store.register_notifiers("a", [("slack", frozenset(Severity))], registered)
     case, _ = store.record_failure(failure("web", at=datetime.now(UTC)))
     store.register_notifiers("a", [("slack-ops", frozenset(Severity))], datetime.now(UTC))
     store.resolve(case.id, datetime.now(UTC), "bob", None)
