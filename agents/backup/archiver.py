@@ -78,12 +78,13 @@ class WalkReport:
     # some object's extended attributes could not be listed or read (then the snapshot
     # is no parent to take them from: see `Archiver._entry`)
     xattrs_incomplete: bool = False
+    lister: str = ""  # who walked (`xattr_lister`), named once by the archiver
 
     @property
     def xattrs_listed_as(self) -> str | None:
-        """Who listed every object's extended attributes (`xattr_lister`); None when
-        some could not be taken, or on a platform without them."""
-        return xattr_lister() if _XATTRS and not self.xattrs_incomplete else None
+        """Who listed every object's extended attributes; None when some could not be
+        taken, or on a platform without them."""
+        return (self.lister or None) if _XATTRS and not self.xattrs_incomplete else None
 
 
 @dataclass
@@ -278,7 +279,8 @@ def _covered(outer: str, inner: str, exclude: list[str], one_file_system: bool) 
     link, which is recorded and not followed; not excluded; not another file system
     with `one_file_system`), and so is `inner` itself when it is a directory. When in
     doubt, no: walking a path twice costs a warning-free duplicate, skipping it a loss."""
-    if not inner.startswith(outer.rstrip("/") + "/"):
+    base = outer.rstrip("/")  # "" for the root directory
+    if not inner.startswith(base + "/"):
         return False
     if exclude and _excluded(outer, exclude):  # the walk skips an excluded source path
         return False
@@ -288,8 +290,8 @@ def _covered(outer: str, inner: str, exclude: list[str], one_file_system: bool) 
         return False
     if not stat.S_ISDIR(top.st_mode) or not _listable(outer):
         return False
-    steps = inner[len(outer.rstrip("/")) + 1 :].split("/")
-    current = outer.rstrip("/")
+    steps = inner[len(base) + 1 :].split("/")
+    current = base
     for depth, name in enumerate(steps):
         current = f"{current}/{name}"
         if exclude and _excluded(current, exclude):
@@ -447,8 +449,9 @@ class Archiver:
         number of files. An unchanged file's line is the parent's line, not re-encoded."""
         result = ArchiveResult()
         paths = _distinct_roots(paths, result, exclude, one_file_system)
+        result.lister = xattr_lister()
         self._parent_xattrs = (
-            parent is not None and parent.stats.get("xattrs_listed_as") == xattr_lister()
+            parent is not None and parent.stats.get("xattrs_listed_as") == result.lister
         )
         roots = [str(p.absolute()).lstrip("/") for p in paths]
         previous = ParentTree(self.repo, parent, roots, result)
