@@ -24,6 +24,7 @@ from agents.backup.runner import init_repository, open_repository, run_backup
 from tests.integration.test_files_source import (
     backed_up_once,
     backed_up_twice,
+    by_name,
     cli,
     inside,
     load,
@@ -531,8 +532,7 @@ def test_a_file_changed_within_a_timestamp_tick_of_its_read_is_read_again(
     results: list = []
     assert run_backup(config, emit=results.append).ok
     repo = open_repository(config.backup)
-    tree = repo.read_tree(repo.find_snapshot("latest"))
-    entries = {e.path.rsplit("/", 1)[-1]: e for e in tree}
+    entries = by_name(repo)
     assert entries["fresh"].ctime_ns == 0
     assert entries["settled"].ctime_ns == os.stat(source / "settled").st_ctime_ns
     monkeypatch.undo()
@@ -541,9 +541,7 @@ def test_a_file_changed_within_a_timestamp_tick_of_its_read_is_read_again(
     details = results[0].details
     fresh_size = len("written as the backup began\n")
     assert (details["files_reused"], details["bytes_read"]) == (1, fresh_size)
-    latest = open_repository(config.backup)
-    tree = latest.read_tree(latest.find_snapshot("latest"))
-    again = {e.path.rsplit("/", 1)[-1]: e for e in tree}
+    again = by_name(open_repository(config.backup))
     assert again["fresh"].ctime_ns == fresh_ctime  # settled now: the next one reuses it
 
 
@@ -569,8 +567,7 @@ def test_every_name_of_a_fresh_hard_link_is_read_again(
     monkeypatch.setattr(archiver_module, "_now_ns", lambda: ctime + 10_000_000)
     assert run_backup(config).ok
     repo = open_repository(config.backup)
-    tree = repo.read_tree(repo.find_snapshot("latest"))
-    entries = {e.path.rsplit("/", 1)[-1]: e for e in tree}
+    entries = by_name(repo)
     assert entries["hl2"].link_to == entries["hl1"].path
     assert (entries["hl1"].ctime_ns, entries["hl2"].ctime_ns) == (0, 0)
     assert entries["hl1"].xattrs == entries["hl2"].xattrs == (("user.v", b"2"),)
@@ -616,9 +613,7 @@ def test_an_attribute_set_in_the_second_the_walk_read_it_is_backed_up(tmp_path: 
         else:
             pytest.skip("never backed up within one second here (a loaded machine)")
         assert run_backup(config, repo=repo).ok
-        latest = open_repository(config.backup)
-        tree = latest.read_tree(latest.find_snapshot("latest"))
-        entries = {e.path.rsplit("/", 1)[-1]: e for e in tree}
+        entries = by_name(open_repository(config.backup))
         assert dict(entries["f"].xattrs)["user.v"] == b"new"
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True, timeout=60)

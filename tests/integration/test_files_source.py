@@ -109,6 +109,12 @@ def backed_up_twice(config: Config) -> dict[str, Any]:
     return results[0].details
 
 
+def by_name(repo: Repository, snapshot: Snapshot | None = None) -> dict[str, TreeEntry]:
+    """A snapshot's entries (the latest when None) by their last name."""
+    tree = repo.read_tree(snapshot or repo.find_snapshot("latest"))
+    return {e.path.rsplit("/", 1)[-1]: e for e in tree}
+
+
 def inside(target: Path, source: Path) -> Path:
     """Where a source path lands in a restore target (paths are stored from the root)."""
     return target / str(source).lstrip("/")
@@ -385,9 +391,8 @@ def test_links_fifos_devices_and_xattrs_are_restored(tmp_path: Path) -> None:
         run = run_backup(config, emit=results.append)
         assert run.ok and results[0].details["warnings"] == [], results[0].details
     repo = open_repository(config.backup)
-    snap = repo.find_snapshot("latest")
-    by_name = {e.path.rsplit("/", 1)[-1]: e for e in repo.read_tree(snap)}
-    assert by_name["b.txt"].link_to == by_name["c.txt"].link_to == by_name["a.txt"].path
+    names = by_name(repo)
+    assert names["b.txt"].link_to == names["c.txt"].link_to == names["a.txt"].path
     assert repo.snapshots()[0].stats["bytes_read"] == 300_000  # the data read once
 
     target = tmp_path / "out"
@@ -553,9 +558,7 @@ def test_unchanged_files_take_their_xattrs_from_the_parent(
         listed.clear()
         results: list = []
         assert run_backup(config, emit=results.append).ok, results
-        repo = open_repository(config.backup)
-        snap = repo.find_snapshot("latest")
-        return {e.path.rsplit("/", 1)[-1]: e for e in repo.read_tree(snap)}
+        return by_name(open_repository(config.backup))
 
     first = backup()
     assert set(listed) == {"src", "kept", "changed", "added", "plain"}
@@ -661,17 +664,27 @@ def shared_dir() -> Iterator[Path]:
     shutil.rmtree(path)
 
 
-def test_what_an_unprivileged_agent_cannot_read_fails_the_source(shared_dir: Path) -> None:
-    """As nobody: a 0700 directory and a 0600 file of root's fail a strict source (the
-    error names them) and are warnings for a tolerant one; a source root nobody can
-    stat fails its source too. The readable rest is saved and restores, FIFO included;
-    a device node is a restore warning (only root may make one)."""
+@pytest.fixture
+def as_nobody(shared_dir: Path) -> tuple[tuple[str, dict[str, str]], Path, Path]:
+    """(the interpreter nobody runs the CLI with, a work directory, a source directory,
+    both in `shared_dir`); the test is skipped where nobody can run no interpreter."""
     user = unprivileged.interpreter()
     if user is None:
         pytest.skip("no Python interpreter that the nobody user can run")
     work, source = shared_dir / "work", shared_dir / "src"
     work.mkdir()
     source.mkdir()
+    return user, work, source
+
+
+def test_what_an_unprivileged_agent_cannot_read_fails_the_source(
+    as_nobody: tuple[tuple[str, dict[str, str]], Path, Path], shared_dir: Path
+) -> None:
+    """As nobody: a 0700 directory and a 0600 file of root's fail a strict source (the
+    error names them) and are warnings for a tolerant one; a source root nobody can
+    stat fails its source too. The readable rest is saved and restores, FIFO included;
+    a device node is a restore warning (only root may make one)."""
+    user, work, source = as_nobody
     (source / "ok.txt").write_text("readable")
     os.mkfifo(source / "pipe")
     os.mknod(source / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
@@ -771,17 +784,12 @@ def test_user_namespaces_are_told_apart_by_their_id_maps() -> None:
 
 
 def test_a_root_backup_lists_what_a_service_users_parent_could_not_see(
-    shared_dir: Path,
+    as_nobody: tuple[tuple[str, dict[str, str]], Path, Path], shared_dir: Path
 ) -> None:
     """`trusted.*` attributes are not even listed without CAP_SYS_ADMIN: a snapshot the
     service user made has none, and a later backup as root must list them again rather
     than take the parent's (which would drop them from every backup from then on)."""
-    user = unprivileged.interpreter()
-    if user is None:
-        pytest.skip("no Python interpreter that the nobody user can run")
-    work, source = shared_dir / "work", shared_dir / "src"
-    work.mkdir()
-    source.mkdir()
+    user, work, source = as_nobody
     tagged = source / "tagged"
     tagged.write_bytes(b"data" * 1000)
     try:
@@ -805,12 +813,12 @@ def test_a_root_backup_lists_what_a_service_users_parent_could_not_see(
     assert first.stats["xattrs_listed_as"].startswith("uid=65534 cap_sys_admin=no ")
     assert second.stats["xattrs_listed_as"] == xattr_lister()
     assert second.stats["files_reused"] == 1  # the data was taken from the parent...
-    entries = {e.path.rsplit("/", 1)[-1]: e for e in repo.read_tree(second)}
+    entries = by_name(repo, second)
     assert dict(entries["tagged"].xattrs) == {  # ...but not its attributes
         "trusted.hidden": b"from nobody",
         "user.seen": b"by all",
     }
-    seen_by_nobody = {e.path.rsplit("/", 1)[-1]: e for e in repo.read_tree(first)}
+    seen_by_nobody = by_name(repo, first)
     assert dict(seen_by_nobody["tagged"].xattrs) == {"user.seen": b"by all"}
 
 
