@@ -1046,10 +1046,10 @@ def _apply_to(handle: str | int, entry: TreeEntry, result: RestoreResult) -> Non
     if os.geteuid() == 0:
         with contextlib.suppress(OSError):
             os.chown(handle, entry.uid, entry.gid)
-    if entry.type == "file" and not any(name == _ACLS[0] for name, _ in entry.xattrs):
+    if entry.type == "file" and not any(name == _ACCESS_ACL for name, _ in entry.xattrs):
         # an ACL the file inherited from its directory's default, which it did not have
         with contextlib.suppress(OSError):  # none (ENODATA) or none possible: as wanted
-            os.removexattr(handle, _ACLS[0])
+            os.removexattr(handle, _ACCESS_ACL)
     _apply_xattrs(handle, entry, result, follow=True)
     with contextlib.suppress(OSError):
         os.chmod(handle, stat.S_IMODE(entry.mode))
@@ -1199,7 +1199,8 @@ def _remove_non_directory(dir_fd: int, name: str) -> None:
 # what a directory restored over an existing one (or made under a default ACL) must not
 # keep unless the snapshot has it: access rules and data; security.* labels stay (an
 # SELinux context is the system's), and what this process cannot list it cannot remove
-_ACLS = ("system.posix_acl_access", "system.posix_acl_default")
+_ACCESS_ACL, _DEFAULT_ACL = "system.posix_acl_access", "system.posix_acl_default"
+_ACLS = (_ACCESS_ACL, _DEFAULT_ACL)
 
 
 def _droppable(snapshot: Snapshot) -> tuple[str, ...]:
@@ -1232,7 +1233,7 @@ def _drop_xattrs(
         if name in wanted:
             # the snapshot's default ACL now, before files inherit the other; its access
             # ACL waits for the end with the mode (it could shut the restore out)
-            if name == _ACLS[1]:
+            if name == _DEFAULT_ACL:
                 with contextlib.suppress(OSError):
                     if os.getxattr(where, name) != wanted[name]:
                         os.setxattr(where, name, wanted[name])
