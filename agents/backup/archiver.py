@@ -8,7 +8,8 @@ the same user, privileges and user namespace; see `xattr_lister`): setting or re
 changes the ctime, as any write does, so they are not listed again either (a syscall
 through the directory handle per file, most of an unchanged walk). A parent whose tree
 cannot be read is a warning and the backup runs without it. Files are read as streams in bounded
-buffers, so memory does not grow with file size.
+buffers, so memory does not grow with file size. The files to read are asked of the kernel
+in batches, the walk running ahead of the reads (`Archiver._tree_lines`).
 
 What is recorded: regular files, directories, symbolic links, FIFOs, character and
 block device nodes (their device number), extended attributes of every name the
@@ -66,6 +67,11 @@ WHOLE_READ = 8 * 2**20  # files up to this size are read in one call (see store_
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 _DIR_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_DIRECTORY
 _PROC_FD = os.path.isdir("/proc/self/fd")  # Linux: a path through a directory handle
+_FADVISE = hasattr(os, "posix_fadvise")  # not on macOS: no read-ahead there
+# how far the walk runs ahead of the tree's lines, reading files in (see _tree_lines)
+READ_AHEAD_FILES = 16  # files opened ahead
+READ_AHEAD_BYTES = 64 * 2**20  # bytes asked of the kernel ahead
+READ_AHEAD = 1024  # items: directory handles stay open until their items are handled
 
 
 @dataclass
@@ -119,10 +125,19 @@ class WalkItem:
 
 
 def walk(
-    paths: list[Path], exclude: list[str], one_file_system: bool, report: WalkReport
+    paths: list[Path],
+    exclude: list[str],
+    one_file_system: bool,
+    report: WalkReport,
+    release: Callable[[int], None] = os.close,
 ) -> Iterator[WalkItem]:
     """Every object under the paths, sorted, excludes applied; what cannot be taken
-    (missing source paths, unreadable directories, sockets) goes to the report."""
+    (missing source paths, unreadable directories, sockets) goes to the report.
+
+    A directory's handle is given to `release` once all of its items are yielded: a
+    consumer that works some items behind the walk (`Archiver`, reading ahead) closes
+    it only when it has handled them, so an item's `dir_fd` is never a closed number,
+    or one the kernel gave another directory since."""
     _raise_open_file_limit()
     for number, root in enumerate(paths):
         top = str(root.absolute())
@@ -134,7 +149,7 @@ def walk(
         except OSError as exc:
             report.unreadable.append(f"{shown(top)}: {exc.strerror}")
             continue
-        yield from _walk_one(top, st, number, exclude, one_file_system, report)
+        yield from _walk_one(top, st, number, exclude, one_file_system, report, release)
 
 
 def _walk_one(
@@ -144,6 +159,7 @@ def _walk_one(
     exclude: list[str],
     one_file_system: bool,
     report: WalkReport,
+    release: Callable[[int], None] = os.close,
 ) -> Iterator[WalkItem]:
     """Depth first in name order, through directory handles: each directory is opened
     from its parent's handle without following a link and checked to be the one listed,
@@ -194,7 +210,7 @@ def _walk_one(
             else:
                 stack.pop()
                 if dir_fd is not None:
-                    os.close(dir_fd)
+                    release(dir_fd)
     finally:  # the walk stopped early (an interrupted backup): close what is open
         for dir_fd, _, _ in stack:
             if dir_fd is not None:
@@ -434,6 +450,7 @@ class Archiver:
         self.should_stop = should_stop
         self.chunker = repo.chunker_for(chunking)
         self._parent_xattrs = False  # whether the parent listed every object's (archive)
+        self._opened = -1  # the item's file as `_tree_lines` opened it ahead, if it did
 
     def archive(
         self,
@@ -472,20 +489,170 @@ class Archiver:
         previous: ParentTree,
         result: ArchiveResult,
     ) -> Iterator[str]:
+        """The tree's lines in walk order.
+
+        A file to read (new, or its size, ctime or inode not the parent's) starts a
+        batch: the walk goes on until `READ_AHEAD_FILES` such files (`READ_AHEAD_BYTES`
+        of them, or `READ_AHEAD` items) are in it, each opened and the kernel asked to
+        read it in (`_prefetch`), and then the batch is handled in order. So the disk
+        reads the next files together while they wait, not each in turn when the walk
+        comes to it: the files a nightly backup reads are the day's changes, mostly out
+        of the page cache by night (10,000 files of 11 KiB, cold: 0.88 s one by one,
+        0.47 s eight ahead). Outside a batch an item is handled as it is pulled; most
+        are files taken as the parent's line (`_reused_as_is`).
+
+        What the walk and the parent say (warnings, unreadable paths) while an item is
+        pulled is put in the result when the item is handled, in the order it would be
+        said without the batch. A directory's handle, released by the walk once all its
+        items are pulled, is closed once they are handled (see `walk`)."""
         links: dict[tuple[int, int], TreeEntry] = {}  # (device, inode) -> first entry
-        for item in walk(paths, exclude, one_file_system, result):
-            if self.should_stop():
-                raise InterruptedError("backup interrupted")
-            made = self._entry(item, previous.find(item.root, item.rel), links, result)
-            if made is None:
-                continue
-            line, kind, size = made
-            yield line
-            if kind == "file":
-                result.files += 1
-                result.bytes += size
-            elif kind == "dir":
-                result.dirs += 1
+        released: list[int] = []  # directory handles the walk is done with
+        batch: list[_Ahead] = []
+        reading = asked = 0  # files in the batch read in, and their bytes asked for
+        ahead_files, ahead_bytes, ahead_items = READ_AHEAD_FILES, READ_AHEAD_BYTES, READ_AHEAD
+        saying = WalkReport()  # what is said while an item is pulled
+        warned, unreadable, missing = saying.warnings, saying.unreadable, saying.missing
+        previous.warnings = warned
+        reuse = self._reused_as_is if self._parent_xattrs else None
+        items = walk(paths, exclude, one_file_system, saying, released.append)
+        try:
+            for item in items:
+                old = previous.find(item.root, item.rel)
+                said = None
+                if warned or unreadable or missing:
+                    said = (warned[:], unreadable[:], missing[:])
+                    del warned[:], unreadable[:], missing[:]
+                line = None
+                if reuse is not None and old is not None and old.data is None:
+                    line = reuse(item, old)
+                if not batch:
+                    if released:  # their items are all handled: none is in a batch
+                        _close_all(released)
+                    if line is not None and said is None:  # handled now
+                        if self.should_stop():
+                            raise InterruptedError("backup interrupted")
+                        size = item.st.st_size
+                        result.files_reused += 1
+                        self.progress(size, 1)
+                        yield line
+                        result.files += 1
+                        result.bytes += size
+                        continue
+                fd, span = (-1, 0) if line is not None else self._prefetch(item, old)
+                batch.append((item, old, line, fd, said))
+                if fd >= 0:
+                    reading += 1
+                    asked += span
+                elif not reading:  # nothing read in waits for it: handled now
+                    yield from self._handled(batch, links, previous, result)
+                    continue
+                if reading >= ahead_files or asked >= ahead_bytes or len(batch) >= ahead_items:
+                    yield from self._handled(batch, links, previous, result)
+                    reading = asked = 0
+            yield from self._handled(batch, links, previous, result)
+            _put_said((warned, unreadable, missing), result)  # at the walk's end
+        finally:
+            items.close()
+            for ahead in batch:  # interrupted as it was filled
+                if ahead[3] >= 0:
+                    os.close(ahead[3])
+            _close_all(released)
+
+    def _handled(
+        self,
+        batch: list[_Ahead],
+        links: dict[tuple[int, int], TreeEntry],
+        previous: ParentTree,
+        result: ArchiveResult,
+    ) -> Iterator[str]:
+        """The lines of the items in `batch`, in order; the batch is empty after, its
+        files opened ahead closed also when the backup is interrupted."""
+        done = 0
+        try:
+            for item, old, line, fd, said in batch:
+                done += 1
+                if said is not None:  # in the order it would be said without the batch
+                    _put_said(said, result)
+                if self.should_stop():
+                    if fd >= 0:
+                        os.close(fd)
+                    raise InterruptedError("backup interrupted")
+                if line is not None:  # the parent's line, as it is
+                    size = item.st.st_size
+                    result.files_reused += 1
+                    self.progress(size, 1)
+                    yield line
+                    result.files += 1
+                    result.bytes += size
+                    continue
+                failures = previous.failures
+                self._opened = fd
+                try:
+                    made = self._entry(item, old, links, result)
+                finally:
+                    if self._opened >= 0:  # not read after all (a hard link)
+                        os.close(self._opened)
+                        self._opened = -1
+                if previous.failures != failures:
+                    # a parent line that cannot be read ended its cursor (said now, as
+                    # the item is handled): the items after it, found before that, are
+                    # read again, as they would have been had the walk not run ahead
+                    result.warnings.extend(previous.warnings)
+                    previous.warnings.clear()
+                    for j in range(done, len(batch)):
+                        later, _, _, opened, was_said = batch[j]
+                        if previous.broken(later.root):
+                            batch[j] = (later, None, None, opened, was_said)
+                if made is None:
+                    continue
+                line, kind, size = made
+                yield line
+                if kind == "file":
+                    result.files += 1
+                    result.bytes += size
+                elif kind == "dir":
+                    result.dirs += 1
+        finally:
+            for ahead in batch[done:]:
+                if ahead[3] >= 0:
+                    os.close(ahead[3])
+            batch.clear()
+
+    def _prefetch(self, item: WalkItem, old: ParentLine | None) -> tuple[int, int]:
+        """A regular file that will be read, opened and its first `WHOLE_READ` bytes
+        asked of the kernel (`POSIX_FADV_WILLNEED` starts the reads and returns), and
+        how many bytes; (-1, 0) for anything else, or when it cannot be opened now
+        (`_read_file` opens it again, and reports why). A file whose size, ctime and
+        inode are the parent's is not asked for: it is read only when its chunks are
+        not all in the index (`_entry` decides), and reading it in would cost a read of
+        every unchanged file with extended attributes (SELinux labels every file)."""
+        st = item.st
+        size = st.st_size
+        if not size or not _FADVISE or not stat.S_ISREG(st.st_mode):
+            return -1, 0
+        if old is not None:
+            data = old.data
+            if data is None:
+                tail = f',"inode":{st.st_ino},"ctime_ns":{st.st_ctime_ns}'
+                text = old.line
+                if f',"size":{size},' in text and (tail + "}" in text or tail + "," in text):
+                    return -1, 0
+            elif (data["size"], data["inode"], data["ctime_ns"]) == (
+                size,
+                st.st_ino,
+                st.st_ctime_ns,
+            ):
+                return -1, 0
+        try:
+            fd = os.open(item.name, _READ_FLAGS, dir_fd=item.dir_fd)
+        except OSError:
+            return -1, 0
+        span = min(size, WHOLE_READ)
+        try:
+            os.posix_fadvise(fd, 0, span, os.POSIX_FADV_WILLNEED)
+        except OSError:  # not a regular file any more: read (and refused) as usual
+            span = 0
+        return fd, span
 
     def store_stream(self, data: bytes, blob_type: BlobType) -> list[str]:
         """Chunk an in-memory byte string into blobs (trees, small dumps)."""
@@ -538,12 +705,8 @@ class Archiver:
     ) -> tuple[str, str, int] | None:
         """The object's tree line, its type and size; None when it cannot be taken."""
         st = item.st
-        if old is not None and old.data is None:
-            made = self._reused_as_is(item, old, result)
-            if made is not None:
-                return made
-            if old.decoded() is None:
-                old = None
+        if old is not None and old.data is None and old.decoded() is None:
+            old = None
         unchanged = old is not None and self._unchanged(old.data, st)  # type: ignore[arg-type]
         started = _now_ns()  # before anything of it is read (see `_settled`)
         xattrs = None
@@ -628,18 +791,17 @@ class Archiver:
             links[key] = entry
         return _made(_settled(entry, started))
 
-    def _reused_as_is(
-        self, item: WalkItem, old: ParentLine, result: ArchiveResult
-    ) -> tuple[str, str, int] | None:
+    def _reused_as_is(self, item: WalkItem, old: ParentLine) -> str | None:
         """The parent's line itself, when it is exactly the line this file would get
         (the same type, mode, owner, times, size and inode; no link, no device, no
-        extended attributes, and a parent that listed every object's) and its chunks
-        are all in the index; else None, and `_entry` decodes and compares it. What
-        this takes is what the decoding path would also take, without the decoding:
-        most of an unchanged walk's time was spent decoding the parent's lines. The
-        cursor checked the line up to `"type":"file"` (`old.matched`)."""
+        extended attributes, and a parent that listed every object's: the caller
+        checks that one) and its chunks are all in the index; else None, and `_entry`
+        decodes and compares it. What this takes is what the decoding path would also
+        take, without the decoding: most of an unchanged walk's time was spent decoding
+        the parent's lines. The cursor checked the line up to `"type":"file"`
+        (`old.matched`)."""
         st = item.st
-        if not self._parent_xattrs or st.st_nlink != 1 or not stat.S_ISREG(st.st_mode):
+        if st.st_nlink != 1 or not stat.S_ISREG(st.st_mode):
             return None
         line = old.line
         rest = (
@@ -659,9 +821,7 @@ class Archiver:
             map(self.repo.index.__contains__, map(bytes.fromhex, chunks[1:-1].split('","')))
         ):
             return None
-        result.files_reused += 1
-        self.progress(st.st_size, 1)
-        return line, "file", st.st_size
+        return line
 
     def _unchanged(self, old: dict[str, Any], st: os.stat_result) -> bool:
         same = (old["size"], old["mtime_ns"], old["ctime_ns"], old["inode"]) == (
@@ -684,8 +844,10 @@ class Archiver:
         file replaced by another (saved by a rename over it) is stored with the new
         file's owner and mode, and the walk's times and inode, so the next backup
         reads it again."""
+        fd, self._opened = self._opened, -1
         try:
-            fd = os.open(item.name, _READ_FLAGS, dir_fd=item.dir_fd)
+            if fd < 0:
+                fd = os.open(item.name, _READ_FLAGS, dir_fd=item.dir_fd)
         except FileNotFoundError:
             result.warnings.append(f"{shown(item.path)}: vanished during backup")
             return None
@@ -783,6 +945,33 @@ def _read_up_to(handle: Any, limit: int) -> bytes | bytearray:
     return buffer
 
 
+# an item pulled in a batch, its parent line, that line when taken as it is, its file
+# opened ahead (or -1), and the warnings, unreadable and missing paths said as it was
+_Ahead = tuple[
+    WalkItem,
+    "ParentLine | None",
+    str | None,
+    int,
+    tuple[list[str], list[str], list[str]] | None,
+]
+
+
+def _put_said(said: tuple[list[str], list[str], list[str]], result: WalkReport) -> None:
+    """Warnings, unreadable and missing paths said as an item was pulled, put in the
+    result as it is handled (emptied: the walk's own lists are passed at its end)."""
+    result.warnings.extend(said[0])
+    result.unreadable.extend(said[1])
+    result.missing.extend(said[2])
+    for lines in said:
+        lines.clear()
+
+
+def _close_all(handles: list[int]) -> None:
+    for handle in handles:
+        os.close(handle)
+    handles.clear()
+
+
 def _made(entry: TreeEntry) -> tuple[str, str, int]:
     """A new entry's tree line (with its newline), type and size."""
     return entry.to_json() + "\n", entry.type, entry.size
@@ -856,6 +1045,8 @@ class ParentTree:
     ) -> None:
         self._parent = parent
         self._result = result
+        self.failures = 0  # cursors ended by a line or blob that cannot be read
+        self.warnings = result.warnings  # where a failure is said (see Archiver._tree_lines)
         overlapping = [
             any(_overlap(root, other) for other in roots[:i] + roots[i + 1 :])
             for i, root in enumerate(roots)
@@ -879,12 +1070,17 @@ class ParentTree:
             return None
         return self._cursors[root].find(root, rel)
 
+    def broken(self, root: int) -> bool:
+        """Whether the cursor over the `root`-th source path was ended by a failure."""
+        return bool(self._cursors) and self._cursors[root].broken
+
     def failed(self, exc: Exception) -> None:
         """A cursor met a line or blob it cannot read: said once, and no parent named."""
         assert self._parent is not None
+        self.failures += 1
         if self._result.parent_read:
             self._result.parent_read = False
-            self._result.warnings.append(
+            self.warnings.append(
                 f"parent snapshot {self._parent.short_id} cannot be read ({exc}):"
                 " every file read again"
             )
@@ -914,6 +1110,7 @@ class _ParentCursor:
         self._key: tuple[int, tuple[str, ...]] | None = None  # once decoded
         self._current: ParentLine | None = None
         self._started = False
+        self.broken = False  # ended by a line or blob it cannot read
 
     def find(self, root: int, rel: str) -> ParentLine | None:
         if not self._started:
@@ -942,6 +1139,7 @@ class _ParentCursor:
 
     def fail(self, exc: Exception) -> None:
         """A line or blob that cannot be read: said, and the cursor ends."""
+        self.broken = True
         self._tree.failed(exc)
         self._text, self._key, self._current = None, None, None
 

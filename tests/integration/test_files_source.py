@@ -626,8 +626,8 @@ def test_parent_lines_taken_whole_are_the_lines_the_comparison_makes(
     taken: list[str] = []
     real = Archiver._reused_as_is
 
-    def counting(self: Archiver, item: Any, line: str, result: Any) -> Any:
-        made = real(self, item, line, result)
+    def counting(self: Archiver, item: Any, old: Any) -> Any:
+        made = real(self, item, old)
         if made is not None:
             taken.append(os.path.basename(item.path))
         return made
