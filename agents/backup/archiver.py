@@ -72,6 +72,7 @@ _FADVISE = hasattr(os, "posix_fadvise")  # not on macOS: no read-ahead there
 READ_AHEAD_FILES = 16  # files opened ahead
 READ_AHEAD_BYTES = 64 * 2**20  # bytes asked of the kernel ahead
 READ_AHEAD = 1024  # items: directory handles stay open until their items are handled
+READ_AHEAD_HANDLES = 64  # files opened ahead and directories held for a batch, at most
 
 
 @dataclass
@@ -510,6 +511,7 @@ class Archiver:
         batch: list[_Ahead] = []
         reading = asked = 0  # files in the batch read in, and their bytes asked for
         ahead_files, ahead_bytes, ahead_items = READ_AHEAD_FILES, READ_AHEAD_BYTES, READ_AHEAD
+        held = _handles_to_spare()
         saying = WalkReport()  # what is said while an item is pulled
         warned, unreadable, missing = saying.warnings, saying.unreadable, saying.missing
         previous.warnings = warned
@@ -538,7 +540,7 @@ class Archiver:
                         result.files += 1
                         result.bytes += size
                         continue
-                fd, span = (-1, 0) if line is not None else self._prefetch(item, old)
+                fd, span = (-1, 0) if line is not None or not held else self._prefetch(item, old)
                 batch.append((item, old, line, fd, said))
                 if fd >= 0:
                     reading += 1
@@ -546,7 +548,12 @@ class Archiver:
                 elif not reading:  # nothing read in waits for it: handled now
                     yield from self._handled(batch, links, previous, result)
                     continue
-                if reading >= ahead_files or asked >= ahead_bytes or len(batch) >= ahead_items:
+                if (
+                    reading >= ahead_files
+                    or asked >= ahead_bytes
+                    or len(batch) >= ahead_items
+                    or reading + len(released) >= held
+                ):
                     yield from self._handled(batch, links, previous, result)
                     reading = asked = 0
             yield from self._handled(batch, links, previous, result)
@@ -586,19 +593,19 @@ class Archiver:
                     result.bytes += size
                     continue
                 failures = previous.failures
+                pulling, previous.warnings = previous.warnings, result.warnings  # said now
                 self._opened = fd
                 try:
                     made = self._entry(item, old, links, result)
                 finally:
+                    previous.warnings = pulling
                     if self._opened >= 0:  # not read after all (a hard link)
                         os.close(self._opened)
                         self._opened = -1
                 if previous.failures != failures:
-                    # a parent line that cannot be read ended its cursor (said now, as
-                    # the item is handled): the items after it, found before that, are
-                    # read again, as they would have been had the walk not run ahead
-                    result.warnings.extend(previous.warnings)
-                    previous.warnings.clear()
+                    # a parent line that cannot be read ended its cursor: the items after
+                    # it, found before that, are read again, as they would have been had
+                    # the walk not run ahead
                     for j in range(done, len(batch)):
                         later, _, _, opened, was_said = batch[j]
                         if previous.broken(later.root):
@@ -964,6 +971,19 @@ def _put_said(said: tuple[list[str], list[str], list[str]], result: WalkReport) 
     result.missing.extend(said[2])
     for lines in said:
         lines.clear()
+
+
+def _handles_to_spare() -> int:
+    """How many handles a read-ahead batch may hold (files opened ahead, directories
+    kept open for its items): `READ_AHEAD_HANDLES`, or a 64th of the open-file limit
+    when that is less; none below 1,024, where the walk's handle a directory level
+    needs them all (the limit is raised to its hard value first, as the walk does). Past
+    the limit, the walk would report readable directories as unreadable."""
+    _raise_open_file_limit()
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return READ_AHEAD_HANDLES
+    return 0 if soft < 1024 else min(READ_AHEAD_HANDLES, soft // 64)
 
 
 def _close_all(handles: list[int]) -> None:

@@ -8,6 +8,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,7 +59,8 @@ def change_tree(source: Path) -> None:
 def make_victims(source: Path) -> None:
     """A `victim` in each directory where the walk's hook removes it (see `backed_up`)."""
     for folder in ("d01", "d02", "d03", "d04", "d07"):
-        (source / folder / "victim").write_bytes(b"removed before the walk gets here")
+        if (source / folder).is_dir():
+            (source / folder / "victim").write_bytes(b"removed before the walk gets here")
 
 
 def archive(repo: Repository, source: Path, **limits: Any) -> ArchiveResult:
@@ -224,3 +228,137 @@ def test_a_backup_interrupted_within_a_batch_closes_what_it_opened(
                 [source], [], False, repo.find_snapshot("latest")
             )
         assert open_handles() == before, stop_at
+
+
+def test_a_parent_line_that_cannot_be_read_is_said_before_what_its_file_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parent's line for a changed file cannot be decoded, and the file grows as it
+    is read: the parent's warning comes first, then the file's, as without read-ahead
+    (the failure is said as the item is handled, not when the batch is done)."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("a", "b", "c"):
+        (source / name).write_bytes(name.encode() * 100)
+    config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    assert run_backup(config).ok
+    monkeypatch.setattr(archiver_module, "_now_ns", lambda: 2**62)
+    real_line = archiver_module._file_line
+
+    def bad_for_b(line: str) -> dict[str, Any]:
+        if json.loads(line)["path"].endswith("/b"):
+            raise ValueError("a damaged line")
+        return real_line(line)
+
+    monkeypatch.setattr(archiver_module, "_file_line", bad_for_b)
+    real_store = Archiver._store_fd
+
+    def growing(self: Archiver, fd: int, size: int) -> Any:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if path.endswith("/b"):
+            with open(path, "ab") as handle:
+                handle.write(b"+")
+        return real_store(self, fd, size)
+
+    monkeypatch.setattr(Archiver, "_store_fd", growing)
+    said = []
+    for limits in ({"_FADVISE": False}, {}):
+        (source / "b").write_bytes(b"b changed " * 10)
+        said.append(archive(repository(config), source, **limits).warnings)
+    plain, ahead = said
+    assert len(plain) == 2, plain
+    assert plain[0].startswith("parent snapshot ") and plain[1].endswith("b: changed during backup")
+    assert ahead == plain
+
+
+def run_limited(limit: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process whose open-file limit (soft and hard) is `limit`."""
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return subprocess.run(
+        [sys.executable, "-m", "agents", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limited,  # only sets a limit: nothing else runs in the child yet
+    )
+
+
+def tree_of_many_directories(source: Path) -> None:
+    """A file first, then 600 directories of one file each and 500 empty ones, and a
+    chain of 50 nested directories each with a file before its subdirectory."""
+    source.mkdir()
+    (source / "0-first").write_bytes(b"v1")
+    for i in range(600):
+        (source / f"d{i:03}").mkdir()
+        (source / f"d{i:03}" / "f").write_bytes(f"data {i}".encode())
+    for i in range(500):
+        (source / f"e{i:03}").mkdir()
+    deep = source / "z"
+    for _ in range(50):
+        deep.mkdir()
+        (deep / "a").write_bytes(os.urandom(100))
+        deep = deep / "d"
+
+
+@pytest.mark.parametrize("limit", [64, 256, 1024])
+def test_a_low_open_file_limit_backs_up_what_it_did_without_read_ahead(
+    tmp_path: Path, limit: int
+) -> None:
+    """A batch holds the directories its items are in and the files opened ahead: under
+    a low open-file limit that must never cost a readable directory (reported as
+    "Too many open files" and left out) or the repository's own files. Below 1,024 no
+    batch is made; at 1,024 a batch holds at most a 64th of it."""
+    source = tmp_path / "src"
+    tree_of_many_directories(source)
+    config_path = write_config(
+        tmp_path, [{"name": "files", "paths": [source], "tolerate_unreadable": True}]
+    )
+    init = run_limited(limit, "backup", "init", "--config", str(config_path))
+    assert init.returncode == 0, init.stderr
+    first = run_limited(limit, "backup", "run", "--json", "--config", str(config_path))
+    assert first.returncode == 0, first.stdout + first.stderr
+    (source / "0-first").write_bytes(b"v2, read again")  # starts a batch
+    for deep in (source / "z").rglob("a"):
+        deep.write_bytes(os.urandom(200))
+    second = run_limited(limit, "backup", "run", "--json", "--config", str(config_path))
+    assert second.returncode == 0, second.stdout + second.stderr
+    details = json.loads(second.stdout)["sources"][0]["details"]
+    assert details["files"] == 1 + 600 + 50, details
+    assert details["warnings"] == [] and details.get("unreadable", []) == [], details
+    assert "Too many open files" not in second.stdout + second.stderr
+
+
+def test_a_batch_holds_a_bounded_number_of_handles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One file to read, then a thousand directories: the directories the batch keeps
+    open and the files it opened ahead stay within `READ_AHEAD_HANDLES` (before the
+    bound, every directory pulled stayed open: 1,030 handles)."""
+    source = tmp_path / "src"
+    tree_of_many_directories(source)
+    config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    assert run_backup(config).ok
+    (source / "0-first").write_bytes(b"v2, read again")
+    real_walk = archiver_module.walk
+    counts: list[int] = []
+
+    def counting_walk(*args: Any, **kwargs: Any) -> Iterator[WalkItem]:
+        for item in real_walk(*args, **kwargs):
+            counts.append(len(open_handles()))
+            yield item
+
+    monkeypatch.setattr(archiver_module, "walk", counting_walk)
+    before = len(open_handles())
+    with repository(config).writer() as writer:
+        repo = repository(config)
+        Archiver(repo, writer).archive([source], [], False, repo.find_snapshot("latest"))
+    deepest = 50 + len(source.parts) + 2  # the walk's handle a level, and the writer's
+    assert max(counts) - before <= archiver_module.READ_AHEAD_HANDLES + deepest, max(counts)
+    assert max(counts) - before > 8  # the batch did hold some: the bound is what is tested
