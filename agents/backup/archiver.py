@@ -496,12 +496,12 @@ class Archiver:
         batch: the walk goes on until `READ_AHEAD_FILES` such files (`READ_AHEAD_BYTES`
         of them, or `READ_AHEAD` items, or handles held past `_handles_to_spare`) are in
         it, each opened and the kernel asked to read it in (`_prefetch`), and then the
-        batch is handled in order. So the disk
-        reads the next files together while they wait, not each in turn when the walk
-        comes to it: the files a nightly backup reads are the day's changes, mostly out
-        of the page cache by night (10,000 files of 11 KiB, cold: 0.88 s one by one,
-        0.47 s eight ahead). Outside a batch an item is handled as it is pulled; most
-        are files taken as the parent's line (`_reused_as_is`).
+        batch is handled in order. So the disk reads the next files together while
+        they wait, not each in turn when the walk comes to it: the files a nightly
+        backup reads are the day's changes, mostly out of the page cache by night
+        (10,000 files of 11 KiB, cold: 0.88 s one by one, 0.47 s eight ahead). Outside
+        a batch an item is handled as it is pulled; most are files taken as the
+        parent's line (`_reused_as_is`).
 
         What the walk and the parent say (warnings, unreadable paths) while an item is
         pulled is put in the result when the item is handled, in the order it would be
