@@ -73,6 +73,7 @@ READ_AHEAD_FILES = 16  # files opened ahead
 READ_AHEAD_BYTES = 64 * 2**20  # bytes asked of the kernel ahead
 READ_AHEAD = 1024  # items: directory handles stay open until their items are handled
 READ_AHEAD_HANDLES = 64  # files opened ahead and directories held for a batch, at most
+_HANDLES_KEPT = 32  # for the repository's files and the walk's listing (see _handles_to_spare)
 
 
 @dataclass
@@ -512,7 +513,7 @@ class Archiver:
         batch: list[_Ahead] = []
         reading = asked = 0  # files in the batch read in, and their bytes asked for
         ahead_files, ahead_bytes, ahead_items = READ_AHEAD_FILES, READ_AHEAD_BYTES, READ_AHEAD
-        held = _handles_to_spare()
+        held, room = _handles_to_spare()
         saying = WalkReport()  # what is said while an item is pulled
         warned, unreadable, missing = saying.warnings, saying.unreadable, saying.missing
         previous.warnings = warned
@@ -541,7 +542,12 @@ class Archiver:
                         result.files += 1
                         result.bytes += size
                         continue
-                fd, span = (-1, 0) if line is not None or not held else self._prefetch(item, old)
+                # the handles a batch may hold here: fewer as deep as the walk's own
+                # handle a level nears the open-file limit (`_handles_to_spare`)
+                spare = min(held, room - item.rel.count("/"))
+                fd, span = -1, 0
+                if line is None and reading + len(released) < spare:
+                    fd, span = self._prefetch(item, old)
                 batch.append((item, old, line, fd, said))
                 if fd >= 0:
                     reading += 1
@@ -553,7 +559,7 @@ class Archiver:
                     reading >= ahead_files
                     or asked >= ahead_bytes
                     or len(batch) >= ahead_items
-                    or reading + len(released) >= held
+                    or reading + len(released) >= spare
                 ):
                     yield from self._handled(batch, links, previous, result)
                     reading = asked = 0
@@ -974,17 +980,25 @@ def _put_said(said: tuple[list[str], list[str], list[str]], result: WalkReport) 
         lines.clear()
 
 
-def _handles_to_spare() -> int:
-    """How many handles a read-ahead batch may hold (files opened ahead, directories
-    kept open for its items): `READ_AHEAD_HANDLES`, or a 64th of the open-file limit
-    when that is less; none below 1,024, where the walk's handle a directory level
-    needs them all (the limit is raised to its hard value first, as the walk does). Past
-    the limit, the walk would report readable directories as unreadable."""
+def _handles_to_spare() -> tuple[int, int]:
+    """How many handles a read-ahead batch may hold (files opened ahead, directories kept
+    open for its items), and how many the walk and the batch may hold together: the
+    first is `READ_AHEAD_HANDLES`, or a 64th of the open-file limit when that is less,
+    none below 1,024; the second, the limit less the handles open now and
+    `_HANDLES_KEPT` for the repository's files and the walk's listing. An item as deep
+    as `room` less the batch's handles gets none: the walk holds a handle a directory
+    level, and past the limit it would report readable directories as unreadable (the
+    limit is raised to its hard value first, as the walk does)."""
     _raise_open_file_limit()
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft == resource.RLIM_INFINITY:
-        return READ_AHEAD_HANDLES
-    return 0 if soft < 1024 else min(READ_AHEAD_HANDLES, soft // 64)
+        return READ_AHEAD_HANDLES, 2**31
+    try:
+        open_now = len(os.listdir("/proc/self/fd"))
+    except OSError:  # no /proc: a guess
+        open_now = 64
+    room = soft - open_now - _HANDLES_KEPT
+    return (0 if soft < 1024 else min(READ_AHEAD_HANDLES, soft // 64)), room
 
 
 def _close_all(handles: list[int]) -> None:

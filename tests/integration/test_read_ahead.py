@@ -362,3 +362,58 @@ def test_a_batch_holds_a_bounded_number_of_handles(
     deepest = 50 + len(source.parts) + 2  # the walk's handle a level, and the writer's
     assert max(counts) - before <= archiver_module.READ_AHEAD_HANDLES + deepest, max(counts)
     assert max(counts) - before > 8  # the batch did hold some: the bound is what is tested
+
+
+LEVELS = 1010
+
+
+def remove_deep(top: Path) -> None:
+    """A chain of `d` directories each holding `a`, removed from the bottom up."""
+    depth = 0
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    with contextlib.suppress(FileNotFoundError):
+        while True:
+            deeper = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd, depth = deeper, depth + 1
+    os.close(fd)
+    for level in range(depth, -1, -1):
+        path = os.path.join(str(top), *["d"] * level)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(path, "a"))
+        if level:
+            os.rmdir(path)
+
+
+def test_a_tree_as_deep_as_the_open_file_limit_allows_is_backed_up_whole(tmp_path: Path) -> None:
+    """The walk holds a handle a directory level: 1,010 levels under a limit of 1,024,
+    each with a new file walked before the next level, backed up whole before the
+    read-ahead, must still be. A batch holds fewer handles as the walk goes deeper, and
+    none where the walk needs them all (a second attack found the deepest levels
+    reported "Too many open files" and left out, at limits 1,024 to 4,096)."""
+    source = tmp_path / "src"
+    source.mkdir()
+    fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(LEVELS):
+            file = os.open("a", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+            os.write(file, os.urandom(100))
+            os.close(file)
+            os.mkdir("d", dir_fd=fd)
+            deeper = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+    finally:
+        os.close(fd)
+    config_path = write_config(
+        tmp_path, [{"name": "files", "paths": [source], "tolerate_unreadable": True}]
+    )
+    try:
+        assert run_limited(1024, "backup", "init", "--config", str(config_path)).returncode == 0
+        run = run_limited(1024, "backup", "run", "--json", "--config", str(config_path))
+    finally:
+        remove_deep(source)  # pytest's clean-up recurses a level a call: too deep for it
+    assert run.returncode == 0, run.stdout + run.stderr
+    details = json.loads(run.stdout)["sources"][0]["details"]
+    assert details["files"] == LEVELS and details["warnings"] == [], details
+    assert details.get("unreadable", []) == [], details
