@@ -452,7 +452,6 @@ class Archiver:
         self.should_stop = should_stop
         self.chunker = repo.chunker_for(chunking)
         self._parent_xattrs = False  # whether the parent listed every object's (archive)
-        self._opened = -1  # the item's file as `_tree_lines` opened it ahead, if it did
 
     def archive(
         self,
@@ -532,7 +531,7 @@ class Archiver:
                 if not batch:
                     if released:  # their items are all handled: none is in a batch
                         _close_all(released)
-                    if line is not None and said is None:  # handled now
+                    if line is not None and said is None:  # handled now, inline: most items
                         if self.should_stop():
                             raise InterruptedError("backup interrupted")
                         size = item.st.st_size
@@ -591,32 +590,28 @@ class Archiver:
                     if fd >= 0:
                         os.close(fd)
                     raise InterruptedError("backup interrupted")
+                made: tuple[str, str, int] | None
                 if line is not None:  # the parent's line, as it is
-                    size = item.st.st_size
+                    made = line, "file", item.st.st_size
                     result.files_reused += 1
-                    self.progress(size, 1)
-                    yield line
-                    result.files += 1
-                    result.bytes += size
-                    continue
-                failures = previous.failures
-                pulling, previous.warnings = previous.warnings, result.warnings  # said now
-                self._opened = fd
-                try:
-                    made = self._entry(item, old, links, result)
-                finally:
-                    previous.warnings = pulling
-                    if self._opened >= 0:  # not read after all (a hard link)
-                        os.close(self._opened)
-                        self._opened = -1
-                if previous.failures != failures:
-                    # a parent line that cannot be read ended its cursor: the items after
-                    # it, found before that, are read again, as they would have been had
-                    # the walk not run ahead
-                    for j in range(done, len(batch)):
-                        later, _, _, opened, was_said = batch[j]
-                        if previous.broken(later.root):
-                            batch[j] = (later, None, None, opened, was_said)
+                    self.progress(item.st.st_size, 1)
+                else:
+                    failures = previous.failures
+                    pulling, previous.warnings = previous.warnings, result.warnings  # said now
+                    try:
+                        made = self._entry(item, old, links, result, fd)
+                    finally:
+                        previous.warnings = pulling
+                        if fd >= 0:
+                            os.close(fd)
+                    if previous.failures != failures:
+                        # a parent line that cannot be read ended its cursor: the items
+                        # after it, found before that, are read again, as they would have
+                        # been had the walk not run ahead
+                        for j in range(done, len(batch)):
+                            later, _, _, opened, was_said = batch[j]
+                            if previous.broken(later.root):
+                                batch[j] = (later, None, None, opened, was_said)
                 if made is None:
                     continue
                 line, kind, size = made
@@ -716,8 +711,10 @@ class Archiver:
         old: ParentLine | None,
         links: dict[tuple[int, int], TreeEntry],
         result: ArchiveResult,
+        opened: int = -1,
     ) -> tuple[str, str, int] | None:
-        """The object's tree line, its type and size; None when it cannot be taken."""
+        """The object's tree line, its type and size; None when it cannot be taken.
+        `opened`: the file as `_tree_lines` opened it ahead (-1: not), left open."""
         st = item.st
         if old is not None and old.data is None and old.decoded() is None:
             old = None
@@ -798,7 +795,7 @@ class Archiver:
                 **common,  # type: ignore[arg-type]
             )
         else:
-            entry = self._read_file(item, common, result)
+            entry = self._read_file(item, common, result, opened)
         if entry is None:
             return None
         if st.st_nlink > 1:
@@ -848,7 +845,7 @@ class Archiver:
         return same and all(bytes.fromhex(c) in index for c in old["chunks"])
 
     def _read_file(
-        self, item: WalkItem, common: dict[str, object], result: ArchiveResult
+        self, item: WalkItem, common: dict[str, object], result: ArchiveResult, opened: int = -1
     ) -> TreeEntry | None:
         """Read and store a regular file the walk listed. Opened without following a
         link and without blocking, and checked after reading to be a regular file: a
@@ -857,8 +854,9 @@ class Archiver:
         root backup through a link to /etc/shadow) or a backup that hangs on a FIFO. A
         file replaced by another (saved by a rename over it) is stored with the new
         file's owner and mode, and the walk's times and inode, so the next backup
-        reads it again."""
-        fd, self._opened = self._opened, -1
+        reads it again. A file `opened` ahead (by `_prefetch`) is read from that handle,
+        which the caller closes."""
+        fd = opened
         try:
             if fd < 0:
                 fd = os.open(item.name, _READ_FLAGS, dir_fd=item.dir_fd)
@@ -879,7 +877,8 @@ class Archiver:
                 failed = exc
             after = os.fstat(fd)
         finally:
-            os.close(fd)
+            if opened < 0:
+                os.close(fd)
         st = item.st
         if not stat.S_ISREG(after.st_mode):
             result.warnings.append(f"{shown(item.path)}: replaced during backup, skipped")
