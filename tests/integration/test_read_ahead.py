@@ -82,6 +82,15 @@ def archive(repo: Repository, source: Path, **limits: Any) -> ArchiveResult:
             setattr(archiver_module, name, value)
 
 
+def first_backup(work: Path, source: Path) -> Config:
+    """A repository under `work` with one backup of `source`; the config."""
+    config = load(write_config(work, [{"name": "files", "paths": [source]}]))
+    assert config.backup is not None
+    init_repository(config.backup, config.host)
+    assert run_backup(config).ok
+    return config
+
+
 @pytest.fixture
 def backed_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Config, Path]:
     """A tree backed up once, then changed; times taken as settled (`_settled` would
@@ -90,10 +99,7 @@ def backed_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Config, 
     and a warning said as some items are handled, between those the walk says."""
     source = tmp_path / "src"
     make_tree(source)
-    config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
-    assert config.backup is not None
-    init_repository(config.backup, config.host)
-    assert run_backup(config).ok
+    config = first_backup(tmp_path, source)
     change_tree(source)
     monkeypatch.setattr(archiver_module, "_now_ns", lambda: 2**62)
     real_walk = archiver_module.walk
@@ -108,11 +114,12 @@ def backed_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Config, 
     monkeypatch.setattr(archiver_module, "walk", removing_walk)
     real_entry = Archiver._entry
 
-    def saying_entry(self: Archiver, item: WalkItem, *args: Any) -> Any:
-        result = args[-1]
+    def saying_entry(
+        self: Archiver, item: WalkItem, old: Any, links: Any, result: Any, *rest: Any
+    ) -> Any:
         if item.path.rsplit("/", 1)[1] in ("new", "f0"):  # said as the item is handled
             result.warnings.append(f"{item.path}: handled")
-        return real_entry(self, item, *args)
+        return real_entry(self, item, old, links, result, *rest)
 
     monkeypatch.setattr(Archiver, "_entry", saying_entry)
     return config, source
@@ -240,10 +247,7 @@ def test_a_parent_line_that_cannot_be_read_is_said_before_what_its_file_says(
     source.mkdir()
     for name in ("a", "b", "c"):
         (source / name).write_bytes(name.encode() * 100)
-    config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
-    assert config.backup is not None
-    init_repository(config.backup, config.host)
-    assert run_backup(config).ok
+    config = first_backup(tmp_path, source)
     monkeypatch.setattr(archiver_module, "_now_ns", lambda: 2**62)
     real_line = archiver_module._file_line
 
@@ -341,10 +345,7 @@ def test_a_batch_holds_a_bounded_number_of_handles(
     bound, every directory pulled stayed open: 1,030 handles)."""
     source = tmp_path / "src"
     tree_of_many_directories(source)
-    config = load(write_config(tmp_path, [{"name": "files", "paths": [source]}]))
-    assert config.backup is not None
-    init_repository(config.backup, config.host)
-    assert run_backup(config).ok
+    config = first_backup(tmp_path, source)
     (source / "0-first").write_bytes(b"v2, read again")
     real_walk = archiver_module.walk
     counts: list[int] = []
