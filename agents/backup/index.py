@@ -24,6 +24,7 @@ from agents.backup.pack import BlobType, PackEntry
 _MAGIC = b"OAIX1\n"
 _ASSOCIATED = b"opsagent-index"
 _ENTRY = struct.Struct("<32sIIIB")
+ENTRY_SIZE = _ENTRY.size  # an entry of an index file, in bytes
 _MAX_INDEX_BYTES = 1 << 31
 _TYPES = {int(t): t for t in BlobType}  # a dict lookup, not an enum call, per entry
 
@@ -37,86 +38,168 @@ class Location(NamedTuple):
     type: BlobType
 
 
-# A blob's place is held as one int, (pack number, offset, length, type) in 8 bits of type
-# and 32 each of length and offset, with the pack's ID once in a list: about 80 bytes a
-# blob with its dict slot instead of about 150 as an object (a year of daily database
-# dumps in 8 KiB chunks is millions of blobs).
-_TYPE_BITS, _FIELD_BITS = 8, 32
+# The merged index is one open-addressing hash table in a bytearray: a slot per blob in the
+# index files' own record form (ID, pack number, offset, length, type; 45 bytes), the
+# pack's ID once in a list. About half to 70 % of the slots are used, so a blob costs
+# 64-96 bytes, against about 150 in a dict of IDs to packed ints (30 MiB for 200,000 blobs,
+# the largest thing a backup of that many files held; a year of daily database dumps
+# in 6 KiB chunks is millions of blobs). A probe compares a byte of the hash (a tag per
+# slot) before it compares an ID.
+_SLOT = _ENTRY
+_SLOT_SIZE = _SLOT.size
+_ID_SIZE = 32
+_TYPE_AT = _SLOT_SIZE - 1  # the type byte's place in a slot
+_GONE = 0xFF  # the type byte of a discarded blob's slot: probing goes on past it
+_FULL = 0.7  # grow past this share of slots used (live and discarded)
+_SPARE = 1.8  # slots a blob when growing: 55 % used
 _new_location = tuple.__new__  # a Location without the keyword-argument machinery
-_FIELD_MASK = (1 << _FIELD_BITS) - 1
 
 
 class Index:
-    """In-memory merge of every index file; thread-safe for lookups and additions."""
+    """In-memory merge of every index file; thread-safe for lookups and additions.
+
+    Additions hold the lock and write each slot with one slice assignment; a growth
+    builds a new table and swaps it in whole, so a lookup (no lock) always probes one
+    consistent table."""
 
     def __init__(self) -> None:
-        self._blobs: dict[bytes, int] = {}
+        # (slots, their tags, slot count), swapped whole; a tag is 0 for a slot never used,
+        # else a byte of the hash of the ID there, so most probes need no compare
+        self._table = (bytearray(_SLOT_SIZE * 8), bytearray(8), 8)
+        self._live = 0  # blobs in the table
+        self._used = 0  # slots taken, discarded ones included
         self._pack_ids: list[str] = []
         self._pack_numbers: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def __contains__(self, blob_id: bytes) -> bool:
-        return blob_id in self._blobs
+        # `_find` written out: an unchanged file's every chunk is looked up here, and a
+        # call less is a quarter of the time
+        table, tags, slots = self._table
+        if len(blob_id) != _ID_SIZE:
+            return False
+        h = hash(blob_id)
+        i = h % slots
+        tag = (h >> 40) % 255 + 1
+        while True:
+            seen = tags[i]
+            if not seen:
+                return False
+            if seen == tag and table.startswith(blob_id, i * _SLOT_SIZE):
+                return table[i * _SLOT_SIZE + _TYPE_AT] != _GONE
+            i = i + 1 if i + 1 < slots else 0
 
     def __len__(self) -> int:
-        return len(self._blobs)
+        return self._live
 
     def get(self, blob_id: bytes) -> Location | None:
-        packed = self._blobs.get(blob_id)
-        return None if packed is None else self._location(packed)
+        table, tags, slots = self._table
+        at = self._find(blob_id, table, tags, slots)
+        if at < 0:
+            return None
+        _, number, offset, length, kind = _SLOT.unpack_from(table, at)
+        return _new_location(Location, (self._pack_ids[number], offset, length, _TYPES[kind]))
+
+    @staticmethod
+    def _find(blob_id: bytes, table: bytearray, tags: bytearray, slots: int) -> int:
+        """The byte offset of the blob's slot in `table`, or -1."""
+        if len(blob_id) != _ID_SIZE:
+            return -1
+        startswith = table.startswith
+        h = hash(blob_id)
+        i = h % slots
+        tag = (h >> 40) % 255 + 1
+        while True:
+            seen = tags[i]
+            if not seen:
+                return -1
+            if seen == tag and startswith(blob_id, i * _SLOT_SIZE):
+                at = i * _SLOT_SIZE
+                return -1 if table[at + _TYPE_AT] == _GONE else at
+            i = i + 1 if i + 1 < slots else 0
+
+    def reserve(self, more: int) -> None:
+        """Make room for `more` additions at once (a growth is one pass over the table)."""
+        with self._lock:
+            self._room(more)
 
     def add_pack(self, pack_id: str, entries: Iterable[PackEntry]) -> None:
+        records = [(e.id, 0, e.offset, e.length, int(e.type)) for e in entries]
         with self._lock:
-            number = self._pack_numbers.get(pack_id)
-            if number is None:
-                number = self._pack_numbers[pack_id] = len(self._pack_ids)
-                self._pack_ids.append(pack_id)
-            high = number << (2 * _FIELD_BITS)
-            setdefault = self._blobs.setdefault
-            for e in entries:
-                setdefault(
-                    e.id, ((high | e.offset << _FIELD_BITS | e.length) << _TYPE_BITS) | e.type
-                )
+            self._put([self._number(pack_id)], records, len(records))
 
     def add_file(self, opened: IndexFile, present: set[str] | None) -> None:
         """Merge a checked index file's entries for the packs in `present` (all if None)."""
         with self._lock:
-            numbers: list[int | None] = []
-            for pack_id in opened.packs:
-                if present is not None and pack_id not in present:
-                    numbers.append(None)
-                    continue
-                number = self._pack_numbers.get(pack_id)
-                if number is None:
-                    number = self._pack_numbers[pack_id] = len(self._pack_ids)
-                    self._pack_ids.append(pack_id)
-                numbers.append(number << (2 * _FIELD_BITS))
-            setdefault = self._blobs.setdefault
-            for blob_id, local, offset, length, kind in _ENTRY.iter_unpack(opened.entries):
-                high = numbers[local]
-                if high is not None:
-                    setdefault(
-                        blob_id, ((high | offset << _FIELD_BITS | length) << _TYPE_BITS) | kind
-                    )
+            numbers = [
+                self._number(p) if present is None or p in present else -1 for p in opened.packs
+            ]
+            entries = opened.entries
+            self._put(numbers, _ENTRY.iter_unpack(entries), len(entries) // _ENTRY.size)
+
+    def _number(self, pack_id: str) -> int:
+        number = self._pack_numbers.get(pack_id)
+        if number is None:
+            number = self._pack_numbers[pack_id] = len(self._pack_ids)
+            self._pack_ids.append(pack_id)
+        return number
+
+    def _put(
+        self, numbers: list[int], records: Iterable[tuple[bytes, int, int, int, int]], count: int
+    ) -> None:
+        """Add `count` blobs, each (ID, local pack number, offset, length, type), with its
+        pack's number from `numbers` (-1: left out); a blob known stays where it is.
+        Under the lock."""
+        self._room(count)
+        table, tags, slots = self._table
+        added, taken = _fill(table, tags, slots, records, numbers)
+        self._live += added
+        self._used += taken
+
+    def _room(self, more: int) -> None:
+        """Before `more` additions could fill past `_FULL`: a table `_SPARE` times the
+        blobs' count (and half as large again at least, so that growing one pack at a
+        time costs a few copies a blob), filled, then swapped in whole (a lookup
+        meanwhile probes the old one)."""
+        old, old_tags, slots = self._table
+        if self._used + more <= slots * _FULL:
+            return
+        size = max(8, int((self._live + more) * _SPARE), slots * 3 // 2)
+        table, tags = bytearray(_SLOT_SIZE * size), bytearray(size)
+        live = (r for i, r in enumerate(_SLOT.iter_unpack(old)) if old_tags[i] and r[4] != _GONE)
+        added, _ = _fill(table, tags, size, live, None)
+        self._table = (table, tags, size)
+        self._live = self._used = added
 
     def discard(self, blob_id: bytes) -> None:
         """Forget a blob found damaged, so this process stores it again rather than
         referencing the damaged copy."""
         with self._lock:
-            self._blobs.pop(blob_id, None)
+            table, tags, slots = self._table
+            at = self._find(blob_id, table, tags, slots)
+            if at >= 0:
+                table[at + _TYPE_AT] = _GONE
+                self._live -= 1
+
+    def _records(self) -> Iterator[tuple[bytes, int, int, int, int]]:
+        """Every blob's slot as it was when the table was taken (lock-free: additions
+        made meanwhile may or may not be seen)."""
+        table, tags, _ = self._table
+        for i, record in enumerate(_SLOT.iter_unpack(table)):
+            if tags[i] and record[4] != _GONE:
+                yield record
 
     def items(self) -> Iterator[tuple[bytes, Location]]:
-        location = self._location
-        return ((blob_id, location(packed)) for blob_id, packed in list(self._blobs.items()))
+        pack_ids = self._pack_ids
+        for blob_id, number, offset, length, kind in self._records():
+            yield blob_id, _new_location(Location, (pack_ids[number], offset, length, _TYPES[kind]))
 
     def blob_packs(self) -> dict[str, list[bytes]]:
         """pack -> the IDs of the blobs it holds, without a Location per blob (a whole
         repository's worth of those is about 190 bytes a blob; this is about 9)."""
         grouped: dict[int, list[bytes]] = {}
-        shift = _TYPE_BITS + 2 * _FIELD_BITS
         with self._lock:
-            for blob_id, packed in self._blobs.items():
-                number = packed >> shift
+            for blob_id, number, _, _, _ in self._records():
                 ids = grouped.get(number)
                 if ids is None:
                     grouped[number] = [blob_id]
@@ -125,20 +208,47 @@ class Index:
         return {self._pack_ids[number]: ids for number, ids in grouped.items()}
 
     def packs(self) -> set[str]:
-        numbers = {packed >> (_TYPE_BITS + 2 * _FIELD_BITS) for packed in self._blobs.values()}
+        numbers = {record[1] for record in self._records()}
         return {self._pack_ids[n] for n in numbers}
 
-    def _location(self, packed: int) -> Location:
-        fields = packed >> _TYPE_BITS
-        return _new_location(
-            Location,
-            (
-                self._pack_ids[fields >> (2 * _FIELD_BITS)],
-                (fields >> _FIELD_BITS) & _FIELD_MASK,
-                fields & _FIELD_MASK,
-                _TYPES[packed & 0xFF],
-            ),
-        )
+
+def _fill(
+    table: bytearray,
+    tags: bytearray,
+    slots: int,
+    records: Iterable[tuple[bytes, int, int, int, int]],
+    numbers: list[int] | None,
+) -> tuple[int, int]:
+    """Put records (ID, pack number, offset, length, type) into a table, each pack number
+    mapped through `numbers` (-1: left out) unless None; a blob there stays. Returns
+    (blobs added, slots newly taken). A slot is written whole before its tag, each in
+    one step, so a lookup never sees half an entry. One loop with no call a blob: the
+    whole index is merged on every command."""
+    pack_into, startswith = _SLOT.pack_into, table.startswith
+    added = taken = 0
+    for blob_id, number, offset, length, kind in records:
+        if numbers is not None:
+            number = numbers[number]
+        if number < 0 or len(blob_id) != _ID_SIZE or kind == _GONE:
+            continue  # left out, or no blob's: never stored
+        h = hash(blob_id)
+        i = h % slots
+        tag = (h >> 40) % 255 + 1
+        while True:
+            seen = tags[i]
+            if not seen:
+                pack_into(table, i * _SLOT_SIZE, blob_id, number, offset, length, kind)
+                tags[i] = tag
+                added += 1
+                taken += 1
+                break
+            if seen == tag and startswith(blob_id, i * _SLOT_SIZE):
+                if table[i * _SLOT_SIZE + _TYPE_AT] == _GONE:  # discarded: stored again
+                    pack_into(table, i * _SLOT_SIZE, blob_id, number, offset, length, kind)
+                    added += 1
+                break
+            i = i + 1 if i + 1 < slots else 0
+    return added, taken
 
 
 def encode_index(

@@ -1,0 +1,117 @@
+"""The in-memory index (a hash table in a bytearray) against a dict model: every
+operation's answer, growth under concurrent lookups, and IDs no blob can have."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+
+from agents.backup.crypto import Crypto, MasterKey
+from agents.backup.index import Index, Location, encode_index, read_index_file
+from agents.backup.pack import BlobType, PackEntry
+
+
+def entry(rng: random.Random, kind: BlobType = BlobType.DATA) -> PackEntry:
+    return PackEntry(kind, rng.randbytes(32), rng.randrange(1 << 32), rng.randrange(1 << 32))
+
+
+def check_against(index: Index, model: dict[bytes, Location], absent: list[bytes]) -> None:
+    assert len(index) == len(model)
+    for blob_id, where in model.items():
+        assert blob_id in index
+        assert index.get(blob_id) == where
+    for blob_id in absent:
+        assert blob_id not in index
+        assert index.get(blob_id) is None
+    assert dict(index.items()) == model
+    grouped: dict[str, set[bytes]] = {}
+    for blob_id, where in model.items():
+        grouped.setdefault(where.pack, set()).add(blob_id)
+    assert {p: set(ids) for p, ids in index.blob_packs().items()} == grouped
+    assert index.packs() == set(grouped)
+
+
+def test_random_operations_answer_as_a_dict_does() -> None:
+    rng = random.Random(20)
+    index = Index()
+    model: dict[bytes, Location] = {}
+    gone: list[bytes] = []
+    for round_ in range(60):
+        pack = f"{round_:064x}"
+        entries = [entry(rng, rng.choice(list(BlobType))) for _ in range(rng.randrange(1, 400))]
+        if model and rng.random() < 0.5:  # a blob already known keeps its first place
+            known = rng.choice(list(model))
+            entries.append(PackEntry(BlobType.DATA, known, 1, 2))
+        if gone and rng.random() < 0.5:  # a discarded blob stored again, in a new place
+            entries.append(PackEntry(BlobType.TREE, gone.pop(), 3, 4))
+        index.add_pack(pack, entries)
+        for e in entries:
+            model.setdefault(e.id, Location(pack, e.offset, e.length, e.type))
+        for blob_id in rng.sample(list(model), min(len(model), rng.randrange(0, 20))):
+            index.discard(blob_id)
+            del model[blob_id]
+            gone.append(blob_id)
+        if round_ % 10 == 9:
+            check_against(index, model, gone + [rng.randbytes(32) for _ in range(50)])
+    check_against(index, model, gone)
+
+
+def test_index_files_merge_only_the_packs_present() -> None:
+    crypto = Crypto(MasterKey.generate())
+    rng = random.Random(7)
+    packs = {f"{n:064x}": [entry(rng) for _ in range(300)] for n in range(6)}
+    first = dict(list(packs.items())[:3])
+    second = dict(list(packs.items())[3:])
+    present = set(list(packs)[1:5])
+    index = Index()
+    index.reserve(1800)
+    for name, part in (("a" * 64, first), ("b" * 64, second)):
+        index.add_file(read_index_file(crypto, encode_index(crypto, part), name), present)
+    model = {
+        e.id: Location(p, e.offset, e.length, e.type)
+        for p, entries in packs.items()
+        if p in present
+        for e in entries
+    }
+    left_out = [e.id for p, entries in packs.items() if p not in present for e in entries]
+    check_against(index, model, left_out)
+
+
+def test_ids_of_the_wrong_length_are_never_found_nor_stored() -> None:
+    index = Index()
+    real = PackEntry(BlobType.DATA, os.urandom(32), 0, 10)
+    zeros = PackEntry(BlobType.TREE, bytes(32), 5, 6)  # an ID like any other
+    index.add_pack("p" * 64, [real, zeros, PackEntry(BlobType.DATA, b"short", 0, 1)])
+    assert len(index) == 2
+    assert index.get(bytes(32)) == Location("p" * 64, 5, 6, BlobType.TREE)
+    for wrong in (b"", b"short", real.id[:1], real.id[:31], real.id + b"x"):
+        assert wrong not in index  # a prefix of a stored ID matches nothing
+        assert index.get(wrong) is None
+    assert index.get(real.id) == Location("p" * 64, 0, 10, BlobType.DATA)
+
+
+def test_lookups_during_growth_never_miss_a_known_blob() -> None:
+    """A reader probing while another thread adds packs (each addition may grow and
+    swap the table) finds every blob added before it started, every time."""
+    rng = random.Random(3)
+    index = Index()
+    known = [entry(rng) for _ in range(2000)]
+    index.add_pack("k" * 64, known)
+    stop = threading.Event()
+    misses: list[bytes] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            misses.extend(e.id for e in known if e.id not in index)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for n in range(200):
+            index.add_pack(f"{n:064x}", [entry(rng) for _ in range(250)])
+    finally:
+        stop.set()
+        reader.join()
+    assert misses == []
+    assert len(index) == 2000 + 200 * 250
