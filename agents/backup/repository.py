@@ -492,13 +492,16 @@ class Repository:
     def _open_blob(self, blob_id: bytes, sealed: bytes, pack_id: str) -> bytes:
         what = f"blob {blob_id.hex()[:12]} in pack {pack_id[:12]}"
         plain = self.crypto.open(sealed, blob_id, what)
-        data = plain[1:]
-        if plain[:1] == _ZSTD:
+        if plain[:1] == _ZSTD:  # decompressed from a view: no copy of the whole blob
             try:
-                data = self._decompressor().decompress(data, max_output_size=_MAX_BLOB)
+                data = self._decompressor().decompress(
+                    memoryview(plain)[1:], max_output_size=_MAX_BLOB
+                )
             except zstandard.ZstdError as exc:
                 raise IntegrityError(f"{what} does not decompress: {exc}") from None
-        elif plain[:1] != _RAW:
+        elif plain[:1] == _RAW:
+            data = plain[1:]
+        else:
             raise IntegrityError(f"{what} has an unknown encoding")
         if self.crypto.blob_id(data) != blob_id:
             raise IntegrityError(f"{what} does not match its ID")
