@@ -3,7 +3,8 @@
 Index files are written after their packs and before any snapshot that needs them,
 encrypted, in a compact binary form (41 bytes a blob). Reading a repository merges
 every index file; an index file may name older ones it supersedes (prune writes
-one index to replace many), which are then ignored and later deleted.
+one index to replace many), which are then ignored and later deleted. The merge is
+held as one hash table of those same records (`Index`), 64-96 bytes a blob.
 """
 
 from __future__ import annotations
