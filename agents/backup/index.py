@@ -195,18 +195,19 @@ class Index:
         for blob_id, number, offset, length, kind in self._records():
             yield blob_id, _new_location(Location, (pack_ids[number], offset, length, _TYPES[kind]))
 
-    def blob_packs(self) -> dict[str, list[bytes]]:
-        """pack -> the IDs of the blobs it holds, without a Location per blob (a whole
-        repository's worth of those is about 190 bytes a blob; this is about 9)."""
-        grouped: dict[int, list[bytes]] = {}
+    def blob_packs(self) -> dict[str, bytes]:
+        """pack -> the IDs of the blobs it holds, end to end in one `bytes` (32 bytes a
+        blob; a Location per blob for a whole repository would be about 190, a list of
+        ID objects about 80)."""
+        grouped: dict[int, bytearray] = {}
         with self._lock:
             for blob_id, number, _, _, _ in self._records():
                 ids = grouped.get(number)
                 if ids is None:
-                    grouped[number] = [blob_id]
+                    grouped[number] = bytearray(blob_id)
                 else:
-                    ids.append(blob_id)
-        return {self._pack_ids[number]: ids for number, ids in grouped.items()}
+                    ids += blob_id
+        return {self._pack_ids[number]: bytes(ids) for number, ids in grouped.items()}
 
     def packs(self) -> set[str]:
         numbers = {record[1] for record in self._records()}

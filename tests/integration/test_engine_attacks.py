@@ -354,9 +354,8 @@ def test_a_whole_read_continues_after_short_reads_and_sees_growth() -> None:
 
 
 def _all_blobs(repo: Any) -> Iterator[bytes]:
-    for ids in repo.load_index().blob_packs().values():
-        for blob_id in ids:
-            yield repo.load_blob(blob_id)
+    for blob_id, _ in repo.load_index().items():
+        yield repo.load_blob(blob_id)
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,11 @@ def check_against(index: Index, model: dict[bytes, Location], absent: list[bytes
     grouped: dict[str, set[bytes]] = {}
     for blob_id, where in model.items():
         grouped.setdefault(where.pack, set()).add(blob_id)
-    assert {p: set(ids) for p, ids in index.blob_packs().items()} == grouped
+    by_pack = index.blob_packs()
+    assert {
+        p: {ids[at : at + 32] for at in range(0, len(ids), 32)} for p, ids in by_pack.items()
+    } == grouped
+    assert sum(len(ids) for ids in by_pack.values()) == 32 * len(model)  # each ID once
     assert index.packs() == set(grouped)
 
 
