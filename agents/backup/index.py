@@ -99,6 +99,8 @@ class Index:
         if at < 0:
             return None
         _, number, offset, length, kind = _SLOT.unpack_from(table, at)
+        if kind == _GONE:  # discarded by another thread since `_find`
+            return None
         return _new_location(Location, (self._pack_ids[number], offset, length, _TYPES[kind]))
 
     @staticmethod
@@ -184,11 +186,15 @@ class Index:
 
     def _records(self) -> Iterator[tuple[bytes, int, int, int, int]]:
         """Every blob's slot as it was when the table was taken (lock-free: additions
-        made meanwhile may or may not be seen)."""
+        made meanwhile may or may not be seen). A slot is read only once its tag is
+        seen set, so never before it is written."""
         table, tags, _ = self._table
-        for i, record in enumerate(_SLOT.iter_unpack(table)):
-            if tags[i] and record[4] != _GONE:
-                yield record
+        unpack_from = _SLOT.unpack_from
+        for i, tag in enumerate(tags):
+            if tag:
+                record = unpack_from(table, i * _SLOT_SIZE)
+                if record[4] != _GONE:
+                    yield record
 
     def items(self) -> Iterator[tuple[bytes, Location]]:
         pack_ids = self._pack_ids

@@ -1,12 +1,17 @@
 """The in-memory index (a hash table in a bytearray) against a dict model: every
-operation's answer, growth under concurrent lookups, and IDs no blob can have."""
+operation's answer, growth, discards and walks racing lookups, and IDs no blob can have."""
 
 from __future__ import annotations
 
 import os
 import random
+import sys
 import threading
+from collections.abc import Callable
 
+import pytest
+
+from agents.backup import index as index_module
 from agents.backup.crypto import Crypto, MasterKey
 from agents.backup.index import Index, Location, encode_index, read_index_file
 from agents.backup.pack import BlobType, PackEntry
@@ -119,3 +124,76 @@ def test_lookups_during_growth_never_miss_a_known_blob() -> None:
         reader.join()
     assert misses == []
     assert len(index) == 2000 + 200 * 250
+
+
+def _racing(reader: Callable[[], None], writer: Callable[[], None]) -> list[BaseException]:
+    """Run `reader` in a loop beside one run of `writer`, the interpreter switching
+    threads as often as it can; what the reader raised."""
+    raised: list[BaseException] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                reader()
+            except BaseException as exc:  # the test reports it
+                raised.append(exc)
+                return
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        writer()
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    return raised
+
+
+def test_a_lookup_that_a_discard_overtakes_answers_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`get` finds the slot, then another thread discards the blob before the slot is
+    read: the answer is None, never a Location of the discarded slot (nor an error)."""
+    blob = entry(random.Random(5))
+    index = Index()
+    index.add_pack("q" * 64, [blob])
+
+    class DiscardFirst:  # the record read, but only after the discard got in
+        size = index_module._SLOT.size
+
+        @staticmethod
+        def unpack_from(buffer: bytearray, offset: int) -> tuple[bytes, int, int, int, int]:
+            index.discard(blob.id)
+            return real.unpack_from(buffer, offset)
+
+    real = index_module._SLOT
+    monkeypatch.setattr(index_module, "_SLOT", DiscardFirst)
+    assert index.get(blob.id) is None
+    monkeypatch.setattr(index_module, "_SLOT", real)
+    assert blob.id not in index
+    index.add_pack("r" * 64, [blob])  # stored again, in its new place
+    assert index.get(blob.id) == Location("r" * 64, blob.offset, blob.length, blob.type)
+
+
+def test_items_racing_additions_yield_only_blobs_added() -> None:
+    rng = random.Random(6)
+    index = Index()
+    added: dict[bytes, Location] = {}
+    wrong: list[object] = []
+
+    def walk() -> None:
+        for blob_id, where in index.items():
+            if added.get(blob_id) != where:
+                wrong.append((blob_id, where))
+
+    def grow() -> None:
+        for n in range(100):
+            entries = [entry(rng) for _ in range(100)]
+            for e in entries:  # known before they can be seen
+                added[e.id] = Location(f"{n:064x}", e.offset, e.length, e.type)
+            index.add_pack(f"{n:064x}", entries)
+
+    assert _racing(walk, grow) == []
+    assert wrong == []
