@@ -77,8 +77,8 @@ class Index:
         # `_find` written out: an unchanged file's every chunk is looked up here, and a
         # call less is a quarter of the time
         table, tags, slots = self._table
-        if len(blob_id) != _ID_SIZE:
-            return False
+        if type(blob_id) is not bytes or len(blob_id) != _ID_SIZE:
+            return False  # what no blob's ID is (a str, None) is not in, as with a dict
         h = hash(blob_id)
         i = h % slots
         tag = (h >> 40) % 255 + 1
@@ -106,7 +106,7 @@ class Index:
     @staticmethod
     def _find(blob_id: bytes, table: bytearray, tags: bytearray, slots: int) -> int:
         """The byte offset of the blob's slot in `table`, or -1."""
-        if len(blob_id) != _ID_SIZE:
+        if type(blob_id) is not bytes or len(blob_id) != _ID_SIZE:
             return -1
         startswith = table.startswith
         h = hash(blob_id)
@@ -155,9 +155,12 @@ class Index:
         Under the lock."""
         self._room(count)
         table, tags, slots = self._table
-        added, taken = _fill(table, tags, slots, records, numbers)
-        self._live += added
-        self._used += taken
+        counted = [0, 0]
+        try:
+            _fill(table, tags, slots, records, numbers, counted)
+        finally:  # a record that failed to pack (a bad offset, a wrong ID) counts what was
+            self._live += counted[0]  # written before it, so the table still grows in time
+            self._used += counted[1]
 
     def _room(self, more: int) -> None:
         """Before `more` additions could fill past `_FULL`: a table `_SPARE` times the
@@ -170,9 +173,10 @@ class Index:
         size = max(8, int((self._live + more) * _SPARE), slots * 3 // 2)
         table, tags = bytearray(_SLOT_SIZE * size), bytearray(size)
         live = (r for i, r in enumerate(_SLOT.iter_unpack(old)) if old_tags[i] and r[4] != _GONE)
-        added, _ = _fill(table, tags, size, live, None)
+        counted = [0, 0]
+        _fill(table, tags, size, live, None, counted)
         self._table = (table, tags, size)
-        self._live = self._used = added
+        self._live = self._used = counted[0]
 
     def discard(self, blob_id: bytes) -> None:
         """Forget a blob found damaged, so this process stores it again rather than
@@ -226,37 +230,44 @@ def _fill(
     slots: int,
     records: Iterable[tuple[bytes, int, int, int, int]],
     numbers: list[int] | None,
-) -> tuple[int, int]:
+    counted: list[int],
+) -> None:
     """Put records (ID, pack number, offset, length, type) into a table, each pack number
-    mapped through `numbers` (-1: left out) unless None; a blob there stays. Returns
-    (blobs added, slots newly taken). A slot is written whole before its tag, each in
-    one step, so a lookup never sees half an entry. One loop with no call a blob: the
-    whole index is merged on every command."""
+    mapped through `numbers` (-1: left out) unless None; a blob there stays. `counted`
+    gets the blobs added and the slots newly taken, also when a record raises. A slot is
+    written before its tag (a slot without one is empty, even half written), so a lookup
+    never sees half an entry. One loop with no call a blob: the whole index is merged on
+    every command."""
     pack_into, startswith = _SLOT.pack_into, table.startswith
     added = taken = 0
-    for blob_id, number, offset, length, kind in records:
-        if numbers is not None:
-            number = numbers[number]
-        if number < 0 or len(blob_id) != _ID_SIZE or kind == _GONE:
-            continue  # left out, or no blob's: never stored
-        h = hash(blob_id)
-        i = h % slots
-        tag = (h >> 40) % 255 + 1
-        while True:
-            seen = tags[i]
-            if not seen:
-                pack_into(table, i * _SLOT_SIZE, blob_id, number, offset, length, kind)
-                tags[i] = tag
-                added += 1
-                taken += 1
-                break
-            if seen == tag and startswith(blob_id, i * _SLOT_SIZE):
-                if table[i * _SLOT_SIZE + _TYPE_AT] == _GONE:  # discarded: stored again
+    try:
+        for blob_id, number, offset, length, kind in records:
+            if numbers is not None:
+                number = numbers[number]
+            if number < 0 or kind == _GONE:
+                continue  # left out, or no blob's type (index files refuse it)
+            if type(blob_id) is not bytes or len(blob_id) != _ID_SIZE:
+                raise TypeError(f"a blob ID is 32 bytes, not {blob_id!r:.80}")
+            h = hash(blob_id)
+            i = h % slots
+            tag = (h >> 40) % 255 + 1
+            while True:
+                seen = tags[i]
+                if not seen:
                     pack_into(table, i * _SLOT_SIZE, blob_id, number, offset, length, kind)
+                    tags[i] = tag
                     added += 1
-                break
-            i = i + 1 if i + 1 < slots else 0
-    return added, taken
+                    taken += 1
+                    break
+                if seen == tag and startswith(blob_id, i * _SLOT_SIZE):
+                    if table[i * _SLOT_SIZE + _TYPE_AT] == _GONE:  # discarded: stored again
+                        pack_into(table, i * _SLOT_SIZE, blob_id, number, offset, length, kind)
+                        added += 1
+                    break
+                i = i + 1 if i + 1 < slots else 0
+    finally:
+        counted[0] += added
+        counted[1] += taken
 
 
 def encode_index(

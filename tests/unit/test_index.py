@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import struct
 import sys
 import threading
 from collections.abc import Callable
@@ -87,17 +88,50 @@ def test_index_files_merge_only_the_packs_present() -> None:
     check_against(index, model, left_out)
 
 
-def test_ids_of_the_wrong_length_are_never_found_nor_stored() -> None:
+def test_ids_that_are_no_blob_ids_are_never_found_nor_stored() -> None:
     index = Index()
     real = PackEntry(BlobType.DATA, os.urandom(32), 0, 10)
     zeros = PackEntry(BlobType.TREE, bytes(32), 5, 6)  # an ID like any other
-    index.add_pack("p" * 64, [real, zeros, PackEntry(BlobType.DATA, b"short", 0, 1)])
+    index.add_pack("p" * 64, [real, zeros])
+    for wrong in (b"short", bytearray(32), memoryview(os.urandom(32)), "x" * 32):
+        with pytest.raises(TypeError):
+            index.add_pack("w" * 64, [PackEntry(BlobType.DATA, wrong, 0, 1)])  # type: ignore[arg-type]
     assert len(index) == 2
     assert index.get(bytes(32)) == Location("p" * 64, 5, 6, BlobType.TREE)
-    for wrong in (b"", b"short", real.id[:1], real.id[:31], real.id + b"x"):
+    hexed = real.id.hex()[:32]  # a str of an ID's length: not in, as with a dict
+    for wrong in (b"", real.id[:1], real.id[:31], real.id + b"x", hexed, None, 7):
         assert wrong not in index  # a prefix of a stored ID matches nothing
-        assert index.get(wrong) is None
+        assert index.get(wrong) is None  # type: ignore[arg-type]
     assert index.get(real.id) == Location("p" * 64, 0, 10, BlobType.DATA)
+
+
+def test_an_addition_that_fails_part_way_leaves_the_table_whole() -> None:
+    """Each addition stores five blobs, then meets an offset no index can hold: the
+    five are counted, so the table grows before it fills (it once filled every slot
+    and the next probe went round for ever, holding the lock)."""
+    rng = random.Random(9)
+    index = Index()
+    stored: list[PackEntry] = []
+    for n in range(40):
+        good = [entry(rng) for _ in range(5)]
+        with pytest.raises(struct.error):
+            index.add_pack(
+                f"{n:064x}", [*good, PackEntry(BlobType.DATA, rng.randbytes(32), 1 << 32, 1)]
+            )
+        stored += good
+    done = threading.Event()
+
+    def more() -> None:
+        index.add_pack("m" * 64, [entry(rng) for _ in range(1000)])
+        assert rng.randbytes(32) not in index
+        done.set()
+
+    thread = threading.Thread(target=more, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert done.is_set(), "an addition after the failed ones never returned"
+    assert len(index) == len(stored) + 1000
+    assert all(e.id in index for e in stored)
 
 
 def test_lookups_during_growth_never_miss_a_known_blob() -> None:
