@@ -25,7 +25,6 @@ from agents.backup.pack import BlobType, PackEntry
 _MAGIC = b"OAIX1\n"
 _ASSOCIATED = b"opsagent-index"
 _ENTRY = struct.Struct("<32sIIIB")
-ENTRY_SIZE = _ENTRY.size  # an entry of an index file, in bytes
 _MAX_INDEX_BYTES = 1 << 31
 _TYPES = {int(t): t for t in BlobType}  # a dict lookup, not an enum call, per entry
 
@@ -137,8 +136,7 @@ class Index:
             numbers = [
                 self._number(p) if present is None or p in present else -1 for p in opened.packs
             ]
-            entries = opened.entries
-            self._put(numbers, _ENTRY.iter_unpack(entries), len(entries) // _ENTRY.size)
+            self._put(numbers, _ENTRY.iter_unpack(opened.entries), opened.count)
 
     def _number(self, pack_id: str) -> int:
         number = self._pack_numbers.get(pack_id)
@@ -291,6 +289,11 @@ class IndexFile:
     packs: list[str]
     supersedes: list[str]
     entries: bytes  # _ENTRY records: blob ID, pack number, offset, length, type
+
+    @property
+    def count(self) -> int:
+        """Its entries (what merging it may add to an Index)."""
+        return len(self.entries) // _ENTRY.size
 
 
 def read_index_file(crypto: Crypto, sealed: bytes, name: str) -> IndexFile:

@@ -37,14 +37,7 @@ from pyfastcdc import FastCDC
 from agents.backup.cache import Kind, ObjectCache
 from agents.backup.crypto import Crypto, MasterKey, dumps, unwrap_master_key, wrap_master_key
 from agents.backup.errors import BackupError, IntegrityError, NotFound, WrongKey
-from agents.backup.index import (
-    ENTRY_SIZE,
-    Index,
-    IndexFile,
-    Location,
-    encode_index,
-    read_index_file,
-)
+from agents.backup.index import Index, IndexFile, Location, encode_index, read_index_file
 from agents.backup.locks import RepositoryLock
 from agents.backup.pack import (
     BlobType,
@@ -326,9 +319,7 @@ class Repository:
         superseded = {s for opened in files.values() for s in opened.supersedes}
         self.mentioned_packs = {p for opened in files.values() for p in opened.packs}
         self.index = Index()
-        self.index.reserve(
-            sum(len(f.entries) for n, f in files.items() if n not in superseded) // ENTRY_SIZE
-        )
+        self.index.reserve(sum(f.count for n, f in files.items() if n not in superseded))
         self.index_files = {}
         for name, opened in files.items():
             if name in superseded:
