@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench soak clean
+.PHONY: run test lint bench soak clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,9 @@ $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+# constrained to the versions the suite last passed with (requirements/test.lock)
+$(VENV)/.test-installed: pyproject.toml requirements/test.lock | $(BIN)/python
+	$(BIN)/pip install -q -c requirements/test.lock -e '.[test]'
 	touch $@
 
 run: $(VENV)/.run-installed
@@ -48,3 +49,15 @@ soak: $(VENV)/.test-installed
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
+
+# the newest releases pyproject.toml allows, frozen into requirements/test.lock; run
+# `make test` after it and commit the lock only when the suite passes
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --upgrade pip
+	.venv-lock/bin/pip install -q -e '.[test]'
+	{ sed -n '/^#/p' requirements/test.lock; .venv-lock/bin/pip freeze --exclude-editable; } \
+		> requirements/test.lock.new
+	mv requirements/test.lock.new requirements/test.lock
+	rm -rf .venv-lock
