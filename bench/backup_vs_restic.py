@@ -15,8 +15,13 @@ Data sets (`--profile`):
   directories (default N / 100), log-normal sizes summing to `--size-mib`, about half
   the bytes compressible text; walking and comparing dominate.
 
+`--cold` drops the page cache (as root) before every tool's timed command, so no tool
+reads what the one before it just read: without it the tools take turns in one order
+(opsagent first), and each peer's incremental backup and restore find the files, or
+the directory entries, the previous tool left in memory.
+
     .venv/bin/python bench/backup_vs_restic.py [--size-mib 1024] [--only local|s3]
-        [--profile mixed|small-files] [--small-files N] [--out FILE] [--json FILE]
+        [--profile mixed|small-files] [--small-files N] [--cold] [--out FILE] [--json FILE]
 """
 
 from __future__ import annotations
@@ -50,6 +55,16 @@ class Timing:
 
 
 GNU_TIME = shutil.which("time", path="/usr/bin:/bin")
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+COLD = False  # --cold: the page cache dropped before every timed command (`cold_start`)
+
+
+def cold_start() -> None:
+    """With --cold, the page cache, directory entries and inodes dropped (after a sync,
+    so dirty pages go too): every tool starts from the disk, as a nightly backup does."""
+    if COLD:
+        os.sync()
+        DROP_CACHES.write_text("3\n")
 
 
 def run(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Timing:
@@ -399,6 +414,7 @@ def bench_location(location: str, work: Path, data: Path, tools: list[Tool]) -> 
         print(f"{location}: {name} ...", file=sys.stderr)
         timings = {}
         for tool in tools:
+            cold_start()
             timings[tool.name] = getattr(tool, action)()
             progress(tool.name, timings[tool.name])
         return Row(location, name, timings)
@@ -412,6 +428,7 @@ def bench_location(location: str, work: Path, data: Path, tools: list[Tool]) -> 
     print(f"{location}: full restore ...", file=sys.stderr)
     for tool in tools:
         target = work / f"restore-{tool.name}-{location}"
+        cold_start()
         row.timings[tool.name] = tool.restore(target)
         row.restored[tool.name] = got = tally(target)
         progress(tool.name, row.timings[tool.name])
@@ -465,7 +482,8 @@ def describe(args: argparse.Namespace, files: Tally) -> str:
         kind = "30 % documents, 50 % incompressible media, 20 % text dump"
     else:
         kind = f"small files in {args.dirs} directories, log-normal sizes, about half text"
-    return f"{args.size_mib} MiB, {files.files} files ({kind})"
+    cache = "; page cache dropped before every command" if args.cold else ""
+    return f"{args.size_mib} MiB, {files.files} files ({kind}){cache}"
 
 
 def environment(env: dict[str, str], work: Path, borg: bool) -> dict[str, str]:
@@ -527,6 +545,11 @@ def main() -> None:
     parser.add_argument("--only", choices=("local", "s3"), default=None)
     parser.add_argument("--no-s3", action="store_true", help="the same as --only local")
     parser.add_argument("--no-borg", action="store_true", help="skip BorgBackup")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="drop the page cache before every tool's timed command (root)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown tables here")
     parser.add_argument(
         "--json",
@@ -535,6 +558,11 @@ def main() -> None:
         help="write every raw number here (default: --out with .json)",
     )
     args = parser.parse_args()
+    if args.cold:
+        if not os.access(DROP_CACHES, os.W_OK):
+            raise SystemExit(f"--cold needs to write {DROP_CACHES} (run as root)")
+        global COLD
+        COLD = True
     if args.profile is None:
         args.profile = "small-files" if args.small_files else "mixed"
     if args.profile == "small-files":
