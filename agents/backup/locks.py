@@ -18,8 +18,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
-import psutil
-
 from agents.backup.errors import BackupError, NotFound
 from agents.backup.storage import Storage
 
@@ -123,7 +121,7 @@ class RepositoryLock:
     def _dead_here(self, body: dict[str, object]) -> bool:
         """A lock of this host whose process is gone (killed) is stale at once."""
         pid = body.get("pid")
-        return body.get("host") == self.host and isinstance(pid, int) and not psutil.pid_exists(pid)
+        return body.get("host") == self.host and isinstance(pid, int) and not process_exists(pid)
 
     def _check_others(self) -> None:
         infos = list(self.storage.list("locks/"))
@@ -156,3 +154,30 @@ class RepositoryLock:
                     f"repository is locked {kind} by {body.get('host')} pid {body.get('pid')}"
                     f" since {when:%Y-%m-%d %H:%M:%S}Z; retry later"
                 )
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process (not a thread of another one) has this ID on this host, as
+    `psutil.pid_exists` answers on Linux, without importing psutil into every command
+    that opens a repository. Where that cannot be told (an ID out of range, no /proc),
+    it exists: a lock is then taken for live and only ages out, never broken early."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process
+    except (OverflowError, OSError):
+        return True
+    try:  # kill() takes a thread's ID too; a thread's Tgid is its process's ID
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Tgid:"):
+                    return int(line.split()[1]) == pid
+    except FileNotFoundError:
+        return False  # gone since kill()
+    except (OSError, ValueError, IndexError):
+        pass
+    return True

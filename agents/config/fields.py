@@ -3,7 +3,6 @@ and `Model`, the frozen base of every config object that refuses unknown keys.""
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
@@ -16,9 +15,7 @@ from agents.config.errors import kind_of
 from agents.records.base import DEFER_BUILD
 from agents.units import format_duration, parse_duration, parse_size
 
-# opsagent uses no pydantic plugin, and looking for one reads the metadata of every
-# installed package (2 MB and 20-50 ms, at the first model built: every command, the agent)
-os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+# no pydantic plugin is looked for: agents.records.base (imported above) sees to it
 
 
 def _duration(value: Any) -> timedelta:

@@ -54,3 +54,32 @@ def test_help_imports_no_heavy_library(args: list[str]) -> None:
     loaded = json.loads(ran.stdout.strip().splitlines()[-1])
     heavy = [m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY)]
     assert heavy == [], f"opsagent {' '.join(args)} imported {heavy}"
+
+
+REPOSITORY_PROBE = """
+import json, sys
+from agents.config.loading import parse_config
+from agents.backup.restore import run_restore
+from agents.records import RestoreTestDetails
+config = parse_config("backup: {{repository: {repo}, password_file: /dev/null}}")
+RestoreTestDetails.model_validate({{}})  # a record's validator built, as every job does
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_a_repository_command_imports_no_package_metadata_nor_psutil(tmp_path: Path) -> None:
+    # pydantic's plugin loader imports importlib.metadata (email, csv, zipfile: about
+    # 2-5 MiB of every command) even with plugins disabled; psutil came only for the lock's
+    # "is that process alive"
+    ran = subprocess.run(
+        [sys.executable, "-c", REPOSITORY_PROBE.format(repo=tmp_path / "repo")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    loaded = set(json.loads(ran.stdout.strip().splitlines()[-1]))
+    assert "pydantic" in loaded  # the probe did build models
+    assert not loaded & {"importlib.metadata", "email", "psutil"}

@@ -1,0 +1,76 @@
+"""`locks.process_exists`, which decides that a lock of this host is stale at once, answers
+as psutil does for every kind of ID a lock can hold, and errs towards alive."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import psutil
+import pytest
+
+from agents.backup.locks import process_exists
+
+
+def test_agrees_with_psutil_on_live_dead_and_thread_ids() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: its ID names no process now
+    started = threading.Event()
+    stop = threading.Event()
+    tid: list[int] = []
+
+    def run() -> None:
+        tid.append(threading.get_native_id())
+        started.set()
+        stop.wait(10)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        started.wait(10)
+        ids = {"self": os.getpid(), "init": 1, "reaped child": child.pid, "thread": tid[0]}
+        for name, pid in ids.items():
+            assert process_exists(pid) == psutil.pid_exists(pid), name
+        assert process_exists(os.getpid()) and not process_exists(child.pid)
+        assert not process_exists(tid[0])  # a thread's ID is not a process's
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_ids_it_cannot_judge_count_as_alive() -> None:
+    # a lock is then only aged out, never broken while its holder might run
+    for pid in (0, -1, 2**62):
+        assert process_exists(pid)
+
+
+def test_another_users_process_exists_for_a_service_user() -> None:
+    # the agent runs as a service user: kill() then answers "not permitted" for root's
+    # processes, which are alive
+    from tests.support.unprivileged import NOBODY, interpreter
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a check as another user")
+    runner = interpreter()
+    if runner is None:
+        pytest.skip("no interpreter the unprivileged user can run")
+    python, env = runner
+    probe = (
+        "import os, psutil; from agents.backup.locks import process_exists;"
+        "print(process_exists(1), psutil.pid_exists(1), process_exists(os.getppid()))"
+    )
+    out = subprocess.run(
+        [python, "-c", probe],
+        env=env,
+        user=NOBODY,
+        group=NOBODY,
+        extra_groups=[],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "True"]
