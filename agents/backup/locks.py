@@ -121,7 +121,7 @@ class RepositoryLock:
     def _dead_here(self, body: dict[str, object]) -> bool:
         """A lock of this host whose process is gone (killed) is stale at once."""
         pid = body.get("pid")
-        return body.get("host") == self.host and isinstance(pid, int) and not process_exists(pid)
+        return body.get("host") == self.host and type(pid) is int and not process_exists(pid)
 
     def _check_others(self) -> None:
         infos = list(self.storage.list("locks/"))
@@ -158,10 +158,12 @@ class RepositoryLock:
 
 def process_exists(pid: int) -> bool:
     """Whether a process (not a thread of another one) has this ID on this host, as
-    `psutil.pid_exists` answers on Linux, without importing psutil into every command
-    that opens a repository. Where that cannot be told (an ID out of range, no /proc),
-    it exists: a lock is then taken for live and only ages out, never broken early."""
-    if pid <= 0:
+    `psutil.pid_exists` answers on Linux where /proc shows it, without importing psutil
+    into every command that opens a repository. Only a proof of absence makes it False:
+    kill() finding no such ID, or /proc naming it a thread. Where that cannot be told (an
+    ID out of range, /proc missing or hiding other users' processes: hidepid), it exists,
+    so a lock is then taken for live and only ages out, never broken early."""
+    if type(pid) is not int or pid <= 0:
         return True
     try:
         os.kill(pid, 0)
@@ -176,8 +178,6 @@ def process_exists(pid: int) -> bool:
             for line in status:
                 if line.startswith("Tgid:"):
                     return int(line.split()[1]) == pid
-    except FileNotFoundError:
-        return False  # gone since kill()
     except (OSError, ValueError, IndexError):
-        pass
+        pass  # unreadable (hidepid, no /proc, gone since): kill() said it exists
     return True

@@ -524,6 +524,15 @@ def test_locks_exclusive_blocks_and_stale_expire(tmp_path: Path) -> None:
     with RepositoryLock(storage, exclusive=False):  # a lock of a dead local process is stale
         pass
     assert list(storage.list("locks/")) == []
+    # a pid no process of this host can be proven gone by (a forged or hand-edited lock:
+    # true, which Python counts as the int 1) holds until it ages out
+    for pid in (True, "1", None, 0):
+        forged = {"host": socket.gethostname(), "pid": pid, "time": now, "exclusive": True}
+        storage.put("locks/forged", json.dumps(forged).encode())
+        with pytest.raises(LockError, match="locked exclusively"):
+            RepositoryLock(storage, exclusive=False).__enter__()
+        assert [i.key for i in storage.list("locks/")] == ["locks/forged"]
+    storage.delete(["locks/forged"])
 
 
 def test_two_processes_back_up_into_one_repository(tmp_path: Path) -> None:
