@@ -413,6 +413,7 @@ def restore(
         nodes: list[_Target] = []
         hard_links: list[_Target] = []
         planned: set[str] = set()  # first links this run writes: their hard links are linked
+        unlinked: list[TreeEntry] = []  # hard links to be written as files of their own
         made: dict[str, tuple[PurePosixPath, tuple[int, int]]] = {}  # written whole: inode
         pending: list[_Pending] = []  # temporaries not yet named, removed after a failure
         damaged: list[_Pending] = []  # named last, once every name they could take is known
@@ -442,7 +443,7 @@ def restore(
                         hard_links.append(item)
                     else:
                         if entry.link_to:  # its first link is not restored (--include)
-                            result.warnings.append(_unlinked(entry))
+                            unlinked.append(entry)
                         if not entry.link_to and entry.path in firsts:
                             planned.add(entry.path)
                         batch.add(item)
@@ -451,10 +452,13 @@ def restore(
                 # failed) is written from its own chunk list, as a file of its own
                 for item in _make_hard_links(dirs, hard_links, made, overwrite, result):
                     if item.entry.link_to not in made:
-                        result.warnings.append(_unlinked(item.entry))
+                        unlinked.append(item.entry)
                     batch.add(item)
                 if batch.files:
                     batch.flush()
+                # said only of those written: one kept existing was not written at all
+                kept = set(result.skipped_existing)
+                result.warnings += [_unlinked(e) for e in unlinked if e.path not in kept]
             for part in lost_tree:
                 result.damaged.append(
                     Damaged(part, "this part of the file list is damaged or missing", "")
