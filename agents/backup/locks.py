@@ -119,9 +119,10 @@ class RepositoryLock:
                 log.warning("could not refresh lock %s: %s", self.key, error)
 
     def _dead_here(self, body: dict[str, object]) -> bool:
-        """A lock of this host whose process is gone (killed) is stale at once."""
+        """A lock of this host whose process is gone (killed) is stale at once
+        (`process_exists` judges every pid, a bool or out-of-range one included)."""
         pid = body.get("pid")
-        return body.get("host") == self.host and type(pid) is int and not process_exists(pid)
+        return body.get("host") == self.host and isinstance(pid, int) and not process_exists(pid)
 
     def _check_others(self) -> None:
         infos = list(self.storage.list("locks/"))
