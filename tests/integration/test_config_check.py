@@ -98,14 +98,9 @@ def test_secret_files_are_checked_and_each_problem_is_one_line(tmp_path: Path) -
 
 
 def test_the_service_user_is_told_it_cannot_read_a_key_root_can() -> None:
-    from tests.support.unprivileged import NOBODY, interpreter
+    from tests.support import unprivileged
 
-    if os.geteuid() != 0:
-        pytest.skip("needs root to run as another user")
-    runner = interpreter()
-    if runner is None:
-        pytest.skip("no interpreter the unprivileged user can run")
-    python, env = runner
+    runner = unprivileged.runner_or_skip()
     base = Path(tempfile.mkdtemp(prefix="opsagent-unpriv-", dir="/tmp"))
     try:
         base.chmod(0o755)
@@ -117,17 +112,7 @@ def test_the_service_user_is_told_it_cannot_read_a_key_root_can() -> None:
         )
         config.chmod(0o644)
         assert check(config).returncode == 0
-        proc = subprocess.run(
-            [python, "-m", "agents", "config", "check", "--quiet", str(config)],
-            env=env,
-            user=NOBODY,
-            group=NOBODY,
-            extra_groups=[],
-            cwd="/",
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        proc = unprivileged.run(runner, ["-m", "agents", "config", "check", "--quiet", str(config)])
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert proc.stderr == (
             f"{config}: cases.notify[0].routing_key_file: {key}: cannot read secret:"

@@ -355,12 +355,10 @@ def test_junk_objects_never_block_and_are_cleaned_or_named(
 def test_an_unreadable_snapshot_stops_prune_and_check_as_the_service_user() -> None:
     """Permission denied is no damage and no absence: prune must not take the snapshot for
     gone and delete its data (as root this cannot be seen: root reads everything)."""
-    from tests.support.unprivileged import NOBODY, interpreter
+    from tests.support import unprivileged
+    from tests.support.unprivileged import NOBODY
 
-    runner = interpreter()
-    if runner is None:
-        pytest.skip("no interpreter the unprivileged user can run")
-    python, env = runner
+    runner = unprivileged.runner_or_skip()
     base = Path(tempfile.mkdtemp(prefix="opsagent-unpriv-", dir="/tmp"))
     try:
         base.chmod(0o755)
@@ -376,17 +374,8 @@ def test_an_unreadable_snapshot_stops_prune_and_check_as_the_service_user() -> N
         packs = sorted((base / "repo" / "data").rglob("*"))
 
         def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [python, "-m", "agents", *args, "--config", str(config)],
-                env=env,
-                user=NOBODY,
-                group=NOBODY,
-                extra_groups=[],
-                cwd="/",
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            argv = ["-m", "agents", *args, "--config", str(config)]
+            return unprivileged.run(runner, argv, timeout=120)
 
         for args in (("backup", "prune"), ("backup", "snapshots")):
             proc = as_nobody(*args)

@@ -165,22 +165,10 @@ def test_an_unprivileged_restore_brings_back_modes_links_and_fifos(
     """As the service user, through the CLI: directory handles without read permission
     on the directories (O_PATH), modes set through /proc, a read-only directory set
     last."""
-    runner = unprivileged.interpreter()
-    if runner is None:
-        pytest.skip("no interpreter the unprivileged user can run")
-    python, env = runner
+    runner = unprivileged.runner_or_skip()
     config, source, target = repo_for_nobody
-    proc = subprocess.run(
-        [python, "-m", "agents", "restore", "latest", "--to", str(target), "--config", str(config)],
-        env=env,
-        user=unprivileged.NOBODY,
-        group=unprivileged.NOBODY,
-        extra_groups=[],
-        cwd="/",
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    argv = ["-m", "agents", "restore", "latest", "--to", str(target), "--config", str(config)]
+    proc = unprivileged.run(runner, argv, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     restored = target / source.relative_to("/")
     assert _contents(restored) == _contents(source)

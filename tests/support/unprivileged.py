@@ -49,3 +49,33 @@ def _runs(python: str, env: dict[str, str], uid: int) -> bool:
     except OSError:
         return False
     return proc.returncode == 0
+
+
+def runner_or_skip(uid: int = NOBODY) -> tuple[str, dict[str, str]]:
+    """`interpreter(uid)`, or the test skipped: not root, or no interpreter `uid` runs."""
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run as another user")
+    runner = interpreter(uid)
+    if runner is None:
+        pytest.skip("no interpreter the unprivileged user can run")
+    return runner
+
+
+def run(
+    runner: tuple[str, dict[str, str]], args: list[str], timeout: float = 60, uid: int = NOBODY
+) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` as `uid` (its own group, no others) from /, output captured as text."""
+    python, env = runner
+    return subprocess.run(
+        [python, *args],
+        env=env,
+        user=uid,
+        group=uid,
+        extra_groups=[],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -40,10 +40,10 @@ print(json.dumps(sorted(sys.modules)))
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["backup", "--help"], ["cases", "--help"]])
-def test_help_imports_no_heavy_library(args: list[str]) -> None:
+def _modules_after(probe: str) -> list[str]:
+    """The modules a fresh interpreter holds after `probe`, which prints them as JSON."""
     ran = subprocess.run(
-        [sys.executable, "-c", PROBE.format(args=args)],
+        [sys.executable, "-c", probe],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -51,7 +51,12 @@ def test_help_imports_no_heavy_library(args: list[str]) -> None:
         check=False,
     )
     assert ran.returncode == 0, ran.stderr
-    loaded = json.loads(ran.stdout.strip().splitlines()[-1])
+    return json.loads(ran.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["backup", "--help"], ["cases", "--help"]])
+def test_help_imports_no_heavy_library(args: list[str]) -> None:
+    loaded = _modules_after(PROBE.format(args=args))
     heavy = [m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY)]
     assert heavy == [], f"opsagent {' '.join(args)} imported {heavy}"
 
@@ -71,15 +76,6 @@ def test_a_repository_command_imports_no_package_metadata_nor_psutil(tmp_path: P
     # pydantic's plugin loader imports importlib.metadata (email, csv, zipfile: about
     # 2-5 MiB of every command) even with plugins disabled; psutil came only for the lock's
     # "is that process alive"
-    ran = subprocess.run(
-        [sys.executable, "-c", REPOSITORY_PROBE.format(repo=tmp_path / "repo")],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={"PYTHONPATH": str(ROOT)},
-        check=False,
-    )
-    assert ran.returncode == 0, ran.stderr
-    loaded = set(json.loads(ran.stdout.strip().splitlines()[-1]))
+    loaded = set(_modules_after(REPOSITORY_PROBE.format(repo=tmp_path / "repo")))
     assert "pydantic" in loaded  # the probe did build models
     assert not loaded & {"importlib.metadata", "email", "psutil"}

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from agents.backup.locks import process_exists
+from tests.support import unprivileged
 
 
 def test_agrees_with_psutil_on_live_dead_and_thread_ids() -> None:
@@ -78,28 +79,10 @@ def test_a_live_process_stays_alive_where_proc_shows_nothing() -> None:
 def test_another_users_process_exists_for_a_service_user() -> None:
     # the agent runs as a service user: kill() then answers "not permitted" for root's
     # processes, which are alive
-    from tests.support.unprivileged import NOBODY, interpreter
-
-    if os.geteuid() != 0:
-        pytest.skip("needs root to run a check as another user")
-    runner = interpreter()
-    if runner is None:
-        pytest.skip("no interpreter the unprivileged user can run")
-    python, env = runner
     probe = (
         "import os, psutil; from agents.backup.locks import process_exists;"
         "print(process_exists(1), psutil.pid_exists(1), process_exists(os.getppid()))"
     )
-    out = subprocess.run(
-        [python, "-c", probe],
-        env=env,
-        user=NOBODY,
-        group=NOBODY,
-        extra_groups=[],
-        cwd="/",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = unprivileged.run(unprivileged.runner_or_skip(), ["-c", probe])
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True", "True"]
